@@ -1,0 +1,5 @@
+import sys
+
+from .task import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""The run directory: the one contract both sides share. Standard library only.
+
+<run_dir>/
+  run.json                  what was launched: id, overrides, sweep points, cluster, code version
+  config/point-<p>.yaml     resolved config of each sweep point
+  plan.json                 the plan: stages, hashes, dependencies, resources
+  submissions.jsonl         ledger of sbatch calls (login node only, append-only)
+  stages/<stage>/
+    spec.json               what a task needs to run (written at plan time)
+    scripts/<sub>-<chunk>.sbatch
+    logs/                   stdout/stderr per array task
+    markers/<hash>/<task>.done    completion marker, written atomically by the task itself; the
+                                  stage's config hash in the path keeps markers of another config
+                                  from counting, and one listdir gives a stage's completed tasks
+    markers/<hash>/<task>.failed  last failure (best effort: a SIGKILLed task leaves none)
+    out/<point>/<task>/     task output, renamed into place only when the task succeeded
+    ckpt/<task>/            task checkpoint state, survives requeues
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def stage_dir(run_dir: Path, stage: str) -> Path:
+    return Path(run_dir) / "stages" / stage
+
+
+def markers_dir(run_dir: Path, stage: str, stage_hash: str) -> Path:
+    return stage_dir(run_dir, stage) / "markers" / stage_hash
+
+
+def marker_path(run_dir: Path, stage: str, stage_hash: str, task: int, suffix: str = "done") -> Path:
+    return markers_dir(run_dir, stage, stage_hash) / f"{task}.{suffix}"
+
+
+def completed_tasks(run_dir: Path, stage: str, stage_hash: str) -> set[int]:
+    """Tasks with a completion marker for this config: one directory listing, no file reads."""
+    try:
+        names = os.listdir(markers_dir(run_dir, stage, stage_hash))
+    except FileNotFoundError:
+        return set()
+    return {int(n[: -len(".done")]) for n in names if n.endswith(".done") and n[: -len(".done")].isdigit()}
+
+
+def output_dir(run_dir: Path, stage: str, point: int, task: int | None = None) -> Path:
+    d = stage_dir(run_dir, stage) / "out" / str(point)
+    return d if task is None else d / str(task)
+
+
+def checkpoint_dir(run_dir: Path, stage: str, task: int) -> Path:
+    return stage_dir(run_dir, stage) / "ckpt" / str(task)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary name in the same directory, fsync, then rename: readers see the old
+    file or the whole new one, never half of it (also on a shared filesystem)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default

@@ -1,0 +1,48 @@
+"""Callables of the smoke pipeline (kind=python). Small, but they use the real contract: inputs
+from parent stages, atomic outputs, and checkpoint/requeue."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from .context import TaskContext
+from .layout import atomic_write_json, read_json
+
+
+def reduce(ctx: TaskContext) -> dict:
+    """Sum the value every shard of this sweep point wrote."""
+    shards_dir = ctx.inputs["shards"]
+    values = sorted((int(p.name), int((p / "value.txt").read_text())) for p in shards_dir.iterdir()
+                    if p.name.isdigit())
+    expected = ctx.params.get("expect_shards")
+    if expected is not None and len(values) != expected:
+        raise RuntimeError(f"expected {expected} shard outputs in {shards_dir}, found {len(values)}")
+    total = sum(v for _, v in values)
+    (ctx.output_dir / "total.txt").write_text(f"{total}\n")
+    return {"shards": len(values), "total": total}
+
+
+def count(ctx: TaskContext) -> dict:
+    """Count to params.target, one step every params.step_s seconds, saving the count after each
+    step. On the stop signal: save and requeue; the next attempt continues from the saved count.
+    params.force_requeue_at: on the first attempt, send ourselves the stop signal at that count."""
+    target, step_s = int(ctx.params["target"]), float(ctx.params.get("step_s", 0.1))
+    force_at = ctx.params.get("force_requeue_at")
+    state_file = ctx.checkpoint_dir / "state.json"
+    state = read_json(state_file, {"count": 0, "attempts": []})
+    state["attempts"].append({"restart": ctx.restart_count, "from": state["count"]})
+    atomic_write_json(state_file, state)
+    while state["count"] < target:
+        if ctx.should_stop():
+            atomic_write_json(state_file, state)
+            ctx.requeue()
+        time.sleep(step_s)
+        state["count"] += 1
+        atomic_write_json(state_file, state)
+        if force_at is not None and ctx.restart_count == 0 and state["count"] == int(force_at):
+            os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("LAUNCHER_STOP_SIGNAL", "USR2")))
+    (ctx.output_dir / "count.txt").write_text(f"{state['count']}\n")
+    (ctx.output_dir / "attempts.json").write_text(json.dumps(state["attempts"]) + "\n")
+    return {"count": state["count"], "attempts": len(state["attempts"])}

@@ -1,0 +1,210 @@
+"""Compute-node entry point: `python -m jobs.task <stage spec.json>`, once per array task.
+
+Finds its task from the array index, skips work that already has a completion marker, runs the
+stage kind, and on success moves its output into place and writes the marker, both atomically.
+On the pre-timeout/preemption signal it lets the work checkpoint, then requeues only this array
+task (`scontrol requeue <jobid>_<index>`, submitit's protocol) or, on the local backend, exits with
+REQUEUE_EXIT for the local scheduler to restart it.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from . import layout
+from .context import Requeue, TaskContext
+
+REQUEUE_EXIT = 75  # EX_TEMPFAIL: "run me again" for the local backend
+
+
+def _env_int(*names: str, default: int = 0) -> int:
+    for n in names:
+        if os.environ.get(n, "") != "":
+            return int(os.environ[n])
+    return default
+
+
+def _job_id() -> str:
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("LAUNCHER_JOB_ID", "local")
+
+
+def log(msg: str) -> None:
+    print(f"[launcher {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Task:
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.run_dir = Path(spec["run_dir"])
+        self.stage, self.hash = spec["stage"], spec["hash"]
+        self.task = _env_int("LAUNCHER_TASK_OFFSET") + _env_int("SLURM_ARRAY_TASK_ID", "LAUNCHER_ARRAY_TASK_ID")
+        self.point, self.index = divmod(self.task, spec["tasks_per_point"])
+        self.payload = spec["payloads"][self.point]
+        self.rank = _env_int("SLURM_PROCID")
+        self.restarts = _env_int("SLURM_RESTART_COUNT", "LAUNCHER_RESTART_COUNT")
+        self.job_id = _job_id()
+        self.final_out = layout.output_dir(self.run_dir, self.stage, self.point, self.index)
+        self.tmp_out = self.final_out.parent / f".{self.index}.partial-{self.job_id}-{self.restarts}"
+        self.ctx = TaskContext(
+            run_dir=self.run_dir, run_id=spec["run_id"], stage=self.stage, task=self.task, index=self.index,
+            num_tasks=spec["tasks_per_point"], point=self.point, params=self.payload.get("params") or {},
+            output_dir=self.tmp_out, checkpoint_dir=layout.checkpoint_dir(self.run_dir, self.stage, self.task),
+            inputs={p: layout.output_dir(self.run_dir, p, self.point) for p in spec["parents"]},
+            restart_count=self.restarts)
+        self.child: subprocess.Popen | None = None
+
+    # -- signals -------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        sig = getattr(signal, "SIG" + self.spec["requeue"]["signal"])
+        grace = max(1.0, self.spec["requeue"]["signal_delay_s"] - 5.0)
+
+        def on_stop_signal(signum, frame):
+            if self.ctx.stop_requested.is_set():
+                return
+            log(f"caught {signal.Signals(signum).name}: time limit or preemption ahead, checkpointing")
+            self.ctx.stop_requested.set()
+            if self.child is not None and self.child.poll() is None:
+                os.killpg(self.child.pid, signum)  # the command gets the signal; it saves and exits
+            # Work that ignores the request still gets requeued before Slurm kills it.
+            # Daemon: a task that checkpointed and returned must not wait for this timer.
+            timer = threading.Timer(grace, self._force_requeue)
+            timer.daemon = True
+            timer.start()
+
+        signal.signal(sig, on_stop_signal)
+        # `scontrol requeue` and the time limit send SIGTERM; we are already on our way out.
+        signal.signal(signal.SIGTERM, lambda s, f: log("SIGTERM received (job ending)"))
+
+    def _force_requeue(self) -> None:
+        log("work did not stop within the signal grace period; requeueing it as it stands")
+        if self.child is not None and self.child.poll() is None:
+            os.killpg(self.child.pid, signal.SIGKILL)
+        os._exit(self.requeue())
+
+    def requeue(self) -> int:
+        """Requeue this array task only; return the exit code for this attempt."""
+        limit = self.spec["requeue"]["max"]
+        if self.restarts >= limit:
+            self.write_failure(f"stopped by the time limit or preemption after {self.restarts} requeue(s) "
+                               f"(requeue.max={limit})", exit_code=1)
+            return 1
+        shutil.rmtree(self.tmp_out, ignore_errors=True)
+        if self.spec["backend"] == "local":
+            log(f"requeue {self.restarts + 1}/{limit} (local scheduler)")
+            return REQUEUE_EXIT
+        log(f"requeue {self.restarts + 1}/{limit}: scontrol requeue {self.job_id}")
+        subprocess.run(["scontrol", "requeue", self.job_id], check=True, timeout=60)
+        return REQUEUE_EXIT
+
+    # -- markers -------------------------------------------------------------------------------
+    def write_failure(self, error: str, exit_code: int) -> None:
+        try:
+            layout.atomic_write_json(layout.marker_path(self.run_dir, self.stage, self.hash, self.task, "failed"), {
+                "task": self.task, "job_id": self.job_id, "restarts": self.restarts, "exit_code": exit_code,
+                "host": socket.gethostname(), "time": time.time(), "error": error[-4000:]})
+        except OSError as e:  # e.g. the filesystem is full: the log still says why
+            log(f"could not write the failure marker: {e}")
+
+    def finish(self, started: float) -> None:
+        """Output first, marker last: a marker always means the output is whole."""
+        if self.final_out.exists():
+            old = self.final_out.with_name(f".{self.index}.old-{self.job_id}-{self.restarts}")
+            os.replace(self.final_out, old)
+            os.replace(self.tmp_out, self.final_out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp_out, self.final_out)
+        layout.atomic_write_json(layout.marker_path(self.run_dir, self.stage, self.hash, self.task), {
+            "task": self.task, "point": self.point, "index": self.index, "job_id": self.job_id,
+            "restarts": self.restarts, "host": socket.gethostname(), "hash": self.hash,
+            "started": started, "finished": time.time(), "seconds": round(time.time() - started, 3)})
+        layout.marker_path(self.run_dir, self.stage, self.hash, self.task, "failed").unlink(missing_ok=True)
+
+    # -- kinds ---------------------------------------------------------------------------------
+    def environment(self) -> dict:
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in (self.payload.get("env") or {}).items()})
+        c = self.ctx
+        env.update({
+            "LAUNCHER_RUN_DIR": str(c.run_dir), "LAUNCHER_RUN_ID": c.run_id, "LAUNCHER_STAGE": c.stage,
+            "LAUNCHER_TASK": str(c.task), "LAUNCHER_TASK_INDEX": str(c.index),
+            "LAUNCHER_NUM_TASKS": str(c.num_tasks), "LAUNCHER_POINT": str(c.point),
+            "LAUNCHER_OUTPUT_DIR": str(c.output_dir), "LAUNCHER_CHECKPOINT_DIR": str(c.checkpoint_dir),
+            "LAUNCHER_RESTART_COUNT": str(c.restart_count), "LAUNCHER_PARAMS": json.dumps(c.params),
+            "LAUNCHER_STOP_SIGNAL": self.spec["requeue"]["signal"],
+        })
+        for parent, path in c.inputs.items():
+            env[f"LAUNCHER_INPUT_{parent.upper()}"] = str(path)
+        return env
+
+    def run_command(self) -> None:
+        self.child = subprocess.Popen(["bash", "-euo", "pipefail", "-c", self.payload["command"]],
+                                      env=self.environment(), start_new_session=True)
+        rc = self.child.wait()
+        if rc != 0 and self.ctx.should_stop():
+            raise Requeue()
+        if rc != 0:
+            raise RuntimeError(f"command exited with status {rc}")
+
+    def run_python(self) -> None:
+        module, _, attr = self.payload["target"].partition(":")
+        fn = importlib.import_module(module)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+        os.environ.update({k: v for k, v in self.environment().items() if k.startswith("LAUNCHER_")})
+        os.environ.update({str(k): str(v) for k, v in (self.payload.get("env") or {}).items()})
+        result = fn(self.ctx)
+        if result is not None:
+            (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+    # -- main ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        if layout.marker_path(self.run_dir, self.stage, self.hash, self.task).exists():
+            log(f"{self.stage}[{self.task}] already complete, nothing to do")
+            return 0
+        log(f"{self.stage}[{self.task}] point {self.point} task {self.index} job {self.job_id} "
+            f"attempt {self.restarts + 1} on {socket.gethostname()}")
+        started = time.time()
+        self.install_signal_handlers()
+        try:
+            self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.tmp_out, ignore_errors=True)
+            self.tmp_out.mkdir(parents=True)
+            {"command": self.run_command, "python": self.run_python}[self.spec["kind"]]()
+            if self.rank == 0:
+                self.finish(started)
+        except Requeue:
+            return self.requeue()
+        except BaseException as e:  # noqa: BLE001 - every failure must leave a failure marker
+            self.write_failure("".join(traceback.format_exception(e)), exit_code=1)
+            shutil.rmtree(self.tmp_out, ignore_errors=True)
+            log(f"{self.stage}[{self.task}] failed: {e}")
+            if not isinstance(e, Exception):
+                raise
+            return 1
+        log(f"{self.stage}[{self.task}] done in {time.time() - started:.1f} s")
+        return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m jobs.task <stage spec.json>", file=sys.stderr)
+        return 2
+    return Task(json.loads(Path(argv[0]).read_text())).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

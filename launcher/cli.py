@@ -1,0 +1,183 @@
+"""`launcher` command line. Heavy imports (hydra, submitit, rich) happen inside the verbs, so
+`launcher --help` is instant; no verb imports torch or a stage library."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  launcher run pipeline=smoke cluster=local wait=true
+  launcher plan pipeline=smoke cluster=dev
+  launcher run -m pipeline=smoke cluster=dev pipeline.vars.scale=1,2,3
+  launcher status latest --json
+  launcher resume latest
+  launcher logs latest shards --task 2 --follow
+
+Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
+Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go to run_root
+(default ./runs; LAUNCHER_RUN_ROOT sets the default for status/resume/logs/runs).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
+                                "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def with_overrides(name: str, help: str):
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("-m", "--multirun", action="store_true",
+                        help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
+        sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true")
+        return sp
+
+    with_overrides("run", "compose, plan, preflight and submit; print the run id and exit (wait=true to watch)")
+    with_overrides("plan", "show the DAG and write the exact sbatch scripts; submit nothing")
+
+    def with_run(name: str, help: str):
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("run", help="run id, run directory, or 'latest'")
+        sp.add_argument("--root", type=Path, help="run root to look in (default: $LAUNCHER_RUN_ROOT or ./runs)")
+        return sp
+
+    st = with_run("status", "per-stage state and task counts; exit 0 completed, 1 failed, 2 still going")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--watch", action="store_true", help="refresh until the run ends")
+    rs = with_run("resume", "resubmit exactly the unfinished tasks (failed, cancelled, never submitted)")
+    rs.add_argument("--force", action="store_true", help="accept a changed config: rerun the changed stages")
+    rs.add_argument("--wait", action="store_true", help="watch until the run ends")
+    with_run("cancel", "cancel every queued or running job of the run")
+    lg = with_run("logs", "print a task's stdout and stderr")
+    lg.add_argument("stage")
+    lg.add_argument("--task", type=int, default=0, help="global task index (default 0)")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the task ends")
+    rn = sub.add_parser("runs", help="list runs, newest first")
+    rn.add_argument("--root", type=Path)
+    rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    return p
+
+
+def _watch(run, prep_poll: float = 0) -> int:
+    from . import ops
+    from .display import watch
+
+    poll = prep_poll or (2.0 if run.meta.get("backend") == "local" else 10.0)
+    return watch(lambda: ops.status(run), poll).exit_code
+
+
+def cmd_run(args) -> int:
+    from . import ops
+    from .display import console
+
+    t0 = time.perf_counter()
+    run, prep = ops.launch(args.overrides, args.multirun, echo=console.print)
+    n = sum(len(rs) for rs in [run.submissions()])
+    console.print(f"run {run.id}: {n} job(s) submitted in {time.perf_counter() - t0:.2f} s")
+    console.print(f"run dir: {run.path}")
+    console.print(f"next:    launcher status {run.id}    launcher logs {run.id} <stage>    launcher resume {run.id}")
+    if prep.configs[0].wait:
+        return _watch(run, prep.configs[0].poll_s)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from . import ops
+    from .display import console, plan_table
+
+    prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
+    console.print(plan_table(prep.plan, requests, prep.chunk_size))
+    console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
+                  f"on sbatch's command line at submission)")
+    for r in requests:
+        deps = ", ".join(f"{k}:{p}" + (f"[chunk {c}]" if c is not None else "") for k, p, c in r.deps)
+        console.print(f"  {r.script}" + (f"  <- {deps}" if deps else ""))
+    if prep.errors:
+        from .errors import ConfigErrors
+
+        raise ConfigErrors(prep.errors)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from . import ops
+    from .display import console, status_table
+    from .rundir import resolve_run
+
+    run = resolve_run(args.run, args.root)
+    if args.watch:
+        return _watch(run)
+    st = ops.status(run)
+    if args.json:
+        print(json.dumps(st.to_json(), indent=1))
+    else:
+        console.print(status_table(st))
+    return st.exit_code
+
+
+def cmd_resume(args) -> int:
+    from . import ops
+    from .display import console
+    from .rundir import resolve_run
+
+    run = resolve_run(args.run, args.root)
+    ids = ops.resume(run, force=args.force, echo=console.print)
+    if ids:
+        console.print(f"run {run.id}: {len(ids)} job(s) resubmitted")
+    return _watch(run) if args.wait else 0
+
+
+def cmd_cancel(args) -> int:
+    from . import ops
+    from .display import console
+    from .rundir import resolve_run
+
+    ops.cancel(resolve_run(args.run, args.root), echo=console.print)
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from .logs import show_logs
+    from .rundir import resolve_run
+
+    return show_logs(resolve_run(args.run, args.root), args.stage, args.task, args.follow)
+
+
+def cmd_runs(args) -> int:
+    from .display import console
+    from .rundir import default_root, list_runs
+    from rich.table import Table
+
+    root = (args.root or default_root()).resolve()
+    t = Table(title=f"runs in {root}", title_justify="left")
+    for col in ("run", "pipeline", "cluster", "created", "points", "jobs"):
+        t.add_column(col)
+    for run in list_runs(root)[: args.n]:
+        m = run.meta
+        t.add_row(run.id, m.get("pipeline", "?"), m.get("cluster", "?"),
+                  time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.get("created", 0))),
+                  str(len(m.get("points", []))), str(len(run.submissions())))
+    console.print(t)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .errors import LauncherError
+
+    try:
+        return globals()[f"cmd_{args.verb}"](args)
+    except LauncherError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted (submitted jobs keep running; see `launcher status`)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

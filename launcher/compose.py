@@ -1,0 +1,94 @@
+"""Hydra composition: overrides (and multirun sweeps) → one resolved config per sweep point."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Sequence
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = Path(os.environ.get("LAUNCHER_CONF_DIR", PROJECT_ROOT / "conf"))
+PROFILES_DIR = Path(os.environ.get("LAUNCHER_PROFILES_DIR", PROJECT_ROOT / "cluster_profiles"))
+
+
+def available_profiles() -> List[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _register() -> None:
+    """Put the schema and every cluster profile into Hydra's ConfigStore (group `cluster`),
+    so `cluster=dev` and `cluster.partition=...` compose like any other group, type-checked."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from .schema import Cluster, Config, Pipeline
+
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    cs.store(group="pipeline", name="schema", node=Pipeline)
+    for name in available_profiles():
+        try:
+            profile = OmegaConf.merge(OmegaConf.structured(Cluster), OmegaConf.load(PROFILES_DIR / f"{name}.yaml"))
+        except Exception as e:  # noqa: BLE001 - report which file is broken, with OmegaConf's words
+            raise ConfigError(f"cluster profile {PROFILES_DIR / name}.yaml is invalid: {e}", key="cluster") from e
+        cs.store(group="cluster", name=name, node=profile)
+
+
+def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
+    """Expand Hydra sweep syntax (a=1,2 b=x,y, range(), choice()) into one override list per point."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except OverrideParseException as e:
+        raise ConfigError(f"invalid override: {e}", key="overrides") from e
+    has_sweep = any(o.is_sweep_override() for o in parsed)
+    if not multirun:
+        if has_sweep:
+            sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+            raise ConfigError(f"sweep override(s) {sweeps} need -m/--multirun", key="overrides")
+        return [list(overrides)]
+    try:
+        return BasicSweeper.split_arguments(parsed, None)[0]
+    except HydraException as e:
+        raise ConfigError(f"invalid sweep: {e}", key="overrides") from e
+
+
+def compose(overrides: Sequence[str]):
+    """Compose one point. Returns a resolved, typed DictConfig; raises ConfigError with the key."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not GlobalHydra.instance().is_initialized():
+        _register()
+        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="launcher")
+    try:
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        OmegaConf.resolve(cfg)  # unresolved interpolations fail here, with their key
+    except OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_message(e), key=getattr(e, "full_key", None) or "config") from e
+    except Exception as e:  # hydra's MissingConfigException, ConfigCompositionException, ...
+        raise ConfigError(_hydra_message(e), key="overrides") from e
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _omegaconf_message(e: Exception) -> str:
+    # OmegaConf appends a multi-line "full_key/object_type" trailer; keep the first line.
+    return str(e).splitlines()[0]
+
+
+def _hydra_message(e: Exception) -> str:
+    msg = str(e)
+    cause = e.__cause__
+    if cause is not None and str(cause) and str(cause) not in msg:
+        msg = f"{msg}: {str(cause).splitlines()[0]}"
+    if "cluster" in msg and "Could not" in msg:
+        msg += f" (profiles in {PROFILES_DIR}: {', '.join(available_profiles())})"
+    return msg

@@ -1,0 +1,80 @@
+"""Tables for plan and status, and the live progress view of `wait=true`."""
+from __future__ import annotations
+
+import time
+from typing import Callable, List
+
+from rich.console import Console
+from rich.table import Table
+
+from .arrays import group_by_chunk
+from .plan import Plan
+from .render import JobRequest
+from .status import RunStatus
+
+console = Console(highlight=False, width=None if Console().is_terminal else 160)
+STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red"}
+
+
+def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table:
+    t = Table(title=f"pipeline '{plan.pipeline}' on cluster '{plan.cluster['name']}' "
+                    f"({len(plan.points)} sweep point(s))", title_justify="left")
+    for col in ("stage", "kind", "tasks", "sbatch", "resources", "after", "GPU-h max", "hash"):
+        t.add_column(col, justify="right" if col in ("tasks", "sbatch", "GPU-h max") else "left")
+    for name, s in plan.stages.items():
+        r = s.resources
+        res = [r["partition"] or plan.cluster.get("partition") or "(default)", f"{s.time_min} min",
+               f"{r['nodes']}n x {r['ntasks_per_node']}t x {r['cpus_per_task']}c"]
+        if r["gpus_per_node"]:
+            res.append(f"{r['gpus_per_node']} gpu/node")
+        if r["mem_gb"]:
+            res.append(f"{r['mem_gb']} GB")
+        tasks = f"{s.points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
+        if s.throttle:
+            tasks += f" %{s.throttle}"
+        deps = ", ".join(f"{d.parent}:{d.kind}" + (f" (declared {d.declared})" if d.kind != d.declared else "")
+                         for d in s.deps) or "-"
+        if s.singleton:
+            deps += " +singleton"
+        n_sbatch = len(group_by_chunk(range(s.total_tasks), chunk_size))
+        t.add_row(name, s.kind, tasks, str(n_sbatch), ", ".join(res), deps, f"{s.gpu_hours:.1f}", s.hash)
+    t.caption = (f"{len(requests)} sbatch call(s); GPU-hours upper bound {plan.gpu_hours:.1f} "
+                 f"(every task at its time limit); MaxArraySize chunk {chunk_size}")
+    return t
+
+
+def status_table(st: RunStatus) -> Table:
+    t = Table(title=f"run {st.run}: [{STYLE.get(st.state, '')}]{st.state}[/]", title_justify="left")
+    for col in ("stage", "state", "total", "done", "running", "pending", "failed", "cancelled", "missing", "jobs"):
+        t.add_column(col, justify="left" if col in ("stage", "state", "jobs") else "right")
+    for s in st.stages.values():
+        c = s.counts
+        t.add_row(s.name, f"[{STYLE.get(s.state, '')}]{s.state}[/]", str(c["total"]), str(c["completed"]),
+                  str(c["running"]), str(c["pending"]), str(c["failed"]), str(c["cancelled"]), str(c["missing"]),
+                  ",".join(s.job_ids[-4:]) + (" …" if len(s.job_ids) > 4 else ""))
+    return t
+
+
+def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
+    """Refresh until the run is no longer going. A live table on a terminal, one line per change in logs."""
+    if console.is_terminal:
+        from rich.live import Live
+
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                st = get_status()
+                live.update(status_table(st))
+                if st.exit_code != 2:
+                    return st
+                time.sleep(poll_s)
+    last = None
+    while True:
+        st = get_status()
+        line = "  ".join(f"{s.name}:{s.counts['completed']}/{s.total}" for s in st.stages.values())
+        if line != last:
+            console.print(f"[{time.strftime('%H:%M:%S')}] {st.state:<9} {line}")
+            last = line
+        if st.exit_code != 2:
+            console.print(status_table(st))
+            return st
+        time.sleep(poll_s)

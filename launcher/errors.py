@@ -1,0 +1,35 @@
+"""Errors that stop the launcher before anything is submitted; each names the stage and config key."""
+from __future__ import annotations
+
+from typing import Iterable, List, Optional
+
+
+class LauncherError(Exception):
+    """An error the operator can act on; printed without a traceback."""
+
+
+class ConfigError(LauncherError):
+    def __init__(self, message: str, stage: Optional[str] = None, key: Optional[str] = None):
+        self.message, self.stage, self.key = message, stage, key
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = []
+        if self.stage:
+            where.append(f"stage '{self.stage}'")
+        if self.key:
+            where.append(self.key)
+        return f"{': '.join(where)}: {self.message}" if where else self.message
+
+
+class ConfigErrors(LauncherError):
+    """Every problem found in one pass, so the operator fixes them all at once."""
+
+    def __init__(self, errors: Iterable[ConfigError]):
+        self.errors: List[ConfigError] = list(errors)
+        lines = "\n".join(f"  - {e.render()}" for e in self.errors)
+        super().__init__(f"{len(self.errors)} problem(s) found, nothing was submitted:\n{lines}")
+
+
+class SubmissionError(LauncherError):
+    pass

@@ -1,0 +1,87 @@
+"""The embedded default (cluster=local): the same sbatch scripts and dependency strings as on Slurm,
+run on this machine by a small detached scheduler process (launcher.local_driver) that implements
+arrays, %N throttles, afterok/afterany/afternotok/aftercorr with kill-invalid-depend semantics, time
+limits with the pre-timeout signal, and requeue. `run` returns at once; the shell may close."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+from filelock import FileLock
+
+from jobs import layout
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours (tests start drivers too) is not alive.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class Local:
+    def __init__(self, cluster: dict, run_dir: Path):
+        self.dir = Path(run_dir) / "local"
+        self.max_parallel = cluster.get("max_parallel") or os.cpu_count() or 1
+        self.calls: Dict[str, int] = {}
+
+    @property
+    def lock(self) -> FileLock:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.dir / "driver.lock"))
+
+    def driver_pid(self) -> Optional[int]:
+        try:
+            pid = int((self.dir / "driver.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def submit(self, script: Path, dependency: Optional[str]) -> str:
+        self.calls["submit"] = self.calls.get("submit", 0) + 1
+        jobs = self.dir / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            counter = self.dir / "next_id"
+            job_id = int(counter.read_text()) if counter.exists() else 1
+            layout.atomic_write_text(counter, f"{job_id + 1}\n")
+            # The job file exists before we look for a driver: a driver that is about to exit
+            # re-reads the job folder under this lock, so no job is ever left without one.
+            layout.atomic_write_json(jobs / f"{job_id}.json",
+                                     {"id": str(job_id), "script": str(script), "dependency": dependency or ""})
+            if self.driver_pid() is None:
+                log = open(self.dir / "driver.log", "a")
+                proc = subprocess.Popen([sys.executable, "-m", "launcher.local_driver", str(self.dir),
+                                         str(self.max_parallel)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, close_fds=True)
+                layout.atomic_write_text(self.dir / "driver.pid", f"{proc.pid}\n")
+        return str(job_id)
+
+    def query(self, job_ids: Iterable[str]) -> Dict[str, Dict[int, str]]:
+        self.calls["query"] = self.calls.get("query", 0) + 1
+        state = layout.read_json(self.dir / "state.json", {}) or {}
+        driver_gone = self.driver_pid() is None
+        out: Dict[str, Dict[int, str]] = {}
+        for jid in job_ids:
+            tasks = state.get(str(jid), {})
+            out[str(jid)] = {int(i): ("failed" if driver_gone and t["state"] not in TERMINAL else t["state"])
+                             for i, t in tasks.items()}
+        return out
+
+    def cancel(self, job_ids: Iterable[str]) -> None:
+        ids = sorted(set(job_ids))
+        if ids:
+            layout.atomic_write_json(self.dir / "cancel" / f"{uuid.uuid4().hex}.json", ids)

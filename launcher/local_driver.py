@@ -1,0 +1,232 @@
+"""The local scheduler process (cluster=local): `python -m launcher.local_driver <local dir> <slots>`.
+
+It reads job files written by launcher.local.Local.submit (an sbatch script plus a Slurm dependency
+string), runs array tasks as `bash <script>` with the array index in the environment, and keeps
+state.json (it is its only writer). It exits when every task it knows has ended."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from filelock import FileLock
+
+from jobs import layout
+from jobs.task import REQUEUE_EXIT
+
+from .arrays import expand
+from .plan import parse_time_min
+
+TERMINAL = {"completed", "failed", "cancelled"}
+KILL_GRACE_S = 5  # like Slurm's KillWait
+
+
+def sbatch_directives(script: str) -> Dict[str, str]:
+    out = {}
+    for line in script.splitlines():
+        if line.startswith("#SBATCH "):
+            for tok in shlex.split(line[len("#SBATCH "):]):
+                k, _, v = tok.lstrip("-").partition("=")
+                out[k] = v
+    return out
+
+
+def parse_dependency(dep: str) -> List[Tuple[str, List[str]]]:
+    """'afterok:1:2,aftercorr:3,singleton' → [('afterok', ['1','2']), ('aftercorr', ['3'])]."""
+    out = []
+    for part in filter(None, dep.split(",")):
+        kind, *ids = part.split(":")
+        if ids:
+            out.append((kind, ids))
+    return out
+
+
+@dataclass
+class Task:
+    state: str = "pending"
+    restarts: int = 0
+    exit: Optional[int] = None
+    proc: Optional[subprocess.Popen] = field(default=None, repr=False)
+    started: float = 0.0
+    signalled: bool = False
+    killed_at: float = 0.0
+
+
+@dataclass
+class Job:
+    id: str
+    script: Path
+    deps: List[Tuple[str, List[str]]]
+    tasks: Dict[int, Task]
+    throttle: Optional[int]
+    time_s: int
+    signal: int
+    signal_delay_s: int
+    output: str
+    error: str
+
+
+class Driver:
+    def __init__(self, local_dir: Path, slots: int):
+        self.dir, self.slots = local_dir, slots
+        self.jobs: Dict[str, Job] = {}
+        self.dirty = True
+
+    def load_new_jobs(self) -> bool:
+        found = False
+        for f in sorted((self.dir / "jobs").glob("*.json"), key=lambda p: int(p.stem)):
+            if f.stem in self.jobs:
+                continue
+            spec = json.loads(f.read_text())
+            d = sbatch_directives(Path(spec["script"]).read_text())
+            array = d.get("array", "0")
+            sig, _, delay = d.get("signal", "USR2@90").partition("@")
+            self.jobs[spec["id"]] = Job(
+                id=spec["id"], script=Path(spec["script"]), deps=parse_dependency(spec["dependency"]),
+                tasks={i: Task() for i in expand(array)},
+                throttle=int(array.split("%")[1]) if "%" in array else None,
+                time_s=parse_time_min(d.get("time", "60")) * 60, signal=getattr(signal, "SIG" + sig.lstrip("B:")),
+                signal_delay_s=int(delay or 90), output=d.get("output", "/dev/null"), error=d.get("error", "/dev/null"))
+            found = self.dirty = True
+        return found
+
+    def handle_cancels(self) -> None:
+        for f in (self.dir / "cancel").glob("*.json") if (self.dir / "cancel").exists() else []:
+            for jid in json.loads(f.read_text()):
+                job = self.jobs.get(str(jid))
+                for t in job.tasks.values() if job else ():
+                    if t.state == "pending":
+                        t.state = "cancelled"
+                    elif t.state == "running" and t.proc:
+                        os.killpg(t.proc.pid, signal.SIGTERM)
+                        t.state, t.killed_at = "cancelling", time.time()
+            f.unlink()
+            self.dirty = True
+
+    def dependency_verdict(self, idx: int, job: Job) -> str:
+        """'ok', 'wait' or 'never' (a dependency that can no longer be satisfied: cancel the task)."""
+        for kind, parents in job.deps:
+            for pid in parents:
+                parent = self.jobs.get(pid)
+                if parent is None:
+                    continue  # not a job of this run's local scheduler
+                if kind == "aftercorr":
+                    states = [parent.tasks[idx].state] if idx in parent.tasks else []
+                else:
+                    states = [t.state for t in parent.tasks.values()]
+                ended = all(s in TERMINAL for s in states)
+                if kind in ("afterok", "aftercorr"):
+                    if any(s in ("failed", "cancelled") for s in states):
+                        return "never"
+                    if not all(s == "completed" for s in states):
+                        return "wait"
+                elif kind == "afterany" and not ended:
+                    return "wait"
+                elif kind == "afternotok":
+                    if not ended:
+                        return "wait"
+                    if all(s == "completed" for s in states):
+                        return "never"
+        return "ok"
+
+    def start(self, job: Job, idx: int, t: Task) -> None:
+        jid = f"{job.id}_{idx}"
+
+        def path(p: str) -> str:
+            return p.replace("%A", job.id).replace("%a", str(idx)).replace("%j", jid)
+
+        env = dict(os.environ, LAUNCHER_ARRAY_JOB_ID=job.id, LAUNCHER_ARRAY_TASK_ID=str(idx), LAUNCHER_JOB_ID=jid,
+                   LAUNCHER_RESTART_COUNT=str(t.restarts))
+        Path(path(job.output)).parent.mkdir(parents=True, exist_ok=True)
+        with open(path(job.output), "a") as out, open(path(job.error), "a") as err:
+            t.proc = subprocess.Popen(["bash", str(job.script)], env=env, stdout=out, stderr=err,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        t.state, t.started, t.signalled, t.killed_at = "running", time.time(), False, 0.0
+        self.dirty = True
+
+    def reap_and_enforce_limits(self, now: float) -> None:
+        for job in self.jobs.values():
+            for t in job.tasks.values():
+                if t.proc is None:
+                    continue
+                rc = t.proc.poll()
+                if rc is None:
+                    elapsed = now - t.started
+                    if not t.signalled and elapsed >= job.time_s - job.signal_delay_s:
+                        os.killpg(t.proc.pid, job.signal)  # the pre-timeout signal, like --signal
+                        t.signalled = True
+                    if not t.killed_at and elapsed >= job.time_s:
+                        os.killpg(t.proc.pid, signal.SIGTERM)
+                        t.killed_at, t.state = now, "timeout"
+                    if t.killed_at and now - t.killed_at > KILL_GRACE_S:
+                        os.killpg(t.proc.pid, signal.SIGKILL)
+                    continue
+                t.proc, t.exit, self.dirty = None, rc, True
+                if t.state == "cancelling":
+                    t.state = "cancelled"
+                elif rc == REQUEUE_EXIT:
+                    t.state, t.restarts = "pending", t.restarts + 1
+                elif t.state == "timeout" or rc != 0:
+                    t.state = "failed"
+                else:
+                    t.state = "completed"
+
+    def schedule(self) -> None:
+        running = sum(t.state in ("running", "cancelling", "timeout") for j in self.jobs.values()
+                      for t in j.tasks.values())
+        for job in self.jobs.values():
+            job_running = sum(t.state in ("running", "cancelling", "timeout") for t in job.tasks.values())
+            for idx, t in job.tasks.items():
+                if t.state != "pending":
+                    continue
+                verdict = self.dependency_verdict(idx, job)
+                if verdict == "never":  # kill_invalid_depend
+                    t.state, self.dirty = "cancelled", True
+                elif verdict == "ok" and running < self.slots and (job.throttle is None or job_running < job.throttle):
+                    self.start(job, idx, t)
+                    running, job_running = running + 1, job_running + 1
+
+    def save(self) -> None:
+        if self.dirty:
+            state = {j.id: {str(i): {"state": "running" if t.state in ("cancelling", "timeout") else t.state,
+                                     "restarts": t.restarts, "exit": t.exit} for i, t in j.tasks.items()}
+                     for j in self.jobs.values()}
+            layout.atomic_write_json(self.dir / "state.json", state)
+            self.dirty = False
+
+    def idle(self) -> bool:
+        return all(t.state in TERMINAL for j in self.jobs.values() for t in j.tasks.values())
+
+    def run(self) -> None:
+        lock = FileLock(str(self.dir / "driver.lock"))
+        while True:
+            self.load_new_jobs()
+            self.handle_cancels()
+            self.reap_and_enforce_limits(time.time())
+            self.schedule()
+            self.save()
+            if self.idle():
+                with lock:
+                    if not self.load_new_jobs():
+                        (self.dir / "driver.pid").unlink(missing_ok=True)
+                        self.save()
+                        return
+            time.sleep(0.1)
+
+
+def main() -> None:
+    local_dir, slots = Path(sys.argv[1]), int(sys.argv[2])
+    print(f"local driver {os.getpid()} started for {local_dir} with {slots} slot(s)", flush=True)
+    Driver(local_dir, slots).run()
+    print(f"local driver {os.getpid()}: every task ended, exiting", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The verbs: plan, run, resume, cancel. Compose → plan → preflight → write → submit."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from jobs import layout
+
+from .compose import compose, sweep_points
+from .errors import ConfigErrors, LauncherError
+from .plan import Plan, build_plan
+from .preflight import preflight
+from .render import JobRequest, build_requests, write_stage_files
+from .rundir import Run, code_version, new_run_id
+from .status import RunStatus, collect
+from .submit import submit_all
+
+LOCAL_MAX_ARRAY = 1_000_000
+RESUMABLE = ("failed", "cancelled", "missing")
+
+
+def backend_for(cluster: dict, run_dir: Path):
+    if cluster["backend"] == "local":
+        from .local import Local
+
+        return Local(cluster, run_dir)
+    if cluster["backend"] == "slurm":
+        from .slurm import Slurm
+
+        return Slurm(cluster)
+    raise LauncherError(f"cluster.backend must be 'slurm' or 'local', got {cluster['backend']!r}")
+
+
+@dataclass
+class Prepared:
+    plan: Plan
+    configs: list
+    run_root: Path
+    chunk_size: int
+    errors: list
+    backend_calls: Dict[str, int]
+
+
+def prepare(overrides: Sequence[str], multirun: bool, check: bool = True) -> Prepared:
+    """Compose every sweep point, build the plan, read the cluster and run preflight."""
+    points = sweep_points(overrides, multirun)
+    configs = [compose(p) for p in points]
+    plan = build_plan(configs, points)
+    return _check(plan, configs, Path(configs[0].run_root).resolve(), check)
+
+
+def _check(plan: Plan, configs: list, run_root: Path, check: bool = True) -> Prepared:
+    cl = plan.cluster
+    info, calls, errors = None, {}, []
+    if cl["backend"] == "slurm" and check:
+        slurm = backend_for(cl, run_root)
+        info = slurm.info()
+        errors = preflight(plan, run_root, info, associations=slurm.associations)
+        calls = slurm.calls
+    elif check:
+        errors = preflight(plan, run_root, None)
+    chunk = cl.get("max_array_size") or (info.max_array_size if info else LOCAL_MAX_ARRAY)
+    return Prepared(plan=plan, configs=configs, run_root=run_root, chunk_size=chunk, errors=errors,
+                    backend_calls=calls)
+
+
+def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[str], multirun: bool) -> None:
+    from omegaconf import OmegaConf
+
+    run_dir.mkdir(parents=True)
+    for i, cfg in enumerate(prep.configs):
+        layout.atomic_write_text(run_dir / "config" / f"point-{i}.yaml", OmegaConf.to_yaml(cfg))
+    layout.atomic_write_json(run_dir / "plan.json", prep.plan.to_json())
+    layout.atomic_write_json(run_dir / "run.json", {
+        "id": run_id, "created": time.time(), "pipeline": prep.plan.pipeline, "cluster": prep.plan.cluster["name"],
+        "backend": prep.plan.cluster["backend"], "overrides": list(overrides), "multirun": multirun,
+        "points": prep.plan.points, "chunk_size": prep.chunk_size, "code": code_version()})
+
+
+def all_tasks(plan: Plan) -> Dict[str, List[int]]:
+    return {name: list(range(s.total_tasks)) for name, s in plan.stages.items()}
+
+
+def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path, List[JobRequest]]:
+    """Everything `run` does except submitting: scripts go to <run_root>/plans/<id>/."""
+    prep = prepare(overrides, multirun)
+    run_id = new_run_id(prep.plan.pipeline, "plan")
+    plan_dir = prep.run_root / "plans" / run_id
+    _write_run(prep, plan_dir, run_id, overrides, multirun)
+    requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
+    write_stage_files(prep.plan, plan_dir, run_id, requests, tag="s0")
+    return prep, plan_dir, requests
+
+
+def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print) -> tuple[Run, Prepared]:
+    prep = prepare(overrides, multirun)
+    if prep.errors:
+        raise ConfigErrors(prep.errors)
+    name = prep.configs[0].run_name
+    run_id = new_run_id(prep.plan.pipeline, name)
+    run = Run(prep.run_root / run_id)
+    _write_run(prep, run.path, run_id, overrides, multirun)
+    requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
+    write_stage_files(prep.plan, run.path, run_id, requests, tag="s0")
+    backend = backend_for(prep.plan.cluster, run.path)
+    with run.locked():
+        submit_all(run, prep.plan, backend, requests, batch="s0", echo=echo)
+    return run, prep
+
+
+def status(run: Run) -> RunStatus:
+    return collect(run, backend_for(run.plan().cluster, run.path))
+
+
+def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
+    """Resubmit exactly the tasks with no completion marker that are not queued or running, with
+    their dependencies. Refuses to mix outputs of a changed config unless `force`."""
+    with run.locked():
+        old = run.plan()
+        configs = [compose(p) for p in old.points]
+        new = build_plan(configs, old.points)
+        changed = sorted(set(new.stages) ^ set(old.stages)
+                         | {n for n in new.stages if n in old.stages and new.stages[n].hash != old.stages[n].hash})
+        if changed and not force:
+            raise LauncherError(
+                f"the config of stage(s) {', '.join(changed)} changed since run {run.id} was launched; resuming "
+                f"would mix outputs of two configs. Rerun with --force to run those stages (and the stages after "
+                f"them) with the new config; markers of the old config stay under stages/<stage>/markers/<hash>.")
+        plan = new if changed else old
+        if changed:
+            layout.atomic_write_json(run.path / f"plan.{int(time.time())}.json", old.to_json())
+            layout.atomic_write_json(run.path / "plan.json", plan.to_json())
+        prep = _check(plan, configs, run.path.parent)
+        if prep.errors:
+            raise ConfigErrors(prep.errors)
+        backend = backend_for(plan.cluster, run.path)
+        st = collect(run, backend)
+        todo = {name: [t for t, s in s_.tasks.items() if s in RESUMABLE] for name, s_ in st.stages.items()}
+        if not any(todo.values()):
+            echo(f"nothing to resume: run {run.id} is {st.state.lower()} "
+                 f"({'every task has its completion marker' if st.state == 'COMPLETED' else 'tasks are still queued or running'})")
+            return []
+        active = {name: s_.active_jobs for name, s_ in st.stages.items() if s_.active_jobs}
+        chunk = run.meta.get("chunk_size") or prep.chunk_size
+        requests = build_requests(plan, todo, chunk, active_parents=active)
+        batch = f"r{len({r.get('batch') for r in run.ledger()})}"
+        write_stage_files(plan, run.path, run.id, requests, tag=batch)
+        for name, tasks in todo.items():
+            if tasks:
+                echo(f"  {name}: resubmitting {len(tasks)} task(s) {_short(tasks)}")
+        return submit_all(run, plan, backend, requests, batch=batch, active=active, echo=echo)
+
+
+def cancel(run: Run, echo: Callable = print) -> List[str]:
+    with run.locked():
+        backend = backend_for(run.plan().cluster, run.path)
+        st = collect(run, backend)
+        ids = sorted({jid for s in st.stages.values() for jid, _ in s.active_jobs})
+        if ids:
+            backend.cancel(ids)
+        echo(f"cancelled {len(ids)} job(s)" + (f": {', '.join(ids)}" if ids else " (nothing was queued or running)"))
+        return ids
+
+
+def _short(tasks: List[int]) -> str:
+    from .arrays import ranges
+
+    s = ranges(tasks)
+    return f"[{s}]" if len(s) < 60 else f"[{s[:57]}...]"

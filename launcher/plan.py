@@ -1,0 +1,243 @@
+"""Configs → plan. Pure: no cluster, no filesystem. Every structural error is collected with its
+stage and config key, so one `launcher plan` shows all of them."""
+from __future__ import annotations
+
+import graphlib
+import hashlib
+import json
+import re
+import signal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from .errors import ConfigError, ConfigErrors
+
+# What must be equal across sweep points: one array job carries one resource request and one
+# dependency list. Everything else (command, params, env) may differ per point.
+STRUCTURAL_KEYS = ("kind", "tasks", "throttle", "after", "singleton", "resources", "requeue")
+
+
+@dataclass
+class Dep:
+    parent: str
+    kind: str  # the Slurm dependency kind actually used
+    declared: str  # what the config said (differs when a sweep turns afterok into aftercorr)
+
+
+@dataclass
+class StagePlan:
+    name: str
+    kind: str
+    tasks_per_point: int
+    points: int
+    throttle: Optional[int]
+    time_min: int
+    resources: Dict[str, Any]
+    requeue: Dict[str, Any]
+    singleton: bool
+    deps: List[Dep]
+    hash: str
+    payloads: List[Dict[str, Any]] = field(repr=False)  # per point: command/target/params/env
+
+    @property
+    def total_tasks(self) -> int:
+        return self.tasks_per_point * self.points
+
+    def split(self, task: int) -> tuple[int, int]:
+        """Global array task → (sweep point, task within the point)."""
+        return divmod(task, self.tasks_per_point)
+
+    @property
+    def gpu_hours(self) -> float:
+        """Upper bound: every task runs to its time limit."""
+        r = self.resources
+        return self.total_tasks * r["nodes"] * r["gpus_per_node"] * self.time_min / 60
+
+
+@dataclass
+class Plan:
+    pipeline: str
+    cluster: Dict[str, Any]
+    points: List[List[str]]  # the overrides of each sweep point
+    stages: Dict[str, StagePlan]  # in topological order
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"pipeline": self.pipeline, "cluster": self.cluster, "points": self.points,
+                "stages": [asdict(s) for s in self.stages.values()]}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Plan":
+        stages = {}
+        for s in d["stages"]:
+            s = dict(s, deps=[Dep(**x) for x in s["deps"]])
+            stages[s["name"]] = StagePlan(**s)
+        return cls(pipeline=d["pipeline"], cluster=d["cluster"], points=d["points"], stages=stages)
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(s.gpu_hours for s in self.stages.values())
+
+
+_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+
+
+def parse_time_min(value: str) -> int:
+    """Slurm time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) → whole minutes, rounded up."""
+    m = _TIME.match(str(value).strip())
+    if not m:
+        raise ValueError(f"'{value}' is not a Slurm time (MM, HH:MM:SS or D-HH:MM:SS)")
+    d, a, b, c = (int(x) if x is not None else None for x in m.group("d", "a", "b", "c"))
+    if d is None:
+        if b is None:
+            secs = a * 60  # MM
+        elif c is None:
+            secs = a * 60 + b  # MM:SS
+        else:
+            secs = a * 3600 + b * 60 + c  # HH:MM:SS
+    else:
+        secs = d * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)  # D-HH[:MM[:SS]]
+    return max(1, -(-secs // 60))
+
+
+def _to_plain(cfg) -> Dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def build_plan(configs: Sequence[Any], points: Sequence[Sequence[str]]) -> Plan:
+    """One composed config per sweep point → the plan. Raises ConfigErrors listing every problem."""
+    plain = [_to_plain(c) for c in configs]
+    first = plain[0]
+    errors: List[ConfigError] = []
+    _check_sweep_keeps_structure(plain, points, errors)
+    stages_cfg: Dict[str, Dict[str, Any]] = first["pipeline"]["stages"]
+    if not stages_cfg:
+        errors.append(ConfigError("the pipeline has no stages", key="pipeline.stages"))
+
+    graph: Dict[str, List[str]] = {}
+    for name, st in stages_cfg.items():
+        key = f"pipeline.stages.{name}"
+        _check_stage(name, st, key, errors)
+        parents = []
+        for parent in st["after"]:
+            if parent not in stages_cfg:
+                errors.append(ConfigError(f"unknown stage '{parent}' (stages: {', '.join(stages_cfg)})",
+                                          stage=name, key=f"{key}.after.{parent}"))
+            elif parent == name:
+                errors.append(ConfigError("a stage cannot wait for itself", stage=name, key=f"{key}.after"))
+            else:
+                parents.append(parent)
+        graph[name] = parents
+    order: List[str] = []
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        cycle = e.args[1]
+        errors.append(ConfigError(f"dependency cycle: {' -> '.join(reversed(cycle))}", stage=cycle[0],
+                                  key=f"pipeline.stages.{cycle[0]}.after"))
+    if errors:
+        raise ConfigErrors(errors)
+
+    n_points = len(plain)
+    stages: Dict[str, StagePlan] = {}
+    for name in order:
+        st = stages_cfg[name]
+        deps = []
+        for parent, declared in st["after"].items():
+            kind = _slurm_edge(name, st, parent, stages_cfg[parent], declared, n_points, errors)
+            deps.append(Dep(parent=parent, kind=kind, declared=declared))
+        payloads = [{k: p["pipeline"]["stages"][name][k] for k in ("command", "target", "params", "env")}
+                    for p in plain]
+        structure = {k: st[k] for k in STRUCTURAL_KEYS}
+        parent_hashes = {d.parent: stages[d.parent].hash for d in deps if d.parent in stages}
+        stages[name] = StagePlan(
+            name=name, kind=st["kind"], tasks_per_point=st["tasks"], points=n_points, throttle=st["throttle"],
+            time_min=parse_time_min(st["resources"]["time"]), resources=dict(st["resources"]),
+            requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps,
+            hash=_digest([structure, payloads, parent_hashes]), payloads=payloads)
+    if errors:
+        raise ConfigErrors(errors)
+    return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
+                stages=stages)
+
+
+def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigError]) -> None:
+    def bad(k: str, msg: str) -> None:
+        errors.append(ConfigError(msg, stage=name, key=f"{key}.{k}"))
+
+    if st["kind"] == "command" and not (st["command"] or "").strip():
+        bad("command", "kind=command needs a command")
+    if st["kind"] == "python" and not re.match(r"^[\w.]+:[\w.]+$", st["target"] or ""):
+        bad("target", f"kind=python needs target 'package.module:function', got {st['target']!r}")
+    if st["tasks"] < 1:
+        bad("tasks", f"must be >= 1, got {st['tasks']}")
+    if st["throttle"] is not None and st["throttle"] < 1:
+        bad("throttle", f"must be >= 1 or null, got {st['throttle']}")
+    r = st["resources"]
+    for k in ("nodes", "ntasks_per_node", "cpus_per_task"):
+        if r[k] < 1:
+            bad(f"resources.{k}", f"must be >= 1, got {r[k]}")
+    if r["gpus_per_node"] < 0:
+        bad("resources.gpus_per_node", f"must be >= 0, got {r['gpus_per_node']}")
+    if r["mem_gb"] is not None and r["mem_gb"] <= 0:
+        bad("resources.mem_gb", f"must be > 0 or null, got {r['mem_gb']}")
+    try:
+        time_min = parse_time_min(r["time"])
+    except ValueError as e:
+        bad("resources.time", str(e))
+        time_min = None
+    rq = st["requeue"]
+    if rq["max"] < 0:
+        bad("requeue.max", f"must be >= 0, got {rq['max']}")
+    if not hasattr(signal, f"SIG{rq['signal']}"):
+        bad("requeue.signal", f"unknown signal '{rq['signal']}' (e.g. USR1, USR2)")
+    if time_min is not None and not 0 < rq["signal_delay_s"] < time_min * 60:
+        bad("requeue.signal_delay_s",
+            f"{rq['signal_delay_s']} s must be positive and shorter than the time limit ({time_min * 60} s)")
+
+
+def _slurm_edge(name, st, parent, parent_st, declared, n_points, errors) -> str:
+    """The Slurm dependency that implements a declared edge. In a sweep, a 1-task → 1-task afterok
+    edge becomes aftercorr: point p's child waits only for point p's parent. Fan-in/fan-out edges keep
+    waiting on the whole parent array (Slurm cannot express 'task p waits for tasks 4p..4p+3')."""
+    if declared == "aftercorr":
+        if st["tasks"] != parent_st["tasks"]:
+            errors.append(ConfigError(
+                f"aftercorr needs arrays of equal size: '{parent}' has {parent_st['tasks']} task(s) per point, "
+                f"'{name}' has {st['tasks']}", stage=name, key=f"pipeline.stages.{name}.after.{parent}"))
+        return "aftercorr"
+    if declared == "afterok" and n_points > 1 and st["tasks"] == 1 and parent_st["tasks"] == 1:
+        return "aftercorr"
+    return declared
+
+
+def _check_sweep_keeps_structure(plain, points, errors: List[ConfigError]) -> None:
+    """Points of one sweep share each stage's array job: they may change what a task does, not its
+    resources, task count or dependencies, nor the set of stages or the cluster."""
+    base = plain[0]
+    for cfg, overrides in zip(plain[1:], points[1:]):
+        for key in ("cluster",):
+            if cfg[key] != base[key]:
+                errors.append(ConfigError(f"a sweep cannot change the {key} (point {overrides})", key=key))
+        if set(cfg["pipeline"]["stages"]) != set(base["pipeline"]["stages"]):
+            errors.append(ConfigError(f"a sweep cannot change the set of stages (point {overrides})",
+                                      key="pipeline.stages"))
+            continue
+        for name, st in cfg["pipeline"]["stages"].items():
+            for k in STRUCTURAL_KEYS:
+                if st[k] != base["pipeline"]["stages"][name][k]:
+                    errors.append(ConfigError(
+                        f"differs between sweep points ({overrides}); one array job has one value for it",
+                        stage=name, key=f"pipeline.stages.{name}.{k}"))
+    # One error per key is enough.
+    seen, unique = set(), []
+    for e in errors:
+        if (e.stage, e.key) not in seen:
+            seen.add((e.stage, e.key))
+            unique.append(e)
+    errors[:] = unique

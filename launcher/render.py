@@ -1,0 +1,118 @@
+"""Plan → job requests → sbatch scripts (rendered by submitit's own sbatch builder)."""
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from jobs import layout
+
+from .arrays import array_spec, group_by_chunk
+from .compose import PROJECT_ROOT
+from .plan import Plan, StagePlan
+
+
+@dataclass
+class JobRequest:
+    """One sbatch call: a chunk of one stage's array. Dependencies name parent stages (and, for
+    aftercorr, the parent chunk); they become job ids only at submission, on sbatch's command line,
+    so the script written by `launcher plan` is byte for byte the one `launcher run` submits."""
+
+    stage: str
+    chunk: int
+    offset: int
+    tasks: List[int]  # global task indices
+    deps: List[Tuple[str, str, Optional[int]]] = field(default_factory=list)  # (kind, parent, chunk|None)
+    script: Optional[Path] = None
+
+    @property
+    def indices(self) -> List[int]:
+        return [t - self.offset for t in self.tasks]
+
+
+def build_requests(plan: Plan, todo: Dict[str, Iterable[int]], chunk_size: int,
+                   active_parents: Dict[str, List[str]] | None = None) -> List[JobRequest]:
+    """Requests for the given tasks of each stage, in topological order. A dependency is added when
+    the parent has tasks in this batch or still active jobs (`active_parents`, on resume)."""
+    active_parents = active_parents or {}
+    requests: List[JobRequest] = []
+    chunks_of: Dict[str, List[int]] = {}
+    for name, stage in plan.stages.items():
+        tasks = sorted(set(todo.get(name, ())))
+        if not tasks:
+            continue
+        chunks = group_by_chunk(tasks, chunk_size)
+        chunks_of[name] = list(chunks)
+        for chunk, chunk_tasks in chunks.items():
+            deps = []
+            for d in stage.deps:
+                if d.parent in chunks_of or active_parents.get(d.parent):
+                    deps.append((d.kind, d.parent, chunk if d.kind == "aftercorr" else None))
+            requests.append(JobRequest(stage=name, chunk=chunk, offset=chunk * chunk_size, tasks=chunk_tasks,
+                                       deps=deps))
+    return requests
+
+
+def job_name(plan: Plan, stage: StagePlan, run_id: str) -> str:
+    # Slurm's singleton dependency keys on job name and user: a singleton stage shares its name across
+    # runs so only one of them runs at a time.
+    return f"{plan.pipeline}.{stage.name}" if stage.singleton else f"{run_id}.{stage.name}"
+
+
+def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> str:
+    from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
+
+    stage = plan.stages[req.stage]
+    cl, r, rq = plan.cluster, stage.resources, stage.requeue
+    python = cl.get("python") or sys.executable
+    spec = layout.stage_dir(run_dir, stage.name) / "spec.json"
+    setup = [f"export LAUNCHER_TASK_OFFSET={req.offset}",
+             f"export PYTHONPATH={shlex.quote(str(PROJECT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    setup += [f"export {k}={shlex.quote(str(v))}" for k, v in cl.get("env", {}).items()]
+    setup += list(cl.get("setup", []))
+    extra = {"array": array_spec(req.indices, stage.throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
+    if rq["max"] > 0:
+        extra["requeue"] = True
+    return _make_sbatch_string(
+        command=f"{shlex.quote(python)} -u -m jobs.task {shlex.quote(str(spec))}",
+        folder=layout.stage_dir(run_dir, stage.name) / "logs",
+        job_name=job_name(plan, stage, run_id),
+        partition=r["partition"] or cl.get("partition"),
+        time=stage.time_min,
+        nodes=r["nodes"],
+        ntasks_per_node=r["ntasks_per_node"],
+        cpus_per_task=r["cpus_per_task"],
+        gpus_per_node=r["gpus_per_node"] or None,
+        mem=_convert_mem(r["mem_gb"]) if r["mem_gb"] else None,
+        account=r["account"] or cl.get("account"),
+        qos=r["qos"] or cl.get("qos"),
+        constraint=r["constraint"],
+        exclusive=True if r["exclusive"] else None,
+        setup=setup,
+        wckey=None,
+        use_srun=cl["backend"] != "local",  # srun delivers --signal to the task; the local driver signals it
+        map_count=len(req.indices),  # makes submitit name logs %A_%a; the real --array is in `extra`
+        additional_parameters=extra,
+    )
+
+
+def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict:
+    """What jobs.task needs on the compute node: plain JSON, no launcher import there."""
+    return {
+        "run_id": run_id, "run_dir": str(run_dir), "stage": stage.name, "kind": stage.kind, "hash": stage.hash,
+        "tasks_per_point": stage.tasks_per_point, "points": stage.points, "payloads": stage.payloads,
+        "parents": [d.parent for d in stage.deps], "requeue": stage.requeue, "time_min": stage.time_min,
+        "backend": plan.cluster["backend"],
+    }
+
+
+def write_stage_files(plan: Plan, run_dir: Path, run_id: str, requests: List[JobRequest], tag: str) -> None:
+    """Write each stage's spec and each request's script (scripts/<tag>-<chunk>.sbatch)."""
+    for stage in plan.stages.values():
+        layout.atomic_write_json(layout.stage_dir(run_dir, stage.name) / "spec.json",
+                                 stage_spec(plan, stage, run_dir, run_id))
+    for req in requests:
+        req.script = layout.stage_dir(run_dir, req.stage) / "scripts" / f"{tag}-{req.chunk}.sbatch"
+        layout.atomic_write_text(req.script, render_script(plan, req, run_dir, run_id))

@@ -1,0 +1,97 @@
+"""Structured config schema: type errors and unknown keys fail at compose time, before any planning."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+class EdgeKind(str, Enum):
+    """Slurm dependency kinds a stage may wait on (singleton is a stage flag, not an edge)."""
+
+    afterok = "afterok"  # all parent tasks succeeded; a failed parent cancels the child
+    afterany = "afterany"  # all parent tasks ended, whatever their state
+    afternotok = "afternotok"  # run only if some parent task failed (cleanup, alerts)
+    aftercorr = "aftercorr"  # task i waits for task i of the parent (arrays of equal size)
+
+
+class StageKind(str, Enum):
+    command = "command"
+    python = "python"
+
+
+@dataclass
+class Resources:
+    partition: Optional[str] = None  # default: the cluster profile's partition
+    time: str = "00:10:00"  # Slurm time: MM, HH:MM:SS, D-HH:MM:SS
+    nodes: int = 1
+    ntasks_per_node: int = 1
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    mem_gb: Optional[float] = None
+    account: Optional[str] = None  # default: the cluster profile's
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    exclusive: bool = False
+
+
+@dataclass
+class Requeue:
+    """Checkpoint-and-requeue on the pre-timeout (or preemption) signal, submitit's protocol."""
+
+    max: int = 3  # requeues allowed per task before the task fails
+    signal: str = "USR2"
+    signal_delay_s: int = 90  # signal this long before the time limit
+
+
+@dataclass
+class Stage:
+    kind: StageKind = MISSING
+    tasks: int = 1  # array tasks per sweep point
+    throttle: Optional[int] = None  # at most this many tasks at once (%N)
+    after: Dict[str, EdgeKind] = field(default_factory=dict)  # parent stage -> dependency kind
+    singleton: bool = False  # one job of this stage at a time across runs (--dependency=singleton)
+    command: Optional[str] = None  # kind=command: bash script, run with `bash -euo pipefail -c`
+    target: Optional[str] = None  # kind=python: "package.module:function"
+    params: Dict[str, Any] = field(default_factory=dict)  # handed to the callable as ctx.params
+    env: Dict[str, str] = field(default_factory=dict)  # extra environment for this stage's tasks
+    resources: Resources = field(default_factory=Resources)
+    requeue: Requeue = field(default_factory=Requeue)
+
+
+@dataclass
+class Pipeline:
+    name: str = MISSING
+    description: str = ""
+    stages: Dict[str, Stage] = field(default_factory=dict)
+    # Free-form knobs a pipeline exposes for interpolation and sweeps (e.g. pipeline.vars.scale=1,2,3).
+    vars: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Cluster:
+    name: str = MISSING
+    backend: str = "slurm"  # slurm | local
+    description: str = ""
+    partition: Optional[str] = None  # default partition for stages that name none
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    slurm_conf: Optional[str] = None  # exported as SLURM_CONF for every Slurm client call
+    max_array_size: Optional[int] = None  # default: MaxArraySize from `scontrol show config`
+    python: Optional[str] = None  # interpreter on compute nodes; default: the launcher's own
+    setup: List[str] = field(default_factory=list)  # shell lines before each task (module load, ...)
+    env: Dict[str, str] = field(default_factory=dict)  # exported before each task
+    max_parallel: int = 0  # local backend: concurrent tasks (0 = CPU count)
+    gpus_per_node: int = 0  # local backend: GPUs this machine offers
+
+
+@dataclass
+class Config:
+    pipeline: Pipeline = MISSING
+    cluster: Cluster = MISSING
+    run_root: str = "runs"  # relative paths are resolved against the current directory
+    run_name: Optional[str] = None  # appended to the run id
+    wait: bool = False  # block with a live progress table until the run ends
+    poll_s: float = 0  # progress refresh (0: 2 s local, 10 s Slurm)
