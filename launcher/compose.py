@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import List, Sequence
 
@@ -72,11 +73,44 @@ def compose(overrides: Sequence[str]):
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
         OmegaConf.resolve(cfg)  # unresolved interpolations fail here, with their key
     except OmegaConfBaseException as e:
-        raise ConfigError(_omegaconf_message(e), key=getattr(e, "full_key", None) or "config") from e
+        key = getattr(e, "full_key", None) or _first_unresolvable(cfg if "cfg" in locals() else None)
+        raise _located(_omegaconf_message(e), key) from e
     except Exception as e:  # hydra's MissingConfigException, ConfigCompositionException, ...
-        raise ConfigError(_hydra_message(e), key="overrides") from e
+        raise _located(_hydra_message(e), None) from e
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+_STAGE_KEY = re.compile(r"pipeline\.stages\.(\w+)((?:\.\w+)*)")
+
+
+def _located(message: str, full_key: str | None) -> ConfigError:
+    """Name the stage and the key, also when only the message carries them."""
+    m = _STAGE_KEY.search(full_key or "") or _STAGE_KEY.search(message)
+    if m:
+        return ConfigError(message, stage=m.group(1), key=m.group(0))
+    return ConfigError(message, key=full_key or "overrides")
+
+
+def _first_unresolvable(node, prefix: str = "") -> str | None:
+    """OmegaConf.resolve does not say which key failed; find it by resolving leaf by leaf."""
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.errors import OmegaConfBaseException
+
+    if node is None:
+        return None
+    keys = range(len(node)) if isinstance(node, ListConfig) else list(node.keys())
+    for k in keys:
+        path = f"{prefix}.{k}" if prefix else str(k)
+        try:
+            value = node[k]
+        except OmegaConfBaseException:
+            return path
+        if isinstance(value, (DictConfig, ListConfig)):
+            found = _first_unresolvable(value, path)
+            if found:
+                return found
+    return None
 
 
 def _omegaconf_message(e: Exception) -> str:
@@ -85,7 +119,7 @@ def _omegaconf_message(e: Exception) -> str:
 
 
 def _hydra_message(e: Exception) -> str:
-    msg = str(e)
+    msg = str(e).split("\nConfig search path:")[0].strip()
     cause = e.__cause__
     if cause is not None and str(cause) and str(cause) not in msg:
         msg = f"{msg}: {str(cause).splitlines()[0]}"

@@ -78,6 +78,9 @@ class Driver:
         self.dir, self.slots = local_dir, slots
         self.jobs: Dict[str, Job] = {}
         self.dirty = True
+        # Jobs an earlier driver of this run already handled keep their outcome; tasks it left
+        # unfinished died with it (like a node failure on Slurm): failed, for resume to redo.
+        self.previous = layout.read_json(local_dir / "state.json", {}) or {}
 
     def load_new_jobs(self) -> bool:
         found = False
@@ -94,6 +97,10 @@ class Driver:
                 throttle=int(array.split("%")[1]) if "%" in array else None,
                 time_s=parse_time_min(d.get("time", "60")) * 60, signal=getattr(signal, "SIG" + sig.lstrip("B:")),
                 signal_delay_s=int(delay or 90), output=d.get("output", "/dev/null"), error=d.get("error", "/dev/null"))
+            for i, old in self.previous.get(spec["id"], {}).items():
+                t = self.jobs[spec["id"]].tasks[int(i)]
+                t.state = old["state"] if old["state"] in TERMINAL else "failed"
+                t.restarts, t.exit = old["restarts"], old["exit"]
             found = self.dirty = True
         return found
 

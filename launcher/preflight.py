@@ -56,6 +56,7 @@ def check_slurm_stage(stage: StagePlan, cluster: dict, info: ClusterInfo) -> Lis
             what = {"gpus_per_node": f"{need} GPUs per node", "mem_gb": f"{r['mem_gb']} GB of memory",
                     "cpus_per_task": f"{need} CPUs per node (cpus_per_task x ntasks_per_node)"}[k]
             bad(k, f"{what} requested, but no node in partition '{name}' has that much (largest: {unit})")
+            break  # one shortage is the news; the next would only repeat it
         fits = [n for n in fits if have(n) >= need]
     return errors
 

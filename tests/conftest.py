@@ -1,0 +1,61 @@
+"""Shared helpers: run the real CLI in a subprocess, in a temporary run root."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class CLI:
+    def __init__(self, run_root: Path, env: dict | None = None):
+        self.run_root = run_root
+        self.env = {**os.environ, "LAUNCHER_RUN_ROOT": str(run_root), **(env or {})}
+
+    def __call__(self, *args: str, check: bool | None = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        argv = list(args)
+        if argv and argv[0] in ("run", "plan"):
+            argv.append(f"run_root={self.run_root}")
+        p = subprocess.run([sys.executable, "-m", "launcher", *argv], cwd=self.run_root, env=self.env,
+                           capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"launcher {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def status(self, run: str = "latest") -> dict:
+        return json.loads(self("status", run, "--json", check=False).stdout)
+
+    def wait(self, run: str = "latest", timeout: float = 240, poll: float = 0.5) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            st = self.status(run)
+            if st["state"] in ("COMPLETED", "FAILED"):
+                return st
+            time.sleep(poll)
+        raise AssertionError(f"run {run} still {st['state']} after {timeout} s: {st}")
+
+    def run_dir(self, run: str = "latest") -> Path:
+        runs = sorted((p for p in self.run_root.iterdir() if (p / "run.json").exists()),
+                      key=lambda p: json.loads((p / "run.json").read_text())["created"])
+        return runs[-1] if run == "latest" else self.run_root / run
+
+    def ledger(self, run: str = "latest") -> list:
+        path = self.run_dir(run) / "submissions.jsonl"
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def cli(tmp_path) -> CLI:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return CLI(root)
+
+
+def stage_counts(status: dict) -> dict:
+    return {s["name"]: s["tasks"] for s in status["stages"]}
