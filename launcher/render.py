@@ -114,5 +114,7 @@ def write_stage_files(plan: Plan, run_dir: Path, run_id: str, requests: List[Job
         layout.atomic_write_json(layout.stage_dir(run_dir, stage.name) / "spec.json",
                                  stage_spec(plan, stage, run_dir, run_id))
     for req in requests:
+        # Slurm opens --output before the task runs and does not create folders.
+        (layout.stage_dir(run_dir, req.stage) / "logs").mkdir(parents=True, exist_ok=True)
         req.script = layout.stage_dir(run_dir, req.stage) / "scripts" / f"{tag}-{req.chunk}.sbatch"
         layout.atomic_write_text(req.script, render_script(plan, req, run_dir, run_id))

@@ -1,0 +1,159 @@
+"""Acceptance on a REAL Slurm (slurmctld, slurmd, slurmdbd + MariaDB, munge) from scripts/dev-slurm."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from conftest import CLI, ROOT, stage_counts
+
+from jobs import layout
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(scope="session")
+def dev_slurm():
+    if os.geteuid() != 0:
+        pytest.skip("the dev cluster needs root (apt-get install, slurm/munge/mariadb daemons)")
+    if not (shutil.which("apt-get") or shutil.which("slurmctld")):
+        pytest.skip("no apt-get to install Slurm and no Slurm installed")
+    p = subprocess.run([str(ROOT / "scripts" / "dev-slurm"), "up"], capture_output=True, text=True, timeout=900)
+    if p.returncode != 0:
+        pytest.fail(f"scripts/dev-slurm up failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    line = next(x for x in p.stdout.splitlines() if x.startswith("export SLURM_CONF="))
+    return {"SLURM_CONF": line.split("=", 1)[1].strip().strip("'\"")}
+
+
+@pytest.fixture
+def dcli(tmp_path, dev_slurm) -> CLI:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return CLI(root, env=dev_slurm)
+
+
+def slurm(env, *argv) -> str:
+    return subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True, check=True,
+                          timeout=60).stdout
+
+
+def queued(env) -> set:
+    return set(slurm(env, "squeue", "-h", "-o", "%i").split())
+
+
+def sacct_jobs(env, ids) -> dict:
+    out = slurm(env, "sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids))
+    jobs = {}
+    for line in out.splitlines():
+        jid, state = line.split("|")
+        base, _, idx = jid.partition("_")
+        jobs.setdefault(base, {})[idx.strip("[]")] = state  # never-started tasks show as 12_[0]
+    return jobs
+
+
+def test_plan_prints_the_dag_and_queues_nothing(dcli, dev_slurm):
+    before = queued(dev_slurm)
+    out = dcli("plan", "pipeline=smoke", "cluster=dev").stdout
+    assert "shards:afterok" in out and "reduce:afterany" in out and "4 sbatch call(s)" in out
+    scripts = list(dcli.run_root.glob("plans/*/stages/*/scripts/s0-0.sbatch"))
+    assert len(scripts) == 4 and "#SBATCH --partition=debug" in scripts[0].read_text()
+    assert queued(dev_slurm) == before
+
+
+def test_run_returns_fast_and_completes_one_array_per_stage(dcli, dev_slurm):
+    t0 = time.perf_counter()
+    dcli("run", "pipeline=smoke", "cluster=dev")
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 5, f"launcher run took {elapsed:.1f} s"
+    st = dcli.wait(timeout=180)
+    assert st["state"] == "COMPLETED"
+    assert all(s["tasks"]["completed"] == s["tasks"]["total"] for s in st["stages"])
+    ids = [j for s in st["stages"] for j in s["job_ids"]]
+    assert len(ids) == 4
+    jobs = sacct_jobs(dev_slurm, ids)
+    assert {j: sorted(t) for j, t in jobs.items()} == {
+        ids[0]: ["0", "1", "2", "3"], ids[1]: ["0"], ids[2]: ["0", "1"], ids[3]: ["0"]}
+    assert all(state == "COMPLETED" for t in jobs.values() for state in t.values())
+    assert layout.output_dir(dcli.run_dir(), "reduce", 0, 0).joinpath("total.txt").read_text().strip() == "10"
+
+
+def test_multirun_keeps_sbatch_calls_and_requeues_single_array_tasks(dcli, dev_slurm):
+    dcli("run", "-m", "pipeline=smoke", "cluster=dev", "pipeline.vars.scale=1,2,3")
+    ledger = dcli.ledger()
+    assert len(ledger) == 4
+    assert {r["stage"]: len(r["tasks"]) for r in ledger} == {"shards": 12, "reduce": 3, "fanout": 6, "checkpointing": 3}
+    assert next(r for r in ledger if r["stage"] == "checkpointing")["dependency"].startswith("aftercorr:")
+    st = dcli.wait(timeout=240)
+    assert st["state"] == "COMPLETED", st
+    run_dir = dcli.run_dir()
+    totals = [layout.output_dir(run_dir, "reduce", p, 0).joinpath("total.txt").read_text().strip() for p in range(3)]
+    assert totals == ["10", "20", "30"]
+    # each checkpointing task requeued itself exactly once: `scontrol requeue <jobid>_<task>`, never the array
+    for p in range(3):
+        attempts = json.loads(layout.output_dir(run_dir, "checkpointing", p, 0).joinpath("attempts.json").read_text())
+        assert [a["from"] for a in attempts] == [0, 8], (p, attempts)
+
+
+def test_failed_task_cancels_reducer_and_resume_finishes(dcli, dev_slurm):
+    dcli("run", "pipeline=smoke", "cluster=dev", "pipeline.vars.fail_once_task=2")
+    st = dcli.wait(timeout=180)
+    counts = stage_counts(st)
+    assert st["state"] == "FAILED" and dcli("status", "latest", check=False).returncode == 1
+    assert counts["shards"]["failed"] == 1 and counts["reduce"]["cancelled"] == 1
+    assert counts["checkpointing"]["cancelled"] == 1 and counts["fanout"]["completed"] == 2
+    reduce_id = next(s for s in st["stages"] if s["name"] == "reduce")["job_ids"][0]
+    assert sacct_jobs(dev_slurm, [reduce_id])[reduce_id]["0"].startswith("CANCELLED")  # not pending forever
+
+    before = len(dcli.ledger())
+    dcli("resume", "latest")
+    new = dcli.ledger()[before:]
+    assert [(r["stage"], r["tasks"]) for r in new] == [("shards", [2]), ("reduce", [0]), ("checkpointing", [0])]
+    assert dcli.wait(timeout=180)["state"] == "COMPLETED"
+    after = len(dcli.ledger())
+    assert "nothing to resume" in dcli("resume", "latest").stdout and len(dcli.ledger()) == after
+
+
+def test_arrays_are_chunked_under_max_array_size(dcli):
+    dcli("run", "pipeline=smoke", "cluster=dev", "cluster.max_array_size=3")
+    ledger = dcli.ledger()
+    shards = [r for r in ledger if r["stage"] == "shards"]
+    assert [(r["offset"], r["tasks"]) for r in shards] == [(0, [0, 1, 2]), (3, [3])]
+    reduce = next(r for r in ledger if r["stage"] == "reduce")
+    assert reduce["dependency"] == "afterok:" + ":".join(r["job_id"] for r in shards)
+    assert dcli.wait(timeout=180)["state"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["pipeline.stages.shards.resources.partition=nope"],
+     "stage 'shards': pipeline.stages.shards.resources.partition: partition 'nope' does not exist"),
+    (["pipeline.stages.reduce.resources.time=05:00:00"],
+     "stage 'reduce': pipeline.stages.reduce.resources.time: 05:00:00 (300 min) is over partition 'debug' MaxTime"),
+    (["pipeline.stages.fanout.resources.gpus_per_node=9"],
+     "stage 'fanout': pipeline.stages.fanout.resources.gpus_per_node: 9 GPUs per node requested"),
+    (["+pipeline.stages.reduce.after.nope=afterok"], "stage 'reduce': pipeline.stages.reduce.after.nope: unknown stage"),
+    (["+pipeline.stages.shards.after.checkpointing=afterok"], "dependency cycle"),
+])
+def test_bad_configs_fail_before_anything_is_queued(dcli, dev_slurm, overrides, needle):
+    before = queued(dev_slurm)
+    p = dcli("run", "pipeline=smoke", "cluster=dev", *overrides, check=False)
+    assert p.returncode == 1 and needle in p.stderr, p.stderr
+    assert "nothing was submitted" in p.stderr
+    assert queued(dev_slurm) == before
+    assert not any(dcli.run_root.glob("*/run.json"))
+
+
+@pytest.mark.slow
+def test_real_time_limit_requeues_and_ends_with_exact_count(dcli, dev_slurm):
+    """1-minute limit, ~100 s of work: Slurm's pre-timeout USR2 → checkpoint → requeue → continue."""
+    ck = "pipeline.stages.checkpointing"
+    dcli("run", "pipeline=smoke", "cluster=dev", f"{ck}.resources.time=1", f"{ck}.params.step_s=1",
+         f"{ck}.params.target=100", f"{ck}.params.force_requeue_at=null", f"{ck}.requeue.signal_delay_s=30",
+         f"{ck}.requeue.max=5")
+    st = dcli.wait(timeout=600, poll=3)
+    assert st["state"] == "COMPLETED", st
+    out = layout.output_dir(dcli.run_dir(), "checkpointing", 0, 0)
+    assert out.joinpath("count.txt").read_text().strip() == "100"
+    attempts = json.loads(out.joinpath("attempts.json").read_text())
+    assert len(attempts) >= 2 and attempts[1]["from"] > 0
+    assert "caught SIGUSR2" in dcli("logs", "latest", "checkpointing").stderr
