@@ -76,12 +76,11 @@ def cmd_run(args) -> int:
 
     t0 = time.perf_counter()
     run, prep = ops.launch(args.overrides, args.multirun, echo=console.print)
-    n = sum(len(rs) for rs in [run.submissions()])
-    console.print(f"run {run.id}: {n} job(s) submitted in {time.perf_counter() - t0:.2f} s")
+    console.print(f"run {run.id}: {len(run.submissions())} job(s) submitted in {time.perf_counter() - t0:.2f} s")
     console.print(f"run dir: {run.path}")
     console.print(f"next:    launcher status {run.id}    launcher logs {run.id} <stage>    launcher resume {run.id}")
-    if prep.configs[0].wait:
-        return _watch(run, prep.configs[0].poll_s)
+    if prep.configs[0]["wait"]:
+        return _watch(run, prep.configs[0]["poll_s"])
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from .compose import compose, sweep_points
+from .compose import compose, compose_points
 from .errors import ConfigErrors, LauncherError
 from .plan import Plan, build_plan
 from .preflight import preflight
@@ -45,10 +45,9 @@ class Prepared:
 
 def prepare(overrides: Sequence[str], multirun: bool, check: bool = True) -> Prepared:
     """Compose every sweep point, build the plan, read the cluster and run preflight."""
-    points = sweep_points(overrides, multirun)
-    configs = [compose(p) for p in points]
+    points, configs = compose_points(overrides, multirun)
     plan = build_plan(configs, points)
-    return _check(plan, configs, Path(configs[0].run_root).resolve(), check)
+    return _check(plan, configs, Path(configs[0]["run_root"]).resolve(), check)
 
 
 def _check(plan: Plan, configs: list, run_root: Path, check: bool = True) -> Prepared:
@@ -67,11 +66,9 @@ def _check(plan: Plan, configs: list, run_root: Path, check: bool = True) -> Pre
 
 
 def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[str], multirun: bool) -> None:
-    from omegaconf import OmegaConf
-
     run_dir.mkdir(parents=True)
     for i, cfg in enumerate(prep.configs):
-        layout.atomic_write_text(run_dir / "config" / f"point-{i}.yaml", OmegaConf.to_yaml(cfg))
+        layout.atomic_write_json(run_dir / "config" / f"point-{i}.json", cfg)
     layout.atomic_write_json(run_dir / "plan.json", prep.plan.to_json())
     layout.atomic_write_json(run_dir / "run.json", {
         "id": run_id, "created": time.time(), "pipeline": prep.plan.pipeline, "cluster": prep.plan.cluster["name"],
@@ -98,7 +95,7 @@ def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print) -> 
     prep = prepare(overrides, multirun)
     if prep.errors:
         raise ConfigErrors(prep.errors)
-    name = prep.configs[0].run_name
+    name = prep.configs[0]["run_name"]
     run_id = new_run_id(prep.plan.pipeline, name)
     run = Run(prep.run_root / run_id)
     _write_run(prep, run.path, run_id, overrides, multirun)

@@ -99,19 +99,13 @@ def parse_time_min(value: str) -> int:
     return max(1, -(-secs // 60))
 
 
-def _to_plain(cfg) -> Dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-
-
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def build_plan(configs: Sequence[Any], points: Sequence[Sequence[str]]) -> Plan:
-    """One composed config per sweep point → the plan. Raises ConfigErrors listing every problem."""
-    plain = [_to_plain(c) for c in configs]
+def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]]) -> Plan:
+    """One composed (plain, resolved) config per sweep point → the plan. Raises ConfigErrors listing
+    every problem."""
     first = plain[0]
     errors: List[ConfigError] = []
     _check_sweep_keeps_structure(plain, points, errors)

@@ -86,23 +86,23 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
     python = cl.get("python") or sys.executable
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
         errors.append(ConfigError(f"interpreter {python} does not exist or is not executable", key="cluster.python"))
-    if cl.get("setup"):
-        p = subprocess.run(["bash", "-n"], input="\n".join(cl["setup"]) + "\n", capture_output=True, text=True)
-        if p.returncode != 0:
-            errors.append(ConfigError(f"setup lines are not valid bash: {p.stderr.strip()}", key="cluster.setup"))
+    if cl.get("setup") and (msg := _bash_syntax_error("\n".join(cl["setup"]))):
+        errors.append(ConfigError(f"setup lines are not valid bash: {msg}", key="cluster.setup"))
     for stage in plan.stages.values():
         if stage.kind == "command":
-            for point, payload in enumerate(plan_payload_commands(stage)):
-                p = subprocess.run(["bash", "-n"], input=payload, capture_output=True, text=True)
-                if p.returncode != 0:
-                    errors.append(ConfigError(f"command is not valid bash (sweep point {point}): {p.stderr.strip()}",
-                                              stage=stage.name, key=f"pipeline.stages.{stage.name}.command"))
-                    break
+            commands = list(dict.fromkeys(p["command"] for p in stage.payloads))
+            # One `bash -n` for all sweep points (each wrapped in a function); one per command only
+            # to find the culprit.
+            if _bash_syntax_error("".join(f"__point{i}() {{\n{c}\n}}\n" for i, c in enumerate(commands))):
+                msg = next(filter(None, map(_bash_syntax_error, commands)), "syntax error")
+                errors.append(ConfigError(f"command is not valid bash: {msg}", stage=stage.name,
+                                          key=f"pipeline.stages.{stage.name}.command"))
     return errors
 
 
-def plan_payload_commands(stage: StagePlan) -> List[str]:
-    return [p["command"] for p in stage.payloads]
+def _bash_syntax_error(script: str) -> str:
+    p = subprocess.run(["bash", "-n"], input=script + "\n", capture_output=True, text=True)
+    return p.stderr.strip() if p.returncode != 0 else ""
 
 
 def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],

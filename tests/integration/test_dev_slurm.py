@@ -145,10 +145,12 @@ def test_bad_configs_fail_before_anything_is_queued(dcli, dev_slurm, overrides, 
 
 @pytest.mark.slow
 def test_real_time_limit_requeues_and_ends_with_exact_count(dcli, dev_slurm):
-    """1-minute limit, ~100 s of work: Slurm's pre-timeout USR2 → checkpoint → requeue → continue."""
+    """1-minute limit, ~100 s of work: Slurm's pre-timeout USR2 → checkpoint → requeue → continue.
+    slurmctld checks limits every 30 s and signals once `remaining <= signal_delay + 30`, so on a
+    1-minute job a 10 s delay leaves 20-50 s of work per attempt (30 s would leave almost none)."""
     ck = "pipeline.stages.checkpointing"
     dcli("run", "pipeline=smoke", "cluster=dev", f"{ck}.resources.time=1", f"{ck}.params.step_s=1",
-         f"{ck}.params.target=100", f"{ck}.params.force_requeue_at=null", f"{ck}.requeue.signal_delay_s=30",
+         f"{ck}.params.target=100", f"{ck}.params.force_requeue_at=null", f"{ck}.requeue.signal_delay_s=10",
          f"{ck}.requeue.max=5")
     st = dcli.wait(timeout=600, poll=3)
     assert st["state"] == "COMPLETED", st
