@@ -143,6 +143,15 @@ def test_bad_configs_fail_before_anything_is_queued(dcli, dev_slurm, overrides, 
     assert not any(dcli.run_root.glob("*/run.json"))
 
 
+def test_command_and_python_stages_requeue_on_slurm(dcli):
+    dcli("run", "pipeline=requeue", "cluster=dev")
+    assert dcli.wait(timeout=180)["state"] == "COMPLETED"
+    out = layout.output_dir(dcli.run_dir(), "command_counter", 0, 0)
+    assert out.joinpath("count.txt").read_text().strip() == "30"
+    assert out.joinpath("restarts.txt").read_text().strip() == "1"  # SLURM_RESTART_COUNT after the requeue
+    assert "scontrol requeue" in dcli("logs", "latest", "command_counter").stderr
+
+
 @pytest.mark.slow
 def test_real_time_limit_requeues_and_ends_with_exact_count(dcli, dev_slurm):
     """1-minute limit, ~100 s of work: Slurm's pre-timeout USR2 → checkpoint → requeue → continue.

@@ -133,3 +133,13 @@ def test_preflight_failure_writes_and_submits_nothing(cli):
     p = cli("run", "pipeline=smoke", "cluster=local", "pipeline.stages.shards.resources.gpus_per_node=1", check=False)
     assert p.returncode == 1 and "stage 'shards': pipeline.stages.shards.resources.gpus_per_node" in p.stderr
     assert list(cli.run_root.iterdir()) == []
+
+
+def test_python_and_command_stages_checkpoint_and_requeue(cli):
+    cli("run", "pipeline=requeue", "cluster=local", "wait=true", "poll_s=0.3")
+    run_dir = cli.run_dir()
+    assert read(run_dir, "command_counter", 0, 0, "count.txt") == "30"
+    assert read(run_dir, "command_counter", 0, 0, "restarts.txt") == "1"
+    assert read(run_dir, "python_counter", 0, 0, "count.txt") == "30"
+    log = cli("logs", "latest", "command_counter").stdout
+    assert "stop signal at 10: saved" in log and "attempt 2 starts at 10" in log
