@@ -124,9 +124,9 @@ class Driver:
                 parent = self.jobs.get(pid)
                 if parent is None:
                     continue  # not a job of this run's local scheduler
-                if kind == "aftercorr":
-                    states = [parent.tasks[idx].state] if idx in parent.tasks else []
-                else:
+                if kind == "aftercorr" and idx in parent.tasks:
+                    states = [parent.tasks[idx].state]
+                else:  # like Slurm: an aftercorr index the parent lacks waits for the whole parent
                     states = [t.state for t in parent.tasks.values()]
                 ended = all(s in TERMINAL for s in states)
                 if kind in ("afterok", "aftercorr"):
