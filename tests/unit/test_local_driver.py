@@ -1,0 +1,50 @@
+"""The local scheduler's dependency semantics must match Slurm's (as measured on the dev cluster)."""
+from pathlib import Path
+
+import pytest
+
+from launcher.local_driver import Driver, Job, Task, parse_dependency, sbatch_directives
+
+
+def job(jid, states, deps=""):
+    return Job(id=jid, script=Path("/dev/null"), deps=parse_dependency(deps),
+               tasks={i: Task(state=s) for i, s in states.items()}, throttle=None, time_s=60, signal=12,
+               signal_delay_s=10, output="", error="")
+
+
+def verdict(parent_states, kind, idx=0, child_indices=(0,)):
+    d = Driver.__new__(Driver)
+    d.jobs = {"1": job("1", parent_states), "2": job("2", {i: "pending" for i in child_indices}, f"{kind}:1")}
+    return d.dependency_verdict(idx, d.jobs["2"])
+
+
+@pytest.mark.parametrize("kind,parents,expected", [
+    ("afterok", {0: "completed", 1: "completed"}, "ok"),
+    ("afterok", {0: "completed", 1: "running"}, "wait"),
+    ("afterok", {0: "completed", 1: "failed"}, "never"),
+    ("afterok", {0: "cancelled", 1: "running"}, "never"),
+    ("afterany", {0: "failed", 1: "cancelled"}, "ok"),
+    ("afterany", {0: "failed", 1: "pending"}, "wait"),
+    ("afternotok", {0: "completed", 1: "failed"}, "ok"),
+    ("afternotok", {0: "completed", 1: "completed"}, "never"),
+    ("afternotok", {0: "failed", 1: "running"}, "wait"),
+    ("aftercorr", {0: "completed", 1: "running"}, "ok"),  # task 0 waits only for parent task 0
+    ("aftercorr", {0: "failed", 1: "completed"}, "never"),
+])
+def test_dependency_kinds(kind, parents, expected):
+    assert verdict(parents, kind) == expected
+
+
+def test_aftercorr_index_the_parent_lacks_waits_for_the_whole_parent():
+    # measured on Slurm 22.05: such a task starts when the whole parent array ended OK, and is
+    # cancelled if any parent task failed
+    assert verdict({1: "completed", 3: "running"}, "aftercorr", idx=0, child_indices=(0, 1)) == "wait"
+    assert verdict({1: "completed", 3: "completed"}, "aftercorr", idx=0) == "ok"
+    assert verdict({1: "completed", 3: "failed"}, "aftercorr", idx=2) == "never"
+
+
+def test_parses_what_the_sbatch_script_says():
+    d = sbatch_directives("#!/bin/bash\n#SBATCH --array=0-3%2\n#SBATCH --time=5\n#SBATCH --signal=USR2@30\n"
+                          "#SBATCH --requeue\necho hi\n")
+    assert d == {"array": "0-3%2", "time": "5", "signal": "USR2@30", "requeue": ""}
+    assert parse_dependency("afterok:1:2,aftercorr:3,singleton") == [("afterok", ["1", "2"]), ("aftercorr", ["3"])]
