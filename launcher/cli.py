@@ -165,7 +165,14 @@ def cmd_runs(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # `-m` may come after some overrides (launcher run pipeline=x -m a=1,2): overrides that argparse
+    # left over are the rest of the list, in order.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.verb in ("run", "plan") and not any(x.startswith("-") for x in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .errors import LauncherError
 
     try:
