@@ -143,3 +143,40 @@ def test_python_and_command_stages_checkpoint_and_requeue(cli):
     assert read(run_dir, "python_counter", 0, 0, "count.txt") == "30"
     log = cli("logs", "latest", "command_counter").stdout
     assert "stop signal at 10: saved" in log and "attempt 2 starts at 10" in log
+
+
+def test_resume_completes_a_submission_that_was_killed_halfway(cli, monkeypatch):
+    """The launcher dies after two sbatch calls (no rollback: as if SIGKILLed); resume submits only
+    the stages that never reached the scheduler, depending on the jobs that did."""
+    import os
+
+    from launcher import ops
+    from launcher.local import Local
+
+    real_submit, calls = Local.submit, []
+
+    def dying_submit(self, script, dependency):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # BaseException: submit_all does not roll back, like a kill
+        calls.append(script)
+        return real_submit(self, script, dependency)
+
+    monkeypatch.setattr(Local, "submit", dying_submit)
+    monkeypatch.chdir(cli.run_root)
+    monkeypatch.setenv("LAUNCHER_RUN_ROOT", str(cli.run_root))
+    try:
+        ops.launch(["pipeline=smoke", "cluster=local", f"run_root={cli.run_root}"], False, echo=lambda *_: None)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(Local, "submit", real_submit)
+    assert [r["stage"] for r in cli.ledger()] == ["shards", "reduce"]
+    st = cli.status()
+    assert stage_counts(st)["fanout"]["missing"] == 2 and st["state"] != "COMPLETED"
+    cli("resume", "latest")
+    new = cli.ledger()[2:]
+    assert [r["stage"] for r in new] == ["fanout", "checkpointing"]
+    reduce_job = cli.ledger()[1]["job_id"]
+    # reduce may still be queued (then the new jobs wait for it) or done already (then no dependency)
+    assert all(r["dependency"] in (None, f"afterany:{reduce_job}", f"afterok:{reduce_job}") for r in new)
+    assert cli.wait()["state"] == "COMPLETED"
+    assert os.path.exists(layout.output_dir(cli.run_dir(), "fanout", 0, 1) / "seen.txt")
