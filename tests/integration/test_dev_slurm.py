@@ -38,9 +38,12 @@ def slurm(env, *argv) -> str:
                           timeout=60).stdout
 
 
-def queued(env) -> set:
-    """Job ids in the queue (array jobs once, however Slurm has split their tasks so far)."""
-    return {j.split("_")[0] for j in slurm(env, "squeue", "-h", "-o", "%i").split()}
+def queued(env, root=None) -> set:
+    """Job ids in the queue (array jobs once, however Slurm has split their tasks so far); with
+    `root`, only jobs whose batch script lies under it (other users' jobs come and go meanwhile)."""
+    out = slurm(env, "squeue", "-h", "-o", "%i|%o")
+    return {line.split("|")[0].split("_")[0] for line in out.splitlines()
+            if root is None or line.split("|", 1)[1].startswith(str(root))}
 
 
 def sacct_jobs(env, ids) -> dict:
@@ -54,12 +57,11 @@ def sacct_jobs(env, ids) -> dict:
 
 
 def test_plan_prints_the_dag_and_queues_nothing(dcli, dev_slurm):
-    before = queued(dev_slurm)
     out = dcli("plan", "pipeline=smoke", "cluster=dev").stdout
     assert "shards:afterok" in out and "reduce:afterany" in out and "4 sbatch call(s)" in out
     scripts = list(dcli.run_root.glob("plans/*/stages/*/scripts/s0-0.sbatch"))
     assert len(scripts) == 4 and "#SBATCH --partition=debug" in scripts[0].read_text()
-    assert queued(dev_slurm) - before == set()
+    assert queued(dev_slurm, root=dcli.run_root) == set()
 
 
 def test_run_returns_fast_and_completes_one_array_per_stage(dcli, dev_slurm):
@@ -136,11 +138,10 @@ def test_arrays_are_chunked_under_max_array_size(dcli):
     (["+pipeline.stages.shards.after.checkpointing=afterok"], "dependency cycle"),
 ])
 def test_bad_configs_fail_before_anything_is_queued(dcli, dev_slurm, overrides, needle):
-    before = queued(dev_slurm)
     p = dcli("run", "pipeline=smoke", "cluster=dev", *overrides, check=False)
     assert p.returncode == 1 and needle in p.stderr, p.stderr
     assert "nothing was submitted" in p.stderr
-    assert queued(dev_slurm) - before == set()  # nothing new (other jobs may end meanwhile)
+    assert queued(dev_slurm, root=dcli.run_root) == set()
     assert not any(dcli.run_root.glob("*/run.json"))
 
 
