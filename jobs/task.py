@@ -176,6 +176,7 @@ class Task:
             return 0
         log(f"{self.stage}[{self.task}] point {self.point} task {self.index} job {self.job_id} "
             f"attempt {self.restarts + 1} on {socket.gethostname()}")
+        log(f"python {sys.executable} (sys.prefix {sys.prefix}), code {Path(__file__).resolve().parent.parent}")
         started = time.time()
         self.install_signal_handlers()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("stage")
     lg.add_argument("--task", type=int, default=0, help="global task index (default 0)")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the task ends")
+    ev = sub.add_parser("env", help="list or build the per-stage environments of a cluster profile",
+                        description="list: each environment of the profile, its interpreter, whether it is built "
+                        "and up to date, which stages use it. build: create venvs from conf/envs/<name>.txt "
+                        "(idempotent: a hash of the requirements decides).")
+    ev.add_argument("action", choices=["list", "build"])
+    ev.add_argument("names", nargs="*", help="environments to build (default: every buildable one)")
+    ev.add_argument("--cluster", default="local", help="cluster profile (default: local)")
+    ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
     rn = sub.add_parser("runs", help="list runs, newest first")
     rn.add_argument("--root", type=Path)
     rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
@@ -144,6 +153,38 @@ def cmd_logs(args) -> int:
     from .rundir import resolve_run
 
     return show_logs(resolve_run(args.run, args.root), args.stage, args.task, args.follow)
+
+
+def cmd_env(args) -> int:
+    from rich.table import Table
+
+    from . import environments
+    from .compose import compose
+    from .display import console
+
+    cluster = compose([f"cluster={args.cluster}"])["cluster"]
+    envs = cluster.get("environments") or {}
+    if args.action == "build":
+        names = args.names or [n for n, e in envs.items() if e.get("build")]
+        for name in names:
+            environments.build(cluster, name, echo=console.print, force=args.force)
+        return 0
+    t = Table(title=f"environments of cluster '{cluster['name']}' (built under {environments.envs_dir(cluster)})",
+              title_justify="left")
+    for col in ("name", "python", "state", "imports", "container", "used by"):
+        t.add_column(col)
+    users = {}
+    for key, name in (cluster.get("stage_environments") or {}).items():
+        users.setdefault(name, []).append(key)
+    for name, e in envs.items():
+        python = e.get("python") or (str(environments.envs_dir(cluster) / name / "bin" / "python") if e.get("build")
+                                     else cluster.get("python") or sys.executable)
+        state = environments.build_state(cluster, name) if e.get("build") else (
+            "ok" if os.path.exists(python) else "missing")
+        t.add_row(name, python, state, ", ".join(e.get("imports") or []), e.get("container_image") or "-",
+                  ", ".join(users.get(name, [])) or "-")
+    console.print(t)
+    return 0
 
 
 def cmd_runs(args) -> int:

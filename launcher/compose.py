@@ -1,6 +1,8 @@
 """Hydra composition: overrides (and multirun sweeps) → one resolved config per sweep point."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 from pathlib import Path
@@ -101,35 +103,50 @@ def _config_groups() -> set:
 
 
 def compose_points(overrides: Sequence[str], multirun: bool) -> tuple[List[List[str]], List[dict]]:
-    """One config per sweep point. Hydra composes the shared part once; each point then only applies
-    its own sweep values (what Hydra does after the defaults list), unless the sweep picks config
-    groups (pipeline=a,b), which changes the defaults list: then every point is composed in full.
-    Values are type-checked as Hydra sets them. A 200-point sweep composes in ~1 s instead of ~40 s."""
-    import copy
+    """One config per sweep point. Hydra composes the shared part once; each point then sets its own
+    sweep values the way Hydra applies a `key=value` override (OmegaConf.update, type-checked by the
+    schema). Sweeps that pick config groups (pipeline=a,b) change the defaults list, and sweeps that
+    add or delete keys cannot be replayed on one config: those compose every point in full.
+    A 200-point sweep composes in about a second instead of ~40 s."""
+    import itertools
 
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     points = sweep_points(overrides, multirun)
-    parser = OverridesParser.create()
-    swept = {o.key_or_group for o in parser.parse_overrides(list(overrides)) if o.is_sweep_override()}
-    if len(points) == 1 or swept & _config_groups():
+    sweeps = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if o.is_sweep_override()]
+    swept = {o.key_or_group for o in sweeps}
+    if (len(points) == 1 or swept & _config_groups()
+            or any(o.is_add() or o.is_delete() or o.is_force_add() for o in sweeps)):
         return points, [compose(p) for p in points]
-    base = _compose_raw([o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in swept])
-    mine = [[o for o in parser.parse_overrides(p) if o.key_or_group in swept] for p in points]
-    # Every point sets every swept key, so one config can be updated in place, point after point;
-    # adding or deleting keys cannot be repeated on one config, so those sweeps get a copy per point.
-    in_place = not any(o.is_add() or o.is_delete() or o.is_force_add() for o in mine[0])
+    cfg = _compose_raw([o for o in overrides if o.split("=", 1)[0] not in swept])
     configs = []
-    for point_overrides in mine:
-        cfg = base if in_place else copy.deepcopy(base)
-        try:
-            ConfigLoaderImpl._apply_overrides_to_config(point_overrides, cfg)
-        except (OmegaConfBaseException, Exception) as e:
-            raise _located(_hydra_message(e), None) from e
-        configs.append(_plain(cfg))
+    with _shared_interpolation_parses():
+        for values in itertools.product(*(list(o.sweep_iterator()) for o in sweeps)):
+            for o, value in zip(sweeps, values):
+                try:
+                    OmegaConf.update(cfg, o.key_or_group, value, merge=True)
+                except OmegaConfBaseException as e:
+                    raise _located(f"{o.key_or_group}={value}: {_omegaconf_message(e)}", o.key_or_group) from e
+            configs.append(_plain(cfg))
+    assert len(configs) == len(points)
     return points, configs
+
+
+@contextlib.contextmanager
+def _shared_interpolation_parses():
+    """OmegaConf parses an interpolated string with its ANTLR grammar each time it resolves it
+    (~5 ms for a multi-line command). Sweep points resolve the same strings; the parse tree depends on
+    the string alone, so they can share it."""
+    import omegaconf.base
+
+    original = omegaconf.base.parse
+    omegaconf.base.parse = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        omegaconf.base.parse = original
 
 
 _STAGE_KEY = re.compile(r"pipeline\.stages\.(\w+)((?:\.\w+)*)")

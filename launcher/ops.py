@@ -76,6 +76,15 @@ def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[s
         "points": prep.plan.points, "chunk_size": prep.chunk_size, "code": code_version()})
 
 
+def _snapshot_and_record(plan: Plan, run_dir: Path) -> None:
+    """Code as it is now, and each stage's software, into the run directory."""
+    from . import environments, snapshot
+
+    code = snapshot.take(run_dir, plan.code)
+    envs = environments.describe({name: s.environment for name, s in plan.stages.items()})
+    layout.atomic_write_json(run_dir / "environments.json", {"code": code, **envs})
+
+
 def all_tasks(plan: Plan) -> Dict[str, List[int]]:
     return {name: list(range(s.total_tasks)) for name, s in plan.stages.items()}
 
@@ -86,6 +95,7 @@ def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path,
     run_id = new_run_id(prep.plan.pipeline, "plan")
     plan_dir = prep.run_root / "plans" / run_id
     _write_run(prep, plan_dir, run_id, overrides, multirun)
+    _snapshot_and_record(prep.plan, plan_dir)
     requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
     write_stage_files(prep.plan, plan_dir, run_id, requests, tag="s0")
     return prep, plan_dir, requests
@@ -99,6 +109,7 @@ def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print) -> 
     run_id = new_run_id(prep.plan.pipeline, name)
     run = Run(prep.run_root / run_id)
     _write_run(prep, run.path, run_id, overrides, multirun)
+    _snapshot_and_record(prep.plan, run.path)
     requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
     write_stage_files(prep.plan, run.path, run_id, requests, tag="s0")
     backend = backend_for(prep.plan.cluster, run.path)
@@ -129,6 +140,8 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         if changed:
             layout.atomic_write_json(run.path / f"plan.{int(time.time())}.json", old.to_json())
             layout.atomic_write_json(run.path / "plan.json", plan.to_json())
+        if force:  # the code of today, too; without --force the run keeps its snapshot
+            _snapshot_and_record(plan, run.path)
         prep = _check(plan, configs, run.path.parent)
         if prep.errors:
             raise ConfigErrors(prep.errors)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import graphlib
 import hashlib
 import json
+import os
 import re
 import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+from .environments import resolve as resolve_environment
 from .errors import ConfigError, ConfigErrors
 
 # What must be equal across sweep points: one array job carries one resource request and one
@@ -38,6 +40,7 @@ class StagePlan:
     deps: List[Dep]
     hash: str
     payloads: List[Dict[str, Any]] = field(repr=False)  # per point: command/target/params/env
+    environment: Dict[str, Any] = field(default_factory=dict)  # interpreter, setup, container (see environments)
 
     @property
     def total_tasks(self) -> int:
@@ -60,9 +63,10 @@ class Plan:
     cluster: Dict[str, Any]
     points: List[List[str]]  # the overrides of each sweep point
     stages: Dict[str, StagePlan]  # in topological order
+    code: List[str] = field(default_factory=list)  # user code paths to snapshot (absolute)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"pipeline": self.pipeline, "cluster": self.cluster, "points": self.points,
+        return {"pipeline": self.pipeline, "cluster": self.cluster, "points": self.points, "code": self.code,
                 "stages": [asdict(s) for s in self.stages.values()]}
 
     @classmethod
@@ -71,7 +75,8 @@ class Plan:
         for s in d["stages"]:
             s = dict(s, deps=[Dep(**x) for x in s["deps"]])
             stages[s["name"]] = StagePlan(**s)
-        return cls(pipeline=d["pipeline"], cluster=d["cluster"], points=d["points"], stages=stages)
+        return cls(pipeline=d["pipeline"], cluster=d["cluster"], points=d["points"], stages=stages,
+                   code=d.get("code", []))
 
     @property
     def gpu_hours(self) -> float:
@@ -112,6 +117,10 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     stages_cfg: Dict[str, Dict[str, Any]] = first["pipeline"]["stages"]
     if not stages_cfg:
         errors.append(ConfigError("the pipeline has no stages", key="pipeline.stages"))
+    code = [os.path.abspath(p) for p in first["pipeline"]["code"]]
+    for i, path in enumerate(code):
+        if not os.path.exists(path):
+            errors.append(ConfigError(f"code path {path} does not exist", key=f"pipeline.code.{i}"))
 
     graph: Dict[str, List[str]] = {}
     for name, st in stages_cfg.items():
@@ -141,6 +150,11 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     stages: Dict[str, StagePlan] = {}
     for name in order:
         st = stages_cfg[name]
+        try:
+            environment = resolve_environment(first["cluster"], name, st["kind"])
+        except ConfigError as e:
+            errors.append(e)
+            environment = {}
         deps = []
         for parent, declared in st["after"].items():
             kind = _slurm_edge(name, st, parent, stages_cfg[parent], declared, n_points, errors)
@@ -153,11 +167,11 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
             name=name, kind=st["kind"], tasks_per_point=st["tasks"], points=n_points, throttle=st["throttle"],
             time_min=parse_time_min(st["resources"]["time"]), resources=dict(st["resources"]),
             requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps,
-            hash=_digest([structure, payloads, parent_hashes]), payloads=payloads)
+            hash=_digest([structure, payloads, parent_hashes]), payloads=payloads, environment=environment)
     if errors:
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
-                stages=stages)
+                stages=stages, code=code)
 
 
 def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigError]) -> None:

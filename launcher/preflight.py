@@ -4,11 +4,12 @@ from __future__ import annotations
 import getpass
 import os
 import subprocess
-import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from .environments import import_problem
 from .errors import ConfigError
 from .plan import Plan, StagePlan
 from .slurm import ClusterInfo
@@ -83,9 +84,17 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
             pass
     except OSError as e:
         errors.append(ConfigError(f"run root {run_root} is not writable: {e.strerror or e}", key="run_root"))
-    python = cl.get("python") or sys.executable
-    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        errors.append(ConfigError(f"interpreter {python} does not exist or is not executable", key="cluster.python"))
+    errors += check_environments(plan)
+    written = {("cluster.env", k) for k in cl.get("env", {})} | {
+        (f"cluster.environments.{n}.env", k) for n, e in (cl.get("environments") or {}).items() for k in e["env"]}
+    for i, name in enumerate(cl.get("secrets") or []):
+        if not os.environ.get(name):
+            errors.append(ConfigError(f"secret {name} is not set in this shell; tasks get it from here, by name",
+                                      key=f"cluster.secrets.{i}"))
+        for where, k in sorted(written):
+            if k == name:  # env values are written into the sbatch scripts
+                errors.append(ConfigError(f"secret {name} must not have a value in config (it would be written "
+                                          f"into every sbatch script); export it in your shell", key=f"{where}.{k}"))
     if cl.get("setup") and (msg := _bash_syntax_error("\n".join(cl["setup"]))):
         errors.append(ConfigError(f"setup lines are not valid bash: {msg}", key="cluster.setup"))
     for stage in plan.stages.values():
@@ -97,6 +106,36 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
                 msg = next(filter(None, map(_bash_syntax_error, commands)), "syntax error")
                 errors.append(ConfigError(f"command is not valid bash: {msg}", stage=stage.name,
                                           key=f"pipeline.stages.{stage.name}.command"))
+    return errors
+
+
+def check_environments(plan: Plan) -> List[ConfigError]:
+    """Each stage's interpreter starts and imports its modules (one check per distinct environment,
+    in parallel), its container image exists, its setup lines parse."""
+    errors: List[ConfigError] = []
+    by_env: dict = {}
+    for stage in plan.stages.values():
+        env = stage.environment
+        by_env.setdefault((env["python"], tuple(env["imports"])), []).append(stage.name)
+        where = (f"cluster.environments.{env['name']}" if env["name"] else "cluster")
+        image = env["container_image"]
+        if image and plan.cluster["backend"] == "local":
+            errors.append(ConfigError("container images need Slurm with pyxis; cluster=local runs none",
+                                      stage=stage.name, key=f"{where}.container_image"))
+        elif image and (image.startswith(("/", ".")) or image.endswith(".sqsh")) and not os.path.exists(image):
+            errors.append(ConfigError(f"container image {image} does not exist", stage=stage.name,
+                                      key=f"{where}.container_image"))
+        if env["setup"] and (msg := _bash_syntax_error("\n".join(env["setup"]))):
+            errors.append(ConfigError(f"setup lines are not valid bash: {msg}", stage=stage.name, key=f"{where}.setup"))
+    keys = list(by_env)
+    with ThreadPoolExecutor(max_workers=min(8, len(keys) or 1)) as pool:
+        problems = list(pool.map(lambda k: import_problem(k[0], k[1]), keys))
+    for key, problem in zip(keys, problems):
+        if problem:
+            for name in by_env[key]:
+                env = plan.stages[name].environment
+                where = f"cluster.environments.{env['name']}.python" if env["name"] else "cluster.python"
+                errors.append(ConfigError(problem, stage=name, key=where))
     return errors
 
 

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
+from . import snapshot
 from .arrays import array_spec, group_by_chunk
-from .compose import PROJECT_ROOT
 from .plan import Plan, StagePlan
 
 
@@ -65,18 +64,26 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
 
     stage = plan.stages[req.stage]
-    cl, r, rq = plan.cluster, stage.resources, stage.requeue
-    python = cl.get("python") or sys.executable
+    cl, r, rq, env = plan.cluster, stage.resources, stage.requeue, stage.environment
     spec = layout.stage_dir(run_dir, stage.name) / "spec.json"
     setup = [f"export LAUNCHER_TASK_OFFSET={req.offset}",
-             f"export PYTHONPATH={shlex.quote(str(PROJECT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
-    setup += [f"export {k}={shlex.quote(str(v))}" for k, v in cl.get("env", {}).items()]
-    setup += list(cl.get("setup", []))
+             "export PYTHONPATH=" + ":".join(shlex.quote(str(p)) for p in snapshot.pythonpath(run_dir, plan.code))
+             + "${PYTHONPATH:+:$PYTHONPATH}"]
+    setup += [f"export {k}={shlex.quote(str(v))}" for k, v in {**cl.get("env", {}), **env["env"]}.items()]
+    lines = [*cl.get("setup", []), *env["setup"]]
+    if lines:  # a failing setup line fails the task, and says which line it was
+        setup += ["trap 'echo \"launcher: setup failed (exit $?): $BASH_COMMAND\" >&2; exit 1' ERR", *lines,
+                  "trap - ERR"]
+    srun_args = []
+    if env["container_image"]:
+        srun_args.append(f"--container-image={env['container_image']}")
+        if env["container_mounts"]:
+            srun_args.append(f"--container-mounts={','.join(env['container_mounts'])}")
     extra = {"array": array_spec(req.indices, stage.throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
     if rq["max"] > 0:
         extra["requeue"] = True
     return _make_sbatch_string(
-        command=f"{shlex.quote(python)} -u -m jobs.task {shlex.quote(str(spec))}",
+        command=f"{shlex.quote(env['python'])} -u -m jobs.task {shlex.quote(str(spec))}",
         folder=layout.stage_dir(run_dir, stage.name) / "logs",
         job_name=job_name(plan, stage, run_id),
         partition=r["partition"] or cl.get("partition"),
@@ -92,6 +99,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         exclusive=True if r["exclusive"] else None,
         setup=setup,
         wckey=None,
+        srun_args=srun_args or None,
         use_srun=cl["backend"] != "local",  # srun delivers --signal to the task; the local driver signals it
         map_count=len(req.indices),  # makes submitit name logs %A_%a; the real --array is in `extra`
         additional_parameters=extra,

@@ -68,6 +68,23 @@ class Pipeline:
     stages: Dict[str, Stage] = field(default_factory=dict)
     # Free-form knobs a pipeline exposes for interpolation and sweeps (e.g. pipeline.vars.scale=1,2,3).
     vars: Dict[str, Any] = field(default_factory=dict)
+    # User code the stages import (folders or .py files): snapshotted into the run at submission and
+    # put on the tasks' PYTHONPATH, so later edits never change a queued job. `jobs/` always is.
+    code: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Environment:
+    """The software a stage runs with: an interpreter (venv/conda), shell setup, variables, and
+    optionally a container image started by pyxis (`srun --container-image`)."""
+
+    python: Optional[str] = None  # null: built env's python if `build` is set, else cluster.python
+    setup: List[str] = field(default_factory=list)  # after the cluster's setup lines
+    env: Dict[str, str] = field(default_factory=dict)
+    imports: List[str] = field(default_factory=list)  # modules preflight imports with `python`
+    container_image: Optional[str] = None  # squashfs path or registry image (pyxis/enroot)
+    container_mounts: List[str] = field(default_factory=list)  # src:dst, for --container-mounts
+    build: Optional[str] = None  # `launcher env build` creates it from conf/envs/<build>.txt
 
 
 @dataclass
@@ -83,6 +100,12 @@ class Cluster:
     python: Optional[str] = None  # interpreter on compute nodes; default: the launcher's own
     setup: List[str] = field(default_factory=list)  # shell lines before each task (module load, ...)
     env: Dict[str, str] = field(default_factory=dict)  # exported before each task
+    environments: Dict[str, Environment] = field(default_factory=dict)
+    # stage kind or stage name -> environment name; a stage name wins over its kind
+    stage_environments: Dict[str, str] = field(default_factory=dict)
+    envs_dir: Optional[str] = None  # where `launcher env build` puts environments (default <project>/.envs)
+    # Names of variables (tokens) handed to tasks from the submitting shell, never written to a file.
+    secrets: List[str] = field(default_factory=list)
     max_parallel: int = 0  # local backend: concurrent tasks (0 = CPU count)
     gpus_per_node: int = 0  # local backend: GPUs this machine offers
 

@@ -120,7 +120,9 @@ def parse_sacct(text: str) -> Dict[str, Dict[int, str]]:
 
 class Slurm:
     def __init__(self, cluster: dict):
-        self.env = dict(os.environ)
+        # Inside an salloc/sbatch allocation the shell carries SLURM_* variables (job id, node list,
+        # memory, tasks) that sbatch would read as options of the new job: drop them, keep SLURM_CONF.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
         if cluster.get("slurm_conf") and "SLURM_CONF" not in os.environ:
             self.env["SLURM_CONF"] = cluster["slurm_conf"]
         self.calls: Dict[str, int] = {}  # how many times each client ran (benchmarks assert on it)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,3 +60,23 @@ def cli(tmp_path) -> CLI:
 
 def stage_counts(status: dict) -> dict:
     return {s["name"]: s["tasks"] for s in status["stages"]}
+
+
+@pytest.fixture(scope="session")
+def dev_slurm():
+    if os.geteuid() != 0:
+        pytest.skip("the dev cluster needs root (apt-get install, slurm/munge/mariadb daemons)")
+    if not (shutil.which("apt-get") or shutil.which("slurmctld")):
+        pytest.skip("no apt-get to install Slurm and no Slurm installed")
+    p = subprocess.run([str(ROOT / "scripts" / "dev-slurm"), "up"], capture_output=True, text=True, timeout=900)
+    if p.returncode != 0:
+        pytest.fail(f"scripts/dev-slurm up failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    line = next(x for x in p.stdout.splitlines() if x.startswith("export SLURM_CONF="))
+    return {"SLURM_CONF": line.split("=", 1)[1].strip().strip("'\"")}
+
+
+@pytest.fixture
+def dcli(tmp_path, dev_slurm) -> CLI:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return CLI(root, env=dev_slurm)

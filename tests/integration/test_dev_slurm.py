@@ -1,36 +1,15 @@
 """Acceptance on a REAL Slurm (slurmctld, slurmd, slurmdbd + MariaDB, munge) from scripts/dev-slurm."""
 import json
 import os
-import shutil
 import subprocess
 import time
 
 import pytest
-from conftest import CLI, ROOT, stage_counts
+from conftest import stage_counts
 
 from jobs import layout
 
 pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(scope="session")
-def dev_slurm():
-    if os.geteuid() != 0:
-        pytest.skip("the dev cluster needs root (apt-get install, slurm/munge/mariadb daemons)")
-    if not (shutil.which("apt-get") or shutil.which("slurmctld")):
-        pytest.skip("no apt-get to install Slurm and no Slurm installed")
-    p = subprocess.run([str(ROOT / "scripts" / "dev-slurm"), "up"], capture_output=True, text=True, timeout=900)
-    if p.returncode != 0:
-        pytest.fail(f"scripts/dev-slurm up failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    line = next(x for x in p.stdout.splitlines() if x.startswith("export SLURM_CONF="))
-    return {"SLURM_CONF": line.split("=", 1)[1].strip().strip("'\"")}
-
-
-@pytest.fixture
-def dcli(tmp_path, dev_slurm) -> CLI:
-    root = tmp_path / "runs"
-    root.mkdir()
-    return CLI(root, env=dev_slurm)
 
 
 def slurm(env, *argv) -> str:

@@ -1,0 +1,140 @@
+"""Per-stage software environments: which one a stage gets, building them, describing them."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from .compose import CONF_DIR, PROJECT_ROOT
+from .errors import ConfigError, LauncherError
+
+SPECS_DIR = CONF_DIR / "envs"  # <name>.txt: pip requirements; constraints.txt applies to all
+
+
+def envs_dir(cluster: dict) -> Path:
+    return Path(cluster.get("envs_dir") or os.environ.get("LAUNCHER_ENVS_DIR") or PROJECT_ROOT / ".envs")
+
+
+def resolve(cluster: dict, stage: str, kind: str) -> Dict[str, Any]:
+    """The environment of one stage: the profile's mapping for the stage name, else for its kind,
+    else none (the cluster's interpreter, the launcher's own by default)."""
+    mapping = cluster.get("stage_environments") or {}
+    name = mapping.get(stage) or mapping.get(kind)
+    envs = cluster.get("environments") or {}
+    if name is not None and name not in envs:
+        key = "cluster.stage_environments." + (stage if stage in mapping else kind)
+        raise ConfigError(f"environment '{name}' is not defined (cluster.environments: {', '.join(envs) or 'none'})",
+                          stage=stage, key=key)
+    env = envs.get(name, {}) if name else {}
+    python = env.get("python")
+    if not python and env.get("build"):
+        python = str(envs_dir(cluster) / name / "bin" / "python")
+    return {"name": name, "python": python or cluster.get("python") or sys.executable,
+            "setup": list(env.get("setup") or []), "env": dict(env.get("env") or {}),
+            "imports": list(env.get("imports") or []), "container_image": env.get("container_image"),
+            "container_mounts": list(env.get("container_mounts") or [])}
+
+
+def import_problem(python: str, modules: Iterable[str], timeout: float = 120) -> Optional[str]:
+    """None if `python` starts and imports every module; else what went wrong."""
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        return f"interpreter {python} does not exist or is not executable"
+    modules = list(modules)
+    if not modules:
+        return None
+    code = "; ".join(f"import {m}" for m in modules)
+    try:
+        p = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    except subprocess.TimeoutExpired:
+        return f"`{python} -c '{code}'` did not finish in {timeout:.0f} s"
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return f"{python} cannot import {', '.join(modules)}: {last}"
+    return None
+
+
+def packages(python: str) -> List[str]:
+    """`name==version` of every distribution the interpreter sees (pip freeze, without pip)."""
+    code = ("import importlib.metadata as m, json; print(json.dumps(sorted({f\"{d.metadata['Name']}=={d.version}\" "
+            "for d in m.distributions() if d.metadata['Name']})))")
+    p = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    return json.loads(p.stdout) if p.returncode == 0 else [f"<could not list: {p.stderr.strip()[-200:]}>"]
+
+
+def describe(stage_envs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """What the run records: per stage its environment, per interpreter its packages (in parallel)."""
+    pythons = sorted({e["python"] for e in stage_envs.values()})
+    with ThreadPoolExecutor(max_workers=min(8, len(pythons) or 1)) as pool:
+        listed = dict(zip(pythons, pool.map(packages, pythons)))
+    prefixes = {py: os.path.realpath(os.path.join(os.path.dirname(py), "..")) for py in pythons}
+    return {"stages": stage_envs, "interpreters": {py: {"prefix": prefixes[py], "packages": listed[py]}
+                                                   for py in pythons}}
+
+
+# -- building --------------------------------------------------------------------------------------
+
+def spec_files(build: str) -> List[Path]:
+    spec = SPECS_DIR / f"{build}.txt"
+    if not spec.exists():
+        raise LauncherError(f"no requirements file {spec} (available: "
+                            f"{', '.join(sorted(p.stem for p in SPECS_DIR.glob('*.txt') if p.stem != 'constraints'))})")
+    constraints = SPECS_DIR / "constraints.txt"
+    return [spec] + ([constraints] if constraints.exists() else [])
+
+
+def _digest(files: List[Path]) -> str:
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files) + sys.version.encode()).hexdigest()[:16]
+
+
+def build_state(cluster: dict, name: str) -> str:
+    """'built', 'outdated' (requirements changed since) or 'not built'."""
+    stamp = envs_dir(cluster) / name / ".launcher-built"
+    if not stamp.exists():
+        return "not built"
+    return "built" if stamp.read_text().strip() == _digest(spec_files(cluster["environments"][name]["build"])) \
+        else "outdated"
+
+
+def build(cluster: dict, name: str, echo: Callable = print, force: bool = False) -> Path:
+    """Create (or bring up to date) the environment `name` from its requirements. A hash of the
+    requirement files decides: the same hash means nothing to do."""
+    envs = cluster.get("environments") or {}
+    if name not in envs or not envs[name].get("build"):
+        buildable = sorted(n for n, e in envs.items() if e.get("build"))
+        raise LauncherError(f"cluster '{cluster['name']}' has no buildable environment '{name}' "
+                            f"(buildable: {', '.join(buildable) or 'none'})")
+    files = spec_files(envs[name]["build"])
+    digest = _digest(files)
+    target = envs_dir(cluster) / name
+    stamp = target / ".launcher-built"
+    if not force and stamp.exists() and stamp.read_text().strip() == digest:
+        echo(f"environment '{name}' is up to date ({target}, requirements hash {digest}); nothing to do")
+        return target
+    t0 = time.time()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not (target / "bin" / "python").exists():
+        echo(f"{name}: creating venv {target}")
+        subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+    cmd = [str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+           "--progress-bar", "off", "-r", str(files[0])]
+    if len(files) > 1:
+        cmd += ["-c", str(files[1])]
+    echo(f"{name}: installing {files[0].name}" + (f" with {files[1].name}" if len(files) > 1 else "")
+         + " (progress below)")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:
+        if line.startswith(("Collecting", "Installing", "Successfully", "ERROR", "error")):
+            echo(f"{name}: {line.rstrip()}")
+    if p.wait() != 0:
+        raise LauncherError(f"building environment '{name}' failed (pip exit {p.returncode}); {target} is left "
+                            f"as it is, the next build retries")
+    stamp.write_text(digest + "\n")
+    echo(f"{name}: built in {time.time() - t0:.0f} s: {target / 'bin' / 'python'}")
+    return target

@@ -1,0 +1,112 @@
+"""Per-stage environments, code snapshots, secrets and setup failures, end to end (issue 3)."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, stage_counts
+
+from jobs import layout
+
+
+@pytest.fixture(scope="module")
+def smoke_env():
+    """The second environment (conf/envs/smoke.txt), built the way an operator would."""
+    p = subprocess.run([sys.executable, "-m", "launcher", "env", "build", "smoke"], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    again = subprocess.run([sys.executable, "-m", "launcher", "env", "build", "smoke"], capture_output=True,
+                           text=True, timeout=600)
+    assert "nothing to do" in again.stdout
+    return ROOT / ".envs" / "smoke"
+
+
+def prefix_in_log(cli, stage):
+    line = next(x for x in cli("logs", "latest", stage).stderr.splitlines() if "sys.prefix" in x)
+    return line.split("sys.prefix ")[1].split(")")[0]
+
+
+@pytest.mark.parametrize("cluster", ["local", "dev"])
+def test_two_stages_two_environments_recorded(request, smoke_env, cluster):
+    cli = request.getfixturevalue("cli" if cluster == "local" else "dcli")
+    cli("run", "pipeline=smoke", f"cluster={cluster}", "+cluster.stage_environments.reduce=smoke")
+    assert cli.wait(timeout=240)["state"] == "COMPLETED"
+    assert prefix_in_log(cli, "reduce") == str(smoke_env)
+    assert prefix_in_log(cli, "shards") == sys.prefix
+    rec = json.loads((cli.run_dir() / "environments.json").read_text())
+    assert rec["stages"]["reduce"]["name"] == "smoke" and rec["stages"]["shards"]["name"] is None
+    pkgs = {py: set(v["packages"]) for py, v in rec["interpreters"].items()}
+    assert len(pkgs) == 2
+    assert any(p.startswith("hydra-core==") for p in pkgs[sys.executable])  # the launcher's own venv
+    assert not any(p.startswith("hydra-core==") for p in pkgs[str(smoke_env / "bin" / "python")])
+    assert rec["code"]["id"] and (cli.run_dir() / "code" / "jobs" / "task.py").exists()
+
+
+def test_missing_interpreter_fails_at_run_naming_the_stage(cli):
+    p = cli("run", "pipeline=smoke", "cluster=local", "+cluster.environments={x: {python: /no/python}}",
+            "+cluster.stage_environments.fanout=x", check=False)
+    assert p.returncode == 1 and "stage 'fanout': cluster.environments.x.python: interpreter /no/python" in p.stderr
+    assert not any(cli.run_root.glob("*/run.json"))
+
+
+@pytest.mark.parametrize("cluster", ["local", "dev"])
+def test_queued_jobs_run_the_code_of_submission_time(request, tmp_path, cluster):
+    cli = request.getfixturevalue("cli" if cluster == "local" else "dcli")
+    user = tmp_path / "usercode"
+    user.mkdir()
+    module = user / "usermod.py"
+    module.write_text("def reduce(ctx):\n    (ctx.output_dir / 'version.txt').write_text('v1')\n")
+    cli("run", "pipeline=smoke", f"cluster={cluster}", f"pipeline.code=[{user}]",
+        "pipeline.stages.reduce.target=usermod:reduce",
+        "pipeline.stages.shards.command='sleep 6; echo 1 > $LAUNCHER_OUTPUT_DIR/value.txt'")
+    module.write_text("def reduce(ctx):\n    (ctx.output_dir / 'version.txt').write_text('v2')\n")  # edit after run
+    assert cli.wait(timeout=240)["state"] == "COMPLETED"
+    assert (layout.output_dir(cli.run_dir(), "reduce", 0, 0) / "version.txt").read_text() == "v1"
+
+
+def test_secret_reaches_the_task_and_no_file(cli):
+    secret = f"s3cr3t-{time.time_ns()}"
+    cli.env["LAUNCHER_TEST_SECRET"] = secret
+    cli("run", "pipeline=smoke", "cluster=local", "cluster.secrets=[LAUNCHER_TEST_SECRET]", "wait=true",
+        "pipeline.stages.fanout.command='printf %s \"$LAUNCHER_TEST_SECRET\" | sha256sum > $LAUNCHER_OUTPUT_DIR/sha'")
+    run_dir = cli.run_dir()
+    seen = (layout.output_dir(run_dir, "fanout", 0, 0) / "sha").read_text().split()[0]
+    assert seen == hashlib.sha256(secret.encode()).hexdigest()
+    hits = subprocess.run(["grep", "-rl", secret, str(cli.run_root)], capture_output=True, text=True).stdout
+    assert hits == ""
+
+
+def test_failing_setup_line_fails_the_task_with_the_error_in_its_log(cli):
+    p = cli("run", "pipeline=smoke", "cluster=local", "cluster.setup=['ls /no-such-dir-for-setup']", "wait=true",
+            "poll_s=0.3", check=False)
+    assert p.returncode == 1
+    assert stage_counts(cli.status())["shards"]["failed"] == 4
+    err = cli("logs", "latest", "shards").stderr
+    assert "No such file or directory" in err and "launcher: setup failed (exit 2): ls /no-such-dir-for-setup" in err
+
+
+def test_run_from_inside_salloc(dcli, dev_slurm):
+    """sbatch must not inherit the allocation's SLURM_* variables."""
+    env = {**dcli.env, **dev_slurm}
+    cmd = (f"{sys.executable} -m launcher run pipeline=smoke cluster=dev run_root={dcli.run_root} && "
+           "echo INSIDE=$SLURM_JOB_ID")
+    p = subprocess.run(["salloc", "-N1", "-p", "debug", "--time=5", "--mem=500M", "--ntasks=2", "bash", "-c", cmd], env=env, cwd=dcli.run_root,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "INSIDE=" in p.stdout, p.stdout + p.stderr
+    assert dcli.wait(timeout=240)["state"] == "COMPLETED"
+
+
+@pytest.mark.slow
+def test_env_build_cpu_stack_then_nothing_to_do(cli):
+    """The data/align/eval environment (conf/envs/cpu.txt): ~2 GB, a few minutes on a fresh machine."""
+    p = subprocess.run([sys.executable, "-m", "launcher", "env", "build", "cpu"], capture_output=True, text=True,
+                       timeout=1500)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    again = subprocess.run([sys.executable, "-m", "launcher", "env", "build", "cpu"], capture_output=True, text=True)
+    assert "nothing to do" in again.stdout
+    # preflight imports datatrove, trl, lighteval and transformers with it, offline; then a stage runs in it
+    cli("run", "pipeline=smoke", "cluster=local", "+cluster.stage_environments.reduce=cpu", "wait=true", "poll_s=0.5")
+    assert prefix_in_log(cli, "reduce") == str(ROOT / ".envs" / "cpu")

@@ -1,0 +1,92 @@
+"""Per-stage environments: resolution, rendering, preflight (issue 3)."""
+import os
+import sys
+
+import pytest
+
+from launcher.compose import compose
+from launcher.errors import ConfigErrors
+from launcher.plan import build_plan
+from launcher.preflight import preflight
+from launcher.render import build_requests, render_script
+
+ENVS = ["+cluster.environments={a: {python: /usr/bin/python3}, b: {python: /no/such/python}}"]
+
+
+def plan_of(*overrides, cluster="local"):
+    return build_plan([compose(["pipeline=smoke", f"cluster={cluster}", *overrides])], [[]])
+
+
+def test_stage_name_wins_over_kind_and_unmapped_stages_use_the_launchers_python():
+    plan = plan_of(*ENVS, "+cluster.stage_environments.python=a", "+cluster.stage_environments.reduce=b")
+    assert plan.stages["reduce"].environment["python"] == "/no/such/python"
+    assert plan.stages["checkpointing"].environment["python"] == "/usr/bin/python3"  # kind=python
+    assert plan.stages["shards"].environment["python"] == sys.executable  # kind=command: none mapped
+
+
+def test_built_environment_python_lives_under_envs_dir():
+    plan = plan_of("+cluster.stage_environments.reduce=smoke", "cluster.envs_dir=/opt/envs")
+    assert plan.stages["reduce"].environment["python"] == "/opt/envs/smoke/bin/python"
+
+
+def test_unknown_environment_names_stage_and_key():
+    with pytest.raises(ConfigErrors) as e:
+        plan_of("+cluster.stage_environments.reduce=nope")
+    err = e.value.errors[0]
+    assert (err.stage, err.key) == ("reduce", "cluster.stage_environments.reduce") and "not defined" in err.message
+
+
+def test_container_setup_and_env_are_rendered():
+    plan = plan_of("+cluster.environments={img: {container_image: /img/n.sqsh, container_mounts: ['/a:/a'], "
+                   "setup: ['module load cuda'], env: {NCCL_DEBUG: WARN}, python: /opt/venv/bin/python}}",
+                   "+cluster.stage_environments.reduce=img", cluster="dev")
+    req = next(r for r in build_requests(plan, {"reduce": [0]}, 1001) if r.stage == "reduce")
+    text = render_script(plan, req, "/runs/R", "R")
+    assert "srun --unbuffered" in text and "--container-image=/img/n.sqsh --container-mounts=/a:/a" in text
+    assert "export NCCL_DEBUG=WARN" in text and "module load cuda" in text
+    assert "trap 'echo \"launcher: setup failed" in text and "/opt/venv/bin/python -u -m jobs.task" in text
+    assert "export PYTHONPATH=/runs/R/code${PYTHONPATH" in text
+
+
+def problems(plan, tmp_path):
+    return [(e.stage, e.key, e.message) for e in preflight(plan, tmp_path, None)]
+
+
+def test_preflight_missing_interpreter_and_unimportable_module(tmp_path):
+    plan = plan_of("+cluster.environments={b: {python: /no/such/python}, c: {python: " + sys.executable
+                   + ", imports: [no_such_module_xyz]}}", "+cluster.stage_environments.reduce=b",
+                   "+cluster.stage_environments.fanout=c")
+    found = problems(plan, tmp_path)
+    assert ("reduce", "cluster.environments.b.python") in [(s, k) for s, k, _ in found]
+    msg = next(m for s, k, m in found if s == "fanout")
+    assert "cannot import no_such_module_xyz" in msg and "ModuleNotFoundError" in msg
+
+
+def test_preflight_container_image(tmp_path):
+    env = "+cluster.environments={img: {container_image: /no/such/image.sqsh}}"
+    found = problems(plan_of(env, "+cluster.stage_environments.reduce=img", cluster="dev"), tmp_path)
+    assert [(s, k) for s, k, _ in found] == [("reduce", "cluster.environments.img.container_image")]
+    found = problems(plan_of(env, "+cluster.stage_environments.reduce=img"), tmp_path)  # cluster=local
+    assert "need Slurm with pyxis" in found[0][2]
+
+
+def test_preflight_secrets(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAUNCHER_TEST_SECRET", raising=False)
+    found = problems(plan_of("cluster.secrets=[LAUNCHER_TEST_SECRET]"), tmp_path)
+    assert [k for _, k, _ in found] == ["cluster.secrets.0"]
+    monkeypatch.setenv("LAUNCHER_TEST_SECRET", "x")
+    assert problems(plan_of("cluster.secrets=[LAUNCHER_TEST_SECRET]"), tmp_path) == []
+    found = problems(plan_of("cluster.secrets=[LAUNCHER_TEST_SECRET]", "+cluster.env.LAUNCHER_TEST_SECRET=x"), tmp_path)
+    assert [k for _, k, _ in found] == ["cluster.env.LAUNCHER_TEST_SECRET"]
+
+
+def test_env_build_is_idempotent(tmp_path):
+    from launcher import environments
+
+    cluster = compose(["cluster=local", f"cluster.envs_dir={tmp_path}"])["cluster"]
+    said = []
+    environments.build(cluster, "smoke", echo=said.append)
+    assert os.path.exists(tmp_path / "smoke" / "bin" / "python") and environments.build_state(cluster, "smoke") == "built"
+    said.clear()
+    environments.build(cluster, "smoke", echo=said.append)
+    assert said == [said[0]] and "nothing to do" in said[0]
