@@ -80,3 +80,16 @@ def dcli(tmp_path, dev_slurm) -> CLI:
     root = tmp_path / "runs"
     root.mkdir()
     return CLI(root, env=dev_slurm)
+
+
+def slurm(env, *argv) -> str:
+    return subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True, check=True,
+                          timeout=60).stdout
+
+
+def queued(env, root=None) -> set:
+    """Job ids in the queue (array jobs once, however Slurm has split their tasks so far); with
+    `root`, only jobs whose batch script lies under it (other users' jobs come and go meanwhile)."""
+    out = slurm(env, "squeue", "-h", "-o", "%i|%o")
+    return {line.split("|")[0].split("_")[0] for line in out.splitlines()
+            if root is None or line.split("|", 1)[1].startswith(str(root))}

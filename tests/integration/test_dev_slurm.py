@@ -5,24 +5,11 @@ import subprocess
 import time
 
 import pytest
-from conftest import stage_counts
+from conftest import queued, slurm, stage_counts
 
 from jobs import layout
 
 pytestmark = pytest.mark.slurm
-
-
-def slurm(env, *argv) -> str:
-    return subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True, check=True,
-                          timeout=60).stdout
-
-
-def queued(env, root=None) -> set:
-    """Job ids in the queue (array jobs once, however Slurm has split their tasks so far); with
-    `root`, only jobs whose batch script lies under it (other users' jobs come and go meanwhile)."""
-    out = slurm(env, "squeue", "-h", "-o", "%i|%o")
-    return {line.split("|")[0].split("_")[0] for line in out.splitlines()
-            if root is None or line.split("|", 1)[1].startswith(str(root))}
 
 
 def sacct_jobs(env, ids) -> dict:

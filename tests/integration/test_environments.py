@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, stage_counts
+from conftest import ROOT, queued, stage_counts
 
 from jobs import layout
 
@@ -45,11 +45,17 @@ def test_two_stages_two_environments_recorded(request, smoke_env, cluster):
     assert rec["code"]["id"] and (cli.run_dir() / "code" / "jobs" / "task.py").exists()
 
 
-def test_missing_interpreter_fails_at_run_naming_the_stage(cli):
-    p = cli("run", "pipeline=smoke", "cluster=local", "+cluster.environments={x: {python: /no/python}}",
-            "+cluster.stage_environments.fanout=x", check=False)
-    assert p.returncode == 1 and "stage 'fanout': cluster.environments.x.python: interpreter /no/python" in p.stderr
-    assert not any(cli.run_root.glob("*/run.json"))
+@pytest.mark.parametrize("env,needle", [
+    ("{python: /no/python}", "stage 'fanout': cluster.environments.x.python: interpreter /no/python does not exist"),
+    ("{imports: [no_such_lib_xyz]}", "stage 'fanout': cluster.environments.x.python: "),
+    ("{container_image: /no/image.sqsh}",
+     "stage 'fanout': cluster.environments.x.container_image: container image /no/image.sqsh does not exist"),
+])
+def test_bad_environment_fails_at_run_on_slurm_naming_the_stage(dcli, dev_slurm, env, needle):
+    p = dcli("run", "pipeline=smoke", "cluster=dev", f"+cluster.environments={{x: {env}}}",
+             "+cluster.stage_environments.fanout=x", check=False)
+    assert p.returncode == 1 and needle in p.stderr, p.stderr
+    assert queued(dev_slurm, root=dcli.run_root) == set() and not any(dcli.run_root.glob("*/run.json"))
 
 
 @pytest.mark.parametrize("cluster", ["local", "dev"])
