@@ -170,6 +170,15 @@ class Task:
             (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
     # -- main ----------------------------------------------------------------------------------
+    def load_secrets(self) -> None:
+        """KEY=VALUE lines of the profile's secrets file, into this task's environment only."""
+        path = self.spec.get("secrets_file")
+        if path:
+            for line in Path(path).read_text().splitlines():
+                key, sep, value = line.strip().partition("=")
+                if sep and key and not key.startswith("#"):
+                    os.environ[key.strip()] = value.strip()
+
     def run(self) -> int:
         if layout.marker_path(self.run_dir, self.stage, self.hash, self.task).exists():
             log(f"{self.stage}[{self.task}] already complete, nothing to do")
@@ -180,6 +189,7 @@ class Task:
         started = time.time()
         self.install_signal_handlers()
         try:
+            self.load_secrets()
             self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             self.tmp_out.mkdir(parents=True)

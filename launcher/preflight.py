@@ -87,6 +87,13 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
     errors += check_environments(plan)
     written = {("cluster.env", k) for k in cl.get("env", {})} | {
         (f"cluster.environments.{n}.env", k) for n, e in (cl.get("environments") or {}).items() for k in e["env"]}
+    if cl.get("secrets_file"):
+        path = cl["secrets_file"]
+        if not os.path.isfile(path):
+            errors.append(ConfigError(f"secrets file {path} does not exist", key="cluster.secrets_file"))
+        elif os.stat(path).st_mode & 0o077:
+            errors.append(ConfigError(f"secrets file {path} is readable by others (chmod 600 it)",
+                                      key="cluster.secrets_file"))
     for i, name in enumerate(cl.get("secrets") or []):
         if not os.environ.get(name):
             errors.append(ConfigError(f"secret {name} is not set in this shell; tasks get it from here, by name",

@@ -112,7 +112,7 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         "run_id": run_id, "run_dir": str(run_dir), "stage": stage.name, "kind": stage.kind, "hash": stage.hash,
         "tasks_per_point": stage.tasks_per_point, "points": stage.points, "payloads": stage.payloads,
         "parents": [d.parent for d in stage.deps], "requeue": stage.requeue, "time_min": stage.time_min,
-        "backend": plan.cluster["backend"],
+        "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
     }
 
 

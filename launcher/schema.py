@@ -106,6 +106,8 @@ class Cluster:
     envs_dir: Optional[str] = None  # where `launcher env build` puts environments (default <project>/.envs)
     # Names of variables (tokens) handed to tasks from the submitting shell, never written to a file.
     secrets: List[str] = field(default_factory=list)
+    # Or a KEY=VALUE file (mode 0600, on the shared filesystem) that each task reads at start.
+    secrets_file: Optional[str] = None
     max_parallel: int = 0  # local backend: concurrent tasks (0 = CPU count)
     gpus_per_node: int = 0  # local backend: GPUs this machine offers
 

@@ -85,6 +85,21 @@ def test_secret_reaches_the_task_and_no_file(cli):
     assert hits == ""
 
 
+def test_secrets_file_is_read_by_the_task_and_copied_nowhere(cli, tmp_path):
+    secret = f"file-s3cr3t-{time.time_ns()}"
+    f = tmp_path / "secrets.env"
+    f.write_text(f"# tokens\nLAUNCHER_FILE_SECRET={secret}\n")
+    f.chmod(0o644)
+    p = cli("run", "pipeline=smoke", "cluster=local", f"cluster.secrets_file={f}", check=False)
+    assert p.returncode == 1 and "cluster.secrets_file" in p.stderr and "chmod 600" in p.stderr
+    f.chmod(0o600)
+    cli("run", "pipeline=smoke", "cluster=local", f"cluster.secrets_file={f}", "wait=true",
+        "pipeline.stages.fanout.command='printf %s \"$LAUNCHER_FILE_SECRET\" | sha256sum > $LAUNCHER_OUTPUT_DIR/sha'")
+    seen = (layout.output_dir(cli.run_dir(), "fanout", 0, 1) / "sha").read_text().split()[0]
+    assert seen == hashlib.sha256(secret.encode()).hexdigest()
+    assert subprocess.run(["grep", "-rl", secret, str(cli.run_root)], capture_output=True, text=True).stdout == ""
+
+
 def test_failing_setup_line_fails_the_task_with_the_error_in_its_log(cli):
     p = cli("run", "pipeline=smoke", "cluster=local", "cluster.setup=['ls /no-such-dir-for-setup']", "wait=true",
             "poll_s=0.3", check=False)
