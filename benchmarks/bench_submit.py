@@ -1,84 +1,103 @@
-"""A 200-point multirun of the 3-stage smoke pipeline on the dev cluster: `launcher run` (one
-sbatch per stage) next to a shell loop with one `sbatch --parsable` per (point, stage), the way
-most lab scripts submit. Both submit into a DOWN partition (queued, not started), then cancel.
+"""Submission of a 200-point multirun of the 3-stage smoke pipeline on the dev cluster.
 
-sbatch answers in ~8 ms on this idle single-node controller; on a shared production controller it
-takes tens to hundreds of ms. --latency-ms adds that delay to every sbatch call of BOTH sides
-(a PATH shim), to show how each scales with the controller's response time.
+launcher: `launcher run -m pipeline=smoke cluster=dev 'pipeline.vars.scale=range(1,201)'
+          ~pipeline.stages.checkpointing` end to end (interpreter start, Hydra composing 200 points,
+          preflight, scripts, sbatch), one sbatch per stage.
+loop:     what lab scripts do: for each point, for each stage, one `sbatch --parsable
+          [--dependency=<kind>:$prev] --array=0-<tasks-1> --wrap true` (600 calls).
 
-    .venv/bin/python benchmarks/bench_submit.py [--points 200] [--repeat 3] [--latency-ms 0 50]
+Both sides submit to a DOWN partition that the script creates in slurmctld's memory and deletes at
+the end (jobs are accepted and queued, never started: the 2 cores measure submission, not running
+tasks; partition debug is untouched), are timed with the same clock, and are scancel'ed by job id
+right after each measurement.
+--sbatch-latency-ms adds a delay to every sbatch of BOTH sides (PATH shim), to mimic a busy
+production controller (this idle one answers in ~10 ms).
+
+    .venv/bin/python benchmarks/bench_submit.py [--points 200] [--repeat 3] [--sbatch-latency-ms 0 100]
 """
 import argparse
-import json
-import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from common import dev_cluster_env, launcher, median, partition_down, save, sh, timed
+from common import (LAUNCHER, dev_cluster_env, down_partition, ledger, median, only_run, run, save, scancel, show,
+                    timed, wait_for_room)
 
+STAGES = [("shards", 4, None), ("reduce", 1, "afterok"), ("fanout", 2, "afterany")]  # smoke minus checkpointing
 LOOP = r"""
 set -euo pipefail
-ids=()
 for p in $(seq 1 "$1"); do
-  a=$(sbatch --parsable --array=0-3 --time=5 --wrap "echo shard \$SLURM_ARRAY_TASK_ID of point $p")
-  b=$(sbatch --parsable --array=0 --time=5 --dependency=afterok:$a --wrap "echo reduce $p")
-  c=$(sbatch --parsable --array=0-1 --time=5 --dependency=afterany:$b --wrap "echo fanout $p")
-  ids+=("$a" "$b" "$c")
+  a=$(sbatch --parsable -p "$2" --array=0-3 --wrap true)
+  b=$(sbatch --parsable -p "$2" --dependency=afterok:$a --array=0-0 --wrap true)
+  c=$(sbatch --parsable -p "$2" --dependency=afterany:$b --array=0-1 --wrap true)
+  echo "$a $b $c"
 done
-echo "${ids[@]}"
 """
 
 
-def sbatch_shim(folder: Path, latency_ms: int) -> Path:
-    shim = folder / "sbatch"
-    shim.write_text(f"#!/bin/sh\nsleep {latency_ms / 1000}\nexec {shutil.which('sbatch')} \"$@\"\n")
+def launcher_once(points: int, env, partition: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-submit-") as root:
+        t, p = timed(lambda: run([LAUNCHER, "run", "-m", "pipeline=smoke", "cluster=dev",
+                                  f"pipeline.vars.scale=range(1,{points + 1})", "~pipeline.stages.checkpointing",
+                                  f"cluster.partition={partition}", f"run_root={root}"], env, cwd=root))
+        recs = ledger(only_run(Path(root)))
+    scancel([r["job_id"] for r in recs], env)
+    inner = re.search(r"submitted in ([\d.]+) s", p.stdout)
+    return {"wall_s": t, "sbatch": len(recs), "tasks": sum(len(r["tasks"]) for r in recs),
+            "inside_s": float(inner.group(1)) if inner else None}
+
+
+def loop_once(points: int, env, partition: str) -> dict:
+    t, p = timed(lambda: run(["bash", "-c", LOOP, "loop", str(points), partition], env))
+    ids = p.stdout.split()
+    scancel(ids, env)
+    return {"wall_s": t, "sbatch": len(ids), "tasks": points * sum(n for _, n, _ in STAGES)}
+
+
+def measure(args, env, partition: str) -> dict:
+    rows = {"launcher": [], "loop": []}
+    for _ in range(args.repeat):  # interleaved, so drift in the machine's load hits both sides
+        wait_for_room(env, 2 * args.points * len(STAGES))
+        rows["launcher"].append(launcher_once(args.points, env, partition))
+        rows["loop"].append(loop_once(args.points, env, partition))
+    out = {side: {"wall_s_median": median([r["wall_s"] for r in rs]), "wall_s_all": [round(r["wall_s"], 3) for r in rs],
+                  "sbatch_calls": rs[0]["sbatch"], "array_tasks": rs[0]["tasks"]} for side, rs in rows.items()}
+    out["launcher"]["inside_launcher_s_median"] = median([r["inside_s"] for r in rows["launcher"]])
+    out["loop_over_launcher"] = round(out["loop"]["wall_s_median"] / out["launcher"]["wall_s_median"], 2)
+    return out
+
+
+def with_latency(env, ms: int, folder: str) -> dict:
+    if not ms:
+        return env
+    shim = Path(folder) / "sbatch"
+    shim.write_text(f"#!/bin/sh\nsleep {ms / 1000}\nexec {shutil.which('sbatch', path=env['PATH'])} \"$@\"\n")
     shim.chmod(0o755)
-    return folder
+    return {**env, "PATH": f"{folder}:{env['PATH']}"}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--latency-ms", type=int, nargs="+", default=[0, 50])
+    ap.add_argument("--sbatch-latency-ms", type=int, nargs="+", default=[0])
     args = ap.parse_args()
-    base_env = dev_cluster_env()
+    env = dev_cluster_env()
     results = []
-    for latency in args.latency_ms:
-        with tempfile.TemporaryDirectory() as shim_dir:
-            env = dict(base_env)
-            if latency:
-                env["PATH"] = f"{sbatch_shim(Path(shim_dir), latency)}{os.pathsep}{env['PATH']}"
-            results.append(measure(args, env, latency))
-    save("submit", {"runs": results})
-
-
-def measure(args, env, latency):
-    rows = {"launcher": [], "loop": []}
-    calls = {}
-    with partition_down(env):
-        for _ in range(args.repeat):
-            with tempfile.TemporaryDirectory() as tmp:
-                sweep = f"pipeline.vars.scale=range(1,{args.points + 1})"
-                t, _ = timed(lambda: launcher(["run", "-m", "pipeline=smoke", "cluster=dev", sweep,
-                                               "~pipeline.stages.checkpointing", f"run_root={tmp}"], env, tmp))
-                run = next(p for p in Path(tmp).iterdir() if (p / "run.json").exists())
-                ledger = [json.loads(x) for x in (run / "submissions.jsonl").read_text().splitlines()]
-                calls["launcher"] = len(ledger)
-                calls["launcher_tasks"] = sum(len(r["tasks"]) for r in ledger)
-                sh(["scancel", *[r["job_id"] for r in ledger]], env)
-                rows["launcher"].append(t)
-            t, out = timed(lambda: sh(["bash", "-c", LOOP, "loop", str(args.points)], env))
-            ids = out.split()
-            calls["loop"] = len(ids)
-            sh(["scancel", *ids], env)
-            rows["loop"].append(t)
-    res = {"points": args.points, "stages": 3, "added_sbatch_latency_ms": latency, "sbatch_calls": calls,
-           "wall_s_median": {k: round(median(v), 3) for k, v in rows.items()},
-           "wall_s_all": {k: [round(x, 3) for x in v] for k, v in rows.items()}}
-    res["speedup"] = round(res["wall_s_median"]["loop"] / res["wall_s_median"]["launcher"], 1)
-    return res
+    with down_partition(env) as partition:
+        for ms in args.sbatch_latency_ms:
+            with tempfile.TemporaryDirectory() as shim_dir:
+                results.append({"added_sbatch_latency_ms": ms,
+                                **measure(args, with_latency(env, ms, shim_dir), partition)})
+    show(f"submit: {args.points}-point multirun, 3 stages, median of {args.repeat} (s)",
+         ["added sbatch latency", "launcher sbatch", "loop sbatch", "launcher wall", "(inside launcher)",
+          "loop wall", "loop / launcher"],
+         [[f"{r['added_sbatch_latency_ms']} ms", r["launcher"]["sbatch_calls"], r["loop"]["sbatch_calls"],
+           r["launcher"]["wall_s_median"], r["launcher"]["inside_launcher_s_median"], r["loop"]["wall_s_median"],
+           f"{r['loop_over_launcher']}x"] for r in results])
+    print("wrote", save("submit", {"points": args.points, "stages": [s for s, _, _ in STAGES], "repeat": args.repeat,
+                                   "runs": results}))
 
 
 if __name__ == "__main__":

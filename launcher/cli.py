@@ -177,8 +177,7 @@ def cmd_env(args) -> int:
     for key, name in (cluster.get("stage_environments") or {}).items():
         users.setdefault(name, []).append(key)
     for name, e in envs.items():
-        python = e.get("python") or (str(environments.envs_dir(cluster) / name / "bin" / "python") if e.get("build")
-                                     else cluster.get("python") or sys.executable)
+        python = environments.python_of(cluster, name)
         state = environments.build_state(cluster, name) if e.get("build") else (
             "ok" if os.path.exists(python) else "missing")
         t.add_row(name, python, state, ", ".join(e.get("imports") or []), e.get("container_image") or "-",

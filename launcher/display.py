@@ -29,6 +29,8 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
             res.append(f"{r['gpus_per_node']} gpu/node")
         if r["mem_gb"]:
             res.append(f"{r['mem_gb']} GB")
+        if s.environment.get("name"):
+            res.append(f"env {s.environment['name']}")
         tasks = f"{s.points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
         if s.throttle:
             tasks += f" %{s.throttle}"

@@ -32,13 +32,20 @@ def resolve(cluster: dict, stage: str, kind: str) -> Dict[str, Any]:
         raise ConfigError(f"environment '{name}' is not defined (cluster.environments: {', '.join(envs) or 'none'})",
                           stage=stage, key=key)
     env = envs.get(name, {}) if name else {}
-    python = env.get("python")
-    if not python and env.get("build"):
-        python = str(envs_dir(cluster) / name / "bin" / "python")
-    return {"name": name, "python": python or cluster.get("python") or sys.executable,
+    return {"name": name, "python": python_of(cluster, name),
             "setup": list(env.get("setup") or []), "env": dict(env.get("env") or {}),
             "imports": list(env.get("imports") or []), "container_image": env.get("container_image"),
             "container_mounts": list(env.get("container_mounts") or [])}
+
+
+def python_of(cluster: dict, name: Optional[str]) -> str:
+    """An environment's interpreter: its own, else its built venv's, else the cluster's, else ours."""
+    env = (cluster.get("environments") or {}).get(name, {}) if name else {}
+    if env.get("python"):
+        return env["python"]
+    if env.get("build"):
+        return str(envs_dir(cluster) / name / "bin" / "python")
+    return cluster.get("python") or sys.executable
 
 
 def import_problem(python: str, modules: Iterable[str], timeout: float = 120) -> Optional[str]:

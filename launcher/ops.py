@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from .compose import compose, compose_points
+from .compose import compose_points
 from .errors import ConfigErrors, LauncherError
 from .plan import Plan, build_plan
 from .preflight import preflight
@@ -94,8 +94,7 @@ def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path,
     prep = prepare(overrides, multirun)
     run_id = new_run_id(prep.plan.pipeline, "plan")
     plan_dir = prep.run_root / "plans" / run_id
-    _write_run(prep, plan_dir, run_id, overrides, multirun)
-    _snapshot_and_record(prep.plan, plan_dir)
+    _write_run(prep, plan_dir, run_id, overrides, multirun)  # no code snapshot: nothing will run from here
     requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
     write_stage_files(prep.plan, plan_dir, run_id, requests, tag="s0")
     return prep, plan_dir, requests
@@ -127,7 +126,10 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
     their dependencies. Refuses to mix outputs of a changed config unless `force`."""
     with run.locked():
         old = run.plan()
-        configs = [compose(p) for p in old.points]
+        meta = run.meta
+        points, configs = compose_points(meta["overrides"], meta["multirun"])  # the conf tree as it is now
+        if points != old.points:
+            raise LauncherError(f"the sweep of run {run.id} no longer expands to the same points")
         new = build_plan(configs, old.points)
         changed = sorted(set(new.stages) ^ set(old.stages)
                          | {n for n in new.stages if n in old.stages and new.stages[n].hash != old.stages[n].hash})

@@ -79,7 +79,9 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         srun_args.append(f"--container-image={env['container_image']}")
         if env["container_mounts"]:
             srun_args.append(f"--container-mounts={','.join(env['container_mounts'])}")
-    extra = {"array": array_spec(req.indices, stage.throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
+    # throttle is per sweep point, like tasks: K points may run K times as many tasks at once
+    throttle = min(stage.throttle * stage.points, stage.total_tasks) if stage.throttle else None
+    extra = {"array": array_spec(req.indices, throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
     if rq["max"] > 0:
         extra["requeue"] = True
     return _make_sbatch_string(

@@ -50,7 +50,7 @@ class Requeue:
 class Stage:
     kind: StageKind = MISSING
     tasks: int = 1  # array tasks per sweep point
-    throttle: Optional[int] = None  # at most this many tasks at once (%N)
+    throttle: Optional[int] = None  # at most this many tasks of a sweep point at once (%N x points)
     after: Dict[str, EdgeKind] = field(default_factory=dict)  # parent stage -> dependency kind
     singleton: bool = False  # one job of this stage at a time across runs (--dependency=singleton)
     command: Optional[str] = None  # kind=command: bash script, run with `bash -euo pipefail -c`

@@ -65,3 +65,10 @@ def test_local_backend_script_runs_without_srun():
     req = build_requests(plan, {"shards": range(4)}, 1000)[0]
     text = render_script(plan, req, RUN_DIR, "RUN")
     assert "srun" not in text and f"{sys.executable}" in text
+
+
+def test_throttle_is_per_sweep_point():
+    points = [[f"pipeline.vars.scale={i}"] for i in range(3)]
+    plan = build_plan([compose(["pipeline=smoke", "cluster=dev", *p]) for p in points], points)
+    req = build_requests(plan, {"shards": range(12)}, 1001)[0]
+    assert "#SBATCH --array=0-11%12" in render_script(plan, req, RUN_DIR, "RUN")
