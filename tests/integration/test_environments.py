@@ -73,16 +73,37 @@ def test_queued_jobs_run_the_code_of_submission_time(request, tmp_path, cluster)
     assert (layout.output_dir(cli.run_dir(), "reduce", 0, 0) / "version.txt").read_text() == "v1"
 
 
-def test_secret_reaches_the_task_and_no_file(cli):
+@pytest.mark.parametrize("cluster", ["local", "dev"])
+def test_secret_reaches_the_task_and_no_file(request, cluster):
+    cli = request.getfixturevalue("cli" if cluster == "local" else "dcli")
     secret = f"s3cr3t-{time.time_ns()}"
     cli.env["LAUNCHER_TEST_SECRET"] = secret
-    cli("run", "pipeline=smoke", "cluster=local", "cluster.secrets=[LAUNCHER_TEST_SECRET]", "wait=true",
+    cli("run", "pipeline=smoke", f"cluster={cluster}", "cluster.secrets=[LAUNCHER_TEST_SECRET]", "wait=true",
         "pipeline.stages.fanout.command='printf %s \"$LAUNCHER_TEST_SECRET\" | sha256sum > $LAUNCHER_OUTPUT_DIR/sha'")
     run_dir = cli.run_dir()
     seen = (layout.output_dir(run_dir, "fanout", 0, 0) / "sha").read_text().split()[0]
     assert seen == hashlib.sha256(secret.encode()).hexdigest()
     hits = subprocess.run(["grep", "-rl", secret, str(cli.run_root)], capture_output=True, text=True).stdout
     assert hits == ""
+
+
+def test_resume_runs_the_snapshot_unless_forced(cli, tmp_path):
+    user = tmp_path / "usercode"
+    user.mkdir()
+    module = user / "usermod.py"
+    module.write_text("def reduce(ctx):\n    (ctx.output_dir / 'version.txt').write_text('v1')\n")
+    args = ["pipeline=smoke", "cluster=local", f"pipeline.code=[{user}]", "pipeline.stages.reduce.target=usermod:reduce",
+            "pipeline.vars.fail_once_task=0", "wait=true", "poll_s=0.3"]
+    assert cli("run", *args, check=False).returncode == 1  # shard 0 fails once: reduce never ran
+    module.write_text("def reduce(ctx):\n    (ctx.output_dir / 'version.txt').write_text('v2')\n")
+    cli("resume", "latest", "--wait")
+    out = layout.output_dir(cli.run_dir(), "reduce", 0, 0) / "version.txt"
+    assert out.read_text() == "v1"  # the code of submission time
+    cli("run", *args[:-3], "pipeline.vars.fail_once_task=0", "wait=true", check=False)
+    module.write_text("def reduce(ctx):\n    (ctx.output_dir / 'version.txt').write_text('v3')\n")
+    cli("resume", "latest", "--force", "--wait")
+    assert (layout.output_dir(cli.run_dir(), "reduce", 0, 0) / "version.txt").read_text() == "v3"
+    assert len(list(cli.run_dir().glob("code.*"))) == 1  # the earlier snapshot is kept
 
 
 def test_secrets_file_is_read_by_the_task_and_copied_nowhere(cli, tmp_path):
