@@ -145,8 +145,8 @@ class Task:
             "LAUNCHER_RESTART_COUNT": str(c.restart_count), "LAUNCHER_PARAMS": json.dumps(c.params),
             "LAUNCHER_STOP_SIGNAL": self.spec["requeue"]["signal"],
         })
-        for parent, path in c.inputs.items():
-            env[f"LAUNCHER_INPUT_{parent.upper()}"] = str(path)
+        for parent, path in c.inputs.items():  # stage "tok-2.b" -> LAUNCHER_INPUT_TOK_2_B
+            env["LAUNCHER_INPUT_" + "".join(ch if ch.isalnum() else "_" for ch in parent.upper())] = str(path)
         return env
 
     def run_command(self) -> None:

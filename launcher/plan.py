@@ -83,6 +83,10 @@ class Plan:
         return sum(s.gpu_hours for s in self.stages.values())
 
 
+# Names end up in paths, job names and variable names: keep them boring.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
 _TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
 
 
@@ -122,9 +126,14 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         if not os.path.exists(path):
             errors.append(ConfigError(f"code path {path} does not exist", key=f"pipeline.code.{i}"))
 
+    _check_names(first, errors)
     graph: Dict[str, List[str]] = {}
     for name, st in stages_cfg.items():
         key = f"pipeline.stages.{name}"
+        if not NAME.match(name):
+            errors.append(ConfigError(f"stage name {name!r} must match {NAME.pattern} (it names folders and jobs)",
+                                      stage=name, key=key))
+            continue
         _check_stage(name, st, key, errors)
         parents = []
         for parent in st["after"]:
@@ -172,6 +181,24 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
                 stages=stages, code=code)
+
+
+def _check_names(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
+    """Names that become paths or job names, and variable names that are exported in scripts."""
+    for key, value in (("pipeline.name", cfg["pipeline"]["name"]), ("run_name", cfg.get("run_name"))):
+        if value is not None and not NAME.match(str(value)):
+            errors.append(ConfigError(f"{value!r} must match {NAME.pattern}", key=key))
+    cl = cfg["cluster"]
+    variables = [(f"cluster.env.{k}", k) for k in cl.get("env", {})]
+    variables += [(f"cluster.environments.{n}.env.{k}", k) for n, e in (cl.get("environments") or {}).items()
+                  for k in e.get("env", {})]
+    variables += [(f"cluster.secrets.{i}", k) for i, k in enumerate(cl.get("secrets") or [])]
+    variables += [(f"pipeline.stages.{s}.env.{k}", k) for s, st in cfg["pipeline"]["stages"].items()
+                  for k in st.get("env", {})]
+    for key, var in variables:
+        if not ENV_VAR.match(var):
+            stage = key.split(".")[2] if key.startswith("pipeline.stages.") else None
+            errors.append(ConfigError(f"{var!r} is not a valid environment variable name", stage=stage, key=key))
 
 
 def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigError]) -> None:

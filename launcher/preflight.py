@@ -155,6 +155,12 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
               associations: Optional[Callable[[str], tuple]] = None) -> List[ConfigError]:
     """All problems found; empty means submit. `info` is None for the local backend."""
     errors = check_common(plan, run_root)
+    total = sum(s.total_tasks for s in plan.stages.values())
+    if info and info.max_job_count and total > info.max_job_count:
+        big = max(plan.stages.values(), key=lambda s: s.total_tasks)
+        errors.append(ConfigError(f"the run has {total} array tasks; slurmctld holds at most MaxJobCount="
+                                  f"{info.max_job_count} jobs, so it could never be queued whole",
+                                  stage=big.name, key=f"pipeline.stages.{big.name}.tasks"))
     for stage in plan.stages.values():
         errors += check_slurm_stage(stage, plan.cluster, info) if info else check_local_stage(stage, plan.cluster)
     if info and associations:

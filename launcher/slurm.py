@@ -51,6 +51,7 @@ class Partition:
 class ClusterInfo:
     max_array_size: int
     partitions: Dict[str, Partition]
+    max_job_count: Optional[int] = None  # job records slurmctld holds; every array task is one
 
     @property
     def default_partition(self) -> Optional[str]:
@@ -98,7 +99,9 @@ def parse_cluster_info(config: str, partitions: str, nodes: str) -> ClusterInfo:
         parts[name] = Partition(name=name, max_time_min=None if mt in ("UNLIMITED", "INFINITE") else parse_time_min(mt),
                                 max_nodes=None if mn == "UNLIMITED" else int(mn), default=d.get("Default") == "YES",
                                 state=d.get("State", ""), nodes=[n for n in node_list if name in n.partitions])
-    return ClusterInfo(max_array_size=int(m.group(1)) if m else 1001, partitions=parts)
+    jc = re.search(r"^MaxJobCount\s*=\s*(\d+)", config, re.M)
+    return ClusterInfo(max_array_size=int(m.group(1)) if m else 1001, partitions=parts,
+                       max_job_count=int(jc.group(1)) if jc else None)
 
 
 def parse_sacct(text: str) -> Dict[str, Dict[int, str]]:

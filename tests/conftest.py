@@ -21,7 +21,7 @@ class CLI:
 
     def __call__(self, *args: str, check: bool | None = True, timeout: float = 300) -> subprocess.CompletedProcess:
         argv = list(args)
-        if argv and argv[0] in ("run", "plan"):
+        if argv and argv[0] in ("run", "plan") and not any(a.startswith("run_root=") for a in argv):
             argv.append(f"run_root={self.run_root}")
         p = subprocess.run([sys.executable, "-m", "launcher", *argv], cwd=self.run_root, env=self.env,
                            capture_output=True, text=True, timeout=timeout)

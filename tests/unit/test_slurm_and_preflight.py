@@ -21,7 +21,7 @@ def info():
 
 def test_cluster_info():
     i = info()
-    assert i.max_array_size == 1001 and i.default_partition == "debug"
+    assert i.max_array_size == 1001 and i.default_partition == "debug" and i.max_job_count == 20000
     assert i.partitions["debug"].max_time_min == 240 and i.partitions["gpu"].max_time_min == 1440
     assert i.partitions["gpu"].max_nodes == 1
     node = i.partitions["debug"].nodes[0]
