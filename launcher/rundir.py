@@ -44,6 +44,13 @@ class Run:
         return FileLock(str(self.path / ".lock"), timeout=LOCK_TIMEOUT_S)
 
     def locked(self):
+        """The run's lock, for verbs that change it; only its owner may."""
+        owner = self.path.stat().st_uid
+        if owner != os.getuid():
+            import pwd
+
+            name = next((p.pw_name for p in pwd.getpwall() if p.pw_uid == owner), str(owner))
+            raise LauncherError(f"run {self.id} belongs to {name}; only its owner may resume or cancel it")
         lock = self.lock()
         try:
             lock.acquire()
