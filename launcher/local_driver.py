@@ -205,7 +205,11 @@ class Driver:
             state = {j.id: {str(i): {"state": "running" if t.state in ("cancelling", "timeout") else t.state,
                                      "restarts": t.restarts, "exit": t.exit} for i, t in j.tasks.items()}
                      for j in self.jobs.values()}
-            layout.atomic_write_json(self.dir / "state.json", state)
+            try:
+                layout.atomic_write_json(self.dir / "state.json", state)
+            except OSError as e:  # e.g. a full filesystem: keep scheduling, write again next round
+                print(f"local driver: could not save state: {e}", flush=True)
+                return
             self.dirty = False
 
     def idle(self) -> bool:

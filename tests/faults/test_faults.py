@@ -94,3 +94,37 @@ def test_node_down_mid_run_requeues_and_completes(dcli, dev_slurm):
         dcli("resume", "latest")
         st = dcli.wait(timeout=300)
     assert st["state"] == "COMPLETED" and total(dcli) == "10"
+
+
+def test_full_filesystem_fails_tasks_cleanly_and_resume_redoes_them(tmp_path, dev_slurm):
+    """The run root is a 3 MB tmpfs; four shards write 1 MB each: some hit ENOSPC. They must fail
+    without a completion marker or a partial output left in place; with room again, resume finishes."""
+    import os as _os
+
+    if _os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    from conftest import CLI
+
+    root = tmp_path / "small"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(root)], check=True)
+    try:
+        cli = CLI(root, env=dev_slurm)
+        big = ("pipeline.stages.shards.command='head -c 1000000 /dev/zero > $LAUNCHER_OUTPUT_DIR/blob; "
+               "echo $((LAUNCHER_TASK_INDEX + 1)) > $LAUNCHER_OUTPUT_DIR/value.txt'")
+        cli("run", "pipeline=smoke", "cluster=dev", big)
+        st = cli.wait(timeout=180)
+        shards = stage_counts(st)["shards"]
+        assert st["state"] == "FAILED" and shards["failed"] >= 1, st
+        run_dir = cli.run_dir()
+        done = {int(p.stem) for p in run_dir.glob("stages/shards/markers/*/*.done")}
+        assert len(done) == shards["completed"]
+        for t in range(4):  # a task without a marker has no output in place; one with a marker has all of it
+            out = layout.output_dir(run_dir, "shards", 0, t)
+            assert (out / "value.txt").exists() == (t in done)
+        assert not list(run_dir.glob("stages/shards/out/0/.*partial*"))
+        subprocess.run(["mount", "-o", "remount,size=64m", str(root)], check=True)
+        cli("resume", "latest")
+        assert cli.wait(timeout=180)["state"] == "COMPLETED" and total(cli) == "10"
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
