@@ -40,29 +40,25 @@ class Prepared:
     run_root: Path
     chunk_size: int
     errors: list
-    backend_calls: Dict[str, int]
 
 
-def prepare(overrides: Sequence[str], multirun: bool, check: bool = True) -> Prepared:
+def prepare(overrides: Sequence[str], multirun: bool) -> Prepared:
     """Compose every sweep point, build the plan, read the cluster and run preflight."""
     points, configs = compose_points(overrides, multirun)
     plan = build_plan(configs, points)
-    return _check(plan, configs, Path(configs[0]["run_root"]).resolve(), check)
+    return _check(plan, configs, Path(configs[0]["run_root"]).resolve())
 
 
-def _check(plan: Plan, configs: list, run_root: Path, check: bool = True) -> Prepared:
-    cl = plan.cluster
-    info, calls, errors = None, {}, []
-    if cl["backend"] == "slurm" and check:
-        slurm = backend_for(cl, run_root)
+def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
+    info = None
+    if plan.cluster["backend"] == "slurm":
+        slurm = backend_for(plan.cluster, run_root)
         info = slurm.info()
         errors = preflight(plan, run_root, info, associations=slurm.associations)
-        calls = slurm.calls
-    elif check:
+    else:
         errors = preflight(plan, run_root, None)
-    chunk = cl.get("max_array_size") or (info.max_array_size if info else LOCAL_MAX_ARRAY)
-    return Prepared(plan=plan, configs=configs, run_root=run_root, chunk_size=chunk, errors=errors,
-                    backend_calls=calls)
+    chunk = plan.cluster.get("max_array_size") or (info.max_array_size if info else LOCAL_MAX_ARRAY)
+    return Prepared(plan=plan, configs=configs, run_root=run_root, chunk_size=chunk, errors=errors)
 
 
 def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[str], multirun: bool) -> None:
