@@ -62,10 +62,10 @@ def test_sigkilled_task_leaves_no_marker_and_resume_redoes_it(dcli, dev_slurm):
     assert dcli.wait(timeout=180)["state"] == "COMPLETED" and total(dcli) == "10"
 
 
-def restart_controller(env):
+def restart_daemon(name, signal="TERM"):
     lab = Path(os.environ.get("DEV_SLURM_DIR", "/var/tmp/launcher-dev-slurm"))
-    pid = int((lab / "run" / "slurmctld.pid").read_text().split()[0])
-    subprocess.run(["kill", str(pid)], check=True)
+    pid = int((lab / "run" / f"{name}.pid").read_text().split()[0])
+    subprocess.run(["kill", f"-{signal}", str(pid)], check=True)
     time.sleep(2)
     subprocess.run([str(ROOT / "scripts" / "dev-slurm"), "up"], capture_output=True, check=True, timeout=300)
 
@@ -74,7 +74,16 @@ def restart_controller(env):
 def test_slurmctld_restart_during_a_run(dcli, dev_slurm):
     dcli("run", "pipeline=smoke", "cluster=dev", SLOW_SHARDS)
     wait_running(dev_slurm, shards_job(dcli))
-    restart_controller(dev_slurm)
+    restart_daemon("slurmctld")
+    assert dcli.wait(timeout=300)["state"] == "COMPLETED" and total(dcli) == "10"
+
+
+@pytest.mark.slow
+def test_slurmd_killed_and_restarted_during_a_run(dcli, dev_slurm):
+    """slurmd dies (SIGKILL) while tasks run; their slurmstepd keep going; slurmd comes back."""
+    dcli("run", "pipeline=smoke", "cluster=dev", SLOW_SHARDS)
+    wait_running(dev_slurm, shards_job(dcli))
+    restart_daemon("slurmd", "KILL")
     assert dcli.wait(timeout=300)["state"] == "COMPLETED" and total(dcli) == "10"
 
 
