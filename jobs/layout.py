@@ -13,6 +13,7 @@
                                   stage's config hash in the path keeps markers of another config
                                   from counting, and one listdir gives a stage's completed tasks
     markers/<hash>/<task>.failed  last failure (best effort: a SIGKILLed task leaves none)
+    markers/<hash>/<task>.running-<jobid>_<index>  while the task works (status: accounting lags)
     out/<point>/<task>/     task output, renamed into place only when the task succeeded
     ckpt/<task>/            task checkpoint state, survives requeues
 """
@@ -39,11 +40,26 @@ def marker_path(run_dir: Path, stage: str, stage_hash: str, task: int, suffix: s
 
 def completed_tasks(run_dir: Path, stage: str, stage_hash: str) -> set[int]:
     """Tasks with a completion marker for this config: one directory listing, no file reads."""
+    return task_markers(run_dir, stage, stage_hash)[0]
+
+
+def task_markers(run_dir: Path, stage: str, stage_hash: str) -> tuple[set[int], dict[int, str]]:
+    """(completed tasks, {task: job id} of tasks that say they are running), from one listing.
+    A running task leaves `<task>.running-<jobid>_<index>` while it works."""
     try:
         names = os.listdir(markers_dir(run_dir, stage, stage_hash))
     except FileNotFoundError:
-        return set()
-    return {int(n[: -len(".done")]) for n in names if n.endswith(".done") and n[: -len(".done")].isdigit()}
+        return set(), {}
+    done, running = set(), {}
+    for n in names:
+        head, dot, tail = n.partition(".")
+        if not head.isdigit():
+            continue
+        if tail == "done":
+            done.add(int(head))
+        elif tail.startswith("running-"):
+            running[int(head)] = tail[len("running-"):]
+    return done, running
 
 
 def output_dir(run_dir: Path, stage: str, point: int, task: int | None = None) -> Path:

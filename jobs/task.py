@@ -188,6 +188,13 @@ class Task:
         log(f"python {sys.executable} (sys.prefix {sys.prefix}), code {Path(__file__).resolve().parent.parent}")
         started = time.time()
         self.install_signal_handlers()
+        # Accounting learns of a start late; this file lets status see the task running now.
+        running = layout.marker_path(self.run_dir, self.stage, self.hash, self.task, f"running-{self.job_id}")
+        try:
+            running.parent.mkdir(parents=True, exist_ok=True)
+            running.touch()
+        except OSError:
+            pass
         try:
             self.load_secrets()
             self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -197,14 +204,17 @@ class Task:
             if self.rank == 0:
                 self.finish(started)
         except Requeue:
+            running.unlink(missing_ok=True)
             return self.requeue()
         except BaseException as e:  # noqa: BLE001 - every failure must leave a failure marker
             self.write_failure("".join(traceback.format_exception(e)), exit_code=1)
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             log(f"{self.stage}[{self.task}] failed: {e}")
+            running.unlink(missing_ok=True)
             if not isinstance(e, Exception):
                 raise
             return 1
+        running.unlink(missing_ok=True)
         log(f"{self.stage}[{self.task}] done in {time.time() - started:.1f} s")
         return 0
 

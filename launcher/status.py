@@ -73,7 +73,8 @@ def collect(run: Run, backend) -> RunStatus:
         job_ids[rec["stage"]].append(rec["job_id"])
         for t in rec["tasks"]:
             latest[rec["stage"]][t] = (rec["job_id"], t - rec["offset"], rec["chunk"])
-    done = {name: layout.completed_tasks(run.path, name, st.hash) for name, st in plan.stages.items()}
+    markers = {name: layout.task_markers(run.path, name, st.hash) for name, st in plan.stages.items()}
+    done = {name: m[0] for name, m in markers.items()}
     to_query = {latest[n][t][0] for n, st in plan.stages.items() for t in range(st.total_tasks)
                 if t not in done[n] and t in latest[n]}
     sched = backend.query(to_query) if to_query else {}
@@ -90,6 +91,8 @@ def collect(run: Run, backend) -> RunStatus:
                 jid, idx, chunk = latest[name][t]
                 # Not in the answer yet: accounting lags a just-submitted job by a moment.
                 s = sched.get(jid, {}).get(idx, "pending")
+                if s == "pending" and markers[name][1].get(t) == f"{jid}_{idx}":
+                    s = "running"  # the task says so; accounting has not caught up yet
                 tasks[t] = "failed" if s == "completed" else s  # exited 0 but left no marker
                 if s in ACTIVE:
                     active.add((jid, chunk))
