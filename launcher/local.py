@@ -15,7 +15,8 @@ from filelock import FileLock
 
 from jobs import layout
 
-TERMINAL = {"completed", "failed", "cancelled"}
+from .local_driver import TERMINAL
+
 
 
 def _alive(pid: int) -> bool:

@@ -1,7 +1,5 @@
 """Acceptance on a REAL Slurm (slurmctld, slurmd, slurmdbd + MariaDB, munge) from scripts/dev-slurm."""
 import json
-import os
-import subprocess
 import time
 
 import pytest

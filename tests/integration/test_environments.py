@@ -1,7 +1,6 @@
 """Per-stage environments, code snapshots, secrets and setup failures, end to end (issue 3)."""
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
