@@ -16,14 +16,24 @@
     markers/<hash>/<task>.running-<jobid>_<index>  while the task works (status: accounting lags)
     out/<point>/<task>/     task output, renamed into place only when the task succeeded
     ckpt/<task>/            task checkpoint state, survives requeues
+    datatrove/<hash>/<point>/     kind=preprocess (datatrove) stages, one folder per config:
+      output/                     what the stage writes, one file set per rank ({output})
+      removed/<i>-<Block>/        documents block i (a filter) removed ({removed})
+      logs/                       datatrove's logging_dir: completions/<rank>, stats/<rank>.json, logs/
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+# Folder placeholders in the string arguments of datatrove blocks, filled in on the compute node:
+# {input} (the one parent's output), {input:<stage>}, {output}, {removed}, {run}.
+PLACEHOLDER = re.compile(r"\{(input|output|removed|run)(?::([A-Za-z0-9_.-]+))?\}")
 
 
 def stage_dir(run_dir: Path, stage: str) -> Path:
@@ -65,6 +75,11 @@ def task_markers(run_dir: Path, stage: str, stage_hash: str) -> tuple[set[int], 
 def output_dir(run_dir: Path, stage: str, point: int, task: int | None = None) -> Path:
     d = stage_dir(run_dir, stage) / "out" / str(point)
     return d if task is None else d / str(task)
+
+
+def datatrove_dir(run_dir: Path, stage: str, stage_hash: str, point: int, part: str) -> Path:
+    """part: output, removed or logs."""
+    return stage_dir(run_dir, stage) / "datatrove" / stage_hash / str(point) / part
 
 
 def checkpoint_dir(run_dir: Path, stage: str, task: int) -> Path:

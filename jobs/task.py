@@ -8,7 +8,6 @@ REQUEUE_EXIT for the local scheduler to restart it.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from . import layout
 from .context import Requeue, TaskContext
+from .targets import locate
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "run me again" for the local backend
 
@@ -158,16 +158,24 @@ class Task:
         if rc != 0:
             raise RuntimeError(f"command exited with status {rc}")
 
-    def run_python(self) -> None:
-        module, _, attr = self.payload["target"].partition(":")
-        fn = importlib.import_module(module)
-        for part in attr.split("."):
-            fn = getattr(fn, part)
+    def export_environment(self) -> None:
+        """In-process kinds: the LAUNCHER_* variables and the stage's env, into this process."""
         os.environ.update({k: v for k, v in self.environment().items() if k.startswith("LAUNCHER_")})
         os.environ.update({str(k): str(v) for k, v in (self.payload.get("env") or {}).items()})
+
+    def run_python(self) -> None:
+        fn = locate(self.payload["target"])
+        self.export_environment()
         result = fn(self.ctx)
         if result is not None:
             (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+    def run_preprocess(self) -> None:
+        from . import preprocess  # imports datatrove: only in the stage's environment
+
+        self.export_environment()
+        result = preprocess.run_rank(self.spec, self.payload, self.point, self.index, self.spec["tasks_per_point"])
+        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
     # -- main ----------------------------------------------------------------------------------
     def load_secrets(self) -> None:
@@ -200,7 +208,8 @@ class Task:
             self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             self.tmp_out.mkdir(parents=True)
-            {"command": self.run_command, "python": self.run_python}[self.spec["kind"]]()
+            {"command": self.run_command, "python": self.run_python,
+             "preprocess": self.run_preprocess}[self.spec["kind"]]()
             if self.rank == 0:
                 self.finish(started)
         except Requeue:

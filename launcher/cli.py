@@ -17,6 +17,9 @@ examples:
   launcher status latest --json
   launcher resume latest
   launcher logs latest shards --task 2 --follow
+  launcher demo-corpus && launcher run pipeline=data data=fineweb_like cluster=dev
+  launcher summary latest
+  launcher inspect latest clean --filter GopherQualityFilter --removed --n 5
 
 Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
 Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go to run_root
@@ -65,6 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("names", nargs="*", help="environments to build (default: every buildable one)")
     ev.add_argument("--cluster", default="local", help="cluster profile (default: local)")
     ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
+    dc = sub.add_parser("demo-corpus", help="write a small offline corpus with work for every data filter",
+                        description="English prose from the Python standard library's docstrings, plus "
+                        "non-English, spam/boilerplate and near-duplicate documents (ground truth in "
+                        "metadata.kind), as jsonl.gz shards. Standard library only; deterministic.")
+    dc.add_argument("out_dir", type=Path, nargs="?", default=Path("data/demo-corpus"),
+                    help="where to write (default data/demo-corpus, the data recipes' default source)")
+    dc.add_argument("--docs", type=int, default=1200, help="documents (default 1200, ~0.5 MB gzipped)")
+    dc.add_argument("--shards", type=int, default=4, help="jsonl.gz files (default 4)")
+    dc.add_argument("--seed", type=int, default=0)
+    sm = with_run("summary", "documents and tokens in, out and removed for every datatrove block of the run")
+    sm.add_argument("--json", action="store_true", help="machine-readable output")
+    ins = with_run("inspect", "sample documents a filter of a datatrove stage removed or kept")
+    ins.add_argument("stage")
+    ins.add_argument("--filter", required=True, help="block class name (e.g. GopherQualityFilter) or index")
+    which = ins.add_mutually_exclusive_group()
+    which.add_argument("--removed", action="store_true", help="documents the filter removed (default)")
+    which.add_argument("--kept", action="store_true", help="documents the filter let through")
+    ins.add_argument("--n", type=int, default=5, help="how many (default 5)")
+    ins.add_argument("--point", type=int, default=0, help="sweep point (default 0)")
+    ins.add_argument("--chars", type=int, default=600, help="characters of text shown per document")
     rn = sub.add_parser("runs", help="list runs, newest first")
     rn.add_argument("--root", type=Path)
     rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
@@ -186,6 +209,43 @@ def cmd_env(args) -> int:
     return 0
 
 
+def cmd_summary(args) -> int:
+    from . import data_report
+    from .display import console
+    from .rundir import resolve_run
+
+    run = resolve_run(args.run, args.root)
+    summary = data_report.summarize(run.path, run.plan())
+    if args.json:
+        print(json.dumps(summary, indent=1, ensure_ascii=False))
+    elif not summary:
+        console.print(f"run {run.id} has no datatrove (kind=preprocess) stages")
+    for table in ([] if args.json else data_report.summary_tables(summary)):
+        console.print(table)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from . import data_report
+    from .display import console
+    from .rundir import resolve_run
+
+    run = resolve_run(args.run, args.root)
+    name, total, docs = data_report.sample(run.path, run.plan(), args.stage, args.filter, removed=not args.kept,
+                                           n=args.n, point=args.point)
+    data_report.show_sample(console, name, total, docs, removed=not args.kept, chars=args.chars)
+    return 0
+
+
+def cmd_demo_corpus(args) -> int:
+    from jobs.demo_corpus import make_corpus
+
+    counts = make_corpus(args.out_dir, args.docs, args.shards, args.seed)
+    print(f"wrote {counts['documents']} documents ({counts['bytes'] / 1e6:.1f} MB gzipped) in {args.shards} "
+          f"shard(s) to {args.out_dir}: {counts['kinds']}")
+    return 0
+
+
 def cmd_runs(args) -> int:
     from .display import console
     from .rundir import default_root, list_runs
@@ -216,7 +276,7 @@ def main(argv=None) -> int:
     from .errors import LauncherError
 
     try:
-        return globals()[f"cmd_{args.verb}"](args)
+        return globals()[f"cmd_{args.verb.replace('-', '_')}"](args)
     except LauncherError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -27,6 +27,8 @@ def _register() -> None:
 
     from .schema import Cluster, Config, Pipeline
 
+    # ${abspath:data/x}: tasks run elsewhere, so relative paths are fixed against the submitting directory.
+    OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(os.path.expanduser(str(p))), replace=True)
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     cs.store(group="pipeline", name="schema", node=Pipeline)

@@ -48,23 +48,26 @@ def python_of(cluster: dict, name: Optional[str]) -> str:
     return cluster.get("python") or sys.executable
 
 
-def import_problem(python: str, modules: Iterable[str], timeout: float = 120) -> Optional[str]:
-    """None if `python` starts and imports every module; else what went wrong."""
+def interpreter_problems(python: str, modules: Iterable[str] = (), targets: Iterable[str] = (),
+                         pythonpath: Iterable[str] = (), timeout: float = 120) -> Dict[str, str]:
+    """What `python` cannot do: {module or target: why}, or {"": why} when it does not start at all.
+    Modules are imported and targets ('pkg.mod.Class', 'pkg.mod:func') resolved in one process, with
+    the project and the pipeline's code on its path, as the tasks will have them."""
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        return f"interpreter {python} does not exist or is not executable"
-    modules = list(modules)
-    if not modules:
-        return None
-    code = "; ".join(f"import {m}" for m in modules)
+        return {"": f"interpreter {python} does not exist or is not executable"}
+    modules, targets = list(modules), list(targets)
+    if not modules and not targets:
+        return {}
+    path = os.pathsep.join([str(PROJECT_ROOT), *pythonpath])
     try:
-        p = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        p = subprocess.run([python, "-m", "jobs.targets"], input=json.dumps({"modules": modules, "targets": targets}),
+                           capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path})
     except subprocess.TimeoutExpired:
-        return f"`{python} -c '{code}'` did not finish in {timeout:.0f} s"
+        return {"": f"{python} did not import {', '.join(modules + targets)} in {timeout:.0f} s"}
     if p.returncode != 0:
-        last = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return f"{python} cannot import {', '.join(modules)}: {last}"
-    return None
+        return {"": f"{python} failed: {(p.stderr.strip().splitlines() or ['(no output)'])[-1]}"}
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def packages(python: str) -> List[str]:
@@ -88,12 +91,12 @@ def describe(stage_envs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
 # -- building --------------------------------------------------------------------------------------
 
 def spec_files(build: str) -> List[Path]:
+    """[<build>.txt, constraints.txt if any, <build>.nodeps.txt if any (installed with --no-deps)]."""
     spec = SPECS_DIR / f"{build}.txt"
     if not spec.exists():
-        raise LauncherError(f"no requirements file {spec} (available: "
-                            f"{', '.join(sorted(p.stem for p in SPECS_DIR.glob('*.txt') if p.stem != 'constraints'))})")
-    constraints = SPECS_DIR / "constraints.txt"
-    return [spec] + ([constraints] if constraints.exists() else [])
+        names = sorted(p.stem for p in SPECS_DIR.glob("*.txt") if p.stem != "constraints" and "." not in p.stem)
+        raise LauncherError(f"no requirements file {spec} (available: {', '.join(names)})")
+    return [f for f in (spec, SPECS_DIR / "constraints.txt", SPECS_DIR / f"{build}.nodeps.txt") if f.exists()]
 
 
 def _digest(files: List[Path]) -> str:
@@ -129,19 +132,21 @@ def build(cluster: dict, name: str, echo: Callable = print, force: bool = False)
     if not (target / "bin" / "python").exists():
         echo(f"{name}: creating venv {target}")
         subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
-    cmd = [str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-           "--progress-bar", "off", "-r", str(files[0])]
-    if len(files) > 1:
-        cmd += ["-c", str(files[1])]
-    echo(f"{name}: installing {files[0].name}" + (f" with {files[1].name}" if len(files) > 1 else "")
-         + " (progress below)")
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in p.stdout:
-        if line.startswith(("Collecting", "Installing", "Successfully", "ERROR", "error")):
-            echo(f"{name}: {line.rstrip()}")
-    if p.wait() != 0:
-        raise LauncherError(f"building environment '{name}' failed (pip exit {p.returncode}); {target} is left "
-                            f"as it is, the next build retries")
+    pip = [str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+           "--progress-bar", "off"]
+    constraints = [f for f in files if f.name == "constraints.txt"]
+    nodeps = [f for f in files if f.name.endswith(".nodeps.txt")]
+    steps = [pip + ["-r", str(files[0])] + [a for c in constraints for a in ("-c", str(c))]]
+    steps += [pip + ["--no-deps", "-r", str(f)] for f in nodeps]
+    echo(f"{name}: installing {', '.join(f.name for f in files)} (progress below)")
+    for cmd in steps:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in p.stdout:
+            if line.startswith(("Collecting", "Installing", "Successfully", "ERROR", "error")):
+                echo(f"{name}: {line.rstrip()}")
+        if p.wait() != 0:
+            raise LauncherError(f"building environment '{name}' failed (pip exit {p.returncode}); {target} is "
+                                f"left as it is, the next build retries")
     stamp.write_text(digest + "\n")
     echo(f"{name}: built in {time.time() - t0:.0f} s: {target / 'bin' / 'python'}")
     return target

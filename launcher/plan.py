@@ -11,12 +11,15 @@ import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+from . import preprocess
 from .environments import resolve as resolve_environment
 from .errors import ConfigError, ConfigErrors
 
 # What must be equal across sweep points: one array job carries one resource request and one
 # dependency list. Everything else (command, params, env) may differ per point.
 STRUCTURAL_KEYS = ("kind", "tasks", "throttle", "after", "singleton", "resources", "requeue")
+PAYLOAD_KEYS = ("command", "target", "params", "env")
+PREPROCESS_KEYS = ("blocks", "keep_removed")  # only in the payload (and hash) of kind=preprocess stages
 
 
 @dataclass
@@ -64,10 +67,11 @@ class Plan:
     points: List[List[str]]  # the overrides of each sweep point
     stages: Dict[str, StagePlan]  # in topological order
     code: List[str] = field(default_factory=list)  # user code paths to snapshot (absolute)
+    aliases: Dict[str, str] = field(default_factory=dict)  # expanded stage (minhash) → the stage that ends it
 
     def to_json(self) -> Dict[str, Any]:
         return {"pipeline": self.pipeline, "cluster": self.cluster, "points": self.points, "code": self.code,
-                "stages": [asdict(s) for s in self.stages.values()]}
+                "aliases": self.aliases, "stages": [asdict(s) for s in self.stages.values()]}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Plan":
@@ -76,7 +80,7 @@ class Plan:
             s = dict(s, deps=[Dep(**x) for x in s["deps"]])
             stages[s["name"]] = StagePlan(**s)
         return cls(pipeline=d["pipeline"], cluster=d["cluster"], points=d["points"], stages=stages,
-                   code=d.get("code", []))
+                   code=d.get("code", []), aliases=d.get("aliases", {}))
 
     @property
     def gpu_hours(self) -> float:
@@ -115,8 +119,15 @@ def _digest(obj: Any) -> str:
 def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]]) -> Plan:
     """One composed (plain, resolved) config per sweep point → the plan. Raises ConfigErrors listing
     every problem."""
-    first = plain[0]
     errors: List[ConfigError] = []
+    for name, st in plain[0]["pipeline"]["stages"].items():
+        if st["kind"] == "minhash":
+            preprocess.check_minhash(name, st, errors)
+    if errors:
+        raise ConfigErrors(errors)
+    expanded = [preprocess.expand(p) for p in plain]
+    plain, aliases = [e[0] for e in expanded], expanded[0][1]
+    first = plain[0]
     _check_sweep_keeps_structure(plain, points, errors)
     stages_cfg: Dict[str, Dict[str, Any]] = first["pipeline"]["stages"]
     if not stages_cfg:
@@ -152,6 +163,11 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         cycle = e.args[1]
         errors.append(ConfigError(f"dependency cycle: {' -> '.join(reversed(cycle))}", stage=cycle[0],
                                   key=f"pipeline.stages.{cycle[0]}.after"))
+    ancestors: Dict[str, set] = {}
+    for name in order:
+        ancestors[name] = set(graph[name]).union(*(ancestors[p] for p in graph[name]))
+        if stages_cfg[name]["kind"] == "preprocess":
+            preprocess.check_stage(name, stages_cfg[name], ancestors[name], errors)
     if errors:
         raise ConfigErrors(errors)
 
@@ -168,8 +184,8 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         for parent, declared in st["after"].items():
             kind = _slurm_edge(name, st, parent, stages_cfg[parent], declared, n_points, errors)
             deps.append(Dep(parent=parent, kind=kind, declared=declared))
-        payloads = [{k: p["pipeline"]["stages"][name][k] for k in ("command", "target", "params", "env")}
-                    for p in plain]
+        keys = PAYLOAD_KEYS + (PREPROCESS_KEYS if st["kind"] == "preprocess" else ())
+        payloads = [{k: p["pipeline"]["stages"][name][k] for k in keys} for p in plain]
         structure = {k: st[k] for k in STRUCTURAL_KEYS}
         parent_hashes = {d.parent: stages[d.parent].hash for d in deps if d.parent in stages}
         stages[name] = StagePlan(
@@ -180,7 +196,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     if errors:
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
-                stages=stages, code=code)
+                stages=stages, code=code, aliases=aliases)
 
 
 def _check_names(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:

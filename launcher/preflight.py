@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from .environments import import_problem
+from . import preprocess
+from .environments import interpreter_problems
 from .errors import ConfigError
 from .plan import Plan, StagePlan
 from .slurm import ClusterInfo
@@ -105,6 +106,10 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
     if cl.get("setup") and (msg := _bash_syntax_error("\n".join(cl["setup"]))):
         errors.append(ConfigError(f"setup lines are not valid bash: {msg}", key="cluster.setup"))
     for stage in plan.stages.values():
+        if stage.kind == "preprocess":
+            for key, path in dict.fromkeys(kp for p in stage.payloads for kp in preprocess.local_inputs(stage.name, p)):
+                if not os.path.exists(path):
+                    errors.append(ConfigError(f"input folder {path} does not exist", stage=stage.name, key=key))
         if stage.kind == "command":
             commands = list(dict.fromkeys(p["command"] for p in stage.payloads))
             # One `bash -n` for all sweep points (each wrapped in a function); one per command only
@@ -117,8 +122,9 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
 
 
 def check_environments(plan: Plan) -> List[ConfigError]:
-    """Each stage's interpreter starts and imports its modules (one check per distinct environment,
-    in parallel), its container image exists, its setup lines parse."""
+    """Each stage's interpreter starts, imports its environment's modules and finds every target the
+    stage names (a python stage's function, the datatrove blocks of a preprocess stage), one process
+    per distinct environment, in parallel; its container image exists, its setup lines parse."""
     errors: List[ConfigError] = []
     by_env: dict = {}
     for stage in plan.stages.values():
@@ -135,15 +141,37 @@ def check_environments(plan: Plan) -> List[ConfigError]:
         if env["setup"] and (msg := _bash_syntax_error("\n".join(env["setup"]))):
             errors.append(ConfigError(f"setup lines are not valid bash: {msg}", stage=stage.name, key=f"{where}.setup"))
     keys = list(by_env)
+    wanted = {k: [(name, key, t) for name in by_env[k] for key, t in stage_targets(plan.stages[name])] for k in keys}
+
+    def check(k):
+        return interpreter_problems(k[0], k[1], sorted({t for _, _, t in wanted[k]}), plan.code)
+
     with ThreadPoolExecutor(max_workers=min(8, len(keys) or 1)) as pool:
-        problems = list(pool.map(lambda k: import_problem(k[0], k[1]), keys))
-    for key, problem in zip(keys, problems):
-        if problem:
-            for name in by_env[key]:
+        problems = list(pool.map(check, keys))
+    for k, found in zip(keys, problems):
+        for name in by_env[k]:
+            env = plan.stages[name].environment
+            where = f"cluster.environments.{env['name']}" if env["name"] else "cluster"
+            for what, why in found.items():
+                if what in k[1] or what == "":
+                    errors.append(ConfigError(why, stage=name, key=f"{where}.python"))
+        for name, key, target in wanted[k]:
+            if target in found and target not in k[1]:
                 env = plan.stages[name].environment
-                where = f"cluster.environments.{env['name']}.python" if env["name"] else "cluster.python"
-                errors.append(ConfigError(problem, stage=name, key=where))
+                errors.append(ConfigError(f"{target} not found in environment '{env['name'] or 'default'}' "
+                                          f"({env['python']}): {found[target]}", stage=name, key=key))
     return errors
+
+
+def stage_targets(stage: StagePlan) -> List[tuple]:
+    """(config key, target) a stage's tasks will resolve: its function, or its datatrove blocks."""
+    out = []
+    for payload in stage.payloads:
+        if stage.kind == "python" and payload.get("target"):
+            out.append((f"pipeline.stages.{stage.name}.target", payload["target"]))
+        if stage.kind == "preprocess":
+            out += preprocess.targets(stage.name, payload)
+    return list(dict.fromkeys(out))
 
 
 def _bash_syntax_error(script: str) -> str:

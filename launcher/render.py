@@ -110,12 +110,15 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
 
 def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict:
     """What jobs.task needs on the compute node: plain JSON, no launcher import there."""
-    return {
+    spec = {
         "run_id": run_id, "run_dir": str(run_dir), "stage": stage.name, "kind": stage.kind, "hash": stage.hash,
         "tasks_per_point": stage.tasks_per_point, "points": stage.points, "payloads": stage.payloads,
         "parents": [d.parent for d in stage.deps], "requeue": stage.requeue, "time_min": stage.time_min,
         "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
     }
+    if stage.kind == "preprocess":  # {input:<stage>} folders are keyed by that stage's hash
+        spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}
+    return spec
 
 
 def write_stage_files(plan: Plan, run_dir: Path, run_id: str, requests: List[JobRequest], tag: str) -> None:

@@ -18,8 +18,10 @@ class EdgeKind(str, Enum):
 
 
 class StageKind(str, Enum):
-    command = "command"
-    python = "python"
+    command = "command"  # a bash script
+    python = "python"  # a function called with the task's context
+    preprocess = "preprocess"  # a datatrove pipeline (`blocks`), one datatrove rank per array task
+    minhash = "minhash"  # datatrove MinHash dedup: expands into four chained preprocess stages
 
 
 @dataclass
@@ -47,6 +49,25 @@ class Requeue:
 
 
 @dataclass
+class Minhash:
+    """kind=minhash: datatrove's MinHash deduplication, written once, run as four array jobs
+    (<stage>.signatures: tasks, .buckets: num_buckets, .clusters: 1, .filter: tasks)."""
+
+    # Reads the documents to deduplicate (both the signature and the filter stage read them).
+    reader: Dict[str, Any] = field(default_factory=lambda: {
+        "_target_": "datatrove.pipeline.readers.JsonlReader", "data_folder": "{input}"})
+    # Writes the documents that are kept.
+    writer: Dict[str, Any] = field(default_factory=lambda: {
+        "_target_": "datatrove.pipeline.writers.JsonlWriter", "output_folder": "{output}"})
+    n_grams: int = 5
+    num_buckets: int = 14
+    hashes_per_bucket: int = 8
+    seed: int = 1
+    precision: int = 64  # signature hash bits (32 or 64)
+    language: str = "en"  # word tokenizer for the shingles
+
+
+@dataclass
 class Stage:
     kind: StageKind = MISSING
     tasks: int = 1  # array tasks per sweep point
@@ -56,6 +77,13 @@ class Stage:
     command: Optional[str] = None  # kind=command: bash script, run with `bash -euo pipefail -c`
     target: Optional[str] = None  # kind=python: "package.module:function"
     params: Dict[str, Any] = field(default_factory=dict)  # handed to the callable as ctx.params
+    # kind=preprocess: datatrove blocks, each {_target_: class or factory, its arguments}, built on the
+    # compute node. Nested lists are flattened (a recipe's filter list can be interpolated in). String
+    # arguments may name run folders: {input} (the one parent's output), {input:<stage>}, {output},
+    # {removed} (documents filters drop; kept for every filter automatically), {run}.
+    blocks: List[Any] = field(default_factory=list)
+    keep_removed: bool = True  # attach an exclusion writer to every filter that has none
+    minhash: Minhash = field(default_factory=Minhash)
     env: Dict[str, str] = field(default_factory=dict)  # extra environment for this stage's tasks
     resources: Resources = field(default_factory=Resources)
     requeue: Requeue = field(default_factory=Requeue)
@@ -116,6 +144,9 @@ class Cluster:
 class Config:
     pipeline: Pipeline = MISSING
     cluster: Cluster = MISSING
+    # The data recipe (config group `data`, e.g. data=fineweb_like): blocks and thresholds that data
+    # pipelines interpolate; free-form.
+    data: Dict[str, Any] = field(default_factory=dict)
     run_root: str = "runs"  # relative paths are resolved against the current directory
     run_name: Optional[str] = None  # appended to the run id
     wait: bool = False  # block with a live progress table until the run ends
