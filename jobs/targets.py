@@ -25,7 +25,7 @@ def locate(path: str) -> Any:
         try:
             obj = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):
+            if e.name and (module == e.name or module.startswith(e.name + ".")):
                 continue  # this prefix is not a module: try a shorter one
             raise  # the module exists but needs something that is missing: say so
         for part in parts[i:]:

@@ -84,8 +84,20 @@ class Task:
             timer.start()
 
         signal.signal(sig, on_stop_signal)
-        # `scontrol requeue` and the time limit send SIGTERM; we are already on our way out.
-        signal.signal(signal.SIGTERM, lambda s, f: log("SIGTERM received (job ending)"))
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        """After the stop signal, SIGTERM comes from our own `scontrol requeue` or the time limit: we
+        are already on our way out. Without it, the job was cancelled (scancel): stop now, so work
+        the operator cancelled never writes a completion marker (in-process kinds would otherwise
+        run on until SIGKILL, KillWait seconds later)."""
+        if self.ctx.stop_requested.is_set():
+            log("SIGTERM received (job ending)")
+            return
+        log("SIGTERM received without a stop signal: cancelled; stopping without a completion marker")
+        if self.child is not None and self.child.poll() is None:
+            os.killpg(self.child.pid, signal.SIGTERM)
+        os._exit(128 + signal.SIGTERM)
 
     def _force_requeue(self) -> None:
         log("work did not stop within the signal grace period; requeueing it as it stands")

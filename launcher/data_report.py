@@ -105,8 +105,8 @@ def removed_folders(run_dir: Path, plan: Plan, stage: str, point: int) -> Dict[i
     base = layout.datatrove_dir(run_dir, stage, s.hash, point, "removed")
     found = {}
     for d in sorted(base.iterdir()) if base.is_dir() else []:
-        head, _, _ = d.name.partition("-")
-        if head.isdigit():
+        head, _, tail = d.name.partition("-")
+        if head.isdigit() and tail:
             found[int(head)] = d
     return found
 

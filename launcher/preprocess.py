@@ -94,6 +94,7 @@ def expand(cfg: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str]]:
     for name, st in stages.items():
         st = dict(st, after={aliases.get(p, p): k for p, k in st["after"].items()})
         if st["kind"] == "minhash":
+            st["minhash"] = _rename_refs(st["minhash"], aliases)
             out.update(_minhash_stages(name, st))
         else:
             if st["kind"] == "preprocess":
@@ -171,6 +172,6 @@ def check_minhash(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> N
         if not isinstance(m[part].get("_target_"), str):
             errors.append(ConfigError("needs a _target_ (a datatrove reader/writer class)", stage=name,
                                       key=f"{key}.{part}"))
-    if len(st["after"]) > 1 and "{input}" in str(m["reader"]):
-        errors.append(ConfigError("{input} needs exactly one stage in `after`; name one: {input:<stage>}",
-                                  stage=name, key=f"{key}.reader"))
+    if len(st["after"]) != 1 and "{input}" in str(m["reader"]):
+        errors.append(ConfigError(f"{{input}} needs exactly one stage in `after` (has {len(st['after'])}); "
+                                  f"name one ({{input:<stage>}}) or a folder", stage=name, key=f"{key}.reader"))

@@ -93,3 +93,12 @@ def queued(env, root=None) -> set:
     out = slurm(env, "squeue", "-h", "-o", "%i|%o")
     return {line.split("|")[0].split("_")[0] for line in out.splitlines()
             if root is None or line.split("|", 1)[1].startswith(str(root))}
+
+
+@pytest.fixture(scope="session")
+def cpu_python() -> Path:
+    """The stage environment of kind=preprocess (conf/envs/cpu.txt): built once, a no-op if it is."""
+    p = subprocess.run([sys.executable, "-m", "launcher", "env", "build", "cpu"], capture_output=True, text=True,
+                       timeout=1800)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return ROOT / ".envs" / "cpu" / "bin" / "python"
