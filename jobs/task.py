@@ -117,6 +117,7 @@ class Task:
             log(f"requeue {self.restarts + 1}/{limit} (local scheduler)")
             return REQUEUE_EXIT
         log(f"requeue {self.restarts + 1}/{limit}: scontrol requeue {self.job_id}")
+        self.ctx.stop_requested.set()  # the SIGTERM that the requeue brings is expected now
         subprocess.run(["scontrol", "requeue", self.job_id], check=True, timeout=60)
         return REQUEUE_EXIT
 
