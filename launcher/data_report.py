@@ -57,8 +57,12 @@ def summarize(run_dir: Path, plan: Plan) -> Dict[str, Any]:
         out[name] = {}
         for point in range(stage.points):
             ranks, rows = block_rows(layout.datatrove_dir(run_dir, name, stage.hash, point, "logs") / "stats")
+            output = layout.datatrove_dir(run_dir, name, stage.hash, point, "output")
             out[name][str(point)] = {"ranks": ranks, "tasks": stage.tasks_per_point, "blocks": rows,
-                                     "output": str(layout.datatrove_dir(run_dir, name, stage.hash, point, "output"))}
+                                     "output": str(output)}
+            check = output / "tokenizer_check.json"  # written by jobs.data_blocks.TrainTokenizer
+            if check.exists():
+                out[name][str(point)]["tokenizer_check"] = json.loads(check.read_text())
     return out
 
 
@@ -80,6 +84,12 @@ def summary_tables(summary: Dict[str, Any]):
                 t.add_row(str(r["index"]), r["block"], n(r["in"]), n(r["out"]), n(r["removed"]), pct,
                           n(r["tokens"]), why)
             yield t
+            if "tokenizer_check" in s:
+                c = s["tokenizer_check"]
+                yield (f"tokenizer: vocab {c['vocab_size']:,}, trained on {c['sample_documents']:,} document(s); "
+                       f"{c['unused']:,} token(s) unused in the sample\n  longest: "
+                       + " | ".join(repr(x) for x in c["longest"][:10])
+                       + "\n  rarest:  " + " | ".join(f"{t!r}×{k}" for t, k in c["rarest"][:10]))
 
 
 # -- inspect ---------------------------------------------------------------------------------------

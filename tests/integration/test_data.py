@@ -118,6 +118,9 @@ def test_tokens_load_with_datatrove_and_match_the_summary(finished, cpu_python):
     merged = summary["merge"]["0"]["blocks"][0]["tokens"]
     tokenized = sum(b["tokens"] or 0 for b in summary["tokenize"]["0"]["blocks"])
     assert merged == tokenized > 10_000
+    check = summary["tokenizer"]["0"]["tokenizer_check"]  # the tokenizer's data check, also in the task log
+    assert check["vocab_size"] == 4096 and len(check["longest"]) == 15 and check["rarest"][0][1] >= 1
+    assert "longest:" in finished("summary", "latest").stdout
     folder = stage_folder(run_dir, "merge", "output")
     tokenizer = stage_folder(run_dir, "tokenizer", "output") / "tokenizer.json"
     code = f"""
