@@ -139,3 +139,54 @@ def test_full_filesystem_fails_tasks_cleanly_and_resume_redoes_them(tmp_path, de
         assert cli.wait(timeout=180)["state"] == "COMPLETED" and total(cli) == "10"
     finally:
         subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_launcher_sigkilled_between_stage_submissions_then_resume_submits_nothing_twice(dcli, dev_slurm, tmp_path):
+    """A real SIGKILL of `launcher run` right after its 2nd sbatch (an sbatch shim kills its parent on
+    the 3rd call): resume submits only the stages that never reached Slurm, and Slurm ends up with
+    exactly one job per stage of the run, each task run once."""
+    import shutil
+
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sbatch").write_text(f"""#!/bin/bash
+n=$(( $(cat {tmp_path}/count 2>/dev/null || echo 0) + 1 )); echo $n > {tmp_path}/count
+if [ "$n" = 3 ]; then kill -9 $PPID; exit 1; fi
+exec {shutil.which("sbatch", path=os.environ["PATH"])} "$@"
+""")
+    (shim / "sbatch").chmod(0o755)
+    from conftest import CLI
+
+    dying = CLI(dcli.run_root, env={**dev_slurm, "PATH": f"{shim}:{os.environ['PATH']}"})
+    p = dying("run", "pipeline=smoke", "cluster=dev", check=False)
+    assert p.returncode == -9, (p.returncode, p.stderr)  # killed, no rollback
+    assert [r["stage"] for r in dcli.ledger() if "job_id" in r] == ["shards", "reduce"]
+    dcli("resume", "latest")
+    assert [r["stage"] for r in dcli.ledger() if "job_id" in r] == ["shards", "reduce", "fanout", "checkpointing"]
+    assert dcli.wait(timeout=180)["state"] == "COMPLETED" and total(dcli) == "10"
+    run_id = dcli.run_dir().name
+    out = slurm(dev_slurm, "sacct", "-n", "-P", "-X", "-D", "-S", "now-1hour", "-o", "JobName%80,State")
+    mine = [line.split("|") for line in out.splitlines() if line.startswith(run_id + ".")]
+    per_stage = {}
+    for name, state in mine:
+        per_stage.setdefault(name.split(".", 1)[1], []).append(state)
+    assert {k: len(v) for k, v in per_stage.items()} == {"shards": 4, "reduce": 1, "fanout": 2, "checkpointing": 2}
+    # checkpointing requeues itself once by design (force_requeue_at): a REQUEUED record, then COMPLETED
+    assert all(s == "COMPLETED" for k, v in per_stage.items() if k != "checkpointing" for s in v), per_stage
+
+
+def test_two_resumes_race_on_the_dev_cluster_and_exactly_one_submits(dcli, dev_slurm):
+    dcli("run", "pipeline=smoke", "cluster=dev", "pipeline.vars.fail_once_task=1")
+    assert dcli.wait(timeout=180)["state"] == "FAILED"
+    before = len(dcli.ledger())
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-m", "launcher", "resume", "latest"], cwd=dcli.run_root, env=dcli.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    new = dcli.ledger()[before:]
+    assert len({r["batch"] for r in new}) == 1 and [r["stage"] for r in new if "job_id" in r] == [
+        "shards", "reduce", "checkpointing"], (new, outs)
+    assert sum("nothing to resume" in o for o, _ in outs) == 1
+    assert dcli.wait(timeout=180)["state"] == "COMPLETED" and total(dcli) == "10"
