@@ -31,6 +31,18 @@ def wait_running(env, job_id, index=None, timeout=60):
     raise AssertionError(f"job {job_id} task {index} never ran")
 
 
+def wait_started(cli, stage, n, timeout=60):
+    """Until n tasks of the stage have started their runner (running marker) or finished."""
+    markers = cli.run_dir() / "stages" / stage / "markers"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        started = {p.name.split(".")[0] for p in markers.glob("*/*") if ".running-" in p.name or p.suffix == ".done"}
+        if len(started) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{stage}: fewer than {n} tasks started in {timeout} s")
+
+
 def shards_job(cli) -> str:
     return next(r["job_id"] for r in cli.ledger() if r["stage"] == "shards")
 
@@ -85,6 +97,9 @@ def test_slurmd_killed_and_restarted_during_a_run(dcli, dev_slurm):
     """slurmd dies (SIGKILL) while tasks run; their slurmstepd keep going; slurmd comes back."""
     dcli("run", "pipeline=smoke", "cluster=dev", SLOW_SHARDS)
     wait_running(dev_slurm, shards_job(dcli))
+    # squeue says RUNNING before srun has launched the step through slurmd: kill slurmd only once
+    # every shard's task runner has started (its running marker), or a step launch fails outright.
+    wait_started(dcli, "shards", 4)
     restart_daemon("slurmd", "KILL")
     assert dcli.wait(timeout=300)["state"] == "COMPLETED" and total(dcli) == "10"
 

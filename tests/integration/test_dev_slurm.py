@@ -38,7 +38,15 @@ def test_run_returns_fast_and_completes_one_array_per_stage(dcli, dev_slurm):
     assert all(s["tasks"]["completed"] == s["tasks"]["total"] for s in st["stages"])
     ids = [j for s in st["stages"] for j in s["job_ids"]]
     assert len(ids) == 4
-    jobs = sacct_jobs(dev_slurm, ids)
+    # Markers are written before a task's job ends, and slurmdbd records the end a moment later still
+    # (under load, a requeued task may read REQUEUED/RUNNING here): wait for accounting to settle.
+    deadline = time.time() + 60
+    while True:
+        jobs = sacct_jobs(dev_slurm, ids)
+        if time.time() > deadline or not any(st in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING")
+                                             for t in jobs.values() for st in t.values()):
+            break
+        time.sleep(1)
     assert {j: sorted(t) for j, t in jobs.items()} == {
         ids[0]: ["0", "1", "2", "3"], ids[1]: ["0"], ids[2]: ["0", "1"], ids[3]: ["0"]}
     assert all(state == "COMPLETED" for t in jobs.values() for state in t.values())
