@@ -143,8 +143,12 @@ def check_environments(plan: Plan) -> List[ConfigError]:
     keys = list(by_env)
     wanted = {k: [(name, key, t) for name in by_env[k] for key, t in stage_targets(plan.stages[name])] for k in keys}
 
+    # The tasks' path holds the snapshot root (each code path by its name) and each code folder:
+    # here, each code path's parent and each code folder.
+    path = list(dict.fromkeys([str(Path(c).parent) for c in plan.code] + [c for c in plan.code if os.path.isdir(c)]))
+
     def check(k):
-        return interpreter_problems(k[0], k[1], sorted({t for _, _, t in wanted[k]}), plan.code)
+        return interpreter_problems(k[0], k[1], sorted({t for _, _, t in wanted[k]}), path)
 
     with ThreadPoolExecutor(max_workers=min(8, len(keys) or 1)) as pool:
         problems = list(pool.map(check, keys))
