@@ -36,6 +36,17 @@ from typing import Any
 PLACEHOLDER = re.compile(r"\{(input|output|removed|run)(?::([A-Za-z0-9_.-]+))?\}")
 
 
+def map_strings(node: Any, fn) -> Any:
+    """node with fn applied to every string inside it (dicts and lists are rebuilt, not changed)."""
+    if isinstance(node, str):
+        return fn(node)
+    if isinstance(node, dict):
+        return {k: map_strings(v, fn) for k, v in node.items()}
+    if isinstance(node, list):
+        return [map_strings(v, fn) for v in node]
+    return node
+
+
 def stage_dir(run_dir: Path, stage: str) -> Path:
     return Path(run_dir) / "stages" / stage
 

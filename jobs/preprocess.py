@@ -40,13 +40,7 @@ class Folders:
         return layout.datatrove_dir(self.run_dir, stage, self.spec["stage_hashes"][stage], self.point, part)
 
     def fill(self, node: Any) -> Any:
-        if isinstance(node, str):
-            return layout.PLACEHOLDER.sub(lambda m: str(self._folder(*m.groups())), node)
-        if isinstance(node, dict):
-            return {k: self.fill(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [self.fill(v) for v in node]
-        return node
+        return layout.map_strings(node, lambda x: layout.PLACEHOLDER.sub(lambda m: str(self._folder(*m.groups())), x))
 
     def _folder(self, what: str, ref: str | None) -> Path:
         if what == "run":

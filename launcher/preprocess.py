@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Iterator, List, Tuple
 
-from jobs.layout import PLACEHOLDER
+from jobs.layout import PLACEHOLDER, map_strings
 
 from .errors import ConfigError
 
@@ -61,25 +61,13 @@ def _minhash_stages(name: str, st: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
 
 
 def _replace_input(node: Any, value: str) -> Any:
-    if isinstance(node, str):
-        return node.replace("{input}", value)
-    if isinstance(node, dict):
-        return {k: _replace_input(v, value) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_replace_input(v, value) for v in node]
-    return node
+    return map_strings(node, lambda x: x.replace("{input}", value))
 
 
 def _rename_refs(node: Any, aliases: Dict[str, str]) -> Any:
     """{input:dedup} → {input:dedup.filter}: a stage that reads a minhash stage reads its last part."""
-    if isinstance(node, str):
-        return PLACEHOLDER.sub(lambda m: "{%s:%s}" % (m.group(1), aliases[m.group(2)])
-                               if m.group(2) in aliases else m.group(0), node)
-    if isinstance(node, dict):
-        return {k: _rename_refs(v, aliases) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_rename_refs(v, aliases) for v in node]
-    return node
+    return map_strings(node, lambda x: PLACEHOLDER.sub(
+        lambda m: "{%s:%s}" % (m.group(1), aliases[m.group(2)]) if m.group(2) in aliases else m.group(0), x))
 
 
 def expand(cfg: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str]]:
