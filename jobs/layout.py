@@ -15,7 +15,9 @@
     markers/<hash>/<task>.failed  last failure (best effort: a SIGKILLed task leaves none)
     markers/<hash>/<task>.running-<jobid>_<index>  while the task works (status: accounting lags)
     out/<point>/<task>/     task output, renamed into place only when the task succeeded
-    ckpt/<task>/            task checkpoint state, survives requeues
+    ckpt/<task>/            task checkpoint state, survives requeues (kind=pretrain: the
+                            trainer's checkpoints: hf checkpoint-<N>/, nanotron <step>/ + latest.txt)
+    nanotron/<point>/       kind=pretrain, backend nanotron: config.yaml, tokenizer/
     datatrove/<hash>/<point>/     kind=preprocess (datatrove) stages, one folder per config:
       output/                     what the stage writes, one file set per rank ({output})
       removed/<i>-<Block>/        documents block i (a filter) removed ({removed})
@@ -45,6 +47,28 @@ def map_strings(node: Any, fn) -> Any:
     if isinstance(node, list):
         return [map_strings(v, fn) for v in node]
     return node
+
+
+class Folders:
+    """The run folders a stage's config may name through placeholders, for one sweep point.
+    spec: a stage spec (run_dir, stage, parents, stage_hashes)."""
+
+    def __init__(self, spec: dict, point: int):
+        self.spec, self.point = spec, point
+        self.run_dir = Path(spec["run_dir"])
+
+    def of(self, stage: str, part: str) -> Path:
+        return datatrove_dir(self.run_dir, stage, self.spec["stage_hashes"][stage], self.point, part)
+
+    def fill(self, node: Any) -> Any:
+        return map_strings(node, lambda x: PLACEHOLDER.sub(lambda m: str(self._folder(*m.groups())), x))
+
+    def _folder(self, what: str, ref: str | None) -> Path:
+        if what == "run":
+            return self.run_dir
+        if what == "input":
+            return self.of(ref or self.spec["parents"][0], "output")
+        return self.of(self.spec["stage"], "output" if what == "output" else "removed")
 
 
 def stage_dir(run_dir: Path, stage: str) -> Path:
@@ -95,6 +119,11 @@ def datatrove_dir(run_dir: Path, stage: str, stage_hash: str, point: int, part: 
 
 def checkpoint_dir(run_dir: Path, stage: str, task: int) -> Path:
     return stage_dir(run_dir, stage) / "ckpt" / str(task)
+
+
+def nanotron_dir(run_dir: Path, stage: str, point: int) -> Path:
+    """kind=pretrain, backend nanotron: config.yaml (rendered at submission) and tokenizer/."""
+    return stage_dir(run_dir, stage) / "nanotron" / str(point)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

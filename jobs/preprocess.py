@@ -29,27 +29,6 @@ def instantiate(node: Any) -> Any:
     return node
 
 
-class Folders:
-    """The run folders a stage's blocks may name, for one sweep point."""
-
-    def __init__(self, spec: Dict[str, Any], point: int):
-        self.spec, self.point = spec, point
-        self.run_dir = Path(spec["run_dir"])
-
-    def of(self, stage: str, part: str) -> Path:
-        return layout.datatrove_dir(self.run_dir, stage, self.spec["stage_hashes"][stage], self.point, part)
-
-    def fill(self, node: Any) -> Any:
-        return layout.map_strings(node, lambda x: layout.PLACEHOLDER.sub(lambda m: str(self._folder(*m.groups())), x))
-
-    def _folder(self, what: str, ref: str | None) -> Path:
-        if what == "run":
-            return self.run_dir
-        if what == "input":
-            return self.of(ref or self.spec["parents"][0], "output")
-        return self.of(self.spec["stage"], "output" if what == "output" else "removed")
-
-
 def keep_removed(blocks: list, removed: Path) -> None:
     """Every block that can write what it drops (datatrove filters, MinhashDedupFilter) and has no
     exclusion writer gets one: removed/<i>-<Block>/, so `launcher inspect` can show it."""
@@ -86,7 +65,7 @@ class ArrayTaskExecutor(PipelineExecutor):
 
 def run_rank(spec: Dict[str, Any], payload: Dict[str, Any], point: int, rank: int, tasks: int) -> Dict[str, Any]:
     """Build the blocks, run `rank` of `tasks`; return what the rank did (datatrove's stats)."""
-    folders = Folders(spec, point)
+    folders = layout.Folders(spec, point)
     blocks = instantiate(folders.fill(payload["blocks"]))
     if payload.get("keep_removed", True):
         keep_removed(blocks, folders.of(spec["stage"], "removed"))

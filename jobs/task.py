@@ -116,8 +116,10 @@ class Task:
         if self.spec["backend"] == "local":
             log(f"requeue {self.restarts + 1}/{limit} (local scheduler)")
             return REQUEUE_EXIT
-        log(f"requeue {self.restarts + 1}/{limit}: scontrol requeue {self.job_id}")
         self.ctx.stop_requested.set()  # the SIGTERM that the requeue brings is expected now
+        if self.rank != 0:  # a multi-node task: the first node's runner requeues the whole job
+            return REQUEUE_EXIT
+        log(f"requeue {self.restarts + 1}/{limit}: scontrol requeue {self.job_id}")
         subprocess.run(["scontrol", "requeue", self.job_id], check=True, timeout=60)
         return REQUEUE_EXIT
 
@@ -183,6 +185,23 @@ class Task:
         if result is not None:
             (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
+    def run_pretrain(self) -> None:
+        from . import pretrain
+
+        result = pretrain.run(self)
+        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+    def run_torchrun(self) -> None:
+        from . import pretrain
+
+        pretrain.run_torchrun(self)
+
+    def run_convert(self) -> None:
+        from . import convert
+
+        result = convert.run(self)
+        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
     def run_preprocess(self) -> None:
         from . import preprocess  # imports datatrove: only in the stage's environment
 
@@ -221,8 +240,9 @@ class Task:
             self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             self.tmp_out.mkdir(parents=True)
-            {"command": self.run_command, "python": self.run_python,
-             "preprocess": self.run_preprocess}[self.spec["kind"]]()
+            {"command": self.run_command, "python": self.run_python, "preprocess": self.run_preprocess,
+             "pretrain": self.run_pretrain, "torchrun": self.run_torchrun,
+             "convert": self.run_convert}[self.spec["kind"]]()
             if self.rank == 0:
                 self.finish(started)
         except Requeue:

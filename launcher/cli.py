@@ -122,6 +122,8 @@ def cmd_plan(args) -> int:
 
     prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
     console.print(plan_table(prep.plan, requests, prep.chunk_size))
+    for text in training_summaries(prep.plan):
+        console.print(text)
     console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
                   f"on sbatch's command line at submission)")
     for r in requests:
@@ -132,6 +134,25 @@ def cmd_plan(args) -> int:
 
         raise ConfigErrors(prep.errors)
     return 0
+
+
+def training_summaries(plan) -> list:
+    """Layout, tokens/step, steps and estimated GPU-hours of each training stage and sweep point."""
+    from .pretrain import describe, estimate
+
+    out = []
+    for s in plan.stages.values():
+        if s.kind != "pretrain":
+            continue
+        seen = set()
+        for point, payload in enumerate(s.payloads):
+            train = payload["train"]
+            text = describe(s.name + (f" (point {point}: {' '.join(plan.points[point])})" if s.points > 1 else ""),
+                            train, s.resources, estimate(train, plan.cluster))
+            if text.split("\n", 1)[1] not in seen:  # sweep points that train the same shape: once
+                seen.add(text.split("\n", 1)[1])
+                out.append(text)
+    return out
 
 
 def cmd_status(args) -> int:

@@ -25,13 +25,14 @@ def _register() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from .schema import Cluster, Config, Pipeline
+    from .schema import Cluster, Config, Model, Pipeline
 
     # ${abspath:data/x}: tasks run elsewhere, so relative paths are fixed against the submitting directory.
     OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(os.path.expanduser(str(p))), replace=True)
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     cs.store(group="pipeline", name="schema", node=Pipeline)
+    cs.store(group="model", name="schema", node=Model)
     for name in available_profiles():
         try:
             profile = OmegaConf.merge(OmegaConf.structured(Cluster), OmegaConf.load(PROFILES_DIR / f"{name}.yaml"))

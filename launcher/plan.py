@@ -11,15 +11,19 @@ import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import preprocess
+from . import pretrain, preprocess
 from .environments import resolve as resolve_environment
 from .errors import ConfigError, ConfigErrors
+from .schema import Model
+
+MODEL_DEFAULTS = asdict(Model())
 
 # What must be equal across sweep points: one array job carries one resource request and one
 # dependency list. Everything else (command, params, env) may differ per point.
 STRUCTURAL_KEYS = ("kind", "tasks", "throttle", "after", "singleton", "resources", "requeue")
 PAYLOAD_KEYS = ("command", "target", "params", "env")
-PREPROCESS_KEYS = ("blocks", "keep_removed")  # only in the payload (and hash) of kind=preprocess stages
+# Per kind, what else a task needs (and the stage hash covers).
+KIND_KEYS = {"preprocess": ("blocks", "keep_removed"), "pretrain": ("train",), "torchrun": ("launch",)}
 
 
 @dataclass
@@ -166,8 +170,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     ancestors: Dict[str, set] = {}
     for name in order:
         ancestors[name] = set(graph[name]).union(*(ancestors[p] for p in graph[name]))
-        if stages_cfg[name]["kind"] == "preprocess":
-            preprocess.check_stage(name, stages_cfg[name], ancestors[name], errors)
+        _check_kind(name, stages_cfg, ancestors[name], errors)
     if errors:
         raise ConfigErrors(errors)
 
@@ -184,7 +187,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         for parent, declared in st["after"].items():
             kind = _slurm_edge(name, st, parent, stages_cfg[parent], declared, n_points, errors)
             deps.append(Dep(parent=parent, kind=kind, declared=declared))
-        keys = PAYLOAD_KEYS + (PREPROCESS_KEYS if st["kind"] == "preprocess" else ())
+        keys = PAYLOAD_KEYS + KIND_KEYS.get(st["kind"], ())
         payloads = [{k: p["pipeline"]["stages"][name][k] for k in keys} for p in plain]
         structure = {k: st[k] for k in STRUCTURAL_KEYS}
         parent_hashes = {d.parent: stages[d.parent].hash for d in deps if d.parent in stages}
@@ -197,6 +200,45 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
                 stages=stages, code=code, aliases=aliases)
+
+
+def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set, errors: List[ConfigError]) -> None:
+    """The checks of one stage kind, after the DAG is known."""
+    st, key = stages_cfg[name], f"pipeline.stages.{name}"
+    kind = st["kind"]
+    if kind == "preprocess":
+        preprocess.check_stage(name, st, ancestors, errors)
+    elif kind == "pretrain":
+        train = st["train"]
+        model = train["model"] if isinstance(train["model"], dict) else {}
+        unknown = sorted(set(model) - set(MODEL_DEFAULTS))
+        if unknown or not model:
+            errors.append(ConfigError(f"must be a model mapping (keys: {', '.join(MODEL_DEFAULTS)}); unknown: "
+                                      f"{', '.join(unknown) or repr(train['model'])}", stage=name,
+                                      key=f"{key}.train.model"))
+            return
+        train["model"] = {**MODEL_DEFAULTS, **model}  # an inline model gets the preset defaults it omits
+        strings = [(f"{key}.train.data", folder) for folder in train["data"]]
+        strings.append((f"{key}.train.tokenizer", train["tokenizer"]))
+        preprocess.check_placeholders(name, st, strings, ancestors, errors)
+        pretrain.check_stage(name, st, errors, pretrain.tokenizer_size(train["tokenizer"]))
+    elif kind == "torchrun":
+        if not (st["launch"]["script"] or "").strip():
+            errors.append(ConfigError("kind=torchrun needs launch.script (a .py path, or '-m module')", stage=name,
+                                      key=f"{key}.launch.script"))
+        if st["resources"]["ntasks_per_node"] != 1:
+            errors.append(ConfigError("must be 1: one torchrun per node starts the processes (launch.nproc_per_node)",
+                                      stage=name, key=f"{key}.resources.ntasks_per_node"))
+    elif kind == "convert":
+        parents = [p for p in st["after"] if p in stages_cfg]
+        if len(parents) != 1 or stages_cfg[parents[0]]["kind"] != "pretrain" \
+                or stages_cfg[parents[0]]["train"]["backend"] != "nanotron":
+            errors.append(ConfigError("kind=convert needs exactly one stage in `after`: a pretrain stage with "
+                                      "backend=nanotron (hf checkpoints are Hugging Face models already)",
+                                      stage=name, key=f"{key}.after"))
+        elif st["tasks"] != 1:
+            errors.append(ConfigError(f"must be 1 (one conversion task per training run), got {st['tasks']}",
+                                      stage=name, key=f"{key}.tasks"))
 
 
 def _check_names(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import preprocess
+from . import preprocess, pretrain
 from .environments import interpreter_problems
 from .errors import ConfigError
 from .plan import Plan, StagePlan
@@ -110,6 +110,10 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
             for key, path in dict.fromkeys(kp for p in stage.payloads for kp in preprocess.local_inputs(stage.name, p)):
                 if not os.path.exists(path):
                     errors.append(ConfigError(f"input folder {path} does not exist", stage=stage.name, key=key))
+        if stage.kind == "pretrain":
+            for key, path in dict.fromkeys(kp for p in stage.payloads for kp in pretrain.local_inputs(stage.name, p)):
+                if not os.path.exists(path):
+                    errors.append(ConfigError(f"{path} does not exist", stage=stage.name, key=key))
         if stage.kind == "command":
             commands = list(dict.fromkeys(p["command"] for p in stage.payloads))
             # One `bash -n` for all sweep points (each wrapped in a function); one per command only

@@ -123,10 +123,14 @@ def check_stage(name: str, st: Dict[str, Any], ancestors: set, errors: List[Conf
         if not (isinstance(b, dict) and isinstance(b.get("_target_"), str) and b["_target_"].strip()):
             errors.append(ConfigError(f"a block must be a mapping with _target_ (a datatrove class), got {b!r:.80}",
                                       stage=name, key=f"{key}.{i}"))
+    check_placeholders(name, st, [(k, v) for k, v in walk(st["blocks"], key) if isinstance(v, str)], ancestors, errors)
+
+
+def check_placeholders(name: str, st: Dict[str, Any], strings: List[Tuple[str, str]], ancestors: set,
+                       errors: List[ConfigError]) -> None:
+    """Folder placeholders in (config key, string) pairs name stages this one waits for."""
     parents = list(st["after"])
-    for k, v in walk(st["blocks"], key):
-        if not isinstance(v, str):
-            continue
+    for k, v in strings:
         for m in PLACEHOLDER.finditer(v):
             what, ref = m.groups()
             if what == "input" and ref is None and len(parents) != 1:

@@ -75,6 +75,8 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         setup += ["trap 'echo \"launcher: setup failed (exit $?): $BASH_COMMAND\" >&2; exit 1' ERR", *lines,
                   "trap - ERR"]
     srun_args = []
+    if multi_process(stage):  # one dead node (or rank) ends the whole step, not a hang until the time limit
+        srun_args.append("--kill-on-bad-exit=1")
     if env["container_image"]:
         srun_args.append(f"--container-image={env['container_image']}")
         if env["container_mounts"]:
@@ -108,6 +110,12 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     )
 
 
+def multi_process(stage: StagePlan) -> bool:
+    """Stages whose tasks start torchrun on every node."""
+    return stage.kind in ("torchrun", "convert") or (
+        stage.kind == "pretrain" and stage.payloads[0]["train"]["backend"] == "nanotron")
+
+
 def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict:
     """What jobs.task needs on the compute node: plain JSON, no launcher import there."""
     spec = {
@@ -116,9 +124,35 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         "parents": [d.parent for d in stage.deps], "requeue": stage.requeue, "time_min": stage.time_min,
         "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
     }
-    if stage.kind == "preprocess":  # {input:<stage>} folders are keyed by that stage's hash
+    if stage.kind in ("preprocess", "pretrain"):  # {input:<stage>} folders are keyed by that stage's hash
         spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}
+    if multi_process(stage):
+        spec["resources"] = stage.resources
+        spec["rdzv_port_base"] = plan.cluster.get("rdzv_port_base", 20000)
+    if stage.kind == "convert":
+        spec["parent_train"] = plan.stages[stage.deps[0].parent].payloads[0]["train"]
     return spec
+
+
+def nanotron_configs(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> Dict[int, str]:
+    """kind=pretrain, backend nanotron: nanotron's YAML of each sweep point (its task), with the
+    checkpoints folder as resume_checkpoint_path so every requeue resumes from latest.txt."""
+    from . import nanotron_config, pretrain
+
+    spec = stage_spec(plan, stage, run_dir, run_id)
+    out = {}
+    for point, payload in enumerate(stage.payloads):
+        train = payload["train"]
+        folders = layout.Folders(spec, point)
+        sched = pretrain.schedule(train)
+        cfg = nanotron_config.render(
+            train, project=plan.pipeline, run=f"{run_id}.{stage.name}.{point}",
+            checkpoints=str(layout.checkpoint_dir(run_dir, stage.name, point * stage.tasks_per_point)),
+            tokenizer=str(layout.nanotron_dir(run_dir, stage.name, point) / "tokenizer"),
+            data={str(folders.fill(k)): w for k, w in train["data"].items()},
+            steps=sched["steps"], checkpoint_interval=sched["checkpoint_interval"])
+        out[point] = nanotron_config.to_yaml(cfg)
+    return out
 
 
 def write_stage_files(plan: Plan, run_dir: Path, run_id: str, requests: List[JobRequest], tag: str) -> None:
@@ -126,6 +160,9 @@ def write_stage_files(plan: Plan, run_dir: Path, run_id: str, requests: List[Job
     for stage in plan.stages.values():
         layout.atomic_write_json(layout.stage_dir(run_dir, stage.name) / "spec.json",
                                  stage_spec(plan, stage, run_dir, run_id))
+        if stage.kind == "pretrain" and stage.payloads[0]["train"]["backend"] == "nanotron":
+            for point, text in nanotron_configs(plan, stage, run_dir, run_id).items():
+                layout.atomic_write_text(layout.nanotron_dir(run_dir, stage.name, point) / "config.yaml", text)
     for req in requests:
         # Slurm opens --output before the task runs and does not create folders.
         (layout.stage_dir(run_dir, req.stage) / "logs").mkdir(parents=True, exist_ok=True)

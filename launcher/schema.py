@@ -22,6 +22,20 @@ class StageKind(str, Enum):
     python = "python"  # a function called with the task's context
     preprocess = "preprocess"  # a datatrove pipeline (`blocks`), one datatrove rank per array task
     minhash = "minhash"  # datatrove MinHash dedup: expands into four chained preprocess stages
+    pretrain = "pretrain"  # train a model (`train`): nanotron on GPUs, or transformers' Trainer (backend hf)
+    torchrun = "torchrun"  # any script under torchrun, one per node, c10d rendezvous on the first node
+    convert = "convert"  # nanotron checkpoints of the parent pretrain stage -> Hugging Face format
+
+
+class TrainBackend(str, Enum):
+    nanotron = "nanotron"  # 4D-parallel, multi-node, GPU only (srun + torchrun)
+    hf = "hf"  # transformers' Trainer, one process, CPU or one GPU: small models, tests, the local demo
+
+
+class LrSchedule(str, Enum):
+    cosine = "cosine"
+    linear = "linear"
+    wsd = "wsd"  # warmup, stable, then decay over the last `decay_fraction` of the steps
 
 
 @dataclass
@@ -68,6 +82,93 @@ class Minhash:
 
 
 @dataclass
+class Model:
+    """A Llama-style decoder (root group `model`: conf/model/<preset>.yaml). num_experts > 0 makes it a
+    mixture of experts (nanotron's qwen2 MoE config)."""
+
+    name: str = "tiny"
+    hidden_size: int = 64
+    intermediate_size: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vocab_size: Optional[int] = None  # null: the tokenizer's length (hf backend; nanotron needs it set)
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    num_experts: int = 0  # 0: dense
+    experts_top_k: int = 2
+    moe_intermediate_size: Optional[int] = None  # per expert; default intermediate_size
+
+
+@dataclass
+class Parallelism:
+    """nanotron's 4D layout: dp * tp * pp * cp = nodes * gpus_per_node."""
+
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1  # context parallel: seq_len % cp == 0
+    ep: int = 1  # expert parallel (MoE): num_experts % ep == 0
+    pp_engine: str = "1f1b"  # 1f1b | afab
+    tp_mode: str = "REDUCE_SCATTER"  # ALL_REDUCE | REDUCE_SCATTER (sequence parallel)
+    tp_async: bool = True  # tp_linear_async_communication (REDUCE_SCATTER only)
+    recompute_layer: bool = False
+
+
+@dataclass
+class Optimizer:
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    schedule: LrSchedule = LrSchedule.cosine
+    warmup_steps: int = 0
+    decay_fraction: float = 0.2  # wsd: the share of the steps spent decaying
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    clip_grad: float = 1.0
+    zero_stage: int = 0  # nanotron: 0 or 1
+
+
+@dataclass
+class Train:
+    """kind=pretrain. Tokens per step = dp * micro_batch * grad_accum * seq_len."""
+
+    backend: TrainBackend = TrainBackend.hf
+    # The root `model` preset (model=100m, model.num_layers=4); an inline mapping replaces it whole.
+    # (Any: OmegaConf cannot merge an interpolation into a typed node; the root `model` is typed.)
+    model: Any = "${model}"
+    tokens: int = 1_000_000  # training budget
+    seq_len: int = 256
+    micro_batch: int = 8
+    grad_accum: int = 1
+    checkpoint_every_tokens: int = 0  # a checkpoint each time this many tokens were trained on; 0: end only
+    seed: int = "${seed}"  # type: ignore[assignment]  # the root seed (sweep it: seed=1,2,3)
+    # Tokenized folders (datatrove DocumentTokenizer/Merger output) -> sampling weight. Folder
+    # placeholders as in blocks: {input}, {input:<stage>}. E.g. {"{input:merge}": 1.0}
+    data: Dict[str, float] = field(default_factory=dict)
+    tokenizer: str = "{input:tokenizer}/tokenizer.json"  # a tokenizer.json file, or a folder holding one
+    dtype: str = "bfloat16"  # hf backend on CPU trains in float32 whatever this says
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    parallelism: Parallelism = field(default_factory=Parallelism)
+    log_every_steps: int = 10
+    run_train: Optional[str] = None  # nanotron's run_train.py; default $NANOTRON_HOME/run_train.py
+    nanotron: Dict[str, Any] = field(default_factory=dict)  # merged into the rendered nanotron YAML last
+
+
+@dataclass
+class Launch:
+    """kind=torchrun: `script` (a .py path or `-m module`) with `args`, under torchrun on every node."""
+
+    script: Optional[str] = None
+    args: List[str] = field(default_factory=list)
+    nproc_per_node: Optional[int] = None  # default: resources.gpus_per_node, or 1 without GPUs
+
+
+@dataclass
 class Stage:
     kind: StageKind = MISSING
     tasks: int = 1  # array tasks per sweep point
@@ -84,6 +185,8 @@ class Stage:
     blocks: List[Any] = field(default_factory=list)
     keep_removed: bool = True  # attach an exclusion writer to every filter that has none
     minhash: Minhash = field(default_factory=Minhash)
+    train: Train = field(default_factory=Train)  # kind=pretrain
+    launch: Launch = field(default_factory=Launch)  # kind=torchrun
     env: Dict[str, str] = field(default_factory=dict)  # extra environment for this stage's tasks
     resources: Resources = field(default_factory=Resources)
     requeue: Requeue = field(default_factory=Requeue)
@@ -138,6 +241,11 @@ class Cluster:
     secrets_file: Optional[str] = None
     max_parallel: int = 0  # local backend: concurrent tasks (0 = CPU count)
     gpus_per_node: int = 0  # local backend: GPUs this machine offers
+    # For `launcher plan`'s GPU-hour estimate of training stages: peak dense bf16 TFLOP/s per GPU and
+    # the model FLOPs utilization to expect.
+    gpu_peak_tflops: float = 989.0
+    expected_mfu: float = 0.35
+    rdzv_port_base: int = 20000  # torchrun rendezvous port = base + job id % 10000
 
 
 @dataclass
@@ -147,6 +255,9 @@ class Config:
     # The data recipe (config group `data`, e.g. data=fineweb_like): blocks and thresholds that data
     # pipelines interpolate; free-form.
     data: Dict[str, Any] = field(default_factory=dict)
+    model: Model = field(default_factory=Model)  # the model preset (group `model`, e.g. model=100m)
+    seed: int = 1  # pipelines interpolate it (train.seed: ${seed}); sweep it with seed=1,2,3
+    campaign: Optional[str] = None  # runs that belong together (ablations): recorded in each run
     run_root: str = "runs"  # relative paths are resolved against the current directory
     run_name: Optional[str] = None  # appended to the run id
     wait: bool = False  # block with a live progress table until the run ends

@@ -1,0 +1,219 @@
+"""kind=pretrain on the login side: the arithmetic that must hold before hours in the queue (4D
+layout, heads, layers, sequence, vocab, token budget), the estimates `launcher plan` prints, and
+the resolved training numbers both backends get. Pure functions over plain config dicts."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional
+
+from jobs import tokenizer_files
+from jobs.layout import PLACEHOLDER
+
+from .errors import ConfigError
+
+DEGREES = ("dp", "tp", "pp", "cp", "ep")
+
+
+def world(par: Dict[str, Any]) -> int:
+    """GPUs a layout needs. nanotron lays ranks out as dp x tp x pp x cp; its expert parallelism
+    reshapes ranks with ep as one more axis while asserting tp*cp*dp*pp == WORLD_SIZE, so only
+    ep=1 satisfies both (checked below)."""
+    return par["dp"] * par["tp"] * par["pp"] * par["cp"]
+
+
+def tokens_per_step(train: Dict[str, Any]) -> int:
+    return train["parallelism"]["dp"] * train["micro_batch"] * train["grad_accum"] * train["seq_len"]
+
+
+def schedule(train: Dict[str, Any]) -> Dict[str, int]:
+    """Steps and checkpoint interval, in whole optimizer steps."""
+    per_step = tokens_per_step(train)
+    every = train["checkpoint_every_tokens"]
+    return {"tokens_per_step": per_step, "steps": train["tokens"] // per_step,
+            "checkpoint_interval": every // per_step if every else train["tokens"] // per_step}
+
+
+def param_count(model: Dict[str, Any], vocab: Optional[int]) -> Dict[str, int]:
+    """Parameters of a Llama-style decoder: total, and active per token (top-k experts of a MoE)."""
+    h, layers = model["hidden_size"], model["num_layers"]
+    head_dim = h // model["num_heads"]
+    attn = 2 * h * h + 2 * h * model["num_kv_heads"] * head_dim
+    if model["num_experts"]:
+        expert = 3 * h * (model["moe_intermediate_size"] or model["intermediate_size"])
+        mlp_total, mlp_active = model["num_experts"] * expert + h * model["num_experts"], \
+            model["experts_top_k"] * expert + h * model["num_experts"]
+    else:
+        mlp_total = mlp_active = 3 * h * model["intermediate_size"]
+    emb = (vocab or 0) * h * (1 if model["tie_embeddings"] else 2)
+    return {"total": emb + layers * (attn + mlp_total + 2 * h) + h,
+            "active": emb + layers * (attn + mlp_active + 2 * h) + h}
+
+
+def estimate(train: Dict[str, Any], cluster: Dict[str, Any]) -> Dict[str, Any]:
+    """What `launcher plan` shows: tokens per step, steps, parameters, and GPU-hours at the cluster's
+    expected MFU (6 x active params x tokens training FLOPs)."""
+    s = schedule(train)
+    params = param_count(train["model"], train["model"]["vocab_size"])
+    flops = 6 * params["active"] * train["tokens"]
+    rate = cluster.get("gpu_peak_tflops", 989.0) * 1e12 * cluster.get("expected_mfu", 0.35)
+    return {**s, "params": params["total"], "active_params": params["active"], "train_flops": flops,
+            "gpu_hours": flops / rate / 3600 if train["backend"] == "nanotron" else 0.0}
+
+
+def _divisors(n: int) -> List[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _nearest(value: int, candidates: List[int]) -> int:
+    return min(candidates, key=lambda c: (abs(c - value), c))
+
+
+def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
+                tokenizer_size: Optional[int] = None) -> None:
+    """Every rule of the layout, each error naming its key and a valid setting nearby.
+    tokenizer_size: the tokenizer's length when the login node can know it."""
+    key = f"pipeline.stages.{name}"
+    train, r = st["train"], st["resources"]
+    model, par, k = train["model"], train["parallelism"], f"{key}.train"
+
+    def bad(sub: str, msg: str) -> None:
+        errors.append(ConfigError(msg, stage=name, key=f"{key}.{sub}"))
+
+    if st["tasks"] != 1:
+        bad("tasks", f"kind=pretrain trains one model per sweep point: tasks must be 1, got {st['tasks']}")
+    for f in ("tokens", "seq_len", "micro_batch", "grad_accum", "log_every_steps"):
+        if train[f] < 1:
+            bad(f"train.{f}", f"must be >= 1, got {train[f]}")
+    for f in DEGREES:
+        if par[f] < 1:
+            bad(f"train.parallelism.{f}", f"must be >= 1, got {par[f]}")
+    for f in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads"):
+        if model[f] < 1:
+            bad(f"train.model.{f}", f"must be >= 1, got {model[f]}")
+    if any(e.stage == name for e in errors):
+        return  # the arithmetic below divides by these
+
+    if train["data"] == {} or any(w <= 0 for w in train["data"].values()):
+        bad("train.data", "needs at least one tokenized folder, each with a weight > 0")
+    if model["hidden_size"] % model["num_heads"]:
+        bad("train.model.num_heads", f"hidden_size {model['hidden_size']} is not divisible by num_heads "
+                                     f"{model['num_heads']}")
+    if model["num_heads"] % model["num_kv_heads"]:
+        bad("train.model.num_kv_heads", f"num_heads {model['num_heads']} is not a multiple of num_kv_heads "
+                                        f"{model['num_kv_heads']}; try {_nearest(model['num_kv_heads'], _divisors(model['num_heads']))}")
+    if train["seq_len"] > model["max_position_embeddings"]:
+        bad("train.seq_len", f"{train['seq_len']} exceeds model.max_position_embeddings "
+                             f"({model['max_position_embeddings']})")
+    per_step = tokens_per_step(train)
+    if train["tokens"] < per_step:
+        bad("train.tokens", f"{train['tokens']} tokens is less than one step ({per_step} tokens = dp x micro_batch "
+                            f"x grad_accum x seq_len)")
+    every = train["checkpoint_every_tokens"]
+    if every < 0 or (every and every % per_step):
+        near = max(per_step, round(every / per_step) * per_step)
+        bad("train.checkpoint_every_tokens", f"{every} is not a whole number of steps of {per_step} tokens; "
+                                             f"nearest: {near}")
+    if tokenizer_size is not None and model["vocab_size"] is not None and model["vocab_size"] != tokenizer_size:
+        bad("train.model.vocab_size", f"{model['vocab_size']} does not match the tokenizer's {tokenizer_size} tokens "
+                                      f"({train['tokenizer']}); set it to {tokenizer_size} (or null for the hf backend)")
+    if model["num_experts"] and model["experts_top_k"] > model["num_experts"]:
+        bad("train.model.experts_top_k", f"{model['experts_top_k']} > num_experts {model['num_experts']}")
+
+    if train["backend"] == "hf":
+        for f in DEGREES:
+            if par[f] != 1:
+                bad(f"train.parallelism.{f}", f"backend=hf trains in one process: {f} must be 1 "
+                                              f"(got {par[f]}); use backend=nanotron for parallel training")
+        if r["nodes"] != 1 or r["gpus_per_node"] > 1:
+            bad("resources", f"backend=hf runs on one node with at most one GPU (got nodes={r['nodes']}, "
+                             f"gpus_per_node={r['gpus_per_node']})")
+        if model["num_experts"]:
+            bad("train.model.num_experts", "mixture-of-experts models need backend=nanotron")
+        return
+    _check_nanotron(name, st, bad)
+
+
+def _check_nanotron(name: str, st: Dict[str, Any], bad) -> None:
+    train, r = st["train"], st["resources"]
+    model, par = train["model"], train["parallelism"]
+    gpus = r["nodes"] * r["gpus_per_node"]
+    if r["gpus_per_node"] < 1:
+        bad("resources.gpus_per_node", "backend=nanotron needs GPUs (nanotron does not run on CPU)")
+        return
+    if r["ntasks_per_node"] != 1:
+        bad("resources.ntasks_per_node", f"must be 1: one torchrun per node starts the GPU processes "
+                                         f"(got {r['ntasks_per_node']})")
+    if world(par) != gpus:
+        others = par["tp"] * par["pp"] * par["cp"]
+        hint = (f"dp={gpus // others}" if gpus % others == 0 else
+                f"nodes={-(-world(par) // r['gpus_per_node'])} (and dp so the product fits)")
+        bad("train.parallelism.dp", f"dp*tp*pp*cp = {par['dp']}*{par['tp']}*{par['pp']}*{par['cp']} = {world(par)} "
+                                    f"but the stage has {r['nodes']} node(s) x {r['gpus_per_node']} GPU(s) = {gpus}; "
+                                    f"try {hint}")
+    tp_ok = [d for d in _divisors(model["num_kv_heads"]) if model["num_heads"] % d == 0 and gpus % d == 0]
+    if model["num_heads"] % par["tp"] or model["num_kv_heads"] % par["tp"]:
+        bad("train.parallelism.tp", f"tp={par['tp']} must divide num_heads ({model['num_heads']}) and num_kv_heads "
+                                    f"({model['num_kv_heads']}); nearest valid: tp={_nearest(par['tp'], tp_ok)}")
+    if par["pp"] > model["num_layers"]:
+        bad("train.parallelism.pp", f"pp={par['pp']} is more pipeline stages than layers ({model['num_layers']}); "
+                                    f"nearest valid: pp={_nearest(par['pp'], [d for d in _divisors(gpus) if d <= model['num_layers']])}")
+    if train["seq_len"] % par["cp"]:
+        bad("train.parallelism.cp", f"seq_len {train['seq_len']} is not divisible by cp={par['cp']}; nearest valid: "
+                                    f"cp={_nearest(par['cp'], [d for d in _divisors(train['seq_len']) if gpus % d == 0])}")
+    if par["ep"] != 1:
+        bad("train.parallelism.ep", "nanotron asserts tp*cp*dp*pp == WORLD_SIZE and lays ranks out with ep as "
+                                    "an extra axis, so only ep=1 runs; experts are then replicated per rank")
+    if model["num_experts"] and model["num_experts"] % par["ep"]:
+        bad("train.parallelism.ep", f"num_experts {model['num_experts']} is not divisible by ep={par['ep']}")
+    if par["pp_engine"] not in ("1f1b", "afab"):
+        bad("train.parallelism.pp_engine", f"must be 1f1b or afab, got {par['pp_engine']!r}")
+    if par["tp_mode"] not in ("ALL_REDUCE", "REDUCE_SCATTER"):
+        bad("train.parallelism.tp_mode", f"must be ALL_REDUCE or REDUCE_SCATTER, got {par['tp_mode']!r}")
+    if model["vocab_size"] is None:
+        bad("train.model.vocab_size", "backend=nanotron needs the vocabulary size (nanotron asserts it equals "
+                                      "len(tokenizer)); set it to the tokenizer's length")
+    elif model["vocab_size"] % par["tp"]:
+        bad("train.model.vocab_size", f"{model['vocab_size']} is not divisible by tp={par['tp']} (nanotron shards "
+                                      f"the embedding across tp ranks)")
+    if train["optimizer"]["zero_stage"] not in (0, 1):
+        bad("train.optimizer.zero_stage", f"nanotron supports 0 or 1, got {train['optimizer']['zero_stage']}")
+
+
+def local_inputs(name: str, payload: Dict[str, Any]) -> List[tuple]:
+    """(config key, path) of the tokenized folders and tokenizer that are plain paths (no placeholder)."""
+    key, train = f"pipeline.stages.{name}.train", payload["train"]
+    pairs = [(f"{key}.data", folder) for folder in train["data"]] + [(f"{key}.tokenizer", train["tokenizer"])]
+    return [(k, p) for k, p in pairs if not PLACEHOLDER.search(p) and "://" not in p]
+
+
+def tokenizer_size(path: str) -> Optional[int]:
+    """len(tokenizer) of a local tokenizer.json (or a folder with one); None when the login node
+    cannot know it (the path names a stage's output, or does not exist yet)."""
+    if PLACEHOLDER.search(path):
+        return None
+    try:
+        return tokenizer_files.size(path)
+    except (OSError, ValueError):
+        return None
+
+
+def describe(name: str, train: Dict[str, Any], resources: Dict[str, Any], est: Dict[str, Any]) -> str:
+    """One paragraph per training stage for `launcher plan`."""
+    par, model = train["parallelism"], train["model"]
+    layout = " ".join(f"{d}={par[d]}" for d in DEGREES)
+    lines = [f"{name}: {train['backend']} {model['name']} ({_human(est['params'])} params"
+             + (f", {_human(est['active_params'])} active" if est["active_params"] != est["params"] else "") + ")",
+             f"  layout {layout} on {resources['nodes']} node(s) x {resources['gpus_per_node']} GPU(s)",
+             f"  {est['tokens_per_step']:,} tokens/step (dp {par['dp']} x micro_batch {train['micro_batch']} x "
+             f"grad_accum {train['grad_accum']} x seq_len {train['seq_len']}), {est['steps']:,} steps, "
+             f"{_human(train['tokens'])} tokens, checkpoint every {est['checkpoint_interval']:,} steps"]
+    if train["backend"] == "nanotron":
+        lines.append(f"  ~{est['gpu_hours']:,.1f} GPU-hours ({est['train_flops']:.2e} FLOPs)")
+    return "\n".join(lines)
+
+
+def _human(n: float) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(int(n)) if n == math.floor(n) else f"{n:.3g}"
