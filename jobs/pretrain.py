@@ -26,7 +26,11 @@ NANOTRON_CHECKPOINT = ("checkpoint_metadata.json", "model_config.json", "model",
 def inputs(spec: Dict[str, Any], point: int, train: Dict[str, Any]) -> tuple[Dict[str, float], str]:
     """(tokenized folder -> weight, tokenizer path) with placeholders filled in."""
     folders = layout.Folders(spec, point)
-    return {str(folders.fill(k)): float(w) for k, w in train["data"].items()}, folders.fill(train["tokenizer"])
+    data: Dict[str, float] = {}
+    for d in train["data"]:  # the same folder twice: weights add up
+        folder = str(folders.fill(d["folder"]))
+        data[folder] = data.get(folder, 0.0) + float(d["weight"])
+    return data, folders.fill(train["tokenizer"])
 
 
 def run(task) -> Dict[str, Any]:

@@ -158,7 +158,7 @@ class Task:
             "LAUNCHER_NUM_TASKS": str(c.num_tasks), "LAUNCHER_POINT": str(c.point),
             "LAUNCHER_OUTPUT_DIR": str(c.output_dir), "LAUNCHER_CHECKPOINT_DIR": str(c.checkpoint_dir),
             "LAUNCHER_RESTART_COUNT": str(c.restart_count), "LAUNCHER_PARAMS": json.dumps(c.params),
-            "LAUNCHER_STOP_SIGNAL": self.spec["requeue"]["signal"],
+            "LAUNCHER_STOP_SIGNAL": self.spec["requeue"]["signal"], "LAUNCHER_BACKEND": self.spec["backend"],
         })
         for parent, path in c.inputs.items():  # stage "tok-2.b" -> LAUNCHER_INPUT_TOK_2_B
             env["LAUNCHER_INPUT_" + "".join(ch if ch.isalnum() else "_" for ch in parent.upper())] = str(path)

@@ -218,7 +218,7 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
                                       key=f"{key}.train.model"))
             return
         train["model"] = {**MODEL_DEFAULTS, **model}  # an inline model gets the preset defaults it omits
-        strings = [(f"{key}.train.data", folder) for folder in train["data"]]
+        strings = [(f"{key}.train.data.{i}.folder", d["folder"]) for i, d in enumerate(train["data"])]
         strings.append((f"{key}.train.tokenizer", train["tokenizer"]))
         preprocess.check_placeholders(name, st, strings, ancestors, errors)
         pretrain.check_stage(name, st, errors, pretrain.tokenizer_size(train["tokenizer"]))

@@ -93,8 +93,8 @@ def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
     if any(e.stage == name for e in errors):
         return  # the arithmetic below divides by these
 
-    if train["data"] == {} or any(w <= 0 for w in train["data"].values()):
-        bad("train.data", "needs at least one tokenized folder, each with a weight > 0")
+    if not train["data"] or any(d["weight"] <= 0 for d in train["data"]):
+        bad("train.data", "needs at least one tokenized folder ({folder: ..., weight: ...}), each weight > 0")
     if model["hidden_size"] % model["num_heads"]:
         bad("train.model.num_heads", f"hidden_size {model['hidden_size']} is not divisible by num_heads "
                                      f"{model['num_heads']}")
@@ -182,7 +182,8 @@ def _check_nanotron(name: str, st: Dict[str, Any], bad) -> None:
 def local_inputs(name: str, payload: Dict[str, Any]) -> List[tuple]:
     """(config key, path) of the tokenized folders and tokenizer that are plain paths (no placeholder)."""
     key, train = f"pipeline.stages.{name}.train", payload["train"]
-    pairs = [(f"{key}.data", folder) for folder in train["data"]] + [(f"{key}.tokenizer", train["tokenizer"])]
+    pairs = [(f"{key}.data.{i}.folder", d["folder"]) for i, d in enumerate(train["data"])]
+    pairs.append((f"{key}.tokenizer", train["tokenizer"]))
     return [(k, p) for k, p in pairs if not PLACEHOLDER.search(p) and "://" not in p]
 
 

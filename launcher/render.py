@@ -137,19 +137,21 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
 def nanotron_configs(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> Dict[int, str]:
     """kind=pretrain, backend nanotron: nanotron's YAML of each sweep point (its task), with the
     checkpoints folder as resume_checkpoint_path so every requeue resumes from latest.txt."""
+    from jobs import pretrain as jobs_pretrain
+
     from . import nanotron_config, pretrain
 
     spec = stage_spec(plan, stage, run_dir, run_id)
     out = {}
     for point, payload in enumerate(stage.payloads):
         train = payload["train"]
-        folders = layout.Folders(spec, point)
+        data, _ = jobs_pretrain.inputs(spec, point, train)
         sched = pretrain.schedule(train)
         cfg = nanotron_config.render(
             train, project=plan.pipeline, run=f"{run_id}.{stage.name}.{point}",
             checkpoints=str(layout.checkpoint_dir(run_dir, stage.name, point * stage.tasks_per_point)),
             tokenizer=str(layout.nanotron_dir(run_dir, stage.name, point) / "tokenizer"),
-            data={str(folders.fill(k)): w for k, w in train["data"].items()},
+            data=data,
             steps=sched["steps"], checkpoint_interval=sched["checkpoint_interval"])
         out[point] = nanotron_config.to_yaml(cfg)
     return out

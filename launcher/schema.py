@@ -134,6 +134,15 @@ class Optimizer:
 
 
 @dataclass
+class DataSource:
+    """A tokenized folder (datatrove DocumentTokenizer/Merger output) and its sampling weight.
+    Folder placeholders as in blocks: {input}, {input:<stage>}."""
+
+    folder: str = MISSING
+    weight: float = 1.0
+
+
+@dataclass
 class Train:
     """kind=pretrain. Tokens per step = dp * micro_batch * grad_accum * seq_len."""
 
@@ -147,9 +156,7 @@ class Train:
     grad_accum: int = 1
     checkpoint_every_tokens: int = 0  # a checkpoint each time this many tokens were trained on; 0: end only
     seed: int = "${seed}"  # type: ignore[assignment]  # the root seed (sweep it: seed=1,2,3)
-    # Tokenized folders (datatrove DocumentTokenizer/Merger output) -> sampling weight. Folder
-    # placeholders as in blocks: {input}, {input:<stage>}. E.g. {"{input:merge}": 1.0}
-    data: Dict[str, float] = field(default_factory=dict)
+    data: List[DataSource] = field(default_factory=list)  # e.g. [{folder: "{input:merge}", weight: 1.0}]
     tokenizer: str = "{input:tokenizer}/tokenizer.json"  # a tokenizer.json file, or a folder holding one
     dtype: str = "bfloat16"  # hf backend on CPU trains in float32 whatever this says
     optimizer: Optimizer = field(default_factory=Optimizer)

@@ -6,7 +6,8 @@ import pytest
 import yaml
 from conftest import queued
 
-CASES = sorted((Path(__file__).resolve().parent.parent / "bad_configs").glob("*.yaml"))
+CORPUS = Path(__file__).resolve().parent.parent / "bad_configs"
+CASES = sorted(CORPUS.glob("*.yaml"))
 
 
 def test_the_corpus_is_big_enough():
@@ -17,7 +18,8 @@ def test_the_corpus_is_big_enough():
 def test_bad_config_fails_before_anything_is_queued(dcli, dev_slurm, case):
     spec = yaml.safe_load(case.read_text())
     exp = spec["expect"]
-    p = dcli("run", "pipeline=smoke", "cluster=dev", *spec["overrides"], check=False)
+    overrides = [o.replace("{files}", str(CORPUS / "files")) for o in spec["overrides"]]
+    p = dcli("run", f"pipeline={spec.get('pipeline', 'smoke')}", "cluster=dev", *overrides, check=False)
     assert p.returncode == 1, f"{case.stem}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
     err = p.stderr
     where = f"stage '{exp['stage']}': " if exp["stage"] else ""
