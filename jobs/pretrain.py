@@ -92,6 +92,27 @@ def repair_latest(checkpoints: Path, log=task_log) -> Optional[int]:
     return resume
 
 
+def view_folders(work: Path, n: int) -> List[Path]:
+    return [Path(work) / "data" / str(i) for i in range(n)]
+
+
+def dataset_views(data: Dict[str, float], work: Path, tokenizer: Path) -> None:
+    """nanotron asserts that each tokenized file's .metadata names the tokenizer its config names,
+    and it loads that tokenizer with AutoTokenizer (a folder), while datatrove tokenized with the
+    tokenizer.json file and wrote that path. So nanotron reads views: data/<i>/ with links to the
+    token files and metadata naming the tokenizer folder. The token files are never copied."""
+    for folder, view in zip(data, view_folders(work, len(data))):
+        view.mkdir(parents=True, exist_ok=True)
+        for ds in sorted(Path(folder).glob("*.ds")):
+            for f in (ds, ds.with_name(ds.name + ".index")):
+                link = view / f.name
+                if not link.exists():
+                    os.symlink(f, link)
+            lines = ds.with_name(ds.name + ".metadata").read_text().splitlines()
+            lines[0] = f"{tokenizer}|{lines[0].rsplit('|', 1)[1]}"  # <tokenizer>|<bytes per token>
+            layout.atomic_write_text(view / (ds.name + ".metadata"), "\n".join(lines) + "\n")
+
+
 def run_nanotron(task, train: Dict[str, Any], tokenizer: str) -> Dict[str, Any]:
     from .launch import launch  # standard library only
 
@@ -106,18 +127,24 @@ def run_nanotron(task, train: Dict[str, Any], tokenizer: str) -> Dict[str, Any]:
     if have != train["model"]["vocab_size"]:
         raise ValueError(f"train.model.vocab_size is {train['model']['vocab_size']} but the tokenizer {tokenizer} has "
                          f"{have} tokens (nanotron asserts they are equal)")
+    steps = task.spec["schedules"][task.point]["steps"]
     resume = None
     if task.rank == 0:  # one node prepares the folders; the others meet it at the rendezvous
         tokenizer_files.hf_folder(tokenizer, work / "tokenizer")
+        dataset_views(inputs(task.spec, task.point, train)[0], work, work / "tokenizer")
         resume = repair_latest(checkpoints)
+    if resume is not None and resume >= steps:  # nanotron refuses to resume a finished run
+        task_log(f"nanotron: the checkpoint of the last step ({resume}) is complete; nothing left to train")
+        return {"backend": "nanotron", "final_step": resume, "resumed_from": resume, "steps": steps,
+                "checkpoints": complete_steps(checkpoints), "checkpoints_path": str(checkpoints), "config": str(config)}
     limit = task.spec["requeue"]["max"]
     task_log(f"nanotron: {'resuming from step ' + str(resume) if resume is not None else 'starting from scratch'} "
              f"(requeue {task.restarts}/{limit}), config {config}")
     gpus = task.spec["resources"]["gpus_per_node"]
     launch(task, [entry, "--config-file", str(config)], nproc_per_node=gpus, port_base=task.spec["rdzv_port_base"])
-    steps = complete_steps(checkpoints)
-    return {"backend": "nanotron", "final_step": steps[-1] if steps else None, "resumed_from": resume,
-            "checkpoints": steps, "checkpoints_path": str(checkpoints), "config": str(config)}
+    saved = complete_steps(checkpoints)
+    return {"backend": "nanotron", "final_step": saved[-1] if saved else None, "resumed_from": resume, "steps": steps,
+            "checkpoints": saved, "checkpoints_path": str(checkpoints), "config": str(config)}
 
 
 def run_torchrun(task) -> None:

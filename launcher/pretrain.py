@@ -160,6 +160,12 @@ def _check_nanotron(name: str, st: Dict[str, Any], bad) -> None:
     if train["seq_len"] % par["cp"]:
         bad("train.parallelism.cp", f"seq_len {train['seq_len']} is not divisible by cp={par['cp']}; nearest valid: "
                                     f"cp={_nearest(par['cp'], [d for d in _divisors(train['seq_len']) if gpus % d == 0])}")
+    elif par["cp"] > 1 and train["seq_len"] % (2 * par["cp"]):
+        bad("train.parallelism.cp", f"nanotron's ring attention needs seq_len divisible by 2*cp = {2 * par['cp']} "
+                                    f"(seq_len {train['seq_len']})")
+    elif par["cp"] > 1:
+        bad("train.parallelism.cp", "nanotron (HEAD 2411b02) raises NotImplementedError when it initialises a model "
+                                    "with context parallelism from scratch; use cp=1")
     if par["ep"] != 1:
         bad("train.parallelism.ep", "nanotron asserts tp*cp*dp*pp == WORLD_SIZE and lays ranks out with ep as "
                                     "an extra axis, so only ep=1 runs; experts are then replicated per rank")

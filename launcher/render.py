@@ -129,6 +129,10 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
     if multi_process(stage):
         spec["resources"] = stage.resources
         spec["rdzv_port_base"] = plan.cluster.get("rdzv_port_base", 20000)
+    if stage.kind == "pretrain":
+        from . import pretrain
+
+        spec["schedules"] = [pretrain.schedule(p["train"]) for p in stage.payloads]
     if stage.kind == "convert":
         spec["parent_train"] = plan.stages[stage.deps[0].parent].payloads[0]["train"]
     return spec
@@ -146,12 +150,13 @@ def nanotron_configs(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -
     for point, payload in enumerate(stage.payloads):
         train = payload["train"]
         data, _ = jobs_pretrain.inputs(spec, point, train)
+        work = layout.nanotron_dir(run_dir, stage.name, point)
         sched = pretrain.schedule(train)
         cfg = nanotron_config.render(
             train, project=plan.pipeline, run=f"{run_id}.{stage.name}.{point}",
             checkpoints=str(layout.checkpoint_dir(run_dir, stage.name, point * stage.tasks_per_point)),
-            tokenizer=str(layout.nanotron_dir(run_dir, stage.name, point) / "tokenizer"),
-            data=data,
+            tokenizer=str(work / "tokenizer"),
+            data={str(view): w for view, w in zip(jobs_pretrain.view_folders(work, len(data)), data.values())},
             steps=sched["steps"], checkpoint_interval=sched["checkpoint_interval"])
         out[point] = nanotron_config.to_yaml(cfg)
     return out

@@ -14,8 +14,9 @@ GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 RUN_DIR = Path("/shared/runs/RUN")
 
 
-def render(stage, *overrides, chunk=1001, todo=None):
-    plan = build_plan([compose(["pipeline=smoke", "cluster=dev", "cluster.python=/env/bin/python", *overrides])], [[]])
+def render(stage, *overrides, chunk=1001, todo=None, pipeline="smoke"):
+    plan = build_plan([compose([f"pipeline={pipeline}", "cluster=dev", "cluster.python=/env/bin/python", *overrides])],
+                      [[]])
     reqs = build_requests(plan, todo or {s: range(p.total_tasks) for s, p in plan.stages.items()}, chunk)
     req = next(r for r in reqs if r.stage == stage)
     text = render_script(plan, req, RUN_DIR, "RUN")
@@ -72,3 +73,20 @@ def test_throttle_is_per_sweep_point():
     plan = build_plan([compose(["pipeline=smoke", "cluster=dev", *p]) for p in points], points)
     req = build_requests(plan, {"shards": range(12)}, 1001)[0]
     assert "#SBATCH --array=0-11%12" in render_script(plan, req, RUN_DIR, "RUN")
+
+
+# A 2-node nanotron run: one srun task per node (each starts torchrun), the whole step killed when
+# one node's torchrun fails, the pre-timeout signal and requeue for resuming from latest.txt.
+NANOTRON_2_NODES = ["model=1b", "pipeline.vars.nodes=2", "pipeline.vars.dp=16", "pipeline.vars.data=/shared/tok",
+                    "pipeline.vars.tokenizer=/shared/tok/tokenizer.json", "pipeline.stages.train.resources.partition=gpu"]
+
+
+def test_golden_sbatch_of_a_two_node_nanotron_stage():
+    text, _ = render("train", *NANOTRON_2_NODES, pipeline="pretrain")
+    golden = GOLDEN / "pretrain_2_nodes.sbatch"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    assert "#SBATCH --nodes=2\n" in text and "#SBATCH --ntasks-per-node=1\n" in text
+    assert "#SBATCH --gpus-per-node=8\n" in text and "#SBATCH --signal=USR2@300" in text
+    assert "srun --unbuffered --output" in text and "--kill-on-bad-exit=1" in text

@@ -1,0 +1,1 @@
+constexpr = object  # only used as a kernel argument annotation at import
