@@ -44,8 +44,12 @@ def run(task) -> Dict[str, Any]:
         from .train_hf import train as train_hf
 
         task.export_environment()
-        return train_hf(task.ctx, train, data, tokenizer, log=task_log)
-    return run_nanotron(task, train, tokenizer)
+        result = train_hf(task.ctx, train, data, tokenizer, log=task_log)
+    else:
+        result = run_nanotron(task, train, tokenizer)
+    # which campaign and which variant: what evaluation and reports group by
+    return {"campaign": task.spec.get("campaign"), "overrides": task.spec["points"][task.point], "seed": train["seed"],
+            **result}
 
 
 def task_log(msg: str) -> None:

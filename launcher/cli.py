@@ -274,11 +274,12 @@ def cmd_runs(args) -> int:
 
     root = (args.root or default_root()).resolve()
     t = Table(title=f"runs in {root}", title_justify="left")
-    for col in ("run", "pipeline", "cluster", "created", "points", "jobs"):
+    for col in ("run", "pipeline", "cluster", "campaign", "created", "points", "jobs"):
         t.add_column(col)
     for run in list_runs(root)[: args.n]:
         m = run.meta
-        t.add_row(run.id, m.get("pipeline", "?"), m.get("cluster", "?"),
+        campaign = m.get("campaign", run.id)
+        t.add_row(run.id, m.get("pipeline", "?"), m.get("cluster", "?"), "" if campaign == run.id else campaign,
                   time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.get("created", 0))),
                   str(len(m.get("points", []))), str(len(run.submissions())))
     console.print(t)

@@ -69,7 +69,8 @@ def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[s
     layout.atomic_write_json(run_dir / "run.json", {
         "id": run_id, "created": time.time(), "pipeline": prep.plan.pipeline, "cluster": prep.plan.cluster["name"],
         "backend": prep.plan.cluster["backend"], "overrides": list(overrides), "multirun": multirun,
-        "points": prep.plan.points, "chunk_size": prep.chunk_size, "code": code_version()})
+        "points": prep.plan.points, "chunk_size": prep.chunk_size, "code": code_version(),
+        "campaign": prep.configs[0].get("campaign") or run_id})
 
 
 def _snapshot_and_record(plan: Plan, run_dir: Path) -> None:

@@ -72,10 +72,11 @@ class Plan:
     stages: Dict[str, StagePlan]  # in topological order
     code: List[str] = field(default_factory=list)  # user code paths to snapshot (absolute)
     aliases: Dict[str, str] = field(default_factory=dict)  # expanded stage (minhash) → the stage that ends it
+    campaign: Optional[str] = None  # runs that belong together (config `campaign`)
 
     def to_json(self) -> Dict[str, Any]:
         return {"pipeline": self.pipeline, "cluster": self.cluster, "points": self.points, "code": self.code,
-                "aliases": self.aliases, "stages": [asdict(s) for s in self.stages.values()]}
+                "aliases": self.aliases, "campaign": self.campaign, "stages": [asdict(s) for s in self.stages.values()]}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Plan":
@@ -84,7 +85,7 @@ class Plan:
             s = dict(s, deps=[Dep(**x) for x in s["deps"]])
             stages[s["name"]] = StagePlan(**s)
         return cls(pipeline=d["pipeline"], cluster=d["cluster"], points=d["points"], stages=stages,
-                   code=d.get("code", []), aliases=d.get("aliases", {}))
+                   code=d.get("code", []), aliases=d.get("aliases", {}), campaign=d.get("campaign"))
 
     @property
     def gpu_hours(self) -> float:
@@ -199,7 +200,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     if errors:
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
-                stages=stages, code=code, aliases=aliases)
+                stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"))
 
 
 def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set, errors: List[ConfigError]) -> None:

@@ -123,6 +123,7 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         "tasks_per_point": stage.tasks_per_point, "points": stage.points, "payloads": stage.payloads,
         "parents": [d.parent for d in stage.deps], "requeue": stage.requeue, "time_min": stage.time_min,
         "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
+        "campaign": plan.campaign or run_id,
     }
     if stage.kind in ("preprocess", "pretrain"):  # {input:<stage>} folders are keyed by that stage's hash
         spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}
@@ -133,6 +134,7 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         from . import pretrain
 
         spec["schedules"] = [pretrain.schedule(p["train"]) for p in stage.payloads]
+        spec["points"] = plan.points  # each run's overrides (data=raw seed=2), into its result
     if stage.kind == "convert":
         spec["parent_train"] = plan.stages[stage.deps[0].parent].payloads[0]["train"]
     return spec
