@@ -33,7 +33,8 @@ ONLY_CLEAN = [f"~pipeline.stages.{s}" for s in ("dedup", "tokenizer", "tokenize"
 DIRECT = """
 import json, sys
 from datatrove.executor import LocalPipelineExecutor
-from jobs.preprocess import Folders, instantiate, keep_removed
+from jobs.layout import Folders
+from jobs.preprocess import instantiate, keep_removed
 
 if __name__ == "__main__":
     spec = json.load(open(sys.argv[1]))

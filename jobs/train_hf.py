@@ -194,14 +194,31 @@ def mean_loss(model, batch: dict) -> float:
 
 # -- checkpoints ------------------------------------------------------------------------------------
 def scan_checkpoints(ckpt_dir: Path) -> tuple[list[tuple[int, Path]], list[Path]]:
-    """(complete checkpoints as (step, path) by step, checkpoint-N folders without a marker)."""
+    """(complete checkpoints as (step, path) by step, checkpoint-N folders that are not: no marker,
+    or files that differ in size from what the marker recorded at save time, i.e. corrupted)."""
     complete, partial = [], []
     if ckpt_dir.is_dir():
         for p in ckpt_dir.iterdir():
             m = CHECKPOINT.match(p.name)
             if m and p.is_dir():
-                (complete.append((int(m.group(1)), p)) if (p / MARKER).is_file() else partial.append(p))
+                (complete.append((int(m.group(1)), p)) if intact(p) else partial.append(p))
     return sorted(complete), sorted(partial)
+
+
+def file_sizes(path: Path) -> dict:
+    return {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*"))
+            if f.is_file() and f.name != MARKER}
+
+
+def intact(path: Path) -> bool:
+    """The marker exists and every file it lists has the size it had when it was written."""
+    try:
+        info = layout.read_json(path / MARKER)
+        if not isinstance(info, dict):
+            return False
+        return all((path / name).stat().st_size == size for name, size in info.get("files", {}).items())
+    except (OSError, ValueError):
+        return False
 
 
 def set_aside(path: Path) -> Path:
@@ -262,7 +279,7 @@ def _callbacks(ctx, tokenizer, plan: dict, log: Callable[[str], Any]):
             loss = last_logged_loss(state.log_history)
             layout.atomic_write_json(path / MARKER, {
                 "step": step, "tokens": step * tps, "loss": loss, "reason": reason, "max_steps": max_steps,
-                "time": time.time()})
+                "time": time.time(), "files": file_sizes(path)})
             log(f"checkpoint-{step} saved and marked complete ({reason}; {step * tps:,} tokens"
                 f"{'' if loss is None else f', loss {loss:.4f}'})")
             return control
@@ -347,7 +364,9 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     complete, partial = scan_checkpoints(ckpt_dir)
     for p in partial:
-        log(f"{p.name} has no {MARKER} (interrupted while saving): moved aside to {set_aside(p).name}")
+        why = "has no " + MARKER + " (interrupted while saving)" if not (p / MARKER).is_file() else \
+            "does not match the file sizes its marker recorded (corrupted)"
+        log(f"{p.name} {why}: moved aside to {set_aside(p).name}, not resumed from")
     resume = complete[-1] if complete else None
     if resume:
         info = layout.read_json(resume[1] / MARKER, {})

@@ -209,7 +209,8 @@ def describe(name: str, train: Dict[str, Any], resources: Dict[str, Any], est: D
     par, model = train["parallelism"], train["model"]
     layout = " ".join(f"{d}={par[d]}" for d in DEGREES)
     lines = [f"{name}: {train['backend']} {model['name']} ({_human(est['params'])} params"
-             + (f", {_human(est['active_params'])} active" if est["active_params"] != est["params"] else "") + ")",
+             + (f", {_human(est['active_params'])} active" if est["active_params"] != est["params"] else "")
+             + (" + embeddings: vocab from the tokenizer" if model["vocab_size"] is None else "") + ")",
              f"  layout {layout} on {resources['nodes']} node(s) x {resources['gpus_per_node']} GPU(s)",
              f"  {est['tokens_per_step']:,} tokens/step (dp {par['dp']} x micro_batch {train['micro_batch']} x "
              f"grad_accum {train['grad_accum']} x seq_len {train['seq_len']}), {est['steps']:,} steps, "

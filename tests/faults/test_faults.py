@@ -205,3 +205,39 @@ def test_two_resumes_race_on_the_dev_cluster_and_exactly_one_submits(dcli, dev_s
         "shards", "reduce", "checkpointing"], (new, outs)
     assert sum("nothing to resume" in o for o, _ in outs) == 1
     assert dcli.wait(timeout=180)["state"] == "COMPLETED" and total(dcli) == "10"
+
+
+def test_partial_and_corrupted_newest_checkpoints_are_skipped_on_resume(dcli, dev_slurm, cpu_python, tmp_path):
+    """A training task dies after its last checkpoints were written badly: the newest has no completion
+    marker (killed mid-save), the one before was damaged on disk (a truncated weights file). Resume
+    trains again from the newest intact checkpoint and ends with the fault-free run's final loss."""
+    import json
+
+    data = tmp_path / "data"
+    subprocess.run([str(cpu_python), str(ROOT / "tests" / "integration" / "hf_train_helper.py"), "data", str(data)],
+                   check=True, capture_output=True, timeout=600)
+    info = json.loads((data / "data.json").read_text())
+    dcli("run", "pipeline=train", "cluster=dev", f"pipeline.vars.data={info['a']}",
+         f"pipeline.vars.tokenizer={info['tokenizer']}", "pipeline.vars.tokens=65536",
+         "pipeline.vars.checkpoint_every_tokens=16384")  # 64 steps, a checkpoint every 16
+    assert dcli.wait(timeout=300)["state"] == "COMPLETED"
+    run = dcli.run_dir()
+    out = layout.output_dir(run, "train", 0, 0)
+    fault_free = json.loads((out / "result.json").read_text())
+    assert fault_free["checkpoints"] == [16, 32, 48, 64]
+
+    h = json.loads((run / "plan.json").read_text())["stages"][0]["hash"]
+    layout.marker_path(run, "train", h, 0).unlink()  # the task never finished
+    ckpt = layout.checkpoint_dir(run, "train", 0)
+    (ckpt / "checkpoint-64" / "launcher-complete.json").unlink()  # killed while saving
+    weights = ckpt / "checkpoint-48" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # damaged on disk
+    dcli("resume", "latest")
+    assert dcli.wait(timeout=300)["state"] == "COMPLETED"
+    again = json.loads((out / "result.json").read_text())
+    assert again["resumed_from"] == 32
+    assert again["final_step"] == 64 and again["final_loss"] == pytest.approx(fault_free["final_loss"], abs=1e-6)
+    aside = sorted(p.name.split(".")[0] for p in ckpt.glob("checkpoint-*.partial-*"))
+    assert aside == ["checkpoint-48", "checkpoint-64"]
+    log = "".join(p.read_text() for p in (run / "stages" / "train" / "logs").glob("*.err"))
+    assert "checkpoint-48 does not match the file sizes its marker recorded (corrupted)" in log
