@@ -323,8 +323,15 @@ def _check_sweep_keeps_structure(plain, points, errors: List[ConfigError]) -> No
                                       key="pipeline.stages"))
             continue
         for name, st in cfg["pipeline"]["stages"].items():
+            b_st = base["pipeline"]["stages"][name]
+            if st["kind"] == "pretrain":  # the backend decides how the job is launched (srun/torchrun or not)
+                for k in ("backend", "parallelism"):
+                    if st["train"][k] != b_st["train"][k]:
+                        errors.append(ConfigError(
+                            f"differs between sweep points ({overrides}); one array job is launched one way",
+                            stage=name, key=f"pipeline.stages.{name}.train.{k}"))
             for k in STRUCTURAL_KEYS:
-                if st[k] != base["pipeline"]["stages"][name][k]:
+                if st[k] != b_st[k]:
                     errors.append(ConfigError(
                         f"differs between sweep points ({overrides}); one array job has one value for it",
                         stage=name, key=f"pipeline.stages.{name}.{k}"))

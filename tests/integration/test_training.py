@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_torchrun_ranks_meet_at_the_first_nodes_rendezvous(dcli, dev_slurm, cpu_python):
-    dcli("run", "pipeline=distributed", "cluster=dev", "pipeline.vars.nproc_per_node=2")
+    # two of the dev node's fake GPUs: torchrun starts one process per GPU (nproc_per_node unset)
+    dcli("run", "pipeline=distributed", "cluster=dev", "pipeline.vars.nproc_per_node=null",
+         "pipeline.stages.probe.resources.gpus_per_node=2")
     st = dcli.wait(timeout=300, poll=1)
     assert st["state"] == "COMPLETED", st
     out = layout.output_dir(dcli.run_dir(), "probe", 0, 0)

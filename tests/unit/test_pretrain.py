@@ -131,3 +131,10 @@ def test_sweep_over_data_and_seed_is_one_array_per_stage_with_aftercorr():
     seeds = [p["train"]["seed"] for p in train.payloads]
     assert seeds == [1, 2, 1, 2]
     assert train.payloads[0]["train"]["checkpoint_every_tokens"] == 65536
+
+
+def test_a_sweep_cannot_change_how_training_is_launched():
+    with pytest.raises(ConfigErrors) as e:
+        plan_of("pipeline.stages.train.train.backend=hf,nanotron", base=["pipeline=ablation", "cluster=local"],
+                multirun=True)
+    assert any(x.key == f"{T}.backend" and "differs between sweep points" in x.message for x in e.value.errors)
