@@ -48,7 +48,7 @@ def run(task) -> Dict[str, Any]:
     else:
         result = run_nanotron(task, train, tokenizer)
     # which campaign and which variant: what evaluation and reports group by
-    return {"campaign": task.spec.get("campaign"), "overrides": task.spec["points"][task.point], "seed": train["seed"],
+    return {"campaign": task.spec.get("campaign"), "overrides": task.spec["overrides"][task.point], "seed": train["seed"],
             **result}
 
 

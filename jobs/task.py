@@ -196,6 +196,13 @@ class Task:
 
         pretrain.run_torchrun(self)
 
+    def run_evaluate(self) -> None:
+        from . import evaluate
+
+        self.export_environment()
+        result = evaluate.run(self)
+        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
     def run_convert(self) -> None:
         from . import convert
 
@@ -242,7 +249,7 @@ class Task:
             self.tmp_out.mkdir(parents=True)
             {"command": self.run_command, "python": self.run_python, "preprocess": self.run_preprocess,
              "pretrain": self.run_pretrain, "torchrun": self.run_torchrun,
-             "convert": self.run_convert}[self.spec["kind"]]()
+             "convert": self.run_convert, "evaluate": self.run_evaluate}[self.spec["kind"]]()
             if self.rank == 0:
                 self.finish(started)
         except Requeue:

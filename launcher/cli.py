@@ -88,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--n", type=int, default=5, help="how many (default 5)")
     ins.add_argument("--point", type=int, default=0, help="sweep point (default 0)")
     ins.add_argument("--chars", type=int, default=600, help="characters of text shown per document")
+    rp = sub.add_parser("report", help="HTML report of evaluation results: curves per data variant, the signal "
+                                       "table of each benchmark (monotonicity, seed spread, separation, random)",
+                        description="A run id/dir/latest, or a campaign name (every run whose run.json has "
+                                    "that campaign). Reads the evaluation results as they are now (also while "
+                                    "training goes on) and writes <out>/index.html, one PNG per metric, "
+                                    "results.csv (all rows: the campaign's table) and signal.json.")
+    rp.add_argument("target", help="run id, run dir, `latest`, or a campaign name")
+    rp.add_argument("--out", type=Path, help="output folder (default <run root>/reports/<target>)")
+    rp.add_argument("--root", type=Path)
+    from .schedule import register as register_schedule
+
+    register_schedule(sub)
     rn = sub.add_parser("runs", help="list runs, newest first")
     rn.add_argument("--root", type=Path)
     rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
@@ -153,6 +165,39 @@ def training_summaries(plan) -> list:
                 seen.add(text.split("\n", 1)[1])
                 out.append(text)
     return out
+
+
+def cmd_report(args) -> int:
+    from .display import console
+    from .errors import LauncherError
+    from .report import write_report
+    from .rundir import default_root, list_runs, resolve_run
+    from jobs.evaluate import rows
+
+    root = (args.root or default_root()).resolve()
+    try:
+        runs, title = [resolve_run(args.target, root)], f"run {args.target}"
+    except LauncherError:
+        runs = [r for r in list_runs(root) if r.meta.get("campaign") == args.target]
+        title = f"campaign {args.target} ({len(runs)} run(s))"
+    if not runs:
+        raise LauncherError(f"{args.target!r} is neither a run nor a campaign under {root} "
+                            f"(campaigns: {', '.join(sorted({r.meta.get('campaign', '') for r in list_runs(root)}))})")
+    files = sorted(p for r in runs for p in (r.path / "stages").glob("*/evals/*/step-*.json"))
+    table = [row for p in files for row in rows(json.loads(p.read_text()))]
+    if not table:
+        raise LauncherError(f"no evaluation results yet in {', '.join(r.id for r in runs)} (kind=evaluate stages "
+                            f"write stages/<stage>/evals/<point>/step-<N>.json)")
+    out = args.out or root / "reports" / (runs[0].id if len(runs) == 1 and title.startswith("run") else args.target)
+    html = write_report(table, out, title)
+    console.print(f"{len(files)} checkpoint result(s), {len(table)} row(s) from {len(runs)} run(s) -> {html}")
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from .schedule import cmd_schedule as schedule
+
+    return schedule(args)
 
 
 def cmd_status(args) -> int:

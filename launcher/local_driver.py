@@ -136,6 +136,8 @@ class Driver:
                         return "wait"
                 elif kind == "afterany" and not ended:
                     return "wait"
+                elif kind == "after" and any(s == "pending" for s in states):
+                    return "wait"  # Slurm's `after`: the parent has begun (or ended)
                 elif kind == "afternotok":
                     if not ended:
                         return "wait"

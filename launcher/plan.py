@@ -23,7 +23,8 @@ MODEL_DEFAULTS = asdict(Model())
 STRUCTURAL_KEYS = ("kind", "tasks", "throttle", "after", "singleton", "resources", "requeue")
 PAYLOAD_KEYS = ("command", "target", "params", "env")
 # Per kind, what else a task needs (and the stage hash covers).
-KIND_KEYS = {"preprocess": ("blocks", "keep_removed"), "pretrain": ("train",), "torchrun": ("launch",)}
+KIND_KEYS = {"preprocess": ("blocks", "keep_removed"), "pretrain": ("train",), "torchrun": ("launch",),
+             "evaluate": ("evaluate",)}
 
 
 @dataclass
@@ -230,6 +231,29 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
         if st["resources"]["ntasks_per_node"] != 1:
             errors.append(ConfigError("must be 1: one torchrun per node starts the processes (launch.nproc_per_node)",
                                       stage=name, key=f"{key}.resources.ntasks_per_node"))
+    elif kind == "evaluate":
+        parents = [p for p in st["after"] if p in stages_cfg]
+        ok = len(parents) == 1 and (stages_cfg[parents[0]]["kind"] == "convert" or (
+            stages_cfg[parents[0]]["kind"] == "pretrain" and stages_cfg[parents[0]]["train"]["backend"] == "hf"))
+        if not ok:
+            errors.append(ConfigError("kind=evaluate needs exactly one stage in `after`: a pretrain stage with "
+                                      "backend=hf or a convert stage (whose checkpoints it scores)", stage=name,
+                                      key=f"{key}.after"))
+        elif st["tasks"] != 1:
+            errors.append(ConfigError(f"must be 1 (one evaluation task per training run), got {st['tasks']}",
+                                      stage=name, key=f"{key}.tasks"))
+        ev = st["evaluate"]
+        if not ev["suite"] and not ev["tasks"]:
+            errors.append(ConfigError("nothing to evaluate: set evaluate.suite (demo) or evaluate.tasks", stage=name,
+                                      key=f"{key}.evaluate"))
+        if ev["suite"] not in (None, "demo"):
+            errors.append(ConfigError(f"unknown suite {ev['suite']!r} (demo, or null)", stage=name,
+                                      key=f"{key}.evaluate.suite"))
+        for i, t in enumerate(ev["tasks"]):
+            missing = [k for k in ("name", "kind", "path") if not t.get(k)]
+            if missing:
+                errors.append(ConfigError(f"a task needs {', '.join(missing)}", stage=name,
+                                          key=f"{key}.evaluate.tasks.{i}"))
     elif kind == "convert":
         parents = [p for p in st["after"] if p in stages_cfg]
         if len(parents) != 1 or stages_cfg[parents[0]]["kind"] != "pretrain" \

@@ -8,7 +8,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
-from . import snapshot
+from . import pretrain, snapshot
 from .arrays import array_spec, group_by_chunk
 from .plan import Plan, StagePlan
 
@@ -125,16 +125,20 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
         "campaign": plan.campaign or run_id,
     }
-    if stage.kind in ("preprocess", "pretrain"):  # {input:<stage>} folders are keyed by that stage's hash
+    if stage.kind in ("preprocess", "pretrain", "evaluate"):  # {input:<stage>} folders are keyed by that stage's hash
         spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}
     if multi_process(stage):
         spec["resources"] = stage.resources
         spec["rdzv_port_base"] = plan.cluster.get("rdzv_port_base", 20000)
     if stage.kind == "pretrain":
-        from . import pretrain
-
         spec["schedules"] = [pretrain.schedule(p["train"]) for p in stage.payloads]
-        spec["points"] = plan.points  # each run's overrides (data=raw seed=2), into its result
+        spec["overrides"] = plan.points  # each run's overrides (data=raw seed=2), into its result
+    if stage.kind == "evaluate":  # what it scores: the parent's checkpoints, and which variant each run is
+        parent = plan.stages[stage.deps[0].parent]
+        source = plan.stages[parent.deps[0].parent] if parent.kind == "convert" else parent
+        spec.update(parent_kind=parent.kind, parent_hash=parent.hash, overrides=plan.points,
+                    seeds=[p["train"]["seed"] for p in source.payloads],
+                    schedules=[pretrain.schedule(p["train"]) for p in source.payloads])
     if stage.kind == "convert":
         spec["parent_train"] = plan.stages[stage.deps[0].parent].payloads[0]["train"]
     return spec
@@ -145,7 +149,7 @@ def nanotron_configs(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -
     checkpoints folder as resume_checkpoint_path so every requeue resumes from latest.txt."""
     from jobs import pretrain as jobs_pretrain
 
-    from . import nanotron_config, pretrain
+    from . import nanotron_config
 
     spec = stage_spec(plan, stage, run_dir, run_id)
     out = {}

@@ -15,6 +15,7 @@ class EdgeKind(str, Enum):
     afterany = "afterany"  # all parent tasks ended, whatever their state
     afternotok = "afternotok"  # run only if some parent task failed (cleanup, alerts)
     aftercorr = "aftercorr"  # task i waits for task i of the parent (arrays of equal size)
+    after = "after"  # the parent has started: run alongside it (an evaluation that follows training)
 
 
 class StageKind(str, Enum):
@@ -25,6 +26,7 @@ class StageKind(str, Enum):
     pretrain = "pretrain"  # train a model (`train`): nanotron on GPUs, or transformers' Trainer (backend hf)
     torchrun = "torchrun"  # any script under torchrun, one per node, c10d rendezvous on the first node
     convert = "convert"  # nanotron checkpoints of the parent pretrain stage -> Hugging Face format
+    evaluate = "evaluate"  # lighteval on every checkpoint of the parent training (or convert) stage, once
 
 
 class TrainBackend(str, Enum):
@@ -176,6 +178,21 @@ class Launch:
 
 
 @dataclass
+class Evaluate:
+    """kind=evaluate: one array task per sweep point scores every complete checkpoint of the parent
+    stage (pretrain with backend hf, or convert) exactly once. With `after: {train: after}` it
+    follows training as checkpoints appear and ends when training has ended (whatever its state)."""
+
+    suite: Optional[str] = "demo"  # built-in held-out tasks (jobs/eval_tasks.py); null: only `tasks`
+    # More tasks: {name, kind: multiple_choice | perplexity, path: <jsonl>, metric, random_baseline,
+    # higher_is_better} (formats in jobs/eval_tasks.py).
+    tasks: List[Dict[str, Any]] = field(default_factory=list)
+    poll_s: float = 20.0  # how often a following evaluation looks for new checkpoints
+    batch_size: int = 8
+    max_samples: Optional[int] = None  # per task; null: all
+
+
+@dataclass
 class Stage:
     kind: StageKind = MISSING
     tasks: int = 1  # array tasks per sweep point
@@ -194,6 +211,7 @@ class Stage:
     minhash: Minhash = field(default_factory=Minhash)
     train: Train = field(default_factory=Train)  # kind=pretrain
     launch: Launch = field(default_factory=Launch)  # kind=torchrun
+    evaluate: Evaluate = field(default_factory=Evaluate)  # kind=evaluate
     env: Dict[str, str] = field(default_factory=dict)  # extra environment for this stage's tasks
     resources: Resources = field(default_factory=Resources)
     requeue: Requeue = field(default_factory=Requeue)
@@ -253,6 +271,7 @@ class Cluster:
     gpu_peak_tflops: float = 989.0
     expected_mfu: float = 0.35
     rdzv_port_base: int = 20000  # torchrun rendezvous port = base + job id % 10000
+    notify_url: Optional[str] = None  # `launcher schedule`: a webhook POSTed when a scheduled firing fails
 
 
 @dataclass

@@ -1,0 +1,157 @@
+"""kind=evaluate: score every complete checkpoint of one training run (this task's sweep point) with
+lighteval, each exactly once.
+
+The task follows training: it starts when training starts (`after`), evaluates each checkpoint
+as its completion marker appears, and ends once training has ended, in whatever state (a failed
+run still gets its last checkpoints scored). Each result is one file, written atomically,
+stages/<stage>/evals/<point>/step-<N>.json: a checkpoint with a result is never scored again, so
+a requeued trainer, a restarted evaluation or a rerun never adds a second result, and a missed
+checkpoint is back-filled. A checkpoint without its marker (partial) or saved on a stop signal
+(off the token interval) is never scored. At the end the run's rows go to out/<point>/0/results.csv
+(the table `launcher report` reads). Standard library at import; lighteval is imported when used.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from . import layout
+
+MARKER = "launcher-complete.json"
+COLUMNS = ("campaign", "run_id", "point", "variant", "seed", "step", "tokens", "task", "metric", "value", "stderr",
+           "random_baseline", "higher_is_better")
+
+
+def results_dir(run_dir: Path, stage: str, point: int) -> Path:
+    return layout.stage_dir(run_dir, stage) / "evals" / str(point)
+
+
+def checkpoints(spec: Dict[str, Any], point: int) -> List[Tuple[int, Path]]:
+    """(step, folder) of the parent's complete checkpoints on the token interval, oldest first."""
+    parent = spec["parents"][0]
+    folder = layout.checkpoint_dir(Path(spec["run_dir"]), parent, point)
+    if spec["parent_kind"] == "pretrain":  # hf backend: checkpoint-N with a marker whose files are intact
+        from .train_hf import scan_checkpoints
+
+        complete, _ = scan_checkpoints(folder)
+        return [(s, p) for s, p in complete if (layout.read_json(p / MARKER, {}) or {}).get("reason") != "stop"]
+    # convert: <step>/ Hugging Face folders, each with its marker
+    return sorted((int(d.name), d) for d in (folder.iterdir() if folder.is_dir() else ())
+                  if d.name.isdigit() and (d / MARKER).is_file())
+
+
+def training_ended(spec: Dict[str, Any], point: int) -> bool:
+    """The parent's task for this point has a completion or failure marker, or (on Slurm) it is no
+    longer in the queue: SIGKILLed or cancelled work leaves no marker."""
+    run_dir, parent = Path(spec["run_dir"]), spec["parents"][0]
+    for suffix in ("done", "failed"):
+        if layout.marker_path(run_dir, parent, spec["parent_hash"], point, suffix).exists():
+            return True
+    if spec["backend"] != "slurm":
+        return False
+    jobs = [json.loads(line) for line in (run_dir / "submissions.jsonl").read_text().splitlines() if line.strip()]
+    mine = [j for j in jobs if j.get("stage") == parent and point in j.get("tasks", ()) and "job_id" in j]
+    if not mine:
+        return False  # not submitted yet (a resume on its way)
+    job = mine[-1]
+    index = point - (job.get("offset") or 0)
+    out = subprocess.run(["squeue", "-h", "-r", "-j", str(job["job_id"]), "-o", "%i"], capture_output=True, text=True,
+                         timeout=60)
+    if out.returncode != 0:
+        return False  # the controller did not answer: ask again next round
+    return f"{job['job_id']}_{index}" not in out.stdout.split()
+
+
+def variant(overrides: List[List[str]], point: int) -> str:
+    """The overrides that tell this run's data variant from the others (the seed aside)."""
+    varying = {o for p in overrides for o in p if any(o not in q for q in overrides)}
+    return " ".join(o for o in overrides[point] if o in varying and not o.startswith("seed=")) or "all"
+
+
+def run(task) -> Dict[str, Any]:
+    from . import eval_tasks
+    from .lighteval_run import evaluate
+
+    spec, ev, point = task.spec, task.payload["evaluate"], task.point
+    stage_dir = layout.stage_dir(task.run_dir, task.stage)
+    tasks = list(ev["tasks"])
+    if ev["suite"] == "demo":
+        tasks = list(eval_tasks.write_tasks(stage_dir / "tasks" / "demo").values()) + tasks
+    out_dir = results_dir(task.run_dir, task.stage, point)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokens_per_step = spec["schedules"][point]["tokens_per_step"]
+    log = task_log
+    log(f"evaluate: point {point} ({variant(spec['overrides'], point)}, seed {spec['seeds'][point]}), tasks "
+        f"{', '.join(t['name'] for t in tasks)}; following {spec['parents'][0]}")
+    while True:
+        ended = training_ended(spec, point)  # before listing: a checkpoint written just before the end counts
+        todo = [(s, p) for s, p in checkpoints(spec, point) if not (out_dir / f"step-{s}.json").exists()]
+        for step, folder in todo:
+            if task.ctx.should_stop():
+                task.ctx.requeue()
+            t0 = time.time()
+            metrics = evaluate(str(folder), tasks, str(stage_dir / "work" / str(point) / str(step)),
+                               batch_size=ev["batch_size"], max_samples=ev["max_samples"], log=log)
+            tokens = (layout.read_json(folder / MARKER, {}) or {}).get("tokens") or step * tokens_per_step
+            layout.atomic_write_json(out_dir / f"step-{step}.json", {
+                "campaign": spec["campaign"], "run_id": spec["run_id"], "point": point,
+                "variant": variant(spec["overrides"], point), "seed": spec["seeds"][point], "step": step,
+                "tokens": tokens, "checkpoint": str(folder), "metrics": metrics, "tasks": tasks,
+                "seconds": round(time.time() - t0, 2), "job_id": task.job_id})
+            log(f"evaluate: step {step} ({tokens:,} tokens) scored in {time.time() - t0:.1f} s: "
+                + ", ".join(f"{t}/{m}={v:.4f}" for t, ms in metrics.items() for m, v in ms.items()
+                            if not m.endswith("_stderr") and isinstance(v, (int, float))))
+        if ended and not todo:
+            break
+        if not todo:
+            deadline = time.time() + ev["poll_s"]
+            while time.time() < deadline and not task.ctx.should_stop():
+                time.sleep(0.5)
+            if task.ctx.should_stop():
+                task.ctx.requeue()
+    steps = write_table(out_dir, task.ctx.output_dir / "results.csv")
+    log(f"evaluate: {len(steps)} checkpoint(s) scored: steps {steps}")
+    return {"point": point, "steps": steps, "results": str(out_dir)}
+
+
+def rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One result file → the report's rows (one per task and metric)."""
+    specs = {t["name"]: t for t in result["tasks"]}
+    out = []
+    for name, metrics in result["metrics"].items():
+        for metric, value in metrics.items():
+            if metric.endswith("_stderr"):
+                continue
+            t = specs.get(name, {})
+            out.append({"campaign": result["campaign"], "run_id": result["run_id"], "point": result["point"],
+                        "variant": result["variant"], "seed": result["seed"], "step": result["step"],
+                        "tokens": result["tokens"], "task": name, "metric": metric, "value": value,
+                        "stderr": metrics.get(metric + "_stderr"), "random_baseline": t.get("random_baseline"),
+                        "higher_is_better": t.get("higher_is_better", True)})
+    return out
+
+
+def write_table(results: Path, csv_path: Path) -> List[int]:
+    """Every result file of a point → one CSV (written to a temporary name, then renamed)."""
+    files = sorted(results.glob("step-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for p in files:
+            for row in rows(json.loads(p.read_text())):
+                w.writerow(row)
+    os.replace(tmp, csv_path)
+    return [int(p.stem.split("-")[1]) for p in files]
+
+
+def task_log(msg: str) -> None:
+    from .task import log
+
+    log(msg)
