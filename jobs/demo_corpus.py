@@ -9,13 +9,20 @@ Every document carries its ground truth in `metadata.kind` (and `metadata.dup_of
 so a test can check what each filter removed. Deterministic for a given seed and Python version.
 Standard library only: `launcher demo-corpus` runs it on the login node.
 
+Held out: a paragraph whose text hashes to 0 mod 10 (`is_held_out`, sha1 of its UTF-8 text; ~10%) is
+never written into any corpus, so evaluation data made from `held_out_paragraphs()` (jobs/eval_tasks.py;
+those of them that share no 10-word run with a training paragraph) is unseen by every model trained on
+the demo corpus, whatever the seed or size.
+
   python -m jobs.demo_corpus OUT_DIR [--docs 1200] [--shards 4] [--seed 0]
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -27,6 +34,7 @@ from pathlib import Path
 # The share of each kind; clean documents fill the rest.
 SHARES = {"foreign": 0.15, "spam": 0.15, "near_dup": 0.10}
 FOREIGN_TEXT = Path(__file__).with_name("demo_text") / "foreign.txt"
+HELD_OUT_OVERLAP = 10  # words: a reserved paragraph sharing this many in a row with training text is dropped
 
 
 def _unwrap(docstring: str) -> list[str]:
@@ -46,8 +54,36 @@ def _unwrap(docstring: str) -> list[str]:
 
 
 def stdlib_paragraphs() -> list[str]:
-    """Prose paragraphs from the docstrings of the standard library, in a stable order."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+    """Prose paragraphs from the docstrings of the standard library, in a stable order (held-out ones too)."""
+    return list(_paragraphs_under(sysconfig.get_paths()["stdlib"]))
+
+
+def is_held_out(paragraph: str) -> bool:
+    """True for the ~10% of paragraphs reserved for evaluation: a stable hash of the text alone."""
+    return int(hashlib.sha1(paragraph.encode("utf-8")).hexdigest(), 16) % 10 == 0
+
+
+def held_out_paragraphs(overlap_words: int = HELD_OUT_OVERLAP) -> list[str]:
+    """The reserved paragraphs, in a stable order, less those that share a run of `overlap_words` words
+    with a training paragraph (the standard library repeats itself: one reserved paragraph lies whole
+    inside another docstring), so no part of one ever appears in a demo corpus."""
+    def runs(text: str) -> set:
+        w = text.split()
+        return {tuple(w[i:i + overlap_words]) for i in range(len(w) - overlap_words + 1)}
+
+    seen = set().union(*(runs(p) for p in training_paragraphs()))
+    return [p for p in stdlib_paragraphs() if is_held_out(p) and not runs(p) & seen]
+
+
+def training_paragraphs() -> list[str]:
+    """The paragraphs the demo corpus's clean documents are made of."""
+    return [p for p in stdlib_paragraphs() if not is_held_out(p)]
+
+
+@functools.lru_cache(maxsize=4)
+def _paragraphs_under(stdlib: str) -> tuple[str, ...]:
+    """Scanning the standard library takes ~7 s: once per process and root."""
+    root = Path(stdlib)
     seen, out = set(), []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).parts
@@ -64,7 +100,7 @@ def stdlib_paragraphs() -> list[str]:
                     if p not in seen:
                         seen.add(p)
                         out.append(p)
-    return out
+    return tuple(out)
 
 
 def foreign_paragraphs() -> dict[str, list[str]]:
@@ -142,7 +178,7 @@ def _near_dup(rng: random.Random, original: str) -> str:
 def make_corpus(out_dir: Path, docs: int = 1200, shards: int = 4, seed: int = 0) -> dict:
     """Write `shards` jsonl.gz files of `docs` documents (shuffled) into out_dir; return the counts."""
     rng = random.Random(seed)
-    pool = stdlib_paragraphs()
+    pool = training_paragraphs()
     langs = foreign_paragraphs()
     n = {k: int(docs * share) for k, share in SHARES.items()}
     n["clean"] = docs - sum(n.values())
