@@ -48,7 +48,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     run([CPU_PYTHON, HELPER, "data", str(work / "data")], env)
     info = json.loads((work / "data" / "data.json").read_text())
-    overrides = ["pipeline=train", "cluster=local", "wait=true", f"pipeline.vars.data={info['a']}",
+    overrides = ["pipeline=train", "cluster=local", "wait=true", "~pipeline.stages.evaluate",
+                 f"pipeline.vars.data={info['a']}",
                  f"pipeline.vars.tokenizer={info['tokenizer']}", f"pipeline.vars.tokens={args.tokens}",
                  f"pipeline.vars.checkpoint_every_tokens={args.tokens // 4}"]
     rows, samples = [], {"launcher": [], "direct": []}

@@ -94,7 +94,7 @@ def test_report_table_matches_the_raw_results(campaign):
                 finals.setdefault(r["variant"], []).append(r["metrics"][task][metric])
         stds = [statistics.stdev(v) for v in finals.values() if len(v) > 1]
         assert s["seed_std"] == pytest.approx(statistics.mean(stds), rel=1e-6)
-    assert list(out.glob("*.png")), "no plot"
+    assert len(list(out.glob("plots/*.png"))) == len(signal)  # one plot per metric
 
 
 def test_the_filtered_variant_is_ahead_on_held_out_clean_text(campaign):
@@ -119,11 +119,10 @@ def test_an_invalid_checkpoint_fails_only_its_evaluation_task(dcli, dev_slurm, c
     subprocess.run([str(cpu_python), str(ROOT / "tests" / "integration" / "hf_train_helper.py"), "data", str(data)],
                    check=True, capture_output=True, timeout=600)
     info = json.loads((data / "data.json").read_text())
-    evaluate = ("+pipeline.stages.evaluate={kind: evaluate, after: {train: after}, "
-                "evaluate: {suite: demo, poll_s: 2, max_samples: 20}, resources: {time: '00:30:00', mem_gb: 3}}")
     dcli("run", "-m", "pipeline=train", "cluster=dev", "seed=1,2", f"pipeline.vars.data={info['a']}",
          f"pipeline.vars.tokenizer={info['tokenizer']}", "pipeline.vars.tokens=32768",
-         "pipeline.vars.checkpoint_every_tokens=16384", evaluate)
+         "pipeline.vars.checkpoint_every_tokens=16384", "pipeline.stages.evaluate.evaluate.poll_s=2",
+         "pipeline.stages.evaluate.evaluate.max_samples=20")
     assert dcli.wait(timeout=600)["state"] == "COMPLETED"
     run = dcli.run_dir()
     before = results(run)
