@@ -74,7 +74,7 @@ def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
     tokenizer_size: the tokenizer's length when the login node can know it."""
     key = f"pipeline.stages.{name}"
     train, r = st["train"], st["resources"]
-    model, par, k = train["model"], train["parallelism"], f"{key}.train"
+    model, par = train["model"], train["parallelism"]
 
     def bad(sub: str, msg: str) -> None:
         errors.append(ConfigError(msg, stage=name, key=f"{key}.{sub}"))

@@ -51,6 +51,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from jobs.layout import atomic_write_json
+
 from .errors import LauncherError
 
 TAG = "# launcher-schedule:"
@@ -584,12 +586,6 @@ def _append(path: Path, record: dict) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def notify(url: str, payload: dict, timeout: float = NOTIFY_TIMEOUT_S) -> Optional[str]:
     """POST payload as JSON; None on success, else why it failed (never raises)."""
     import urllib.request
@@ -634,7 +630,7 @@ def fire(name: str, sdir: Path, launcher_args: List[str], notify_url: Optional[s
     try:
         running = {"schedule": name, "start": start, "start_ts": t0, "job_id": job_id, "host": host,
                    "pid": os.getpid(), "args": launcher_args}
-        _write_atomic(sdir / "running.json", running)
+        atomic_write_json(sdir / "running.json", running)
         settings = _read_json(sdir / "schedule.json") or {}
         notify_url = notify_url or settings.get("notify_url")
         env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "200")}  # no wrapped "run ..." lines

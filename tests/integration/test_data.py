@@ -16,7 +16,7 @@ import pytest
 from jobs import layout
 from jobs.demo_corpus import make_corpus
 
-from conftest import CLI, ROOT, slurm
+from conftest import CLI, slurm
 
 pytestmark = pytest.mark.slow
 DOCS = 600  # 360 clean, 90 foreign, 90 spam, 60 near-duplicates

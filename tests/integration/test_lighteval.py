@@ -174,7 +174,7 @@ def test_check_spec_and_load_rows_name_the_problem(tmp_path):
                           ("[1, 2]", "not a JSON object"), ("{oops", "is not JSON")):
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"query": "Q", "choices": [" a", " b"], "gold": 0}\n' + line + "\n")
-        with pytest.raises(ValueError, match=rf"bad\.jsonl:2") as e:
+        with pytest.raises(ValueError, match=r"bad\.jsonl:2") as e:
             eval_tasks.load_rows({**s, "path": str(bad)})
         assert problem in str(e.value)
     text = tmp_path / "text.jsonl"

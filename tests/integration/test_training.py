@@ -5,7 +5,6 @@ and ends exactly where an uninterrupted run with the same seed ends."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
