@@ -45,14 +45,17 @@ def checkpoints(spec: Dict[str, Any], point: int) -> List[Tuple[int, Path]]:
                   if d.name.isdigit() and (d / MARKER).is_file())
 
 
-def training_ended(spec: Dict[str, Any], point: int) -> bool:
-    """The parent's task for this point has a completion or failure marker, or (on Slurm) it is no
-    longer in the queue: SIGKILLed or cancelled work leaves no marker."""
+SQUEUE_EVERY_S = 120  # markers are read every poll; the controller is asked at most this often per task
+
+
+def training_ended(spec: Dict[str, Any], point: int, ask_slurm: bool = True) -> bool:
+    """The parent's task for this point has a completion or failure marker, or (on Slurm, when
+    ask_slurm) it is no longer in the queue: SIGKILLed or cancelled work leaves no marker."""
     run_dir, parent = Path(spec["run_dir"]), spec["parents"][0]
     for suffix in ("done", "failed"):
         if layout.marker_path(run_dir, parent, spec["parent_hash"], point, suffix).exists():
             return True
-    if spec["backend"] != "slurm":
+    if spec["backend"] != "slurm" or not ask_slurm:
         return False
     jobs = [json.loads(line) for line in (run_dir / "submissions.jsonl").read_text().splitlines() if line.strip()]
     mine = [j for j in jobs if j.get("stage") == parent and point in j.get("tasks", ()) and "job_id" in j]
@@ -88,8 +91,11 @@ def run(task) -> Dict[str, Any]:
     log = task_log
     log(f"evaluate: point {point} ({variant(spec['overrides'], point)}, seed {spec['seeds'][point]}), tasks "
         f"{', '.join(t['name'] for t in tasks)}; following {spec['parents'][0]}")
+    asked = 0.0
     while True:
-        ended = training_ended(spec, point)  # before listing: a checkpoint written just before the end counts
+        ask = time.time() - asked >= SQUEUE_EVERY_S
+        asked = time.time() if ask else asked
+        ended = training_ended(spec, point, ask)  # before listing: a checkpoint written just before the end counts
         todo = [(s, p) for s, p in checkpoints(spec, point) if not (out_dir / f"step-{s}.json").exists()]
         for step, folder in todo:
             if task.ctx.should_stop():
