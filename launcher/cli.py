@@ -328,6 +328,15 @@ def cmd_runs(args) -> int:
                   time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.get("created", 0))),
                   str(len(m.get("points", []))), str(len(run.submissions())))
     console.print(t)
+    # Scheduled firings that failed (they may have failed before making a run: a config error).
+    from .schedule import read_history
+
+    for sdir in sorted((root / "schedules").glob("*/")):
+        last = next((h for h in reversed(read_history(sdir)) if h.get("status") != "skipped"), None)
+        if last and last.get("exit_code") not in (0, None):
+            console.print(f"[red]schedule {sdir.name}: last firing at {last.get('start')} exited "
+                          f"{last['exit_code']}[/]" + (f" (run {last['run_id']})" if last.get("run_id") else "")
+                          + f"; log {sdir / 'scron.log'}")
     return 0
 
 

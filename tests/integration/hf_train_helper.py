@@ -24,6 +24,25 @@ sys.path.insert(0, str(ROOT))
 
 EOS = "<|endoftext|>"
 
+
+def tiny_train(steps: int, every: int, seq_len: int, micro_batch: int, grad_accum: int = 1, max_positions: int = 64,
+               log_every: int = 5) -> dict:
+    """A `train` config (launcher/schema.py Train, resolved) for a 2-layer, hidden-32 Llama: tests only."""
+    per_step = seq_len * micro_batch * grad_accum
+    return {
+        "backend": "hf",
+        "model": {"name": "test", "hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4,
+                  "num_kv_heads": 2, "vocab_size": None, "max_position_embeddings": max_positions,
+                  "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_embeddings": True, "init_std": 0.02,
+                  "num_experts": 0, "experts_top_k": 2, "moe_intermediate_size": None},
+        "tokens": steps * per_step, "seq_len": seq_len, "micro_batch": micro_batch, "grad_accum": grad_accum,
+        "checkpoint_every_tokens": every * per_step, "seed": 1, "data": {}, "tokenizer": "", "dtype": "bfloat16",
+        "optimizer": {"lr": 3e-3, "min_lr": 3e-4, "schedule": "cosine", "warmup_steps": 4, "decay_fraction": 0.2,
+                      "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "clip_grad": 1.0,
+                      "zero_stage": 0},
+        "parallelism": {}, "log_every_steps": log_every,
+    }
+
 TOPICS = {
     "a": ("river mountain forest valley stone bridge village harbour meadow lantern orchard castle garden tower "
           "cloud winter summer evening morning traveller shepherd miller baker").split(),

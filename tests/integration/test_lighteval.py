@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hf_train_helper import tiny_train
 
 from jobs import eval_tasks
 
@@ -22,18 +23,7 @@ HELPER = Path(__file__).with_name("eval_helper.py")
 SAMPLES = 200
 
 # 60 steps of 4 x 64 = 256 tokens, a checkpoint every 20 steps; a context of 256 holds every held-out paragraph
-TRAIN = {
-    "backend": "hf",
-    "model": {"name": "test", "hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4,
-              "num_kv_heads": 2, "vocab_size": None, "max_position_embeddings": 256, "rope_theta": 10000.0,
-              "rms_norm_eps": 1e-5, "tie_embeddings": True, "init_std": 0.02, "num_experts": 0, "experts_top_k": 2,
-              "moe_intermediate_size": None},
-    "tokens": 60 * 256, "seq_len": 64, "micro_batch": 4, "grad_accum": 1, "checkpoint_every_tokens": 20 * 256,
-    "seed": 1, "data": {}, "tokenizer": "", "dtype": "bfloat16",
-    "optimizer": {"lr": 3e-3, "min_lr": 3e-4, "schedule": "cosine", "warmup_steps": 4, "decay_fraction": 0.2,
-                  "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "clip_grad": 1.0, "zero_stage": 0},
-    "parallelism": {}, "log_every_steps": 10,
-}
+TRAIN = tiny_train(steps=60, every=20, seq_len=64, micro_batch=4, max_positions=256, log_every=10)
 
 
 @pytest.fixture(scope="module")

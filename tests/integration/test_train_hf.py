@@ -15,22 +15,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hf_train_helper import tiny_train
 
 HELPER = Path(__file__).with_name("hf_train_helper.py")
 
 # 40 steps of 2 x 2 x 32 = 128 tokens, a checkpoint every 10 steps
-TRAIN = {
-    "backend": "hf",
-    "model": {"name": "test", "hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4,
-              "num_kv_heads": 2, "vocab_size": None, "max_position_embeddings": 64, "rope_theta": 10000.0,
-              "rms_norm_eps": 1e-5, "tie_embeddings": True, "init_std": 0.02, "num_experts": 0, "experts_top_k": 2,
-              "moe_intermediate_size": None},
-    "tokens": 40 * 128, "seq_len": 32, "micro_batch": 2, "grad_accum": 2, "checkpoint_every_tokens": 10 * 128,
-    "seed": 1, "data": {}, "tokenizer": "", "dtype": "bfloat16",
-    "optimizer": {"lr": 3e-3, "min_lr": 3e-4, "schedule": "cosine", "warmup_steps": 4, "decay_fraction": 0.2,
-                  "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "clip_grad": 1.0, "zero_stage": 0},
-    "parallelism": {}, "log_every_steps": 5,
-}
+TRAIN = tiny_train(steps=40, every=10, seq_len=32, micro_batch=2, grad_accum=2)
 STOP_AT = 17
 
 

@@ -29,3 +29,16 @@ def test_help_lists_every_verb(capsys):
 def test_unknown_run_is_a_clear_error(tmp_path, capsys):
     assert main(["status", "nope", "--root", str(tmp_path)]) == 1
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_runs_shows_scheduled_firings_that_failed(tmp_path, capsys):
+    for name, code in (("nightly", 1), ("hourly", 0)):
+        sdir = tmp_path / "schedules" / name
+        sdir.mkdir(parents=True)
+        history = [{"status": "done", "start": "2026-11-23T02:00:00", "exit_code": code},
+                   {"status": "skipped", "start": "2026-11-23T02:05:00", "exit_code": 0}]
+        (sdir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "schedule nightly: last firing at 2026-11-23T02:00:00 exited 1" in out
+    assert "hourly" not in out
