@@ -35,10 +35,11 @@ Standard library only at import: the login node can write and check these files.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from pathlib import Path
+
+from .layout import atomic_write_text
 
 KINDS = {
     "multiple_choice": {"metrics": ("acc_norm", "acc"), "fields": ("query", "choices", "gold")},
@@ -65,11 +66,9 @@ def _halves(paragraph: str) -> tuple[str, str]:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    # Every evaluation task of a run writes the same files at the same time: each through its own
+    # temporary name (identical content, so whichever rename lands last is right).
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def spec(name: str, kind: str, path: str | Path, metric: str | None = None,
@@ -116,7 +115,7 @@ def write_tasks(out_dir: str | Path, n: int = 200, seed: int = 0) -> dict:
     }
     for s in specs.values():
         s["samples"] = len(picked)
-    (out / "tasks.json").write_text(json.dumps(specs, indent=1) + "\n")
+    atomic_write_text(out / "tasks.json", json.dumps(specs, indent=1) + "\n")
     return specs
 
 
