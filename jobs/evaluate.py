@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from . import layout
+from .pretrain import task_log
 
 MARKER = "launcher-complete.json"
 COLUMNS = ("campaign", "run_id", "point", "variant", "seed", "step", "tokens", "task", "metric", "value", "stderr",
@@ -155,9 +156,3 @@ def write_table(results: Path, csv_path: Path) -> List[int]:
                 w.writerow(row)
     os.replace(tmp, csv_path)
     return [int(p.stem.split("-")[1]) for p in files]
-
-
-def task_log(msg: str) -> None:
-    from .task import log
-
-    log(msg)
