@@ -11,6 +11,11 @@ class Requeue(Exception):
     """Raised (by ctx.requeue()) after the task saved its state: requeue me and continue later."""
 
 
+class Cancel(Exception):
+    """This task cannot do its work because what it waits on failed: end it as cancelled, not failed
+    (what waits on it is then cancelled too, as Slurm does for a failed dependency)."""
+
+
 @dataclass
 class TaskContext:
     run_dir: Path

@@ -215,6 +215,12 @@ def make_corpus(out_dir: Path, docs: int = 1200, shards: int = 4, seed: int = 0)
     return counts
 
 
+def stage(ctx) -> dict:
+    """kind=python target: the corpus into the task's output folder (params docs, shards, seed)."""
+    p = ctx.params or {}
+    return make_corpus(ctx.output_dir, int(p.get("docs", 1200)), int(p.get("shards", 4)), int(p.get("seed", 0)))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.demo_corpus", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", type=Path)

@@ -15,15 +15,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from . import layout
+from .checkpoints import MARKER
 from .pretrain import task_log
 
-MARKER = "launcher-complete.json"
 COLUMNS = ("campaign", "run_id", "point", "variant", "seed", "step", "tokens", "task", "metric", "value", "stderr",
            "random_baseline", "higher_is_better")
 
@@ -36,8 +35,8 @@ def checkpoints(spec: Dict[str, Any], point: int) -> List[Tuple[int, Path]]:
     """(step, folder) of the parent's complete checkpoints on the token interval, oldest first."""
     parent = spec["parents"][0]
     folder = layout.checkpoint_dir(Path(spec["run_dir"]), parent, point)
-    if spec["parent_kind"] == "pretrain":  # hf backend: checkpoint-N with a marker whose files are intact
-        from .train_hf import scan_checkpoints
+    if spec["parent_kind"] in ("pretrain", "align"):  # Trainer's checkpoint-N, with a marker, files intact
+        from .checkpoints import scan as scan_checkpoints
 
         complete, _ = scan_checkpoints(folder)
         return [(s, p) for s, p in complete if (layout.read_json(p / MARKER, {}) or {}).get("reason") != "stop"]
@@ -50,25 +49,9 @@ SQUEUE_EVERY_S = 120  # markers are read every poll; the controller is asked at 
 
 
 def training_ended(spec: Dict[str, Any], point: int, ask_slurm: bool = True) -> bool:
-    """The parent's task for this point has a completion or failure marker, or (on Slurm, when
-    ask_slurm) it is no longer in the queue: SIGKILLed or cancelled work leaves no marker."""
-    run_dir, parent = Path(spec["run_dir"]), spec["parents"][0]
-    for suffix in ("done", "failed"):
-        if layout.marker_path(run_dir, parent, spec["parent_hash"], point, suffix).exists():
-            return True
-    if spec["backend"] != "slurm" or not ask_slurm:
-        return False
-    jobs = [json.loads(line) for line in (run_dir / "submissions.jsonl").read_text().splitlines() if line.strip()]
-    mine = [j for j in jobs if j.get("stage") == parent and point in j.get("tasks", ()) and "job_id" in j]
-    if not mine:
-        return False  # not submitted yet (a resume on its way)
-    job = mine[-1]
-    index = point - (job.get("offset") or 0)
-    out = subprocess.run(["squeue", "-h", "-r", "-j", str(job["job_id"]), "-o", "%i"], capture_output=True, text=True,
-                         timeout=60)
-    if out.returncode != 0:
-        return False  # the controller did not answer: ask again next round
-    return f"{job['job_id']}_{index}" not in out.stdout.split()
+    """The parent's task for this point has ended (layout.task_ended)."""
+    return layout.task_ended(Path(spec["run_dir"]), spec["parents"][0], spec["parent_hash"], point, spec["backend"],
+                             ask_slurm)
 
 
 def variant(overrides: List[List[str]], point: int) -> str:

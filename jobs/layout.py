@@ -18,6 +18,8 @@
     ckpt/<task>/            task checkpoint state, survives requeues (kind=pretrain: the
                             trainer's checkpoints: hf checkpoint-<N>/, nanotron <step>/ + latest.txt)
     nanotron/<point>/       kind=pretrain, backend nanotron: config.yaml, tokenizer/
+    accelerate/<point>.yaml kind=align: accelerate's launch config (rendered at submission)
+    endpoints/<point>.json  kind=serve: host, port, model once the server answers; `stopped` when it ends
     datatrove/<hash>/<point>/     kind=preprocess (datatrove) stages, one folder per config:
       output/                     what the stage writes, one file set per rank ({output})
       removed/<i>-<Block>/        documents block i (a filter) removed ({removed})
@@ -58,7 +60,11 @@ class Folders:
         self.run_dir = Path(spec["run_dir"])
 
     def of(self, stage: str, part: str) -> Path:
-        return datatrove_dir(self.run_dir, stage, self.spec["stage_hashes"][stage], self.point, part)
+        where = (self.spec.get("stage_outputs") or {}).get(stage, "datatrove")
+        if where == "datatrove" or part != "output":
+            return datatrove_dir(self.run_dir, stage, self.spec["stage_hashes"][stage], self.point, part)
+        # other kinds: the task's output folder (one task per point), or the point's (several)
+        return output_dir(self.run_dir, stage, self.point, 0 if where == "task" else None)
 
     def fill(self, node: Any) -> Any:
         return map_strings(node, lambda x: PLACEHOLDER.sub(lambda m: str(self._folder(*m.groups())), x))
@@ -121,6 +127,14 @@ def checkpoint_dir(run_dir: Path, stage: str, task: int) -> Path:
     return stage_dir(run_dir, stage) / "ckpt" / str(task)
 
 
+def accelerate_config(run_dir: Path, stage: str, point: int) -> Path:
+    return stage_dir(run_dir, stage) / "accelerate" / f"{point}.yaml"
+
+
+def endpoint_file(run_dir: Path, stage: str, point: int) -> Path:
+    return stage_dir(run_dir, stage) / "endpoints" / f"{point}.json"
+
+
 def nanotron_dir(run_dir: Path, stage: str, point: int) -> Path:
     """kind=pretrain, backend nanotron: config.yaml (rendered at submission) and tokenizer/."""
     return stage_dir(run_dir, stage) / "nanotron" / str(point)
@@ -152,3 +166,27 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return default
+
+
+def task_ended(run_dir: Path, stage: str, stage_hash: str, task: int, backend: str, ask_slurm: bool = True) -> bool:
+    """Another stage's task has a completion or failure marker, or (on Slurm, when ask_slurm) it is no
+    longer in the queue: SIGKILLed or cancelled work leaves no marker."""
+    import subprocess
+
+    for suffix in ("done", "failed"):
+        if marker_path(run_dir, stage, stage_hash, task, suffix).exists():
+            return True
+    if backend != "slurm" or not ask_slurm:
+        return False
+    ledger = Path(run_dir) / "submissions.jsonl"
+    jobs = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()] if ledger.exists() else []
+    mine = [j for j in jobs if j.get("stage") == stage and task in j.get("tasks", ()) and "job_id" in j]
+    if not mine:
+        return False  # not submitted yet (a resume on its way)
+    job = mine[-1]
+    index = task - (job.get("offset") or 0)
+    out = subprocess.run(["squeue", "-h", "-r", "-j", str(job["job_id"]), "-o", "%i"], capture_output=True, text=True,
+                         timeout=60)
+    if out.returncode != 0:
+        return False  # the controller did not answer: ask again next round
+    return f"{job['job_id']}_{index}" not in out.stdout.split()

@@ -21,10 +21,11 @@ import traceback
 from pathlib import Path
 
 from . import layout
-from .context import Requeue, TaskContext
+from .context import Cancel, Requeue, TaskContext
 from .targets import locate
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "run me again" for the local backend
+CANCEL_EXIT = 76  # "count me as cancelled" for the local backend (on Slurm the task scancels itself)
 
 
 def _env_int(*names: str, default: int = 0) -> int:
@@ -64,6 +65,7 @@ class Task:
             inputs={p: layout.output_dir(self.run_dir, p, self.point) for p in spec["parents"]},
             restart_count=self.restarts)
         self.child: subprocess.Popen | None = None
+        self.stop_file: Path | None = None  # set by kinds whose work learns of the stop signal from a file
 
     # -- signals -------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -75,7 +77,9 @@ class Task:
                 return
             log(f"caught {signal.Signals(signum).name}: time limit or preemption ahead, checkpointing")
             self.ctx.stop_requested.set()
-            if self.child is not None and self.child.poll() is None:
+            if self.stop_file is not None:
+                self.stop_file.touch()
+            elif self.child is not None and self.child.poll() is None:
                 os.killpg(self.child.pid, signum)  # the command gets the signal; it saves and exits
             # Work that ignores the request still gets requeued before Slurm kills it.
             # Daemon: a task that checkpointed and returned must not wait for this timer.
@@ -122,6 +126,14 @@ class Task:
         log(f"requeue {self.restarts + 1}/{limit}: scontrol requeue {self.job_id}")
         subprocess.run(["scontrol", "requeue", self.job_id], check=True, timeout=60)
         return REQUEUE_EXIT
+
+    def cancel_self(self) -> int:
+        if self.spec["backend"] == "local":
+            return CANCEL_EXIT
+        self.ctx.stop_requested.set()  # the SIGTERM scancel brings is expected
+        subprocess.run(["scancel", self.job_id], check=False, timeout=60)
+        time.sleep(30)  # Slurm ends the task; the exit code below is only seen if it did not
+        return CANCEL_EXIT
 
     # -- markers -------------------------------------------------------------------------------
     def write_failure(self, error: str, exit_code: int) -> None:
@@ -209,6 +221,17 @@ class Task:
         result = convert.run(self)
         (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
+    def run_align(self) -> None:
+        from . import align
+
+        align.run(self)  # the worker wrote result.json
+
+    def run_serve(self) -> None:
+        from . import serve
+
+        result = serve.run(self)
+        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
     def run_preprocess(self) -> None:
         from . import preprocess  # imports datatrove: only in the stage's environment
 
@@ -247,14 +270,23 @@ class Task:
             self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             self.tmp_out.mkdir(parents=True)
+            if self.spec.get("servers"):  # a client of a server: its endpoint first
+                from . import serve
+
+                serve.wait_for_servers(self)
             {"command": self.run_command, "python": self.run_python, "preprocess": self.run_preprocess,
-             "pretrain": self.run_pretrain, "torchrun": self.run_torchrun,
-             "convert": self.run_convert, "evaluate": self.run_evaluate}[self.spec["kind"]]()
+             "pretrain": self.run_pretrain, "torchrun": self.run_torchrun, "convert": self.run_convert,
+             "evaluate": self.run_evaluate, "align": self.run_align, "serve": self.run_serve}[self.spec["kind"]]()
             if self.rank == 0:
                 self.finish(started)
         except Requeue:
             running.unlink(missing_ok=True)
             return self.requeue()
+        except Cancel as e:
+            log(f"{self.stage}[{self.task}] cancelled: {e}")
+            running.unlink(missing_ok=True)
+            shutil.rmtree(self.tmp_out, ignore_errors=True)
+            return self.cancel_self()
         except BaseException as e:  # noqa: BLE001 - every failure must leave a failure marker
             self.write_failure("".join(traceback.format_exception(e)), exit_code=1)
             shutil.rmtree(self.tmp_out, ignore_errors=True)

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import layout
+from .checkpoints import MARKER, mark, resume_point, scan as scan_checkpoints
 
 EOS = "<|endoftext|>"  # the data stage's end-of-document token (jobs.data_blocks.EOS)
-MARKER = "launcher-complete.json"
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 EVAL_SAMPLES = 8  # final_loss: the first samples of the first data folder
 
 
@@ -192,59 +190,7 @@ def mean_loss(model, batch: dict) -> float:
     return float(out.loss.float().item())
 
 
-# -- checkpoints ------------------------------------------------------------------------------------
-def scan_checkpoints(ckpt_dir: Path) -> tuple[list[tuple[int, Path]], list[Path]]:
-    """(complete checkpoints as (step, path) by step, checkpoint-N folders that are not: no marker,
-    or files that differ in size from what the marker recorded at save time, i.e. corrupted)."""
-    complete, partial = [], []
-    if ckpt_dir.is_dir():
-        for p in ckpt_dir.iterdir():
-            m = CHECKPOINT.match(p.name)
-            if m and p.is_dir():
-                (complete.append((int(m.group(1)), p)) if intact(p) else partial.append(p))
-    return sorted(complete), sorted(partial)
-
-
-def file_sizes(path: Path) -> dict:
-    return {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*"))
-            if f.is_file() and f.name != MARKER}
-
-
-def intact(path: Path) -> bool:
-    """The marker exists and every file it lists has the size it had when it was written."""
-    try:
-        info = layout.read_json(path / MARKER)
-        if not isinstance(info, dict):
-            return False
-        return all((path / name).stat().st_size == size for name, size in info.get("files", {}).items())
-    except (OSError, ValueError):
-        return False
-
-
-def set_aside(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target, n = path.with_name(f"{path.name}.partial-{stamp}"), 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.partial-{stamp}-{n}")
-    os.replace(path, target)
-    return target
-
-
-def fsync_tree(path: Path) -> None:
-    """Flush a checkpoint's files to storage before its marker says it is whole."""
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            try:
-                fd = os.open(p, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError:
-                pass
-
-
+# -- checkpoints (jobs/checkpoints.py) -----------------------------------------------------------
 def last_logged_loss(log_history: list) -> float | None:
     for entry in reversed(log_history or []):
         if "loss" in entry:
@@ -274,12 +220,9 @@ def _callbacks(ctx, tokenizer, plan: dict, log: Callable[[str], Any]):
             path = Path(args.output_dir) / f"checkpoint-{step}"
             # Each checkpoint is a loadable HF model folder: evaluation scores them one by one.
             tokenizer.save_pretrained(str(path))
-            fsync_tree(path)
             reason = "final" if step >= max_steps else "interval" if interval and step % interval == 0 else "stop"
             loss = last_logged_loss(state.log_history)
-            layout.atomic_write_json(path / MARKER, {
-                "step": step, "tokens": step * tps, "loss": loss, "reason": reason, "max_steps": max_steps,
-                "time": time.time(), "files": file_sizes(path)})
+            mark(path, {"step": step, "tokens": step * tps, "loss": loss, "reason": reason, "max_steps": max_steps})
             log(f"checkpoint-{step} saved and marked complete ({reason}; {step * tps:,} tokens"
                 f"{'' if loss is None else f', loss {loss:.4f}'})")
             return control
@@ -362,12 +305,7 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
     # checkpoints: resume from the newest complete one; set incomplete ones aside
     ckpt_dir = Path(ctx.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    complete, partial = scan_checkpoints(ckpt_dir)
-    for p in partial:
-        why = "has no " + MARKER + " (interrupted while saving)" if not (p / MARKER).is_file() else \
-            "does not match the file sizes its marker recorded (corrupted)"
-        log(f"{p.name} {why}: moved aside to {set_aside(p).name}, not resumed from")
-    resume = complete[-1] if complete else None
+    resume = resume_point(ckpt_dir, log)
     if resume:
         info = layout.read_json(resume[1] / MARKER, {})
         log(f"resuming from checkpoint-{resume[0]} (step {resume[0]}, {info.get('tokens', resume[0] * tps):,} tokens)"

@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--docs", type=int, default=1200, help="documents (default 1200, ~0.5 MB gzipped)")
     dc.add_argument("--shards", type=int, default=4, help="jsonl.gz files (default 4)")
     dc.add_argument("--seed", type=int, default=0)
+    ep = with_run("endpoints", "the model servers of a run (kind=serve): URL, model, state (ready, starting, "
+                                "stopped, failed), checked with a /health request when ready")
+    ep.add_argument("--json", action="store_true", help="machine-readable output")
     sm = with_run("summary", "documents and tokens in, out and removed for every datatrove block of the run")
     sm.add_argument("--json", action="store_true", help="machine-readable output")
     ins = with_run("inspect", "sample documents a filter of a datatrove stage removed or kept")
@@ -152,8 +155,13 @@ def training_summaries(plan) -> list:
     """Layout, tokens/step, steps and estimated GPU-hours of each training stage and sweep point."""
     from .pretrain import describe, estimate
 
+    from .align import describe as describe_align
+
     out = []
     for s in plan.stages.values():
+        if s.kind in ("align", "serve"):
+            clients = [n for n, c in plan.stages.items() if any(d.parent == s.name and d.kind == "after" for d in c.deps)]
+            out.append(describe_align(s.name, s.kind, s.payloads[0], s.resources, clients))
         if s.kind != "pretrain":
             continue
         seen = set()
@@ -309,6 +317,32 @@ def cmd_demo_corpus(args) -> int:
     counts = make_corpus(args.out_dir, args.docs, args.shards, args.seed)
     print(f"wrote {counts['documents']} documents ({counts['bytes'] / 1e6:.1f} MB gzipped) in {args.shards} "
           f"shard(s) to {args.out_dir}: {counts['kinds']}")
+    return 0
+
+
+def cmd_endpoints(args) -> int:
+    import json
+
+    from rich.table import Table
+
+    from .display import console
+    from .endpoints import endpoints
+    from .rundir import resolve_run
+
+    rows = endpoints(resolve_run(args.run, args.root).path)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    t = Table(title="endpoints", title_justify="left")
+    for col in ("stage", "point", "state", "url", "model", "job", "since"):
+        t.add_column(col)
+    for r in rows:
+        color = {"ready": "green", "failed": "red", "unreachable": "red"}.get(r["state"], "yellow")
+        since = r.get("ready") or r.get("stopped") or r.get("started")
+        t.add_row(r["stage"], str(r["point"]), f"[{color}]{r['state']}[/]", r.get("url") or f"{r['host']}:{r['port']}",
+                  r.get("model", ""), str(r.get("job_id", "")),
+                  time.strftime("%H:%M:%S", time.localtime(since)) if since else "")
+    console.print(t if rows else "no serve stage of this run has started")
     return 0
 
 

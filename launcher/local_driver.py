@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 from filelock import FileLock
 
 from jobs import layout
-from jobs.task import REQUEUE_EXIT
+from jobs.task import CANCEL_EXIT, REQUEUE_EXIT
 
 from .arrays import expand
 from .plan import parse_time_min
@@ -179,6 +179,8 @@ class Driver:
                     continue
                 t.proc, t.exit, self.dirty = None, rc, True
                 if t.state == "cancelling":
+                    t.state = "cancelled"
+                elif rc == CANCEL_EXIT:  # the task found what it waits on failed (jobs.context.Cancel)
                     t.state = "cancelled"
                 elif rc == REQUEUE_EXIT:
                     t.state, t.restarts = "pending", t.restarts + 1

@@ -11,7 +11,7 @@ import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import pretrain, preprocess
+from . import align, pretrain, preprocess
 from .environments import resolve as resolve_environment
 from .errors import ConfigError, ConfigErrors
 from .schema import Model
@@ -24,7 +24,7 @@ STRUCTURAL_KEYS = ("kind", "tasks", "throttle", "after", "singleton", "resources
 PAYLOAD_KEYS = ("command", "target", "params", "env")
 # Per kind, what else a task needs (and the stage hash covers).
 KIND_KEYS = {"preprocess": ("blocks", "keep_removed"), "pretrain": ("train",), "torchrun": ("launch",),
-             "evaluate": ("evaluate",)}
+             "evaluate": ("evaluate",), "align": ("align",), "serve": ("serve",)}
 
 
 @dataclass
@@ -169,6 +169,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         cycle = e.args[1]
         errors.append(ConfigError(f"dependency cycle: {' -> '.join(reversed(cycle))}", stage=cycle[0],
                                   key=f"pipeline.stages.{cycle[0]}.after"))
+    align.check_clients(stages_cfg, errors)
     ancestors: Dict[str, set] = {}
     for name in order:
         ancestors[name] = set(graph[name]).union(*(ancestors[p] for p in graph[name]))
@@ -231,13 +232,18 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
         if st["resources"]["ntasks_per_node"] != 1:
             errors.append(ConfigError("must be 1: one torchrun per node starts the processes (launch.nproc_per_node)",
                                       stage=name, key=f"{key}.resources.ntasks_per_node"))
+    elif kind in ("align", "serve"):
+        (align.check_align if kind == "align" else align.check_serve)(name, st, errors)
+        preprocess.check_placeholders(name, st, align.placeholder_strings(name, st), ancestors, errors)
     elif kind == "evaluate":
         parents = [p for p in st["after"] if p in stages_cfg]
-        ok = len(parents) == 1 and (stages_cfg[parents[0]]["kind"] == "convert" or (
-            stages_cfg[parents[0]]["kind"] == "pretrain" and stages_cfg[parents[0]]["train"]["backend"] == "hf"))
+        parent = stages_cfg[parents[0]] if len(parents) == 1 else {}
+        ok = parent.get("kind") == "convert" or (parent.get("kind") == "pretrain" and parent["train"]["backend"] == "hf") \
+            or (parent.get("kind") == "align" and not parent["align"]["lora"]["enabled"])
         if not ok:
-            errors.append(ConfigError("kind=evaluate needs exactly one stage in `after`: a pretrain stage with "
-                                      "backend=hf or a convert stage (whose checkpoints it scores)", stage=name,
+            errors.append(ConfigError("kind=evaluate needs exactly one stage in `after` whose checkpoints are whole "
+                                      "models: a pretrain stage with backend=hf, a convert stage, or an align stage "
+                                      "without LoRA (adapter checkpoints are not models)", stage=name,
                                       key=f"{key}.after"))
         elif st["tasks"] != 1:
             errors.append(ConfigError(f"must be 1 (one evaluation task per training run), got {st['tasks']}",

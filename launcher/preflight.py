@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import preprocess, pretrain
+from . import align, preprocess, pretrain
 from .environments import interpreter_problems
 from .errors import ConfigError
 from .plan import Plan, StagePlan
@@ -114,6 +114,11 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
             for key, path in dict.fromkeys(kp for p in stage.payloads for kp in pretrain.local_inputs(stage.name, p)):
                 if not os.path.exists(path):
                     errors.append(ConfigError(f"{path} does not exist", stage=stage.name, key=key))
+        if stage.kind in ("align", "serve"):
+            for key, path in dict.fromkeys(kp for p in stage.payloads for kp in align.local_inputs(stage.name, stage.kind, p)):
+                problem = align.local_input_problem(key, path, stage.payloads[0])
+                if problem:
+                    errors.append(ConfigError(problem, stage=stage.name, key=key))
         if stage.kind == "command":
             commands = list(dict.fromkeys(p["command"] for p in stage.payloads))
             # One `bash -n` for all sweep points (each wrapped in a function); one per command only
@@ -179,6 +184,8 @@ def stage_targets(stage: StagePlan) -> List[tuple]:
             out.append((f"pipeline.stages.{stage.name}.target", payload["target"]))
         if stage.kind == "preprocess":
             out += preprocess.targets(stage.name, payload)
+        if stage.kind in ("align", "serve"):
+            out += align.targets(stage.name, stage.kind, payload)
     return list(dict.fromkeys(out))
 
 

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
+import yaml
+
 from jobs import layout
 
-from . import pretrain, snapshot
+from . import align, pretrain, snapshot
 from .arrays import array_spec, group_by_chunk
 from .plan import Plan, StagePlan
 
@@ -111,8 +113,8 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
 
 
 def multi_process(stage: StagePlan) -> bool:
-    """Stages whose tasks start torchrun on every node."""
-    return stage.kind in ("torchrun", "convert") or (
+    """Stages whose tasks start torchrun (or accelerate) on every node."""
+    return stage.kind in ("torchrun", "convert", "align") or (
         stage.kind == "pretrain" and stage.payloads[0]["train"]["backend"] == "nanotron")
 
 
@@ -125,8 +127,17 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
         "campaign": plan.campaign or run_id,
     }
-    if stage.kind in ("preprocess", "pretrain", "evaluate"):  # {input:<stage>} folders are keyed by that stage's hash
-        spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}
+    if stage.kind in ("preprocess", "pretrain", "evaluate", "align", "serve"):  # {input:<stage>} placeholders
+        spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}  # datatrove folders are keyed by hash
+        spec["stage_outputs"] = {n: "datatrove" if s.kind == "preprocess" else "task" if s.tasks_per_point == 1
+                                 else "tasks" for n, s in plan.stages.items()}
+    servers = [d.parent for d in stage.deps if plan.stages[d.parent].kind == "serve" and d.kind == "after"]
+    if servers:  # a client: waits for each server's endpoint before it runs
+        spec["servers"] = {p: {"hash": plan.stages[p].hash,
+                               "ready_timeout_s": plan.stages[p].payloads[0]["serve"]["ready_timeout_s"]} for p in servers}
+    if stage.kind == "serve":  # serves until these have ended (or serve.serve_s)
+        spec["clients"] = {n: {"hash": s.hash, "tasks_per_point": s.tasks_per_point} for n, s in plan.stages.items()
+                           if any(d.parent == stage.name and d.kind == "after" for d in s.deps)}
     if multi_process(stage):
         spec["resources"] = stage.resources
         spec["rdzv_port_base"] = plan.cluster.get("rdzv_port_base", 20000)
@@ -136,9 +147,13 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
     if stage.kind == "evaluate":  # what it scores: the parent's checkpoints, and which variant each run is
         parent = plan.stages[stage.deps[0].parent]
         source = plan.stages[parent.deps[0].parent] if parent.kind == "convert" else parent
-        spec.update(parent_kind=parent.kind, parent_hash=parent.hash, overrides=plan.points,
-                    seeds=[p["train"]["seed"] for p in source.payloads],
-                    schedules=[pretrain.schedule(p["train"]) for p in source.payloads])
+        if source.kind == "align":  # tokens come from each checkpoint's marker
+            seeds, schedules = [p["align"]["seed"] for p in source.payloads], [{"tokens_per_step": 0}] * source.points
+        else:
+            seeds = [p["train"]["seed"] for p in source.payloads]
+            schedules = [pretrain.schedule(p["train"]) for p in source.payloads]
+        spec.update(parent_kind=parent.kind, parent_hash=parent.hash, overrides=plan.points, seeds=seeds,
+                    schedules=schedules)
     if stage.kind == "convert":
         spec["parent_train"] = plan.stages[stage.deps[0].parent].payloads[0]["train"]
     return spec
@@ -176,6 +191,11 @@ def write_stage_files(plan: Plan, run_dir: Path, run_id: str, requests: List[Job
         if stage.kind == "pretrain" and stage.payloads[0]["train"]["backend"] == "nanotron":
             for point, text in nanotron_configs(plan, stage, run_dir, run_id).items():
                 layout.atomic_write_text(layout.nanotron_dir(run_dir, stage.name, point) / "config.yaml", text)
+        if stage.kind == "align":
+            for point, payload in enumerate(stage.payloads):
+                cfg = align.accelerate_config(payload["align"], stage.resources)
+                layout.atomic_write_text(layout.accelerate_config(run_dir, stage.name, point),
+                                         yaml.safe_dump(cfg, sort_keys=False))
     for req in requests:
         # Slurm opens --output before the task runs and does not create folders.
         (layout.stage_dir(run_dir, req.stage) / "logs").mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ class StageKind(str, Enum):
     torchrun = "torchrun"  # any script under torchrun, one per node, c10d rendezvous on the first node
     convert = "convert"  # nanotron checkpoints of the parent pretrain stage -> Hugging Face format
     evaluate = "evaluate"  # lighteval on every checkpoint of the parent training (or convert) stage, once
+    align = "align"  # TRL (SFT, DPO, ...) on a Hugging Face model, launched through accelerate
+    serve = "serve"  # vLLM's OpenAI-compatible server; dependents (edge `after`) get its endpoint
 
 
 class TrainBackend(str, Enum):
@@ -193,6 +195,64 @@ class Evaluate:
 
 
 @dataclass
+class Lora:
+    """Adapters instead of full fine-tuning (peft). The saved model has them merged in."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"  # peft's shorthand, or a list of module names
+    qlora: bool = False  # load the base model in 4 bits (bitsandbytes, CUDA only)
+
+
+@dataclass
+class Align:
+    """kind=align: one TRL trainer on a Hugging Face model folder, launched through accelerate
+    (one `accelerate launch` per node; processes per node = GPUs, or 1 on CPU)."""
+
+    trainer: str = "sft"  # sft | dpo (jobs/align_train.py TRAINERS)
+    model: str = "{input}/model"  # HF folder: a parent's output ({input}, {input:<stage>}) or a path
+    # jsonl: sft {"messages": [{role, content}, ...]}; dpo {"prompt": [...], "chosen": [...], "rejected": [...]}
+    data: Optional[str] = None
+    chat_template: Optional[str] = None  # null: the tokenizer's own, else the built-in; "builtin"; or a .jinja file
+    assistant_only_loss: bool = False  # sft: loss on the assistant's tokens only
+    max_length: int = 512
+    epochs: float = 1.0
+    max_steps: Optional[int] = None  # wins over epochs
+    lr: float = 5e-5
+    micro_batch: int = 4
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0
+    checkpoint_every_steps: int = 0  # 0: at the end only (and on the stop signal)
+    beta: float = 0.1  # dpo: the KL penalty
+    seed: int = "${seed}"  # type: ignore[assignment]
+    dtype: str = "bfloat16"  # on CPU training runs in float32
+    lora: Lora = field(default_factory=Lora)
+    deepspeed_zero: Optional[int] = None  # 1, 2 or 3: DeepSpeed ZeRO through accelerate (GPU)
+    nproc_per_node: Optional[int] = None  # default: resources.gpus_per_node, or 1 without GPUs
+    log_every_steps: int = 5
+    trl: Dict[str, Any] = field(default_factory=dict)  # more arguments for the trainer's config (SFTConfig, ...)
+
+
+@dataclass
+class Serve:
+    """kind=serve: vLLM's OpenAI-compatible server on the model. The endpoint (host, port, model) is
+    published to stages/<stage>/endpoints/<point>.json once /health answers and a test completion
+    succeeds; stages that wait on this one with `after` get it as LAUNCHER_ENDPOINT_<STAGE>."""
+
+    model: str = "{input}/model"  # HF folder: a parent's output or a path
+    served_model_name: Optional[str] = None  # default: the stage name
+    tensor_parallel: int = 1  # GPUs per server (<= resources.gpus_per_node)
+    max_model_len: Optional[int] = None
+    dtype: str = "auto"
+    ready_timeout_s: float = 600.0  # fail (with the server's log) if not ready by then
+    serve_s: Optional[float] = None  # stop after this long; null: when the stages that wait on it have ended
+    port_base: int = 30000  # port = first free from base + job id % 10000
+    args: List[str] = field(default_factory=list)  # more `vllm serve` arguments
+
+
+@dataclass
 class Stage:
     kind: StageKind = MISSING
     tasks: int = 1  # array tasks per sweep point
@@ -212,6 +272,8 @@ class Stage:
     train: Train = field(default_factory=Train)  # kind=pretrain
     launch: Launch = field(default_factory=Launch)  # kind=torchrun
     evaluate: Evaluate = field(default_factory=Evaluate)  # kind=evaluate
+    align: Align = field(default_factory=Align)  # kind=align
+    serve: Serve = field(default_factory=Serve)  # kind=serve
     env: Dict[str, str] = field(default_factory=dict)  # extra environment for this stage's tasks
     resources: Resources = field(default_factory=Resources)
     requeue: Requeue = field(default_factory=Requeue)

@@ -1,0 +1,227 @@
+"""The worker of kind=align: one TRL trainer, started on every process by `accelerate launch -m
+jobs.align_train` (jobs/align.py builds that command). What to do comes in LAUNCHER_ALIGN_ORDER (JSON:
+the stage's `align` section with its folders filled in, the output, checkpoint and stop-file paths).
+
+- The model folder's tokenizer and its chat template (or the built-in one below, saved with the
+  outputs so the served model formats chats the way it was trained).
+- Checkpoints `<checkpoint_dir>/checkpoint-N` are marked complete (jobs/checkpoints.py) after the
+  Trainer saved them and the tokenizer joined them: each is a loadable model folder (evaluate scores
+  them); a requeued run resumes from the newest complete one (`resume_from_checkpoint`).
+- The stop request is a file (jobs.task creates it on the pre-timeout signal): every process checks
+  it at each step end, agreed across ranks, so all stop at the same step; the checkpoint is saved and
+  marked and the worker exits with STOP_EXIT.
+- Outputs (main process): model/ (LoRA merged in), metrics.jsonl (the trainer's log), result.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from . import checkpoints, layout
+
+STOP_EXIT = 75
+# name -> (trainer class, config class) in trl; and the columns each jsonl line must have
+TRAINERS = {"sft": ("SFTTrainer", "SFTConfig"), "dpo": ("DPOTrainer", "DPOConfig")}
+COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
+# Used when the tokenizer has no chat template (align.chat_template null) or asked for ("builtin").
+# The generation tags mark the assistant's tokens (assistant_only_loss); every turn ends with EOS.
+BUILTIN_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|' + message['role'] + '|>\\n' }}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{% generation %}{{- message['content'] + eos_token }}{% endgeneration %}{{- '\\n' }}"
+    "{%- else %}{{- message['content'] + eos_token + '\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|assistant|>\\n' }}{%- endif %}"
+)
+
+
+def log(msg: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[align {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def chat_template(tokenizer, setting: str | None) -> str:
+    if setting and setting != "builtin":
+        return Path(setting).read_text()
+    if setting is None and tokenizer.chat_template:
+        return tokenizer.chat_template
+    return BUILTIN_CHAT_TEMPLATE
+
+
+def load_data(path: str, trainer: str, cache: Path):
+    import datasets
+
+    ds = datasets.load_dataset("json", data_files=path, split="train", cache_dir=str(cache))
+    missing = [c for c in COLUMNS[trainer] if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"align.data: {path} has columns {ds.column_names}; trainer {trainer} needs "
+                         f"{', '.join(COLUMNS[trainer])} (missing {', '.join(missing)})")
+    return ds.select_columns(list(COLUMNS[trainer]))
+
+
+def _callback(order: dict, tokenizer, stop_file: Path):
+    import torch
+    import torch.distributed as dist
+    from transformers import TrainerCallback
+
+    every = int(order["align"]["checkpoint_every_steps"] or 0)
+
+    def stop_requested() -> bool:
+        flag = stop_file.exists()
+        if dist.is_available() and dist.is_initialized():  # every rank stops at the same step
+            t = torch.tensor([1.0 if flag else 0.0], device="cuda" if torch.cuda.is_available() else "cpu")
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    class AlignCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step < state.max_steps and stop_requested():
+                log(f"stop requested at step {state.global_step}/{state.max_steps}: saving checkpoint-"
+                    f"{state.global_step}")
+                control.should_save = control.should_log = control.should_training_stop = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()  # every rank's part of the checkpoint is written
+            if not state.is_world_process_zero:
+                return control
+            step = state.global_step
+            path = Path(args.output_dir) / f"checkpoint-{step}"
+            tokenizer.save_pretrained(str(path))
+            reason = "final" if step >= state.max_steps else "interval" if every and step % every == 0 else "stop"
+            loss = next((e["loss"] for e in reversed(state.log_history) if "loss" in e), None)
+            checkpoints.mark(path, {"step": step, "tokens": int(state.num_input_tokens_seen or 0) or None,
+                                    "loss": loss, "reason": reason, "max_steps": state.max_steps,
+                                    "trainer": order["align"]["trainer"]})
+            log(f"checkpoint-{step} saved and marked complete ({reason}"
+                f"{'' if loss is None else f', loss {loss:.4f}'})")
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs and "loss" in logs:
+                extra = "".join(f", {k} {logs[k]:.4g}" for k in ("rewards/margins", "rewards/accuracies",
+                                                                   "mean_token_accuracy") if k in logs)
+                log(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}{extra}")
+            return control
+
+    return AlignCallback()
+
+
+def main() -> int:
+    import torch
+    import transformers
+    import trl
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, ProgressCallback
+
+    import datasets
+
+    # TRL calls transformers APIs that 5.x renamed: one FutureWarning per call, every step
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    datasets.disable_progress_bars()
+    order = json.loads(os.environ["LAUNCHER_ALIGN_ORDER"])
+    a, kind = order["align"], order["align"]["trainer"]
+    ckpt_dir, out, stop_file = Path(order["checkpoint_dir"]), Path(order["output_dir"]), Path(order["stop_file"])
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    transformers.utils.logging.disable_progress_bar()
+    cuda = torch.cuda.is_available()
+    if not cuda and os.environ.get("SLURM_CPUS_PER_TASK"):
+        torch.set_num_threads(max(1, int(os.environ["SLURM_CPUS_PER_TASK"])))
+    started = time.time()
+
+    tokenizer = AutoTokenizer.from_pretrained(a["model"])
+    tokenizer.chat_template = chat_template(tokenizer, a["chat_template"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = load_data(a["data"], kind, ckpt_dir / "datasets-cache")
+
+    dtype = str(a["dtype"]).lower()
+    bf16, fp16 = cuda and dtype in ("bfloat16", "bf16"), cuda and dtype in ("float16", "fp16")
+    model_kwargs: dict = {"dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32}
+    if cuda:
+        try:
+            import flash_attn  # noqa: F401
+
+            model_kwargs["attn_implementation"] = "flash_attention_2"
+        except ImportError:
+            model_kwargs["attn_implementation"] = "sdpa"
+    lora, peft_config = a["lora"], None
+    if lora["qlora"]:
+        model_kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=model_kwargs["dtype"],
+            bnb_4bit_use_double_quant=True)
+        model_kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    if lora["enabled"]:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
+                                 target_modules=lora["target_modules"], task_type="CAUSAL_LM")
+    model = AutoModelForCausalLM.from_pretrained(a["model"], **model_kwargs)
+
+    trainer_cls, config_cls = (getattr(trl, n) for n in TRAINERS[kind])
+    every = int(a["checkpoint_every_steps"] or 0)
+    extra = {"assistant_only_loss": bool(a["assistant_only_loss"])} if kind == "sft" else {"beta": float(a["beta"])}
+    config = config_cls(
+        output_dir=str(ckpt_dir), num_train_epochs=float(a["epochs"]), max_steps=int(a["max_steps"] or -1),
+        per_device_train_batch_size=int(a["micro_batch"]), gradient_accumulation_steps=int(a["grad_accum"]),
+        learning_rate=float(a["lr"]), warmup_steps=float(a["warmup_ratio"]), max_length=int(a["max_length"]),
+        logging_steps=max(1, int(a["log_every_steps"])), save_strategy="steps", save_steps=every or 10**9,
+        save_total_limit=None, seed=int(a["seed"]), data_seed=int(a["seed"]), bf16=bf16, fp16=fp16,
+        use_cpu=not cuda, report_to="none", disable_tqdm=True, dataloader_num_workers=0, dataset_num_proc=None,
+        include_num_input_tokens_seen=True, restore_callback_states_from_checkpoint=False,
+        **extra, **(a.get("trl") or {}))
+    resume = checkpoints.resume_point(ckpt_dir, log) if rank0 else None
+    if not rank0:  # rank 0 set partial checkpoints aside; the others take what it took
+        resume = checkpoints.scan(ckpt_dir)[0][-1] if checkpoints.scan(ckpt_dir)[0] else None
+    trainer = trainer_cls(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=[_callback(order, tokenizer, stop_file)])
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    log(f"{kind}: {a['model']} on {a['data']} ({len(dataset):,} examples), "
+        f"{'LoRA r=' + str(lora['r']) if lora['enabled'] else 'full fine-tuning'}"
+        f"{' (QLoRA 4-bit)' if lora['qlora'] else ''}, {'cuda' if cuda else 'cpu'}; "
+        + (f"resuming from {resume[1].name}" if resume else "starting from scratch")
+        + f" (attempt {int(order['restarts']) + 1})")
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
+    state = trainer.state
+    if state.global_step < state.max_steps:
+        log(f"stopped at step {state.global_step}/{state.max_steps} after {time.time() - t0:.1f} s: requeue")
+        return STOP_EXIT
+    trainer.accelerator.wait_for_everyone()
+    if not rank0:
+        return 0
+    final = trainer.model
+    if lora["enabled"] and not lora["qlora"]:
+        final = final.merge_and_unload()  # a plain model folder that vLLM and lighteval load
+    out.mkdir(parents=True, exist_ok=True)
+    (final if not lora["qlora"] else trainer.model).save_pretrained(str(out / ("adapter" if lora["qlora"] else "model")))
+    tokenizer.save_pretrained(str(out / ("adapter" if lora["qlora"] else "model")))
+    history = state.log_history
+    (out / "metrics.jsonl").write_text("".join(json.dumps(e, default=str) + "\n" for e in history))
+    margins = [e["rewards/margins"] for e in history if "rewards/margins" in e]
+    losses = [e["loss"] for e in history if "loss" in e]
+    complete, _ = checkpoints.scan(ckpt_dir)
+    result = {"trainer": kind, "final_step": state.global_step, "max_steps": state.max_steps,
+              "examples": len(dataset), "first_loss": losses[0] if losses else None,
+              "final_loss": losses[-1] if losses else None,
+              "first_margin": margins[0] if margins else None, "final_margin": margins[-1] if margins else None,
+              "tokens": int(state.num_input_tokens_seen or 0), "train_seconds": round(time.time() - t0, 2),
+              "seconds": round(time.time() - started, 2), "resumed_from": resume[0] if resume else None,
+              "checkpoints": [s for s, _ in complete], "lora": bool(lora["enabled"]),
+              "model_dir": str(Path(order.get("final_output_dir") or out) / ("adapter" if lora["qlora"] else "model")),
+              "device": "cuda" if cuda else "cpu"}
+    layout.atomic_write_json(out / "result.json", result)
+    log(f"done: step {state.global_step}, loss {result['final_loss']}"
+        + (f", reward margin {result['first_margin']:.4f} -> {result['final_margin']:.4f}" if margins else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
