@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from . import align, preprocess, pretrain
-from .environments import interpreter_problems
+from .environments import build_state, interpreter_problems
 from .errors import ConfigError
 from .plan import Plan, StagePlan
 from .slurm import ClusterInfo
@@ -165,7 +165,14 @@ def check_environments(plan: Plan) -> List[ConfigError]:
         for name in by_env[k]:
             env = plan.stages[name].environment
             where = f"cluster.environments.{env['name']}" if env["name"] else "cluster"
+            built = (plan.cluster.get("environments") or {}).get(env["name"] or "", {}).get("build")
+            hint = ""
+            if built and build_state(plan.cluster, env["name"]) != "built":
+                hint = (f" (environment '{env['name']}' is {build_state(plan.cluster, env['name'])}: `launcher env build "
+                        f"{env['name']} --cluster {plan.cluster['name']}` makes it from conf/envs/{built}.txt; "
+                        f"`scripts/setup --envs` builds every one)")
             for what, why in found.items():
+                why += hint
                 if what in k[1] or what == "":
                     errors.append(ConfigError(why, stage=name, key=f"{where}.python"))
         for name, key, target in wanted[k]:
