@@ -25,7 +25,6 @@ from conftest import CLI, ROOT, slurm
 from chat_model_helper import make_broken_model, make_chat_model
 
 pytestmark = pytest.mark.slow
-VLLM_PATTERNS = ("vllm.entrypoints", "VLLM::EngineCore", "EngineCore")
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +36,20 @@ def vllm_python() -> Path:
     return ROOT / ".envs" / "vllm" / "bin" / "python"
 
 
-def vllm_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
-    return [line for line in out if any(p in line for p in VLLM_PATTERNS) and "ps -eo" not in line]
+def vllm_processes(*runs: Path) -> list[str]:
+    """What is left of the runs' servers: processes in a server's session (the endpoint file records
+    its leader's pid, which is the session id: vLLM's EngineCore and helpers included), and any
+    process whose command line names the run (the model path). Other vLLMs on the machine are not ours."""
+    from jobs.serve import session_pids
+
+    left = []
+    for run in runs:
+        for f in run.glob("stages/*/endpoints/*.json"):
+            pid = (layout.read_json(f, {}) or {}).get("pid")
+            left += [f"session {pid}: pid {p}" for p in (session_pids(pid) if pid else [])]
+        out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+        left += [line for line in out if str(run) in line and "vllm" in line.lower()]
+    return left
 
 
 def job_of(dcli, stage) -> str:
@@ -147,13 +157,20 @@ def test_the_endpoint_is_published_only_once_the_server_answers(demo_on_slurm):
 
 
 def test_no_vllm_process_is_left_after_the_run(demo_on_slurm):
-    assert vllm_processes() == []
+    _, run, _, _ = demo_on_slurm
+    assert vllm_processes(run) == []
 
 
 def test_two_servers_at_once_get_different_ports(dcli, dev_slurm, cpu_python, vllm_python, tmp_path):
     model = make_chat_model(cpu_python, tmp_path / "model")
-    for _ in range(2):
-        dcli("run", "pipeline=serve", "cluster=dev", f"pipeline.vars.model={model}", "pipeline.vars.serve_s=20")
+    # no clients: each serves 45 s once ready, so the two overlap whatever their start-up times
+    launch = [threading.Thread(target=dcli, args=("run", "pipeline=serve", "cluster=dev", f"pipeline.vars.model={model}",
+                                                  "pipeline.vars.serve_s=45", "~pipeline.stages.smoke",
+                                                  "~pipeline.stages.report")) for _ in range(2)]
+    for t in launch:
+        t.start()
+    for t in launch:
+        t.join()
     runs = sorted((p for p in dcli.run_root.iterdir() if (p / "run.json").exists()), key=lambda p: p.name)
     assert len(runs) == 2
     ready = []
@@ -166,7 +183,7 @@ def test_two_servers_at_once_get_different_ports(dcli, dev_slurm, cpu_python, vl
     assert ready[0]["port"] != ready[1]["port"], ready
     for r in runs:
         assert dcli.wait(r.name, timeout=900, poll=3)["state"] == "COMPLETED"
-    assert vllm_processes() == []
+    assert vllm_processes(*runs) == []
 
 
 def test_a_server_on_a_broken_model_fails_fast_and_its_clients_are_cancelled(dcli, dev_slurm, vllm_python, tmp_path):
@@ -185,7 +202,7 @@ def test_a_server_on_a_broken_model_fails_fast_and_its_clients_are_cancelled(dcl
     for stage in ("smoke", "report"):
         (state, _, _), = sacct_states(dev_slurm, job_of(dcli, stage)).values()
         assert state.startswith("CANCELLED"), (stage, state)
-    assert vllm_processes() == []
+    assert vllm_processes(run) == []
 
 
 def test_demo_on_the_local_backend_completes(cli, cpu_python, vllm_python):
@@ -199,4 +216,4 @@ def test_demo_on_the_local_backend_completes(cli, cpu_python, vllm_python):
     assert dpo["final_margin"] > dpo["first_margin"]
     evals = sorted((run / "stages/evaluate_aligned/evals/0").glob("step-*.json"))
     assert evals, "the aligned model was not evaluated"
-    assert vllm_processes() == []
+    assert vllm_processes(run) == []
