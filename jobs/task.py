@@ -250,7 +250,8 @@ class Task:
                     os.environ[key.strip()] = value.strip()
 
     def run(self) -> int:
-        if layout.marker_path(self.run_dir, self.stage, self.hash, self.task).exists():
+        # A server's marker only says it served once: resubmitted (for a resumed client), it serves again.
+        if layout.marker_path(self.run_dir, self.stage, self.hash, self.task).exists() and self.spec["kind"] != "serve":
             log(f"{self.stage}[{self.task}] already complete, nothing to do")
             return 0
         log(f"{self.stage}[{self.task}] point {self.point} task {self.index} job {self.job_id} "

@@ -147,6 +147,7 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         backend = backend_for(plan.cluster, run.path)
         st = collect(run, backend)
         todo = {name: [t for t, s in s_.tasks.items() if s in RESUMABLE] for name, s_ in st.stages.items()}
+        todo = with_servers(plan, todo, {name: s_.tasks for name, s_ in st.stages.items()})
         if not any(todo.values()):
             echo(f"nothing to resume: run {run.id} is {st.state.lower()} "
                  f"({'every task has its completion marker' if st.state == 'COMPLETED' else 'tasks are still queued or running'})")
@@ -160,6 +161,22 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
             if tasks:
                 echo(f"  {name}: resubmitting {len(tasks)} task(s) {_short(tasks)}")
         return submit_all(run, plan, backend, requests, batch=batch, active=active, echo=echo)
+
+
+def with_servers(plan, todo: Dict[str, List[int]], states: Dict[str, Dict[int, str]]) -> Dict[str, List[int]]:
+    """A client resubmitted after its server stopped needs the server again: the server's completed
+    tasks of the same sweep points go back into the queue too (a serve task reruns whatever its
+    marker says; jobs.task)."""
+    out = {k: list(v) for k, v in todo.items()}
+    for name, tasks in todo.items():
+        for d in plan.stages[name].deps:
+            server = plan.stages[d.parent]
+            if server.kind != "serve" or d.kind != "after" or not tasks:
+                continue
+            points = {plan.stages[name].split(t)[0] for t in tasks}
+            again = [t for t, s in states.get(server.name, {}).items() if s == "completed" and server.split(t)[0] in points]
+            out[server.name] = sorted(set(out.get(server.name, [])) | set(again))
+    return out
 
 
 def cancel(run: Run, echo: Callable = print) -> List[str]:

@@ -135,7 +135,8 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
     if servers:  # a client: waits for each server's endpoint before it runs
         spec["servers"] = {p: {"hash": plan.stages[p].hash,
                                "ready_timeout_s": plan.stages[p].payloads[0]["serve"]["ready_timeout_s"]} for p in servers}
-    if stage.kind == "serve":  # serves until these have ended (or serve.serve_s)
+    if stage.kind == "serve":  # serves until these have ended (or serve.serve_s); eager mode without GPUs
+        spec["resources"] = stage.resources
         spec["clients"] = {n: {"hash": s.hash, "tasks_per_point": s.tasks_per_point} for n, s in plan.stages.items()
                            if any(d.parent == stage.name and d.kind == "after" for d in s.deps)}
     if multi_process(stage):

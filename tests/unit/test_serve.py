@@ -33,6 +33,9 @@ def test_server_argv_has_the_model_name_port_and_tensor_parallel():
     joined = " ".join(argv)
     assert "--model /m --served-model-name chat" in joined and "--port 30001" in joined
     assert "--tensor-parallel-size 2" in joined and "--max-model-len 512" in joined and joined.endswith("--seed 1")
+    assert "--enforce-eager" in joined  # no GPUs: no torch.compile at start
+    assert "--enforce-eager" not in " ".join(serve.server_argv("/py", {"tensor_parallel": 1, "dtype": "auto"}, "/m", 1,
+                                                               "c", gpus=8))
 
 
 TREE = """
@@ -88,9 +91,34 @@ def test_a_client_gets_the_endpoint_once_it_is_ready(tmp_path, monkeypatch):
 
 def test_a_client_of_a_server_that_failed_cancels_itself(tmp_path):
     task = _client(tmp_path)
-    layout.atomic_write_json(layout.endpoint_file(tmp_path, "srv", 0), {"state": "failed"})
-    layout.atomic_write_json(layout.marker_path(tmp_path, "srv", "h1", 0, "failed"), {"error": "bad model"})
+    ep = layout.endpoint_file(tmp_path, "srv", 0)
+
+    def fail():
+        time.sleep(1)
+        layout.atomic_write_json(ep, {"state": "failed", "stopped": time.time()})
+
+    threading.Thread(target=fail).start()
     with pytest.raises(Cancel, match="server srv failed before it was ready"):
+        serve.wait_for_servers(task)
+
+
+def test_a_client_ignores_the_end_of_an_earlier_server_attempt(tmp_path, monkeypatch):
+    """resume resubmits a stopped server with its client: the old 'stopped' must not end the client."""
+    monkeypatch.setattr(serve, "STALE_END_S", 3)
+    for k in ("LAUNCHER_ENDPOINT_SRV", "LAUNCHER_ENDPOINT_SRV_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    task = _client(tmp_path)
+    ep = layout.endpoint_file(tmp_path, "srv", 0)
+    layout.atomic_write_json(ep, {"state": "stopped", "stopped": time.time() - 100, "reason": "clients ended"})
+
+    def restart():
+        time.sleep(1)
+        layout.atomic_write_json(ep, {"state": "ready", "url": "http://n1:1/v1", "model": "m"})
+
+    threading.Thread(target=restart).start()
+    serve.wait_for_servers(task)  # got the new attempt's endpoint
+    layout.atomic_write_json(ep, {"state": "stopped", "stopped": time.time() - 100, "reason": "clients ended"})
+    with pytest.raises(RuntimeError, match="stopped"):  # nothing replaced it
         serve.wait_for_servers(task)
 
 
@@ -112,3 +140,16 @@ def test_endpoints_lists_what_servers_published(tmp_path):
     rows = {(r["stage"], r["point"]): r for r in endpoints(Path(tmp_path))}
     assert rows[("srv", 0)]["state"] == "unreachable"  # says ready, nothing answers on port 9
     assert rows[("other", 1)]["state"] == "stopped"
+
+
+def test_resume_resubmits_the_server_of_a_resubmitted_client():
+    from launcher.compose import compose, sweep_points
+    from launcher.ops import with_servers
+    from launcher.plan import build_plan
+
+    points = sweep_points(["pipeline=serve", "cluster=local", "pipeline.vars.model=/m"], False)
+    plan = build_plan([compose(p) for p in points], points)
+    states = {"serve": {0: "completed"}, "smoke": {0: "failed"}, "report": {0: "cancelled"}}
+    todo = with_servers(plan, {"serve": [], "smoke": [0], "report": [0]}, states)
+    assert todo == {"serve": [0], "smoke": [0], "report": [0]}
+    assert with_servers(plan, {"serve": [], "smoke": [], "report": [0]}, states)["serve"] == []
