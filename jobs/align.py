@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from . import layout
-from .context import Requeue
-from .launch import node_hosts, rdzv_port
+from .launch import node_hosts, rdzv_port, run_child
 
 
 def resolve(task) -> Dict[str, Any]:
@@ -41,8 +40,6 @@ def argv(task, hosts: list[str], node_rank: int, port: int) -> list[str]:
 
 
 def run(task) -> Dict[str, Any]:
-    import subprocess
-
     from .task import log
 
     a = resolve(task)
@@ -63,13 +60,8 @@ def run(task) -> Dict[str, Any]:
     log(f"align: {a['trainer']} on {a['model']}; node {node_rank} of {len(hosts)}, main process "
         f"{hosts[0]}:{port}")
     log("align: " + " ".join(cmd))
-    task.child = subprocess.Popen(cmd, env=env, start_new_session=True)
-    rc = task.child.wait()
-    if rc != 0 and task.ctx.should_stop():
-        raise Requeue()
-    if rc != 0:
-        raise RuntimeError(f"accelerate launch exited with status {rc} on node {node_rank}; the trainer's error is "
-                           f"in this task's log above")
+    run_child(task, cmd, env, f"accelerate launch exited with status {{rc}} on node {node_rank}; the trainer's "
+                              f"error is in this task's log above")
     if task.rank != 0:
         return {}
     return layout.read_json(task.ctx.output_dir / "result.json", {}) or {}

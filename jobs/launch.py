@@ -130,10 +130,16 @@ def launch(task, target: list[str], nproc_per_node: int, port_base: int, extra_e
     log(f"torchrun: rendezvous {hosts[0]}:{port} (c10d, id {job_id}), {len(hosts)} node(s) x {nproc_per_node} "
         f"process(es), this is node {node_rank} ({hosts[node_rank]})")
     log("torchrun: " + " ".join(argv))
+    run_child(task, argv, env, f"torchrun exited with status {{rc}} on node {node_rank} ({hosts[node_rank]}); the "
+                               f"failing rank's error is in this task's log above")
+
+
+def run_child(task, argv: list[str], env: dict, failure: str) -> None:
+    """Run a launcher (torchrun, accelerate) in its own session and wait: Requeue if it ended after the
+    stop signal, RuntimeError(failure with {rc} filled in) if it failed otherwise."""
     task.child = subprocess.Popen(argv, env=env, start_new_session=True)
     rc = task.child.wait()
     if rc != 0 and task.ctx.should_stop():
         raise Requeue()
     if rc != 0:
-        raise RuntimeError(f"torchrun exited with status {rc} on node {node_rank} ({hosts[node_rank]}); "
-                           f"the failing rank's error is in this task's log above")
+        raise RuntimeError(failure.format(rc=rc))

@@ -82,6 +82,20 @@ def dcli(tmp_path, dev_slurm) -> CLI:
     return CLI(root, env=dev_slurm)
 
 
+def job_of(cli: CLI, stage: str) -> str:
+    """The (first) Slurm job id of a stage of the latest run, from its submission ledger."""
+    return next(r["job_id"] for r in cli.ledger() if r.get("stage") == stage and "job_id" in r)
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 1.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def slurm(env, *argv) -> str:
     return subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True, check=True,
                           timeout=60).stdout

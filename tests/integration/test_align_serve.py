@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from jobs import layout
-from conftest import CLI, ROOT, slurm
+from conftest import CLI, ROOT, job_of, slurm, wait_for
 from chat_model_helper import make_broken_model, make_chat_model
 
 pytestmark = pytest.mark.slow
@@ -50,19 +50,6 @@ def vllm_processes(*runs: Path) -> list[str]:
         out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
         left += [line for line in out if str(run) in line and "vllm" in line.lower()]
     return left
-
-
-def job_of(dcli, stage) -> str:
-    return next(r["job_id"] for r in dcli.ledger() if r.get("stage") == stage and "job_id" in r)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sacct_states(env, job) -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,10 @@ import pytest
 from jobs import layout
 from jobs.demo_corpus import make_corpus
 
-from conftest import CLI, slurm
+from conftest import CLI, job_of, slurm, wait_for
 
 pytestmark = pytest.mark.slow
 STEPS, EVERY = 384, 128  # 3 checkpoints per run, 1,024 tokens per step
-
-
-def job_of(dcli, stage) -> str:
-    return next(r["job_id"] for r in dcli.ledger() if r.get("stage") == stage and "job_id" in r)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def results(run_dir: Path) -> list:
