@@ -115,12 +115,11 @@ def _callback(order: dict, tokenizer, stop_file: Path):
 
 
 def main() -> int:
+    import datasets
     import torch
     import transformers
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, ProgressCallback
-
-    import datasets
 
     # TRL calls transformers APIs that 5.x renamed: one FutureWarning per call, every step
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")

@@ -21,7 +21,9 @@ def reduce(ctx: TaskContext) -> dict:
         raise RuntimeError(f"expected {expected} shard outputs in {shards_dir}, found {len(values)}")
     total = sum(v for _, v in values)
     (ctx.output_dir / "total.txt").write_text(f"{total}\n")
-    return {"shards": len(values), "total": total}
+    # what the task saw: its params (hub references resolved) and its hub settings
+    return {"shards": len(values), "total": total, "params": ctx.params,
+            "hub_env": {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_HUB_CACHE")}}
 
 
 def count(ctx: TaskContext) -> dict:

@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import layout
+from . import hub, layout
 from .context import Cancel, Requeue, TaskContext
 from .targets import locate
 
@@ -226,6 +226,12 @@ class Task:
 
         align.run(self)  # the worker wrote result.json
 
+    def run_fetch(self) -> None:
+        from . import hub_fetch
+
+        result = hub_fetch.run(self)
+        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
     def run_serve(self) -> None:
         from . import serve
 
@@ -271,13 +277,18 @@ class Task:
             self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             self.tmp_out.mkdir(parents=True)
+            if self.spec.get("hub_cache") and self.spec["kind"] != "fetch":
+                # hf://org/name@rev -> its snapshot in the shared hub cache (the fetch stage put it there)
+                self.payload = hub.resolve(self.payload, self.spec["hub_cache"])
+                self.ctx.params = self.payload.get("params") or {}
             if self.spec.get("servers"):  # a client of a server: its endpoint first
                 from . import serve
 
                 serve.wait_for_servers(self)
             {"command": self.run_command, "python": self.run_python, "preprocess": self.run_preprocess,
              "pretrain": self.run_pretrain, "torchrun": self.run_torchrun, "convert": self.run_convert,
-             "evaluate": self.run_evaluate, "align": self.run_align, "serve": self.run_serve}[self.spec["kind"]]()
+             "evaluate": self.run_evaluate, "align": self.run_align, "serve": self.run_serve,
+             "fetch": self.run_fetch}[self.spec["kind"]]()
             if self.rank == 0:
                 self.finish(started)
         except Requeue:

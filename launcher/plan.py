@@ -11,8 +11,10 @@ import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import align, pretrain, preprocess
+from . import align, hub, pretrain, preprocess
 from .environments import resolve as resolve_environment
+from jobs import hub as hub_refs
+
 from .errors import ConfigError, ConfigErrors
 from .schema import Model
 
@@ -24,7 +26,7 @@ STRUCTURAL_KEYS = ("kind", "tasks", "throttle", "after", "singleton", "resources
 PAYLOAD_KEYS = ("command", "target", "params", "env")
 # Per kind, what else a task needs (and the stage hash covers).
 KIND_KEYS = {"preprocess": ("blocks", "keep_removed"), "pretrain": ("train",), "torchrun": ("launch",),
-             "evaluate": ("evaluate",), "align": ("align",), "serve": ("serve",)}
+             "evaluate": ("evaluate",), "align": ("align",), "serve": ("serve",), "fetch": ("fetch",)}
 
 
 @dataclass
@@ -132,7 +134,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     if errors:
         raise ConfigErrors(errors)
     expanded = [preprocess.expand(p) for p in plain]
-    plain, aliases = [e[0] for e in expanded], expanded[0][1]
+    plain, aliases = hub.add_fetch_stage([e[0] for e in expanded]), expanded[0][1]
     first = plain[0]
     _check_sweep_keeps_structure(plain, points, errors)
     stages_cfg: Dict[str, Dict[str, Any]] = first["pipeline"]["stages"]
@@ -235,6 +237,11 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
     elif kind in ("align", "serve"):
         (align.check_align if kind == "align" else align.check_serve)(name, st, errors)
         preprocess.check_placeholders(name, st, align.placeholder_strings(name, st), ancestors, errors)
+    elif kind == "fetch":
+        for i, r in enumerate(st["fetch"]["repos"]):
+            if not hub_refs.parse(r):
+                errors.append(ConfigError(f"{r!r} is not a hub reference (hf://org/name[@revision] or "
+                                          f"hf://datasets/org/name[@revision])", stage=name, key=f"{key}.fetch.repos.{i}"))
     elif kind == "evaluate":
         parents = [p for p in st["after"] if p in stages_cfg]
         parent = stages_cfg[parents[0]] if len(parents) == 1 else {}

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import align, preprocess, pretrain
+from . import align, hub, preprocess, pretrain
 from .environments import build_state, interpreter_problems
 from .errors import ConfigError
 from .plan import Plan, StagePlan
@@ -105,6 +105,7 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
                                           f"into every sbatch script); export it in your shell", key=f"{where}.{k}"))
     if cl.get("setup") and (msg := _bash_syntax_error("\n".join(cl["setup"]))):
         errors.append(ConfigError(f"setup lines are not valid bash: {msg}", key="cluster.setup"))
+    hub.check_cached(plan, errors)
     for stage in plan.stages.values():
         if stage.kind == "preprocess":
             for key, path in dict.fromkeys(kp for p in stage.payloads for kp in preprocess.local_inputs(stage.name, p)):
@@ -193,6 +194,8 @@ def stage_targets(stage: StagePlan) -> List[tuple]:
             out += preprocess.targets(stage.name, payload)
         if stage.kind in ("align", "serve"):
             out += align.targets(stage.name, stage.kind, payload)
+        if stage.kind == "fetch":
+            out.append((f"pipeline.stages.{stage.name}.fetch", "huggingface_hub:snapshot_download"))
     return list(dict.fromkeys(out))
 
 

@@ -71,7 +71,13 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     setup = [f"export LAUNCHER_TASK_OFFSET={req.offset}",
              "export PYTHONPATH=" + ":".join(shlex.quote(str(p)) for p in snapshot.pythonpath(run_dir, plan.code))
              + "${PYTHONPATH:+:$PYTHONPATH}"]
-    setup += [f"export {k}={shlex.quote(str(v))}" for k, v in {**cl.get("env", {}), **env["env"]}.items()]
+    # Offline by default: only a fetch stage reaches the hub; every stage reads the shared cache.
+    hub_env = {} if stage.kind == "fetch" else {"HF_HUB_OFFLINE": "1"}
+    if cl.get("hub_cache"):
+        hub_env["HF_HUB_CACHE"] = cl["hub_cache"]
+    if stage.kind == "fetch" and cl.get("hub_endpoint"):
+        hub_env["HF_ENDPOINT"] = cl["hub_endpoint"]
+    setup += [f"export {k}={shlex.quote(str(v))}" for k, v in {**hub_env, **cl.get("env", {}), **env["env"]}.items()]
     lines = [*cl.get("setup", []), *env["setup"]]
     if lines:  # a failing setup line fails the task, and says which line it was
         setup += ["trap 'echo \"launcher: setup failed (exit $?): $BASH_COMMAND\" >&2; exit 1' ERR", *lines,
@@ -125,7 +131,7 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         "tasks_per_point": stage.tasks_per_point, "points": stage.points, "payloads": stage.payloads,
         "parents": [d.parent for d in stage.deps], "requeue": stage.requeue, "time_min": stage.time_min,
         "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
-        "campaign": plan.campaign or run_id,
+        "campaign": plan.campaign or run_id, "hub_cache": plan.cluster.get("hub_cache"),
     }
     if stage.kind in ("preprocess", "pretrain", "evaluate", "align", "serve"):  # {input:<stage>} placeholders
         spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}  # datatrove folders are keyed by hash

@@ -28,6 +28,7 @@ class StageKind(str, Enum):
     convert = "convert"  # nanotron checkpoints of the parent pretrain stage -> Hugging Face format
     evaluate = "evaluate"  # lighteval on every checkpoint of the parent training (or convert) stage, once
     align = "align"  # TRL (SFT, DPO, ...) on a Hugging Face model, launched through accelerate
+    fetch = "fetch"  # download hub repos (hf://org/name@rev) into the cluster's shared cache; added by the plan
     serve = "serve"  # vLLM's OpenAI-compatible server; dependents (edge `after`) get its endpoint
 
 
@@ -253,6 +254,16 @@ class Serve:
 
 
 @dataclass
+class Fetch:
+    """kind=fetch: snapshot_download of each repo into the cluster's hub_cache. The plan adds one
+    (stage `hub_fetch`) for every hf:// reference of the pipeline; the stages naming them wait on it."""
+
+    repos: List[str] = field(default_factory=list)  # hf://org/name[@revision], hf://datasets/org/name[@revision]
+    allow_patterns: List[str] = field(default_factory=list)  # only these files (empty: all)
+    ignore_patterns: List[str] = field(default_factory=list)
+
+
+@dataclass
 class Stage:
     kind: StageKind = MISSING
     tasks: int = 1  # array tasks per sweep point
@@ -274,6 +285,7 @@ class Stage:
     evaluate: Evaluate = field(default_factory=Evaluate)  # kind=evaluate
     align: Align = field(default_factory=Align)  # kind=align
     serve: Serve = field(default_factory=Serve)  # kind=serve
+    fetch: Fetch = field(default_factory=Fetch)  # kind=fetch
     env: Dict[str, str] = field(default_factory=dict)  # extra environment for this stage's tasks
     resources: Resources = field(default_factory=Resources)
     requeue: Requeue = field(default_factory=Requeue)
@@ -334,6 +346,13 @@ class Cluster:
     expected_mfu: float = 0.35
     rdzv_port_base: int = 20000  # torchrun rendezvous port = base + job id % 10000
     notify_url: Optional[str] = None  # `launcher schedule`: a webhook POSTed when a scheduled firing fails
+    # Hugging Face Hub. Stages reach no hub (HF_HUB_OFFLINE=1) except kind fetch. A stage string
+    # `hf://org/name[@revision]` is a repo in hub_cache (HF_HUB_CACHE of every task): the plan adds a
+    # fetch stage for them (hub_fetch: auto), or preflight requires them cached (hub_fetch: never).
+    hub_cache: Optional[str] = None  # shared cache folder that compute nodes read
+    hub_fetch: str = "auto"  # auto | never
+    hub_partition: Optional[str] = None  # a partition whose nodes reach the hub (default: the profile's)
+    hub_endpoint: Optional[str] = None  # HF_ENDPOINT for fetch (a mirror); default huggingface.co
 
 
 @dataclass

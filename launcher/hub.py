@@ -1,0 +1,82 @@
+"""Hugging Face Hub at the edges of a pipeline, login side: the hf:// references stages name, the
+fetch stage the plan adds for them (and the edges to the stages that use them), and the check that
+they are in the shared cache when nothing fetches them. The hub itself is never contacted here."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List
+
+from omegaconf import OmegaConf
+
+from jobs import hub
+
+from .errors import ConfigError
+from .schema import Stage
+
+FETCH_STAGE = "hub_fetch"
+
+
+def stage_refs(st: Dict[str, Any]) -> List[hub.Ref]:
+    """The hub repos a stage's work names (its edges and resources aside)."""
+    if st.get("kind") == "fetch":
+        return []
+    return hub.refs_in({k: v for k, v in st.items() if k not in ("after", "resources", "requeue", "fetch")})
+
+
+def add_fetch_stage(plain: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """With hub_fetch: auto, one stage `hub_fetch` downloads every repo the pipeline names (per sweep
+    point) and each stage naming one waits on it (afterok). Points share the structure: a stage that
+    names a repo in any point waits in all."""
+    cl = plain[0]["cluster"]
+    users = sorted({n for p in plain for n, st in p["pipeline"]["stages"].items() if stage_refs(st)})
+    if not users or cl.get("hub_fetch", "auto") != "auto" or FETCH_STAGE in plain[0]["pipeline"]["stages"]:
+        return plain
+    template = OmegaConf.to_container(OmegaConf.structured(Stage(kind="fetch")), enum_to_str=True)
+    out = []
+    for p in plain:
+        p = copy.deepcopy(p)
+        stages = p["pipeline"]["stages"]
+        fetch = copy.deepcopy(template)
+        fetch["fetch"]["repos"] = [str(r) for r in dict.fromkeys(r for n in users for r in stage_refs(stages[n]))]
+        fetch["resources"].update(partition=cl.get("hub_partition"), time="04:00:00", cpus_per_task=2)
+        fetch["requeue"]["max"] = 0
+        for n in users:
+            stages[n]["after"] = {**stages[n]["after"], FETCH_STAGE: "afterok"}
+        p["pipeline"]["stages"] = {FETCH_STAGE: fetch, **stages}
+        out.append(p)
+    return out
+
+
+def check_cached(plan, errors: List[ConfigError]) -> None:
+    """Preflight: each repo a stage names is fetched by the plan or already in the cache."""
+    cl = plan.cluster
+    fetched = {r for s in plan.stages.values() if s.kind == "fetch" for p in s.payloads
+               for r in map(hub.parse, p["fetch"]["repos"]) if r}
+    for s in plan.stages.values():
+        if s.kind == "fetch" and not cl.get("hub_cache"):
+            errors.append(ConfigError("a fetch stage downloads into the cluster's shared hub cache: set hub_cache in "
+                                      "the cluster profile (a folder every compute node reads)", stage=s.name,
+                                      key="cluster.hub_cache"))
+        for point, payload in enumerate(s.payloads):
+            for key, value in _strings(payload, f"pipeline.stages.{s.name}"):
+                ref = hub.parse(value)
+                if ref is None or ref in fetched or s.kind == "fetch":
+                    continue
+                if not cl.get("hub_cache"):
+                    errors.append(ConfigError(f"{value} names a hub repo, but the cluster profile sets no hub_cache "
+                                              f"(the shared folder compute nodes read it from)", stage=s.name, key=key))
+                elif hub.snapshot(cl["hub_cache"], ref) is None:
+                    errors.append(ConfigError(f"{ref.repo_id} ({ref}) is not in the hub cache {cl['hub_cache']} and no "
+                                              f"fetch stage downloads it (cluster.hub_fetch is "
+                                              f"{cl.get('hub_fetch')}; `auto` adds one)", stage=s.name, key=key))
+
+
+def _strings(node: Any, key: str):
+    if isinstance(node, str):
+        yield key, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, f"{key}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _strings(v, f"{key}.{i}")

@@ -1,0 +1,100 @@
+"""Hub references (hf://org/name@rev): parsing, the fetch stage the plan adds and its edges, what each
+stage's script exports (offline except fetch; the shared cache), the preflight cache check, and the
+compute side's resolution to the cached snapshot."""
+from pathlib import Path
+
+import pytest
+
+from jobs import hub
+from launcher import hub as login_hub
+from launcher.compose import compose, sweep_points
+from launcher.errors import ConfigError
+from launcher.plan import build_plan
+from launcher.render import build_requests, render_script
+
+MODEL = "+pipeline.stages.reduce.params.model"
+
+
+def plan_of(*overrides, multirun=False):
+    points = sweep_points(["pipeline=smoke", "cluster=local", *overrides], multirun)
+    return build_plan([compose(p) for p in points], points)
+
+
+def cache_with(root: Path, repo="org/tiny", commit="abc123", ref="main") -> Path:
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / ref).write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    (folder / "snapshots" / commit / "config.json").write_text("{}")
+    return root
+
+
+def test_parse():
+    assert hub.parse("hf://org/tiny") == hub.Ref("org/tiny", "model", "main")
+    assert hub.parse("hf://datasets/org/chat@v1.2") == hub.Ref("org/chat", "dataset", "v1.2")
+    assert str(hub.parse("hf://org/tiny@abc")) == "hf://org/tiny@abc"
+    for not_a_ref in ("org/tiny", "hf://tiny", "/data/hf://x", "hf://org/tiny/extra"):
+        assert hub.parse(not_a_ref) is None
+
+
+def test_a_stage_naming_a_hub_repo_gets_a_fetch_stage_before_it():
+    plan = plan_of(f"{MODEL}=hf://org/tiny@main", "cluster.hub_cache=/shared/hf")
+    assert list(plan.stages)[0] == login_hub.FETCH_STAGE
+    fetch = plan.stages[login_hub.FETCH_STAGE]
+    assert fetch.kind == "fetch" and fetch.payloads[0]["fetch"]["repos"] == ["hf://org/tiny@main"]
+    assert ("hub_fetch", "afterok") in [(d.parent, d.declared) for d in plan.stages["reduce"].deps]
+    assert all(d.parent != "hub_fetch" for d in plan.stages["shards"].deps)  # only the stage that names it waits
+
+
+def test_in_a_sweep_every_point_waits_on_the_fetch():
+    plan = plan_of(f"{MODEL}=hf://org/a,hf://org/b", "cluster.hub_cache=/shared/hf", multirun=True)
+    assert [p["fetch"]["repos"] for p in plan.stages["hub_fetch"].payloads] == [["hf://org/a@main"], ["hf://org/b@main"]]
+    assert plan.stages["hub_fetch"].points == 2
+
+
+def test_scripts_are_offline_except_the_fetch_and_all_read_the_shared_cache():
+    plan = plan_of(f"{MODEL}=hf://org/tiny@main", "cluster.hub_cache=/shared/hf", "cluster.hub_endpoint=http://mirror")
+    reqs = build_requests(plan, {n: list(range(s.total_tasks)) for n, s in plan.stages.items()}, 1000)
+    scripts = {r.stage: render_script(plan, r, Path("/r"), "r1") for r in reqs}
+    assert "export HF_HUB_OFFLINE=1" in scripts["reduce"] and "export HF_HUB_CACHE=/shared/hf" in scripts["reduce"]
+    assert "export HF_HUB_OFFLINE=1" in scripts["shards"]
+    assert "HF_HUB_OFFLINE" not in scripts["hub_fetch"] and "export HF_ENDPOINT=http://mirror" in scripts["hub_fetch"]
+    assert "export HF_HUB_CACHE=/shared/hf" in scripts["hub_fetch"]
+
+
+def test_preflight_requires_a_repo_in_the_cache_when_nothing_fetches_it(tmp_path):
+    cache = cache_with(tmp_path)
+    errors: list = []
+    login_hub.check_cached(plan_of(f"{MODEL}=hf://org/missing", f"cluster.hub_cache={cache}", "cluster.hub_fetch=never"),
+                           errors)
+    assert [(e.stage, e.key) for e in errors] == [("reduce", "pipeline.stages.reduce.params.model")]
+    assert "org/missing" in errors[0].message and "not in the hub cache" in errors[0].message
+    errors.clear()
+    plan = plan_of(f"{MODEL}=hf://org/tiny@main", f"cluster.hub_cache={cache}", "cluster.hub_fetch=never")
+    assert "hub_fetch" not in plan.stages
+    login_hub.check_cached(plan, errors)
+    assert errors == []  # cached: passes offline
+
+
+def test_a_fetch_needs_a_cache_to_download_into():
+    errors: list = []
+    login_hub.check_cached(plan_of(f"{MODEL}=hf://org/tiny"), errors)
+    assert [(e.stage, e.key) for e in errors] == [("hub_fetch", "cluster.hub_cache")]
+
+
+def test_a_task_sees_the_snapshot_folder(tmp_path):
+    cache = cache_with(tmp_path)
+    assert hub.resolve({"model": "hf://org/tiny", "x": ["hf://org/tiny@abc123", "keep"]}, str(cache)) == {
+        "model": str(cache / "models--org--tiny/snapshots/abc123"),
+        "x": [str(cache / "models--org--tiny/snapshots/abc123"), "keep"]}
+    with pytest.raises(FileNotFoundError, match="hf://org/other is not in the hub cache"):
+        hub.resolve("hf://org/other", str(cache))
+
+
+def test_a_bad_reference_in_a_fetch_stage_is_named():
+    from launcher.plan import _check_kind
+
+    errors: list = []
+    st = {"kind": "fetch", "fetch": {"repos": ["org/tiny"]}, "after": {}}
+    _check_kind("f", {"f": st}, set(), errors)
+    assert isinstance(errors[0], ConfigError) and errors[0].key == "pipeline.stages.f.fetch.repos.0"
