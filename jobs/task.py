@@ -232,6 +232,12 @@ class Task:
         result = hub_fetch.run(self)
         (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
+    def run_publish(self) -> None:
+        from . import hub_publish
+
+        result = hub_publish.run(self)
+        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
     def run_serve(self) -> None:
         from . import serve
 
@@ -277,7 +283,7 @@ class Task:
             self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             self.tmp_out.mkdir(parents=True)
-            if self.spec.get("hub_cache") and self.spec["kind"] != "fetch":
+            if self.spec.get("hub_cache") and self.spec["kind"] not in ("fetch", "publish"):
                 # hf://org/name@rev -> its snapshot in the shared hub cache (the fetch stage put it there)
                 self.payload = hub.resolve(self.payload, self.spec["hub_cache"])
                 self.ctx.params = self.payload.get("params") or {}
@@ -288,7 +294,7 @@ class Task:
             {"command": self.run_command, "python": self.run_python, "preprocess": self.run_preprocess,
              "pretrain": self.run_pretrain, "torchrun": self.run_torchrun, "convert": self.run_convert,
              "evaluate": self.run_evaluate, "align": self.run_align, "serve": self.run_serve,
-             "fetch": self.run_fetch}[self.spec["kind"]]()
+             "fetch": self.run_fetch, "publish": self.run_publish}[self.spec["kind"]]()
             if self.rank == 0:
                 self.finish(started)
         except Requeue:

@@ -139,6 +139,11 @@ def cmd_plan(args) -> int:
     console.print(plan_table(prep.plan, requests, prep.chunk_size))
     for text in training_summaries(prep.plan):
         console.print(text)
+    from .hub import describe_publish
+
+    for s in prep.plan.stages.values():
+        if s.kind == "publish":
+            console.print(describe_publish(prep.plan, s, plan_dir), markup=False, highlight=False)
     console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
                   f"on sbatch's command line at submission)")
     for r in requests:

@@ -80,3 +80,56 @@ def _strings(node: Any, key: str):
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from _strings(v, f"{key}.{i}")
+
+
+def check_publish(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> None:
+    p, key = st["publish"], f"pipeline.stages.{name}.publish"
+    if not p["repo_id"] or not hub.REF.match(f"hf://{p['repo_id']}"):
+        errors.append(ConfigError(f"kind=publish needs repo_id as org/name, got {p['repo_id']!r}", stage=name,
+                                  key=f"{key}.repo_id"))
+    if p["repo_type"] not in ("model", "dataset"):
+        errors.append(ConfigError(f"model or dataset, got {p['repo_type']!r}", stage=name, key=f"{key}.repo_type"))
+    if st["tasks"] != 1:
+        errors.append(ConfigError(f"must be 1 (one upload per sweep point), got {st['tasks']}", stage=name,
+                                  key=f"pipeline.stages.{name}.tasks"))
+
+
+def check_tokens(plan, errors: List[ConfigError]) -> None:
+    """Preflight: each publish stage's token variable is set in this shell (tasks inherit it by name)."""
+    import os
+
+    for s in plan.stages.values():
+        if s.kind == "publish":
+            var = s.payloads[0]["publish"]["token_env"]
+            if not os.environ.get(var):
+                errors.append(ConfigError(f"publishing needs a hub token: {var} is not set in this shell (the task "
+                                          f"inherits it by name; it is never written to a file)", stage=s.name,
+                                          key=f"pipeline.stages.{s.name}.publish.token_env"))
+
+
+def describe_publish(plan, stage, plan_dir) -> str:
+    """What `launcher plan` shows of a publish stage: the repo, the exact files (when the source exists
+    already) and the card as it would be rendered now (scores come from the run's evaluation stages)."""
+    from jobs import hub_card, layout
+
+    p = stage.payloads[0]["publish"]
+    source = p["source"]
+    try:
+        source = layout.Folders(_spec_for(plan, stage, plan_dir), 0).fill(source)
+    except (KeyError, IndexError):
+        pass
+    names = hub_card.files(source, p["allow_patterns"], p["ignore_patterns"])
+    files = ("\n".join(f"    {n}" for n in names) if names else
+             f"    (the files {source} holds when the stage runs; it does not exist yet)")
+    card = hub_card.render(plan_dir, stage.name, 0, p, str(source)) if p["card"] else "(no card)"
+    return (f"{stage.name}: publish {source} to {p['repo_type']} {p['repo_id']} "
+            f"({'private' if p['private'] else 'public'}, token from ${p['token_env']}"
+            f"{', upload_large_folder' if p['large'] else ', one commit'})\n  files:\n{files}"
+            + ("\n    README.md (the card)" if p["card"] else "") + "\n  card:\n"
+            + "\n".join("    " + line for line in card.splitlines()))
+
+
+def _spec_for(plan, stage, plan_dir) -> Dict[str, Any]:
+    from .render import stage_spec
+
+    return stage_spec(plan, stage, plan_dir, plan_dir.name)

@@ -26,7 +26,8 @@ STRUCTURAL_KEYS = ("kind", "tasks", "throttle", "after", "singleton", "resources
 PAYLOAD_KEYS = ("command", "target", "params", "env")
 # Per kind, what else a task needs (and the stage hash covers).
 KIND_KEYS = {"preprocess": ("blocks", "keep_removed"), "pretrain": ("train",), "torchrun": ("launch",),
-             "evaluate": ("evaluate",), "align": ("align",), "serve": ("serve",), "fetch": ("fetch",)}
+             "evaluate": ("evaluate",), "align": ("align",), "serve": ("serve",), "fetch": ("fetch",),
+             "publish": ("publish",)}
 
 
 @dataclass
@@ -237,6 +238,9 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
     elif kind in ("align", "serve"):
         (align.check_align if kind == "align" else align.check_serve)(name, st, errors)
         preprocess.check_placeholders(name, st, align.placeholder_strings(name, st), ancestors, errors)
+    elif kind == "publish":
+        hub.check_publish(name, st, errors)
+        preprocess.check_placeholders(name, st, [(f"{key}.publish.source", st["publish"]["source"])], ancestors, errors)
     elif kind == "fetch":
         for i, r in enumerate(st["fetch"]["repos"]):
             if not hub_refs.parse(r):

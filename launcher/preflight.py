@@ -106,6 +106,7 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
     if cl.get("setup") and (msg := _bash_syntax_error("\n".join(cl["setup"]))):
         errors.append(ConfigError(f"setup lines are not valid bash: {msg}", key="cluster.setup"))
     hub.check_cached(plan, errors)
+    hub.check_tokens(plan, errors)
     for stage in plan.stages.values():
         if stage.kind == "preprocess":
             for key, path in dict.fromkeys(kp for p in stage.payloads for kp in preprocess.local_inputs(stage.name, p)):
@@ -194,8 +195,8 @@ def stage_targets(stage: StagePlan) -> List[tuple]:
             out += preprocess.targets(stage.name, payload)
         if stage.kind in ("align", "serve"):
             out += align.targets(stage.name, stage.kind, payload)
-        if stage.kind == "fetch":
-            out.append((f"pipeline.stages.{stage.name}.fetch", "huggingface_hub:snapshot_download"))
+        if stage.kind in ("fetch", "publish"):
+            out.append((f"pipeline.stages.{stage.name}.{stage.kind}", "huggingface_hub:HfApi"))
     return list(dict.fromkeys(out))
 
 

@@ -72,10 +72,10 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
              "export PYTHONPATH=" + ":".join(shlex.quote(str(p)) for p in snapshot.pythonpath(run_dir, plan.code))
              + "${PYTHONPATH:+:$PYTHONPATH}"]
     # Offline by default: only a fetch stage reaches the hub; every stage reads the shared cache.
-    hub_env = {} if stage.kind == "fetch" else {"HF_HUB_OFFLINE": "1"}
+    hub_env = {} if stage.kind in ("fetch", "publish") else {"HF_HUB_OFFLINE": "1"}
     if cl.get("hub_cache"):
         hub_env["HF_HUB_CACHE"] = cl["hub_cache"]
-    if stage.kind == "fetch" and cl.get("hub_endpoint"):
+    if stage.kind in ("fetch", "publish") and cl.get("hub_endpoint"):
         hub_env["HF_ENDPOINT"] = cl["hub_endpoint"]
     setup += [f"export {k}={shlex.quote(str(v))}" for k, v in {**hub_env, **cl.get("env", {}), **env["env"]}.items()]
     lines = [*cl.get("setup", []), *env["setup"]]
@@ -133,7 +133,7 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
         "campaign": plan.campaign or run_id, "hub_cache": plan.cluster.get("hub_cache"),
     }
-    if stage.kind in ("preprocess", "pretrain", "evaluate", "align", "serve"):  # {input:<stage>} placeholders
+    if stage.kind in ("preprocess", "pretrain", "evaluate", "align", "serve", "publish"):  # {input:<stage>}
         spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}  # datatrove folders are keyed by hash
         spec["stage_outputs"] = {n: "datatrove" if s.kind == "preprocess" else "task" if s.tasks_per_point == 1
                                  else "tasks" for n, s in plan.stages.items()}

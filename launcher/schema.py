@@ -29,6 +29,7 @@ class StageKind(str, Enum):
     evaluate = "evaluate"  # lighteval on every checkpoint of the parent training (or convert) stage, once
     align = "align"  # TRL (SFT, DPO, ...) on a Hugging Face model, launched through accelerate
     fetch = "fetch"  # download hub repos (hf://org/name@rev) into the cluster's shared cache; added by the plan
+    publish = "publish"  # upload a stage's output to a hub repo, with a generated card
     serve = "serve"  # vLLM's OpenAI-compatible server; dependents (edge `after`) get its endpoint
 
 
@@ -264,6 +265,24 @@ class Fetch:
 
 
 @dataclass
+class Publish:
+    """kind=publish: a folder of the run (a model, a data set, evaluation results) to a hub repo, private
+    by default, with a generated card (README.md: pipeline, configs, data recipe, scores). The token
+    comes from the submitting shell's variable `token_env`, never from a file."""
+
+    source: str = "{input}/model"  # a parent's output ({input}, {input:<stage>}) or a path
+    repo_id: Optional[str] = None  # org/name
+    repo_type: str = "model"  # model | dataset
+    private: bool = True
+    token_env: str = "HF_TOKEN"
+    commit_message: Optional[str] = None  # default: "launcher: <run id> <stage>"
+    allow_patterns: List[str] = field(default_factory=list)  # only these files (empty: all)
+    ignore_patterns: List[str] = field(default_factory=list)
+    large: bool = False  # upload_large_folder: resumable, many commits (big checkpoints, data sets)
+    card: bool = True  # write README.md (replaces one in the source)
+
+
+@dataclass
 class Stage:
     kind: StageKind = MISSING
     tasks: int = 1  # array tasks per sweep point
@@ -286,6 +305,7 @@ class Stage:
     align: Align = field(default_factory=Align)  # kind=align
     serve: Serve = field(default_factory=Serve)  # kind=serve
     fetch: Fetch = field(default_factory=Fetch)  # kind=fetch
+    publish: Publish = field(default_factory=Publish)  # kind=publish
     env: Dict[str, str] = field(default_factory=dict)  # extra environment for this stage's tasks
     resources: Resources = field(default_factory=Resources)
     requeue: Requeue = field(default_factory=Requeue)
@@ -352,7 +372,7 @@ class Cluster:
     hub_cache: Optional[str] = None  # shared cache folder that compute nodes read
     hub_fetch: str = "auto"  # auto | never
     hub_partition: Optional[str] = None  # a partition whose nodes reach the hub (default: the profile's)
-    hub_endpoint: Optional[str] = None  # HF_ENDPOINT for fetch (a mirror); default huggingface.co
+    hub_endpoint: Optional[str] = None  # HF_ENDPOINT for fetch and publish (a mirror); default huggingface.co
 
 
 @dataclass

@@ -58,3 +58,55 @@ def test_without_a_fetch_stage_preflight_requires_the_repo_in_the_cache(tmp_path
         f"{MODEL}=hf://org/tiny")
     st = cli.wait(timeout=300, poll=2)
     assert st["state"] == "COMPLETED" and "hub_fetch" not in [s["name"] for s in st["stages"]], st
+
+
+def test_publish_sends_the_exact_files_and_the_card_to_the_hub(tmp_path, dev_slurm, cpu_python):
+    from hub_standin import StandinHub
+
+    hub = StandinHub()
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "config.json").write_text('{"model_type": "llama"}')
+    (source / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+    root = tmp_path / "runs"
+    root.mkdir()
+    cli = CLI(root, env={**dev_slurm, "HF_TOKEN": "test-token-123"})
+    args = ("pipeline=publish", "cluster=dev", f"cluster.hub_endpoint={hub.url}", f"pipeline.vars.source={source}",
+            "pipeline.vars.repo_id=org/tiny-demo")
+    plan = cli("plan", *args).stdout
+    assert "publish: publish" in plan and "    config.json\n    model.safetensors\n    README.md (the card)" in plan
+    assert "# org/tiny-demo" in plan and "## Scores" in plan
+    cli("run", *args)
+    st = cli.wait(timeout=300, poll=2)
+    assert st["state"] == "COMPLETED", st
+    hub.close()
+    calls = [(m, path.split("?")[0]) for m, path, _, _ in hub.requests if path != "/api/agent-harnesses"]
+    assert ("POST", "/api/repos/create") in calls
+    create = next(b for m, p, _, b in hub.requests if p.startswith("/api/repos/create"))
+    assert create["organization"] == "org" and create["name"] == "tiny-demo" and create["visibility"] == "private"
+    preupload = next(b for m, p, _, b in hub.requests if "/preupload/" in p)
+    assert sorted(f["path"] for f in preupload["files"]) == ["README.md", "config.json", "model.safetensors"]
+    commit_headers, commit = next((h, b) for m, p, h, b in hub.requests if p.startswith("/api/models/org/tiny-demo/commit/"))
+    assert commit_headers.get("Authorization") == "Bearer test-token-123"
+    assert commit[0]["key"] == "header" and commit[0]["value"]["summary"].startswith("launcher: run ")
+    uploaded = hub.files["org/tiny-demo"]
+    assert uploaded["model.safetensors"] == (source / "model.safetensors").read_bytes()
+    assert uploaded["config.json"] == (source / "config.json").read_bytes()
+    card = uploaded["README.md"].decode()
+    assert card.startswith("---\ntags:") and "# org/tiny-demo" in card and "run `" in card and "## Configuration" in card
+    run = cli.run_dir()
+    assert "test-token-123" not in "".join(p.read_text(errors="replace") for p in run.rglob("*") if p.is_file())
+
+
+def test_publish_without_a_token_fails_before_submission(tmp_path, dev_slurm):
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    cli = CLI(root, env=dev_slurm)
+    cli.env.pop("HF_TOKEN", None)
+    p = cli("run", "pipeline=publish", "cluster=dev", f"pipeline.vars.source={tmp_path}", "pipeline.vars.repo_id=org/x",
+            check=False)
+    assert p.returncode == 1
+    assert "stage 'publish': pipeline.stages.publish.publish.token_env: publishing needs a hub token: HF_TOKEN is " \
+           "not set in this shell" in p.stderr, p.stderr
+    assert queued(dev_slurm, root=root) == set() and not any(root.glob("*/run.json"))

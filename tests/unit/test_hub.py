@@ -98,3 +98,35 @@ def test_a_bad_reference_in_a_fetch_stage_is_named():
     st = {"kind": "fetch", "fetch": {"repos": ["org/tiny"]}, "after": {}}
     _check_kind("f", {"f": st}, set(), errors)
     assert isinstance(errors[0], ConfigError) and errors[0].key == "pipeline.stages.f.fetch.repos.0"
+
+
+def test_the_card_records_the_run_and_the_last_scores(tmp_path):
+    import json
+
+    from jobs import hub_card
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "run.json").write_text(json.dumps({"id": "r1", "pipeline": "demo", "campaign": "c1",
+                                                   "points": [["pipeline=demo", "seed=2"]]}))
+    (tmp_path / "config" / "point-0.json").write_text(json.dumps({
+        "cluster": {"account": "secret-project"}, "data": {"recipe": "fineweb_like", "filters": {"url": {}, "c4": None},
+                                                           "tokenizer": {"vocab_size": 512}},
+        "pipeline": {"stages": {"clean": {"kind": "preprocess"}}}}))
+    table = tmp_path / "stages/evaluate_aligned/out/0/0/results.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("task,metric,step,value\nclean_bpb,bits_per_byte,8,2.5\nclean_bpb,bits_per_byte,16,2.25\n")
+    card = hub_card.render(tmp_path, "publish", 0, {"repo_id": "org/m", "repo_type": "model"}, "/src")
+    assert "run `r1` (campaign `c1`)" in card and "`seed=2`" in card
+    assert "Recipe `fineweb_like`: filters url;" in card
+    assert "| evaluate_aligned | clean_bpb | bits_per_byte | 16 | 2.2500 |" in card and "| 8 |" not in card
+    assert "secret-project" not in card  # cluster settings stay out
+
+
+def test_the_files_a_publish_uploads(tmp_path):
+    from jobs import hub_card
+
+    for name in ("config.json", "model.safetensors", "README.md", "logs/x.txt", "optimizer.pt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert hub_card.files(tmp_path, [], ["*.pt", "logs/*"]) == ["config.json", "model.safetensors"]
+    assert hub_card.files(tmp_path, ["*.json"], []) == ["config.json"]

@@ -1,0 +1,69 @@
+"""The card (README.md) a publish stage uploads, and the exact files it uploads. Standard library only:
+`launcher plan` renders both from the plan folder, the publish task from the run folder (then with the
+scores of the run's evaluation stages)."""
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+
+def files(source: str | Path, allow: List[str], ignore: List[str]) -> List[str]:
+    """Paths (relative, sorted) under source that the patterns let through; README.md is the card's."""
+    root = Path(source)
+    out = []
+    for p in sorted(root.rglob("*")) if root.is_dir() else ():
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or rel == "README.md" and allow != ["README.md"]:
+            continue
+        if allow and not any(fnmatch.fnmatch(rel, a) for a in allow):
+            continue
+        if any(fnmatch.fnmatch(rel, i) for i in ignore):
+            continue
+        out.append(rel)
+    return out
+
+
+def scores(run_dir: Path, point: int) -> List[Dict[str, Any]]:
+    """The last checkpoint's value of each task and metric of every evaluation stage of the run."""
+    last: Dict[tuple, Dict[str, Any]] = {}
+    for table in sorted(Path(run_dir).glob(f"stages/*/out/{point}/0/results.csv")):
+        with open(table, newline="") as f:
+            for row in csv.DictReader(f):
+                k = (table.parts[-5], row["task"], row["metric"])
+                if k not in last or int(row["step"]) >= int(last[k]["step"]):
+                    last[k] = {"stage": k[0], **row}
+    return list(last.values())
+
+
+def render(run_dir: Path, stage: str, point: int, publish: Dict[str, Any], source: str) -> str:
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    config_file = run_dir / "config" / f"point-{point}.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    config.pop("cluster", None)  # site details (paths, accounts) stay out of a public card
+    rows = scores(run_dir, point)
+    kind = "dataset" if publish["repo_type"] == "dataset" else "model"
+    lines = ["---", "tags:", "- launcher", f"- {meta.get('pipeline', 'pipeline')}", "---", "",
+             f"# {publish['repo_id']}", "",
+             f"A {kind} made by the `{meta.get('pipeline', '?')}` pipeline, run `{meta.get('id', '?')}`"
+             + (f" (campaign `{meta['campaign']}`)" if meta.get("campaign") not in (None, meta.get("id")) else "")
+             + f", published by its stage `{stage}` from `{source}`.", "",
+             "Overrides: " + (" ".join(f"`{o}`" for o in (meta.get("points") or [[]])[point]) or "none"), ""]
+    data = config.get("data") or {}
+    stages = (config.get("pipeline") or {}).get("stages") or {}
+    if data.get("recipe") and any(st.get("kind") in ("preprocess", "minhash") for st in stages.values()):
+        filters = [k for k, v in (data.get("filters") or {}).items() if v is not None]
+        lines += ["## Data", "", f"Recipe `{data['recipe']}`: filters {', '.join(filters) or 'none'}; "
+                  f"MinHash dedup; tokenizer vocabulary {((data.get('tokenizer') or {}).get('vocab_size'))}.", ""]
+    lines += ["## Scores", ""]
+    if rows:
+        lines += ["| stage | task | metric | step | value |", "|---|---|---|---|---|"]
+        lines += [f"| {r['stage']} | {r['task']} | {r['metric']} | {r['step']} | {float(r['value']):.4f} |" for r in rows]
+    else:
+        lines.append("No evaluation results in this run.")
+    lines += ["", "## Configuration", "", "The resolved pipeline configuration (cluster settings left out):", "",
+              "```json", json.dumps(config, indent=1, sort_keys=True, default=str), "```", ""]
+    return "\n".join(lines)
