@@ -1,6 +1,7 @@
 """kind=publish: a folder of the run to a hub repo (created if needed, private by default) in one commit
 with the generated card (jobs/hub_card.py), or with upload_large_folder (resumable, for big folders)
-plus the card. The token is read from the variable the stage names (publish.token_env), which the
+plus the card (huggingface_hub 1.33 marks upload_large_folder deprecated in favour of upload_folder;
+it still resumes from its progress files under <source>/.cache/huggingface). The token is read from the variable the stage names (publish.token_env), which the
 task inherits from the submitting shell; it is never written anywhere. huggingface_hub is imported
 here only; HF_ENDPOINT (the profile's hub_endpoint) points it at a mirror."""
 from __future__ import annotations

@@ -97,6 +97,18 @@ def test_publish_sends_the_exact_files_and_the_card_to_the_hub(tmp_path, dev_slu
     run = cli.run_dir()
     assert "test-token-123" not in "".join(p.read_text(errors="replace") for p in run.rglob("*") if p.is_file())
 
+    # large: upload_large_folder (resumable: it keeps its progress under the source's .cache/huggingface),
+    # then the card in a commit of its own
+    hub = StandinHub()
+    cli("run", "pipeline=publish", "cluster=dev", f"cluster.hub_endpoint={hub.url}", f"pipeline.vars.source={source}",
+        "pipeline.vars.repo_id=org/tiny-large", "pipeline.stages.publish.publish.large=true")
+    st = cli.wait(timeout=300, poll=2)
+    hub.close()
+    assert st["state"] == "COMPLETED", st
+    assert sorted(hub.files["org/tiny-large"]) == ["README.md", "config.json", "model.safetensors"]
+    commits = [b for m, p, _, b in hub.requests if "/commit/" in p]
+    assert [c[0]["value"]["summary"].startswith("launcher: run ") for c in commits] == [False, True]  # files, card
+
 
 def test_publish_without_a_token_fails_before_submission(tmp_path, dev_slurm):
 

@@ -130,3 +130,13 @@ def test_the_files_a_publish_uploads(tmp_path):
         (tmp_path / name).write_text("x")
     assert hub_card.files(tmp_path, [], ["*.pt", "logs/*"]) == ["config.json", "model.safetensors"]
     assert hub_card.files(tmp_path, ["*.json"], []) == ["config.json"]
+
+
+def test_an_align_stage_naming_a_hub_model_waits_for_the_fetch():
+    points = sweep_points(["pipeline=align", "cluster=local", "cluster.hub_cache=/shared/hf",
+                           "pipeline.vars.model=hf://Qwen/Qwen2.5-0.5B@main", "pipeline.vars.sft_data=/s.jsonl",
+                           "pipeline.vars.dpo_data=/d.jsonl"], False)
+    plan = build_plan([compose(p) for p in points], points)
+    assert [(d.parent, d.kind) for d in plan.stages["sft"].deps] == [("hub_fetch", "afterok")]
+    assert "hub_fetch" not in [d.parent for d in plan.stages["dpo"].deps]  # it reads {input:sft}
+    assert plan.stages["hub_fetch"].payloads[0]["fetch"]["repos"] == ["hf://Qwen/Qwen2.5-0.5B@main"]
