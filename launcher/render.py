@@ -71,8 +71,10 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     setup = [f"export LAUNCHER_TASK_OFFSET={req.offset}",
              "export PYTHONPATH=" + ":".join(shlex.quote(str(p)) for p in snapshot.pythonpath(run_dir, plan.code))
              + "${PYTHONPATH:+:$PYTHONPATH}"]
-    # Offline by default: only a fetch stage reaches the hub; every stage reads the shared cache.
-    hub_env = {} if stage.kind in ("fetch", "publish") else {"HF_HUB_OFFLINE": "1"}
+    # Offline by default: only fetch and publish stages reach the hub; every stage reads the shared cache.
+    # A publish always needs the hub; a fetch keeps the submitting shell's setting (offline, it serves
+    # what the cache holds: how the tests run it).
+    hub_env = {"fetch": {}, "publish": {"HF_HUB_OFFLINE": "0"}}.get(stage.kind, {"HF_HUB_OFFLINE": "1"})
     if cl.get("hub_cache"):
         hub_env["HF_HUB_CACHE"] = cl["hub_cache"]
     if stage.kind in ("fetch", "publish") and cl.get("hub_endpoint"):

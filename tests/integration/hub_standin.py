@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class StandinHub:
     def __init__(self):
-        self.requests: list = []  # (method, path, headers, body as JSON / NDJSON lines)
+        self.requests: list = []  # (method, path, headers with lower-case names, body as JSON / NDJSON lines)
         self.files: dict = {}  # repo -> {path: bytes}
         hub = self
 
@@ -29,7 +29,7 @@ class StandinHub:
                 self.wfile.write(data)
 
             def do_GET(self):
-                hub.requests.append(("GET", self.path, dict(self.headers), None))
+                hub.requests.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, None))
                 self._reply(404, {"error": "not found"})
 
             def do_POST(self):
@@ -38,7 +38,7 @@ class StandinHub:
                     body = [json.loads(x) for x in raw.decode().splitlines() if x.strip()]
                 else:
                     body = json.loads(raw or b"null")
-                hub.requests.append(("POST", self.path, dict(self.headers), body))
+                hub.requests.append(("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if parts[:2] == ["api", "validate-yaml"]:  # the card's front matter
                     return self._reply(200, {"errors": [], "warnings": []})

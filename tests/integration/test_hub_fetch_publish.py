@@ -87,7 +87,7 @@ def test_publish_sends_the_exact_files_and_the_card_to_the_hub(tmp_path, dev_slu
     preupload = next(b for m, p, _, b in hub.requests if "/preupload/" in p)
     assert sorted(f["path"] for f in preupload["files"]) == ["README.md", "config.json", "model.safetensors"]
     commit_headers, commit = next((h, b) for m, p, h, b in hub.requests if p.startswith("/api/models/org/tiny-demo/commit/"))
-    assert commit_headers.get("Authorization") == "Bearer test-token-123"
+    assert commit_headers.get("authorization") == "Bearer test-token-123"
     assert commit[0]["key"] == "header" and commit[0]["value"]["summary"].startswith("launcher: run ")
     uploaded = hub.files["org/tiny-demo"]
     assert uploaded["model.safetensors"] == (source / "model.safetensors").read_bytes()
