@@ -96,6 +96,16 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 1.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def hub_cache_with(root: Path, repo: str = "org/tiny", commit: str = "0123abcd", ref: str = "main") -> Path:
+    """A Hugging Face hub cache holding one repo (the layout snapshot_download writes), offline."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / ref).write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    (folder / "snapshots" / commit / "config.json").write_text("{}")
+    return root
+
+
 def slurm(env, *argv) -> str:
     return subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True, check=True,
                           timeout=60).stdout

@@ -6,18 +6,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import CLI, queued
+from conftest import CLI, hub_cache_with, queued
 
 MODEL = "+pipeline.stages.reduce.params.model"
-
-
-def cache_with(root, repo="org/tiny", commit="0123abcd", ref="main"):
-    folder = root / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / ref).write_text(commit)
-    (folder / "snapshots" / commit).mkdir(parents=True)
-    (folder / "snapshots" / commit / "config.json").write_text("{}")
-    return root
 
 
 def offline_cli(tmp_path, dev_slurm) -> CLI:
@@ -27,7 +18,7 @@ def offline_cli(tmp_path, dev_slurm) -> CLI:
 
 
 def test_a_stage_naming_a_hub_model_reads_it_offline_from_the_shared_cache(tmp_path, dev_slurm, cpu_python):
-    cache = cache_with(tmp_path / "hf")
+    cache = hub_cache_with(tmp_path / "hf")
     cli = offline_cli(tmp_path, dev_slurm)
     cli("run", "pipeline=smoke", "cluster=dev", f"cluster.hub_cache={cache}", f"{MODEL}=hf://org/tiny@main")
     st = cli.wait(timeout=300, poll=2)
@@ -45,7 +36,7 @@ def test_a_stage_naming_a_hub_model_reads_it_offline_from_the_shared_cache(tmp_p
 
 
 def test_without_a_fetch_stage_preflight_requires_the_repo_in_the_cache(tmp_path, dev_slurm):
-    cache = cache_with(tmp_path / "hf")
+    cache = hub_cache_with(tmp_path / "hf")
     cli = offline_cli(tmp_path, dev_slurm)
     p = cli("run", "pipeline=smoke", "cluster=dev", f"cluster.hub_cache={cache}", "cluster.hub_fetch=never",
             f"{MODEL}=hf://org/missing", check=False)

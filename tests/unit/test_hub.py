@@ -12,21 +12,14 @@ from launcher.errors import ConfigError
 from launcher.plan import build_plan
 from launcher.render import build_requests, render_script
 
+from conftest import hub_cache_with
+
 MODEL = "+pipeline.stages.reduce.params.model"
 
 
 def plan_of(*overrides, multirun=False):
     points = sweep_points(["pipeline=smoke", "cluster=local", *overrides], multirun)
     return build_plan([compose(p) for p in points], points)
-
-
-def cache_with(root: Path, repo="org/tiny", commit="abc123", ref="main") -> Path:
-    folder = root / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / ref).write_text(commit)
-    (folder / "snapshots" / commit).mkdir(parents=True)
-    (folder / "snapshots" / commit / "config.json").write_text("{}")
-    return root
 
 
 def test_parse():
@@ -63,7 +56,7 @@ def test_scripts_are_offline_except_the_fetch_and_all_read_the_shared_cache():
 
 
 def test_preflight_requires_a_repo_in_the_cache_when_nothing_fetches_it(tmp_path):
-    cache = cache_with(tmp_path)
+    cache = hub_cache_with(tmp_path, commit="abc123")
     errors: list = []
     login_hub.check_cached(plan_of(f"{MODEL}=hf://org/missing", f"cluster.hub_cache={cache}", "cluster.hub_fetch=never"),
                            errors)
@@ -83,7 +76,7 @@ def test_a_fetch_needs_a_cache_to_download_into():
 
 
 def test_a_task_sees_the_snapshot_folder(tmp_path):
-    cache = cache_with(tmp_path)
+    cache = hub_cache_with(tmp_path, commit="abc123")
     assert hub.resolve({"model": "hf://org/tiny", "x": ["hf://org/tiny@abc123", "keep"]}, str(cache)) == {
         "model": str(cache / "models--org--tiny/snapshots/abc123"),
         "x": [str(cache / "models--org--tiny/snapshots/abc123"), "keep"]}
