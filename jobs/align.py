@@ -39,7 +39,7 @@ def argv(task, hosts: list[str], node_rank: int, port: int) -> list[str]:
             "--num_cpu_threads_per_process", str(threads), "-m", "jobs.align_train"]
 
 
-def run(task) -> Dict[str, Any]:
+def run(task) -> None:
     from .task import log
 
     a = resolve(task)
@@ -62,6 +62,4 @@ def run(task) -> Dict[str, Any]:
     log("align: " + " ".join(cmd))
     run_child(task, cmd, env, f"accelerate launch exited with status {{rc}} on node {node_rank}; the trainer's "
                               f"error is in this task's log above")
-    if task.rank != 0:
-        return {}
-    return layout.read_json(task.ctx.output_dir / "result.json", {}) or {}
+    return None  # the worker wrote result.json (main process)

@@ -64,6 +64,7 @@ def run(task) -> Dict[str, Any]:
     from . import eval_tasks
     from .lighteval_run import evaluate
 
+    task.export_environment()
     spec, ev, point = task.spec, task.payload["evaluate"], task.point
     stage_dir = layout.stage_dir(task.run_dir, task.stage)
     tasks = list(ev["tasks"])

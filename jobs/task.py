@@ -8,6 +8,7 @@ REQUEUE_EXIT for the local scheduler to restart it.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -25,6 +26,9 @@ from .context import Cancel, Requeue, TaskContext
 from .targets import locate
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "run me again" for the local backend
+# stage kind -> the jobs module whose run(task) does it
+MODULE_KINDS = {"pretrain": "pretrain", "convert": "convert", "evaluate": "evaluate", "align": "align",
+                "serve": "serve", "fetch": "hub_fetch", "publish": "hub_publish"}
 CANCEL_EXIT = 76  # "count me as cancelled" for the local backend (on Slurm the task scancels itself)
 
 
@@ -195,61 +199,29 @@ class Task:
         self.export_environment()
         result = fn(self.ctx)
         if result is not None:
-            (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-
-    def run_pretrain(self) -> None:
-        from . import pretrain
-
-        result = pretrain.run(self)
-        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+            self.write_result(result)
 
     def run_torchrun(self) -> None:
         from . import pretrain
 
         pretrain.run_torchrun(self)
 
-    def run_evaluate(self) -> None:
-        from . import evaluate
+    def run_module(self) -> None:
+        """Kinds whose module's run(task) does the work: its result (if any) becomes result.json.
+        Imported here, in the stage's environment: they may import the stage's library."""
+        result = importlib.import_module(f".{MODULE_KINDS[self.spec['kind']]}", __package__).run(self)
+        if result is not None:
+            self.write_result(result)
 
-        self.export_environment()
-        result = evaluate.run(self)
-        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-
-    def run_convert(self) -> None:
-        from . import convert
-
-        result = convert.run(self)
-        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-
-    def run_align(self) -> None:
-        from . import align
-
-        align.run(self)  # the worker wrote result.json
-
-    def run_fetch(self) -> None:
-        from . import hub_fetch
-
-        result = hub_fetch.run(self)
-        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-
-    def run_publish(self) -> None:
-        from . import hub_publish
-
-        result = hub_publish.run(self)
-        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-
-    def run_serve(self) -> None:
-        from . import serve
-
-        result = serve.run(self)
+    def write_result(self, result) -> None:
         (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
     def run_preprocess(self) -> None:
         from . import preprocess  # imports datatrove: only in the stage's environment
 
         self.export_environment()
-        result = preprocess.run_rank(self.spec, self.payload, self.point, self.index, self.spec["tasks_per_point"])
-        (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+        self.write_result(preprocess.run_rank(self.spec, self.payload, self.point, self.index,
+                                              self.spec["tasks_per_point"]))
 
     # -- main ----------------------------------------------------------------------------------
     def load_secrets(self) -> None:
@@ -292,9 +264,7 @@ class Task:
 
                 serve.wait_for_servers(self)
             {"command": self.run_command, "python": self.run_python, "preprocess": self.run_preprocess,
-             "pretrain": self.run_pretrain, "torchrun": self.run_torchrun, "convert": self.run_convert,
-             "evaluate": self.run_evaluate, "align": self.run_align, "serve": self.run_serve,
-             "fetch": self.run_fetch, "publish": self.run_publish}[self.spec["kind"]]()
+             "torchrun": self.run_torchrun, **{k: self.run_module for k in MODULE_KINDS}}[self.spec["kind"]]()
             if self.rank == 0:
                 self.finish(started)
         except Requeue:
