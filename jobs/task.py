@@ -240,7 +240,8 @@ class Task:
             return 0
         log(f"{self.stage}[{self.task}] point {self.point} task {self.index} job {self.job_id} "
             f"attempt {self.restarts + 1} on {socket.gethostname()}")
-        log(f"python {sys.executable} (sys.prefix {sys.prefix}), code {Path(__file__).resolve().parent.parent}")
+        code = Path(__file__).resolve().parent.parent
+        log(f"python {sys.executable} (sys.prefix {sys.prefix}), code {code}, working directory {os.getcwd()}")
         started = time.time()
         self.install_signal_handlers()
         # Accounting learns of a start late; this file lets status see the task running now.
@@ -251,6 +252,10 @@ class Task:
         except OSError:
             pass
         try:
+            snapshot = self.spec.get("code_dir")
+            if snapshot and code != Path(snapshot).resolve():
+                raise RuntimeError(f"the jobs package was imported from {code}, not from the run's code snapshot "
+                                   f"{snapshot}: this task would run code other than what the run recorded")
             self.load_secrets()
             self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.tmp_out, ignore_errors=True)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,20 +50,22 @@ def python_of(cluster: dict, name: Optional[str]) -> str:
 
 
 def interpreter_problems(python: str, modules: Iterable[str] = (), targets: Iterable[str] = (),
-                         pythonpath: Iterable[str] = (), timeout: float = 120) -> Dict[str, str]:
+                         pythonpath: Optional[Iterable[str]] = None, timeout: float = 120) -> Dict[str, str]:
     """What `python` cannot do: {module or target: why}, or {"": why} when it does not start at all.
     Modules are imported and targets ('pkg.mod.Class', 'pkg.mod:func') resolved in one process, with
-    the project and the pipeline's code on its path, as the tasks will have them."""
+    `pythonpath` as the tasks will have it (snapshot.pythonpath_of a snapshot view; default: this
+    project's root). Like a task, it starts in the first folder of that path: `python -m` puts its
+    working directory first on sys.path, and the submitting shell's must not count."""
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
         return {"": f"interpreter {python} does not exist or is not executable"}
     modules, targets = list(modules), list(targets)
     if not modules and not targets:
         return {}
-    path = os.pathsep.join([str(PROJECT_ROOT), *pythonpath])
+    path = [str(p) for p in pythonpath] if pythonpath is not None else [str(PROJECT_ROOT)]
     try:
         p = subprocess.run([python, "-m", "jobs.targets"], input=json.dumps({"modules": modules, "targets": targets}),
-                           capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path})
+                           capture_output=True, text=True, timeout=timeout, cwd=path[0],
+                           env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(path)})
     except subprocess.TimeoutExpired:
         return {"": f"{python} did not import {', '.join(modules + targets)} in {timeout:.0f} s"}
     if p.returncode != 0:
@@ -71,10 +74,13 @@ def interpreter_problems(python: str, modules: Iterable[str] = (), targets: Iter
 
 
 def packages(python: str) -> List[str]:
-    """`name==version` of every distribution the interpreter sees (pip freeze, without pip)."""
+    """`name==version` of every distribution the interpreter sees (pip freeze, without pip). Run in an
+    empty folder: `-c` puts the working directory first on sys.path, and from a checkout its
+    `*.egg-info` would be listed as installed in every interpreter (tasks do not start there)."""
     code = ("import importlib.metadata as m, json; print(json.dumps(sorted({f\"{d.metadata['Name']}=={d.version}\" "
             "for d in m.distributions() if d.metadata['Name']})))")
-    p = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    with tempfile.TemporaryDirectory(prefix="launcher-packages-") as empty:
+        p = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120, cwd=empty)
     return json.loads(p.stdout) if p.returncode == 0 else [f"<could not list: {p.stderr.strip()[-200:]}>"]
 
 

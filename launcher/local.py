@@ -15,8 +15,14 @@ from filelock import FileLock
 
 from jobs import layout
 
+from .compose import PROJECT_ROOT
 from .local_driver import TERMINAL
 
+# The driver imports this very launcher. Not `python -m launcher.local_driver`: that puts the shell's
+# working directory first on sys.path, and a `launcher` or `jobs` folder there (another checkout, a
+# user's package) would run in its place. `-c` puts '' there instead, which goes.
+DRIVER = (f"import sys; sys.path[:] = [{str(PROJECT_ROOT)!r}] + [p for p in sys.path if p]; "
+          "from launcher.local_driver import main; main()")
 
 
 def _alive(pid: int) -> bool:
@@ -65,9 +71,9 @@ class Local:
                                      {"id": str(job_id), "script": str(script), "dependency": dependency or ""})
             if self.driver_pid() is None:
                 log = open(self.dir / "driver.log", "a")
-                proc = subprocess.Popen([sys.executable, "-m", "launcher.local_driver", str(self.dir),
-                                         str(self.max_parallel)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, close_fds=True)
+                proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(self.dir), str(self.max_parallel)],
+                                        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                                        close_fds=True)
                 layout.atomic_write_text(self.dir / "driver.pid", f"{proc.pid}\n")
         return str(job_id)
 

@@ -77,7 +77,7 @@ def _snapshot_and_record(plan: Plan, run_dir: Path) -> None:
     """Code as it is now, and each stage's software, into the run directory."""
     from . import environments, snapshot
 
-    code = snapshot.take(run_dir, plan.code)
+    code = snapshot.take(run_dir, plan.code, exclude=[run_dir.parent])  # never the run root itself
     envs = environments.describe({name: s.environment for name, s in plan.stages.items()})
     layout.atomic_write_json(run_dir / "environments.json", {"code": code, **envs})
 

@@ -11,7 +11,7 @@ import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import align, hub, pretrain, preprocess
+from . import align, hub, pretrain, preprocess, snapshot
 from .environments import resolve as resolve_environment
 from jobs import hub as hub_refs
 
@@ -142,9 +142,8 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     if not stages_cfg:
         errors.append(ConfigError("the pipeline has no stages", key="pipeline.stages"))
     code = [os.path.abspath(p) for p in first["pipeline"]["code"]]
-    for i, path in enumerate(code):
-        if not os.path.exists(path):
-            errors.append(ConfigError(f"code path {path} does not exist", key=f"pipeline.code.{i}"))
+    errors += snapshot.check(code, run_root=os.path.abspath(first.get("run_root") or "runs"),
+                             max_mb=first["pipeline"].get("code_max_mb", 50.0))
 
     _check_names(first, errors)
     graph: Dict[str, List[str]] = {}

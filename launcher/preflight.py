@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import align, hub, preprocess, pretrain
+from . import align, hub, preprocess, pretrain, snapshot
 from .environments import build_state, interpreter_problems
 from .errors import ConfigError
 from .plan import Plan, StagePlan
@@ -85,7 +85,7 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
             pass
     except OSError as e:
         errors.append(ConfigError(f"run root {run_root} is not writable: {e.strerror or e}", key="run_root"))
-    errors += check_environments(plan)
+    errors += check_environments(plan, run_root)
     written = {("cluster.env", k) for k in cl.get("env", {})} | {
         (f"cluster.environments.{n}.env", k) for n, e in (cl.get("environments") or {}).items() for k in e["env"]}
     if cl.get("secrets_file"):
@@ -132,7 +132,7 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
     return errors
 
 
-def check_environments(plan: Plan) -> List[ConfigError]:
+def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[ConfigError]:
     """Each stage's interpreter starts, imports its environment's modules and finds every target the
     stage names (a python stage's function, the datatrove blocks of a preprocess stage), one process
     per distinct environment, in parallel; its container image exists, its setup lines parse."""
@@ -154,15 +154,16 @@ def check_environments(plan: Plan) -> List[ConfigError]:
     keys = list(by_env)
     wanted = {k: [(name, key, t) for name in by_env[k] for key, t in stage_targets(plan.stages[name])] for k in keys}
 
-    # The tasks' path holds the snapshot root (each code path by its name) and each code folder:
-    # here, each code path's parent and each code folder.
-    path = list(dict.fromkeys([str(Path(c).parent) for c in plan.code] + [c for c in plan.code if os.path.isdir(c)]))
+    # Imported from a view of the snapshot the run would take now, from its folder: what a task can
+    # import, and nothing else (not the submission directory, not the code paths' siblings).
+    with snapshot.view(plan.code, exclude=[run_root] if run_root else []) as view:
+        path = [str(p) for p in snapshot.pythonpath_of(view, plan.code)]
 
-    def check(k):
-        return interpreter_problems(k[0], k[1], sorted({t for _, _, t in wanted[k]}), path)
+        def check(k):
+            return interpreter_problems(k[0], k[1], sorted({t for _, _, t in wanted[k]}), path)
 
-    with ThreadPoolExecutor(max_workers=min(8, len(keys) or 1)) as pool:
-        problems = list(pool.map(check, keys))
+        with ThreadPoolExecutor(max_workers=min(8, len(keys) or 1)) as pool:
+            problems = list(pool.map(check, keys))
     for k, found in zip(keys, problems):
         for name in by_env[k]:
             env = plan.stages[name].environment

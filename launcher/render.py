@@ -84,6 +84,13 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     if lines:  # a failing setup line fails the task, and says which line it was
         setup += ["trap 'echo \"launcher: setup failed (exit $?): $BASH_COMMAND\" >&2; exit 1' ERR", *lines,
                   "trap - ERR"]
+    # Tasks run in their code snapshot. Slurm starts a job in the submission directory (sbatch
+    # --chdir), often the checkout being edited, and `python -m`/`-c` put the working directory
+    # first on sys.path: jobs.task, a command's python, torchrun's and accelerate's workers would
+    # import the live code from there instead of the snapshot. A `cd` (not --chdir) so the local
+    # backend runs the same script, and Slurm expands no %-pattern in the path.
+    code = snapshot.code_dir(run_dir)
+    setup.append(f"cd {shlex.quote(str(code))} || exit 1")
     srun_args = []
     if multi_process(stage):  # one dead node (or rank) ends the whole step, not a hang until the time limit
         srun_args.append("--kill-on-bad-exit=1")
@@ -91,6 +98,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         srun_args.append(f"--container-image={env['container_image']}")
         if env["container_mounts"]:
             srun_args.append(f"--container-mounts={','.join(env['container_mounts'])}")
+        srun_args.append(f"--container-workdir={code}")  # else pyxis may start in the image's WORKDIR
     # throttle is per sweep point, like tasks: K points may run K times as many tasks at once
     throttle = min(stage.throttle * stage.points, stage.total_tasks) if stage.throttle else None
     extra = {"array": array_spec(req.indices, throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
@@ -134,6 +142,7 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         "parents": [d.parent for d in stage.deps], "requeue": stage.requeue, "time_min": stage.time_min,
         "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
         "campaign": plan.campaign or run_id, "hub_cache": plan.cluster.get("hub_cache"),
+        "code_dir": str(snapshot.code_dir(run_dir)),  # jobs.task refuses to run from anywhere else
     }
     if stage.kind in ("preprocess", "pretrain", "evaluate", "align", "serve", "publish"):  # {input:<stage>}
         spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}  # datatrove folders are keyed by hash

@@ -321,6 +321,9 @@ class Pipeline:
     # User code the stages import (folders or .py files): snapshotted into the run at submission and
     # put on the tasks' PYTHONPATH, so later edits never change a queued job. `jobs/` always is.
     code: List[str] = field(default_factory=list)
+    # Most a code path may hold once git-ignored files, venvs and Hydra outputs are left out (every
+    # run copies it): larger is refused at plan time (launcher/snapshot.py).
+    code_max_mb: float = 50.0
 
 
 @dataclass

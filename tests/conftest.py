@@ -17,13 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 class CLI:
     def __init__(self, run_root: Path, env: dict | None = None):
         self.run_root = run_root
+        self.cwd = run_root  # where the operator types the command (set it to launch from elsewhere)
         self.env = {**os.environ, "LAUNCHER_RUN_ROOT": str(run_root), **(env or {})}
 
     def __call__(self, *args: str, check: bool | None = True, timeout: float = 300) -> subprocess.CompletedProcess:
         argv = list(args)
         if argv and argv[0] in ("run", "plan") and not any(a.startswith("run_root=") for a in argv):
             argv.append(f"run_root={self.run_root}")
-        p = subprocess.run([sys.executable, "-m", "launcher", *argv], cwd=self.run_root, env=self.env,
+        p = subprocess.run([sys.executable, "-m", "launcher", *argv], cwd=self.cwd, env=self.env,
                            capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"launcher {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
