@@ -24,12 +24,14 @@ def pythonpath(run_dir: Path, extra: List[str]) -> List[Path]:
 
 
 def take(run_dir: Path, extra: List[str]) -> Dict[str, object]:
-    """Copy the compute-side package `jobs` and the pipeline's `code` paths into <run_dir>/code,
+    """Copy the compute-side package `jobs`, the templates and the pipeline's `code` paths into <run_dir>/code,
     atomically (an earlier snapshot, on `resume --force`, is kept as code.<time>)."""
     dest = code_dir(run_dir)
     tmp = dest.with_name(".code.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(PROJECT_ROOT / "jobs", tmp / "jobs", ignore=IGNORE)
+    # Node-side templates (model card, chat template): jobs.templating finds them next to jobs/.
+    shutil.copytree(PROJECT_ROOT / "templates", tmp / "templates", ignore=IGNORE)
     for p in map(Path, extra):
         if p.is_dir():
             shutil.copytree(p, tmp / p.name, ignore=IGNORE)
@@ -41,4 +43,5 @@ def take(run_dir: Path, extra: List[str]) -> Dict[str, object]:
     if dest.exists():
         os.replace(dest, dest.with_name(f"code.{int(time.time())}"))
     os.replace(tmp, dest)
-    return {"id": digest.hexdigest()[:16], "sources": [str(PROJECT_ROOT / "jobs"), *map(str, extra)]}
+    return {"id": digest.hexdigest()[:16], "sources": [str(PROJECT_ROOT / "jobs"), str(PROJECT_ROOT / "templates"),
+                                                  *map(str, extra)]}
