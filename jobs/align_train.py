@@ -21,23 +21,16 @@ import time
 import warnings
 from pathlib import Path
 
-from . import checkpoints, layout
+from . import checkpoints, layout, templating
 
 STOP_EXIT = 75
 # name -> (trainer class, config class) in trl; and the columns each jsonl line must have
 TRAINERS = {"sft": ("SFTTrainer", "SFTConfig"), "dpo": ("DPOTrainer", "DPOConfig")}
 COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
-# Used when the tokenizer has no chat template (align.chat_template null) or asked for ("builtin").
-# The generation tags mark the assistant's tokens (assistant_only_loss); every turn ends with EOS.
-BUILTIN_CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|' + message['role'] + '|>\\n' }}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{% generation %}{{- message['content'] + eos_token }}{% endgeneration %}{{- '\\n' }}"
-    "{%- else %}{{- message['content'] + eos_token + '\\n' }}{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|assistant|>\\n' }}{%- endif %}"
-)
+# Used when the tokenizer has no chat template (align.chat_template null) or asked for ("builtin"):
+# templates/chat_template.jinja. Its generation tags mark the assistant's tokens (assistant_only_loss);
+# every turn ends with EOS.
+BUILTIN_CHAT_TEMPLATE = "chat_template.jinja"
 
 
 def log(msg: str) -> None:
@@ -50,7 +43,7 @@ def chat_template(tokenizer, setting: str | None) -> str:
         return Path(setting).read_text()
     if setting is None and tokenizer.chat_template:
         return tokenizer.chat_template
-    return BUILTIN_CHAT_TEMPLATE
+    return templating.text(BUILTIN_CHAT_TEMPLATE)
 
 
 def load_data(path: str, trainer: str, cache: Path):

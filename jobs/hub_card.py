@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
+DATATROVE_KINDS = ("preprocess", "minhash")  # stage kinds that prepare data with the recipe
+
 
 def files(source: str | Path, allow: List[str], ignore: List[str]) -> List[str]:
     """Paths (relative, sorted) under source that the patterns let through; README.md is the card's."""
@@ -39,31 +41,24 @@ def scores(run_dir: Path, point: int) -> List[Dict[str, Any]]:
 
 
 def render(run_dir: Path, stage: str, point: int, publish: Dict[str, Any], source: str) -> str:
+    """The card of one publish task (templates/model_card.md.j2), from what the run directory holds now."""
+    from . import templating
+
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     config_file = run_dir / "config" / f"point-{point}.json"
     config = json.loads(config_file.read_text()) if config_file.exists() else {}
     config.pop("cluster", None)  # site details (paths, accounts) stay out of a public card
-    rows = scores(run_dir, point)
-    kind = "dataset" if publish["repo_type"] == "dataset" else "model"
-    lines = ["---", "tags:", "- launcher", f"- {meta.get('pipeline', 'pipeline')}", "---", "",
-             f"# {publish['repo_id']}", "",
-             f"A {kind} made by the `{meta.get('pipeline', '?')}` pipeline, run `{meta.get('id', '?')}`"
-             + (f" (campaign `{meta['campaign']}`)" if meta.get("campaign") not in (None, meta.get("id")) else "")
-             + f", published by its stage `{stage}` from `{source}`.", "",
-             "Overrides: " + (" ".join(f"`{o}`" for o in (meta.get("points") or [[]])[point]) or "none"), ""]
     data = config.get("data") or {}
     stages = (config.get("pipeline") or {}).get("stages") or {}
-    if data.get("recipe") and any(st.get("kind") in ("preprocess", "minhash") for st in stages.values()):
-        filters = [k for k, v in (data.get("filters") or {}).items() if v is not None]
-        lines += ["## Data", "", f"Recipe `{data['recipe']}`: filters {', '.join(filters) or 'none'}; "
-                  f"MinHash dedup; tokenizer vocabulary {((data.get('tokenizer') or {}).get('vocab_size'))}.", ""]
-    lines += ["## Scores", ""]
-    if rows:
-        lines += ["| stage | task | metric | step | value |", "|---|---|---|---|---|"]
-        lines += [f"| {r['stage']} | {r['task']} | {r['metric']} | {r['step']} | {float(r['value']):.4f} |" for r in rows]
-    else:
-        lines.append("No evaluation results in this run.")
-    lines += ["", "## Configuration", "", "The resolved pipeline configuration (cluster settings left out):", "",
-              "```json", json.dumps(config, indent=1, sort_keys=True, default=str), "```", ""]
-    return "\n".join(lines)
+    # a data section only when the run prepared data with the recipe (datatrove stages)
+    datatrove = any(st.get("kind") in DATATROVE_KINDS for st in stages.values())
+    return templating.render(
+        "model_card.md.j2", pipeline=meta.get("pipeline", "pipeline"), repo_id=publish["repo_id"],
+        kind="dataset" if publish["repo_type"] == "dataset" else "model", run_id=meta.get("id", "?"),
+        campaign=meta["campaign"] if meta.get("campaign") not in (None, meta.get("id")) else None,
+        stage=stage, source=source, overrides=(meta.get("points") or [[]])[point],
+        recipe=data.get("recipe") if datatrove else None,
+        filters=[k for k, v in (data.get("filters") or {}).items() if v is not None],
+        vocab_size=(data.get("tokenizer") or {}).get("vocab_size"), scores=scores(run_dir, point),
+        config_json=json.dumps(config, indent=1, sort_keys=True, default=str))

@@ -7,6 +7,7 @@ import difflib
 from typing import Any, Dict, List, Tuple
 
 from jobs.align_train import COLUMNS, TRAINERS
+from jobs import templating
 from jobs.layout import PLACEHOLDER
 
 from .errors import ConfigError
@@ -149,13 +150,12 @@ def accelerate_config(align: Dict[str, Any], resources: Dict[str, Any]) -> Dict[
     nproc = align["nproc_per_node"] or gpus or 1
     bf16 = gpus and str(align["dtype"]).lower() in ("bfloat16", "bf16")
     fp16 = gpus and str(align["dtype"]).lower() in ("float16", "fp16")
-    cfg: Dict[str, Any] = {
-        "compute_environment": "LOCAL_MACHINE", "debug": False, "num_machines": nodes,
-        "num_processes": nodes * nproc, "machine_rank": 0, "main_training_function": "main",
-        "mixed_precision": "bf16" if bf16 else "fp16" if fp16 else "no", "use_cpu": not gpus,
-        "rdzv_backend": "static", "same_network": True, "downcast_bf16": "no",
-        "distributed_type": "NO" if nodes * nproc == 1 else "MULTI_GPU",
-    }
+    cfg: Dict[str, Any] = templating.yaml_defaults("accelerate_defaults.yaml")  # the fixed keys, in order
+    cfg.update({"num_machines": nodes, "num_processes": nodes * nproc, "use_cpu": not gpus,
+                "mixed_precision": "bf16" if bf16 else "fp16" if fp16 else "no",
+                "distributed_type": "NO" if nodes * nproc == 1 else "MULTI_GPU"})
+    unset = [k for k, v in cfg.items() if v is None]
+    assert not unset, f"templates/accelerate_defaults.yaml leaves {unset} to the stage, which did not set them"
     if align["deepspeed_zero"] is not None:
         z = int(align["deepspeed_zero"])
         cfg["distributed_type"] = "DEEPSPEED"

@@ -11,9 +11,12 @@ from typing import Any, Dict
 
 import yaml
 
+from jobs import templating
+
 # Our schedule names -> nanotron's lr_decay_style. WSD decays with "1-sqrt" (the usual WSD cool-down)
 # after a constant phase that nanotron expresses as lr_decay_starting_step.
 DECAY_STYLE = {"cosine": "cosine", "linear": "linear", "wsd": "1-sqrt"}
+DEFAULTS = "nanotron_defaults.yaml"
 
 
 def render(train: Dict[str, Any], *, project: str, run: str, checkpoints: str, tokenizer: str,
@@ -24,17 +27,12 @@ def render(train: Dict[str, Any], *, project: str, run: str, checkpoints: str, t
     model, opt, par = train["model"], train["optimizer"], train["parallelism"]
     total = sum(data.values())
     cfg = {
-        "general": {"project": project, "run": run, "seed": train["seed"], "ignore_sanity_checks": True},
+        "general": {"project": project, "run": run, "seed": train["seed"]},
         "checkpoints": {
             "checkpoints_path": checkpoints,
             # Same folder: each requeue finds latest.txt there and resumes (nothing there yet: from scratch).
             "resume_checkpoint_path": checkpoints,
             "checkpoint_interval": checkpoint_interval,
-            "save_initial_state": False,
-            "save_final_state": True,
-            "load_lr_scheduler": True,
-            "load_optimizer": True,
-            "checkpoints_path_is_shared_file_system": True,
         },
         "parallelism": {
             "dp": par["dp"], "tp": par["tp"], "pp": par["pp"],
@@ -47,8 +45,6 @@ def render(train: Dict[str, Any], *, project: str, run: str, checkpoints: str, t
         "model": {
             "dtype": train["dtype"],
             "init_method": {"std": float(model["init_std"])},
-            "make_vocab_size_divisible_by": 1,  # vocab_size must stay len(tokenizer): run_train asserts it
-            "ddp_bucket_cap_mb": 25,
             "model_config": _model_config(model, par["cp"]),
         },
         "tokenizer": {"tokenizer_name_or_path": tokenizer},
@@ -62,13 +58,11 @@ def render(train: Dict[str, Any], *, project: str, run: str, checkpoints: str, t
             "zero_stage": opt["zero_stage"],
             "weight_decay": float(opt["weight_decay"]),
             "clip_grad": float(opt["clip_grad"]),
-            "accumulate_grad_in_fp32": True,
-            "optimizer_factory": {"name": "adamW", "adam_eps": float(opt["eps"]), "adam_beta1": float(opt["beta1"]),
-                                  "adam_beta2": float(opt["beta2"]), "torch_adam_is_fused": True},
+            "optimizer_factory": {"adam_eps": float(opt["eps"]), "adam_beta1": float(opt["beta1"]),
+                                  "adam_beta2": float(opt["beta2"])},
             "learning_rate_scheduler": _lr_schedule(opt, steps),
         },
-        "logging": {"log_level": "info", "log_level_replica": "info",
-                    "iteration_step_info_interval": train["log_every_steps"]},
+        "logging": {"iteration_step_info_interval": train["log_every_steps"]},
         "data_stages": [{
             "name": "pretrain",
             "start_training_step": 1,  # nanotron requires a stage starting at step 1
@@ -89,7 +83,8 @@ def render(train: Dict[str, Any], *, project: str, run: str, checkpoints: str, t
             },
         }],
     }
-    return _merge(cfg, train.get("nanotron") or {})
+    # The fixed part (templates/nanotron_defaults.yaml), what the stage decides, then the escape hatch.
+    return _merge(_merge(templating.yaml_defaults(DEFAULTS), cfg), train.get("nanotron") or {})
 
 
 def _model_config(m: Dict[str, Any], cp: int) -> Dict[str, Any]:

@@ -28,7 +28,6 @@ always "better"; a run = one (campaign, run_id, point, variant, seed)):
 from __future__ import annotations
 
 import csv
-import html
 import json
 import math
 import re
@@ -306,58 +305,6 @@ dt{font-weight:bold;margin-top:.5em} .muted{color:#666;font-size:.85em}
 """
 
 
-def _signal_html(table: List[Dict[str, Any]]) -> str:
-    head = ("<tr><th class=l>task</th><th class=l>metric</th><th>monotonicity</th><th>seed std</th>"
-            "<th>separation</th><th>above random</th><th class=l>best variant</th><th>trusted</th></tr>")
-    body = []
-    for e in table:
-        e_ = html.escape
-        body.append(
-            f"<tr><td class=l>{e_(e['task'])}</td><td class=l>{e_(e['metric'])} {'↑' if e['higher_is_better'] else '↓'}"
-            f"</td><td>{fmt(e['monotonicity'])}</td><td>{fmt(e['seed_std'])}</td><td>{fmt(e['separation'])}</td>"
-            f"<td>{fmt(e['above_random'])}</td><td class=l>{e_(str(e['best_variant']))}</td>"
-            f"<td class={'ok' if e['trusted'] else 'no'}>{fmt(e['trusted'])}</td></tr>")
-    return f'<table id="signal">\n{head}\n' + "\n".join(body) + "\n</table>"
-
-
-def _finals_html(table: List[Dict[str, Any]]) -> str:
-    variants = sorted({v for e in table for v in e["variants"]})
-    head = "<tr><th class=l>task</th><th class=l>metric</th>" + "".join(
-        f"<th>{html.escape(v)}</th>" for v in variants) + "</tr>"
-    body = []
-    for e in table:
-        cells = []
-        for v in variants:
-            s = e["variants"].get(v)
-            if s is None:
-                cells.append("<td>—</td>")
-                continue
-            txt = f"{fmt(s['mean'])} ± {fmt(s['std'])} (n={s['n']})"
-            cells.append(f"<td><b>{txt}</b></td>" if v == e["best_variant"] else f"<td>{txt}</td>")
-        body.append(f"<tr><td class=l>{html.escape(e['task'])}</td><td class=l>{html.escape(e['metric'])}</td>"
-                    + "".join(cells) + "</tr>")
-    return f'<table id="finals">\n{head}\n' + "\n".join(body) + "\n</table>"
-
-
-EXPLAIN = f"""
-<dl>
-<dt>score</dt><dd>the metric's value, negated when lower is better (↓), so that higher is always better.</dd>
-<dt>monotonicity</dt><dd>per run (one variant × seed), the Spearman rank correlation between tokens seen and
-the score over its checkpoints (ties get average ranks; runs with fewer than {MIN_CHECKPOINTS} checkpoints are
-left out), averaged over runs. 1 = improves at every checkpoint. Trusted needs ≥ {MIN_MONOTONICITY:g}.</dd>
-<dt>seed std</dt><dd>at each run's final checkpoint (largest tokens), the sample standard deviation (n−1) of
-the score across the seeds of a variant, averaged over the variants with at least 2 seeds: the noise floor.</dd>
-<dt>separation</dt><dd>the largest gap between two variants' mean final scores, in seed standard deviations.
-Trusted needs ≥ {MIN_SEPARATION:g}: the benchmark tells the data variants apart beyond seed noise.</dd>
-<dt>above random</dt><dd>(mean final score over all runs − random baseline's score) / seed std. Trusted needs
-≥ {MIN_ABOVE_RANDOM:g} when the metric has a random baseline: the models are past chance level.</dd>
-<dt>best variant</dt><dd>the variant with the best mean final score (bold in the table of final scores).</dd>
-</dl>
-<p class=muted>Criteria after FineWeb / FineTasks (HuggingFace, 2024): monotonicity, low noise relative to
-the differences between variants, and non-random performance.</p>
-"""
-
-
 def write_report(rows: Iterable[Dict[str, Any]], out_dir: Path, title: str) -> Path:
     """Write out_dir/index.html (+ plots/*.png, signal.json, results.csv); return the HTML path.
     The page has no external resources: images by relative path, CSS inline."""
@@ -371,13 +318,8 @@ def write_report(rows: Iterable[Dict[str, Any]], out_dir: Path, title: str) -> P
     figures = []
     for i, ((task, metric), rs) in enumerate(groups.items()):
         name = f"{i:02d}_{_slug(task)}__{_slug(metric)}.png"
-        labels = plot_curves(rs, table[i], plots / name)
-        figures.append(
-            f'<figure data-task="{html.escape(task)}" data-metric="{html.escape(metric)}">'
-            f'<img src="plots/{html.escape(name)}" alt="{html.escape(task)} {html.escape(metric)}" width="640">'
-            f"<figcaption>{html.escape(task)} · {html.escape(metric)}: "
-            + "; ".join(f'<span class="curve">{html.escape(lb)}</span>' for lb in labels)
-            + "</figcaption></figure>")
+        figures.append({"task": task, "metric": metric, "file": name,
+                        "labels": plot_curves(rs, table[i], plots / name)})
 
     (out_dir / "signal.json").write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     extra = sorted({k for r in rows for k in r} - set(COLUMNS))
@@ -388,28 +330,14 @@ def write_report(rows: Iterable[Dict[str, Any]], out_dir: Path, title: str) -> P
             w.writerow({k: ("" if r.get(k) is None else ("true" if r[k] else "false") if isinstance(r.get(k), bool)
                             else r[k]) for k in COLUMNS + extra})
 
-    n_runs = len({(r["campaign"], r["run_id"], r["point"], r["variant"], r["seed"]) for r in rows})
-    trusted = sum(e["trusted"] for e in table)
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{CSS}</style></head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p>{len(rows)} result row(s), {n_runs} run(s), {len(table)} task/metric pair(s); {trusted} trusted.
-Files: <a href="signal.json">signal.json</a>, <a href="results.csv">results.csv</a>.</p>
-<h2>Benchmark signal</h2>
-{_signal_html(table)}
-<h2>Final scores per variant</h2>
-<p class=muted>Mean ± sample std over seeds at each run's last checkpoint (n = seeds), in the metric's units.</p>
-{_finals_html(table)}
-<h2>Curves</h2>
-<p class=muted>Bold line: mean over seeds; band: min..max across seeds; thin lines: individual seeds;
-dashed: random baseline.</p>
-{"".join(figures)}
-<h2>Criteria</h2>
-{EXPLAIN}
-</body></html>
-"""
+    from jobs import templating
+
+    page = templating.render(
+        "report.html.j2", title=title, css=CSS, n_rows=len(rows), table=table, figures=figures, fmt=fmt,
+        n_runs=len({(r["campaign"], r["run_id"], r["point"], r["variant"], r["seed"]) for r in rows}),
+        trusted=sum(e["trusted"] for e in table), variants=sorted({v for e in table for v in e["variants"]}),
+        min_checkpoints=MIN_CHECKPOINTS, min_monotonicity=f"{MIN_MONOTONICITY:g}",
+        min_separation=f"{MIN_SEPARATION:g}", min_above_random=f"{MIN_ABOVE_RANDOM:g}")
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

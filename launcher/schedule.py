@@ -348,9 +348,14 @@ def launcher_args_of(command: Optional[str]) -> List[str]:
     return []
 
 
-def render_block(name: str, cron: str, meta: dict, options: List[str], command: str) -> List[str]:
-    return ([f"{TAG} {name} {json.dumps(meta, sort_keys=True)}"] + [f"#SCRON {o}" for o in options]
-            + [f"{cron} {command}", f"{END_TAG} {name}"])
+def render_block(name: str, cron: str, meta: dict, options: List[str], argv: List[str],
+                 slurm_conf: Optional[str] = None) -> List[str]:
+    """The scrontab lines of one entry (templates/scrontab_entry.j2): tag, #SCRON options, the cron line
+    running `argv` (shell-quoted) with SLURM_CONF set when given, end tag."""
+    from jobs import templating
+
+    return templating.render("scrontab_entry.j2", name=name, cron=cron, meta=meta, options=options, argv=argv,
+                             slurm_conf=slurm_conf).splitlines()
 
 
 # ----------------------------------------------------------------------------- install / remove / list
@@ -411,13 +416,9 @@ def install(args) -> int:
     for o in options:
         if any(c.isspace() for c in o):
             raise LauncherError(f"schedule: scrontab cannot take whitespace in an option: {o!r}")
-    command = ""
-    if profile.get("slurm_conf"):
-        command += f"SLURM_CONF={shlex.quote(profile['slurm_conf'])} "
-    command += "exec " + shlex.join([sys.executable, "-m", "launcher.schedule", "fire", name, "--dir", str(sdir),
-                                     "--", *launcher_args])
+    argv = [sys.executable, "-m", "launcher.schedule", "fire", name, "--dir", str(sdir), "--", *launcher_args]
     meta = {"dir": str(sdir), "cwd": cwd, "cluster": profile.get("name"), "installed": _now()}
-    block = render_block(name, cron, meta, options, command)
+    block = render_block(name, cron, meta, options, argv, profile.get("slurm_conf"))
 
     env = _slurm_env(profile.get("slurm_conf"))
     with _crontab_lock():

@@ -41,6 +41,8 @@ EXCLUDE_FILES = ("*.pyc", "*.pyo")
 # Top-level names the snapshot root holds itself: a code path imported under one of them would be
 # shadowed by (or would shadow) the launcher's own package.
 RESERVED = ("jobs",)
+# Other folders the snapshot root holds for the launcher: the node-side templates.
+OWN_FOLDERS = ("templates",)
 
 
 class TooBig(Exception):
@@ -151,6 +153,11 @@ def check(code: Sequence[str], run_root: Optional[str] = None, max_mb: float = 5
             errors.append(ConfigError(f"code path {path} does not exist", key=key(i)))
             continue
         name, mod = Path(path).name, import_name(path)
+        if name in OWN_FOLDERS:
+            errors.append(ConfigError(
+                f"code path {path} is named '{name}', like the launcher's own folder in the snapshot "
+                f"(<run>/code/{name}): one would replace the other; rename it or list its parent", key=key(i)))
+            continue
         if name in names:
             j = names[name]
             what = (f"code path {path} is listed twice ({key(j)} and {key(i)})" if code[j] == path else
@@ -196,6 +203,8 @@ def check(code: Sequence[str], run_root: Optional[str] = None, max_mb: float = 5
 def _sources(extra: Sequence[str], exclude: Iterable[Path]) -> List[Tuple[Path, str]]:
     """(source file, path in the snapshot) of the jobs package and every code path."""
     files = [(f, f"jobs/{rel}") for f, rel in listing(PROJECT_ROOT / "jobs")]
+    # node-side templates (model card, chat template): jobs.templating finds them next to jobs/
+    files += [(f, f"templates/{rel}") for f, rel in listing(PROJECT_ROOT / "templates")]
     for p in map(Path, extra):
         files += [(f, f"{p.name}/{rel}" if p.is_dir() else rel) for f, rel in listing(p, exclude)]
     return files
@@ -217,7 +226,8 @@ def take(run_dir: Path, extra: Sequence[str], exclude: Iterable[Path] = ()) -> D
     if dest.exists():
         os.replace(dest, dest.with_name(f"code.{int(time.time())}"))
     os.replace(tmp, dest)
-    return {"id": digest.hexdigest()[:16], "sources": [str(PROJECT_ROOT / "jobs"), *map(str, extra)]}
+    return {"id": digest.hexdigest()[:16], "sources": [str(PROJECT_ROOT / "jobs"), str(PROJECT_ROOT / "templates"),
+                                                  *map(str, extra)]}
 
 
 @contextlib.contextmanager

@@ -13,6 +13,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Test tiers (pyproject.toml lists the markers; README "Tests" says what each covers and costs):
+#   unit   tests/unit: pure functions, no scheduler, no stage environment (a few minutes in all)
+#   local  end-to-end on the embedded local backend (cluster=local)
+#   slurm  against the real dev cluster (scripts/dev-slurm, root)
+#   fault  fault injection on the dev cluster (tests/faults)
+#   slow   more than ~30 s each (real time limits, training, serving)
+#   extended  left out of the CI tier (`scripts/test`, = .ci/run) for time; `scripts/test --all` runs them
+# unit/local/slurm/fault are given here from the test's folder and fixtures; slow and extended are
+# written on the tests themselves.
+SLURM_FIXTURES = {"dev_slurm", "dcli", "dev_slurm_noacct"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if folder == "unit":
+            item.add_marker(pytest.mark.unit)
+        elif folder == "faults":
+            item.add_marker(pytest.mark.fault)
+            item.add_marker(pytest.mark.slurm)
+        elif fixtures & SLURM_FIXTURES or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slurm)
+        else:
+            item.add_marker(pytest.mark.local)
+
 
 class CLI:
     def __init__(self, run_root: Path, env: dict | None = None):

@@ -110,7 +110,8 @@ def test_blocks_are_found_and_other_lines_kept():
     text = "\n".join([
         "# someone's own line", "FOO=bar", "0 0 1 1 * /bin/true",
         *sched.render_block("a", "* * * * *", {"dir": "/x/a"}, ["--job-name=launcher-schedule.a"],
-                            "exec /py -m launcher.schedule fire a --dir /x/a -- run 'pipeline.x=a b'"),
+                            ["/py", "-m", "launcher.schedule", "fire", "a", "--dir", "/x/a", "--", "run",
+                             "pipeline.x=a b"]),
         "#DISABLED: # launcher-schedule: b {}",
         "#DISABLED: */5 * * * * exec /py -m launcher.schedule fire b --dir /x/b -- --help",
         "# trailing"])
