@@ -65,6 +65,7 @@ def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
     range, for optimizing sweepers: the basic sweeper cannot enumerate it); glob() on a key that is not
     a config group or matching no option; a sweep with no values."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.object_type import ObjectType
     from hydra.core.override_parser.types import ValueType
     from hydra.errors import HydraException, OverrideParseException
 
@@ -90,8 +91,10 @@ def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
         if o.value_type == ValueType.GLOB_CHOICE_SWEEP:
             loader = _config_loader()
             if not loader.repository.group_exists(key):
+                groups = [g for g in loader.get_group_options("", results_filter=ObjectType.GROUP)
+                          if g != "hydra" and loader.get_group_options(g)]
                 raise _located(f"{o.input_line}: glob() picks options of a config group, and '{key}' is not a config "
-                               f"group (groups: {', '.join(sorted(_config_groups()))})", key)
+                               f"group (groups: {', '.join(groups)})", key)
             if not values:
                 raise _located(f"{o.input_line}: glob matches no option of config group '{key}' (options: "
                                f"{', '.join(loader.get_group_options(key))})", key)
@@ -139,10 +142,6 @@ def compose(overrides: Sequence[str]) -> dict:
     return compose_each([list(overrides)])[0]
 
 
-def _config_groups() -> set:
-    return {p.name for p in CONF_DIR.iterdir() if p.is_dir()} | {"cluster"}
-
-
 def compose_points(overrides: Sequence[str], multirun: bool) -> tuple[List[List[str]], List[dict]]:
     """The sweep points (`sweep_points`) and one resolved config per point (`compose_each`)."""
     points = sweep_points(overrides, multirun)
@@ -171,6 +170,7 @@ def compose_each(points: Sequence[Sequence[str]]) -> List[dict]:
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.errors import OverrideParseException
+
     loader = _config_loader()
     parser = _parser()
     parsed_cache: dict = {}
@@ -183,8 +183,12 @@ def compose_each(points: Sequence[Sequence[str]]) -> List[dict]:
                 raise ConfigError(f"invalid override: {e}", key="overrides") from e
         return parsed_cache[text]
 
+    @functools.lru_cache(maxsize=None)
+    def group_exists(key: str) -> bool:
+        return loader.repository.group_exists(key)
+
     def is_group(o) -> bool:  # Hydra's rule (defaults_list.Overrides): a group key whose value is no mapping
-        return loader.repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict)
+        return group_exists(o.key_or_group) and not isinstance(o.value(), dict)
 
     jobs = []
     for point in points:
@@ -305,7 +309,7 @@ def _check_added_keys(cfg, key: str) -> None:
     for i, part in enumerate(parts):
         t = _schema_type(node)
         if t is not None and part not in {f for f in t.__dataclass_fields__}:
-            raise _located(unknown_key_message(part, t), ".".join(parts[:i + 1]))
+            raise _unknown_key(unknown_key_message(part, t), ".".join(parts[:i + 1]))
         # follow the path as OmegaConf.update walked it (through interpolations to their target)
         node = OmegaConf.select(cfg, ".".join(parts[:i + 1]), throw_on_missing=False,
                                 throw_on_resolution_failure=False)
@@ -325,7 +329,7 @@ def _check_subtree(node, path: str) -> None:
         t = _schema_type(node)
         for k in node.keys():
             if t is not None and k not in t.__dataclass_fields__:
-                raise _located(unknown_key_message(k, t), f"{path}.{k}")
+                raise _unknown_key(unknown_key_message(k, t), f"{path}.{k}")
             _check_subtree(node._get_node(k), f"{path}.{k}")
     elif isinstance(node, ListConfig) and not (node._is_none() or node._is_missing() or node._is_interpolation()):
         for i in range(len(node)):
@@ -371,7 +375,7 @@ def _composition_error(e: Exception, override=None) -> ConfigError:
     prefix = f"{where.group(0)}: " if where else ""
     typed = oc is not None and isinstance(oc.object_type, type) and dataclasses.is_dataclass(oc.object_type)
     if typed and oc.key is not None and _UNKNOWN_KEY.match(str(oc)):
-        return _located(prefix + unknown_key_message(oc.key, oc.object_type), key)
+        return _unknown_key(prefix + unknown_key_message(oc.key, oc.object_type), key)
     typed_entry = re.search(r"dict is not a subclass of (\w+)", str(oc)) if isinstance(oc, ValidationError) else None
     if override is not None and (override.is_add() or override.is_force_add()) and typed_entry:
         parts = override.key_or_group.split(".")
@@ -394,6 +398,12 @@ def _composition_error(e: Exception, override=None) -> ConfigError:
 
 
 _STAGE_KEY = re.compile(r"pipeline\.stages\.(\w+)((?:\.\w+)*)")
+
+
+def _unknown_key(message: str, full_key: str | None) -> ConfigError:
+    # A key unknown at the root belongs to no section: like any other malformed override it is
+    # reported under `overrides` (the corpus' convention, tests/bad_configs/unknown_root_key.yaml).
+    return _located(message, full_key if full_key and "." in full_key else None)
 
 
 def _located(message: str, full_key: str | None) -> ConfigError:

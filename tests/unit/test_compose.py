@@ -217,7 +217,7 @@ def test_a_sweep_without_points_is_an_error(sweep, key, fragment):
      "warmup_steps"),
     ("+model.hiden_size=3", None, "model.hiden_size", "hidden_size"),
     ("+pipeline.descripton=x", None, "pipeline.descripton", "description"),
-    ("+run_nam=x", None, "run_nam", "run_name"),
+    ("+run_nam=x", None, "overrides", "run_name"),  # a root key: reported under `overrides`
     ("+pipeline.stages.shards.align.lora={enabled: true, rank: 4}", "shards",
      "pipeline.stages.shards.align.lora.rank", None),
 ])
