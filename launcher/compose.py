@@ -41,22 +41,65 @@ def _register() -> None:
         cs.store(group="cluster", name=name, node=profile)
 
 
-def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
-    """Expand Hydra sweep syntax (a=1,2 b=x,y, range(), choice()) into one override list per point."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+def _config_loader():
+    """Hydra's config loader (initialized once per process): glob() sweeps list a group's options with it."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    _initialize()
+    return GlobalHydra.instance().config_loader()
+
+
+def _parser():
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create(config_loader=_config_loader())
+
+
+def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
+    """Expand Hydra sweep syntax into one override list per point, exactly as Hydra's basic sweeper
+    (`-m`) does: `a=1,2 b=x,y` (the cartesian product, first key outermost), range(), choice(), glob()
+    over a config group's options (with exclude=), sort(), shuffle(), tag(). Values keep Hydra's own
+    string form (quotes included), so each point is later parsed as Hydra parses it.
+
+    Raises ConfigError (key named) for: a parse error; a sweep without -m; interval() (a continuous
+    range, for optimizing sweepers: the basic sweeper cannot enumerate it); glob() on a key that is not
+    a config group or matching no option; a sweep with no values."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.object_type import ObjectType
+    from hydra.core.override_parser.types import ValueType
     from hydra.errors import HydraException, OverrideParseException
 
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        parsed = _parser().parse_overrides(list(overrides))
     except OverrideParseException as e:
         raise ConfigError(f"invalid override: {e}", key="overrides") from e
-    has_sweep = any(o.is_sweep_override() for o in parsed)
+    sweeps = [o for o in parsed if o.is_sweep_override()]
     if not multirun:
-        if has_sweep:
-            sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
-            raise ConfigError(f"sweep override(s) {sweeps} need -m/--multirun", key="overrides")
+        if sweeps:
+            raise ConfigError(f"sweep override(s) {[o.input_line for o in sweeps]} need -m/--multirun", key="overrides")
         return [list(overrides)]
+    for o in sweeps:
+        key = o.key_or_group
+        if o.is_interval_sweep():
+            raise _located(f"{o.input_line}: interval() is a continuous range, not a grid of points: Hydra's basic "
+                           f"sweeper (-m) cannot enumerate it (it is for optimizing sweepers); list the values with "
+                           f"range(start, stop, step), choice(...) or a,b,c", key)
+        try:
+            values = list(o.sweep_string_iterator())
+        except HydraException as e:
+            raise _located(f"invalid sweep {o.input_line}: {e}", key) from e
+        if o.value_type == ValueType.GLOB_CHOICE_SWEEP:
+            loader = _config_loader()
+            if not loader.repository.group_exists(key):
+                groups = [g for g in loader.get_group_options("", results_filter=ObjectType.GROUP)
+                          if g != "hydra" and loader.get_group_options(g)]
+                raise _located(f"{o.input_line}: glob() picks options of a config group, and '{key}' is not a config "
+                               f"group (groups: {', '.join(groups)})", key)
+            if not values:
+                raise _located(f"{o.input_line}: glob matches no option of config group '{key}' (options: "
+                               f"{', '.join(loader.get_group_options(key))})", key)
+        elif not values:
+            raise _located(f"{o.input_line}: the sweep has no values (so the run would have no points)", key)
     try:
         return BasicSweeper.split_arguments(parsed, None)[0]
     except HydraException as e:
@@ -83,58 +126,214 @@ def _plain(cfg) -> dict:
         raise _located(_omegaconf_message(e), getattr(e, "full_key", None) or _first_unresolvable(cfg)) from e
 
 
-def _compose_raw(overrides: Sequence[str]):
+def _compose_raw(overrides: Sequence[str], hydra_node: bool = False):
+    """hydra.compose of the root config; ConfigError names the key."""
     from hydra import compose as hydra_compose
-    from omegaconf.errors import OmegaConfBaseException
 
     _initialize()
     try:
-        return hydra_compose(config_name="config", overrides=list(overrides))
-    except OmegaConfBaseException as e:
-        raise _located(_omegaconf_message(e), getattr(e, "full_key", None)) from e
-    except Exception as e:  # hydra's MissingConfigException, ConfigCompositionException, ...
-        raise _located(_hydra_message(e), None) from e
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra_node)
+    except Exception as e:  # noqa: BLE001 - hydra's MissingConfigException, ConfigCompositionException, OmegaConf's
+        raise _composition_error(e) from e
 
 
 def compose(overrides: Sequence[str]) -> dict:
     """Compose one point: type-checked by the schema, resolved, as plain dicts; ConfigError names the key."""
-    return _plain(_compose_raw(overrides))
-
-
-def _config_groups() -> set:
-    return {p.name for p in CONF_DIR.iterdir() if p.is_dir()} | {"cluster"}
+    return compose_each([list(overrides)])[0]
 
 
 def compose_points(overrides: Sequence[str], multirun: bool) -> tuple[List[List[str]], List[dict]]:
-    """One config per sweep point. Hydra composes the shared part once; each point then sets its own
-    sweep values the way Hydra applies a `key=value` override (OmegaConf.update, type-checked by the
-    schema). Sweeps that pick config groups (pipeline=a,b) change the defaults list, and sweeps that
-    add or delete keys cannot be replayed on one config: those compose every point in full.
-    A 200-point sweep composes in about a second instead of ~40 s."""
-    import itertools
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
+    """The sweep points (`sweep_points`) and one resolved config per point (`compose_each`)."""
     points = sweep_points(overrides, multirun)
-    sweeps = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if o.is_sweep_override()]
-    swept = {o.key_or_group for o in sweeps}
-    if (len(points) == 1 or swept & _config_groups()
-            or any(o.is_add() or o.is_delete() or o.is_force_add() for o in sweeps)):
-        return points, [compose(p) for p in points]
-    cfg = _compose_raw([o for o in overrides if o.split("=", 1)[0] not in swept])
+    return points, compose_each(points)
+
+
+def compose_each(points: Sequence[Sequence[str]]) -> List[dict]:
+    """One resolved config per point, each equal to Hydra's own composition of that point alone
+    (hydra.compose with the point's override list, as a multirun job gets it).
+
+    Why the shortcut is exact: Hydra composes a point in two steps (ConfigLoaderImpl.
+    _load_configuration_impl): it merges the defaults list, which only the config-group overrides
+    change, into a config; then it applies the other overrides ("config overrides", Hydra's own split
+    in defaults_list.Overrides) to that config, in the order given, with ConfigLoaderImpl.
+    _apply_overrides_to_config, and hydra.compose deletes the `hydra` node. So the first step runs once
+    per distinct set of group overrides, and each point runs the second step, with the same Hydra
+    function, on its own copy of that result (copied on write: `_copy_on_write`), so no point sees
+    another's values. Points that set `hydra.*` keys (which can change the search path, hence what a
+    group is) are composed in full. 200 points take a few seconds, nearly all of it resolving each
+    point (OmegaConf.to_container).
+
+    `+key=`/`++key=` overrides are then checked against the typed schema (Hydra's force-add opens the
+    node they write to, so a typo would otherwise be stored silently): see `_check_added_keys`.
+    Raises ConfigError naming the stage and key."""
+    from collections import Counter
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.errors import OverrideParseException
+
+    loader = _config_loader()
+    parser = _parser()
+    parsed_cache: dict = {}
+
+    def parse(text: str):
+        if text not in parsed_cache:
+            try:
+                parsed_cache[text] = parser.parse_override(text)
+            except OverrideParseException as e:
+                raise ConfigError(f"invalid override: {e}", key="overrides") from e
+        return parsed_cache[text]
+
+    @functools.lru_cache(maxsize=None)
+    def group_exists(key: str) -> bool:
+        return loader.repository.group_exists(key)
+
+    def is_group(o) -> bool:  # Hydra's rule (defaults_list.Overrides): a group key whose value is no mapping
+        return group_exists(o.key_or_group) and not isinstance(o.value(), dict)
+
+    jobs = []
+    for point in points:
+        parsed = [parse(t) for t in point]
+        config_overrides = [o for o in parsed if not is_group(o)]
+        if any(o.is_hydra_override() for o in parsed):
+            jobs.append((tuple(point), [], config_overrides))
+        else:
+            jobs.append((tuple(t for t, o in zip(point, parsed) if is_group(o)), config_overrides, config_overrides))
+    uses = Counter(base for base, _, _ in jobs)
+    bases: dict = {}
     configs = []
     with _shared_interpolation_parses():
-        for values in itertools.product(*(list(o.sweep_iterator()) for o in sweeps)):
-            for o, value in zip(sweeps, values):
-                try:
-                    OmegaConf.update(cfg, o.key_or_group, value, merge=True)
-                except OmegaConfBaseException as e:
-                    raise _located(f"{o.key_or_group}={value}: {_omegaconf_message(e)}", o.key_or_group) from e
-            configs.append(_plain(cfg))
-    assert len(configs) == len(points)
-    return points, configs
+        for base, config_overrides, checked in jobs:
+            if base not in bases:
+                bases[base] = _compose_raw(base, hydra_node=True)
+            uses[base] -= 1
+            with _copy_on_write(bases[base], config_overrides, last_use=uses[base] == 0) as cfg:
+                for o in config_overrides:
+                    try:
+                        ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
+                    except Exception as e:  # noqa: BLE001 - ConfigCompositionException, or OmegaConf's own
+                        raise _composition_error(e, o) from e
+                # as hydra.compose(return_hydra_config=False) does (`with open_dict(cfg): del cfg["hydra"]`),
+                # from the root's own key map: open_dict would drop every node's cached flags, twice
+                cfg.__dict__["_content"].pop("hydra", None)
+                for o in checked:
+                    if o.is_add() or o.is_force_add():
+                        _check_added_keys(cfg, o.key_or_group)
+                configs.append(_plain(cfg))
+            if uses[base] == 0:
+                del bases[base]
+    return configs
+
+
+@contextlib.contextmanager
+def _copy_on_write(base, overrides, last_use: bool):
+    """Yield a config that `overrides` may change while `base` stays as it is, copying only what they
+    can change: Hydra applies an override with OmegaConf.update (or a `del`), which walks the key's path
+    and changes only the container where the walk stops (a key added, rebound or deleted there) and the
+    subtree of that key. So each such container gets a fresh (shallow) key map, and the child at the
+    key a deep copy; the original key maps come back afterwards. The root always gets a fresh key map
+    (the `hydra` node is deleted from it). A path through a list, an interpolation or a None/missing
+    container could lead the walk elsewhere: then the whole config is deep-copied (or, for its last
+    use, taken as it is)."""
+    import copy
+
+    from omegaconf import DictConfig, ListConfig
+
+    def unusual(node) -> bool:
+        return node._is_none() or node._is_missing() or node._is_interpolation()
+
+    anchors = [((), None)]
+    for o in overrides:
+        parts, node, path = o.key_or_group.split("."), base, ()
+        for i, part in enumerate(parts):
+            if not isinstance(node, DictConfig) or unusual(node):
+                anchors = None
+                break
+            child = node.__dict__["_content"].get(part)
+            if isinstance(child, ListConfig) or isinstance(child, DictConfig) and unusual(child):
+                anchors = None  # a list, or an interpolated or None container
+                break
+            if child is None or i == len(parts) - 1 or not isinstance(child, DictConfig):
+                anchors.append((path, None if o.is_delete() or child is None else part))
+                break
+            node, path = child, path + (part,)
+        if anchors is None:
+            break
+    if anchors is None:
+        yield base if last_use else copy.deepcopy(base)
+        return
+
+    swapped, deep = [], []
+    try:
+        for path, key in sorted(anchors, key=lambda a: len(a[0])):
+            if any(path[:len(d)] == d for d in deep):
+                continue  # inside a subtree that is already a copy
+            node = base
+            for part in path:
+                node = node.__dict__["_content"][part]
+            content = node.__dict__["_content"]
+            if not any(n is node for n, _ in swapped):
+                swapped.append((node, content))
+                content = node.__dict__["_content"] = dict(content)
+            if key is not None and key in content:
+                content[key] = copy.deepcopy(content[key])
+                deep.append(path + (key,))
+        yield base
+    finally:
+        for node, content in reversed(swapped):
+            node.__dict__["_content"] = content
+
+
+def _schema_type(node):
+    """The dataclass of a typed (structured) node, or None for free-form maps (Dict[str, Any]: env,
+    params, vars, data, trl, nanotron, after...) and for lists and leaves."""
+    import dataclasses
+
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(node, DictConfig) or node._is_none() or node._is_missing() or node._is_interpolation():
+        return None
+    t = OmegaConf.get_type(node)
+    return t if isinstance(t, type) and dataclasses.is_dataclass(t) else None
+
+
+def _check_added_keys(cfg, key: str) -> None:
+    """A `+key=`/`++key=` override may add keys only where the schema allows new ones (free-form maps):
+    under a typed node every key on its path, and every key of a mapping it set, must be a field of
+    that node's dataclass. Raises ConfigError with the schema's message and the closest field."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    from .schema import unknown_key_message
+
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        t = _schema_type(node)
+        if t is not None and part not in {f for f in t.__dataclass_fields__}:
+            raise _unknown_key(unknown_key_message(part, t), ".".join(parts[:i + 1]))
+        # follow the path as OmegaConf.update walked it (through interpolations to their target)
+        node = OmegaConf.select(cfg, ".".join(parts[:i + 1]), throw_on_missing=False,
+                                throw_on_resolution_failure=False)
+        if not isinstance(node, (DictConfig, ListConfig)):
+            return
+    _check_subtree(node, key)
+
+
+def _check_subtree(node, path: str) -> None:
+    from omegaconf import DictConfig, ListConfig
+
+    from .schema import unknown_key_message
+
+    if isinstance(node, DictConfig):
+        if node._is_none() or node._is_missing() or node._is_interpolation():
+            return
+        t = _schema_type(node)
+        for k in node.keys():
+            if t is not None and k not in t.__dataclass_fields__:
+                raise _unknown_key(unknown_key_message(k, t), f"{path}.{k}")
+            _check_subtree(node._get_node(k), f"{path}.{k}")
+    elif isinstance(node, ListConfig) and not (node._is_none() or node._is_missing() or node._is_interpolation()):
+        for i in range(len(node)):
+            _check_subtree(node._get_node(i), f"{path}.{i}")
 
 
 @contextlib.contextmanager
@@ -152,7 +351,59 @@ def _shared_interpolation_parses():
         omegaconf.base.parse = original
 
 
+_UNKNOWN_KEY = re.compile(r"Key '.*' (not in '|is not in struct)")
+
+
+def _composition_error(e: Exception, override=None) -> ConfigError:
+    """A Hydra or OmegaConf composition error as a ConfigError naming the stage and key. A key that a
+    typed node does not have gets the schema's message and the closest field, whether it came from a
+    YAML file or an override: Hydra's own advice there ("To append to your config use +...") is wrong,
+    since the schema refuses `+` keys as well (`_check_added_keys`)."""
+    import dataclasses
+
+    from omegaconf.errors import OmegaConfBaseException, ValidationError
+
+    from .schema import unknown_key_message
+
+    chain, x = [], e
+    while x is not None and x not in chain:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    oc = next((x for x in chain if isinstance(x, OmegaConfBaseException)), None)
+    key = (getattr(oc, "full_key", None) or None) or (override.key_or_group if override is not None else None)
+    where = re.match(r"In '[^']+'", str(e))  # Hydra names the config file: "In 'pipeline/smoke': ..."
+    prefix = f"{where.group(0)}: " if where else ""
+    typed = oc is not None and isinstance(oc.object_type, type) and dataclasses.is_dataclass(oc.object_type)
+    if typed and oc.key is not None and _UNKNOWN_KEY.match(str(oc)):
+        return _unknown_key(prefix + unknown_key_message(oc.key, oc.object_type), key)
+    typed_entry = re.search(r"dict is not a subclass of (\w+)", str(oc)) if isinstance(oc, ValidationError) else None
+    if override is not None and (override.is_add() or override.is_force_add()) and typed_entry:
+        parts = override.key_or_group.split(".")
+        entry = str(getattr(oc, "key", None) or parts[-1])
+        i = len(parts) - 1 - parts[::-1].index(entry) if entry in parts else len(parts) - 1
+        value = override.get_value_element_as_str()
+        for part in reversed(parts[i + 1:]):
+            value = f"{{{part}: {value}}}"
+        return _located(
+            f"{override.input_line}: an entry of a typed map cannot be added by its own key (OmegaConf cannot "
+            f"assign a mapping to one entry of a Dict[str, {typed_entry.group(1)}], and Hydra fails the same way); "
+            f"merge it into the map instead: '{override.get_key_element()[:-len(override.key_or_group)]}"
+            f"{'.'.join(parts[:i])}={{{parts[i]}: {value}}}'", ".".join(parts[:i + 1]))
+    if override is not None and override.is_delete() and typed and "does not support deletion" in str(oc):
+        return _located(f"{override.input_line}: `~` cannot delete a field of the schema ('{oc.object_type.__name__}'):"
+                        f" set it instead (to null where the field is optional)", override.key_or_group)
+    if isinstance(e, OmegaConfBaseException):
+        return _located(_omegaconf_message(e), key)
+    return _located(_hydra_message(e), key)
+
+
 _STAGE_KEY = re.compile(r"pipeline\.stages\.(\w+)((?:\.\w+)*)")
+
+
+def _unknown_key(message: str, full_key: str | None) -> ConfigError:
+    # A key unknown at the root belongs to no section: like any other malformed override it is
+    # reported under `overrides` (the corpus' convention, tests/bad_configs/unknown_root_key.yaml).
+    return _located(message, full_key if full_key and "." in full_key else None)
 
 
 def _located(message: str, full_key: str | None) -> ConfigError:

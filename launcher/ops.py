@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Sequence
 
 from jobs import layout
 
-from .compose import compose_points
+from .compose import compose_each, compose_points, sweep_points
 from .errors import ConfigErrors, LauncherError
 from .plan import Plan, build_plan
 from .preflight import preflight
@@ -124,9 +124,12 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
     with run.locked():
         old = run.plan()
         meta = run.meta
-        points, configs = compose_points(meta["overrides"], meta["multirun"])  # the conf tree as it is now
-        if points != old.points:
+        # The conf tree as it is now, for the points recorded: shuffle() orders them anew on every expansion
+        # (Hydra's basic sweeper), and a point's array index must stay the one its markers were written under.
+        points = sweep_points(meta["overrides"], meta["multirun"])
+        if sorted(points) != sorted(old.points):
             raise LauncherError(f"the sweep of run {run.id} no longer expands to the same points")
+        configs = compose_each(old.points)
         new = build_plan(configs, old.points)
         changed = sorted(set(new.stages) ^ set(old.stages)
                          | {n for n in new.stages if n in old.stages and new.stages[n].hash != old.stages[n].hash})

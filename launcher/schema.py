@@ -392,3 +392,15 @@ class Config:
     run_name: Optional[str] = None  # appended to the run id
     wait: bool = False  # block with a live progress table until the run ends
     poll_s: float = 0  # progress refresh (0: 2 s local, 10 s Slurm)
+
+
+def unknown_key_message(key: str, object_type: type) -> str:
+    """OmegaConf's words for a key a structured node does not have ("Key 'x' not in 'Resources'"),
+    plus the closest field name (difflib), so a typo names its fix: the same message whether the key
+    came from a YAML file, a `key=`, `+key=` or `++key=` override."""
+    import dataclasses
+    import difflib
+
+    fields = [f.name for f in dataclasses.fields(object_type)]
+    near = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
+    return f"Key '{key}' not in '{object_type.__name__}'" + (f"; did you mean '{near[0]}'?" if near else "")

@@ -180,3 +180,17 @@ def test_resume_completes_a_submission_that_was_killed_halfway(cli, monkeypatch)
     assert all(r["dependency"] in (None, f"afterany:{reduce_job}", f"afterok:{reduce_job}") for r in new)
     assert cli.wait()["state"] == "COMPLETED"
     assert os.path.exists(layout.output_dir(cli.run_dir(), "fanout", 0, 1) / "seen.txt")
+
+
+def test_resume_of_a_shuffled_sweep_keeps_each_points_index(cli):
+    # shuffle() orders the points anew on each expansion (Hydra's basic sweeper); resume must find the same
+    # points and keep the index each one's markers were written under
+    cli("run", "-m", "pipeline=smoke", "cluster=local", "pipeline.vars.scale=shuffle(range(1,7))",
+        "pipeline.vars.fail_once_task=1", "~pipeline.stages.fanout", "~pipeline.stages.checkpointing",
+        "wait=true", "poll_s=0.3", check=False)
+    points = json.loads((cli.run_dir() / "run.json").read_text())["points"]
+    cli("resume", "latest")
+    assert cli.wait()["state"] == "COMPLETED"
+    scales = [int(next(o for o in p if o.startswith("pipeline.vars.scale=")).split("=")[1]) for p in points]
+    assert sorted(scales) == list(range(1, 7))
+    assert [read(cli.run_dir(), "reduce", i, 0, "total.txt") for i in range(6)] == [str(10 * s) for s in scales]
