@@ -119,7 +119,8 @@ def test_scontrol_requeue_resumes_from_the_step_reached(dcli, dev_slurm):
     dcli("run", *requeue_pipeline("dev"))
     run, report = dcli.run_dir(), {}
     for stage in COUNTERS:
-        report.update(interrupt(run, [stage], lambda: slurm(dev_slurm, "scontrol", "requeue", f"{job_of(dcli, stage)}_0")))
+        job = f"{job_of(dcli, stage)}_0"
+        report.update(interrupt(run, [stage], lambda: slurm(dev_slurm, "scontrol", "requeue", job)))
     st = dcli.wait(timeout=90)
     for stage in COUNTERS:
         report[stage]["resumed"] = starts(run, stage)[-1]
