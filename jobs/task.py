@@ -214,7 +214,7 @@ class Task:
             if code is not None:
                 return code
         if self.rank != 0:
-            log(f"rank {self.rank} stopped; the first rank's runner requeues the job")
+            log(f"rank {self.rank} stopped; the first rank's runner decides whether the job is requeued")
             return 0
         limit = self.spec["requeue"]["max"]
         if self.restarts >= limit:
