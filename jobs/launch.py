@@ -70,7 +70,8 @@ def torchrun_argv(python: str, hosts: list[str], nproc_per_node: int, job_id: st
       node times out; a taken port would be silently joined as a client instead of failing).
     - --signals-to-handle=…,SIG<stop>: torchrun starts each worker in its own session, so the stop
       signal jobs.task forwards to torchrun's process group reaches no worker, and by default would
-      kill torchrun itself. With it, torchrun passes the signal to every worker and waits for them.
+      kill torchrun itself. With it, torchrun passes the signal to every worker and waits for them
+      (SIGTERM, which jobs.task forwards when Slurm ends or preempts the job, is in torchrun's own set).
     - --shutdown-timeout: how long torchrun then waits before SIGKILLing workers (default 30 s): set
       below jobs.task's own grace so checkpointing workers are not cut short by torchrun, and torchrun
       is not cut short by jobs.task.
@@ -119,9 +120,12 @@ def launch(task, target: list[str], nproc_per_node: int, port_base: int, extra_e
     port = rdzv_port(job_id, port_base)
     requeue = spec.get("requeue") or {}
     stop_signal = env.get("LAUNCHER_STOP_SIGNAL") or requeue.get("signal") or "USR2"
-    # jobs.task SIGKILLs torchrun (signal_delay_s - 5) s after the stop signal: torchrun gives up on its
-    # workers 5 s before that, so it always reports back and no worker outlives it.
-    shutdown_timeout = max(1, int(requeue["signal_delay_s"]) - 10) if "signal_delay_s" in requeue else None
+    # jobs.task SIGKILLs torchrun (signal_delay_s - 5) s after the stop signal, term_grace_s after a
+    # SIGTERM: torchrun gives up on its workers 5 s before the shorter one, so it always reports back
+    # and no worker outlives it.
+    graces = [int(requeue["signal_delay_s"]) - 5] if "signal_delay_s" in requeue else []
+    graces += [int(requeue["term_grace_s"])] if "term_grace_s" in requeue else []
+    shutdown_timeout = max(1, min(graces) - 5) if graces else None
     argv = torchrun_argv(python or sys.executable, hosts, nproc_per_node, job_id, port, target,
                          node_rank=node_rank, stop_signal=stop_signal, shutdown_timeout=shutdown_timeout)
     # torchrun sets its workers' MASTER_ADDR/PORT itself (rank 0's --local-addr and a port of its

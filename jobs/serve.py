@@ -205,7 +205,7 @@ def run(task) -> Dict[str, Any]:
                 raise RuntimeError(f"the vLLM server exited with status {proc.returncode} before it was ready "
                                    f"({time.time() - t0:.0f} s); its error is in this task's log above")
             if task.ctx.should_stop():
-                reason = "stop signal before ready"
+                reason = f"{stop_cause(task)} before ready"
                 raise Requeue()
             if time.time() - t0 > s["ready_timeout_s"]:
                 raise RuntimeError(f"the vLLM server was not ready within serve.ready_timeout_s="
@@ -232,7 +232,7 @@ def run(task) -> Dict[str, Any]:
             if proc.poll() is not None:
                 raise RuntimeError(f"the vLLM server exited with status {proc.returncode} while serving")
             if task.ctx.should_stop():
-                reason = "time limit (stop signal)"
+                reason = stop_cause(task)
                 break
             if s["serve_s"] and time.time() - served_from >= s["serve_s"]:
                 reason = f"served {s['serve_s']:g} s"
@@ -253,6 +253,14 @@ def run(task) -> Dict[str, Any]:
         task.child = None
         if not clean:
             task_log(f"serve: processes of the server's session {proc.pid} are still alive after SIGKILL")
+
+
+def stop_cause(task) -> str:
+    """Why the server is asked to stop: the stop signal (time limit) or a SIGTERM (the scheduler ending,
+    requeueing or preempting the job: jobs.task)."""
+    if getattr(task, "terminated", False):
+        return "SIGTERM (the scheduler is ending, requeueing or preempting the job)"
+    return "time limit (stop signal)"
 
 
 # -- clients ----------------------------------------------------------------------------------------

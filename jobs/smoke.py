@@ -27,24 +27,31 @@ def reduce(ctx: TaskContext) -> dict:
 
 
 def count(ctx: TaskContext) -> dict:
-    """Count to params.target, one step every params.step_s seconds, saving the count after each
-    step. On the stop signal: save and requeue; the next attempt continues from the saved count.
+    """Count to params.target, one step every params.step_s seconds, saving the count (the
+    checkpoint) every params.save_every steps (default 1). On the stop signal (or a SIGTERM): save
+    and requeue; the next attempt continues from the saved count. progress.json beside the
+    checkpoint holds the count reached so far (for observers; it is not resumed from).
     params.force_requeue_at: on the first attempt, send ourselves the stop signal at that count."""
     target, step_s = int(ctx.params["target"]), float(ctx.params.get("step_s", 0.1))
+    save_every = int(ctx.params.get("save_every") or 1)
     force_at = ctx.params.get("force_requeue_at")
-    state_file = ctx.checkpoint_dir / "state.json"
+    state_file, progress_file = ctx.checkpoint_dir / "state.json", ctx.checkpoint_dir / "progress.json"
     state = read_json(state_file, {"count": 0, "attempts": []})
     state["attempts"].append({"restart": ctx.restart_count, "from": state["count"]})
     atomic_write_json(state_file, state)
     while state["count"] < target:
         if ctx.should_stop():
+            state["attempts"][-1]["stopped_at"] = state["count"]
             atomic_write_json(state_file, state)
             ctx.requeue()
         time.sleep(step_s)
         state["count"] += 1
-        atomic_write_json(state_file, state)
+        atomic_write_json(progress_file, {"count": state["count"], "restart": ctx.restart_count})
+        if state["count"] % save_every == 0:
+            atomic_write_json(state_file, state)
         if force_at is not None and ctx.restart_count == 0 and state["count"] == int(force_at):
             os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("LAUNCHER_STOP_SIGNAL", "USR2")))
+    atomic_write_json(state_file, state)
     (ctx.output_dir / "count.txt").write_text(f"{state['count']}\n")
     (ctx.output_dir / "attempts.json").write_text(json.dumps(state["attempts"]) + "\n")
     return {"count": state["count"], "attempts": len(state["attempts"])}

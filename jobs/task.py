@@ -5,12 +5,22 @@ stage kind, and on success moves its output into place and writes the marker, bo
 On the pre-timeout/preemption signal it lets the work checkpoint, then requeues only this array
 task (`scontrol requeue <jobid>_<index>`, submitit's protocol) or, on the local backend, exits with
 REQUEUE_EXIT for the local scheduler to restart it.
+
+A SIGTERM that comes without that signal means the scheduler is ending this attempt: on Slurm a
+`scontrol requeue`, a scancel, a requeue-mode preemption (sent while the job is still RUNNING, its
+GraceTime before the SIGKILL) or a plain `kill`; on the local backend `launcher cancel` or the time
+limit. The work gets `requeue.term_grace_s` to checkpoint and stop (python stages see
+ctx.should_stop(), commands and launchers get the SIGTERM forwarded, the others their stop file),
+never writes a completion marker, and then the task asks Slurm for its job's state: one Slurm is
+already ending (COMPLETING: its requeue or cancel) is left to Slurm; one still RUNNING (a preemption
+with a grace time, which would otherwise be recorded FAILED, or a plain kill) requeues itself.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -70,6 +80,9 @@ class Task:
             restart_count=self.restarts)
         self.child: subprocess.Popen | None = None
         self.stop_file: Path | None = None  # set by kinds whose work learns of the stop signal from a file
+        self.terminated = False  # a SIGTERM came that this task did not ask for (see _on_sigterm)
+        self.ending = False  # this task asked Slurm to end this attempt (its requeue, its scancel)
+        self._deadlines: list[threading.Timer] = []
 
     # -- signals -------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -80,53 +93,138 @@ class Task:
             if self.ctx.stop_requested.is_set():
                 return
             log(f"caught {signal.Signals(signum).name}: time limit or preemption ahead, checkpointing")
-            self.ctx.stop_requested.set()
-            if self.stop_file is not None:
-                self.stop_file.touch()
-            elif self.child is not None and self.child.poll() is None:
-                os.killpg(self.child.pid, signum)  # the command gets the signal; it saves and exits
-            # Work that ignores the request still gets requeued before Slurm kills it.
-            # Daemon: a task that checkpointed and returned must not wait for this timer.
-            timer = threading.Timer(grace, self._force_requeue)
-            timer.daemon = True
-            timer.start()
+            self.request_stop(signum, grace)
 
         signal.signal(sig, on_stop_signal)
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
-    def _on_sigterm(self, signum, frame) -> None:
-        """After the stop signal, SIGTERM comes from our own `scontrol requeue` or the time limit: we
-        are already on our way out. Without it, the job was cancelled (scancel): stop now, so work
-        the operator cancelled never writes a completion marker (in-process kinds would otherwise
-        run on until SIGKILL, KillWait seconds later)."""
-        if self.ctx.stop_requested.is_set():
-            log("SIGTERM received (job ending)")
-            return
-        log("SIGTERM received without a stop signal: cancelled; stopping without a completion marker")
-        if self.child is not None and self.child.poll() is None:
-            os.killpg(self.child.pid, signal.SIGTERM)
-        os._exit(128 + signal.SIGTERM)
+    def request_stop(self, signum: int, grace: float) -> None:
+        """Ask the work to checkpoint and stop: ctx.should_stop() turns true, the stop file (kinds whose
+        work reads one) is created, or else the command/launcher child gets `signum` in its process
+        group. Work that is still going `grace` seconds later is ended as it stands (_deadline)."""
+        self.ctx.stop_requested.set()
+        if self.stop_file is not None:
+            self.stop_file.touch()
+        elif self.child is not None and self.child.poll() is None:
+            os.killpg(self.child.pid, signum)  # the command gets the signal; it saves and exits
+        self._start_deadline(grace)
 
-    def _force_requeue(self) -> None:
-        log("work did not stop within the signal grace period; requeueing it as it stands")
+    def _start_deadline(self, grace: float) -> None:
+        # Daemon: a task that checkpointed and returned must not wait for this timer.
+        timer = threading.Timer(grace, self._deadline, args=(grace,))
+        timer.daemon = True
+        timer.start()
+        self._deadlines.append(timer)
+
+    def _cancel_deadlines(self) -> None:
+        """The work has returned: what follows (markers, requeue) must not be cut short by a timer."""
+        for timer in self._deadlines:
+            timer.cancel()
+
+    def _on_sigterm(self, signum, frame) -> None:
+        """SIGTERM. From our own `scontrol requeue` or scancel: expected, we are on our way out. Otherwise
+        the scheduler is ending this attempt (see the module docstring): stop the work as the stop
+        signal does, with `requeue.term_grace_s`; requeue() later decides whether to requeue. Slurm
+        sends SIGTERM more than once (a preemption: at its start and again at the end of GraceTime)."""
+        if self.ending:
+            log("SIGTERM received (the requeue or cancel this task asked for)")
+            return
+        if self.terminated:
+            return
+        self.terminated = True
+        grace = float(self.spec["requeue"]["term_grace_s"])
+        if self.spec["backend"] == "local":
+            who = "the local scheduler is ending this task (launcher cancel, or its time limit)"
+        else:
+            who = "Slurm is ending, requeueing or preempting this task, or it was killed"
+        if self.ctx.stop_requested.is_set():  # the stop signal came first: the work is already saving
+            log(f"SIGTERM: {who}; already checkpointing after the stop signal; ending within {grace:.0f} s, "
+                f"no completion marker")
+            self._start_deadline(grace)
+            return
+        log(f"SIGTERM without the stop signal: {who}; checkpointing within {grace:.0f} s, no completion marker")
+        self.request_stop(signal.SIGTERM, grace)
+
+    def _deadline(self, grace: float) -> None:
+        log(f"work did not stop within {grace:.0f} s of the stop request; ending it as it stands")
         if self.child is not None and self.child.poll() is None:
             os.killpg(self.child.pid, signal.SIGKILL)
         os._exit(self.requeue())
 
+    def job_state(self) -> tuple[str, int] | None:
+        """(JobState, Restarts) of this task's job, from one `scontrol -o show job`; None if Slurm did not
+        answer. Read token by token: a site's wrapper may print banners around the record."""
+        try:
+            p = subprocess.run(["scontrol", "-o", "show", "job", self.job_id], capture_output=True, text=True,
+                               timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log(f"could not ask Slurm for the state of job {self.job_id}: {e}")
+            return None
+        state, restarts = re.search(r"\bJobState=(\S+)", p.stdout), re.search(r"\bRestarts=(\d+)", p.stdout)
+        if p.returncode != 0 or not state:
+            log(f"could not read the state of job {self.job_id} (scontrol exit {p.returncode}): "
+                f"{(p.stderr or p.stdout).strip()[-300:]}")
+            return None
+        return state.group(1), int(restarts.group(1)) if restarts else self.restarts
+
+    def after_sigterm(self) -> int | None:
+        """The work stopped after a SIGTERM we did not ask for: the exit code when the scheduler is
+        ending this attempt itself, None when this task must requeue itself.
+
+        Measured on Slurm 22.05: `scontrol requeue` and scancel send SIGTERM with the job already
+        COMPLETING (a requeue has raised Restarts), and Slurm requeues or cancels it whatever the exit
+        code; `scontrol requeue` of such a job would succeed, bringing a cancelled job back. A
+        requeue-mode preemption sends SIGTERM while the job is RUNNING and kills it after GraceTime;
+        a job that exits by itself before that is recorded FAILED and not requeued."""
+        exit_code = 128 + signal.SIGTERM
+        if self.spec["backend"] == "local":
+            log("stopped after SIGTERM; the local scheduler records the task as cancelled (launcher cancel) or "
+                "failed (time limit); `launcher resume` continues from its checkpoint")
+            return exit_code
+        if self.rank != 0:
+            return None  # requeue(): the first rank's runner decides for the whole job
+        found = self.job_state()
+        if found is None:
+            log("stopped after SIGTERM; leaving this task to Slurm (no requeue from here)")
+            return exit_code
+        state, restarts = found
+        if state == "RUNNING":
+            log("the job is still RUNNING after SIGTERM (a preemption with a grace time, or a plain kill): "
+                "requeueing it so that Slurm does not record it as failed")
+            return None
+        if restarts > self.restarts:
+            log(f"Slurm is requeueing this task (job {state}, restart {restarts}): it continues from its "
+                f"checkpoint; no requeue from here")
+        else:
+            log(f"Slurm is ending this task (job {state}: scancel, time limit or node failure): no requeue, "
+                f"no completion marker")
+        return exit_code
+
     def requeue(self) -> int:
-        """Requeue this array task only; return the exit code for this attempt."""
+        """End this attempt so that the task runs again, from its checkpoint; return the exit code.
+
+        After a SIGTERM, after_sigterm() decides first whether Slurm is already doing it. Otherwise:
+        on Slurm `scontrol requeue <jobid>_<index>` (this array task only, submitit's protocol; at most
+        requeue.max times, then the task fails), by the first rank only: the other ranks of a
+        multi-node task exit 0, so that `srun --kill-on-bad-exit` does not end the step before the
+        first rank has requeued it (the requeue ends them). The local backend: REQUEUE_EXIT."""
+        shutil.rmtree(self.tmp_out, ignore_errors=True)
+        if self.terminated:
+            code = self.after_sigterm()
+            if code is not None:
+                return code
+        if self.rank != 0:
+            log(f"rank {self.rank} stopped; the first rank's runner decides whether the job is requeued")
+            return 0
         limit = self.spec["requeue"]["max"]
         if self.restarts >= limit:
             self.write_failure(f"stopped by the time limit or preemption after {self.restarts} requeue(s) "
                                f"(requeue.max={limit})", exit_code=1)
             return 1
-        shutil.rmtree(self.tmp_out, ignore_errors=True)
         if self.spec["backend"] == "local":
             log(f"requeue {self.restarts + 1}/{limit} (local scheduler)")
             return REQUEUE_EXIT
-        self.ctx.stop_requested.set()  # the SIGTERM that the requeue brings is expected now
-        if self.rank != 0:  # a multi-node task: the first node's runner requeues the whole job
-            return REQUEUE_EXIT
+        self.ending = True  # the SIGTERM that the requeue brings is expected now
         log(f"requeue {self.restarts + 1}/{limit}: scontrol requeue {self.job_id}")
         subprocess.run(["scontrol", "requeue", self.job_id], check=True, timeout=60)
         return REQUEUE_EXIT
@@ -134,7 +232,7 @@ class Task:
     def cancel_self(self) -> int:
         if self.spec["backend"] == "local":
             return CANCEL_EXIT
-        self.ctx.stop_requested.set()  # the SIGTERM scancel brings is expected
+        self.ending = True  # the SIGTERM scancel brings is expected
         subprocess.run(["scancel", self.job_id], check=False, timeout=60)
         time.sleep(30)  # Slurm ends the task; the exit code below is only seen if it did not
         return CANCEL_EXIT
@@ -268,8 +366,14 @@ class Task:
                 from . import serve
 
                 serve.wait_for_servers(self)
-            {"command": self.run_command, "python": self.run_python, "preprocess": self.run_preprocess,
-             "torchrun": self.run_torchrun, **{k: self.run_module for k in MODULE_KINDS}}[self.spec["kind"]]()
+            try:
+                {"command": self.run_command, "python": self.run_python, "preprocess": self.run_preprocess,
+                 "torchrun": self.run_torchrun, **{k: self.run_module for k in MODULE_KINDS}}[self.spec["kind"]]()
+            finally:
+                self._cancel_deadlines()
+            if self.terminated:  # ended after a SIGTERM: its output is not trusted to be whole
+                log(f"{self.stage}[{self.task}] returned after SIGTERM: no completion marker")
+                raise Requeue()
             if self.rank == 0:
                 self.finish(started)
         except Requeue:
@@ -281,6 +385,13 @@ class Task:
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             return self.cancel_self()
         except BaseException as e:  # noqa: BLE001 - every failure must leave a failure marker
+            if self.terminated and isinstance(e, Exception):
+                # The scheduler is ending this attempt: a failure now is most likely its doing (a killed
+                # child, a peer rank gone). Stopped, not failed: after_sigterm() decides what follows.
+                log(f"{self.stage}[{self.task}] failed after SIGTERM, counted as stopped (no failure marker): "
+                    f"{type(e).__name__}: {e}")
+                running.unlink(missing_ok=True)
+                return self.requeue()
             self.write_failure("".join(traceback.format_exception(e)), exit_code=1)
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             log(f"{self.stage}[{self.task}] failed: {e}")

@@ -25,7 +25,10 @@ from .arrays import expand
 from .plan import parse_time_min
 
 TERMINAL = {"completed", "failed", "cancelled"}
-KILL_GRACE_S = 5  # like Slurm's KillWait
+# Like Slurm's KillWait: `launcher cancel` and the time limit send SIGTERM to the task's process
+# group, SIGKILL this long after. On SIGTERM jobs.task lets the work checkpoint and exits without a
+# marker; the state here (cancelled, or failed for the time limit) is decided by this driver.
+KILL_GRACE_S = 5
 
 
 def sbatch_directives(script: str) -> Dict[str, str]:

@@ -333,6 +333,11 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
     if time_min is not None and not 0 < rq["signal_delay_s"] < time_min * 60:
         bad("requeue.signal_delay_s",
             f"{rq['signal_delay_s']} s must be positive and shorter than the time limit ({time_min * 60} s)")
+    if rq["term_grace_s"] < 1 or (time_min is not None and rq["term_grace_s"] >= time_min * 60):
+        bad("requeue.term_grace_s",
+            f"{rq['term_grace_s']} s must be at least 1 and shorter than the time limit"
+            + (f" ({time_min * 60} s)" if time_min is not None else "")
+            + "; keep it below Slurm's KillWait (default 30 s) and any preemption GraceTime")
 
 
 def _slurm_edge(name, st, parent, parent_st, declared, n_points, errors) -> str:

@@ -61,11 +61,15 @@ class Resources:
 
 @dataclass
 class Requeue:
-    """Checkpoint-and-requeue on the pre-timeout (or preemption) signal, submitit's protocol."""
+    """Checkpoint-and-requeue on the pre-timeout (or preemption) signal, submitit's protocol, and on a
+    SIGTERM that comes without it (Slurm's `scontrol requeue`, scancel, requeue-mode preemption)."""
 
     max: int = 3  # requeues allowed per task before the task fails
     signal: str = "USR2"
     signal_delay_s: int = 90  # signal this long before the time limit
+    # After a SIGTERM without the stop signal, the work has this long to checkpoint and stop. Slurm
+    # SIGKILLs after KillWait (default 30 s) or, for a preemption, the QOS/partition GraceTime: keep it below both.
+    term_grace_s: int = 25
 
 
 @dataclass

@@ -92,15 +92,18 @@ def test_a_dying_rank_ends_the_group_and_launch_raises(tmp_path, cpu_python, fak
     print(f"failed torchrun run ended after {elapsed:.1f} s")
 
 
-def test_stop_signal_reaches_every_rank_and_requeues(tmp_path, cpu_python, fake_slurm):
-    """What jobs.task does on the pre-timeout signal: set stop_requested, signal the child's process
-    group. torchrun's workers live in their own sessions: torchrun itself must pass the signal on."""
+@pytest.mark.parametrize("sig", ["USR2", "TERM"])
+def test_stop_signal_reaches_every_rank_and_requeues(tmp_path, cpu_python, fake_slurm, sig):
+    """What jobs.task does on the pre-timeout signal (USR2), and on a SIGTERM without it (Slurm ending,
+    requeueing or preempting the job): set stop_requested, signal the child's process group.
+    torchrun's workers live in their own sessions: torchrun itself must pass the signal on."""
     task = StandIn(tmp_path, fake_slurm)
     result = {}
+    signum = getattr(signal, "SIG" + sig)
 
     def target():
         try:
-            run(task, cpu_python, str(720000 + os.getpid() % 1000), PROBE_WAIT_SIGNAL="USR2")
+            run(task, cpu_python, str(720000 + os.getpid() % 1000 + 10 * (sig == "TERM")), PROBE_WAIT_SIGNAL=sig)
             result["outcome"] = "returned"
         except BaseException as e:  # noqa: BLE001
             result["outcome"] = e
@@ -114,10 +117,10 @@ def test_stop_signal_reaches_every_rank_and_requeues(tmp_path, cpu_python, fake_
     assert len(ranks(out)) == 2, result
     t0 = time.perf_counter()
     task.ctx.stop_requested.set()
-    os.killpg(task.child.pid, signal.SIGUSR2)
+    os.killpg(task.child.pid, signum)
     th.join(timeout=60)
     assert not th.is_alive(), "torchrun did not end after the stop signal"
     assert isinstance(result["outcome"], Requeue), result
     stopped = [json.loads(p.read_text()) for p in sorted(out.glob("rank-*.stopped.json"))]
-    assert [s["rank"] for s in stopped] == [0, 1] and all(s["signals"] == [signal.SIGUSR2] for s in stopped)
+    assert [s["rank"] for s in stopped] == [0, 1] and all(s["signals"] == [signum] for s in stopped)
     print(f"stop signal to requeue: {time.perf_counter() - t0:.1f} s, torchrun exit {task.child.returncode}")

@@ -87,6 +87,8 @@ def test_invalid_edge_kind_fails_at_compose_with_stage_and_key():
     ("pipeline.stages.shards.resources.nodes=0", "pipeline.stages.shards.resources.nodes"),
     ("pipeline.stages.shards.requeue.signal=NOPE", "pipeline.stages.shards.requeue.signal"),
     ("pipeline.stages.shards.requeue.signal_delay_s=400", "pipeline.stages.shards.requeue.signal_delay_s"),
+    ("pipeline.stages.shards.requeue.term_grace_s=0", "pipeline.stages.shards.requeue.term_grace_s"),
+    ("pipeline.stages.shards.requeue.term_grace_s=300", "pipeline.stages.shards.requeue.term_grace_s"),
     ("pipeline.stages.reduce.target=not-an-import-path", "pipeline.stages.reduce.target"),
     ("pipeline.stages.shards.command=''", "pipeline.stages.shards.command"),
 ])
