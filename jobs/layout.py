@@ -1,10 +1,15 @@
 """The run directory: the one contract both sides share. Standard library only.
 
 <run_dir>/
-  run.json                  what was launched: id, overrides, sweep points, cluster, code version
+  run.json                  what was launched: id, overrides, sweep points, cluster, code version,
+                            accounting (false: the cluster has none; status asks squeue only)
   config/point-<p>.yaml     resolved config of each sweep point
   plan.json                 the plan: stages, hashes, dependencies, resources
-  submissions.jsonl         ledger of sbatch calls (login node only, append-only)
+  submissions.jsonl         ledger of sbatch calls (login node only, append-only): one line per queued
+                            job (a job a failed or unreadable sbatch queued anyway too, found_by squeue),
+                            and one per rolled-back submission {rolled_back: [job ids], error}
+  submission-failed.json    only when the launch failed before anything stayed queued: not a run then
+                            (`latest` and `launcher runs` skip it; a resume that submits it removes it)
   stages/<stage>/
     spec.json               what a task needs to run (written at plan time)
     scripts/<sub>-<chunk>.sbatch

@@ -263,7 +263,11 @@ class Slurm:
         try:
             out = self._run(argv + [str(script)])
         except SlurmCommandError as e:
-            raise SubmissionError(str(e), queued=self._queued_by(script, what="after the failed sbatch")) from e
+            try:
+                queued = self._queued_by(script, what="after the failed sbatch")
+            except SubmissionError as lookup:
+                raise SubmissionError(f"{e}\n{lookup}") from e
+            raise SubmissionError(str(e), queued=queued) from e
         job_id = parse_sbatch(out)
         if job_id:
             return job_id
