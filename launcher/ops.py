@@ -64,7 +64,10 @@ def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
     if plan.cluster["backend"] == "slurm":
         slurm = backend_for(plan.cluster, run_root)
         info = slurm.info()
-        errors = preflight(plan, run_root, info, associations=slurm.associations)
+        # Without accounting there are no associations to check (sacctmgr fails), and slurmctld takes
+        # any --account/--qos as it is.
+        errors = preflight(plan, run_root, info,
+                           associations=slurm.associations if info.accounting is not False else None)
     else:
         errors = preflight(plan, run_root, None)
     errors = path_errors(run_root) + errors

@@ -125,3 +125,9 @@ def test_status_without_accounting_comes_from_squeue_and_markers(nacli, dev_slur
     assert [(r["stage"], r["tasks"]) for r in nacli.ledger()[before:]] == [
         ("shards", [2]), ("reduce", [0]), ("checkpointing", [0])]
     assert nacli.wait(timeout=180)["state"] == "COMPLETED"
+
+
+def test_no_accounting_cluster_is_not_asked_for_associations(nacli):
+    """sacctmgr fails without accounting; slurmctld then takes any --qos/--account as it is."""
+    p = nacli("plan", "pipeline=smoke", "cluster=dev-noacct", "cluster.qos=normal", check=False)
+    assert p.returncode == 0 and "accounting_storage" not in p.stderr, p.stderr
