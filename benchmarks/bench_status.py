@@ -5,7 +5,7 @@ finishes within a minute, so it also shows status on a completed run.
 
 For each run and phase (just submitted; +--mid-s; finished, or still going at +--complete-s and
 then after `launcher cancel`): wall time of `launcher status <run> --json` (subprocess, median of
---repeat), and the Slurm client calls ONE status makes, counted in-process (ops.backend_for +
+--repeat), and the Slurm client calls ONE status makes, counted in-process (ops.run_backend +
 status.collect, then backend.calls), with collect's own time. Every run is cancelled at the end.
 Baseline: the per-task polling of many lab scripts (one `sacct -j <job>_<index>` per task), timed
 on --sample tasks of the run and scaled to all of its tasks.
@@ -29,7 +29,7 @@ from launcher.rundir import Run
 def measure(r: Run, env, repeat: int) -> dict:
     walls = [timed(lambda: run([LAUNCHER, "status", str(r.path), "--json"], env, check=False))[0]
              for _ in range(repeat)]
-    backend = ops.backend_for(r.plan().cluster, r.path)
+    backend = ops.run_backend(r)  # the run's cluster, and whether it keeps accounting (run.json)
     t, st = timed(lambda: status.collect(r, backend))
     counts = {k: sum(s.counts[k] for s in st.stages.values()) for k in status.STATES}
     return {"state": st.state, "status_wall_s_median": median(walls), "collect_in_process_s": round(t, 3),
@@ -37,7 +37,7 @@ def measure(r: Run, env, repeat: int) -> dict:
 
 
 def finished(r: Run) -> bool:
-    return status.collect(r, ops.backend_for(r.plan().cluster, r.path)).state in ("COMPLETED", "FAILED")
+    return status.collect(r, ops.run_backend(r)).state in ("COMPLETED", "FAILED")
 
 
 def per_task_polling(r: Run, env, sample: int) -> dict:

@@ -18,6 +18,8 @@ from typing import Mapping
 
 from .context import Requeue
 
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # RFC 1123 labels (and Slurm node names)
+
 # torchrun's own default set, plus the stage's stop signal (added in torchrun_argv).
 _TORCHRUN_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"]
 
@@ -36,10 +38,15 @@ def node_hosts(env: Mapping[str, str] = os.environ) -> list[str]:
                            text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise RuntimeError(f"`scontrol show hostnames {nodelist}` failed: {e}") from e
-    hosts = p.stdout.split()
+    # One host name per line; a site's wrapper may print banner lines around them (never read as hosts).
+    hosts = [line.strip() for line in p.stdout.splitlines() if _HOSTNAME.match(line.strip())]
     if p.returncode != 0 or not hosts:
         raise RuntimeError(f"`scontrol show hostnames {nodelist}` failed (exit {p.returncode}): "
                            f"{(p.stderr or p.stdout).strip()[-500:]}")
+    expected = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")
+    if expected and expected.isdigit() and len(hosts) != int(expected):
+        raise RuntimeError(f"`scontrol show hostnames {nodelist}` gave {len(hosts)} host(s) for a "
+                           f"{expected}-node allocation: {p.stdout.strip()[-500:]!r}")
     return hosts
 
 

@@ -1,10 +1,15 @@
 """The run directory: the one contract both sides share. Standard library only.
 
 <run_dir>/
-  run.json                  what was launched: id, overrides, sweep points, cluster, code version
+  run.json                  what was launched: id, overrides, sweep points, cluster, code version,
+                            accounting (false: the cluster has none; status asks squeue only)
   config/point-<p>.yaml     resolved config of each sweep point
   plan.json                 the plan: stages, hashes, dependencies, resources
-  submissions.jsonl         ledger of sbatch calls (login node only, append-only)
+  submissions.jsonl         ledger of sbatch calls (login node only, append-only): one line per queued
+                            job (a job a failed or unreadable sbatch queued anyway too, found_by squeue),
+                            and one per rolled-back submission {rolled_back: [job ids], error}
+  submission-failed.json    only when the launch failed before anything stayed queued: not a run then
+                            (`latest` and `launcher runs` skip it; a resume that submits it removes it)
   stages/<stage>/
     spec.json               what a task needs to run (written at plan time)
     scripts/<sub>-<chunk>.sbatch
@@ -97,20 +102,36 @@ def completed_tasks(run_dir: Path, stage: str, stage_hash: str) -> set[int]:
 def task_markers(run_dir: Path, stage: str, stage_hash: str) -> tuple[set[int], dict[int, str]]:
     """(completed tasks, {task: job id} of tasks that say they are running), from one listing.
     A running task leaves `<task>.running-<jobid>_<index>` while it works."""
+    m = markers(run_dir, stage, stage_hash)
+    return m.done, m.running
+
+
+class Markers:
+    """What one listing of a stage's marker folder says: done (set of tasks), failed (set of tasks that
+    left a failure marker) and running ({task: "<jobid>_<index>"})."""
+
+    def __init__(self, done: set[int], failed: set[int], running: dict[int, str]):
+        self.done, self.failed, self.running = done, failed, running
+
+
+def markers(run_dir: Path, stage: str, stage_hash: str) -> Markers:
+    """The markers of a stage's config, from one directory listing (no file reads)."""
     try:
         names = os.listdir(markers_dir(run_dir, stage, stage_hash))
     except FileNotFoundError:
-        return set(), {}
-    done, running = set(), {}
+        return Markers(set(), set(), {})
+    done, failed, running = set(), set(), {}
     for n in names:
         head, dot, tail = n.partition(".")
         if not head.isdigit():
             continue
         if tail == "done":
             done.add(int(head))
+        elif tail == "failed":
+            failed.add(int(head))
         elif tail.startswith("running-"):
             running[int(head)] = tail[len("running-"):]
-    return done, running
+    return Markers(done, failed, running)
 
 
 def output_dir(run_dir: Path, stage: str, point: int, task: int | None = None) -> Path:
@@ -188,5 +209,8 @@ def task_ended(run_dir: Path, stage: str, stage_hash: str, task: int, backend: s
     out = subprocess.run(["squeue", "-h", "-r", "-j", str(job["job_id"]), "-o", "%i"], capture_output=True, text=True,
                          timeout=60)
     if out.returncode != 0:
-        return False  # the controller did not answer: ask again next round
-    return f"{job['job_id']}_{index}" not in out.stdout.split()
+        # slurmctld no longer knows the job (purged, lost): it is not in the queue, so it has ended.
+        # Any other failure: the controller did not answer; ask again next round.
+        return "Invalid job id specified" in out.stderr + out.stdout
+    # one id per line; a site's wrapper may print other lines around them
+    return f"{job['job_id']}_{index}" not in {line.strip() for line in out.stdout.splitlines()}

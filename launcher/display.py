@@ -13,7 +13,7 @@ from .render import JobRequest
 from .status import RunStatus
 
 console = Console(highlight=False, width=None if Console().is_terminal else 160)
-STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red"}
+STYLE = {"COMPLETED": "green", "SKIPPED": "dim", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red"}
 
 
 def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table:
@@ -47,12 +47,12 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
 
 def status_table(st: RunStatus) -> Table:
     t = Table(title=f"run {st.run}: [{STYLE.get(st.state, '')}]{st.state}[/]", title_justify="left")
-    for col in ("stage", "state", "total", "done", "running", "pending", "failed", "cancelled", "missing", "jobs"):
+    counted = ("completed", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
+    for col in ("stage", "state", "total", "done", *counted[1:], "jobs"):
         t.add_column(col, justify="left" if col in ("stage", "state", "jobs") else "right")
     for s in st.stages.values():
         c = s.counts
-        t.add_row(s.name, f"[{STYLE.get(s.state, '')}]{s.state}[/]", str(c["total"]), str(c["completed"]),
-                  str(c["running"]), str(c["pending"]), str(c["failed"]), str(c["cancelled"]), str(c["missing"]),
+        t.add_row(s.name, f"[{STYLE.get(s.state, '')}]{s.state}[/]", str(c["total"]), *(str(c[k]) for k in counted),
                   ",".join(s.job_ids[-4:]) + (" …" if len(s.job_ids) > 4 else ""))
     return t
 

@@ -32,4 +32,9 @@ class ConfigErrors(LauncherError):
 
 
 class SubmissionError(LauncherError):
-    pass
+    """A submission failed. `queued`: job ids the failed call queued anyway (a site's sbatch wrapper
+    that failed after the real sbatch, a timed-out sbatch): the caller cancels and records them."""
+
+    def __init__(self, message: str, queued=()):
+        super().__init__(message)
+        self.queued = list(queued)

@@ -77,16 +77,35 @@ class Local:
                 layout.atomic_write_text(self.dir / "driver.pid", f"{proc.pid}\n")
         return str(job_id)
 
-    def query(self, job_ids: Iterable[str]) -> Dict[str, Dict[int, str]]:
+    # The local scheduler is the only one: a job it does not know and will not load is lost at once.
+    lost_grace_s = 0.0
+
+    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Dict[str, Dict[int, str]]:
+        """{job id: {array index: state}} from the driver's state.json; a job the driver has not loaded
+        yet is pending while a driver runs, and absent (unknown: lost) once none does."""
         self.calls["query"] = self.calls.get("query", 0) + 1
         state = layout.read_json(self.dir / "state.json", {}) or {}
         driver_gone = self.driver_pid() is None
         out: Dict[str, Dict[int, str]] = {}
         for jid in job_ids:
-            tasks = state.get(str(jid), {})
-            out[str(jid)] = {int(i): ("failed" if driver_gone and t["state"] not in TERMINAL else t["state"])
-                             for i, t in tasks.items()}
+            tasks = state.get(str(jid))
+            if tasks:
+                out[str(jid)] = {int(i): ("failed" if driver_gone and t["state"] not in TERMINAL else t["state"])
+                                 for i, t in tasks.items()}
+            elif not driver_gone and (self.dir / "jobs" / f"{jid}.json").exists():
+                out[str(jid)] = {i: "pending" for i in self._indices(str(jid))}
         return out
+
+    def _indices(self, jid: str) -> list:
+        from .arrays import expand
+        from .local_driver import sbatch_directives
+
+        spec = layout.read_json(self.dir / "jobs" / f"{jid}.json", {}) or {}
+        try:
+            array = sbatch_directives(Path(spec["script"]).read_text()).get("array", "0")
+        except (KeyError, OSError):
+            return []
+        return list(expand(array.split("%")[0]))
 
     def cancel(self, job_ids: Iterable[str]) -> None:
         ids = sorted(set(job_ids))

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import getpass
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +42,24 @@ def sbatch_directives(script: str) -> Dict[str, str]:
                 k, _, v = tok.lstrip("-").partition("=")
                 out[k] = v
     return out
+
+
+def expand_pattern(pattern: str, fields: Dict[str, str]) -> str:
+    """A Slurm filename pattern (sbatch(1), "filename pattern") with the given fields filled in:
+    %% is one %, %<c> is fields[c] (an optional zero-padding width before c applies to numbers),
+    an unknown %<c> stays as it is, and a pattern with a backslash expands nothing (backslashes dropped)."""
+    if "\\" in pattern:
+        return pattern.replace("\\", "")
+    return re.sub(r"%(\d*)([%A-Za-z])", lambda m: _field(m.group(1), m.group(2), fields, m.group(0)), pattern)
+
+
+def _field(width: str, c: str, fields: Dict[str, str], raw: str) -> str:
+    if c == "%":
+        return "%" + width if width else "%"
+    value = fields.get(c)
+    if value is None:
+        return raw
+    return value.zfill(min(int(width), 10)) if width and value.isdigit() else value
 
 
 def parse_dependency(dep: str) -> List[Tuple[str, List[str]]]:
@@ -74,6 +95,7 @@ class Job:
     signal_delay_s: int
     output: str
     error: str
+    name: str = ""
 
 
 class Driver:
@@ -99,7 +121,8 @@ class Driver:
                 tasks={i: Task() for i in expand(array)},
                 throttle=int(array.split("%")[1]) if "%" in array else None,
                 time_s=parse_time_min(d.get("time", "60")) * 60, signal=getattr(signal, "SIG" + sig.lstrip("B:")),
-                signal_delay_s=int(delay or 90), output=d.get("output", "/dev/null"), error=d.get("error", "/dev/null"))
+                signal_delay_s=int(delay or 90), output=d.get("output", "/dev/null"), error=d.get("error", "/dev/null"),
+                name=d.get("job-name", ""))
             for i, old in self.previous.get(spec["id"], {}).items():
                 t = self.jobs[spec["id"]].tasks[int(i)]
                 t.state = old["state"] if old["state"] in TERMINAL else "failed"
@@ -151,8 +174,11 @@ class Driver:
     def start(self, job: Job, idx: int, t: Task) -> None:
         jid = f"{job.id}_{idx}"
 
+        fields = {"A": job.id, "a": str(idx), "j": jid, "J": f"{jid}.batch", "s": "batch", "t": "0", "n": "0",
+                  "N": socket.gethostname().split(".")[0], "x": job.name, "u": getpass.getuser()}
+
         def path(p: str) -> str:
-            return p.replace("%A", job.id).replace("%a", str(idx)).replace("%j", jid)
+            return expand_pattern(p, fields)
 
         env = dict(os.environ, LAUNCHER_ARRAY_JOB_ID=job.id, LAUNCHER_ARRAY_TASK_ID=str(idx), LAUNCHER_JOB_ID=jid,
                    LAUNCHER_RESTART_COUNT=str(t.restarts))

@@ -4,24 +4,26 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
 from .compose import compose_each, compose_points, sweep_points
-from .errors import ConfigErrors, LauncherError
+from .errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from .plan import Plan, build_plan
 from .preflight import preflight
-from .render import JobRequest, build_requests, write_stage_files
-from .rundir import Run, code_version, new_run_id
-from .status import RunStatus, collect
+from .render import JobRequest, build_requests, unsafe_path_reason, write_stage_files
+from .rundir import SUBMISSION_FAILED, Run, code_version, new_run_id
+from .status import ACTIVE, RunStatus, collect, parent_tasks
 from .submit import submit_all
 
 LOCAL_MAX_ARRAY = 1_000_000
-RESUMABLE = ("failed", "cancelled", "missing")
+RESUMABLE = ("failed", "cancelled", "lost", "missing")
 
 
-def backend_for(cluster: dict, run_dir: Path):
+def backend_for(cluster: dict, run_dir: Path, accounting: Optional[bool] = None):
+    """The scheduler of a cluster profile. `accounting`: False when the cluster is known to have no
+    accounting (run.json), so status asks squeue only."""
     if cluster["backend"] == "local":
         from .local import Local
 
@@ -29,7 +31,7 @@ def backend_for(cluster: dict, run_dir: Path):
     if cluster["backend"] == "slurm":
         from .slurm import Slurm
 
-        return Slurm(cluster)
+        return Slurm(cluster, accounting=accounting)
     raise LauncherError(f"cluster.backend must be 'slurm' or 'local', got {cluster['backend']!r}")
 
 
@@ -40,6 +42,7 @@ class Prepared:
     run_root: Path
     chunk_size: int
     errors: list
+    accounting: Optional[bool] = None  # the cluster keeps accounting (sacct answers); None: not known
 
 
 def prepare(overrides: Sequence[str], multirun: bool) -> Prepared:
@@ -49,16 +52,28 @@ def prepare(overrides: Sequence[str], multirun: bool) -> Prepared:
     return _check(plan, configs, Path(configs[0]["run_root"]).resolve())
 
 
+def path_errors(run_root: Path) -> List[ConfigError]:
+    """The run directory is named in Slurm filename patterns (log paths): refuse a run root that cannot
+    be (a `%` can: it is escaped; run_name is checked by the plan, letters, digits and `_.-` only)."""
+    why = unsafe_path_reason(str(run_root))
+    return [ConfigError(f"{str(run_root)!r} {why}", key="run_root")] if why else []
+
+
 def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
     info = None
     if plan.cluster["backend"] == "slurm":
         slurm = backend_for(plan.cluster, run_root)
         info = slurm.info()
-        errors = preflight(plan, run_root, info, associations=slurm.associations)
+        # Without accounting there are no associations to check (sacctmgr fails), and slurmctld takes
+        # any --account/--qos as it is.
+        errors = preflight(plan, run_root, info,
+                           associations=slurm.associations if info.accounting is not False else None)
     else:
         errors = preflight(plan, run_root, None)
+    errors = path_errors(run_root) + errors
     chunk = plan.cluster.get("max_array_size") or (info.max_array_size if info else LOCAL_MAX_ARRAY)
-    return Prepared(plan=plan, configs=configs, run_root=run_root, chunk_size=chunk, errors=errors)
+    return Prepared(plan=plan, configs=configs, run_root=run_root, chunk_size=chunk, errors=errors,
+                    accounting=info.accounting if info else None)
 
 
 def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[str], multirun: bool) -> None:
@@ -70,6 +85,7 @@ def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[s
         "id": run_id, "created": time.time(), "pipeline": prep.plan.pipeline, "cluster": prep.plan.cluster["name"],
         "backend": prep.plan.cluster["backend"], "overrides": list(overrides), "multirun": multirun,
         "points": prep.plan.points, "chunk_size": prep.chunk_size, "code": code_version(),
+        "accounting": prep.accounting,
         "campaign": prep.configs[0].get("campaign") or run_id})
 
 
@@ -105,17 +121,34 @@ def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print) -> 
     run_id = new_run_id(prep.plan.pipeline, name)
     run = Run(prep.run_root / run_id)
     _write_run(prep, run.path, run_id, overrides, multirun)
-    _snapshot_and_record(prep.plan, run.path)
-    requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
-    write_stage_files(prep.plan, run.path, run_id, requests, tag="s0")
-    backend = backend_for(prep.plan.cluster, run.path)
-    with run.locked():
-        submit_all(run, prep.plan, backend, requests, batch="s0", echo=echo)
+    try:
+        _snapshot_and_record(prep.plan, run.path)
+        requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
+        write_stage_files(prep.plan, run.path, run_id, requests, tag="s0")
+        backend = backend_for(prep.plan.cluster, run.path, accounting=prep.accounting)
+        with run.locked():
+            submit_all(run, prep.plan, backend, requests, batch="s0", echo=echo)
+    except Exception as e:
+        if run.submissions():  # jobs stay queued (a cancel that failed): it is a run, status shows them
+            raise
+        where = run.mark_submission_failed(str(e))
+        note = (f"run directory kept for diagnosis: {run.path} ({where.name}); it is not a run: "
+                f"`latest` and `launcher runs` skip it")
+        if isinstance(e, SubmissionError):
+            raise SubmissionError(f"{e}\n{note}", queued=e.queued) from e
+        if isinstance(e, LauncherError):
+            raise LauncherError(f"{e}\n{note}") from e
+        raise
     return run, prep
 
 
+def run_backend(run: Run, plan: Optional[Plan] = None):
+    """The scheduler a run was submitted to (its cluster profile, and whether it keeps accounting)."""
+    return backend_for((plan or run.plan()).cluster, run.path, accounting=run.meta.get("accounting"))
+
+
 def status(run: Run) -> RunStatus:
-    return collect(run, backend_for(run.plan().cluster, run.path))
+    return collect(run, run_backend(run))
 
 
 def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
@@ -147,15 +180,17 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         prep = _check(plan, configs, run.path.parent)
         if prep.errors:
             raise ConfigErrors(prep.errors)
-        backend = backend_for(plan.cluster, run.path)
-        st = collect(run, backend)
-        todo = {name: [t for t, s in s_.tasks.items() if s in RESUMABLE] for name, s_ in st.stages.items()}
-        todo = with_servers(plan, todo, {name: s_.tasks for name, s_ in st.stages.items()})
+        backend = run_backend(run, plan)
+        st = collect(run, backend, strict=True)  # every job it depends on is one the scheduler knows
+        states = {name: s_.tasks for name, s_ in st.stages.items()}
+        todo = {name: [t for t, s in tasks.items() if s in RESUMABLE] for name, tasks in states.items()}
+        todo = with_servers(plan, todo, states)
         if not any(todo.values()):
             echo(f"nothing to resume: run {run.id} is {st.state.lower()} "
-                 f"({'every task has its completion marker' if st.state == 'COMPLETED' else 'tasks are still queued or running'})")
+                 f"({'every task has its completion marker or was skipped (not needed)' if st.state == 'COMPLETED' else 'tasks are still queued or running'})")
             return []
         active = {name: s_.active_jobs for name, s_ in st.stages.items() if s_.active_jobs}
+        check_dependencies(plan, todo, states, active)
         chunk = run.meta.get("chunk_size") or prep.chunk_size
         requests = build_requests(plan, todo, chunk, active_parents=active)
         batch = f"r{len({r.get('batch') for r in run.ledger()})}"
@@ -163,7 +198,10 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         for name, tasks in todo.items():
             if tasks:
                 echo(f"  {name}: resubmitting {len(tasks)} task(s) {_short(tasks)}")
-        return submit_all(run, plan, backend, requests, batch=batch, active=active, echo=echo)
+        ids = submit_all(run, plan, backend, requests, batch=batch, active=active, echo=echo)
+        if run.submission_failed:  # its launch had rolled back; now it has jobs: a run again
+            (run.path / SUBMISSION_FAILED).unlink(missing_ok=True)
+        return ids
 
 
 def with_servers(plan, todo: Dict[str, List[int]], states: Dict[str, Dict[int, str]]) -> Dict[str, List[int]]:
@@ -182,10 +220,44 @@ def with_servers(plan, todo: Dict[str, List[int]], states: Dict[str, Dict[int, s
     return out
 
 
+def holds(kind: str, parent_states: List[str]) -> bool:
+    """Whether a Slurm dependency of this kind is satisfied by parent tasks in these (final) states
+    (sbatch(1), --dependency): what resume relies on when it submits a task without that edge."""
+    if kind in ("afterok", "aftercorr"):
+        return all(s == "completed" for s in parent_states)
+    if kind == "afternotok":
+        return any(s in ("failed", "cancelled", "lost") for s in parent_states)
+    if kind == "afterany":
+        return all(s not in ACTIVE and s != "missing" for s in parent_states)
+    return True  # after: the parent has begun (or ended)
+
+
+def check_dependencies(plan: Plan, todo: Dict[str, List[int]], states: Dict[str, Dict[int, str]],
+                       active: Dict[str, list]) -> None:
+    """Resume submits a task without a dependency edge when the parent has nothing queued or being
+    resubmitted: that is right only if the edge already holds. LauncherError (nothing submitted) for a
+    task whose edge does not, rather than running it without its condition."""
+    for name, tasks in todo.items():
+        for d in plan.stages[name].deps if tasks else ():
+            if todo.get(d.parent) or active.get(d.parent):
+                continue  # the edge is passed to sbatch
+            for t in tasks:
+                parents = [states[d.parent][p] for p in parent_tasks(plan, name, d.kind, d.parent, t)]
+                if not holds(d.kind, parents):
+                    from collections import Counter
+
+                    seen = ", ".join(f"{n} {s}" for s, n in sorted(Counter(parents).items()))
+                    raise LauncherError(
+                        f"cannot resume stage '{name}' (task {t}): it waits on '{d.parent}' with {d.kind}, which "
+                        f"the parent's tasks ({seen}) do not satisfy, and no job of '{d.parent}' is queued or being "
+                        f"resubmitted, so sbatch could only get it without that dependency and it would run "
+                        f"unconditionally. Nothing was submitted.")
+
+
 def cancel(run: Run, echo: Callable = print) -> List[str]:
     with run.locked():
-        backend = backend_for(run.plan().cluster, run.path)
-        st = collect(run, backend)
+        backend = run_backend(run)
+        st = collect(run, backend, strict=True)  # scancel of a job Slurm does not know would fail
         ids = sorted({jid for s in st.stages.values() for jid, _ in s.active_jobs})
         if ids:
             backend.cancel(ids)

@@ -104,9 +104,19 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     extra = {"array": array_spec(req.indices, throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
     if rq["max"] > 0:
         extra["requeue"] = True
+    # Log paths are Slurm filename patterns: the folder goes in escaped (a run root with %x or %j in it
+    # is a folder name, not a pattern), the file name keeps submitit's %A_%a_%t naming. submitit would
+    # rewrite %j and %t anywhere in the path, so --output/--error and the srun line are given here.
+    logs = layout.stage_dir(run_dir, stage.name) / "logs"
+    pattern = filename_pattern(logs)
+    extra.update(output=f"{pattern}/%A_%a_0_log.out", error=f"{pattern}/%A_%a_0_log.err")
+    command = f"{shlex.quote(env['python'])} -u -m jobs.task {shlex.quote(str(spec))}"
+    if cl["backend"] != "local":  # srun delivers --signal to the task; the local driver signals it
+        command = shlex.join(["srun", "--unbuffered", "--output", f"{pattern}/%A_%a_%t_log.out",
+                              "--error", f"{pattern}/%A_%a_%t_log.err", *srun_args]) + " " + command
     return _make_sbatch_string(
-        command=f"{shlex.quote(env['python'])} -u -m jobs.task {shlex.quote(str(spec))}",
-        folder=layout.stage_dir(run_dir, stage.name) / "logs",
+        command=command,
+        folder=logs,
         job_name=job_name(plan, stage, run_id),
         partition=r["partition"] or cl.get("partition"),
         time=stage.time_min,
@@ -121,11 +131,28 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         exclusive=True if r["exclusive"] else None,
         setup=setup,
         wckey=None,
-        srun_args=srun_args or None,
-        use_srun=cl["backend"] != "local",  # srun delivers --signal to the task; the local driver signals it
-        map_count=len(req.indices),  # makes submitit name logs %A_%a; the real --array is in `extra`
+        use_srun=False,  # the srun line is in `command` (log paths escaped)
+        map_count=len(req.indices),  # the real --array is in `extra`
         additional_parameters=extra,
     )
+
+
+def filename_pattern(path: Path) -> str:
+    """A literal path as a Slurm filename pattern (sbatch and srun --output/--error/--input): every `%`
+    doubled, since Slurm expands %x, %j, %A... and reads %% as one % (sbatch(1), filename pattern).
+    A backslash cannot be escaped (Slurm then expands nothing and drops it): unsafe_path_reason
+    refuses such paths before anything is written."""
+    return str(path).replace("%", "%%")
+
+
+def unsafe_path_reason(path: str) -> Optional[str]:
+    """Why Slurm could not be given this path in a filename pattern or an #SBATCH line; None if it can."""
+    if "\\" in path:
+        return ("contains a backslash: Slurm then expands no filename pattern in the log paths (and drops "
+                "the backslash), so no task log would be where the launcher looks")
+    if any(ord(c) < 32 for c in path):
+        return "contains a control character (a newline ends an #SBATCH line)"
+    return None
 
 
 def multi_process(stage: StagePlan) -> bool:

@@ -18,6 +18,10 @@ from .errors import LauncherError
 from .plan import Plan
 
 LOCK_TIMEOUT_S = 120
+# Written into a run directory whose launch failed before anything stayed queued (a submission rolled
+# back, a failure while writing the run): the directory is kept for diagnosis, but it is not a run
+# that `latest` or `launcher runs` pick. A resume that submits it later removes the file.
+SUBMISSION_FAILED = "submission-failed.json"
 
 
 def default_root() -> Path:
@@ -80,6 +84,18 @@ class Run:
             f.flush()
             os.fsync(f.fileno())
 
+    @property
+    def submission_failed(self) -> Optional[Dict[str, Any]]:
+        """What `mark_submission_failed` recorded, or None for a run that was submitted."""
+        return layout.read_json(self.path / SUBMISSION_FAILED)
+
+    def mark_submission_failed(self, error: str) -> Path:
+        """Keep the directory for diagnosis, but take it out of `latest` and `launcher runs`."""
+        path = self.path / SUBMISSION_FAILED
+        layout.atomic_write_json(path, {"error": error, "time": time.time(),
+                                        "rolled_back": sorted({j for r in self.ledger() for j in r.get("rolled_back", [])})})
+        return path
+
     def submissions(self) -> List[Dict[str, Any]]:
         """Sbatch records, without jobs that a failed submission rolled back."""
         records = self.ledger()
@@ -120,7 +136,8 @@ def resolve_run(ref: str, root: Optional[Path] = None) -> Run:
 
 
 def list_runs(root: Path) -> List[Run]:
+    """Runs under root, newest first; launches that failed before anything stayed queued are not runs."""
     if not root.exists():
         return []
-    runs = [Run(p) for p in root.iterdir() if (p / "run.json").exists()]
+    runs = [Run(p) for p in root.iterdir() if (p / "run.json").exists() and not (p / SUBMISSION_FAILED).exists()]
     return sorted(runs, key=lambda r: (r.meta.get("created", 0), r.id), reverse=True)

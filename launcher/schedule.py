@@ -411,8 +411,13 @@ def install(args) -> int:
     for key in ("account", "qos"):
         if profile.get(key):
             options.append(f"--{key}={profile[key]}")
-    options += [f"--time={args.time}", f"--mem={args.mem}", f"--chdir={cwd}", f"--output={log_path}",
-                "--open-mode=append"]
+    if "\\" in str(log_path):
+        raise LauncherError(f"schedule: the log path {log_path} contains a backslash: Slurm would not read it as a "
+                            f"filename pattern (choose a run_root without one)")
+    # --output is a Slurm filename pattern: a % of the run root is doubled, or Slurm expands it (%x, %j...).
+    # --chdir is not a pattern (Slurm 22.05 takes it as it is).
+    options += [f"--time={args.time}", f"--mem={args.mem}", f"--chdir={cwd}",
+                f"--output={str(log_path).replace('%', '%%')}", "--open-mode=append"]
     for o in options:
         if any(c.isspace() for c in o):
             raise LauncherError(f"schedule: scrontab cannot take whitespace in an option: {o!r}")

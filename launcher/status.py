@@ -1,16 +1,36 @@
-"""Task states from the run directory (markers) plus ONE scheduler query for the rest."""
+"""Task states from the run directory (markers) plus ONE scheduler query for the rest.
+
+A task is
+- completed: it has its completion marker (the only proof of success: a job that exited 0 without
+  one counts as failed);
+- running / pending: the scheduler says so (or the task's running marker does, while accounting lags);
+- failed / cancelled: the scheduler says its job ended that way (or, once the scheduler no longer
+  knows the job, the task left a failure marker);
+- skipped: it did not run and is not needed: a dependency of its stage can never hold although no
+  ancestor failed (an `afternotok` stage whose parents all succeeded; stages that wait with
+  afterok/aftercorr on a skipped one). Slurm cancels such a task (kill_invalid_depend); it counts as
+  done: the run is COMPLETED, and resume never submits it;
+- lost: its job is unknown to the scheduler (sacct and squeue) longer than the backend's grace after
+  submission (accounting purged, a lost record): resumable, like missing;
+- missing: never submitted (or rolled back).
+"""
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from jobs import layout
 
+from .plan import Plan
 from .rundir import Run
 
-STATES = ("completed", "running", "pending", "failed", "cancelled", "missing")
+STATES = ("completed", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
 ACTIVE = {"running", "pending"}
+DONE = {"completed", "skipped"}  # nothing left to do for these
+# Tasks that did not run; if their dependency can never hold, they are skipped instead.
+NOT_RUN = {"cancelled", "lost", "missing"}
 
 
 @dataclass
@@ -39,7 +59,8 @@ class RunStatus:
 
     @property
     def state(self) -> str:
-        return summarize(s for st in self.stages.values() for s in st.tasks.values())
+        state = summarize(s for st in self.stages.values() for s in st.tasks.values())
+        return "COMPLETED" if state == "SKIPPED" else state
 
     @property
     def exit_code(self) -> int:
@@ -52,9 +73,10 @@ class RunStatus:
 
 
 def summarize(states) -> str:
+    """COMPLETED (every task done or skipped), SKIPPED (every task skipped), RUNNING, PENDING or FAILED."""
     c = Counter(states)
-    if not c or c.keys() == {"completed"}:
-        return "COMPLETED"
+    if not c or c.keys() <= DONE:
+        return "SKIPPED" if c and c.keys() == {"skipped"} else "COMPLETED"
     if c["running"]:
         return "RUNNING"
     if c["pending"]:
@@ -62,40 +84,95 @@ def summarize(states) -> str:
     return "FAILED"
 
 
-def collect(run: Run, backend) -> RunStatus:
+def collect(run: Run, backend, strict: bool = False) -> RunStatus:
+    """Every task's state. One scheduler query (backend.query) for the tasks without a completion
+    marker. A job the scheduler does not report is pending for `backend.lost_grace_s` after its
+    submission (accounting lags a fresh job), lost after that; `strict` (resume, cancel) asks the
+    scheduler about every such job at once, so nothing is ever made to depend on a job it does not know."""
     plan = run.plan()
     # The newest sbatch record that covers each task decides its scheduler state.
     latest: Dict[str, Dict[int, Tuple[str, int, int]]] = {name: {} for name in plan.stages}
     job_ids: Dict[str, List[str]] = {name: [] for name in plan.stages}
+    submitted_at: Dict[str, float] = {}
     for rec in run.submissions():
         if rec["stage"] not in latest:
             continue
         job_ids[rec["stage"]].append(rec["job_id"])
+        submitted_at[rec["job_id"]] = rec.get("time", 0.0)
         for t in rec["tasks"]:
             latest[rec["stage"]][t] = (rec["job_id"], t - rec["offset"], rec["chunk"])
-    markers = {name: layout.task_markers(run.path, name, st.hash) for name, st in plan.stages.items()}
-    done = {name: m[0] for name, m in markers.items()}
+    marks = {name: layout.markers(run.path, name, st.hash) for name, st in plan.stages.items()}
     to_query = {latest[n][t][0] for n, st in plan.stages.items() for t in range(st.total_tasks)
-                if t not in done[n] and t in latest[n]}
-    sched = backend.query(to_query) if to_query else {}
+                if t not in marks[n].done and t in latest[n]}
+    grace = getattr(backend, "lost_grace_s", 0.0)
+    now = time.time()
+    settled = {j for j in to_query if strict or now - submitted_at.get(j, 0.0) > grace}
+    sched = backend.query(to_query, settled=settled) if to_query else {}
 
-    stages = {}
+    states: Dict[str, Dict[int, str]] = {}
     for name, st in plan.stages.items():
-        tasks, active = {}, set()
+        m, tasks = marks[name], {}
         for t in range(st.total_tasks):
-            if t in done[name]:
+            if t in m.done:
                 tasks[t] = "completed"
             elif t not in latest[name]:
                 tasks[t] = "missing"  # never submitted (or rolled back): resume submits it
             else:
-                jid, idx, chunk = latest[name][t]
-                # Not in the answer yet: accounting lags a just-submitted job by a moment.
-                s = sched.get(jid, {}).get(idx, "pending")
-                if s == "pending" and markers[name][1].get(t) == f"{jid}_{idx}":
+                jid, idx, _ = latest[name][t]
+                s: Optional[str] = sched.get(jid, {}).get(idx)
+                if s is None:  # the scheduler does not know this task
+                    if jid not in settled:
+                        s = "pending"  # accounting lags a just-submitted job by a moment
+                    else:
+                        s = "failed" if _failed_by(run, name, st.hash, t, f"{jid}_{idx}", m) else "lost"
+                if s == "pending" and m.running.get(t) == f"{jid}_{idx}":
                     s = "running"  # the task says so; accounting has not caught up yet
                 tasks[t] = "failed" if s == "completed" else s  # exited 0 but left no marker
-                if s in ACTIVE:
-                    active.add((jid, chunk))
-        stages[name] = StageStatus(name=name, total=st.total_tasks, tasks=tasks, job_ids=job_ids[name],
-                                   active_jobs=sorted(active))
+        states[name] = tasks
+    _mark_skipped(plan, states)
+
+    stages = {}
+    for name, st in plan.stages.items():
+        active = sorted({(latest[name][t][0], latest[name][t][2]) for t, s in states[name].items() if s in ACTIVE})
+        stages[name] = StageStatus(name=name, total=st.total_tasks, tasks=states[name], job_ids=job_ids[name],
+                                   active_jobs=active)
     return RunStatus(run=run.id, stages=stages)
+
+
+def _failed_by(run: Run, stage: str, stage_hash: str, task: int, job: str, m: layout.Markers) -> bool:
+    """The task's failure marker was written by this job (not by an earlier attempt)."""
+    if task not in m.failed:
+        return False
+    info = layout.read_json(layout.marker_path(run.path, stage, stage_hash, task, "failed"), {}) or {}
+    return info.get("job_id") == job
+
+
+def parent_tasks(plan: Plan, stage: str, kind: str, parent: str, task: int) -> List[int]:
+    """The parent tasks a task's dependency edge waits on. aftercorr: array index i waits for the
+    parent's index i (the same global task: both arrays are chunked alike), or for the whole parent
+    when it has no such index (Slurm's rule); every other kind waits on every parent task."""
+    total = plan.stages[parent].total_tasks
+    return [task] if kind == "aftercorr" and task < total else list(range(total))
+
+
+def never_holds(kind: str, parent_states: List[str]) -> bool:
+    """A dependency that can never hold although nothing upstream failed: the task is not needed.
+    afternotok (run only if a parent failed) when every parent succeeded or was skipped; afterok and
+    aftercorr (run only if every parent succeeded) when a parent was skipped. afterany and after hold
+    whatever the parents did (Slurm runs them after a cancelled, i.e. skipped, parent)."""
+    if kind == "afternotok":
+        return all(s in DONE for s in parent_states)
+    if kind in ("afterok", "aftercorr"):
+        return any(s == "skipped" for s in parent_states)
+    return False
+
+
+def _mark_skipped(plan: Plan, states: Dict[str, Dict[int, str]]) -> None:
+    """Tasks that did not run (cancelled, lost, never submitted) and whose dependency can never hold
+    become skipped, in topological order so that skips propagate down afterok/aftercorr edges."""
+    for name, st in plan.stages.items():
+        for t, s in states[name].items():
+            if s in NOT_RUN and any(never_holds(d.kind, [states[d.parent][p] for p in
+                                                         parent_tasks(plan, name, d.kind, d.parent, t)])
+                                    for d in st.deps):
+                states[name][t] = "skipped"

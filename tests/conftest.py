@@ -89,17 +89,28 @@ def stage_counts(status: dict) -> dict:
     return {s["name"]: s["tasks"] for s in status["stages"]}
 
 
-@pytest.fixture(scope="session")
-def dev_slurm():
+def _dev_slurm_up(*args: str) -> dict:
     if os.geteuid() != 0:
         pytest.skip("the dev cluster needs root (apt-get install, slurm/munge/mariadb daemons)")
     if not (shutil.which("apt-get") or shutil.which("slurmctld")):
         pytest.skip("no apt-get to install Slurm and no Slurm installed")
-    p = subprocess.run([str(ROOT / "scripts" / "dev-slurm"), "up"], capture_output=True, text=True, timeout=900)
+    p = subprocess.run([str(ROOT / "scripts" / "dev-slurm"), "up", *args], capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
-        pytest.fail(f"scripts/dev-slurm up failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        pytest.fail(f"scripts/dev-slurm up {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     line = next(x for x in p.stdout.splitlines() if x.startswith("export SLURM_CONF="))
     return {"SLURM_CONF": line.split("=", 1)[1].strip().strip("'\"")}
+
+
+@pytest.fixture(scope="session")
+def dev_slurm():
+    return _dev_slurm_up()
+
+
+@pytest.fixture(scope="session")
+def dev_slurm_noacct():
+    """The second dev cluster, without accounting (AccountingStorageType=none: sacct fails there);
+    profile cluster=dev-noacct."""
+    return _dev_slurm_up("--no-accounting")
 
 
 @pytest.fixture

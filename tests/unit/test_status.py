@@ -11,7 +11,9 @@ class Answer:
     def __init__(self, states):
         self.states, self.queries = states, []
 
-    def query(self, ids):
+    lost_grace_s = 60.0
+
+    def query(self, ids, settled=()):
         self.queries.append(sorted(ids))
         return self.states
 
