@@ -54,7 +54,7 @@ def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
     if plan.cluster["backend"] == "slurm":
         slurm = backend_for(plan.cluster, run_root)
         info = slurm.info()
-        errors = preflight(plan, run_root, info, associations=slurm.associations)
+        errors = preflight(plan, run_root, info, associations=slurm.associations, srun_help=slurm.srun_help)
     else:
         errors = preflight(plan, run_root, None)
     chunk = plan.cluster.get("max_array_size") or (info.max_array_size if info else LOCAL_MAX_ARRAY)

@@ -147,6 +147,10 @@ class Slurm:
                                   self._run(["scontrol", "-o", "show", "partition"]),
                                   self._run(["scontrol", "-o", "show", "node"]))
 
+    def srun_help(self) -> str:
+        """`srun --help`: SPANK plugins add their options there (pyxis: --container-image)."""
+        return self._run(["srun", "--help"])
+
     def associations(self, user: str) -> tuple[set, set]:
         """(accounts, qos names) the user may submit with."""
         out = self._run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=Account,QOS"])

@@ -153,7 +153,8 @@ ct_image() {
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
         "$root"/usr/share/man/* "$root"/usr/share/locale/* "$root"/var/log/*.log
     printf 'launcher dev image: %s (%s)\n' "$CT_IMAGE_RECIPE" "$suite" >"$root/etc/launcher-dev-image"
-    mksquashfs "$root" "$MN_IMAGE.tmp" -comp zstd -noappend -quiet >"$LOGDIR/mksquashfs.log" 2>&1 ||
+    # zstd level 3, not the default 19: ~4x faster on 2 loaded cores, a few MB larger.
+    mksquashfs "$root" "$MN_IMAGE.tmp" -comp zstd -Xcompression-level 3 -noappend -quiet >"$LOGDIR/mksquashfs.log" 2>&1 ||
         die_log "$LOGDIR/mksquashfs.log" "mksquashfs failed"
     mv -f "$MN_IMAGE.tmp" "$MN_IMAGE"
     rm -rf "$root"
