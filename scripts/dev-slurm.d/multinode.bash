@@ -558,19 +558,21 @@ mn_remove_cgroups() {
     return 0
 }
 
-# Cancel this cluster's jobs (squeue with this cluster's SLURM_CONF lists no other cluster's).
+# Cancel this cluster's jobs (squeue with this cluster's SLURM_CONF lists no other cluster's) and wait
+# up to $1 s for them to leave the queue (a job on a dead node stays listed until SlurmdTimeout; `down`
+# kills what is left in the namespaces anyway).
 mn_cancel_jobs() {
     is_running slurmctld "$RUN/slurmctld.pid" || return 0
-    local ids i
+    local ids i limit=${1:-15}
     mapfile -t ids < <(squeue -h -o %F 2>/dev/null | sort -u)
     ((${#ids[@]})) || return 0
     log "cancelling ${#ids[@]} job(s) of cluster $CLUSTER"
     scancel "${ids[@]}" 2>/dev/null || true
-    for ((i = 0; i < 75; i++)); do
+    for ((i = 0; i < limit * 5; i++)); do
         [[ -z $(squeue -h -o %i 2>/dev/null) ]] && return 0
         sleep 0.2
     done
-    log "warning: jobs still listed after 15 s; going on"
+    log "jobs still listed after $limit s (on a dead node?); going on"
 }
 
 mn_take_lock() {
@@ -691,7 +693,7 @@ mn_down() {
     [[ $EUID -eq 0 ]] || die "'down' must run as root"
     mn_take_lock
     [[ -n ${SUBNET_BASE:-} ]] || SUBNET_BASE=${SUBNET%.0/24}
-    mn_cancel_jobs
+    mn_cancel_jobs 5
     mapfile -t idx < <(mn_nodes_in_use)
     mn_stop_slurmds "${idx[@]}"
     for i in "${idx[@]}"; do mn_remove_node_net "$i"; done
