@@ -4,8 +4,8 @@ Where the flags go: `sbatch --container-image` would run the batch script itself
 has no Slurm (pyxis' `sbatch_support`), so the image is named on the step's srun line and the batch
 script stays on the host. What the task needs inside the container is mounted at the same path
 (pyxis `--container-mounts=SRC:DST[:FLAGS]`, comma-separated): the run root (markers, logs, outputs,
-the code snapshot `<run>/code`), the hub cache when the profile has one, and the interpreter when it
-lives on the host (an environment built by `launcher env build`, or one without its own `python`).
+the code snapshot `<run>/code`), the hub cache and the secrets file (read-only) when the profile has
+them, and the interpreter when it lives on the host (an environment built by `launcher env build`, or one without its own `python`).
 `--container-workdir` is the run directory (pyxis would start in the image's $HOME otherwise).
 
 The image need not have Slurm's clients: a task in a container asks the batch script (on the host) to
@@ -54,18 +54,20 @@ def host_interpreter_paths(cluster: dict, env: Dict) -> List[str]:
 
 def mounts(cluster: dict, env: Dict, run_dir: Path) -> List[str]:
     """The `--container-mounts` list: the user's mounts first, then each path the task needs at the
-    same path (run root, hub cache, a host interpreter), unless a user mount already has that
+    same path (run root, hub cache, secrets file, a host interpreter), unless a user mount already has that
     container path."""
     user = list(env.get("container_mounts") or [])
     taken = {_norm(_dst(m)[1]) for m in user}
-    needed = [str(Path(run_dir).parent)]
+    needed = [(str(Path(run_dir).parent), "")]
     if cluster.get("hub_cache"):
-        needed.append(str(cluster["hub_cache"]))
-    needed += host_interpreter_paths(cluster, env)
+        needed.append((str(cluster["hub_cache"]), ""))
+    if cluster.get("secrets_file"):  # jobs.task reads it at start; read-only
+        needed.append((str(cluster["secrets_file"]), ":ro"))
+    needed += [(p, "") for p in host_interpreter_paths(cluster, env)]
     added = []
-    for path in dict.fromkeys(_norm(p) for p in needed):
+    for path, flags in dict.fromkeys((_norm(p), f) for p, f in needed):
         if path not in taken:
-            added.append(f"{path}:{path}")
+            added.append(f"{path}:{path}{flags}")
     return user + added
 
 

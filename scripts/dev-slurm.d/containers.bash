@@ -100,8 +100,11 @@ mn_containers() {
 
 ct_packages() {
     local missing=() p
+    declare -A ok=()
+    while read -r p; do ok[$p]=1; done < <(dpkg-query -W -f='${Package} ${Status}\n' "${CT_PACKAGES[@]}" 2>/dev/null |
+        awk '$2 == "install" && $4 == "installed" {print $1}')
     for p in "${CT_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+        [[ -n ${ok[$p]:-} ]] || missing+=("$p")
     done
     ((${#missing[@]})) || return 0
     command -v apt-get >/dev/null || { ct_skip "packages missing and no apt-get: ${missing[*]}"; return 1; }

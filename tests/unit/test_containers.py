@@ -53,6 +53,9 @@ def test_user_mount_of_the_same_path_is_not_added_twice(tmp_path):
            "container_mounts": ["/shared/runs:/shared/runs:ro"]}
     cluster = {"environments": {"img": {"python": "/usr/bin/python3"}}}
     assert containers.mounts(cluster, env, Path("/shared/runs/R")) == ["/shared/runs:/shared/runs:ro"]
+    cluster["secrets_file"] = "/home/me/.config/launcher/secrets.env"  # jobs.task reads it: read-only
+    assert containers.mounts(cluster, env, Path("/shared/runs/R"))[1:] == [
+        "/home/me/.config/launcher/secrets.env:/home/me/.config/launcher/secrets.env:ro"]
 
 
 def test_a_host_interpreter_is_mounted_with_its_venv_base(tmp_path):
