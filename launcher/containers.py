@@ -82,7 +82,9 @@ def batch_lines() -> Tuple[List[str], List[str]]:
     """(setup, teardown) lines of the batch script of a container stage: the task learns it runs in a
     container; after the step, the batch script does on the host what the task asked for."""
     job = '"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"'
-    setup = ["export LAUNCHER_IN_CONTAINER=1  # Slurm's clients are on the host: see the teardown"]
+    setup = ["export LAUNCHER_IN_CONTAINER=1  # Slurm's clients are on the host: see the teardown",
+             # jobs.launch (torchrun per node) needs the allocation's hosts; scontrol is not in the image
+             'export LAUNCHER_NODE_HOSTS="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd, -)"']
     teardown = [
         "launcher_rc=$?",
         f'if [ "$launcher_rc" -eq {REQUEUE_EXIT} ]; then scontrol requeue {job} '

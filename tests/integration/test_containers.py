@@ -56,6 +56,26 @@ def test_command_and_python_stages_run_in_the_image_and_survive_a_requeue(ccli, 
         assert not list(run.glob("stages/*/markers/*failed*"))
 
 
+@pytest.mark.slow
+def test_a_torchrun_stage_runs_in_the_image_on_two_nodes_with_the_host_environment(ccli, cpu_python,
+                                                                                   dev_slurm_mn_image):
+    """The cpu stage environment (a venv on the host, with torch) in the image: the launcher mounts the
+    venv and its base interpreter; jobs.launch gets the allocation's hosts from the batch script (no
+    scontrol in the image); torchrun's c10d rendezvous on the first node, gloo all-reduce."""
+    ccli("run", "pipeline=distributed", "cluster=dev-mn", "pipeline.vars.nodes=2", "pipeline.vars.nproc_per_node=1",
+         "pipeline.stages.probe.resources.mem_gb=4", f"pipeline.code=[{ROOT / 'tests/integration/container_torch_probe.py'}]",
+         "pipeline.stages.probe.launch.script='-m container_torch_probe'",
+         f"cluster.environments.cpu.container_image={dev_slurm_mn_image['DEV_SLURM_MN_IMAGE']}")
+    st = ccli.wait(timeout=300, poll=1)
+    assert st["state"] == "COMPLETED", (st, ccli("logs", "latest", "probe", check=False).stderr[-3000:])
+    out = layout.output_dir(ccli.run_dir(), "probe", 0, 0)
+    ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank-*.json"))]
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["all_reduce"] for r in ranks} == {2.0}, ranks
+    assert len({r["node"] for r in ranks}) == 2 and all(r["image_marker"] and not r["slurmd_binary"] for r in ranks)
+    script = next(ccli.run_dir().glob("stages/probe/scripts/*.sbatch")).read_text()
+    assert f"{cpu_python.parent.parent}:{cpu_python.parent.parent}" in script  # the host venv, mounted
+
+
 @pytest.mark.parametrize("overrides,key,needle", [
     (["cluster.environments.image.container_image=/no/such/image.sqsh"],
      "cluster.environments.image.container_image", "container image /no/such/image.sqsh does not exist"),
