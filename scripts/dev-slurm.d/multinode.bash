@@ -617,6 +617,9 @@ mn_up_fast() {
     ((containers)) && ! mn_containers_ready && return 1
     { read -r pid <"$RUN/slurmctld.pid" && read -r comm <"/proc/$pid/comm"; } 2>/dev/null &&
         [[ $comm == slurmctld ]] || return 1
+    # the shared slurmdbd (status relies on sacct)
+    { read -r pid <"$SN_LAB/run/slurmdbd.pid" && read -r comm <"/proc/$pid/comm"; } 2>/dev/null &&
+        [[ $comm == slurmdbd ]] || return 1
     for ((i = 1; i <= n; i++)); do
         { read -r pid <"$RUN/slurmd-mn$i.pid" && read -r comm <"/proc/$pid/comm"; } 2>/dev/null &&
             [[ $comm == slurmd && /proc/$pid/ns/net -ef /run/netns/$CLUSTER-mn$i ]] || return 1
