@@ -29,6 +29,8 @@ def node_hosts(env: Mapping[str, str] = os.environ) -> list[str]:
     rendezvous. No silent fallback to localhost: a multi-node job that guessed wrong would hang."""
     if env.get("LAUNCHER_BACKEND") == "local":  # the local backend: explicitly one machine
         return [socket.gethostname()]
+    if env.get("LAUNCHER_NODE_HOSTS"):  # a container without Slurm: the batch script expanded the list
+        return env["LAUNCHER_NODE_HOSTS"].split(",")
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     if not nodelist:
         raise RuntimeError("cannot find the allocation's nodes: neither SLURM_JOB_NODELIST nor SLURM_NODELIST "

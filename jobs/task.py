@@ -225,6 +225,10 @@ class Task:
             log(f"requeue {self.restarts + 1}/{limit} (local scheduler)")
             return REQUEUE_EXIT
         self.ending = True  # the SIGTERM that the requeue brings is expected now
+        if os.environ.get("LAUNCHER_IN_CONTAINER") == "1":  # no Slurm clients in the image
+            log(f"requeue {self.restarts + 1}/{limit}: exit {REQUEUE_EXIT}, the batch script (on the host) "
+                f"runs scontrol requeue {self.job_id}")
+            return REQUEUE_EXIT
         log(f"requeue {self.restarts + 1}/{limit}: scontrol requeue {self.job_id}")
         subprocess.run(["scontrol", "requeue", self.job_id], check=True, timeout=60)
         return REQUEUE_EXIT
@@ -233,6 +237,8 @@ class Task:
         if self.spec["backend"] == "local":
             return CANCEL_EXIT
         self.ending = True  # the SIGTERM scancel brings is expected
+        if os.environ.get("LAUNCHER_IN_CONTAINER") == "1":  # the batch script (on the host) scancels
+            return CANCEL_EXIT
         subprocess.run(["scancel", self.job_id], check=False, timeout=60)
         time.sleep(30)  # Slurm ends the task; the exit code below is only seen if it did not
         return CANCEL_EXIT

@@ -66,7 +66,7 @@ def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
         info = slurm.info()
         # Without accounting there are no associations to check (sacctmgr fails), and slurmctld takes
         # any --account/--qos as it is.
-        errors = preflight(plan, run_root, info,
+        errors = preflight(plan, run_root, info, srun_help=slurm.srun_help,
                            associations=slurm.associations if info.accounting is not False else None)
     else:
         errors = preflight(plan, run_root, None)

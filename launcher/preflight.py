@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import align, hub, preprocess, pretrain, snapshot
+from . import align, containers, hub, preprocess, pretrain, snapshot
 from .environments import build_state, interpreter_problems
 from .errors import ConfigError
 from .plan import Plan, StagePlan
@@ -135,12 +135,15 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
 def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[ConfigError]:
     """Each stage's interpreter starts, imports its environment's modules and finds every target the
     stage names (a python stage's function, the datatrove blocks of a preprocess stage), one process
-    per distinct environment, in parallel; its container image exists, its setup lines parse."""
+    per distinct environment, in parallel; its container image exists, its container mounts leave the
+    run directory visible, its setup lines parse. An interpreter inside a container image is not
+    started here (the login node does not run the image)."""
     errors: List[ConfigError] = []
     by_env: dict = {}
     for stage in plan.stages.values():
         env = stage.environment
-        by_env.setdefault((env["python"], tuple(env["imports"])), []).append(stage.name)
+        if not (env["container_image"] and not containers.host_interpreter_paths(plan.cluster, env)):
+            by_env.setdefault((env["python"], tuple(env["imports"])), []).append(stage.name)
         where = (f"cluster.environments.{env['name']}" if env["name"] else "cluster")
         image = env["container_image"]
         if image and plan.cluster["backend"] == "local":
@@ -149,6 +152,9 @@ def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[Conf
         elif image and (image.startswith(("/", ".")) or image.endswith(".sqsh")) and not os.path.exists(image):
             errors.append(ConfigError(f"container image {image} does not exist", stage=stage.name,
                                       key=f"{where}.container_image"))
+        if image:
+            for i, msg in containers.mount_problems(env, run_root):
+                errors.append(ConfigError(msg, stage=stage.name, key=f"{where}.container_mounts.{i}"))
         if env["setup"] and (msg := _bash_syntax_error("\n".join(env["setup"]))):
             errors.append(ConfigError(f"setup lines are not valid bash: {msg}", stage=stage.name, key=f"{where}.setup"))
     keys = list(by_env)
@@ -207,9 +213,19 @@ def _bash_syntax_error(script: str) -> str:
 
 
 def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
-              associations: Optional[Callable[[str], tuple]] = None) -> List[ConfigError]:
-    """All problems found; empty means submit. `info` is None for the local backend."""
+              associations: Optional[Callable[[str], tuple]] = None,
+              srun_help: Optional[Callable[[], str]] = None) -> List[ConfigError]:
+    """All problems found; empty means submit. `info` is None for the local backend. `srun_help`
+    returns `srun --help` (called at most once, and only when a stage names a container image)."""
     errors = check_common(plan, run_root)
+    in_image = [s for s in plan.stages.values() if s.environment.get("container_image")]
+    if info and srun_help and in_image:
+        problem = containers.pyxis_problem(srun_help())
+        if problem:
+            for stage in in_image:
+                name = stage.environment["name"]
+                where = f"cluster.environments.{name}" if name else "cluster"
+                errors.append(ConfigError(problem, stage=stage.name, key=f"{where}.container_image"))
     total = sum(s.total_tasks for s in plan.stages.values())
     if info and info.max_job_count and total > info.max_job_count:
         big = max(plan.stages.values(), key=lambda s: s.total_tasks)

@@ -10,7 +10,7 @@ import yaml
 
 from jobs import layout
 
-from . import align, pretrain, snapshot
+from . import align, containers, pretrain, snapshot
 from .arrays import array_spec, group_by_chunk
 from .plan import Plan, StagePlan
 
@@ -94,11 +94,11 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     srun_args = []
     if multi_process(stage):  # one dead node (or rank) ends the whole step, not a hang until the time limit
         srun_args.append("--kill-on-bad-exit=1")
-    if env["container_image"]:
-        srun_args.append(f"--container-image={env['container_image']}")
-        if env["container_mounts"]:
-            srun_args.append(f"--container-mounts={','.join(env['container_mounts'])}")
-        srun_args.append(f"--container-workdir={code}")  # else pyxis may start in the image's WORKDIR
+    teardown = None
+    if env["container_image"]:  # pyxis, on the srun line only (launcher/containers.py)
+        srun_args += containers.srun_args(cl, env, run_dir, workdir=code)
+        in_container, teardown = containers.batch_lines()
+        setup += in_container
     # throttle is per sweep point, like tasks: K points may run K times as many tasks at once
     throttle = min(stage.throttle * stage.points, stage.total_tasks) if stage.throttle else None
     extra = {"array": array_spec(req.indices, throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
@@ -131,6 +131,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         exclusive=True if r["exclusive"] else None,
         setup=setup,
         wckey=None,
+        teardown=teardown,
         use_srun=False,  # the srun line is in `command` (log paths escaped)
         map_count=len(req.indices),  # the real --array is in `extra`
         additional_parameters=extra,

@@ -246,6 +246,10 @@ class Slurm:
                                   self._query(["scontrol", "-o", "show", "partition"]),
                                   self._query(["scontrol", "-o", "show", "node"]))
 
+    def srun_help(self) -> str:
+        """`srun --help`: SPANK plugins add their options there (pyxis: --container-image)."""
+        return self._run(["srun", "--help"])
+
     def associations(self, user: str) -> tuple[set, set]:
         """(accounts, qos names) the user may submit with."""
         return parse_associations(self._query(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}",

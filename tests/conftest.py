@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #   extended  left out of the CI tier (`scripts/test`, = .ci/run) for time; `scripts/test --all` runs them
 # unit/local/slurm/fault are given here from the test's folder and fixtures; slow and extended are
 # written on the tests themselves.
-SLURM_FIXTURES = {"dev_slurm", "dcli", "dev_slurm_noacct"}
+SLURM_FIXTURES = {"dev_slurm", "dcli", "dev_slurm_noacct", "dev_slurm_mn", "dev_slurm_mn_image"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -111,6 +111,44 @@ def dev_slurm_noacct():
     """The second dev cluster, without accounting (AccountingStorageType=none: sacct fails there);
     profile cluster=dev-noacct."""
     return _dev_slurm_up("--no-accounting")
+
+
+def _dev_slurm_mn(*extra: str) -> dict:
+    """`scripts/dev-slurm up --nodes 3 [extra]`: the multi-node cluster (labmn); skips with the script's
+    reason where this machine cannot make namespaces (exit 4: not root, unprivileged container)."""
+    if os.geteuid() != 0:
+        pytest.skip("the multi-node dev cluster needs root (network/UTS/mount namespaces, a bridge)")
+    p = subprocess.run([str(ROOT / "scripts" / "dev-slurm"), "up", "--nodes", "3", *extra], capture_output=True,
+                       text=True, timeout=1800)
+    if p.returncode == 4:
+        pytest.skip(p.stderr.strip().splitlines()[-1])
+    if p.returncode != 0:
+        pytest.fail(f"scripts/dev-slurm up --nodes 3 {' '.join(extra)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    env = {}
+    for line in p.stdout.splitlines():
+        if line.startswith("export "):
+            k, _, v = line[len("export "):].partition("=")
+            env[k] = v.strip().strip("'\"")
+    env["stderr"] = p.stderr
+    return env
+
+
+@pytest.fixture(scope="session")
+def dev_slurm_mn() -> dict:
+    """The multi-node dev cluster: {"SLURM_CONF": ...} (3 nodes mn1..mn3, profile cluster=dev-mn)."""
+    env = _dev_slurm_mn()
+    return {"SLURM_CONF": env["SLURM_CONF"]}
+
+
+@pytest.fixture(scope="session")
+def dev_slurm_mn_image() -> dict:
+    """The multi-node dev cluster with pyxis + enroot and its image ({"SLURM_CONF", "DEV_SLURM_MN_IMAGE"});
+    skips with the reason where the container part was skipped (no vendor archives, no packages)."""
+    env = _dev_slurm_mn("--containers")
+    if "DEV_SLURM_MN_IMAGE" not in env:
+        why = [x for x in env["stderr"].splitlines() if "containers: skipped" in x]
+        pytest.skip(why[-1] if why else "no container support on the multi-node dev cluster")
+    return {k: env[k] for k in ("SLURM_CONF", "DEV_SLURM_MN_IMAGE")}
 
 
 @pytest.fixture

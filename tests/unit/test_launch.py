@@ -114,3 +114,9 @@ def test_launch_imports_no_torch():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert p.stdout.strip() == "False"
+
+
+def test_node_hosts_in_a_container_come_from_the_batch_script():
+    """No scontrol in the image: the batch script (on the host) exported the expanded node list."""
+    env = {"LAUNCHER_NODE_HOSTS": "mn2,mn3", "SLURM_JOB_NODELIST": "mn[2-3]", "PATH": "/nonexistent"}
+    assert node_hosts(env) == ["mn2", "mn3"]

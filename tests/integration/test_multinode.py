@@ -1,0 +1,167 @@
+"""The multi-node dev cluster (`scripts/dev-slurm up --nodes 3`, cluster labmn): real slurmd daemons
+in their own network/UTS/mount namespaces on a private bridge, and the product's multi-node path
+(kind=torchrun: srun starts one jobs.task per node, torchrun's c10d rendezvous on the first node)."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CLI, ROOT, slurm, wait_for
+
+from jobs import layout
+
+pytestmark = pytest.mark.slurm
+SCRIPT = str(ROOT / "scripts" / "dev-slurm")
+
+
+@pytest.fixture
+def mcli(tmp_path, dev_slurm_mn) -> CLI:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return CLI(root, env=dev_slurm_mn)
+
+
+def test_srun_on_two_nodes_gives_two_hostnames_and_addresses(dev_slurm_mn):
+    out = slurm(dev_slurm_mn, "srun", "-N2", "-n2", "bash", "-c", 'echo "$(hostname) $(hostname -i)"')
+    got = sorted(line.split() for line in out.splitlines())
+    assert len(got) == 2 and len({h for h, _ in got}) == 2, got
+    for host, ip in got:  # each task is on its own node, with that node's address on the bridge
+        assert re.fullmatch(r"mn\d", host) and ip == f"10.213.0.{10 + int(host[2:])}", got
+
+
+def test_sbatch_on_two_nodes_runs_srun_across_both(dev_slurm_mn, tmp_path):
+    out = tmp_path / "job.out"
+    jid = slurm(dev_slurm_mn, "sbatch", "--parsable", "-N2", f"--output={out}",
+                "--wrap", "hostname; srun -N2 -n2 bash -c 'echo step $(hostname) sees $(getent hosts mn1 mn2 | wc -l)'"
+                ).strip().split(";")[0]
+    wait_for(lambda: not slurm(dev_slurm_mn, "squeue", "-h", "-j", jid).strip() and out.exists()
+             and out.read_text().count("step ") == 2, 60, f"job {jid}", poll=0.3)
+    lines = out.read_text().splitlines()
+    batch_host = lines[0]
+    steps = sorted(x for x in lines if x.startswith("step "))
+    # the batch step runs on the allocation's first node; its srun reaches the second node by name
+    assert batch_host in ("mn1", "mn2", "mn3") and len({s.split()[1] for s in steps}) == 2, lines
+    assert all(s.endswith("sees 2") for s in steps), lines
+
+
+@pytest.mark.slow
+def test_torchrun_stage_on_two_nodes_all_reduces_with_the_rendezvous_on_the_first(mcli, cpu_python):
+    """pipeline=distributed (kind torchrun, jobs.dist_probe, gloo) on 2 nodes x 2 processes."""
+    mcli("run", "pipeline=distributed", "cluster=dev-mn", "pipeline.vars.nodes=2", "pipeline.vars.nproc_per_node=2",
+         "pipeline.stages.probe.resources.mem_gb=4")
+    st = mcli.wait(timeout=300, poll=1)
+    logs = mcli("logs", "latest", "probe", check=False)
+    assert st["state"] == "COMPLETED", (st, logs.stdout[-3000:], logs.stderr[-3000:])
+    out = layout.output_dir(mcli.run_dir(), "probe", 0, 0)
+    ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank-*.json"))]
+    assert sorted(r["rank"] for r in ranks) == [0, 1, 2, 3]
+    assert {r["world_size"] for r in ranks} == {4} and {r["all_reduce"] for r in ranks} == {4.0}
+    nodes = {r["group_rank"]: set() for r in ranks}
+    for r in ranks:
+        nodes[r["group_rank"]].add(r["node"])
+    assert len(nodes) == 2 and all(len(v) == 1 for v in nodes.values()) and nodes[0] != nodes[1], ranks
+    first = next(iter(nodes[0]))
+    # every rank's store is on group 0's node, and the launcher put the rendezvous there
+    assert {r["master_addr"] for r in ranks} == {first}, ranks
+    text = logs.stdout + logs.stderr
+    m = re.findall(r"torchrun: rendezvous (\S+):\d+ \(c10d", text)
+    assert m and set(m) == {first}, text[-3000:]
+
+
+def test_bad_node_counts_are_refused_before_anything_starts(tmp_path):
+    for bad, needle in (("0", "--nodes must be between 1 and 200 (got 0)"),
+                        ("abc", "--nodes needs a whole number of nodes (got 'abc')")):
+        p = subprocess.run([SCRIPT, "up", "--nodes", bad], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "DEV_SLURM_MN_DIR": str(tmp_path / "lab")})
+        assert p.returncode == 1 and needle in p.stderr, p.stderr
+        assert not (tmp_path / "lab").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.parametrize("how,needle", [
+    (["--reuid=65534", "--regid=65534", "--clear-groups"], "must run as root"),
+    # root without CAP_SYS_ADMIN / CAP_NET_ADMIN, as in an unprivileged container
+    (["--inh-caps=-all", "--bounding-set=-sys_admin,-net_admin"], "need CAP_SYS_ADMIN"),
+])
+def test_where_namespaces_cannot_be_made_up_says_why_with_exit_4(tmp_path, how, needle):
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    lab.chmod(0o777)
+    before = (_netns(), _links())
+    p = subprocess.run(["setpriv", *how, SCRIPT, "up", "--nodes", "2"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "DEV_SLURM_MN_DIR": str(lab)})
+    assert p.returncode == 4 and needle in p.stderr and "cannot run the multi-node cluster here" in p.stderr, p.stderr
+    assert (_netns(), _links()) == before
+
+
+def _netns() -> list:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+
+
+def _links() -> list:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def _ours() -> dict:
+    """What the multi-node cluster leaves on the machine: namespaces, links, processes (slurmd of an
+    mn node, the labmn slurmctld), cgroup folders, mounts."""
+    lab = os.environ.get("DEV_SLURM_MN_DIR", "/var/tmp/launcher-dev-slurm-mn")
+    procs = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                comm = (p / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == "slurmd" and re.search(r"-N mn\d", cmd):
+                procs.append(cmd)
+    pid = Path(lab, "run", "slurmctld.pid")
+    if pid.exists() and Path(f"/proc/{pid.read_text().strip()}/comm").exists():
+        if Path(f"/proc/{pid.read_text().strip()}/comm").read_text().strip() == "slurmctld":
+            procs.append("slurmctld")
+    mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if "labmn" in line or lab in line]
+    return {"netns": [n for n in _netns() if n.startswith("labmn-")],
+            "links": [x for x in _links() if x.startswith("labmn-")], "procs": procs,
+            "cgroups": [str(d) for d in Path("/sys/fs/cgroup").glob("*/slurm_mn*")]
+            + [str(d) for d in Path("/sys/fs/cgroup").glob("slurm_mn*")],
+            "mounts": mounts}
+
+
+@pytest.mark.slow
+def test_down_leaves_nothing_even_after_a_node_was_killed_under_a_job(dev_slurm_mn):
+    """A node killed with its job (kill -9 of everything in its namespace) leaves empty job cgroups;
+    `down` removes them with the namespaces, links and daemons; `up` brings it all back."""
+    env = dev_slurm_mn
+    jid = slurm(env, "sbatch", "--parsable", "-N1", "-w", "mn2", "--output=/dev/null", "--wrap", "srun sleep 120"
+                ).strip().split(";")[0]
+    job_cg = [f"/sys/fs/cgroup/freezer/slurm_mn2/uid_0/job_{jid}"]
+    wait_for(lambda: any(Path(d).is_dir() for d in job_cg) or not Path("/sys/fs/cgroup/freezer").exists(), 60,
+             f"job {jid} running on mn2", poll=0.3)
+    pids = subprocess.run(["ip", "netns", "pids", "labmn-mn2"], capture_output=True, text=True).stdout.split()
+    assert pids
+    subprocess.run(["kill", "-KILL", *pids], check=False)
+    if Path("/sys/fs/cgroup/freezer").exists():  # cgroup v1: the killed node's job cgroup stays behind
+        time.sleep(0.5)
+        assert any(Path(d).is_dir() for d in job_cg), job_cg
+    t0 = time.perf_counter()
+    p = subprocess.run([SCRIPT, "down", "--nodes"], capture_output=True, text=True, timeout=300)
+    down_s = time.perf_counter() - t0
+    assert p.returncode == 0, p.stderr
+    left = _ours()
+    assert left == {"netns": [], "links": [], "procs": [], "cgroups": [], "mounts": []}, left
+    assert not [x for x in _netns() if x.startswith("labmn")]
+    t0 = time.perf_counter()
+    p = subprocess.run([SCRIPT, "up", "--nodes", "3"], capture_output=True, text=True, timeout=600)
+    up_s = time.perf_counter() - t0
+    assert p.returncode == 0, p.stderr
+    assert sorted(set(slurm(env, "sinfo", "-h", "-N", "-o", "%N %t").splitlines())) == ["mn1 idle", "mn2 idle", "mn3 idle"]
+    t0 = time.perf_counter()
+    assert subprocess.run([SCRIPT, "up", "--nodes", "3"], capture_output=True, timeout=60).returncode == 0
+    print(f"down {down_s:.2f} s, cold up {up_s:.2f} s, warm up {time.perf_counter() - t0:.2f} s")
