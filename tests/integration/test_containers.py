@@ -45,7 +45,7 @@ def test_command_and_python_stages_run_in_the_image_and_survive_a_requeue(ccli, 
     probe = json.loads((layout.output_dir(smoke_run, "reduce", 0, 0) / "probe.json").read_text())
     assert probe["executable"] == "/usr/bin/python3" and probe["version"] >= [3, 10], probe
     assert probe["image_marker"] and not probe["slurmd_binary"], probe  # the image's /etc, no Slurm there
-    assert probe["cwd"] == str(smoke_run) and probe["hub_cache"] == ["models--org--tiny"], probe
+    assert probe["cwd"] == str(smoke_run / "code") and probe["hub_cache"] == ["models--org--tiny"], probe
     attempts = json.loads((layout.output_dir(smoke_run, "checkpointing", 0, 0) / "attempts.json").read_text())
     assert [a["from"] for a in attempts] == [0, 8]  # requeued once, continued from its checkpoint
     out = layout.output_dir(requeue_run, "command_counter", 0, 0)
