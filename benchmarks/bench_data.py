@@ -24,7 +24,7 @@ from pathlib import Path
 from common import LAUNCHER, ROOT, dev_cluster_env, only_run, run, save, show
 
 from jobs import layout
-from jobs.demo_corpus import make_corpus
+from jobs.demo.corpus import make_corpus
 
 CPU_PYTHON = str(ROOT / ".envs" / "cpu" / "bin" / "python")
 TASKS = 4
@@ -34,7 +34,7 @@ DIRECT = """
 import json, sys
 from datatrove.executor import LocalPipelineExecutor
 from jobs.layout import Folders
-from jobs.preprocess import instantiate, keep_removed
+from jobs.kinds.preprocess import instantiate, keep_removed
 
 if __name__ == "__main__":
     spec = json.load(open(sys.argv[1]))

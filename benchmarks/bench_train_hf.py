@@ -3,7 +3,7 @@ ways on the same tokenized data, alternating, on one machine:
 
   launcher:  `launcher run pipeline=train cluster=local wait=true` (the embedded local backend, the
              task runner, markers, checkpoints every 64 steps as configured).
-  direct:    the same training function (jobs.train_hf.train) with the very `train` config of the
+  direct:    the same training function (jobs.adapters.trainer.train) with the very `train` config of the
              launcher's plan.json, called from a plain script in the same stage environment.
 
 Both report the trainer's own tokens/s (training tokens / seconds in trainer.train()); the wall time
@@ -29,7 +29,7 @@ DIRECT = """
 import json, sys, time
 from pathlib import Path
 from jobs.context import TaskContext
-from jobs.train_hf import train
+from jobs.adapters.trainer import train
 
 train_cfg, data, tokenizer, work = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 ctx = TaskContext(run_dir=work, run_id="direct", stage="train", task=0, index=0, num_tasks=1, point=0, params={},

@@ -1,5 +1,5 @@
 import sys
 
-from .task import main
+from jobs.task import main
 
 sys.exit(main())

@@ -31,14 +31,15 @@ import time
 import traceback
 from pathlib import Path
 
-from . import hub, layout
-from .context import Cancel, Requeue, TaskContext
-from .targets import locate
+from jobs.adapters import hub_refs as hub
+from jobs import layout
+from jobs.context import Cancel, Requeue, TaskContext
+from jobs.runtime.targets import locate
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "run me again" for the local backend
 # stage kind -> the jobs module whose run(task) does it
 MODULE_KINDS = {"pretrain": "pretrain", "convert": "convert", "evaluate": "evaluate", "align": "align",
-                "serve": "serve", "fetch": "hub_fetch", "publish": "hub_publish"}
+                "serve": "serve", "fetch": "fetch", "publish": "publish"}
 CANCEL_EXIT = 76  # "count me as cancelled" for the local backend (on Slurm the task scancels itself)
 
 
@@ -306,14 +307,14 @@ class Task:
             self.write_result(result)
 
     def run_torchrun(self) -> None:
-        from . import pretrain
+        from jobs.kinds import pretrain
 
         pretrain.run_torchrun(self)
 
     def run_module(self) -> None:
         """Kinds whose module's run(task) does the work: its result (if any) becomes result.json.
         Imported here, in the stage's environment: they may import the stage's library."""
-        result = importlib.import_module(f".{MODULE_KINDS[self.spec['kind']]}", __package__).run(self)
+        result = importlib.import_module(f"jobs.kinds.{MODULE_KINDS[self.spec['kind']]}").run(self)
         if result is not None:
             self.write_result(result)
 
@@ -321,7 +322,7 @@ class Task:
         (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
     def run_preprocess(self) -> None:
-        from . import preprocess  # imports datatrove: only in the stage's environment
+        from jobs.kinds import preprocess  # imports datatrove: only in the stage's environment
 
         self.export_environment()
         self.write_result(preprocess.run_rank(self.spec, self.payload, self.point, self.index,
@@ -369,7 +370,7 @@ class Task:
                 self.payload = hub.resolve(self.payload, self.spec["hub_cache"])
                 self.ctx.params = self.payload.get("params") or {}
             if self.spec.get("servers"):  # a client of a server: its endpoint first
-                from . import serve
+                from jobs.kinds import serve
 
                 serve.wait_for_servers(self)
             try:

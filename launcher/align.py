@@ -6,13 +6,13 @@ from __future__ import annotations
 import difflib
 from typing import Any, Dict, List, Tuple
 
-from jobs.align_train import COLUMNS, TRAINERS
-from jobs import templating
+from jobs.adapters.trl import COLUMNS, TRAINERS
+from jobs.runtime import templating
 from jobs.layout import PLACEHOLDER
 
-from .errors import ConfigError
+from launcher.errors import ConfigError
 
-# The trainers (jobs/align_train.py TRAINERS: name -> TRL trainer and config class; COLUMNS: what each
+# The trainers (jobs/adapters/trl.py TRAINERS: name -> TRL trainer and config class; COLUMNS: what each
 # jsonl line holds). A reward or GRPO trainer is one entry there and one line format here.
 LINE_FORMAT = {
     "sft": '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}',
@@ -144,7 +144,7 @@ def targets(name: str, kind: str, payload: Dict[str, Any]) -> List[Tuple[str, st
 
 
 def accelerate_config(align: Dict[str, Any], resources: Dict[str, Any]) -> Dict[str, Any]:
-    """accelerate's launch config for one align stage. Per node at launch time (jobs/align.py):
+    """accelerate's launch config for one align stage. Per node at launch time (jobs/kinds/align.py):
     --machine_rank (SLURM_NODEID), --main_process_ip (the allocation's first node), --main_process_port."""
     gpus, nodes = resources["gpus_per_node"], resources["nodes"]
     nproc = align["nproc_per_node"] or gpus or 1

@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("target", help="run id, run dir, `latest`, or a campaign name")
     rp.add_argument("--out", type=Path, help="output folder (default <run root>/reports/<target>)")
     rp.add_argument("--root", type=Path)
-    from .schedule import register as register_schedule
+    from launcher.schedule import register as register_schedule
 
     register_schedule(sub)
     rn = sub.add_parser("runs", help="list runs, newest first")
@@ -110,16 +110,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _watch(run, prep_poll: float = 0) -> int:
-    from . import ops
-    from .display import watch
+    from launcher import ops
+    from launcher.display import watch
 
     poll = prep_poll or (2.0 if run.meta.get("backend") == "local" else 10.0)
     return watch(lambda: ops.status(run), poll).exit_code
 
 
 def cmd_run(args) -> int:
-    from . import ops
-    from .display import console
+    from launcher import ops
+    from launcher.display import console
 
     t0 = time.perf_counter()
     run, prep = ops.launch(args.overrides, args.multirun, echo=console.print)
@@ -132,14 +132,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from . import ops
-    from .display import console, plan_table
+    from launcher import ops
+    from launcher.display import console, plan_table
 
     prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
     console.print(plan_table(prep.plan, requests, prep.chunk_size))
     for text in training_summaries(prep.plan):
         console.print(text)
-    from .hub import describe_publish
+    from launcher.hub import describe_publish
 
     for s in prep.plan.stages.values():
         if s.kind == "publish":
@@ -150,7 +150,7 @@ def cmd_plan(args) -> int:
         deps = ", ".join(f"{k}:{p}" + (f"[chunk {c}]" if c is not None else "") for k, p, c in r.deps)
         console.print(f"  {r.script}" + (f"  <- {deps}" if deps else ""))
     if prep.errors:
-        from .errors import ConfigErrors
+        from launcher.errors import ConfigErrors
 
         raise ConfigErrors(prep.errors)
     return 0
@@ -158,9 +158,9 @@ def cmd_plan(args) -> int:
 
 def training_summaries(plan) -> list:
     """Layout, tokens/step, steps and estimated GPU-hours of each training stage and sweep point."""
-    from .pretrain import describe, estimate
+    from launcher.pretrain import describe, estimate
 
-    from .align import describe as describe_align
+    from launcher.align import describe as describe_align
 
     out = []
     for s in plan.stages.values():
@@ -181,11 +181,11 @@ def training_summaries(plan) -> list:
 
 
 def cmd_report(args) -> int:
-    from .display import console
-    from .errors import LauncherError
-    from .report import write_report
-    from .rundir import default_root, list_runs, resolve_run
-    from jobs.evaluate import rows
+    from launcher.display import console
+    from launcher.errors import LauncherError
+    from launcher.report import write_report
+    from launcher.rundir import default_root, list_runs, resolve_run
+    from jobs.kinds.evaluate import rows
 
     root = (args.root or default_root()).resolve()
     try:
@@ -208,15 +208,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_schedule(args) -> int:
-    from .schedule import cmd_schedule as schedule
+    from launcher.schedule import cmd_schedule as schedule
 
     return schedule(args)
 
 
 def cmd_status(args) -> int:
-    from . import ops
-    from .display import console, status_table
-    from .rundir import resolve_run
+    from launcher import ops
+    from launcher.display import console, status_table
+    from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
     if args.watch:
@@ -230,9 +230,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from . import ops
-    from .display import console
-    from .rundir import resolve_run
+    from launcher import ops
+    from launcher.display import console
+    from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
     ids = ops.resume(run, force=args.force, echo=console.print)
@@ -242,17 +242,17 @@ def cmd_resume(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from . import ops
-    from .display import console
-    from .rundir import resolve_run
+    from launcher import ops
+    from launcher.display import console
+    from launcher.rundir import resolve_run
 
     ops.cancel(resolve_run(args.run, args.root), echo=console.print)
     return 0
 
 
 def cmd_logs(args) -> int:
-    from .logs import show_logs
-    from .rundir import resolve_run
+    from launcher.logs import show_logs
+    from launcher.rundir import resolve_run
 
     return show_logs(resolve_run(args.run, args.root), args.stage, args.task, args.follow)
 
@@ -260,9 +260,9 @@ def cmd_logs(args) -> int:
 def cmd_env(args) -> int:
     from rich.table import Table
 
-    from . import environments
-    from .compose import compose
-    from .display import console
+    from launcher import environments
+    from launcher.compose import compose
+    from launcher.display import console
 
     cluster = compose([f"cluster={args.cluster}"])["cluster"]
     envs = cluster.get("environments") or {}
@@ -289,9 +289,9 @@ def cmd_env(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from . import data_report
-    from .display import console
-    from .rundir import resolve_run
+    from launcher import data_report
+    from launcher.display import console
+    from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
     summary = data_report.summarize(run.path, run.plan())
@@ -305,9 +305,9 @@ def cmd_summary(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from . import data_report
-    from .display import console
-    from .rundir import resolve_run
+    from launcher import data_report
+    from launcher.display import console
+    from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
     name, total, docs = data_report.sample(run.path, run.plan(), args.stage, args.filter, removed=not args.kept,
@@ -317,7 +317,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_demo_corpus(args) -> int:
-    from jobs.demo_corpus import make_corpus
+    from jobs.demo.corpus import make_corpus
 
     counts = make_corpus(args.out_dir, args.docs, args.shards, args.seed)
     print(f"wrote {counts['documents']} documents ({counts['bytes'] / 1e6:.1f} MB gzipped) in {args.shards} "
@@ -330,9 +330,9 @@ def cmd_endpoints(args) -> int:
 
     from rich.table import Table
 
-    from .display import console
-    from .endpoints import endpoints
-    from .rundir import resolve_run
+    from launcher.display import console
+    from launcher.endpoints import endpoints
+    from launcher.rundir import resolve_run
 
     rows = endpoints(resolve_run(args.run, args.root).path)
     if args.json:
@@ -352,8 +352,8 @@ def cmd_endpoints(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .display import console
-    from .rundir import default_root, list_runs
+    from launcher.display import console
+    from launcher.rundir import default_root, list_runs
     from rich.table import Table
 
     root = (args.root or default_root()).resolve()
@@ -368,7 +368,7 @@ def cmd_runs(args) -> int:
                   str(len(m.get("points", []))), str(len(run.submissions())))
     console.print(t)
     # Scheduled firings that failed (they may have failed before making a run: a config error).
-    from .schedule import read_history
+    from launcher.schedule import read_history
 
     for sdir in sorted((root / "schedules").glob("*/")):
         last = next((h for h in reversed(read_history(sdir)) if h.get("status") != "skipped"), None)
@@ -388,7 +388,7 @@ def main(argv=None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from .errors import LauncherError
+    from launcher.errors import LauncherError
 
     try:
         return globals()[f"cmd_{args.verb.replace('-', '_')}"](args)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import List, Sequence
 
-from .errors import ConfigError
+from launcher.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = Path(os.environ.get("LAUNCHER_CONF_DIR", PROJECT_ROOT / "conf"))
@@ -25,7 +25,7 @@ def _register() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from .schema import Cluster, Config, Model, Pipeline
+    from launcher.schema import Cluster, Config, Model, Pipeline
 
     # ${abspath:data/x}: tasks run elsewhere, so relative paths are fixed against the submitting directory.
     OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(os.path.expanduser(str(p))), replace=True)
@@ -302,7 +302,7 @@ def _check_added_keys(cfg, key: str) -> None:
     that node's dataclass. Raises ConfigError with the schema's message and the closest field."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
-    from .schema import unknown_key_message
+    from launcher.schema import unknown_key_message
 
     parts = key.split(".")
     node = cfg
@@ -321,7 +321,7 @@ def _check_added_keys(cfg, key: str) -> None:
 def _check_subtree(node, path: str) -> None:
     from omegaconf import DictConfig, ListConfig
 
-    from .schema import unknown_key_message
+    from launcher.schema import unknown_key_message
 
     if isinstance(node, DictConfig):
         if node._is_none() or node._is_missing() or node._is_interpolation():
@@ -363,7 +363,7 @@ def _composition_error(e: Exception, override=None) -> ConfigError:
 
     from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-    from .schema import unknown_key_message
+    from launcher.schema import unknown_key_message
 
     chain, x = [], e
     while x is not None and x not in chain:

@@ -84,7 +84,7 @@ def batch_lines() -> Tuple[List[str], List[str]]:
     container; after the step, the batch script does on the host what the task asked for."""
     job = '"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"'
     setup = ["export LAUNCHER_IN_CONTAINER=1  # Slurm's clients are on the host: see the teardown",
-             # jobs.launch (torchrun per node) needs the allocation's hosts; scontrol is not in the image
+             # jobs.adapters.torchrun (torchrun per node) needs the allocation's hosts; scontrol is not in the image
              'export LAUNCHER_NODE_HOSTS="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd, -)"']
     teardown = [
         "launcher_rc=$?",

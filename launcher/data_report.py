@@ -11,8 +11,8 @@ from typing import Any, Dict, Iterator, List
 
 from jobs import layout
 
-from .errors import LauncherError
-from .plan import Plan
+from launcher.errors import LauncherError
+from launcher.plan import Plan
 
 
 def _add(into: Dict[str, Any], stats: Dict[str, Any]) -> None:
@@ -60,7 +60,7 @@ def summarize(run_dir: Path, plan: Plan) -> Dict[str, Any]:
             output = layout.datatrove_dir(run_dir, name, stage.hash, point, "output")
             out[name][str(point)] = {"ranks": ranks, "tasks": stage.tasks_per_point, "blocks": rows,
                                      "output": str(output)}
-            check = output / "tokenizer_check.json"  # written by jobs.data_blocks.TrainTokenizer
+            check = output / "tokenizer_check.json"  # written by jobs.adapters.datatrove_blocks.TrainTokenizer
             if check.exists():
                 out[name][str(point)]["tokenizer_check"] = json.loads(check.read_text())
     return out

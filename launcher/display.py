@@ -7,10 +7,10 @@ from typing import Callable, List
 from rich.console import Console
 from rich.table import Table
 
-from .arrays import group_by_chunk
-from .plan import Plan
-from .render import JobRequest
-from .status import RunStatus
+from launcher.arrays import group_by_chunk
+from launcher.plan import Plan
+from launcher.render import JobRequest
+from launcher.status import RunStatus
 
 console = Console(highlight=False, width=None if Console().is_terminal else 160)
 STYLE = {"COMPLETED": "green", "SKIPPED": "dim", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red"}

@@ -1,5 +1,5 @@
 """`launcher endpoints <run>`: what the run's serve stages published (stages/<stage>/endpoints/<point>.json,
-written by jobs/serve.py), with a live /health check of those that say they are ready."""
+written by jobs/kinds/serve.py), with a live /health check of those that say they are ready."""
 from __future__ import annotations
 
 import urllib.error

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from .compose import CONF_DIR, PROJECT_ROOT
-from .errors import ConfigError, LauncherError
+from launcher.compose import CONF_DIR, PROJECT_ROOT
+from launcher.errors import ConfigError, LauncherError
 
 SPECS_DIR = CONF_DIR / "envs"  # <name>.txt: pip requirements; constraints.txt applies to all
 
@@ -63,7 +63,7 @@ def interpreter_problems(python: str, modules: Iterable[str] = (), targets: Iter
         return {}
     path = [str(p) for p in pythonpath] if pythonpath is not None else [str(PROJECT_ROOT)]
     try:
-        p = subprocess.run([python, "-m", "jobs.targets"], input=json.dumps({"modules": modules, "targets": targets}),
+        p = subprocess.run([python, "-m", "jobs.runtime.targets"], input=json.dumps({"modules": modules, "targets": targets}),
                            capture_output=True, text=True, timeout=timeout, cwd=path[0],
                            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(path)})
     except subprocess.TimeoutExpired:

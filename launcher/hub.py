@@ -8,10 +8,10 @@ from typing import Any, Dict, List
 
 from omegaconf import OmegaConf
 
-from jobs import hub
+from jobs.adapters import hub_refs as hub
 
-from .errors import ConfigError
-from .schema import Stage
+from launcher.errors import ConfigError
+from launcher.schema import Stage
 
 FETCH_STAGE = "hub_fetch"
 
@@ -110,7 +110,8 @@ def check_tokens(plan, errors: List[ConfigError]) -> None:
 def describe_publish(plan, stage, plan_dir) -> str:
     """What `launcher plan` shows of a publish stage: the repo, the exact files (when the source exists
     already) and the card as it would be rendered now (scores come from the run's evaluation stages)."""
-    from jobs import hub_card, layout
+    from jobs.adapters import hub_card
+    from jobs import layout
 
     p = stage.payloads[0]["publish"]
     source = p["source"]
@@ -130,6 +131,6 @@ def describe_publish(plan, stage, plan_dir) -> str:
 
 
 def _spec_for(plan, stage, plan_dir) -> Dict[str, Any]:
-    from .render import stage_spec
+    from launcher.render import stage_spec
 
     return stage_spec(plan, stage, plan_dir, plan_dir.name)

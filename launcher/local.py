@@ -15,8 +15,8 @@ from filelock import FileLock
 
 from jobs import layout
 
-from .compose import PROJECT_ROOT
-from .local_driver import TERMINAL
+from launcher.compose import PROJECT_ROOT
+from launcher.local_driver import TERMINAL
 
 # The driver imports this very launcher. Not `python -m launcher.local_driver`: that puts the shell's
 # working directory first on sys.path, and a `launcher` or `jobs` folder there (another checkout, a
@@ -97,8 +97,8 @@ class Local:
         return out
 
     def _indices(self, jid: str) -> list:
-        from .arrays import expand
-        from .local_driver import sbatch_directives
+        from launcher.arrays import expand
+        from launcher.local_driver import sbatch_directives
 
         spec = layout.read_json(self.dir / "jobs" / f"{jid}.json", {}) or {}
         try:

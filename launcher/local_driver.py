@@ -24,8 +24,8 @@ from filelock import FileLock
 from jobs import layout
 from jobs.task import CANCEL_EXIT, REQUEUE_EXIT
 
-from .arrays import expand
-from .plan import parse_time_min
+from launcher.arrays import expand
+from launcher.plan import parse_time_min
 
 TERMINAL = {"completed", "failed", "cancelled"}
 # Like Slurm's KillWait: `launcher cancel` and the time limit send SIGTERM to the task's process

@@ -8,8 +8,8 @@ from typing import List
 
 from jobs import layout
 
-from .errors import LauncherError
-from .rundir import Run
+from launcher.errors import LauncherError
+from launcher.rundir import Run
 
 
 def log_files(run: Run, stage: str, task: int) -> List[Path]:
@@ -49,7 +49,7 @@ def show_logs(run: Run, stage: str, task: int, follow: bool) -> int:
         print(f"(no log yet for {stage}[{task}]: {files[0]})", file=sys.stderr)
     if not follow:
         return 0
-    from . import ops
+    from launcher import ops
 
     while True:
         time.sleep(1.0)

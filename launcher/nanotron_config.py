@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 import yaml
 
-from jobs import templating
+from jobs.runtime import templating
 
 # Our schedule names -> nanotron's lr_decay_style. WSD decays with "1-sqrt" (the usual WSD cool-down)
 # after a constant phase that nanotron expresses as lr_decay_starting_step.

@@ -8,14 +8,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from .compose import compose_each, compose_points, sweep_points
-from .errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
-from .plan import Plan, build_plan
-from .preflight import preflight
-from .render import JobRequest, build_requests, unsafe_path_reason, write_stage_files
-from .rundir import SUBMISSION_FAILED, Run, code_version, new_run_id
-from .status import ACTIVE, RunStatus, collect, parent_tasks
-from .submit import submit_all
+from launcher.compose import compose_each, compose_points, sweep_points
+from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
+from launcher.plan import Plan, build_plan
+from launcher.preflight import preflight
+from launcher.render import JobRequest, build_requests, unsafe_path_reason, write_stage_files
+from launcher.rundir import SUBMISSION_FAILED, Run, code_version, new_run_id
+from launcher.status import ACTIVE, RunStatus, collect, parent_tasks
+from launcher.submit import submit_all
 
 LOCAL_MAX_ARRAY = 1_000_000
 RESUMABLE = ("failed", "cancelled", "lost", "missing")
@@ -25,11 +25,11 @@ def backend_for(cluster: dict, run_dir: Path, accounting: Optional[bool] = None)
     """The scheduler of a cluster profile. `accounting`: False when the cluster is known to have no
     accounting (run.json), so status asks squeue only."""
     if cluster["backend"] == "local":
-        from .local import Local
+        from launcher.local import Local
 
         return Local(cluster, run_dir)
     if cluster["backend"] == "slurm":
-        from .slurm import Slurm
+        from launcher.slurm import Slurm
 
         return Slurm(cluster, accounting=accounting)
     raise LauncherError(f"cluster.backend must be 'slurm' or 'local', got {cluster['backend']!r}")
@@ -91,7 +91,7 @@ def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[s
 
 def _snapshot_and_record(plan: Plan, run_dir: Path) -> None:
     """Code as it is now, and each stage's software, into the run directory."""
-    from . import environments, snapshot
+    from launcher import environments, snapshot
 
     code = snapshot.take(run_dir, plan.code, exclude=[run_dir.parent])  # never the run root itself
     envs = environments.describe({name: s.environment for name, s in plan.stages.items()})
@@ -266,7 +266,7 @@ def cancel(run: Run, echo: Callable = print) -> List[str]:
 
 
 def _short(tasks: List[int]) -> str:
-    from .arrays import ranges
+    from launcher.arrays import ranges
 
     s = ranges(tasks)
     return f"[{s}]" if len(s) < 60 else f"[{s[:57]}...]"

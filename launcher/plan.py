@@ -11,12 +11,12 @@ import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import align, hub, pretrain, preprocess, snapshot
-from .environments import resolve as resolve_environment
-from jobs import hub as hub_refs
+from launcher import align, hub, pretrain, preprocess, snapshot
+from launcher.environments import resolve as resolve_environment
+from jobs.adapters import hub_refs
 
-from .errors import ConfigError, ConfigErrors
-from .schema import Model
+from launcher.errors import ConfigError, ConfigErrors
+from launcher.schema import Model
 
 MODEL_DEFAULTS = asdict(Model())
 

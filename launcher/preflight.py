@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import align, containers, hub, preprocess, pretrain, snapshot
-from .environments import build_state, interpreter_problems
-from .errors import ConfigError
-from .plan import Plan, StagePlan
-from .slurm import ClusterInfo
+from launcher import align, containers, hub, preprocess, pretrain, snapshot
+from launcher.environments import build_state, interpreter_problems
+from launcher.errors import ConfigError
+from launcher.plan import Plan, StagePlan
+from launcher.slurm import ClusterInfo
 
 
 def _key(stage: StagePlan, k: str) -> str:

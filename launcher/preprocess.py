@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 from jobs.layout import PLACEHOLDER, map_strings
 
-from .errors import ConfigError
+from launcher.errors import ConfigError
 
 MINHASH = "datatrove.pipeline.dedup.minhash"
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional
 
-from jobs import tokenizer_files
+from jobs.adapters import tokenizer_files
 from jobs.layout import PLACEHOLDER
 
-from .errors import ConfigError
+from launcher.errors import ConfigError
 
 DEGREES = ("dp", "tp", "pp", "cp", "ep")
 

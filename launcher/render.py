@@ -10,9 +10,9 @@ import yaml
 
 from jobs import layout
 
-from . import align, containers, pretrain, snapshot
-from .arrays import array_spec, group_by_chunk
-from .plan import Plan, StagePlan
+from launcher import align, containers, pretrain, snapshot
+from launcher.arrays import array_spec, group_by_chunk
+from launcher.plan import Plan, StagePlan
 
 
 @dataclass
@@ -208,9 +208,9 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
 def nanotron_configs(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> Dict[int, str]:
     """kind=pretrain, backend nanotron: nanotron's YAML of each sweep point (its task), with the
     checkpoints folder as resume_checkpoint_path so every requeue resumes from latest.txt."""
-    from jobs import pretrain as jobs_pretrain
+    from jobs.kinds import pretrain as jobs_pretrain
 
-    from . import nanotron_config
+    from launcher import nanotron_config
 
     spec = stage_spec(plan, stage, run_dir, run_id)
     out = {}

@@ -330,7 +330,7 @@ def write_report(rows: Iterable[Dict[str, Any]], out_dir: Path, title: str) -> P
             w.writerow({k: ("" if r.get(k) is None else ("true" if r[k] else "false") if isinstance(r.get(k), bool)
                             else r[k]) for k in COLUMNS + extra})
 
-    from jobs import templating
+    from jobs.runtime import templating
 
     page = templating.render(
         "report.html.j2", title=title, css=CSS, n_rows=len(rows), table=table, figures=figures, fmt=fmt,

@@ -13,9 +13,9 @@ from filelock import FileLock, Timeout
 
 from jobs import layout
 
-from .compose import PROJECT_ROOT
-from .errors import LauncherError
-from .plan import Plan
+from launcher.compose import PROJECT_ROOT
+from launcher.errors import LauncherError
+from launcher.plan import Plan
 
 LOCK_TIMEOUT_S = 120
 # Written into a run directory whose launch failed before anything stayed queued (a submission rolled

@@ -53,7 +53,7 @@ from typing import Dict, List, Optional
 
 from jobs.layout import atomic_write_json
 
-from .errors import LauncherError
+from launcher.errors import LauncherError
 
 TAG = "# launcher-schedule:"
 END_TAG = "# launcher-schedule-end:"
@@ -352,7 +352,7 @@ def render_block(name: str, cron: str, meta: dict, options: List[str], argv: Lis
                  slurm_conf: Optional[str] = None) -> List[str]:
     """The scrontab lines of one entry (templates/scrontab_entry.j2): tag, #SCRON options, the cron line
     running `argv` (shell-quoted) with SLURM_CONF set when given, end tag."""
-    from jobs import templating
+    from jobs.runtime import templating
 
     return templating.render("scrontab_entry.j2", name=name, cron=cron, meta=meta, options=options, argv=argv,
                              slurm_conf=slurm_conf).splitlines()
@@ -375,7 +375,7 @@ def _default_root() -> Path:
 
 
 def _profile(name: Optional[str]) -> dict:
-    from .compose import compose  # Hydra: only when installing
+    from launcher.compose import compose  # Hydra: only when installing
 
     return compose([f"cluster={name}"] if name else [])["cluster"]
 

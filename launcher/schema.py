@@ -191,9 +191,9 @@ class Evaluate:
     stage (pretrain with backend hf, or convert) exactly once. With `after: {train: after}` it
     follows training as checkpoints appear and ends when training has ended (whatever its state)."""
 
-    suite: Optional[str] = "demo"  # built-in held-out tasks (jobs/eval_tasks.py); null: only `tasks`
+    suite: Optional[str] = "demo"  # built-in held-out tasks (jobs/adapters/eval_tasks.py); null: only `tasks`
     # More tasks: {name, kind: multiple_choice | perplexity, path: <jsonl>, metric, random_baseline,
-    # higher_is_better} (formats in jobs/eval_tasks.py).
+    # higher_is_better} (formats in jobs/adapters/eval_tasks.py).
     tasks: List[Dict[str, Any]] = field(default_factory=list)
     poll_s: float = 20.0  # how often a following evaluation looks for new checkpoints
     batch_size: int = 8
@@ -217,7 +217,7 @@ class Align:
     """kind=align: one TRL trainer on a Hugging Face model folder, launched through accelerate
     (one `accelerate launch` per node; processes per node = GPUs, or 1 on CPU)."""
 
-    trainer: str = "sft"  # sft | dpo (jobs/align_train.py TRAINERS)
+    trainer: str = "sft"  # sft | dpo (jobs/adapters/trl.py TRAINERS)
     model: str = "{input}/model"  # HF folder: a parent's output ({input}, {input:<stage>}) or a path
     # jsonl: sft {"messages": [{role, content}, ...]}; dpo {"prompt": [...], "chosen": [...], "rejected": [...]}
     data: Optional[str] = None

@@ -17,9 +17,9 @@ from typing import Dict, Iterable, List, Optional
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .arrays import expand
-from .errors import LauncherError, SubmissionError
-from .plan import parse_time_min
+from launcher.arrays import expand
+from launcher.errors import LauncherError, SubmissionError
+from launcher.plan import parse_time_min
 
 # sacct state → the launcher's task state
 STATE_MAP = {

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .compose import PROJECT_ROOT
-from .errors import ConfigError
+from launcher.compose import PROJECT_ROOT
+from launcher.errors import ConfigError
 
 MAX_FILES = 20_000
 # Folder names never copied, whatever git says.
@@ -203,7 +203,7 @@ def check(code: Sequence[str], run_root: Optional[str] = None, max_mb: float = 5
 def _sources(extra: Sequence[str], exclude: Iterable[Path]) -> List[Tuple[Path, str]]:
     """(source file, path in the snapshot) of the jobs package and every code path."""
     files = [(f, f"jobs/{rel}") for f, rel in listing(PROJECT_ROOT / "jobs")]
-    # node-side templates (model card, chat template): jobs.templating finds them next to jobs/
+    # node-side templates (model card, chat template): jobs.runtime.templating finds them next to jobs/
     files += [(f, f"templates/{rel}") for f, rel in listing(PROJECT_ROOT / "templates")]
     for p in map(Path, extra):
         files += [(f, f"{p.name}/{rel}" if p.is_dir() else rel) for f, rel in listing(p, exclude)]

@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Tuple
 
 from jobs import layout
 
-from .plan import Plan
-from .rundir import Run
+from launcher.plan import Plan
+from launcher.rundir import Run
 
 STATES = ("completed", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
 ACTIVE = {"running", "pending"}

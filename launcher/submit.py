@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from .errors import SubmissionError
-from .plan import Plan
-from .render import JobRequest
-from .rundir import Run
+from launcher.errors import SubmissionError
+from launcher.plan import Plan
+from launcher.render import JobRequest
+from launcher.rundir import Run
 
 
 def dependency_string(req: JobRequest, plan: Plan, submitted: Dict[Tuple[str, int], str],

@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from jobs import smoke
+from jobs.demo import smoke
 
 
 def reduce_and_probe(ctx):

@@ -3,13 +3,13 @@ way an evaluation stage scores many checkpoints):
 
   python eval_helper.py JOB RESULT
 
-JOB (JSON): {"work": folder, "train": a Train config (jobs/train_hf.py), "docs": corpus size,
+JOB (JSON): {"work": folder, "train": a Train config (jobs/adapters/trainer.py), "docs": corpus size,
 "train_docs": clean documents tokenized for training, "vocab": tokenizer size, "samples": rows per task}.
 
-1. the demo corpus (jobs.demo_corpus.make_corpus) and the held-out paragraphs (written out for the test);
+1. the demo corpus (jobs.demo.corpus.make_corpus) and the held-out paragraphs (written out for the test);
 2. a byte-level BPE tokenizer and datatrove token files from the corpus's clean documents, a tiny Llama
-   trained on them with jobs.train_hf (hf_train_helper.run_train), checkpoints along the way;
-3. the evaluation tasks (jobs.eval_tasks.write_tasks) and jobs.lighteval_run.evaluate on the first
+   trained on them with jobs.adapters.trainer (hf_train_helper.run_train), checkpoints along the way;
+3. the evaluation tasks (jobs.adapters.eval_tasks.write_tasks) and jobs.adapters.lighteval.evaluate on the first
    checkpoint, the last one, and the first again (repeated calls in one process); a task of long texts
    (more tokens than the model's context); bits per byte computed directly with transformers; the
    tasks written again with the same seed and another one;
@@ -71,7 +71,7 @@ def main(job_file: str, result_file: str) -> int:
     timings = res["timings"]
 
     # 1. corpus and held-out paragraphs (stdlib only)
-    from jobs.demo_corpus import held_out_paragraphs, make_corpus
+    from jobs.demo.corpus import held_out_paragraphs, make_corpus
 
     t = time.time()
     corpus = work / "corpus"
@@ -81,7 +81,7 @@ def main(job_file: str, result_file: str) -> int:
     timings["corpus"] = round(time.time() - t, 2)
 
     # 2. tokenizer, token files, training
-    from jobs.data_blocks import TrainTokenizer
+    from jobs.adapters.datatrove_blocks import TrainTokenizer
 
     t = time.time()
     docs = [json.loads(line) for f in sorted(corpus.glob("*.jsonl.gz")) for line in gzip.open(f, "rt")]
@@ -106,8 +106,8 @@ def main(job_file: str, result_file: str) -> int:
     res["checkpoints"] = [p.name for p in ckpts]
 
     # 3. tasks and evaluation, three calls in this process
-    from jobs.eval_tasks import write_tasks
-    from jobs.lighteval_run import evaluate
+    from jobs.adapters.eval_tasks import write_tasks
+    from jobs.adapters.lighteval import evaluate
 
     t = time.time()
     specs = write_tasks(work / "tasks", n=job["samples"], seed=0)

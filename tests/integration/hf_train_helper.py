@@ -6,7 +6,7 @@ torch). Two commands:
   python hf_train_helper.py run JOBS RESULT  runs the jobs of JOBS (a JSON list) in this one process,
                                              writes {name: result} to RESULT
 
-Job kinds: train (jobs.train_hf.train with a TaskContext; `stop_at` sets the stop flag once that step
+Job kinds: train (jobs.adapters.trainer.train with a TaskContext; `stop_at` sets the stop flag once that step
 ended, as the signal handler would), compare (max |difference| of two model folders' weights), load
 (AutoModelForCausalLM/AutoTokenizer on a folder, a few greedy tokens), mix (the sample mixture).
 """
@@ -88,7 +88,7 @@ def tokenize(docs: list[str], tok_file: Path, work: Path, name: str) -> Path:
 
 
 def make_data(out: Path) -> dict:
-    from jobs.data_blocks import TrainTokenizer
+    from jobs.adapters.datatrove_blocks import TrainTokenizer
 
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def run_train(job: dict) -> dict:
     from transformers import TrainerCallback
 
     from jobs.context import Requeue
-    from jobs.train_hf import train
+    from jobs.adapters.trainer import train
 
     ctx = context(job)
     lines: list[str] = []
@@ -175,7 +175,7 @@ def run_load(job: dict) -> dict:
 
 
 def run_mix(job: dict) -> dict:
-    from jobs.train_hf import MixedTokens, open_folder
+    from jobs.adapters.trainer import MixedTokens, open_folder
 
     folders = list(job["data"])
     sources = [open_folder(f, job["seq_len"], 2) for f in folders]

@@ -60,7 +60,7 @@ def test_command_and_python_stages_run_in_the_image_and_survive_a_requeue(ccli, 
 def test_a_torchrun_stage_runs_in_the_image_on_two_nodes_with_the_host_environment(ccli, cpu_python,
                                                                                    dev_slurm_mn_image):
     """The cpu stage environment (a venv on the host, with torch) in the image: the launcher mounts the
-    venv and its base interpreter; jobs.launch gets the allocation's hosts from the batch script (no
+    venv and its base interpreter; jobs.adapters.torchrun gets the allocation's hosts from the batch script (no
     scontrol in the image); torchrun's c10d rendezvous on the first node, gloo all-reduce."""
     ccli("run", "pipeline=distributed", "cluster=dev-mn", "pipeline.vars.nodes=2", "pipeline.vars.nproc_per_node=1",
          "pipeline.stages.probe.resources.mem_gb=4", f"pipeline.code=[{ROOT / 'tests/integration/container_torch_probe.py'}]",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobs import layout
-from jobs.demo_corpus import make_corpus
+from jobs.demo.corpus import make_corpus
 
 from conftest import CLI, job_of, slurm, wait_for
 

@@ -1,6 +1,6 @@
 """The evaluation core on real libraries, CPU, offline: held-out tasks made from the demo corpus's
-reserved paragraphs (jobs/eval_tasks.py), a tiny Llama trained on the corpus's clean documents
-(jobs/train_hf.py), and jobs/lighteval_run.evaluate scoring two checkpoints (and the first again) in
+reserved paragraphs (jobs/adapters/eval_tasks.py), a tiny Llama trained on the corpus's clean documents
+(jobs/adapters/trainer.py), and jobs/lighteval_run.evaluate scoring two checkpoints (and the first again) in
 one process with lighteval 0.13, plus the refusals of folders that are not model checkpoints.
 
 The heavy work runs in the cpu stage environment (eval_helper.py, one subprocess, ~35 s on 2 cores);
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hf_train_helper import tiny_train
 
-from jobs import eval_tasks
+from jobs.adapters import eval_tasks
 
 HELPER = Path(__file__).with_name("eval_helper.py")
 SAMPLES = 200

@@ -50,7 +50,7 @@ def test_sbatch_on_two_nodes_runs_srun_across_both(dev_slurm_mn, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_stage_on_two_nodes_all_reduces_with_the_rendezvous_on_the_first(mcli, cpu_python):
-    """pipeline=distributed (kind torchrun, jobs.dist_probe, gloo) on 2 nodes x 2 processes."""
+    """pipeline=distributed (kind torchrun, jobs.demo.dist_probe, gloo) on 2 nodes x 2 processes."""
     mcli("run", "pipeline=distributed", "cluster=dev-mn", "pipeline.vars.nodes=2", "pipeline.vars.nproc_per_node=2",
          "pipeline.stages.probe.resources.mem_gb=4")
     st = mcli.wait(timeout=300, poll=1)

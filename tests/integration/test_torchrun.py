@@ -1,4 +1,4 @@
-"""jobs.launch for real: torchrun with 2 CPU processes (gloo) in the cpu stage environment, on a fake
+"""jobs.adapters.torchrun for real: torchrun with 2 CPU processes (gloo) in the cpu stage environment, on a fake
 one-node Slurm allocation (SLURM_* variables and an `scontrol` on PATH). The Slurm-level test (srun on
 the dev cluster) belongs with kind=torchrun."""
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import launch
+from jobs.adapters import torchrun as launch
 from jobs.context import Requeue, TaskContext
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -1,4 +1,4 @@
-"""The hf training backend (jobs/train_hf.py) on real libraries, CPU, offline: a tiny Llama trained with
+"""The hf training backend (jobs/adapters/trainer.py) on real libraries, CPU, offline: a tiny Llama trained with
 transformers' Trainer on datatrove-tokenized folders made here (corpus -> byte-level BPE tokenizer ->
 DocumentTokenizer), checkpoints marked complete, an interrupted run that resumes to bit-identical
 weights, an unmarked checkpoint set aside, a weighted mixture of two folders.

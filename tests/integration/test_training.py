@@ -9,7 +9,7 @@ import json
 import pytest
 
 from jobs import layout
-from jobs.demo_corpus import make_corpus
+from jobs.demo.corpus import make_corpus
 
 from conftest import CLI, slurm
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import align_train, layout
+from jobs.adapters import trl as align_train
+from jobs import layout
 from launcher import align
 from launcher.compose import compose, sweep_points
 from launcher.errors import ConfigErrors

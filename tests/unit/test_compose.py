@@ -160,7 +160,7 @@ def test_a_quoted_sweep_value_reaches_a_command_as_text():
 @pytest.mark.parametrize("sweep, values", [
     ("data=glob(*)", ["fineweb_like", "raw"]),
     ("data=glob(*,exclude=raw)", ["fineweb_like"]),
-    ("cluster=glob(dev*)", ["dev", "dev-noacct"]),
+    ("cluster=glob(dev-*)", ["dev-mn", "dev-noacct"]),
     ("cluster=glob(*,exclude=[dev*,example*])", ["local"]),
     ("pipeline.vars.scale=range(1,4)", ["1", "2", "3"]),
     ("pipeline.vars.scale=range(0,1,0.5)", ["0.0", "0.5"]),

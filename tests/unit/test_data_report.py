@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import demo_corpus, layout
+from jobs.demo import corpus as demo_corpus
+from jobs import layout
 from launcher.data_report import block_rows, sample, summarize
 from launcher.errors import LauncherError
 from launcher.plan import Plan, StagePlan

@@ -1,7 +1,7 @@
 """The held-out evaluation files: every evaluation task of a run writes them at once."""
 from concurrent.futures import ThreadPoolExecutor
 
-from jobs import eval_tasks
+from jobs.adapters import eval_tasks
 
 
 def test_concurrent_writers_of_the_same_task_files_all_succeed(tmp_path):

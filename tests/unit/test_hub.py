@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import hub
+from jobs.adapters import hub_refs as hub
 from launcher import hub as login_hub
 from launcher.compose import compose, sweep_points
 from launcher.errors import ConfigError
@@ -96,7 +96,7 @@ def test_a_bad_reference_in_a_fetch_stage_is_named():
 def test_the_card_records_the_run_and_the_last_scores(tmp_path):
     import json
 
-    from jobs import hub_card
+    from jobs.adapters import hub_card
 
     (tmp_path / "config").mkdir()
     (tmp_path / "run.json").write_text(json.dumps({"id": "r1", "pipeline": "demo", "campaign": "c1",
@@ -116,7 +116,7 @@ def test_the_card_records_the_run_and_the_last_scores(tmp_path):
 
 
 def test_the_files_a_publish_uploads(tmp_path):
-    from jobs import hub_card
+    from jobs.adapters import hub_card
 
     for name in ("config.json", "model.safetensors", "README.md", "logs/x.txt", "optimizer.pt"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

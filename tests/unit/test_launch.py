@@ -1,4 +1,4 @@
-"""jobs.launch: the torchrun command line, the rendezvous port, and the allocation's hosts."""
+"""jobs.adapters.torchrun: the torchrun command line, the rendezvous port, and the allocation's hosts."""
 import os
 import socket
 import stat
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jobs.launch import node_hosts, rdzv_port, torchrun_argv
+from jobs.adapters.torchrun import node_hosts, rdzv_port, torchrun_argv
 
 GOLDEN_NODE0 = [
     "/env/bin/python", "-m", "torch.distributed.run",
@@ -32,10 +32,10 @@ def test_torchrun_argv_golden_two_nodes():
 
 
 def test_torchrun_argv_stop_signal_and_shutdown_timeout():
-    argv = torchrun_argv("py", ["n1"], 2, "7", 20007, ["-m", "jobs.dist_probe"], stop_signal="SIGUSR1",
+    argv = torchrun_argv("py", ["n1"], 2, "7", 20007, ["-m", "jobs.demo.dist_probe"], stop_signal="SIGUSR1",
                          shutdown_timeout=80)
     assert "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in argv
-    assert argv[-3:] == ["--shutdown-timeout=80", "-m", "jobs.dist_probe"]
+    assert argv[-3:] == ["--shutdown-timeout=80", "-m", "jobs.demo.dist_probe"]
     # a stop signal torchrun already handles is not listed twice
     assert "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT" in torchrun_argv("py", ["n1"], 1, "7", 1, ["x"],
                                                                                stop_signal="TERM")
@@ -110,7 +110,7 @@ def test_node_hosts_scontrol_failure_raises(fake_path, tmp_path):
 
 
 def test_launch_imports_no_torch():
-    code = "import sys, jobs.launch; print('torch' in sys.modules)"
+    code = "import sys, jobs.adapters.torchrun; print('torch' in sys.modules)"
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert p.stdout.strip() == "False"

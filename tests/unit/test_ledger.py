@@ -16,8 +16,7 @@ from launcher.local_driver import expand_pattern
 from launcher.plan import build_plan
 from launcher.render import filename_pattern, unsafe_path_reason
 from launcher.rundir import Run
-from launcher.slurm import (Slurm, parse_associations, parse_cluster_info, parse_sacct, parse_sbatch,
-                            parse_squeue)
+from launcher.slurm import Slurm, parse_associations, parse_cluster_info, parse_sacct, parse_sbatch, parse_squeue
 from launcher.status import collect
 
 BANNER = "*** lab_cluster | account balance: 1234.5 GPU_h | maintenance 2026-12-01 ***"
@@ -141,7 +140,7 @@ def test_task_ended_reads_squeue_strictly(tmp_path, monkeypatch):
 
 
 def test_node_hosts_ignore_a_scontrol_banner(tmp_path, monkeypatch):
-    from jobs.launch import node_hosts
+    from jobs.adapters.torchrun import node_hosts
 
     fake_clients(tmp_path, monkeypatch, scontrol=f'echo "{BANNER}"; printf "gpu-a01\\ngpu-a02\\n"; echo "Welcome!"; echo "Goodbye"')
     env = {"PATH": os.environ["PATH"], "SLURM_JOB_NODELIST": "gpu-a[01-02]", "SLURM_JOB_NUM_NODES": "2"}

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jobs.targets import locate
+from jobs.runtime.targets import locate
 from launcher import preprocess
 from launcher.compose import PROJECT_ROOT, compose
 from launcher.environments import interpreter_problems
@@ -125,7 +125,7 @@ def test_flatten_splices_lists_and_named_groups_in_order_and_drops_nulls():
 def test_recipe_groups_are_flattened_and_data_raw_leaves_only_reader_and_writer():
     plan = plan_of(data_cfg())
     assert block_targets(plan, "clean") == [
-        READER, "datatrove.pipeline.filters.URLFilter", "jobs.data_blocks.language_filter",
+        READER, "datatrove.pipeline.filters.URLFilter", "jobs.adapters.datatrove_blocks.language_filter",
         "datatrove.pipeline.filters.GopherRepetitionFilter", "datatrove.pipeline.filters.GopherQualityFilter",
         "datatrove.pipeline.filters.C4QualityFilter", "datatrove.pipeline.filters.FineWebQualityFilter", WRITER]
     no_c4 = plan_of(data_cfg("data.filters.c4_quality=null"))
@@ -259,7 +259,7 @@ def test_locate_missing_attribute_and_missing_module():
 
 def test_targets_module_reports_exactly_the_bad_names():
     request = {"modules": ["json"], "targets": ["json.dumps", "json.NoSuch", "nosuchmod.X"]}
-    p = subprocess.run([sys.executable, "-m", "jobs.targets"], input=json.dumps(request), capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "jobs.runtime.targets"], input=json.dumps(request), capture_output=True,
                        text=True, cwd=PROJECT_ROOT, timeout=60)
     assert p.returncode == 0, p.stderr
     problems = json.loads(p.stdout)

@@ -5,7 +5,8 @@ import json
 
 import yaml
 
-from jobs import layout, pretrain
+from jobs import layout
+from jobs.kinds import pretrain
 from launcher.compose import compose
 from launcher.plan import build_plan
 from launcher.render import build_requests, write_stage_files

@@ -11,8 +11,7 @@ from itertools import combinations
 
 import pytest
 
-from launcher.report import (COLUMNS, MIN_ABOVE_RANDOM, MIN_MONOTONICITY, MIN_SEPARATION, fmt, read_rows,
-                             signal_table, write_report)
+from launcher.report import (COLUMNS, MIN_ABOVE_RANDOM, MIN_MONOTONICITY, MIN_SEPARATION, fmt, read_rows, signal_table, write_report)
 
 TOKENS = [1_000_000, 2_000_000, 3_000_000, 4_000_000]
 # task "good" (accuracy, ↑, random 0.25): variant A clearly ahead, every run monotone.

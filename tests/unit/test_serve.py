@@ -1,4 +1,4 @@
-"""jobs/serve.py without vLLM: the port choice, stopping a server's whole process tree, the client's
+"""jobs/kinds/serve.py without vLLM: the port choice, stopping a server's whole process tree, the client's
 wait for an endpoint (and its cancellation when the server failed), and when a server may stop."""
 import socket
 import subprocess
@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobs import layout, serve
+from jobs import layout
+from jobs.kinds import serve
 from jobs.context import Cancel, TaskContext
 from launcher.endpoints import endpoints
 

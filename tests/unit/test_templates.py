@@ -1,4 +1,4 @@
-"""templates/ and jobs.templating: strict rendering, the filters, and that a task finds the templates
+"""templates/ and jobs.runtime.templating: strict rendering, the filters, and that a task finds the templates
 in the code snapshot exactly as in the repository."""
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import jinja2
 import pytest
 
-from jobs import templating
+from jobs.runtime import templating
 from launcher import snapshot
 from launcher.schedule import parse_blocks, render_block
 
@@ -18,7 +18,7 @@ def test_a_missing_variable_is_an_error_not_an_empty_string():
 
 
 def test_html_is_escaped_and_markdown_is_not(tmp_path):
-    from jobs import hub_card
+    from jobs.adapters import hub_card
 
     card = hub_card.render(tmp_path, "publish", 0, {"repo_id": "org/m", "repo_type": "model"}, "/a<b>&c")
     assert "from `/a<b>&c`" in card  # markdown: as written
@@ -41,7 +41,7 @@ def test_a_task_finds_the_templates_in_the_snapshot(tmp_path):
     code = tmp_path / "code"
     assert (code / "templates" / "chat_template.jinja").read_text() == templating.text("chat_template.jinja")
     # a task imports jobs from the snapshot and reads its templates there
-    p = subprocess.run([sys.executable, "-c", "from jobs import templating; print(templating.TEMPLATES_DIR)"],
+    p = subprocess.run([sys.executable, "-c", "from jobs.runtime import templating; print(templating.TEMPLATES_DIR)"],
                        cwd=tmp_path, env={"PYTHONPATH": str(code)}, capture_output=True, text=True, check=True)
     assert p.stdout.strip() == str(code / "templates")
 

@@ -1,7 +1,7 @@
 """Scores a Hugging Face model folder with lighteval 0.13 (transformers backend) on local task files.
 
 `evaluate(model_dir, tasks, out_dir)` runs in the calling process, offline, on CPU (or the one GPU
-accelerate finds): the tasks are the plain specs of jobs/eval_tasks.py (`{"name", "kind", "path",
+accelerate finds): the tasks are the plain specs of jobs/adapters/eval_tasks.py (`{"name", "kind", "path",
 "metric", ...}`), their rows read from local jsonl files, nothing fetched from a hub. A stage evaluates
 many checkpoints by calling it repeatedly in one process: lighteval is imported once, and each call
 builds its own model, tasks and results.
@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .eval_tasks import check_spec, load_rows
+from jobs.adapters.eval_tasks import check_spec, load_rows
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")

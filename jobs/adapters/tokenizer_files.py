@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-EOS = "<|endoftext|>"  # the data stage's end-of-document token (jobs/data_blocks.py)
+EOS = "<|endoftext|>"  # the data stage's end-of-document token (jobs/adapters/datatrove_blocks.py)
 
 
 def tokenizer_json(path: str | Path) -> Path:

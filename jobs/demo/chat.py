@@ -1,12 +1,12 @@
 """Chat data for the demo's alignment stages, made offline from the same standard-library prose as the
-demo corpus (jobs/demo_corpus.py, training paragraphs only):
+demo corpus (jobs/demo/corpus.py, training paragraphs only):
 
   sft.jsonl  {"messages": [user: "Complete the sentence: <its first words>", assistant: <the sentence>]}
   dpo.jsonl  {"prompt": [user ...], "chosen": [assistant: <the sentence>],
               "rejected": [assistant: <keyword spam of the same length>]}
 
-Deterministic for a seed. Standard library only: a `python` stage (jobs.demo_chat:stage) or
-`python -m jobs.demo_chat OUT_DIR`.
+Deterministic for a seed. Standard library only: a `python` stage (jobs.demo.chat:stage) or
+`python -m jobs.demo.chat OUT_DIR`.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import re
 import sys
 from pathlib import Path
 
-from . import layout
-from .demo_corpus import SPAM_WORDS, training_paragraphs
+from jobs import layout
+from jobs.demo.corpus import SPAM_WORDS, training_paragraphs
 
 PROMPT_WORDS = 6
 

@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-from . import hub, layout
+from jobs.adapters import hub_refs as hub
+from jobs import layout
 
 
 def run(task) -> Dict[str, Any]:
     from huggingface_hub import snapshot_download
 
-    from .task import log
+    from jobs.task import log
 
     f = task.payload["fetch"]
     cache = task.spec.get("hub_cache") or os.environ.get("HF_HUB_CACHE")

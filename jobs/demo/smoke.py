@@ -7,8 +7,8 @@ import os
 import signal
 import time
 
-from .context import TaskContext
-from .layout import atomic_write_json, read_json
+from jobs.context import TaskContext
+from jobs.layout import atomic_write_json, read_json
 
 
 def reduce(ctx: TaskContext) -> dict:

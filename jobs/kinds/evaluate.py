@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from . import layout
-from .checkpoints import MARKER
-from .pretrain import task_log
+from jobs import layout
+from jobs.runtime.checkpoints import MARKER
+from jobs.kinds.pretrain import task_log
 
 COLUMNS = ("campaign", "run_id", "point", "variant", "seed", "step", "tokens", "task", "metric", "value", "stderr",
            "random_baseline", "higher_is_better")
@@ -36,7 +36,7 @@ def checkpoints(spec: Dict[str, Any], point: int) -> List[Tuple[int, Path]]:
     parent = spec["parents"][0]
     folder = layout.checkpoint_dir(Path(spec["run_dir"]), parent, point)
     if spec["parent_kind"] in ("pretrain", "align"):  # Trainer's checkpoint-N, with a marker, files intact
-        from .checkpoints import scan as scan_checkpoints
+        from jobs.runtime.checkpoints import scan as scan_checkpoints
 
         complete, _ = scan_checkpoints(folder)
         return [(s, p) for s, p in complete if (layout.read_json(p / MARKER, {}) or {}).get("reason") != "stop"]
@@ -61,8 +61,8 @@ def variant(overrides: List[List[str]], point: int) -> str:
 
 
 def run(task) -> Dict[str, Any]:
-    from . import eval_tasks
-    from .lighteval_run import evaluate
+    from jobs.adapters import eval_tasks
+    from jobs.adapters.lighteval import evaluate
 
     task.export_environment()
     spec, ev, point = task.spec, task.payload["evaluate"], task.point

@@ -42,7 +42,7 @@ def scores(run_dir: Path, point: int) -> List[Dict[str, Any]]:
 
 def render(run_dir: Path, stage: str, point: int, publish: Dict[str, Any], source: str) -> str:
     """The card of one publish task (templates/model_card.md.j2), from what the run directory holds now."""
-    from . import templating
+    from jobs.runtime import templating
 
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}

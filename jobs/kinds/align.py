@@ -1,4 +1,4 @@
-"""kind=align on the compute node: one `accelerate launch` per node runs jobs.align_train on every
+"""kind=align on the compute node: one `accelerate launch` per node runs jobs.adapters.trl on every
 process, with the accelerate config the launcher rendered at submission
 (stages/<stage>/accelerate/<point>.yaml) plus what only the allocation knows: --machine_rank (the
 node's SLURM_NODEID), --main_process_ip (the allocation's first node, from scontrol) and
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
-from . import layout
-from .launch import node_hosts, rdzv_port, run_child
+from jobs import layout
+from jobs.adapters.torchrun import node_hosts, rdzv_port, run_child
 
 
 def resolve(task) -> Dict[str, Any]:
@@ -36,11 +36,11 @@ def argv(task, hosts: list[str], node_rank: int, port: int) -> list[str]:
     threads = int(task.spec.get("resources", {}).get("cpus_per_task") or 1)
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
             "--machine_rank", str(node_rank), "--main_process_ip", hosts[0], "--main_process_port", str(port),
-            "--num_cpu_threads_per_process", str(threads), "-m", "jobs.align_train"]
+            "--num_cpu_threads_per_process", str(threads), "-m", "jobs.adapters.trl"]
 
 
 def run(task) -> None:
-    from .task import log
+    from jobs.task import log
 
     a = resolve(task)
     env = task.environment()

@@ -15,8 +15,8 @@ from typing import Any, Dict
 
 from datatrove.executor.base import DistributedEnvVars, PipelineExecutor
 
-from . import layout
-from .targets import locate
+from jobs import layout
+from jobs.runtime.targets import locate
 
 
 def instantiate(node: Any) -> Any:

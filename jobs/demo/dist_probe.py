@@ -1,4 +1,4 @@
-"""A tiny torch.distributed program for testing the torchrun wrapper (jobs.launch).
+"""A tiny torch.distributed program for testing the torchrun wrapper (jobs.adapters.torchrun).
 
 Run by torchrun, once per rank: joins the process group from torchrun's environment (gloo, so it
 works on CPU), all-reduces a tensor of ones (the result is the world size), and writes

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
-from . import layout
+from jobs import layout
 
 REF = re.compile(r"^hf://(?P<datasets>datasets/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w.-]+))?$")
 

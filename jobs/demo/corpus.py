@@ -1,7 +1,7 @@
 """A small web-like corpus made offline from what every machine has, so each data filter has work.
 
   clean     English prose: the docstrings of the Python standard library, unwrapped into paragraphs
-  foreign   French, German, Spanish, Italian, Portuguese and Dutch prose (jobs/demo_text/foreign.txt)
+  foreign   French, German, Spanish, Italian, Portuguese and Dutch prose (jobs/demo/text/foreign.txt)
   spam      keyword stuffing, navigation boilerplate, lorem ipsum, and pages on a banned-word URL
   near_dup  a clean document with one word in ~150 changed: MinHash finds these
 
@@ -10,11 +10,11 @@ so a test can check what each filter removed. Deterministic for a given seed and
 Standard library only: `launcher demo-corpus` runs it on the login node.
 
 Held out: a paragraph whose text hashes to 0 mod 10 (`is_held_out`, sha1 of its UTF-8 text; ~10%) is
-never written into any corpus, so evaluation data made from `held_out_paragraphs()` (jobs/eval_tasks.py;
+never written into any corpus, so evaluation data made from `held_out_paragraphs()` (jobs/adapters/eval_tasks.py;
 those of them that share no 10-word run with a training paragraph) is unseen by every model trained on
 the demo corpus, whatever the seed or size.
 
-  python -m jobs.demo_corpus OUT_DIR [--docs 1200] [--shards 4] [--seed 0]
+  python -m jobs.demo.corpus OUT_DIR [--docs 1200] [--shards 4] [--seed 0]
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 # The share of each kind; clean documents fill the rest.
 SHARES = {"foreign": 0.15, "spam": 0.15, "near_dup": 0.10}
-FOREIGN_TEXT = Path(__file__).with_name("demo_text") / "foreign.txt"
+FOREIGN_TEXT = Path(__file__).with_name("text") / "foreign.txt"
 HELD_OUT_OVERLAP = 10  # words: a reserved paragraph sharing this many in a row with training text is dropped
 
 
@@ -222,7 +222,7 @@ def stage(ctx) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.demo_corpus", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.demo.corpus", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", type=Path)
     p.add_argument("--docs", type=int, default=1200, help="documents in all (default 1200)")
     p.add_argument("--shards", type=int, default=4, help="jsonl.gz files (default 4)")

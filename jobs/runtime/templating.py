@@ -15,7 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Dict
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 
 
 @functools.lru_cache(maxsize=None)

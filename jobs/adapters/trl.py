@@ -1,10 +1,10 @@
 """The worker of kind=align: one TRL trainer, started on every process by `accelerate launch -m
-jobs.align_train` (jobs/align.py builds that command). What to do comes in LAUNCHER_ALIGN_ORDER (JSON:
+jobs.adapters.trl` (jobs/kinds/align.py builds that command). What to do comes in LAUNCHER_ALIGN_ORDER (JSON:
 the stage's `align` section with its folders filled in, the output, checkpoint and stop-file paths).
 
 - The model folder's tokenizer and its chat template (or the built-in one below, saved with the
   outputs so the served model formats chats the way it was trained).
-- Checkpoints `<checkpoint_dir>/checkpoint-N` are marked complete (jobs/checkpoints.py) after the
+- Checkpoints `<checkpoint_dir>/checkpoint-N` are marked complete (jobs/runtime/checkpoints.py) after the
   Trainer saved them and the tokenizer joined them: each is a loadable model folder (evaluate scores
   them); a requeued run resumes from the newest complete one (`resume_from_checkpoint`).
 - The stop request is a file (jobs.task creates it on the pre-timeout signal): every process checks
@@ -21,7 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
-from . import checkpoints, layout, templating
+from jobs.runtime import checkpoints, templating
+from jobs import layout
 
 STOP_EXIT = 75
 # name -> (trainer class, config class) in trl; and the columns each jsonl line must have

@@ -9,14 +9,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict
 
-from . import layout
-from .pretrain import complete_steps, task_log
+from jobs import layout
+from jobs.kinds.pretrain import complete_steps, task_log
 
 MARKER = "launcher-complete.json"
 
 
 def run(task) -> Dict[str, Any]:
-    from .launch import launch
+    from jobs.adapters.torchrun import launch
 
     parent = task.spec["parents"][0]
     train = task.spec["parent_train"]

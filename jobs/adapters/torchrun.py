@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import Mapping
 
-from .context import Requeue
+from jobs.context import Requeue
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # RFC 1123 labels (and Slurm node names)
 
@@ -109,7 +109,7 @@ def launch(task, target: list[str], nproc_per_node: int, port_base: int, extra_e
     .ctx, .environment(), optionally .spec). Raises Requeue if torchrun ended after the stop signal,
     RuntimeError if it failed otherwise (a dead rank: --max-restarts=0; the sbatch's
     `srun --kill-on-bad-exit=1` then ends the other nodes)."""
-    from .task import log  # here, not at the top: jobs.task imports this module
+    from jobs.task import log  # here, not at the top: jobs.task imports this module
 
     spec = getattr(task, "spec", None) or {}
     env = task.environment()

@@ -1,6 +1,6 @@
 """Evaluation tasks for the lighteval stage: held-out data made offline, and the task specs that name it.
 
-The demo corpus (jobs/demo_corpus.py) is made of standard-library docstring paragraphs; ~10% of them are
+The demo corpus (jobs/demo/corpus.py) is made of standard-library docstring paragraphs; ~10% of them are
 reserved and never written into any corpus (`demo_corpus.held_out_paragraphs()`). `write_tasks` turns
 those into two tasks:
 
@@ -39,7 +39,7 @@ import random
 import re
 from pathlib import Path
 
-from .layout import atomic_write_text
+from jobs.layout import atomic_write_text
 
 KINDS = {
     "multiple_choice": {"metrics": ("acc_norm", "acc"), "fields": ("query", "choices", "gold")},
@@ -52,8 +52,8 @@ CHOICES = 4
 
 
 def held_out_paragraphs() -> list[str]:
-    """The standard-library paragraphs no demo corpus contains (see jobs/demo_corpus.py)."""
-    from .demo_corpus import held_out_paragraphs as held_out
+    """The standard-library paragraphs no demo corpus contains (see jobs/demo/corpus.py)."""
+    from jobs.demo.corpus import held_out_paragraphs as held_out
 
     return held_out()
 

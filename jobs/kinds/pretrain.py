@@ -1,8 +1,8 @@
 """Compute side of kind=pretrain (and kind=torchrun): resolve the run folders the stage names, then
 train with the stage's backend.
 
-- hf: transformers' Trainer in this process (jobs/train_hf.py), checkpoints ckpt/<task>/checkpoint-N.
-- nanotron: one torchrun per node (jobs/launch.py) running nanotron's run_train.py on the YAML the
+- hf: transformers' Trainer in this process (jobs/adapters/trainer.py), checkpoints ckpt/<task>/checkpoint-N.
+- nanotron: one torchrun per node (jobs/adapters/torchrun.py) running nanotron's run_train.py on the YAML the
   launcher rendered at submission, whose resume_checkpoint_path is the checkpoints folder: every
   requeue resumes from latest.txt. Before each start, latest.txt is made to point at a complete
   checkpoint: a partial one (killed mid-save) is moved aside, never resumed from, never deleted.
@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from . import layout, tokenizer_files
+from jobs import layout
+from jobs.adapters import tokenizer_files
 
 # What nanotron writes into <checkpoints>/<step>/, model_config.json last (trainer.save_checkpoint):
 # a step folder with all of them is whole.
@@ -41,7 +42,7 @@ def run(task) -> Dict[str, Any]:
     if missing:
         raise FileNotFoundError(f"train.data: tokenized folder(s) not found: {', '.join(missing)}")
     if train["backend"] == "hf":
-        from .train_hf import train as train_hf
+        from jobs.adapters.trainer import train as train_hf
 
         task.export_environment()
         result = train_hf(task.ctx, train, data, tokenizer, log=task_log)
@@ -53,7 +54,7 @@ def run(task) -> Dict[str, Any]:
 
 
 def task_log(msg: str) -> None:
-    from .task import log
+    from jobs.task import log
 
     log(msg)
 
@@ -118,7 +119,7 @@ def dataset_views(data: Dict[str, float], work: Path, tokenizer: Path) -> None:
 
 
 def run_nanotron(task, train: Dict[str, Any], tokenizer: str) -> Dict[str, Any]:
-    from .launch import launch  # standard library only
+    from jobs.adapters.torchrun import launch  # standard library only
 
     work = layout.nanotron_dir(task.run_dir, task.stage, task.point)
     config = work / "config.yaml"
@@ -153,7 +154,7 @@ def run_nanotron(task, train: Dict[str, Any], tokenizer: str) -> Dict[str, Any]:
 
 def run_torchrun(task) -> None:
     """kind=torchrun: the stage's script under torchrun on every node."""
-    from .launch import launch
+    from jobs.adapters.torchrun import launch
 
     spec_launch = task.payload["launch"]
     script = spec_launch["script"]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import layout
+from jobs import layout
 
 MARKER = "launcher-complete.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

@@ -1,6 +1,6 @@
 """Resolve dotted targets ('pkg.mod.Name' or 'pkg.mod:func'). Standard library only.
 
-`python -m jobs.targets` is the preflight check the launcher runs with each stage environment's
+`python -m jobs.runtime.targets` is the preflight check the launcher runs with each stage environment's
 interpreter: it reads {"modules": [...], "targets": [...]} on stdin, imports the modules, resolves the
 targets, and prints {name: error} for what failed (empty: all good) as JSON."""
 from __future__ import annotations

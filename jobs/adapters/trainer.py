@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import layout
-from .checkpoints import MARKER, mark, resume_point, scan as scan_checkpoints
+from jobs import layout
+from jobs.runtime.checkpoints import MARKER, mark, resume_point, scan as scan_checkpoints
 
-EOS = "<|endoftext|>"  # the data stage's end-of-document token (jobs.data_blocks.EOS)
+EOS = "<|endoftext|>"  # the data stage's end-of-document token (jobs.adapters.datatrove_blocks.EOS)
 EVAL_SAMPLES = 8  # final_loss: the first samples of the first data folder
 
 
@@ -190,7 +190,7 @@ def mean_loss(model, batch: dict) -> float:
     return float(out.loss.float().item())
 
 
-# -- checkpoints (jobs/checkpoints.py) -----------------------------------------------------------
+# -- checkpoints (jobs/runtime/checkpoints.py) -----------------------------------------------------------
 def last_logged_loss(log_history: list) -> float | None:
     for entry in reversed(log_history or []):
         if "loss" in entry:

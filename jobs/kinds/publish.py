@@ -1,5 +1,5 @@
 """kind=publish: a folder of the run to a hub repo (created if needed, private by default) in one commit
-with the generated card (jobs/hub_card.py), or with upload_large_folder (resumable, for big folders)
+with the generated card (jobs/adapters/hub_card.py), or with upload_large_folder (resumable, for big folders)
 plus the card (huggingface_hub 1.33 marks upload_large_folder deprecated in favour of upload_folder;
 it still resumes from its progress files under <source>/.cache/huggingface). The token is read from the variable the stage names (publish.token_env), which the
 task inherits from the submitting shell; it is never written anywhere. huggingface_hub is imported
@@ -10,13 +10,14 @@ import os
 from pathlib import Path
 from typing import Any, Dict
 
-from . import hub_card, layout
+from jobs.adapters import hub_card
+from jobs import layout
 
 
 def run(task) -> Dict[str, Any]:
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from .task import log
+    from jobs.task import log
 
     p = layout.Folders(task.spec, task.point).fill(task.payload["publish"])
     token = os.environ.get(p["token_env"])

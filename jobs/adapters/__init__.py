@@ -1,0 +1,1 @@
+"""How each stage library is driven (imported lazily, inside the stage's environment)."""

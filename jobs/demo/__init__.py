@@ -1,0 +1,1 @@
+"""The offline demo: corpus, chat data, smoke-pipeline callables, a chat client, a torchrun probe."""

@@ -1,0 +1,1 @@
+"""One module per stage kind, compute-node side."""
