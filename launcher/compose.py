@@ -152,7 +152,8 @@ def _shared_interpolation_parses():
         omegaconf.base.parse = original
 
 
-_STAGE_KEY = re.compile(r"pipeline\.stages\.(\w+)((?:\.\w+)*)")
+# Stage names may hold "-" (plan.NAME); a "." in one cannot be told from a nested key here.
+_STAGE_KEY = re.compile(r"pipeline\.stages\.([\w-]+)((?:\.[\w-]+)*)")
 
 
 def _located(message: str, full_key: str | None) -> ConfigError:

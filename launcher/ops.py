@@ -45,8 +45,19 @@ class Prepared:
 def prepare(overrides: Sequence[str], multirun: bool) -> Prepared:
     """Compose every sweep point, build the plan, read the cluster and run preflight."""
     points, configs = compose_points(overrides, multirun)
+    _refuse_secrets(configs)
     plan = build_plan(configs, points)
     return _check(plan, configs, Path(configs[0]["run_root"]).resolve())
+
+
+def _refuse_secrets(configs: list) -> None:
+    """Before anything is written (`plan` writes its folder even when preflight finds problems): a
+    secret's value in the config would land in every file of the run."""
+    from . import secrets
+
+    errors = secrets.check(configs)
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
@@ -125,6 +136,7 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         old = run.plan()
         meta = run.meta
         points, configs = compose_points(meta["overrides"], meta["multirun"])  # the conf tree as it is now
+        _refuse_secrets(configs)
         if points != old.points:
             raise LauncherError(f"the sweep of run {run.id} no longer expands to the same points")
         new = build_plan(configs, old.points)

@@ -7,16 +7,18 @@ import hashlib
 import json
 import os
 import re
-import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import align, hub, pretrain, preprocess
 from .environments import resolve as resolve_environment
 from jobs import hub as hub_refs
+from jobs import layout
 
 from .errors import ConfigError, ConfigErrors
 from .schema import Model
+from .slurm_values import (MAX_SIGNAL_DELAY_S, mem_problem, parse_time_min, signal_problem,  # noqa: F401
+                           time_problem)
 
 MODEL_DEFAULTS = asdict(Model())
 
@@ -99,27 +101,7 @@ class Plan:
 # Names end up in paths, job names and variable names: keep them boring.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
-
-
-def parse_time_min(value: str) -> int:
-    """Slurm time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) → whole minutes, rounded up."""
-    m = _TIME.match(str(value).strip())
-    if not m:
-        raise ValueError(f"'{value}' is not a Slurm time (MM, HH:MM:SS or D-HH:MM:SS)")
-    d, a, b, c = (int(x) if x is not None else None for x in m.group("d", "a", "b", "c"))
-    if d is None:
-        if b is None:
-            secs = a * 60  # MM
-        elif c is None:
-            secs = a * 60 + b  # MM:SS
-        else:
-            secs = a * 3600 + b * 60 + c  # HH:MM:SS
-    else:
-        secs = d * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)  # D-HH[:MM[:SS]]
-    return max(1, -(-secs // 60))
-
+RESERVED_PREFIX = "LAUNCHER_"  # variables the launcher sets in every task (jobs/task.py Task.environment)
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -132,6 +114,9 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     for name, st in plain[0]["pipeline"]["stages"].items():
         if st["kind"] == "minhash":
             preprocess.check_minhash(name, st, errors)
+    for cfg in plain:
+        _check_collisions(cfg, errors)
+    _dedupe(errors)
     if errors:
         raise ConfigErrors(errors)
     expanded = [preprocess.expand(p) for p in plain]
@@ -243,7 +228,7 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
         preprocess.check_placeholders(name, st, [(f"{key}.publish.source", st["publish"]["source"])], ancestors, errors)
     elif kind == "fetch":
         for i, r in enumerate(st["fetch"]["repos"]):
-            if not hub_refs.parse(r):
+            if not hub_refs.parse(r) and not hub_refs.problem(r):  # (a malformed hf:// string is reported above)
                 errors.append(ConfigError(f"{r!r} is not a hub reference (hf://org/name[@revision] or "
                                           f"hf://datasets/org/name[@revision])", stage=name, key=f"{key}.fetch.repos.{i}"))
     elif kind == "evaluate":
@@ -283,6 +268,67 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
                                       stage=name, key=f"{key}.tasks"))
 
 
+def _check_collisions(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
+    """Stage names become other names: the stages a minhash stage expands into (<name>.signatures,
+    ...), the fetch stage the plan adds (hub_fetch), the variables a task finds its parents' outputs
+    and its servers' endpoints in (LAUNCHER_INPUT_<NAME>, LAUNCHER_ENDPOINT_<NAME>[_MODEL]: upper case,
+    other characters '_') and run folders (stages/<name>/, one folder on a case-insensitive
+    filesystem). Two stages that meet in any of them would see or overwrite each other's: refused,
+    naming both (the later one in the config is the one reported)."""
+    stages = cfg["pipeline"]["stages"]
+    origin: Dict[str, str] = {n: n for n in stages}  # stage of the plan -> the config stage it comes from
+
+    def clash(name: str, other: str, what: str) -> None:
+        errors.append(ConfigError(f"collides with stage '{other}': {what}; rename one of them", stage=name,
+                                  key=f"pipeline.stages.{name}"))
+
+    for name, st in stages.items():
+        if st.get("kind") == "minhash":
+            parts = preprocess.minhash_parts(name)
+            for part in parts:
+                if part in stages:
+                    clash(part, name, f"kind=minhash stage '{name}' expands into {', '.join(parts)}")
+                else:
+                    origin[part] = name
+    if (cfg["cluster"].get("hub_fetch", "auto") == "auto" and hub.FETCH_STAGE in stages
+            and stages[hub.FETCH_STAGE].get("kind") != "fetch"
+            and any(hub.stage_refs(st) for n, st in stages.items() if n != hub.FETCH_STAGE)):
+        errors.append(ConfigError(
+            f"the plan adds a stage named '{hub.FETCH_STAGE}' to download the pipeline's hf:// references "
+            f"(cluster.hub_fetch=auto); this kind={stages[hub.FETCH_STAGE].get('kind')} stage has its name",
+            stage=hub.FETCH_STAGE, key=f"pipeline.stages.{hub.FETCH_STAGE}"))
+    transforms = [
+        (lambda n: [layout.input_variable(n)], "both become {} (a child's variable for its parent's output)",
+         lambda n: True),
+        (lambda n: list(layout.endpoint_variables(n)), "both set {} (a client's variable for its server's endpoint)",
+         lambda n: stages.get(origin[n], {}).get("kind") == "serve"),
+        (lambda n: [f"stages/{n.lower()}"], "their folders are one folder ({}) on a case-insensitive filesystem",
+         lambda n: True),
+    ]
+    reported = set()
+    for names_of, what, applies in transforms:
+        seen: Dict[str, str] = {}
+        for n in origin:
+            if not applies(n):
+                continue
+            for made in names_of(n):
+                other = seen.setdefault(made, n)
+                pair = frozenset((origin[other], origin[n]))
+                if origin[other] != origin[n] and pair not in reported:
+                    reported.add(pair)
+                    clash(origin[n], origin[other], what.format(made))
+
+
+def _dedupe(errors: List[ConfigError]) -> None:
+    """One error per (stage, key, message): sweep points repeat the same finding."""
+    seen, unique = set(), []
+    for e in errors:
+        if (e.stage, e.key, e.message) not in seen:
+            seen.add((e.stage, e.key, e.message))
+            unique.append(e)
+    errors[:] = unique
+
+
 def _check_names(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
     """Names that become paths or job names, and variable names that are exported in scripts."""
     for key, value in (("pipeline.name", cfg["pipeline"]["name"]), ("run_name", cfg.get("run_name"))):
@@ -296,15 +342,24 @@ def _check_names(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
     variables += [(f"pipeline.stages.{s}.env.{k}", k) for s, st in cfg["pipeline"]["stages"].items()
                   for k in st.get("env", {})]
     for key, var in variables:
+        stage = key.split(".")[2] if key.startswith("pipeline.stages.") else None
         if not ENV_VAR.match(var):
-            stage = key.split(".")[2] if key.startswith("pipeline.stages.") else None
             errors.append(ConfigError(f"{var!r} is not a valid environment variable name", stage=stage, key=key))
+        elif var.startswith(RESERVED_PREFIX) and not key.startswith("cluster.secrets"):
+            errors.append(ConfigError(
+                f"{RESERVED_PREFIX}* variables are the launcher's own: each task gets LAUNCHER_TASK_OFFSET, "
+                f"LAUNCHER_OUTPUT_DIR, LAUNCHER_INPUT_<STAGE>, ... from it, and a value here would collide with "
+                f"one of them; choose another name", stage=stage, key=key))
 
 
 def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigError]) -> None:
     def bad(k: str, msg: str) -> None:
         errors.append(ConfigError(msg, stage=name, key=f"{key}.{k}"))
 
+    # hf:// strings anywhere in the stage's work: a malformed one would reach the task as a plain string.
+    for k, v in preprocess.walk({k: v for k, v in st.items() if k not in ("after", "resources", "requeue")}, key):
+        if isinstance(v, str) and (msg := hub_refs.problem(v)):
+            errors.append(ConfigError(msg, stage=name, key=k))
     if st["kind"] == "command" and not (st["command"] or "").strip():
         bad("command", "kind=command needs a command")
     if st["kind"] == "python" and not re.match(r"^[\w.]+:[\w.]+$", st["target"] or ""):
@@ -319,19 +374,23 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
             bad(f"resources.{k}", f"must be >= 1, got {r[k]}")
     if r["gpus_per_node"] < 0:
         bad("resources.gpus_per_node", f"must be >= 0, got {r['gpus_per_node']}")
-    if r["mem_gb"] is not None and r["mem_gb"] <= 0:
-        bad("resources.mem_gb", f"must be > 0 or null, got {r['mem_gb']}")
-    try:
+    # In the units Slurm enforces, after rendering's rounding (launcher/slurm_values.py).
+    if r["mem_gb"] is not None and (msg := mem_problem(r["mem_gb"])):
+        bad("resources.mem_gb", msg)
+    time_min = None
+    if msg := time_problem(r["time"]):
+        bad("resources.time", msg)
+    else:
         time_min = parse_time_min(r["time"])
-    except ValueError as e:
-        bad("resources.time", str(e))
-        time_min = None
     rq = st["requeue"]
     if rq["max"] < 0:
         bad("requeue.max", f"must be >= 0, got {rq['max']}")
-    if not hasattr(signal, f"SIG{rq['signal']}"):
-        bad("requeue.signal", f"unknown signal '{rq['signal']}' (e.g. USR1, USR2)")
-    if time_min is not None and not 0 < rq["signal_delay_s"] < time_min * 60:
+    if msg := signal_problem(rq["signal"]):
+        bad("requeue.signal", msg)
+    if rq["signal_delay_s"] > MAX_SIGNAL_DELAY_S:
+        bad("requeue.signal_delay_s", f"{rq['signal_delay_s']} s is over the {MAX_SIGNAL_DELAY_S} s that sbatch "
+                                      f"--signal takes")
+    elif time_min is not None and not 0 < rq["signal_delay_s"] < time_min * 60:
         bad("requeue.signal_delay_s",
             f"{rq['signal_delay_s']} s must be positive and shorter than the time limit ({time_min * 60} s)")
 

@@ -14,6 +14,7 @@ from .environments import build_state, interpreter_problems
 from .errors import ConfigError
 from .plan import Plan, StagePlan
 from .slurm import ClusterInfo
+from .slurm_values import constraint_problem, mem_mb
 
 
 def _key(stage: StagePlan, k: str) -> str:
@@ -46,18 +47,27 @@ def check_slurm_stage(stage: StagePlan, cluster: dict, info: ClusterInfo) -> Lis
     if r["nodes"] > len(part.nodes) or (part.max_nodes is not None and r["nodes"] > part.max_nodes):
         bad("nodes", f"{r['nodes']} node(s) requested, partition '{name}' has {len(part.nodes)}"
                      + (f" (MaxNodes={part.max_nodes})" if part.max_nodes is not None else ""))
-    fits = part.nodes
+    fits, among = part.nodes, ""
+    if r["constraint"]:  # the nodes with the features asked for; sbatch fails on a feature no node has
+        why, names = constraint_problem(r["constraint"], [(n.name, set(n.features)) for n in part.nodes],
+                                        r["nodes"], name)
+        if why:
+            bad("constraint", why)
+            return errors
+        if names is not None:
+            fits, among = [n for n in fits if n.name in names], f" with features {r['constraint']}"
+    eligible = fits
     for k, need, have in (
         ("gpus_per_node", r["gpus_per_node"], lambda n: n.gpus),
         ("cpus_per_task", r["cpus_per_task"] * r["ntasks_per_node"], lambda n: n.cpus),
-        ("mem_gb", (r["mem_gb"] or 0) * 1024, lambda n: n.mem_mb),
+        ("mem_gb", mem_mb(r["mem_gb"]) if r["mem_gb"] else 0, lambda n: n.mem_mb),  # the MB --mem renders
     ):
         if need and not any(have(n) >= need for n in fits):
-            best = max((have(n) for n in part.nodes), default=0)
+            best = max((have(n) for n in eligible), default=0)
             unit = {"mem_gb": f"{best / 1024:.1f} GB"}.get(k, str(best))
             what = {"gpus_per_node": f"{need} GPUs per node", "mem_gb": f"{r['mem_gb']} GB of memory",
                     "cpus_per_task": f"{need} CPUs per node (cpus_per_task x ntasks_per_node)"}[k]
-            bad(k, f"{what} requested, but no node in partition '{name}' has that much (largest: {unit})")
+            bad(k, f"{what} requested, but no node in partition '{name}'{among} has that much (largest: {unit})")
             break  # one shortage is the news; the next would only repeat it
         fits = [n for n in fits if have(n) >= need]
     return errors
@@ -86,8 +96,6 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
     except OSError as e:
         errors.append(ConfigError(f"run root {run_root} is not writable: {e.strerror or e}", key="run_root"))
     errors += check_environments(plan)
-    written = {("cluster.env", k) for k in cl.get("env", {})} | {
-        (f"cluster.environments.{n}.env", k) for n, e in (cl.get("environments") or {}).items() for k in e["env"]}
     if cl.get("secrets_file"):
         path = cl["secrets_file"]
         if not os.path.isfile(path):
@@ -99,10 +107,8 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
         if not os.environ.get(name):
             errors.append(ConfigError(f"secret {name} is not set in this shell; tasks get it from here, by name",
                                       key=f"cluster.secrets.{i}"))
-        for where, k in sorted(written):
-            if k == name:  # env values are written into the sbatch scripts
-                errors.append(ConfigError(f"secret {name} must not have a value in config (it would be written "
-                                          f"into every sbatch script); export it in your shell", key=f"{where}.{k}"))
+    # A secret's value anywhere in the config is refused earlier, before anything is written
+    # (launcher/secrets.py, from ops.prepare).
     if cl.get("setup") and (msg := _bash_syntax_error("\n".join(cl["setup"]))):
         errors.append(ConfigError(f"setup lines are not valid bash: {msg}", key="cluster.setup"))
     hub.check_cached(plan, errors)

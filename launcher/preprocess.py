@@ -11,6 +11,12 @@ from jobs.layout import PLACEHOLDER, map_strings
 from .errors import ConfigError
 
 MINHASH = "datatrove.pipeline.dedup.minhash"
+MINHASH_PARTS = ("signatures", "buckets", "clusters", "filter")  # the stages <name>.<part> a minhash stage becomes
+
+
+def minhash_parts(name: str) -> List[str]:
+    """The stage names a kind=minhash stage `name` expands into, in order."""
+    return [f"{name}.{part}" for part in MINHASH_PARTS]
 
 
 def flatten(blocks: Any) -> List[Any]:
@@ -43,7 +49,7 @@ def _minhash_stages(name: str, st: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
             d["throttle"] = None
         return d
 
-    signatures, buckets, clusters = f"{name}.signatures", f"{name}.buckets", f"{name}.clusters"
+    signatures, buckets, clusters, last = minhash_parts(name)
     return {
         signatures: sub(st["tasks"], dict(st["after"]), [reader, {
             "_target_": f"{MINHASH}.MinhashDedupSignature", "output_folder": "{output}", "config": config,
@@ -54,7 +60,7 @@ def _minhash_stages(name: str, st: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
         clusters: sub(1, {buckets: "afterok"}, [{
             "_target_": f"{MINHASH}.MinhashDedupCluster", "input_folder": "{input}", "output_folder": "{output}",
             "config": config}]),
-        f"{name}.filter": sub(st["tasks"], {clusters: "afterok"}, [
+        last: sub(st["tasks"], {clusters: "afterok"}, [
             copy.deepcopy(reader), {"_target_": f"{MINHASH}.MinhashDedupFilter", "input_folder": f"{{input:{clusters}}}"},
             copy.deepcopy(m["writer"])]),
     }
@@ -77,7 +83,7 @@ def expand(cfg: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str]]:
     stages = cfg["pipeline"]["stages"]
     if not any(st.get("kind") in ("minhash", "preprocess") for st in stages.values()):
         return cfg, {}
-    aliases = {n: f"{n}.filter" for n, st in stages.items() if st.get("kind") == "minhash"}
+    aliases = {n: minhash_parts(n)[-1] for n, st in stages.items() if st.get("kind") == "minhash"}
     out: Dict[str, Dict[str, Any]] = {}
     for name, st in stages.items():
         st = dict(st, after={aliases.get(p, p): k for p, k in st["after"].items()})
