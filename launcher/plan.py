@@ -10,10 +10,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import align, hub, pretrain, preprocess
+from . import align, hub, ignored, pretrain, preprocess
 from .environments import resolve as resolve_environment
 from jobs import hub as hub_refs
-from jobs import layout
+from jobs import eval_tasks, layout
 
 from .errors import ConfigError, ConfigErrors
 from .schema import Model
@@ -101,6 +101,7 @@ class Plan:
 # Names end up in paths, job names and variable names: keep them boring.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_TASKS = 4_000_001  # slurm.conf(5): MaxArraySize "may not exceed 4000001"
 RESERVED_PREFIX = "LAUNCHER_"  # variables the launcher sets in every task (jobs/task.py Task.environment)
 
 def _digest(obj: Any) -> str:
@@ -114,8 +115,10 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     for name, st in plain[0]["pipeline"]["stages"].items():
         if st["kind"] == "minhash":
             preprocess.check_minhash(name, st, errors)
+    unread: List[ConfigError] = []  # reported with the other checks below, not instead of them
     for cfg in plain:
-        _check_collisions(cfg, errors)
+        _check_collisions(cfg, errors)  # before the expansion and the fetch stage overwrite a stage
+        ignored.check(cfg, unread)
     _dedupe(errors)
     if errors:
         raise ConfigErrors(errors)
@@ -132,6 +135,8 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
             errors.append(ConfigError(f"code path {path} does not exist", key=f"pipeline.code.{i}"))
 
     _check_names(first, errors)
+    _dedupe(unread)
+    errors += unread
     graph: Dict[str, List[str]] = {}
     for name, st in stages_cfg.items():
         key = f"pipeline.stages.{name}"
@@ -158,6 +163,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         errors.append(ConfigError(f"dependency cycle: {' -> '.join(reversed(cycle))}", stage=cycle[0],
                                   key=f"pipeline.stages.{cycle[0]}.after"))
     align.check_clients(stages_cfg, errors)
+    _check_ports(first["cluster"], stages_cfg, errors)
     ancestors: Dict[str, set] = {}
     for name in order:
         ancestors[name] = set(graph[name]).union(*(ancestors[p] for p in graph[name]))
@@ -193,6 +199,17 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
                 stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"))
 
 
+def _check_ports(cluster: Dict[str, Any], stages: Dict[str, Dict[str, Any]], errors: List[ConfigError]) -> None:
+    """Multi-process stages rendezvous on rdzv_port_base + job id % 10000 (jobs/launch.py rdzv_port),
+    which must be a port (1024..65535) whatever the job id."""
+    users = [n for n, st in stages.items() if st["kind"] in ("torchrun", "convert", "align")
+             or (st["kind"] == "pretrain" and st["train"]["backend"] == "nanotron")]
+    base = cluster.get("rdzv_port_base", 20000)
+    if users and not 1024 <= base <= 55535:
+        errors.append(ConfigError(f"must be in 1024..55535 (ports base..base+9999 are used, by job id), got {base}; "
+                                  f"used by {', '.join(users)}", key="cluster.rdzv_port_base"))
+
+
 def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set, errors: List[ConfigError]) -> None:
     """The checks of one stage kind, after the DAG is known."""
     st, key = stages_cfg[name], f"pipeline.stages.{name}"
@@ -217,6 +234,9 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
         if not (st["launch"]["script"] or "").strip():
             errors.append(ConfigError("kind=torchrun needs launch.script (a .py path, or '-m module')", stage=name,
                                       key=f"{key}.launch.script"))
+        if st["launch"]["nproc_per_node"] is not None and st["launch"]["nproc_per_node"] < 1:
+            errors.append(ConfigError(f"must be >= 1 or null, got {st['launch']['nproc_per_node']}", stage=name,
+                                      key=f"{key}.launch.nproc_per_node"))
         if st["resources"]["ntasks_per_node"] != 1:
             errors.append(ConfigError("must be 1: one torchrun per node starts the processes (launch.nproc_per_node)",
                                       stage=name, key=f"{key}.resources.ntasks_per_node"))
@@ -248,6 +268,13 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
         if not ev["suite"] and not ev["tasks"]:
             errors.append(ConfigError("nothing to evaluate: set evaluate.suite (demo) or evaluate.tasks", stage=name,
                                       key=f"{key}.evaluate"))
+        for k, v, ok in (("batch_size", ev["batch_size"], ev["batch_size"] >= 1),
+                         ("max_samples", ev["max_samples"], ev["max_samples"] is None or ev["max_samples"] >= 1),
+                         ("poll_s", ev["poll_s"], ev["poll_s"] > 0)):
+            if not ok:
+                errors.append(ConfigError(f"must be {'> 0' if k == 'poll_s' else '>= 1'}"
+                                          f"{' or null' if k == 'max_samples' else ''}, got {v}", stage=name,
+                                          key=f"{key}.evaluate.{k}"))
         if ev["suite"] not in (None, "demo"):
             errors.append(ConfigError(f"unknown suite {ev['suite']!r} (demo, or null)", stage=name,
                                       key=f"{key}.evaluate.suite"))
@@ -256,6 +283,15 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
             if missing:
                 errors.append(ConfigError(f"a task needs {', '.join(missing)}", stage=name,
                                           key=f"{key}.evaluate.tasks.{i}"))
+            else:  # what jobs/lighteval_run.py evaluate checks on the node (the rows: preflight)
+                for problem in eval_tasks.check_spec(t, read=False):
+                    errors.append(ConfigError(problem, stage=name, key=f"{key}.evaluate.tasks.{i}"))
+        names = (list(eval_tasks.SUITE_TASKS) if ev["suite"] == "demo" else []) + [t.get("name") for t in ev["tasks"]]
+        for i, t in enumerate(ev["tasks"]):
+            if names.count(t.get("name")) > 1:
+                errors.append(ConfigError(f"task name {t.get('name')!r} is used twice in this stage ({names}); each "
+                                          f"task needs its own", stage=name, key=f"{key}.evaluate.tasks.{i}.name"))
+                break
     elif kind == "convert":
         parents = [p for p in st["after"] if p in stages_cfg]
         if len(parents) != 1 or stages_cfg[parents[0]]["kind"] != "pretrain" \
@@ -279,7 +315,8 @@ def _check_collisions(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
     origin: Dict[str, str] = {n: n for n in stages}  # stage of the plan -> the config stage it comes from
 
     def clash(name: str, other: str, what: str) -> None:
-        errors.append(ConfigError(f"collides with stage '{other}': {what}; rename one of them", stage=name,
+        other = other if other.endswith("'") else f"{other}'"
+        errors.append(ConfigError(f"collides with stage '{other}: {what}; rename one of them", stage=name,
                                   key=f"pipeline.stages.{name}"))
 
     for name, st in stages.items():
@@ -316,7 +353,9 @@ def _check_collisions(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
                 pair = frozenset((origin[other], origin[n]))
                 if origin[other] != origin[n] and pair not in reported:
                     reported.add(pair)
-                    clash(origin[n], origin[other], what.format(made))
+                    part = f" (kind=minhash: its part '{n}')" if n != origin[n] else ""
+                    other_part = f" (its part '{other}')" if other != origin[other] else ""
+                    clash(origin[n], f"{origin[other]}'{other_part}", what.format(made) + part)
 
 
 def _dedupe(errors: List[ConfigError]) -> None:
@@ -366,6 +405,9 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
         bad("target", f"kind=python needs target 'package.module:function', got {st['target']!r}")
     if st["tasks"] < 1:
         bad("tasks", f"must be >= 1, got {st['tasks']}")
+    elif st["tasks"] > MAX_TASKS:
+        bad("tasks", f"{st['tasks']} array tasks: no Slurm holds that many (MaxArraySize is at most {MAX_TASKS:,}, "
+                     f"slurm.conf(5), and every task is a job record)")
     if st["throttle"] is not None and st["throttle"] < 1:
         bad("throttle", f"must be >= 1 or null, got {st['throttle']}")
     r = st["resources"]

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from . import align, hub, preprocess, pretrain
+from jobs import eval_tasks
+from jobs.layout import PLACEHOLDER
+
 from .environments import build_state, interpreter_problems
 from .errors import ConfigError
 from .plan import Plan, StagePlan
@@ -122,11 +125,39 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
             for key, path in dict.fromkeys(kp for p in stage.payloads for kp in pretrain.local_inputs(stage.name, p)):
                 if not os.path.exists(path):
                     errors.append(ConfigError(f"{path} does not exist", stage=stage.name, key=key))
+                elif key.endswith(".folder") and next(Path(path).rglob("*.ds"), None) is None:
+                    errors.append(ConfigError(f"{path} holds no tokenized *.ds files (the output of datatrove's "
+                                              f"DocumentTokenizer or DocumentTokenizerMerger)", stage=stage.name, key=key))
         if stage.kind in ("align", "serve"):
-            for key, path in dict.fromkeys(kp for p in stage.payloads for kp in align.local_inputs(stage.name, stage.kind, p)):
-                problem = align.local_input_problem(key, path, stage.payloads[0])
-                if problem:
-                    errors.append(ConfigError(problem, stage=stage.name, key=key))
+            for point, payload in enumerate(stage.payloads):
+                for key, path in align.local_inputs(stage.name, stage.kind, payload):
+                    problem = align.local_input_problem(key, path, payload)
+                    if problem:
+                        errors.append(ConfigError(problem, stage=stage.name, key=key))
+                    elif stage.kind == "serve" and key.endswith(".model"):
+                        problem = align.model_length_problem(path, payload["serve"]["max_model_len"])
+                        if problem:
+                            errors.append(ConfigError(problem, stage=stage.name,
+                                                      key=f"pipeline.stages.{stage.name}.serve.max_model_len"))
+        if stage.kind == "evaluate":
+            for point, payload in enumerate(stage.payloads):
+                for i, t in enumerate(payload["evaluate"]["tasks"]):
+                    path = t.get("path")
+                    if not isinstance(path, str) or not path or PLACEHOLDER.search(path):
+                        continue
+                    if not os.path.isfile(path):
+                        problems = [f"task {t.get('name')!r}: {path} is not a file"]
+                    elif os.path.getsize(path) <= align.DATA_CHECK_MAX_BYTES:  # larger: the node reads the rows
+                        problems = eval_tasks.check_spec(t, read=True)  # every row, as lighteval's run will
+                    else:
+                        problems = []
+                    errors += [ConfigError(p, stage=stage.name, key=f"pipeline.stages.{stage.name}.evaluate.tasks.{i}.path")
+                               for p in problems]
+        if stage.kind == "publish":
+            source = stage.payloads[0]["publish"]["source"]
+            if not PLACEHOLDER.search(source) and "://" not in source and not os.path.isdir(source):
+                errors.append(ConfigError(f"{source} is not a folder (publish uploads a folder)", stage=stage.name,
+                                          key=f"pipeline.stages.{stage.name}.publish.source"))
         if stage.kind == "command":
             commands = list(dict.fromkeys(p["command"] for p in stage.payloads))
             # One `bash -n` for all sweep points (each wrapped in a function); one per command only
@@ -135,7 +166,13 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
                 msg = next(filter(None, map(_bash_syntax_error, commands)), "syntax error")
                 errors.append(ConfigError(f"command is not valid bash: {msg}", stage=stage.name,
                                           key=f"pipeline.stages.{stage.name}.command"))
-    return errors
+    return _unique(errors)
+
+
+def _unique(errors: List[ConfigError]) -> List[ConfigError]:
+    """Sweep points that share a value find the same problem: once."""
+    seen = set()
+    return [e for e in errors if not ((e.stage, e.key, e.message) in seen or seen.add((e.stage, e.key, e.message)))]
 
 
 def check_environments(plan: Plan) -> List[ConfigError]:

@@ -11,6 +11,7 @@ from jobs.layout import PLACEHOLDER, map_strings
 from .errors import ConfigError
 
 MINHASH = "datatrove.pipeline.dedup.minhash"
+ONE_RANK_BLOCKS = ("TrainTokenizer",)  # blocks that raise unless world_size == 1 (jobs/data_blocks.py)
 MINHASH_PARTS = ("signatures", "buckets", "clusters", "filter")  # the stages <name>.<part> a minhash stage becomes
 
 
@@ -130,6 +131,11 @@ def check_stage(name: str, st: Dict[str, Any], ancestors: set, errors: List[Conf
             errors.append(ConfigError(f"a block must be a mapping with _target_ (a datatrove class), got {b!r:.80}",
                                       stage=name, key=f"{key}.{i}"))
     check_placeholders(name, st, [(k, v) for k, v in walk(st["blocks"], key) if isinstance(v, str)], ancestors, errors)
+    for k, target in targets(name, st):
+        if target.rsplit(".", 1)[-1].rsplit(":", 1)[-1] in ONE_RANK_BLOCKS and st["tasks"] != 1:
+            errors.append(ConfigError(f"{target} sees every document in one rank: the stage needs tasks=1 (it has "
+                                      f"{st['tasks']}; the block raises on the node otherwise)", stage=name,
+                                      key=f"pipeline.stages.{name}.tasks"))
 
 
 def check_placeholders(name: str, st: Dict[str, Any], strings: List[Tuple[str, str]], ancestors: set,
