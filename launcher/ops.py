@@ -100,11 +100,16 @@ def all_tasks(plan: Plan) -> Dict[str, List[int]]:
 def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path, List[JobRequest]]:
     """Everything `run` does except submitting: scripts go to <run_root>/plans/<id>/."""
     prep = prepare(overrides, multirun)
+    if any(e.key == "run_root" for e in prep.errors):  # the scripts would have nowhere to go
+        raise ConfigErrors(prep.errors)
     run_id = new_run_id(prep.plan.pipeline, "plan")
     plan_dir = prep.run_root / "plans" / run_id
-    _write_run(prep, plan_dir, run_id, overrides, multirun)  # no code snapshot: nothing will run from here
-    requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
-    write_stage_files(prep.plan, plan_dir, run_id, requests, tag="s0")
+    try:
+        _write_run(prep, plan_dir, run_id, overrides, multirun)  # no code snapshot: nothing will run from here
+        requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
+        write_stage_files(prep.plan, plan_dir, run_id, requests, tag="s0")
+    except OSError as e:
+        raise LauncherError(f"cannot write the plan into {plan_dir}: {e.strerror or e}") from e
     return prep, plan_dir, requests
 
 

@@ -135,6 +135,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
             errors.append(ConfigError(f"code path {path} does not exist", key=f"pipeline.code.{i}"))
 
     _check_names(first, errors)
+    _check_cluster(first, errors)
     _dedupe(unread)
     errors += unread
     graph: Dict[str, List[str]] = {}
@@ -197,6 +198,33 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
                 stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"))
+
+
+def _check_cluster(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
+    """The profile's (and the root's) own numbers and choices: each read as written by the verbs."""
+    import math
+
+    cl = cfg["cluster"]
+
+    def bad(key: str, msg: str) -> None:
+        errors.append(ConfigError(msg, key=key))
+
+    for key, value, choices in (("cluster.backend", cl["backend"], ("slurm", "local")),
+                                ("cluster.hub_fetch", cl.get("hub_fetch", "auto"), ("auto", "never"))):
+        if value not in choices:
+            bad(key, f"must be {' or '.join(choices)}, got {value!r}")
+    if cl.get("max_array_size") is not None and cl["max_array_size"] < 1:
+        bad("cluster.max_array_size", f"must be >= 1 or null (MaxArraySize from Slurm), got {cl['max_array_size']}")
+    for key in ("max_parallel", "gpus_per_node"):
+        if cl.get(key, 0) < 0:
+            bad(f"cluster.{key}", f"must be >= 0, got {cl[key]}")
+    # `launcher plan` divides by these for its GPU-hour estimate.
+    if not (math.isfinite(cl["gpu_peak_tflops"]) and cl["gpu_peak_tflops"] > 0):
+        bad("cluster.gpu_peak_tflops", f"must be a number > 0, got {cl['gpu_peak_tflops']}")
+    if not (math.isfinite(cl["expected_mfu"]) and 0 < cl["expected_mfu"] <= 1):
+        bad("cluster.expected_mfu", f"a share of the peak: must be in (0, 1], got {cl['expected_mfu']}")
+    if not (math.isfinite(cfg.get("poll_s", 0)) and cfg.get("poll_s", 0) >= 0):
+        bad("poll_s", f"must be >= 0 (0: the backend's default), got {cfg['poll_s']}")
 
 
 def _check_ports(cluster: Dict[str, Any], stages: Dict[str, Dict[str, Any]], errors: List[ConfigError]) -> None:

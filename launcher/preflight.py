@@ -252,6 +252,11 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
               associations: Optional[Callable[[str], tuple]] = None) -> List[ConfigError]:
     """All problems found; empty means submit. `info` is None for the local backend."""
     errors = check_common(plan, run_root)
+    mine = plan.cluster.get("max_array_size")
+    big = [s.name for s in plan.stages.values() if info and s.total_tasks > info.max_array_size]
+    if info and mine and mine > info.max_array_size and big:  # sbatch refuses array indices >= MaxArraySize
+        errors.append(ConfigError(f"{mine} is over the cluster's MaxArraySize ({info.max_array_size}): sbatch would "
+                                  f"refuse the arrays it cuts {', '.join(big)} into", key="cluster.max_array_size"))
     total = sum(s.total_tasks for s in plan.stages.values())
     if info and info.max_job_count and total > info.max_job_count:
         big = max(plan.stages.values(), key=lambda s: s.total_tasks)

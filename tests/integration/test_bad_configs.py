@@ -100,3 +100,10 @@ def test_bad_config_fails_before_anything_is_queued(request, dev_slurm, tmp_path
         if len(value) >= 8:
             found = subprocess.run(["grep", "-rl", "--", value, str(root)], capture_output=True, text=True)
             assert found.stdout == "", f"{case.stem}: the value of {name} is in {found.stdout}"
+
+
+def test_plan_with_an_unwritable_run_root_is_an_error_not_a_traceback(cli):
+    """`launcher plan` writes its scripts even when preflight finds problems, except where it cannot."""
+    p = cli("plan", "pipeline=smoke", "cluster=local", "run_root=/proc/launcher-bad-config", check=False)
+    assert p.returncode == 1 and "run_root: run root /proc/launcher-bad-config is not writable" in p.stderr, p.stderr
+    assert TRACEBACK not in p.stderr
