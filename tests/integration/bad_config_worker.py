@@ -46,9 +46,29 @@ def run_case(case: dict, main) -> dict:
             "seconds": round(time.perf_counter() - t0, 3), "queued": jobs}
 
 
+def share_interpreter_answers() -> None:
+    """Preflight asks each stage environment's interpreter to import its modules and resolve the
+    stage's targets (launcher/environments.py interpreter_problems): 10-30 s for the TRL/lighteval or
+    vLLM environments. The environments do not change while the corpus runs, so the same question
+    gets the same answer: asked once per process, not once per case. BAD_CONFIGS_ISOLATED=1 asks
+    every time."""
+    import functools
+
+    from launcher import environments, preflight
+
+    @functools.lru_cache(maxsize=None)
+    def cached(python, modules, targets, pythonpath):
+        return environments.interpreter_problems(python, modules, targets, pythonpath)
+
+    preflight.interpreter_problems = lambda python, modules=(), targets=(), pythonpath=(): dict(
+        cached(python, tuple(modules), tuple(targets), tuple(pythonpath)))
+
+
 def main() -> int:
     cases = json.load(sys.stdin)
     from launcher.cli import main as launcher_main
+
+    share_interpreter_answers()
 
     for case in cases:
         print(json.dumps(run_case(case, launcher_main)), flush=True)
