@@ -5,6 +5,7 @@ from __future__ import annotations
 import graphlib
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -104,6 +105,7 @@ ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_TASKS = 4_000_001  # slurm.conf(5): MaxArraySize "may not exceed 4000001"
 RESERVED_PREFIX = "LAUNCHER_"  # variables the launcher sets in every task (jobs/task.py Task.environment)
 
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -202,8 +204,6 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
 
 def _check_cluster(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
     """The profile's (and the root's) own numbers and choices: each read as written by the verbs."""
-    import math
-
     cl = cfg["cluster"]
 
     def bad(key: str, msg: str) -> None:
