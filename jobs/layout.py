@@ -56,6 +56,24 @@ def map_strings(node: Any, fn) -> Any:
     return node
 
 
+def variable_part(stage: str) -> str:
+    """A stage name as it appears in variable names: upper case, every other character '_'
+    ("tok-2.b" -> "TOK_2_B"). Different stages may meet here (prep/Prep, a.b/a_b): the plan refuses
+    such pairs (launcher/plan.py _check_collisions)."""
+    return "".join(ch if ch.isalnum() else "_" for ch in stage.upper())
+
+
+def input_variable(stage: str) -> str:
+    """The variable a child task finds a parent stage's output folder in."""
+    return "LAUNCHER_INPUT_" + variable_part(stage)
+
+
+def endpoint_variables(stage: str) -> tuple[str, str]:
+    """The variables a client of a serve stage finds its endpoint in: (base URL, model name)."""
+    base = "LAUNCHER_ENDPOINT_" + variable_part(stage)
+    return base, base + "_MODEL"
+
+
 class Folders:
     """The run folders a stage's config may name through placeholders, for one sweep point.
     spec: a stage spec (run_dir, stage, parents, stage_hashes)."""

@@ -282,7 +282,7 @@ class Task:
             "LAUNCHER_STOP_SIGNAL": self.spec["requeue"]["signal"], "LAUNCHER_BACKEND": self.spec["backend"],
         })
         for parent, path in c.inputs.items():  # stage "tok-2.b" -> LAUNCHER_INPUT_TOK_2_B
-            env["LAUNCHER_INPUT_" + "".join(ch if ch.isalnum() else "_" for ch in parent.upper())] = str(path)
+            env[layout.input_variable(parent)] = str(path)
         return env
 
     def run_command(self) -> None:

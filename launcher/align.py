@@ -4,9 +4,10 @@ stage's environment. Pure functions over plain config dicts; no stage library is
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Dict, List, Tuple
 
-from jobs.adapters.trl import COLUMNS, TRAINERS
+from jobs.adapters.trl import COLUMNS, SET_BY_STAGE, TRAINERS
 from jobs.runtime import templating
 from jobs.layout import PLACEHOLDER
 
@@ -66,6 +67,23 @@ def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
         bad("align.max_steps", f"must be >= 1 or null, got {a['max_steps']}")
     if a["checkpoint_every_steps"] < 0:
         bad("align.checkpoint_every_steps", f"must be >= 0, got {a['checkpoint_every_steps']}")
+    # What the trainer (transformers' TrainingArguments, torch's AdamW, peft) would refuse on the node.
+    if not (math.isfinite(a["lr"]) and a["lr"] > 0):
+        bad("align.lr", f"must be a number > 0, got {a['lr']}")
+    if not 0 <= a["warmup_ratio"] < 1:
+        bad("align.warmup_ratio", f"a share of the steps: must be in [0, 1), got {a['warmup_ratio']}")
+    if a["trainer"] == "dpo" and not (math.isfinite(a["beta"]) and a["beta"] > 0):
+        bad("align.beta", f"must be a number > 0, got {a['beta']}")
+    if a["lora"]["enabled"] and not 0 <= a["lora"]["dropout"] < 1:
+        bad("align.lora.dropout", f"must be in [0, 1), got {a['lora']['dropout']}")
+    for k in a["trl"]:
+        if k in SET_BY_STAGE:
+            own = {"learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "micro_batch",
+                   "gradient_accumulation_steps": "grad_accum", "warmup_steps": "warmup_ratio",
+                   "logging_steps": "log_every_steps", "save_steps": "checkpoint_every_steps"}.get(k, k)
+            hint = f"set align.{own}" if own in a else "the launcher sets it"
+            bad(f"align.trl.{k}", f"{k} is set by the stage itself ({hint}); given twice, the trainer's config "
+                                  f"would fail on the node")
 
 
 def check_serve(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> None:
@@ -140,6 +158,8 @@ def targets(name: str, kind: str, payload: Dict[str, Any]) -> List[Tuple[str, st
         out.append((f"{key}.align.lora.qlora", "bitsandbytes.nn.Linear4bit"))
     if a["deepspeed_zero"] is not None:
         out.append((f"{key}.align.deepspeed_zero", "deepspeed.initialize"))
+    config = "trl." + TRAINERS.get(a["trainer"], TRAINERS["sft"])[1]
+    out += [(f"{key}.align.trl.{k}", f"{config}#{k}") for k in a.get("trl") or {} if k not in SET_BY_STAGE]
     return out
 
 
@@ -166,10 +186,15 @@ def accelerate_config(align: Dict[str, Any], resources: Dict[str, Any]) -> Dict[
     return cfg
 
 
+# Preflight reads a data file line by line up to this many bytes (~2-5 s of JSON parsing on a login
+# node); the lines after that are checked on the compute node only, when the trainer loads them.
+DATA_CHECK_MAX_BYTES = 256 * 1024 * 1024
+
+
 def local_input_problem(key: str, path: str, payload: Dict[str, Any]) -> str:
     """Why a plain-path model, data file or chat template cannot be used ('' if it can): it is
-    missing, a model folder has no config.json, or the data's first line lacks the trainer's columns."""
-    import json
+    missing, a model folder has no config.json, or a line of the data (every line up to
+    DATA_CHECK_MAX_BYTES) is not JSON or lacks the trainer's columns in their shape."""
     import os
 
     if not os.path.exists(path):
@@ -177,18 +202,77 @@ def local_input_problem(key: str, path: str, payload: Dict[str, Any]) -> str:
     if key.endswith(".model") and not os.path.isfile(os.path.join(path, "config.json")):
         return f"{path} is not a Hugging Face model folder (no config.json)"
     if key.endswith(".align.data"):
-        trainer = payload["align"]["trainer"]
-        try:
-            with open(path, encoding="utf-8") as f:
-                first = json.loads(f.readline() or "null")
-        except (OSError, ValueError) as e:
-            return f"{path} is not jsonl: {e}"
-        need = COLUMNS.get(trainer, ())
-        missing = [c for c in need if not isinstance(first, dict) or c not in first]
-        if missing:
-            return (f"{path}: the first line has no {', '.join(missing)}; trainer {trainer} reads lines like "
-                    f"{LINE_FORMAT[trainer]}")
+        return data_problem(path, payload["align"]["trainer"])
     return ""
+
+
+def model_length_problem(path: str, max_model_len) -> str:
+    """vLLM refuses a max_model_len over the model's max_position_embeddings (config.json) unless told
+    to allow it: '' if it fits or either is unknown."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            limit = json.load(f).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return ""
+    if max_model_len is None or not isinstance(limit, int) or max_model_len <= limit:
+        return ""
+    return (f"{max_model_len} is over the model's max_position_embeddings ({limit}, {path}/config.json); vLLM would "
+            f"refuse to start")
+
+
+def data_problem(path: str, trainer: str, max_bytes: int = DATA_CHECK_MAX_BYTES) -> str:
+    """The first line of a jsonl file that the trainer could not use, and why ('' if none). Blank
+    lines are skipped (datasets' json loader does the same); reading stops after max_bytes."""
+    import json
+
+    need = COLUMNS.get(trainer, ())
+    read, rows = 0, 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                read += len(line)
+                if read > max_bytes:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    return f"{path}: line {lineno} is not JSON ({e})"
+                rows += 1
+                missing = [c for c in need if not isinstance(row, dict) or c not in row]
+                if missing:
+                    return (f"{path}: line {lineno} has no {', '.join(missing)}; trainer {trainer} reads lines like "
+                            f"{LINE_FORMAT[trainer]}")
+                for c in need:
+                    if why := _column_problem(trainer, c, row[c]):
+                        return f"{path}: line {lineno}: {c!r} {why}; trainer {trainer} reads lines like {LINE_FORMAT[trainer]}"
+    except (OSError, UnicodeDecodeError) as e:
+        return f"{path} cannot be read as UTF-8 jsonl: {e}"
+    return "" if rows else f"{path} has no lines to train on"
+
+
+def _column_problem(trainer: str, column: str, value: Any) -> str:
+    """'' if `value` has the shape TRL reads in this column: a list of chat messages ({role, content}),
+    or (DPO's prompt, chosen, rejected) a plain string."""
+    if isinstance(value, str) and trainer == "dpo":
+        return ""
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty list of messages" + (" or a string" if trainer == "dpo" else "")
+    for i, m in enumerate(value):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), (str, list))):
+            return f"message {i} must be {{\"role\": <string>, \"content\": <string>}}, got {json_short(m)}"
+    return ""
+
+
+def json_short(v: Any) -> str:
+    import json
+
+    text = json.dumps(v, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def describe(name: str, kind: str, payload: Dict[str, Any], resources: Dict[str, Any], clients: List[str]) -> str:

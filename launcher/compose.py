@@ -397,7 +397,8 @@ def _composition_error(e: Exception, override=None) -> ConfigError:
     return _located(_hydra_message(e), key)
 
 
-_STAGE_KEY = re.compile(r"pipeline\.stages\.(\w+)((?:\.\w+)*)")
+# Stage names may hold "-" (plan.NAME); a "." in one cannot be told from a nested key here.
+_STAGE_KEY = re.compile(r"pipeline\.stages\.([\w-]+)((?:\.[\w-]+)*)")
 
 
 def _unknown_key(message: str, full_key: str | None) -> ConfigError:

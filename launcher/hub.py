@@ -84,9 +84,10 @@ def _strings(node: Any, key: str):
 
 def check_publish(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> None:
     p, key = st["publish"], f"pipeline.stages.{name}.publish"
-    if not p["repo_id"] or not hub.REF.match(f"hf://{p['repo_id']}"):
-        errors.append(ConfigError(f"kind=publish needs repo_id as org/name, got {p['repo_id']!r}", stage=name,
-                                  key=f"{key}.repo_id"))
+    why = hub.repo_id_problem(p["repo_id"]) if p["repo_id"] else "it is not set"
+    if why or "/" not in p["repo_id"]:
+        errors.append(ConfigError(f"kind=publish needs repo_id as org/name, got {p['repo_id']!r}"
+                                  + (f": {why}" if why else ""), stage=name, key=f"{key}.repo_id"))
     if p["repo_type"] not in ("model", "dataset"):
         errors.append(ConfigError(f"model or dataset, got {p['repo_type']!r}", stage=name, key=f"{key}.repo_type"))
     if st["tasks"] != 1:

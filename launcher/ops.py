@@ -48,6 +48,7 @@ class Prepared:
 def prepare(overrides: Sequence[str], multirun: bool) -> Prepared:
     """Compose every sweep point, build the plan, read the cluster and run preflight."""
     points, configs = compose_points(overrides, multirun)
+    _refuse_secrets(configs)
     plan = build_plan(configs, points)
     return _check(plan, configs, Path(configs[0]["run_root"]).resolve())
 
@@ -57,6 +58,16 @@ def path_errors(run_root: Path) -> List[ConfigError]:
     be (a `%` can: it is escaped; run_name is checked by the plan, letters, digits and `_.-` only)."""
     why = unsafe_path_reason(str(run_root))
     return [ConfigError(f"{str(run_root)!r} {why}", key="run_root")] if why else []
+
+
+def _refuse_secrets(configs: list) -> None:
+    """Before anything is written (`plan` writes its folder even when preflight finds problems): a
+    secret's value in the config would land in every file of the run."""
+    from launcher import secrets
+
+    errors = secrets.check(configs)
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
@@ -105,11 +116,16 @@ def all_tasks(plan: Plan) -> Dict[str, List[int]]:
 def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path, List[JobRequest]]:
     """Everything `run` does except submitting: scripts go to <run_root>/plans/<id>/."""
     prep = prepare(overrides, multirun)
+    if any(e.key == "run_root" for e in prep.errors):  # the scripts would have nowhere to go
+        raise ConfigErrors(prep.errors)
     run_id = new_run_id(prep.plan.pipeline, "plan")
     plan_dir = prep.run_root / "plans" / run_id
-    _write_run(prep, plan_dir, run_id, overrides, multirun)  # no code snapshot: nothing will run from here
-    requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
-    write_stage_files(prep.plan, plan_dir, run_id, requests, tag="s0")
+    try:
+        _write_run(prep, plan_dir, run_id, overrides, multirun)  # no code snapshot: nothing will run from here
+        requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)
+        write_stage_files(prep.plan, plan_dir, run_id, requests, tag="s0")
+    except OSError as e:
+        raise LauncherError(f"cannot write the plan into {plan_dir}: {e.strerror or e}") from e
     return prep, plan_dir, requests
 
 
@@ -163,6 +179,7 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         if sorted(points) != sorted(old.points):
             raise LauncherError(f"the sweep of run {run.id} no longer expands to the same points")
         configs = compose_each(old.points)
+        _refuse_secrets(configs)
         new = build_plan(configs, old.points)
         changed = sorted(set(new.stages) ^ set(old.stages)
                          | {n for n in new.stages if n in old.stages and new.stages[n].hash != old.stages[n].hash})

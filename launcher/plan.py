@@ -5,18 +5,20 @@ from __future__ import annotations
 import graphlib
 import hashlib
 import json
+import math
 import os
 import re
-import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from launcher import align, hub, pretrain, preprocess, snapshot
+from launcher import align, hub, ignored, pretrain, preprocess, snapshot
 from launcher.environments import resolve as resolve_environment
-from jobs.adapters import hub_refs
+from jobs import layout
+from jobs.adapters import eval_tasks, hub_refs
 
 from launcher.errors import ConfigError, ConfigErrors
 from launcher.schema import Model
+from launcher.slurm_values import MAX_SIGNAL_DELAY_S, mem_problem, parse_time_min, signal_problem, time_problem  # noqa: F401
 
 MODEL_DEFAULTS = asdict(Model())
 
@@ -99,26 +101,8 @@ class Plan:
 # Names end up in paths, job names and variable names: keep them boring.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
-
-
-def parse_time_min(value: str) -> int:
-    """Slurm time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) → whole minutes, rounded up."""
-    m = _TIME.match(str(value).strip())
-    if not m:
-        raise ValueError(f"'{value}' is not a Slurm time (MM, HH:MM:SS or D-HH:MM:SS)")
-    d, a, b, c = (int(x) if x is not None else None for x in m.group("d", "a", "b", "c"))
-    if d is None:
-        if b is None:
-            secs = a * 60  # MM
-        elif c is None:
-            secs = a * 60 + b  # MM:SS
-        else:
-            secs = a * 3600 + b * 60 + c  # HH:MM:SS
-    else:
-        secs = d * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)  # D-HH[:MM[:SS]]
-    return max(1, -(-secs // 60))
+MAX_TASKS = 4_000_001  # slurm.conf(5): MaxArraySize "may not exceed 4000001"
+RESERVED_PREFIX = "LAUNCHER_"  # variables the launcher sets in every task (jobs/task.py Task.environment)
 
 
 def _digest(obj: Any) -> str:
@@ -132,6 +116,11 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     for name, st in plain[0]["pipeline"]["stages"].items():
         if st["kind"] == "minhash":
             preprocess.check_minhash(name, st, errors)
+    unread: List[ConfigError] = []  # reported with the other checks below, not instead of them
+    for cfg in plain:
+        _check_collisions(cfg, errors)  # before the expansion and the fetch stage overwrite a stage
+        ignored.check(cfg, unread)
+    _dedupe(errors)
     if errors:
         raise ConfigErrors(errors)
     expanded = [preprocess.expand(p) for p in plain]
@@ -146,6 +135,9 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
                              max_mb=first["pipeline"].get("code_max_mb", 50.0))
 
     _check_names(first, errors)
+    _check_cluster(first, errors)
+    _dedupe(unread)
+    errors += unread
     graph: Dict[str, List[str]] = {}
     for name, st in stages_cfg.items():
         key = f"pipeline.stages.{name}"
@@ -172,6 +164,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         errors.append(ConfigError(f"dependency cycle: {' -> '.join(reversed(cycle))}", stage=cycle[0],
                                   key=f"pipeline.stages.{cycle[0]}.after"))
     align.check_clients(stages_cfg, errors)
+    _check_ports(first["cluster"], stages_cfg, errors)
     ancestors: Dict[str, set] = {}
     for name in order:
         ancestors[name] = set(graph[name]).union(*(ancestors[p] for p in graph[name]))
@@ -207,6 +200,42 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
                 stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"))
 
 
+def _check_cluster(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
+    """The profile's (and the root's) own numbers and choices: each read as written by the verbs."""
+    cl = cfg["cluster"]
+
+    def bad(key: str, msg: str) -> None:
+        errors.append(ConfigError(msg, key=key))
+
+    for key, value, choices in (("cluster.backend", cl["backend"], ("slurm", "local")),
+                                ("cluster.hub_fetch", cl.get("hub_fetch", "auto"), ("auto", "never"))):
+        if value not in choices:
+            bad(key, f"must be {' or '.join(choices)}, got {value!r}")
+    if cl.get("max_array_size") is not None and cl["max_array_size"] < 1:
+        bad("cluster.max_array_size", f"must be >= 1 or null (MaxArraySize from Slurm), got {cl['max_array_size']}")
+    for key in ("max_parallel", "gpus_per_node"):
+        if cl.get(key, 0) < 0:
+            bad(f"cluster.{key}", f"must be >= 0, got {cl[key]}")
+    # `launcher plan` divides by these for its GPU-hour estimate.
+    if not (math.isfinite(cl["gpu_peak_tflops"]) and cl["gpu_peak_tflops"] > 0):
+        bad("cluster.gpu_peak_tflops", f"must be a number > 0, got {cl['gpu_peak_tflops']}")
+    if not (math.isfinite(cl["expected_mfu"]) and 0 < cl["expected_mfu"] <= 1):
+        bad("cluster.expected_mfu", f"a share of the peak: must be in (0, 1], got {cl['expected_mfu']}")
+    if not (math.isfinite(cfg.get("poll_s", 0)) and cfg.get("poll_s", 0) >= 0):
+        bad("poll_s", f"must be >= 0 (0: the backend's default), got {cfg['poll_s']}")
+
+
+def _check_ports(cluster: Dict[str, Any], stages: Dict[str, Dict[str, Any]], errors: List[ConfigError]) -> None:
+    """Multi-process stages rendezvous on rdzv_port_base + job id % 10000 (jobs/adapters/torchrun.py rdzv_port),
+    which must be a port (1024..65535) whatever the job id."""
+    users = [n for n, st in stages.items() if st["kind"] in ("torchrun", "convert", "align")
+             or (st["kind"] == "pretrain" and st["train"]["backend"] == "nanotron")]
+    base = cluster.get("rdzv_port_base", 20000)
+    if users and not 1024 <= base <= 55535:
+        errors.append(ConfigError(f"must be in 1024..55535 (ports base..base+9999 are used, by job id), got {base}; "
+                                  f"used by {', '.join(users)}", key="cluster.rdzv_port_base"))
+
+
 def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set, errors: List[ConfigError]) -> None:
     """The checks of one stage kind, after the DAG is known."""
     st, key = stages_cfg[name], f"pipeline.stages.{name}"
@@ -231,6 +260,9 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
         if not (st["launch"]["script"] or "").strip():
             errors.append(ConfigError("kind=torchrun needs launch.script (a .py path, or '-m module')", stage=name,
                                       key=f"{key}.launch.script"))
+        if st["launch"]["nproc_per_node"] is not None and st["launch"]["nproc_per_node"] < 1:
+            errors.append(ConfigError(f"must be >= 1 or null, got {st['launch']['nproc_per_node']}", stage=name,
+                                      key=f"{key}.launch.nproc_per_node"))
         if st["resources"]["ntasks_per_node"] != 1:
             errors.append(ConfigError("must be 1: one torchrun per node starts the processes (launch.nproc_per_node)",
                                       stage=name, key=f"{key}.resources.ntasks_per_node"))
@@ -242,7 +274,7 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
         preprocess.check_placeholders(name, st, [(f"{key}.publish.source", st["publish"]["source"])], ancestors, errors)
     elif kind == "fetch":
         for i, r in enumerate(st["fetch"]["repos"]):
-            if not hub_refs.parse(r):
+            if not hub_refs.parse(r) and not hub_refs.problem(r):  # (a malformed hf:// string is reported above)
                 errors.append(ConfigError(f"{r!r} is not a hub reference (hf://org/name[@revision] or "
                                           f"hf://datasets/org/name[@revision])", stage=name, key=f"{key}.fetch.repos.{i}"))
     elif kind == "evaluate":
@@ -262,6 +294,13 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
         if not ev["suite"] and not ev["tasks"]:
             errors.append(ConfigError("nothing to evaluate: set evaluate.suite (demo) or evaluate.tasks", stage=name,
                                       key=f"{key}.evaluate"))
+        for k, v, ok in (("batch_size", ev["batch_size"], ev["batch_size"] >= 1),
+                         ("max_samples", ev["max_samples"], ev["max_samples"] is None or ev["max_samples"] >= 1),
+                         ("poll_s", ev["poll_s"], ev["poll_s"] > 0)):
+            if not ok:
+                errors.append(ConfigError(f"must be {'> 0' if k == 'poll_s' else '>= 1'}"
+                                          f"{' or null' if k == 'max_samples' else ''}, got {v}", stage=name,
+                                          key=f"{key}.evaluate.{k}"))
         if ev["suite"] not in (None, "demo"):
             errors.append(ConfigError(f"unknown suite {ev['suite']!r} (demo, or null)", stage=name,
                                       key=f"{key}.evaluate.suite"))
@@ -270,6 +309,15 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
             if missing:
                 errors.append(ConfigError(f"a task needs {', '.join(missing)}", stage=name,
                                           key=f"{key}.evaluate.tasks.{i}"))
+            else:  # what jobs/adapters/lighteval.py evaluate checks on the node (the rows: preflight)
+                for problem in eval_tasks.check_spec(t, read=False):
+                    errors.append(ConfigError(problem, stage=name, key=f"{key}.evaluate.tasks.{i}"))
+        names = (list(eval_tasks.SUITE_TASKS) if ev["suite"] == "demo" else []) + [t.get("name") for t in ev["tasks"]]
+        for i, t in enumerate(ev["tasks"]):
+            if names.count(t.get("name")) > 1:
+                errors.append(ConfigError(f"task name {t.get('name')!r} is used twice in this stage ({names}); each "
+                                          f"task needs its own", stage=name, key=f"{key}.evaluate.tasks.{i}.name"))
+                break
     elif kind == "convert":
         parents = [p for p in st["after"] if p in stages_cfg]
         if len(parents) != 1 or stages_cfg[parents[0]]["kind"] != "pretrain" \
@@ -280,6 +328,70 @@ def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set
         elif st["tasks"] != 1:
             errors.append(ConfigError(f"must be 1 (one conversion task per training run), got {st['tasks']}",
                                       stage=name, key=f"{key}.tasks"))
+
+
+def _check_collisions(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
+    """Stage names become other names: the stages a minhash stage expands into (<name>.signatures,
+    ...), the fetch stage the plan adds (hub_fetch), the variables a task finds its parents' outputs
+    and its servers' endpoints in (LAUNCHER_INPUT_<NAME>, LAUNCHER_ENDPOINT_<NAME>[_MODEL]: upper case,
+    other characters '_') and run folders (stages/<name>/, one folder on a case-insensitive
+    filesystem). Two stages that meet in any of them would see or overwrite each other's: refused,
+    naming both (the later one in the config is the one reported)."""
+    stages = cfg["pipeline"]["stages"]
+    origin: Dict[str, str] = {n: n for n in stages}  # stage of the plan -> the config stage it comes from
+
+    def clash(name: str, other: str, what: str) -> None:
+        other = other if other.endswith("'") else f"{other}'"
+        errors.append(ConfigError(f"collides with stage '{other}: {what}; rename one of them", stage=name,
+                                  key=f"pipeline.stages.{name}"))
+
+    for name, st in stages.items():
+        if st.get("kind") == "minhash":
+            parts = preprocess.minhash_parts(name)
+            for part in parts:
+                if part in stages:
+                    clash(part, name, f"kind=minhash stage '{name}' expands into {', '.join(parts)}")
+                else:
+                    origin[part] = name
+    if (cfg["cluster"].get("hub_fetch", "auto") == "auto" and hub.FETCH_STAGE in stages
+            and stages[hub.FETCH_STAGE].get("kind") != "fetch"
+            and any(hub.stage_refs(st) for n, st in stages.items() if n != hub.FETCH_STAGE)):
+        errors.append(ConfigError(
+            f"the plan adds a stage named '{hub.FETCH_STAGE}' to download the pipeline's hf:// references "
+            f"(cluster.hub_fetch=auto); this kind={stages[hub.FETCH_STAGE].get('kind')} stage has its name",
+            stage=hub.FETCH_STAGE, key=f"pipeline.stages.{hub.FETCH_STAGE}"))
+    transforms = [
+        (lambda n: [layout.input_variable(n)], "both become {} (a child's variable for its parent's output)",
+         lambda n: True),
+        (lambda n: list(layout.endpoint_variables(n)), "both set {} (a client's variable for its server's endpoint)",
+         lambda n: stages.get(origin[n], {}).get("kind") == "serve"),
+        (lambda n: [f"stages/{n.lower()}"], "their folders are one folder ({}) on a case-insensitive filesystem",
+         lambda n: True),
+    ]
+    reported = set()
+    for names_of, what, applies in transforms:
+        seen: Dict[str, str] = {}
+        for n in origin:
+            if not applies(n):
+                continue
+            for made in names_of(n):
+                other = seen.setdefault(made, n)
+                pair = frozenset((origin[other], origin[n]))
+                if origin[other] != origin[n] and pair not in reported:
+                    reported.add(pair)
+                    part = f" (kind=minhash: its part '{n}')" if n != origin[n] else ""
+                    other_part = f" (its part '{other}')" if other != origin[other] else ""
+                    clash(origin[n], f"{origin[other]}'{other_part}", what.format(made) + part)
+
+
+def _dedupe(errors: List[ConfigError]) -> None:
+    """One error per (stage, key, message): sweep points repeat the same finding."""
+    seen, unique = set(), []
+    for e in errors:
+        if (e.stage, e.key, e.message) not in seen:
+            seen.add((e.stage, e.key, e.message))
+            unique.append(e)
+    errors[:] = unique
 
 
 def _check_names(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
@@ -295,21 +407,33 @@ def _check_names(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
     variables += [(f"pipeline.stages.{s}.env.{k}", k) for s, st in cfg["pipeline"]["stages"].items()
                   for k in st.get("env", {})]
     for key, var in variables:
+        stage = key.split(".")[2] if key.startswith("pipeline.stages.") else None
         if not ENV_VAR.match(var):
-            stage = key.split(".")[2] if key.startswith("pipeline.stages.") else None
             errors.append(ConfigError(f"{var!r} is not a valid environment variable name", stage=stage, key=key))
+        elif var.startswith(RESERVED_PREFIX) and not key.startswith("cluster.secrets"):
+            errors.append(ConfigError(
+                f"{RESERVED_PREFIX}* variables are the launcher's own: each task gets LAUNCHER_TASK_OFFSET, "
+                f"LAUNCHER_OUTPUT_DIR, LAUNCHER_INPUT_<STAGE>, ... from it, and a value here would collide with "
+                f"one of them; choose another name", stage=stage, key=key))
 
 
 def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigError]) -> None:
     def bad(k: str, msg: str) -> None:
         errors.append(ConfigError(msg, stage=name, key=f"{key}.{k}"))
 
+    # hf:// strings anywhere in the stage's work: a malformed one would reach the task as a plain string.
+    for k, v in preprocess.walk({k: v for k, v in st.items() if k not in ("after", "resources", "requeue")}, key):
+        if isinstance(v, str) and (msg := hub_refs.problem(v)):
+            errors.append(ConfigError(msg, stage=name, key=k))
     if st["kind"] == "command" and not (st["command"] or "").strip():
         bad("command", "kind=command needs a command")
     if st["kind"] == "python" and not re.match(r"^[\w.]+:[\w.]+$", st["target"] or ""):
         bad("target", f"kind=python needs target 'package.module:function', got {st['target']!r}")
     if st["tasks"] < 1:
         bad("tasks", f"must be >= 1, got {st['tasks']}")
+    elif st["tasks"] > MAX_TASKS:
+        bad("tasks", f"{st['tasks']} array tasks: no Slurm holds that many (MaxArraySize is at most {MAX_TASKS:,}, "
+                     f"slurm.conf(5), and every task is a job record)")
     if st["throttle"] is not None and st["throttle"] < 1:
         bad("throttle", f"must be >= 1 or null, got {st['throttle']}")
     r = st["resources"]
@@ -318,19 +442,23 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
             bad(f"resources.{k}", f"must be >= 1, got {r[k]}")
     if r["gpus_per_node"] < 0:
         bad("resources.gpus_per_node", f"must be >= 0, got {r['gpus_per_node']}")
-    if r["mem_gb"] is not None and r["mem_gb"] <= 0:
-        bad("resources.mem_gb", f"must be > 0 or null, got {r['mem_gb']}")
-    try:
+    # In the units Slurm enforces, after rendering's rounding (launcher/slurm_values.py).
+    if r["mem_gb"] is not None and (msg := mem_problem(r["mem_gb"])):
+        bad("resources.mem_gb", msg)
+    time_min = None
+    if msg := time_problem(r["time"]):
+        bad("resources.time", msg)
+    else:
         time_min = parse_time_min(r["time"])
-    except ValueError as e:
-        bad("resources.time", str(e))
-        time_min = None
     rq = st["requeue"]
     if rq["max"] < 0:
         bad("requeue.max", f"must be >= 0, got {rq['max']}")
-    if not hasattr(signal, f"SIG{rq['signal']}"):
-        bad("requeue.signal", f"unknown signal '{rq['signal']}' (e.g. USR1, USR2)")
-    if time_min is not None and not 0 < rq["signal_delay_s"] < time_min * 60:
+    if msg := signal_problem(rq["signal"]):
+        bad("requeue.signal", msg)
+    if rq["signal_delay_s"] > MAX_SIGNAL_DELAY_S:
+        bad("requeue.signal_delay_s", f"{rq['signal_delay_s']} s is over the {MAX_SIGNAL_DELAY_S} s that sbatch "
+                                      f"--signal takes")
+    elif time_min is not None and not 0 < rq["signal_delay_s"] < time_min * 60:
         bad("requeue.signal_delay_s",
             f"{rq['signal_delay_s']} s must be positive and shorter than the time limit ({time_min * 60} s)")
     if rq["term_grace_s"] < 1 or (time_min is not None and rq["term_grace_s"] >= time_min * 60):

@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from launcher import align, containers, hub, preprocess, pretrain, snapshot
+from jobs.adapters import eval_tasks
+from jobs.layout import PLACEHOLDER
 from launcher.environments import build_state, interpreter_problems
 from launcher.errors import ConfigError
 from launcher.plan import Plan, StagePlan
 from launcher.slurm import ClusterInfo
+from launcher.slurm_values import constraint_problem, mem_mb
 
 
 def _key(stage: StagePlan, k: str) -> str:
@@ -46,18 +49,27 @@ def check_slurm_stage(stage: StagePlan, cluster: dict, info: ClusterInfo) -> Lis
     if r["nodes"] > len(part.nodes) or (part.max_nodes is not None and r["nodes"] > part.max_nodes):
         bad("nodes", f"{r['nodes']} node(s) requested, partition '{name}' has {len(part.nodes)}"
                      + (f" (MaxNodes={part.max_nodes})" if part.max_nodes is not None else ""))
-    fits = part.nodes
+    fits, among = part.nodes, ""
+    if r["constraint"]:  # the nodes with the features asked for; sbatch fails on a feature no node has
+        why, names = constraint_problem(r["constraint"], [(n.name, set(n.features)) for n in part.nodes],
+                                        r["nodes"], name)
+        if why:
+            bad("constraint", why)
+            return errors
+        if names is not None:
+            fits, among = [n for n in fits if n.name in names], f" with features {r['constraint']}"
+    eligible = fits
     for k, need, have in (
         ("gpus_per_node", r["gpus_per_node"], lambda n: n.gpus),
         ("cpus_per_task", r["cpus_per_task"] * r["ntasks_per_node"], lambda n: n.cpus),
-        ("mem_gb", (r["mem_gb"] or 0) * 1024, lambda n: n.mem_mb),
+        ("mem_gb", mem_mb(r["mem_gb"]) if r["mem_gb"] else 0, lambda n: n.mem_mb),  # the MB --mem renders
     ):
         if need and not any(have(n) >= need for n in fits):
-            best = max((have(n) for n in part.nodes), default=0)
+            best = max((have(n) for n in eligible), default=0)
             unit = {"mem_gb": f"{best / 1024:.1f} GB"}.get(k, str(best))
             what = {"gpus_per_node": f"{need} GPUs per node", "mem_gb": f"{r['mem_gb']} GB of memory",
                     "cpus_per_task": f"{need} CPUs per node (cpus_per_task x ntasks_per_node)"}[k]
-            bad(k, f"{what} requested, but no node in partition '{name}' has that much (largest: {unit})")
+            bad(k, f"{what} requested, but no node in partition '{name}'{among} has that much (largest: {unit})")
             break  # one shortage is the news; the next would only repeat it
         fits = [n for n in fits if have(n) >= need]
     return errors
@@ -86,8 +98,6 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
     except OSError as e:
         errors.append(ConfigError(f"run root {run_root} is not writable: {e.strerror or e}", key="run_root"))
     errors += check_environments(plan, run_root)
-    written = {("cluster.env", k) for k in cl.get("env", {})} | {
-        (f"cluster.environments.{n}.env", k) for n, e in (cl.get("environments") or {}).items() for k in e["env"]}
     if cl.get("secrets_file"):
         path = cl["secrets_file"]
         if not os.path.isfile(path):
@@ -99,10 +109,8 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
         if not os.environ.get(name):
             errors.append(ConfigError(f"secret {name} is not set in this shell; tasks get it from here, by name",
                                       key=f"cluster.secrets.{i}"))
-        for where, k in sorted(written):
-            if k == name:  # env values are written into the sbatch scripts
-                errors.append(ConfigError(f"secret {name} must not have a value in config (it would be written "
-                                          f"into every sbatch script); export it in your shell", key=f"{where}.{k}"))
+    # A secret's value anywhere in the config is refused earlier, before anything is written
+    # (launcher/secrets.py, from ops.prepare).
     if cl.get("setup") and (msg := _bash_syntax_error("\n".join(cl["setup"]))):
         errors.append(ConfigError(f"setup lines are not valid bash: {msg}", key="cluster.setup"))
     hub.check_cached(plan, errors)
@@ -116,11 +124,39 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
             for key, path in dict.fromkeys(kp for p in stage.payloads for kp in pretrain.local_inputs(stage.name, p)):
                 if not os.path.exists(path):
                     errors.append(ConfigError(f"{path} does not exist", stage=stage.name, key=key))
+                elif key.endswith(".folder") and next(Path(path).rglob("*.ds"), None) is None:
+                    errors.append(ConfigError(f"{path} holds no tokenized *.ds files (the output of datatrove's "
+                                              f"DocumentTokenizer or DocumentTokenizerMerger)", stage=stage.name, key=key))
         if stage.kind in ("align", "serve"):
-            for key, path in dict.fromkeys(kp for p in stage.payloads for kp in align.local_inputs(stage.name, stage.kind, p)):
-                problem = align.local_input_problem(key, path, stage.payloads[0])
-                if problem:
-                    errors.append(ConfigError(problem, stage=stage.name, key=key))
+            for point, payload in enumerate(stage.payloads):
+                for key, path in align.local_inputs(stage.name, stage.kind, payload):
+                    problem = align.local_input_problem(key, path, payload)
+                    if problem:
+                        errors.append(ConfigError(problem, stage=stage.name, key=key))
+                    elif stage.kind == "serve" and key.endswith(".model"):
+                        problem = align.model_length_problem(path, payload["serve"]["max_model_len"])
+                        if problem:
+                            errors.append(ConfigError(problem, stage=stage.name,
+                                                      key=f"pipeline.stages.{stage.name}.serve.max_model_len"))
+        if stage.kind == "evaluate":
+            for point, payload in enumerate(stage.payloads):
+                for i, t in enumerate(payload["evaluate"]["tasks"]):
+                    path = t.get("path")
+                    if not isinstance(path, str) or not path or PLACEHOLDER.search(path):
+                        continue
+                    if not os.path.isfile(path):
+                        problems = [f"task {t.get('name')!r}: {path} is not a file"]
+                    elif os.path.getsize(path) <= align.DATA_CHECK_MAX_BYTES:  # larger: the node reads the rows
+                        problems = eval_tasks.check_spec(t, read=True)  # every row, as lighteval's run will
+                    else:
+                        problems = []
+                    errors += [ConfigError(p, stage=stage.name, key=f"pipeline.stages.{stage.name}.evaluate.tasks.{i}.path")
+                               for p in problems]
+        if stage.kind == "publish":
+            source = stage.payloads[0]["publish"]["source"]
+            if not PLACEHOLDER.search(source) and "://" not in source and not os.path.isdir(source):
+                errors.append(ConfigError(f"{source} is not a folder (publish uploads a folder)", stage=stage.name,
+                                          key=f"pipeline.stages.{stage.name}.publish.source"))
         if stage.kind == "command":
             commands = list(dict.fromkeys(p["command"] for p in stage.payloads))
             # One `bash -n` for all sweep points (each wrapped in a function); one per command only
@@ -129,7 +165,13 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
                 msg = next(filter(None, map(_bash_syntax_error, commands)), "syntax error")
                 errors.append(ConfigError(f"command is not valid bash: {msg}", stage=stage.name,
                                           key=f"pipeline.stages.{stage.name}.command"))
-    return errors
+    return _unique(errors)
+
+
+def _unique(errors: List[ConfigError]) -> List[ConfigError]:
+    """Sweep points that share a value find the same problem: once."""
+    seen = set()
+    return [e for e in errors if not ((e.stage, e.key, e.message) in seen or seen.add((e.stage, e.key, e.message)))]
 
 
 def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[ConfigError]:
@@ -226,6 +268,11 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
                 name = stage.environment["name"]
                 where = f"cluster.environments.{name}" if name else "cluster"
                 errors.append(ConfigError(problem, stage=stage.name, key=f"{where}.container_image"))
+    mine = plan.cluster.get("max_array_size")
+    big = [s.name for s in plan.stages.values() if info and s.total_tasks > info.max_array_size]
+    if info and mine and mine > info.max_array_size and big:  # sbatch refuses array indices >= MaxArraySize
+        errors.append(ConfigError(f"{mine} is over the cluster's MaxArraySize ({info.max_array_size}): sbatch would "
+                                  f"refuse the arrays it cuts {', '.join(big)} into", key="cluster.max_array_size"))
     total = sum(s.total_tasks for s in plan.stages.values())
     if info and info.max_job_count and total > info.max_job_count:
         big = max(plan.stages.values(), key=lambda s: s.total_tasks)

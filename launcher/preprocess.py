@@ -11,6 +11,13 @@ from jobs.layout import PLACEHOLDER, map_strings
 from launcher.errors import ConfigError
 
 MINHASH = "datatrove.pipeline.dedup.minhash"
+ONE_RANK_BLOCKS = ("TrainTokenizer",)  # blocks that raise unless world_size == 1 (jobs/adapters/datatrove_blocks.py)
+MINHASH_PARTS = ("signatures", "buckets", "clusters", "filter")  # the stages <name>.<part> a minhash stage becomes
+
+
+def minhash_parts(name: str) -> List[str]:
+    """The stage names a kind=minhash stage `name` expands into, in order."""
+    return [f"{name}.{part}" for part in MINHASH_PARTS]
 
 
 def flatten(blocks: Any) -> List[Any]:
@@ -43,7 +50,7 @@ def _minhash_stages(name: str, st: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
             d["throttle"] = None
         return d
 
-    signatures, buckets, clusters = f"{name}.signatures", f"{name}.buckets", f"{name}.clusters"
+    signatures, buckets, clusters, last = minhash_parts(name)
     return {
         signatures: sub(st["tasks"], dict(st["after"]), [reader, {
             "_target_": f"{MINHASH}.MinhashDedupSignature", "output_folder": "{output}", "config": config,
@@ -54,7 +61,7 @@ def _minhash_stages(name: str, st: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
         clusters: sub(1, {buckets: "afterok"}, [{
             "_target_": f"{MINHASH}.MinhashDedupCluster", "input_folder": "{input}", "output_folder": "{output}",
             "config": config}]),
-        f"{name}.filter": sub(st["tasks"], {clusters: "afterok"}, [
+        last: sub(st["tasks"], {clusters: "afterok"}, [
             copy.deepcopy(reader), {"_target_": f"{MINHASH}.MinhashDedupFilter", "input_folder": f"{{input:{clusters}}}"},
             copy.deepcopy(m["writer"])]),
     }
@@ -77,7 +84,7 @@ def expand(cfg: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str]]:
     stages = cfg["pipeline"]["stages"]
     if not any(st.get("kind") in ("minhash", "preprocess") for st in stages.values()):
         return cfg, {}
-    aliases = {n: f"{n}.filter" for n, st in stages.items() if st.get("kind") == "minhash"}
+    aliases = {n: minhash_parts(n)[-1] for n, st in stages.items() if st.get("kind") == "minhash"}
     out: Dict[str, Dict[str, Any]] = {}
     for name, st in stages.items():
         st = dict(st, after={aliases.get(p, p): k for p, k in st["after"].items()})
@@ -124,6 +131,11 @@ def check_stage(name: str, st: Dict[str, Any], ancestors: set, errors: List[Conf
             errors.append(ConfigError(f"a block must be a mapping with _target_ (a datatrove class), got {b!r:.80}",
                                       stage=name, key=f"{key}.{i}"))
     check_placeholders(name, st, [(k, v) for k, v in walk(st["blocks"], key) if isinstance(v, str)], ancestors, errors)
+    for k, target in targets(name, st):
+        if target.rsplit(".", 1)[-1].rsplit(":", 1)[-1] in ONE_RANK_BLOCKS and st["tasks"] != 1:
+            errors.append(ConfigError(f"{target} sees every document in one rank: the stage needs tasks=1 (it has "
+                                      f"{st['tasks']}; the block raises on the node otherwise)", stage=name,
+                                      key=f"pipeline.stages.{name}.tasks"))
 
 
 def check_placeholders(name: str, st: Dict[str, Any], strings: List[Tuple[str, str]], ancestors: set,

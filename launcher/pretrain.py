@@ -61,11 +61,16 @@ def estimate(train: Dict[str, Any], cluster: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _divisors(n: int) -> List[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Divisors of n, for the suggestions in messages (O(sqrt n); none for absurd n, which the
+    messages then leave out rather than hang the plan)."""
+    if n < 1 or n > 10**12:
+        return []
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
 
 
-def _nearest(value: int, candidates: List[int]) -> int:
-    return min(candidates, key=lambda c: (abs(c - value), c))
+def _nearest(value: int, candidates: List[int]) -> int | str:
+    return min(candidates, key=lambda c: (abs(c - value), c)) if candidates else "?"
 
 
 def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
@@ -113,6 +118,7 @@ def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
         near = max(per_step, round(every / per_step) * per_step)
         bad("train.checkpoint_every_tokens", f"{every} is not a whole number of steps of {per_step} tokens; "
                                              f"nearest: {near}")
+    _check_optimizer(train, per_step, bad)
     if tokenizer_size is not None and model["vocab_size"] is not None and model["vocab_size"] != tokenizer_size:
         bad("train.model.vocab_size", f"{model['vocab_size']} does not match the tokenizer's {tokenizer_size} tokens "
                                       f"({train['tokenizer']}); set it to {tokenizer_size} (or null for the hf backend)")
@@ -131,6 +137,36 @@ def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
             bad("train.model.num_experts", "mixture-of-experts models need backend=nanotron")
         return
     _check_nanotron(name, st, bad)
+
+
+def _check_optimizer(train: Dict[str, Any], per_step: int, bad) -> None:
+    """What the trainer would refuse on the node, after the job waited in the queue: warmup that does
+    not end before training does (jobs/adapters/trainer.py scheduler; nanotron's decay would start after the
+    last step), and AdamW's ranges (torch.optim.AdamW: lr, betas in [0, 1), eps, weight decay)."""
+    opt = train["optimizer"]
+    steps = train["tokens"] // per_step if per_step else 0
+    warmup = opt["warmup_steps"]
+    if warmup < 0:
+        bad("train.optimizer.warmup_steps", f"must be >= 0, got {warmup}")
+    elif steps > 1 and warmup >= steps:
+        bad("train.optimizer.warmup_steps", f"{warmup} warmup steps, but the run has {steps} steps ({train['tokens']:,} "
+                                            f"tokens / {per_step:,} tokens per step): warmup must end before training "
+                                            f"does (at most {steps - 1})")
+    finite = {k: math.isfinite(opt[k]) for k in ("lr", "min_lr", "beta1", "beta2", "eps", "weight_decay",
+                                                 "clip_grad", "decay_fraction")}
+    if not (finite["lr"] and opt["lr"] > 0):
+        bad("train.optimizer.lr", f"must be a number > 0, got {opt['lr']}")
+    elif not (finite["min_lr"] and 0 <= opt["min_lr"] <= opt["lr"]):
+        bad("train.optimizer.min_lr", f"must be in [0, lr={opt['lr']}] (the schedule decays to it), got {opt['min_lr']}")
+    for k in ("beta1", "beta2"):
+        if not (finite[k] and 0 <= opt[k] < 1):
+            bad(f"train.optimizer.{k}", f"AdamW needs it in [0, 1), got {opt[k]}")
+    for k, lo in (("eps", "> 0"), ("weight_decay", ">= 0"), ("clip_grad", ">= 0")):
+        v = opt[k]
+        if not (finite[k] and (v > 0 if lo == "> 0" else v >= 0)):
+            bad(f"train.optimizer.{k}", f"must be a number {lo}, got {v}")
+    if not (finite["decay_fraction"] and 0 <= opt["decay_fraction"] <= 1):
+        bad("train.optimizer.decay_fraction", f"a share of the steps: must be in [0, 1], got {opt['decay_fraction']}")
 
 
 def _check_nanotron(name: str, st: Dict[str, Any], bad) -> None:

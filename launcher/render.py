@@ -63,7 +63,9 @@ def job_name(plan: Plan, stage: StagePlan, run_id: str) -> str:
 
 
 def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> str:
-    from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from launcher.slurm_values import mem_flag
 
     stage = plan.stages[req.stage]
     cl, r, rq, env = plan.cluster, stage.resources, stage.requeue, stage.environment
@@ -124,7 +126,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         ntasks_per_node=r["ntasks_per_node"],
         cpus_per_task=r["cpus_per_task"],
         gpus_per_node=r["gpus_per_node"] or None,
-        mem=_convert_mem(r["mem_gb"]) if r["mem_gb"] else None,
+        mem=mem_flag(r["mem_gb"]) if r["mem_gb"] else None,  # what preflight checked (slurm_values.mem_mb)
         account=r["account"] or cl.get("account"),
         qos=r["qos"] or cl.get("qos"),
         constraint=r["constraint"],

@@ -1,6 +1,7 @@
 """Talking to Slurm: submit with `sbatch --parsable`, one batched `sacct` per status (`squeue` where
 accounting is disabled, or for jobs sacct does not know), one `scancel`, and the cluster facts
-preflight needs (three `scontrol` calls).
+preflight needs (three `scontrol` calls; reservations are a fourth, made only when asked for:
+`Slurm.reservations`).
 
 Sites wrap the clients (account balance lines, banners, notices), so every parser here reads only the
 lines that have its expected shape and ignores the rest: an sbatch that prints a notice still yields
@@ -19,7 +20,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from launcher.arrays import expand
 from launcher.errors import LauncherError, SubmissionError
-from launcher.plan import parse_time_min
+from launcher.slurm_values import parse_time_min
 
 # sacct state → the launcher's task state
 STATE_MAP = {
@@ -57,6 +58,26 @@ class Node:
     gpus: int
     partitions: List[str]
     state: str
+    features: List[str] = field(default_factory=list)  # AvailableFeatures: what --constraint may name
+    # Gres by name and type: 'gpu:a100:4,gpu:h100:4,shard:8' -> {'gpu': {'a100': 4, 'h100': 4}, 'shard': {'': 8}}
+    # ('' for an untyped count). What --gres=gpu:<type>:N may ask for.
+    gres: Dict[str, Dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class Reservation:
+    """One `scontrol -o show reservation` record: what --reservation=<name> may use, and when."""
+
+    name: str
+    nodes: List[str]  # expanded host names ('' list for none)
+    node_spec: str  # Nodes= as Slurm printed it (a hostlist expression)
+    start: str
+    end: str
+    partition: Optional[str]
+    users: List[str]
+    accounts: List[str]
+    flags: List[str]
+    state: str  # ACTIVE or INACTIVE
 
 
 @dataclass
@@ -103,12 +124,70 @@ def _kv(line: str) -> Dict[str, str]:
 
 def _gpus(gres: str) -> int:
     """'gpu:4', 'gpu:a100:8(S:0-1)', 'gpu:h100:4,shard:8' → GPU count."""
-    total = 0
-    for item in gres.split(","):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and len(parts) >= 2 and parts[-1].isdigit():
-            total += int(parts[-1])
-    return total
+    return sum(parse_gres(gres).get("gpu", {}).values())
+
+
+def parse_gres(gres: str) -> Dict[str, Dict[str, int]]:
+    """A node's Gres= ('gpu:a100:8(S:0-1),gpu:4,shard:8', '(null)') → {name: {type or '': count}}.
+    Slurm prints name[:type][:count][(S:sockets)]; a missing count is 1 (gres.conf(5))."""
+    out: Dict[str, Dict[str, int]] = {}
+    for item in re.split(r",(?![^(]*\))", gres or ""):  # commas inside (S:0-1,3) are not separators
+        item = item.split("(")[0].strip()
+        if not item or item == "null":
+            continue
+        parts = item.split(":")
+        count = 1
+        if len(parts) > 1 and re.fullmatch(r"\d+[KMGTP]?", parts[-1]):
+            count = _count(parts.pop())
+        kind = parts[1] if len(parts) > 1 else ""
+        out.setdefault(parts[0], {})
+        out[parts[0]][kind] = out[parts[0]].get(kind, 0) + count
+    return out
+
+
+def _count(text: str) -> int:
+    mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "P": 1024 ** 5}
+    return int(text[:-1]) * mult[text[-1]] if text[-1] in mult else int(text)
+
+
+def _features(value: str) -> List[str]:
+    return [] if value in ("", "(null)") else [f for f in value.split(",") if f]
+
+
+def expand_hostlist(spec: str) -> List[str]:
+    """A Slurm hostlist ('node[01-03,07],gpu5') → host names, without calling `scontrol show hostnames`."""
+    out: List[str] = []
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", spec or ""):
+        m = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part)
+        if not m:
+            out.append(part)
+            continue
+        head, ranges, tail = m.groups()
+        for r in ranges.split(","):
+            lo, _, hi = r.partition("-")
+            for i in range(int(lo), int(hi or lo) + 1):
+                out.append(f"{head}{str(i).zfill(len(lo))}{tail}")
+    return [h for h in out if h and h != "(null)"]
+
+
+def parse_reservations(text: str) -> Dict[str, Reservation]:
+    """`scontrol -o show reservation` → {name: Reservation}; 'No reservations in the system' → {}."""
+    out = {}
+    for line in text.splitlines():
+        d = _kv(line)
+        if "ReservationName" not in d:
+            continue
+
+        def items(k: str) -> List[str]:
+            v = d.get(k, "")
+            return [] if v in ("", "(null)") else v.split(",")
+
+        out[d["ReservationName"]] = Reservation(
+            name=d["ReservationName"], nodes=expand_hostlist(d.get("Nodes", "")), node_spec=d.get("Nodes", ""),
+            start=d.get("StartTime", ""), end=d.get("EndTime", ""),
+            partition=None if d.get("PartitionName", "(null)") == "(null)" else d["PartitionName"],
+            users=items("Users"), accounts=items("Accounts"), flags=items("Flags"), state=d.get("State", ""))
+    return out
 
 
 def parse_cluster_info(config: str, partitions: str, nodes: str) -> ClusterInfo:
@@ -120,7 +199,8 @@ def parse_cluster_info(config: str, partitions: str, nodes: str) -> ClusterInfo:
         d = _kv(line)
         node_list.append(Node(name=d["NodeName"], cpus=int(d.get("CPUTot", 0)), mem_mb=int(d.get("RealMemory", 0)),
                               gpus=_gpus(d.get("Gres", "")), partitions=d.get("Partitions", "").split(","),
-                              state=d.get("State", "")))
+                              state=d.get("State", ""), features=_features(d.get("AvailableFeatures", "")),
+                              gres=parse_gres(d.get("Gres", ""))))
     parts = {}
     for line in partitions.splitlines():
         if not line.startswith("PartitionName="):
@@ -249,6 +329,11 @@ class Slurm:
     def srun_help(self) -> str:
         """`srun --help`: SPANK plugins add their options there (pyxis: --container-image)."""
         return self._run(["srun", "--help"])
+
+    def reservations(self) -> Dict[str, Reservation]:
+        """Advanced reservations (one `scontrol` call). Not part of `info()`: no config field names a
+        reservation yet, so preflight does not pay for the call."""
+        return parse_reservations(self._run(["scontrol", "-o", "show", "reservation"]))
 
     def associations(self, user: str) -> tuple[set, set]:
         """(accounts, qos names) the user may submit with."""

@@ -175,7 +175,7 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 1.0) -> None:
 def hub_cache_with(root: Path, repo: str = "org/tiny", commit: str = "0123abcd", ref: str = "main") -> Path:
     """A Hugging Face hub cache holding one repo (the layout snapshot_download writes), offline."""
     folder = root / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / ref).parent.mkdir(parents=True)  # a ref with slashes (refs/pr/1) is nested folders
     (folder / "refs" / ref).write_text(commit)
     (folder / "snapshots" / commit).mkdir(parents=True)
     (folder / "snapshots" / commit / "config.json").write_text("{}")

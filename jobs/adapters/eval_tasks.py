@@ -49,6 +49,7 @@ HIGHER_IS_BETTER = {"acc_norm": True, "acc": True, "bits_per_byte": False, "byte
                     "word_perplexity": False}
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 CHOICES = 4
+SUITE_TASKS = ("clean_next", "clean_bpb")  # the task names write_tasks gives the demo suite
 
 
 def held_out_paragraphs() -> list[str]:

@@ -9,7 +9,12 @@ from typing import Any, NamedTuple, Optional
 
 from jobs import layout
 
-REF = re.compile(r"^hf://(?P<datasets>datasets/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w.-]+))?$")
+PREFIX = "hf://"
+REF = re.compile(r"^hf://(?P<datasets>datasets/)?(?P<repo>[^@]*)(?:@(?P<rev>.*))?$", re.S)
+# huggingface_hub's validate_repo_id (with the namespace required here): org/name, each 1-96 of [A-Za-z0-9_.-], starting and ending
+# with a letter or digit, no "--" or "..", not ending in ".git".
+_REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?$")
+_CONTROL = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
 class Ref(NamedTuple):
@@ -21,10 +26,54 @@ class Ref(NamedTuple):
         return f"hf://{'datasets/' if self.repo_type == 'dataset' else ''}{self.repo_id}@{self.revision}"
 
 
-def parse(value: str) -> Optional[Ref]:
-    m = REF.match(value) if isinstance(value, str) else None
-    if not m:
+def repo_id_problem(repo_id: str) -> Optional[str]:
+    """Why `repo_id` is not an org/name the hub accepts (None if it is)."""
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts):
+        return (f"repo id {repo_id!r} must be org/name, each 1-96 letters, digits, '_', '.', '-' that start and end "
+                f"with a letter or digit")
+    if "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
+        return f"repo id {repo_id!r} must not hold '--' or '..' nor end in '.git'"
+    return None
+
+
+def revision_problem(rev: str) -> Optional[str]:
+    """Why `rev` is not a revision the hub could have (None if it could): a branch (slashes allowed:
+    feature/x), a tag, a pull request or conversion ref (refs/pr/1, refs/convert/parquet), or a
+    commit hash, full or short. Branch and tag names follow git's rules (git-check-ref-format(1))."""
+    if not rev:
+        return "the revision after '@' is empty"
+    why = None
+    if _CONTROL.search(rev):
+        why = "spaces, control characters and ~ ^ : ? * [ \\ are not allowed"
+    elif rev == "@" or "@{" in rev or ".." in rev:
+        why = "'@', '@{' and '..' are not allowed"
+    elif rev.startswith("/") or rev.endswith(("/", ".")) or "//" in rev:
+        why = "it must not start or end with '/', end with '.', or hold '//'"
+    elif any(part.startswith(".") or part.endswith(".lock") for part in rev.split("/")):
+        why = "no part between slashes may start with '.' or end with '.lock'"
+    return f"revision {rev!r} is not a git ref or commit: {why}" if why else None
+
+
+def problem(value: str) -> Optional[str]:
+    """Why a string that starts with hf:// is not a hub reference (None if it is one, or is no hf://
+    string at all)."""
+    if not isinstance(value, str) or not value.startswith(PREFIX):
         return None
+    m = REF.match(value)
+    repo, rev = m.group("repo"), m.group("rev")
+    if repo.startswith(("spaces/", "models/")) and not m.group("datasets"):
+        return f"{value!r}: only models (hf://org/name) and datasets (hf://datasets/org/name) can be fetched"
+    why = repo_id_problem(repo) or (revision_problem(rev) if rev is not None else None)
+    return f"{value!r} is not a hub reference (hf://[datasets/]org/name[@revision]): {why}" if why else None
+
+
+def parse(value: str) -> Optional[Ref]:
+    """hf://org/name[@revision] or hf://datasets/org/name[@revision] → Ref (revision default `main`);
+    None for any other string, and for an hf:// string that is not valid (`problem` says why)."""
+    if not isinstance(value, str) or not value.startswith(PREFIX) or problem(value):
+        return None
+    m = REF.match(value)
     return Ref(m.group("repo"), "dataset" if m.group("datasets") else "model", m.group("rev") or "main")
 
 

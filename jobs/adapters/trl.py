@@ -28,6 +28,14 @@ STOP_EXIT = 75
 # name -> (trainer class, config class) in trl; and the columns each jsonl line must have
 TRAINERS = {"sft": ("SFTTrainer", "SFTConfig"), "dpo": ("DPOTrainer", "DPOConfig")}
 COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
+# The trainer config's arguments that the stage's own fields set (main() below); align.trl may add
+# others but not these (a second value would be a TypeError on the node: preflight refuses it).
+SET_BY_STAGE = ("output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "learning_rate", "warmup_steps", "max_length", "logging_steps",
+                "save_strategy", "save_steps", "save_total_limit", "seed", "data_seed", "bf16", "fp16", "use_cpu",
+                "report_to", "disable_tqdm", "dataloader_num_workers", "dataset_num_proc",
+                "include_num_input_tokens_seen", "restore_callback_states_from_checkpoint", "assistant_only_loss",
+                "beta")
 # Used when the tokenizer has no chat template (align.chat_template null) or asked for ("builtin"):
 # templates/chat_template.jinja. Its generation tags mark the assistant's tokens (assistant_only_loss);
 # every turn ends with EOS.
@@ -160,15 +168,15 @@ def main() -> int:
     trainer_cls, config_cls = (getattr(trl, n) for n in TRAINERS[kind])
     every = int(a["checkpoint_every_steps"] or 0)
     extra = {"assistant_only_loss": bool(a["assistant_only_loss"])} if kind == "sft" else {"beta": float(a["beta"])}
-    config = config_cls(
+    fixed = dict(
         output_dir=str(ckpt_dir), num_train_epochs=float(a["epochs"]), max_steps=int(a["max_steps"] or -1),
         per_device_train_batch_size=int(a["micro_batch"]), gradient_accumulation_steps=int(a["grad_accum"]),
         learning_rate=float(a["lr"]), warmup_steps=float(a["warmup_ratio"]), max_length=int(a["max_length"]),
         logging_steps=max(1, int(a["log_every_steps"])), save_strategy="steps", save_steps=every or 10**9,
         save_total_limit=None, seed=int(a["seed"]), data_seed=int(a["seed"]), bf16=bf16, fp16=fp16,
         use_cpu=not cuda, report_to="none", disable_tqdm=True, dataloader_num_workers=0, dataset_num_proc=None,
-        include_num_input_tokens_seen=True, restore_callback_states_from_checkpoint=False,
-        **extra, **(a.get("trl") or {}))
+        include_num_input_tokens_seen=True, restore_callback_states_from_checkpoint=False, **extra)
+    config = config_cls(**fixed, **(a.get("trl") or {}))
     resume = checkpoints.resume_point(ckpt_dir, log) if rank0 else None
     if not rank0:  # rank 0 set partial checkpoints aside; the others take what it took
         resume = checkpoints.scan(ckpt_dir)[0][-1] if checkpoints.scan(ckpt_dir)[0] else None

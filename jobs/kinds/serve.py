@@ -265,7 +265,7 @@ def stop_cause(task) -> str:
 
 # -- clients ----------------------------------------------------------------------------------------
 def env_name(stage: str) -> str:
-    return "LAUNCHER_ENDPOINT_" + "".join(ch if ch.isalnum() else "_" for ch in stage.upper())
+    return layout.endpoint_variables(stage)[0]
 
 
 def wait_for_servers(task) -> None:
@@ -292,7 +292,7 @@ def wait_for_servers(task) -> None:
                 raise RuntimeError(f"no endpoint from {server} after {time.time() - waited_from:.0f} s")
             time.sleep(1)
         os.environ[env_name(server)] = ep["url"]
-        os.environ[env_name(server) + "_MODEL"] = ep["model"]
+        os.environ[layout.endpoint_variables(server)[1]] = ep["model"]
         task_log(f"{server}: {ep['url']} model {ep['model']!r} ({env_name(server)})")
     if len(servers) == 1:
         os.environ["OPENAI_BASE_URL"] = os.environ[env_name(next(iter(servers)))]

@@ -2,7 +2,9 @@
 
 `python -m jobs.runtime.targets` is the preflight check the launcher runs with each stage environment's
 interpreter: it reads {"modules": [...], "targets": [...]} on stdin, imports the modules, resolves the
-targets, and prints {name: error} for what failed (empty: all good) as JSON."""
+targets, and prints {name: error} for what failed (empty: all good) as JSON. A target
+'pkg.mod.Config#name' asks whether the dataclass Config has a field `name` (keyword arguments a
+stage passes to a library's config class, e.g. align.trl into TRL's SFTConfig)."""
 from __future__ import annotations
 
 import importlib
@@ -44,7 +46,17 @@ def main() -> int:
             problems[m] = f"cannot import {m}: {type(e).__name__}: {e}"
     for t in request.get("targets", []):
         try:
-            if not callable(locate(t)):
+            path, _, field = t.partition("#")
+            obj = locate(path)
+            if field:
+                import dataclasses
+
+                names = {f.name for f in dataclasses.fields(obj)}
+                if field not in names:
+                    near = __import__("difflib").get_close_matches(field, names, n=1)
+                    problems[t] = (f"{path.rsplit('.', 1)[-1].split(':')[-1]} has no field {field!r}"
+                                   + (f"; did you mean {near[0]!r}?" if near else ""))
+            elif not callable(obj):
                 problems[t] = f"{t} is not a class or function"
         except Exception as e:  # noqa: BLE001
             problems[t] = f"{type(e).__name__}: {e}"

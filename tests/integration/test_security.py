@@ -2,8 +2,11 @@
 run directories are not world-writable; another user's run is not ours to resume or cancel."""
 import os
 import stat
+import subprocess
 
 import pytest
+
+from conftest import queued
 
 from jobs import layout
 
@@ -64,3 +67,35 @@ def test_another_users_run_cannot_be_resumed_or_cancelled(cli):
         assert cli("status", "latest", check=False).returncode == 1  # reading is fine
     finally:
         os.chown(run_dir, 0, 0)
+
+
+SECRET_PLACES = {  # where an operator might paste a token; {v} is the value, {n} the secret's name
+    "stage env, under its name": ("+pipeline.stages.shards.env.{n}={v}", "pipeline.stages.shards.env.{n}"),
+    "stage env, another name": ("+pipeline.stages.shards.env.TOKEN={v}", "pipeline.stages.shards.env.TOKEN"),
+    "cluster env": ("+cluster.env.TOKEN={v}", "cluster.env.TOKEN"),
+    "a command": ("pipeline.stages.fanout.command='curl -H \"Authorization: Bearer {v}\" x'",
+                  "pipeline.stages.fanout.command"),
+    "python params": ("+pipeline.stages.reduce.params.token={v}", "pipeline.stages.reduce.params.token"),
+    "an interpolation of the shell's": ("+pipeline.stages.shards.env.TOKEN='${{oc.env:{n}}}'",
+                                        "pipeline.stages.shards.env.TOKEN"),
+    "pipeline vars": ("+pipeline.vars.token={v}", "pipeline.vars.token"),
+}
+
+
+@pytest.mark.parametrize("cluster,verb", [("dev", "run"), ("dev", "plan"), ("local", "run")])
+@pytest.mark.parametrize("place", list(SECRET_PLACES))
+def test_a_secret_value_anywhere_in_the_config_is_refused_before_anything_is_written(request, cluster, verb, place):
+    """Issue 16 kind 4: a secret's value in any config position (or a value for a secret's name in
+    any env map) is refused before anything is written; the run root is grepped for the value."""
+    cli = request.getfixturevalue("cli" if cluster == "local" else "dcli")
+    name, value = "SECURITY_TEST_TOKEN", f"hf_sec{os.getpid()}x{list(SECRET_PLACES).index(place)}tok"
+    cli.env[name] = value
+    override, key = (s.format(n=name, v=value) for s in SECRET_PLACES[place])
+    p = cli(verb, "pipeline=smoke", f"cluster={cluster}", f"cluster.secrets=[{name}]", override, check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"{key}:" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert value not in p.stdout + p.stderr  # the message names the secret, never its value
+    found = subprocess.run(["grep", "-rl", "--", value, str(cli.run_root)], capture_output=True, text=True)
+    assert found.stdout == "" and not any(cli.run_root.rglob("*.json")), found.stdout
+    if cluster == "dev":
+        assert queued(cli.env, root=cli.run_root) == set()

@@ -135,13 +135,28 @@ def test_accelerate_loads_every_golden_with_its_own_config_class():
     assert got[str(GOLDEN / "cpu_one_process.yaml")] == ["DistributedType.NO", 1, 1]
 
 
-def test_preflight_reads_the_first_line_of_the_data(tmp_path):
+def test_preflight_reads_every_line_of_the_data(tmp_path):
     payload = {"align": {"trainer": "dpo"}}
     f = tmp_path / "d.jsonl"
+    key = "pipeline.stages.dpo.align.data"
     f.write_text(json.dumps({"messages": []}) + "\n")
-    msg = align.local_input_problem("pipeline.stages.dpo.align.data", str(f), payload)
-    assert "no prompt, chosen, rejected" in msg and '"chosen": [messages]' in msg
-    f.write_text(json.dumps({"prompt": [], "chosen": [], "rejected": []}) + "\n")
-    assert align.local_input_problem("pipeline.stages.dpo.align.data", str(f), payload) == ""
+    msg = align.local_input_problem(key, str(f), payload)
+    assert "line 1 has no prompt, chosen, rejected" in msg and '"chosen": [messages]' in msg
+    good = {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": "b"}
+    f.write_text(json.dumps(good) + "\n")
+    assert align.local_input_problem(key, str(f), payload) == ""
+    # a broken line 5, after four good ones (and a blank line, which datasets skips too)
+    f.write_text((json.dumps(good) + "\n") * 3 + "\n" + '{"prompt": "q", "chosen": \n')
+    assert "line 5 is not JSON" in align.local_input_problem(key, str(f), payload)
+    f.write_text((json.dumps(good) + "\n") * 4 + json.dumps({**good, "chosen": [{"content": "a"}]}) + "\n")
+    assert "line 5: 'chosen' message 0 must be" in align.local_input_problem(key, str(f), payload)
+    # past the size limit the node checks the rest
+    assert align.data_problem(str(f), "dpo", max_bytes=len(json.dumps(good)) * 4 + 10) == ""
+    f.write_text("\n")
+    assert "no lines to train on" in align.local_input_problem(key, str(f), payload)
+    sft = tmp_path / "s.jsonl"
+    sft.write_text(json.dumps({"messages": "hello"}) + "\n")
+    assert "'messages' must be a non-empty list of messages" in align.data_problem(str(sft), "sft")
     assert "not a Hugging Face model folder" in align.local_input_problem("pipeline.stages.dpo.align.model",
                                                                           str(tmp_path), payload)

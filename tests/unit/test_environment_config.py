@@ -76,8 +76,12 @@ def test_preflight_secrets(tmp_path, monkeypatch):
     assert [k for _, k, _ in found] == ["cluster.secrets.0"]
     monkeypatch.setenv("LAUNCHER_TEST_SECRET", "x")
     assert problems(plan_of("cluster.secrets=[LAUNCHER_TEST_SECRET]"), tmp_path) == []
-    found = problems(plan_of("cluster.secrets=[LAUNCHER_TEST_SECRET]", "+cluster.env.LAUNCHER_TEST_SECRET=x"), tmp_path)
-    assert [k for _, k, _ in found] == ["cluster.env.LAUNCHER_TEST_SECRET"]
+    from launcher import secrets
+
+    monkeypatch.setenv("TEST_SECRET_XYZ", "x")
+    found = secrets.check([compose(["pipeline=smoke", "cluster=local", "cluster.secrets=[TEST_SECRET_XYZ]",
+                                    "+cluster.env.TEST_SECRET_XYZ=y"])])
+    assert [e.key for e in found] == ["cluster.env.TEST_SECRET_XYZ"]
 
 
 def test_env_build_is_idempotent(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from jobs.adapters import hub_refs as hub
 from launcher import hub as login_hub
 from launcher.compose import compose, sweep_points
-from launcher.errors import ConfigError
+from launcher.errors import ConfigError, ConfigErrors
 from launcher.plan import build_plan
 from launcher.render import build_requests, render_script
 
@@ -28,6 +28,34 @@ def test_parse():
     assert str(hub.parse("hf://org/tiny@abc")) == "hf://org/tiny@abc"
     for not_a_ref in ("org/tiny", "hf://tiny", "/data/hf://x", "hf://org/tiny/extra"):
         assert hub.parse(not_a_ref) is None
+
+
+@pytest.mark.parametrize("rev", ["refs/pr/1", "refs/convert/parquet", "feature/long-context", "v1.0", "main",
+                                 "0123abc", "0123456789abcdef0123456789abcdef01234567", "release_2.x"])
+def test_every_revision_form_of_the_hub_is_a_reference(rev):
+    """Branches with slashes, pull-request and conversion refs, tags, short and full commits."""
+    assert hub.parse(f"hf://org/tiny@{rev}") == hub.Ref("org/tiny", "model", rev)
+    assert hub.parse(f"hf://datasets/org/d@{rev}").revision == rev
+    assert str(hub.parse(f"hf://org/tiny@{rev}")) == f"hf://org/tiny@{rev}"
+
+
+@pytest.mark.parametrize("value,words", [
+    ("hf://org/tiny@a..b", "'..'"), ("hf://org/tiny@refs/pr/1/", "end with '/'"), ("hf://org/tiny@x y", "spaces"),
+    ("hf://org/tiny@", "empty"), ("hf://org/tiny@.hidden", "start with '.'"), ("hf://org/ti--ny", "'--'"),
+    ("hf://tiny", "org/name"), ("hf://org/tiny/extra", "org/name"), ("hf://spaces/org/app", "only models"),
+    ("hf://org/tiny@x~1", "~"), ("hf://org/tiny@br.lock", ".lock"),
+])
+def test_a_malformed_hub_reference_is_refused_with_its_key(value, words):
+    assert hub.parse(value) is None and words in hub.problem(value)
+    with pytest.raises(ConfigErrors) as e:
+        plan_of(f"{MODEL}='{value}'", "cluster.hub_cache=/shared/hf")
+    assert [(x.stage, x.key) for x in e.value.errors] == [("reduce", MODEL.lstrip("+"))]
+
+
+def test_a_revision_with_slashes_is_found_in_the_cache(tmp_path):
+    """snapshot_download writes refs/<revision> with the revision's slashes as folders."""
+    cache = hub_cache_with(tmp_path, ref="refs/pr/1", commit="feedbeef")
+    assert hub.snapshot(cache, hub.parse("hf://org/tiny@refs/pr/1")) == cache / "models--org--tiny" / "snapshots" / "feedbeef"
 
 
 def test_a_stage_naming_a_hub_repo_gets_a_fetch_stage_before_it():
