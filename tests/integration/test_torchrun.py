@@ -16,7 +16,7 @@ from jobs.adapters import torchrun as launch
 from jobs.context import Requeue, TaskContext
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-PROBE = str(ROOT / "jobs" / "dist_probe.py")
+PROBE = str(ROOT / "jobs" / "demo" / "dist_probe.py")
 HOST = socket.gethostname()
 
 
