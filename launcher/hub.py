@@ -14,6 +14,7 @@ from launcher.errors import ConfigError
 from launcher.schema import Stage
 
 FETCH_STAGE = "hub_fetch"
+PLAN_FILES_SHOWN = 1000  # `launcher plan` lists at most this many files a publish stage would upload
 
 
 def stage_refs(st: Dict[str, Any]) -> List[hub.Ref]:
@@ -120,9 +121,11 @@ def describe_publish(plan, stage, plan_dir) -> str:
         source = layout.Folders(_spec_for(plan, stage, plan_dir), 0).fill(source)
     except (KeyError, IndexError):
         pass
-    names = hub_card.files(source, p["allow_patterns"], p["ignore_patterns"])
-    files = ("\n".join(f"    {n}" for n in names) if names else
+    names = hub_card.files(source, p["allow_patterns"], p["ignore_patterns"], limit=PLAN_FILES_SHOWN + 1)
+    files = ("\n".join(f"    {n}" for n in names[:PLAN_FILES_SHOWN]) if names else
              f"    (the files {source} holds when the stage runs; it does not exist yet)")
+    if len(names) > PLAN_FILES_SHOWN:
+        files += f"\n    ... (more: only the first {PLAN_FILES_SHOWN} are listed here)"
     card = hub_card.render(plan_dir, stage.name, 0, p, str(source)) if p["card"] else "(no card)"
     return (f"{stage.name}: publish {source} to {p['repo_type']} {p['repo_id']} "
             f"({'private' if p['private'] else 'public'}, token from ${p['token_env']}"

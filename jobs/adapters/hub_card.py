@@ -6,26 +6,37 @@ from __future__ import annotations
 import csv
 import fnmatch
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List
 
 DATATROVE_KINDS = ("preprocess", "minhash")  # stage kinds that prepare data with the recipe
 
 
-def files(source: str | Path, allow: List[str], ignore: List[str]) -> List[str]:
-    """Paths (relative, sorted) under source that the patterns let through; README.md is the card's."""
+def files(source: str | Path, allow: List[str], ignore: List[str], limit: int | None = None) -> List[str]:
+    """Paths (relative, sorted) under source that the patterns let through; README.md is the card's.
+    With `limit`, the first `limit` of them in walking order (`launcher plan` shows a sample of a huge
+    folder instead of walking all of it). A folder that cannot be read, or a name too long to stat,
+    is skipped, not raised (os.walk, os.path)."""
     root = Path(source)
-    out = []
-    for p in sorted(root.rglob("*")) if root.is_dir() else ():
-        rel = p.relative_to(root).as_posix()
-        if not p.is_file() or rel == "README.md" and allow != ["README.md"]:
-            continue
-        if allow and not any(fnmatch.fnmatch(rel, a) for a in allow):
-            continue
-        if any(fnmatch.fnmatch(rel, i) for i in ignore):
-            continue
-        out.append(rel)
-    return out
+    out: List[str] = []
+    if not os.path.isdir(root):
+        return out
+    for d, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            p = Path(d) / name
+            rel = p.relative_to(root).as_posix()
+            if not os.path.isfile(p) or rel == "README.md" and allow != ["README.md"]:
+                continue
+            if allow and not any(fnmatch.fnmatch(rel, a) for a in allow):
+                continue
+            if any(fnmatch.fnmatch(rel, i) for i in ignore):
+                continue
+            out.append(rel)
+            if limit is not None and len(out) >= limit:
+                return sorted(out)
+    return sorted(out)
 
 
 def scores(run_dir: Path, point: int) -> List[Dict[str, Any]]:

@@ -151,6 +151,16 @@ def test_the_files_a_publish_uploads(tmp_path):
         (tmp_path / name).write_text("x")
     assert hub_card.files(tmp_path, [], ["*.pt", "logs/*"]) == ["config.json", "model.safetensors"]
     assert hub_card.files(tmp_path, ["*.json"], []) == ["config.json"]
+    assert hub_card.files(tmp_path, [], [], limit=2) == ["config.json", "model.safetensors"]  # a folder before its subfolders
+
+
+def test_launcher_plan_lists_a_sample_of_a_huge_source_and_never_raises(tmp_path):
+    """Found by odd values through `launcher plan`: source=/ walked the whole filesystem and raised on
+    /proc; a 300-character name raised ENAMETOOLONG."""
+    from jobs import hub_card
+
+    assert len(hub_card.files("/", [], [], limit=5)) == 5
+    assert hub_card.files("x" * 300, [], []) == []
 
 
 def test_an_align_stage_naming_a_hub_model_waits_for_the_fetch():
