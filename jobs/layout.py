@@ -96,18 +96,6 @@ def marker_path(run_dir: Path, stage: str, stage_hash: str, task: int, suffix: s
     return markers_dir(run_dir, stage, stage_hash) / f"{task}.{suffix}"
 
 
-def completed_tasks(run_dir: Path, stage: str, stage_hash: str) -> set[int]:
-    """Tasks with a completion marker for this config: one directory listing, no file reads."""
-    return task_markers(run_dir, stage, stage_hash)[0]
-
-
-def task_markers(run_dir: Path, stage: str, stage_hash: str) -> tuple[set[int], dict[int, str]]:
-    """(completed tasks, {task: job id} of tasks that say they are running), from one listing.
-    A running task leaves `<task>.running-<jobid>_<index>` while it works."""
-    m = markers(run_dir, stage, stage_hash)
-    return m.done, m.running
-
-
 class Markers:
     """What one listing of a stage's marker folder says: done (set of tasks), failed (set of tasks that
     left a failure marker) and running ({task: "<jobid>_<index>"})."""
