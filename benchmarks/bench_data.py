@@ -34,7 +34,7 @@ DIRECT = """
 import json, sys
 from datatrove.executor import LocalPipelineExecutor
 from jobs.layout import Folders
-from jobs.kinds.preprocess import instantiate, keep_removed
+from jobs.adapters.datatrove import instantiate, keep_removed
 
 if __name__ == "__main__":
     spec = json.load(open(sys.argv[1]))

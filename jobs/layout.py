@@ -1,4 +1,4 @@
-"""The run directory: the one contract both sides share. Standard library only.
+"""The run directory: the one contract both sides share. Standard library only (and jobs/runtime/jsonl.py).
 
 <run_dir>/
   run.json                  what was launched: id, overrides, sweep points, cluster, code version,
@@ -38,6 +38,8 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from jobs.runtime import jsonl
 
 
 # Folder placeholders in the string arguments of datatrove blocks, filled in on the compute node:
@@ -110,18 +112,6 @@ def markers_dir(run_dir: Path, stage: str, stage_hash: str) -> Path:
 
 def marker_path(run_dir: Path, stage: str, stage_hash: str, task: int, suffix: str = "done") -> Path:
     return markers_dir(run_dir, stage, stage_hash) / f"{task}.{suffix}"
-
-
-def completed_tasks(run_dir: Path, stage: str, stage_hash: str) -> set[int]:
-    """Tasks with a completion marker for this config: one directory listing, no file reads."""
-    return task_markers(run_dir, stage, stage_hash)[0]
-
-
-def task_markers(run_dir: Path, stage: str, stage_hash: str) -> tuple[set[int], dict[int, str]]:
-    """(completed tasks, {task: job id} of tasks that say they are running), from one listing.
-    A running task leaves `<task>.running-<jobid>_<index>` while it works."""
-    m = markers(run_dir, stage, stage_hash)
-    return m.done, m.running
 
 
 class Markers:
@@ -217,9 +207,10 @@ def task_ended(run_dir: Path, stage: str, stage_hash: str, task: int, backend: s
             return True
     if backend != "slurm" or not ask_slurm:
         return False
-    ledger = Path(run_dir) / "submissions.jsonl"
-    jobs = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()] if ledger.exists() else []
-    mine = [j for j in jobs if j.get("stage") == stage and task in j.get("tasks", ()) and "job_id" in j]
+    # a launcher killed mid-append leaves a torn last line: skipped (that sbatch call is not recorded)
+    jobs = jsonl.read(Path(run_dir) / "submissions.jsonl")
+    mine = [j for j in jobs
+            if isinstance(j, dict) and j.get("stage") == stage and task in j.get("tasks", ()) and "job_id" in j]
     if not mine:
         return False  # not submitted yet (a resume on its way)
     job = mine[-1]

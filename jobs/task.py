@@ -1,7 +1,9 @@
 """Compute-node entry point: `python -m jobs.task <stage spec.json>`, once per array task.
 
 Finds its task from the array index, skips work that already has a completion marker, runs the
-stage kind, and on success moves its output into place and writes the marker, both atomically.
+stage kind's runner (jobs/kinds: the module the spec names as "runner", else the built-in one of its
+kind; it gets this Task as its TaskHandle, jobs/kinds/base.py), and on success moves its output into
+place and writes the marker, both atomically.
 On the pre-timeout/preemption signal it lets the work checkpoint, then requeues only this array
 task (`scontrol requeue <jobid>_<index>`, submitit's protocol) or, on the local backend, exits with
 REQUEUE_EXIT for the local scheduler to restart it.
@@ -17,7 +19,6 @@ with a grace time, which would otherwise be recorded FAILED, or a plain kill) re
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -30,16 +31,15 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any, List, Mapping, Optional
 
-from jobs.adapters import hub_refs as hub
 from jobs import layout
+from jobs.adapters import hub_refs as hub
 from jobs.context import Cancel, Requeue, TaskContext
-from jobs.runtime.targets import locate
+from jobs.runtime import endpoints, processes
+from jobs.runtime.log import log
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "run me again" for the local backend
-# stage kind -> the jobs module whose run(task) does it
-MODULE_KINDS = {"pretrain": "pretrain", "convert": "convert", "evaluate": "evaluate", "align": "align",
-                "serve": "serve", "fetch": "fetch", "publish": "publish"}
 CANCEL_EXIT = 76  # "count me as cancelled" for the local backend (on Slurm the task scancels itself)
 
 
@@ -56,11 +56,10 @@ def _job_id() -> str:
     return os.environ.get("SLURM_JOB_ID") or os.environ.get("LAUNCHER_JOB_ID", "local")
 
 
-def log(msg: str) -> None:
-    print(f"[launcher {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 class Task:
+    """One array task: what jobs/kinds/base.py's TaskHandle describes, and the runner around the kind's
+    work (markers, signals, requeue)."""
+
     def __init__(self, spec: dict):
         self.spec = spec
         self.run_dir = Path(spec["run_dir"])
@@ -79,15 +78,15 @@ class Task:
             output_dir=self.tmp_out, checkpoint_dir=layout.checkpoint_dir(self.run_dir, self.stage, self.task),
             inputs={p: layout.output_dir(self.run_dir, p, self.point) for p in spec["parents"]},
             restart_count=self.restarts)
-        self.child: subprocess.Popen | None = None
-        self.stop_file: Path | None = None  # set by kinds whose work learns of the stop signal from a file
+        self.child: subprocess.Popen | None = None  # the kind's child process tree (start_child)
+        self.stop_file: Path | None = None  # the child learns of the stop request from this file (stop="file")
         self.terminated = False  # a SIGTERM came that this task did not ask for (see _on_sigterm)
         self.ending = False  # this task asked Slurm to end this attempt (its requeue, its scancel)
         self._deadlines: list[threading.Timer] = []
 
     # -- signals -------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        sig = getattr(signal, "SIG" + self.spec["requeue"]["signal"])
+        sig = self._stop_signal()
         grace = max(1.0, self.spec["requeue"]["signal_delay_s"] - 5.0)
 
         def on_stop_signal(signum, frame):
@@ -104,11 +103,14 @@ class Task:
         work reads one) is created, or else the command/launcher child gets `signum` in its process
         group. Work that is still going `grace` seconds later is ended as it stands (_deadline)."""
         self.ctx.stop_requested.set()
+        self._tell_child(signum)
+        self._start_deadline(grace)
+
+    def _tell_child(self, signum: int) -> None:
         if self.stop_file is not None:
             self.stop_file.touch()
-        elif self.child is not None and self.child.poll() is None:
-            os.killpg(self.child.pid, signum)  # the command gets the signal; it saves and exits
-        self._start_deadline(grace)
+        elif self.child is not None:
+            processes.signal_tree(self.child, signum)  # the command gets the signal; it saves and exits
 
     def _start_deadline(self, grace: float) -> None:
         # Daemon: a task that checkpointed and returned must not wait for this timer.
@@ -149,7 +151,7 @@ class Task:
     def _deadline(self, grace: float) -> None:
         log(f"work did not stop within {grace:.0f} s of the stop request; ending it as it stands")
         if self.child is not None and self.child.poll() is None:
-            os.killpg(self.child.pid, signal.SIGKILL)
+            processes.kill(self.child)
         os._exit(self.requeue())
 
     def job_state(self) -> tuple[str, int] | None:
@@ -268,7 +270,10 @@ class Task:
             "started": started, "finished": time.time(), "seconds": round(time.time() - started, 3)})
         layout.marker_path(self.run_dir, self.stage, self.hash, self.task, "failed").unlink(missing_ok=True)
 
-    # -- kinds ---------------------------------------------------------------------------------
+    # -- what a kind may use (jobs/kinds/base.py TaskHandle) -----------------------------------------
+    def log(self, msg: str) -> None:
+        log(msg)
+
     def environment(self) -> dict:
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in (self.payload.get("env") or {}).items()})
@@ -285,48 +290,49 @@ class Task:
             env[layout.input_variable(parent)] = str(path)
         return env
 
-    def run_command(self) -> None:
-        self.child = subprocess.Popen(["bash", "-euo", "pipefail", "-c", self.payload["command"]],
-                                      env=self.environment(), start_new_session=True)
-        rc = self.child.wait()
-        if rc != 0 and self.ctx.should_stop():
-            raise Requeue()
-        if rc != 0:
-            raise RuntimeError(f"command exited with status {rc}")
-
     def export_environment(self) -> None:
         """In-process kinds: the LAUNCHER_* variables and the stage's env, into this process."""
         os.environ.update({k: v for k, v in self.environment().items() if k.startswith("LAUNCHER_")})
         os.environ.update({str(k): str(v) for k, v in (self.payload.get("env") or {}).items()})
 
-    def run_python(self) -> None:
-        fn = locate(self.payload["target"])
-        self.export_environment()
-        result = fn(self.ctx)
-        if result is not None:
-            self.write_result(result)
-
-    def run_torchrun(self) -> None:
-        from jobs.kinds import pretrain
-
-        pretrain.run_torchrun(self)
-
-    def run_module(self) -> None:
-        """Kinds whose module's run(task) does the work: its result (if any) becomes result.json.
-        Imported here, in the stage's environment: they may import the stage's library."""
-        result = importlib.import_module(f"jobs.kinds.{MODULE_KINDS[self.spec['kind']]}").run(self)
-        if result is not None:
-            self.write_result(result)
-
-    def write_result(self, result) -> None:
+    def write_result(self, result: Any) -> None:
         (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
-    def run_preprocess(self) -> None:
-        from jobs.kinds import preprocess  # imports datatrove: only in the stage's environment
+    def start_child(self, argv: List[str], env: Mapping[str, str], stop: str = "signal",
+                    stop_file: Optional[Path] = None, die_with_parent: bool = False) -> subprocess.Popen:
+        """Start the kind's child process tree in a session of its own (jobs/runtime/processes.py). The
+        stop request reaches it as a signal to its process group (stop="signal") or as `stop_file`
+        (stop="file"; default <checkpoint_dir>/STOP; a file an earlier attempt left is removed first).
+        At the deadline after a stop request its process group is SIGKILLed."""
+        if stop not in ("signal", "file"):
+            raise ValueError(f"stop must be 'signal' or 'file', not {stop!r}")
+        if stop == "file":
+            stop_file = Path(stop_file or self.ctx.checkpoint_dir / "STOP")
+            stop_file.unlink(missing_ok=True)  # a request of an earlier attempt
+        self.stop_file = stop_file if stop == "file" else None
+        self.child = processes.start(argv, env, die_with_parent=die_with_parent)
+        if self.ctx.should_stop():  # the request came while it was starting: it has not seen it
+            self._tell_child(signal.SIGTERM if self.terminated else self._stop_signal())
+        return self.child
 
-        self.export_environment()
-        self.write_result(preprocess.run_rank(self.spec, self.payload, self.point, self.index,
-                                              self.spec["tasks_per_point"]))
+    def run_child(self, argv: List[str], env: Mapping[str, str], failure: str, stop: str = "signal",
+                  stop_file: Optional[Path] = None) -> None:
+        """start_child() and wait: Requeue if it failed after a stop request, RuntimeError(failure with
+        {rc} filled in) if it failed otherwise."""
+        rc = self.start_child(argv, env, stop=stop, stop_file=stop_file).wait()
+        if rc != 0 and self.ctx.should_stop():
+            raise Requeue()
+        if rc != 0:
+            raise RuntimeError(failure.format(rc=rc))
+
+    def stop_child(self, grace: float, what: str = "the child") -> bool:
+        """Stop the started child's session (SIGTERM, SIGKILL after `grace` s) and forget it; True when
+        nothing of it is left."""
+        child, self.child, self.stop_file = self.child, None, None
+        return child is None or processes.stop(child, grace, log, what)
+
+    def _stop_signal(self) -> int:
+        return getattr(signal, "SIG" + self.spec["requeue"]["signal"])
 
     # -- main ----------------------------------------------------------------------------------
     def load_secrets(self) -> None:
@@ -338,9 +344,37 @@ class Task:
                 if sep and key and not key.startswith("#"):
                     os.environ[key.strip()] = value.strip()
 
+    def load_runner(self) -> tuple[Any, Optional[Exception]]:
+        """(the kind's runner module, None), or (None, why it does not import): jobs/kinds/__init__.py."""
+        from jobs import kinds  # here: the login side imports this module for its exit codes
+
+        try:
+            return kinds.runner_for(self.spec), None
+        except Exception as e:  # noqa: BLE001 - reported as this task's failure, with a marker
+            return None, e
+
+    def prepare(self, code: Path, runner: Any) -> None:
+        """Before the work: the code snapshot check, secrets, folders, hub references, servers."""
+        snapshot = self.spec.get("code_dir")
+        if snapshot and code != Path(snapshot).resolve():
+            raise RuntimeError(f"the jobs package was imported from {code}, not from the run's code snapshot "
+                               f"{snapshot}: this task would run code other than what the run recorded")
+        self.load_secrets()
+        self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.tmp_out, ignore_errors=True)
+        self.tmp_out.mkdir(parents=True)
+        if self.spec.get("hub_cache") and getattr(runner, "resolves_hub_references", True):
+            # hf://org/name@rev -> its snapshot in the shared hub cache (the fetch stage put it there)
+            self.payload = hub.resolve(self.payload, self.spec["hub_cache"])
+            self.ctx.params = self.payload.get("params") or {}
+        if self.spec.get("servers"):  # a client of a server: its endpoint first
+            endpoints.wait_for_servers(self)
+
     def run(self) -> int:
-        # A server's marker only says it served once: resubmitted (for a resumed client), it serves again.
-        if layout.marker_path(self.run_dir, self.stage, self.hash, self.task).exists() and self.spec["kind"] != "serve":
+        runner, unloadable = self.load_runner()
+        # A kind that reruns when complete (a server: its marker only says it served once) runs again.
+        if (layout.marker_path(self.run_dir, self.stage, self.hash, self.task).exists()
+                and not getattr(runner, "reruns_when_complete", False)):
             log(f"{self.stage}[{self.task}] already complete, nothing to do")
             return 0
         log(f"{self.stage}[{self.task}] point {self.point} task {self.index} job {self.job_id} "
@@ -357,25 +391,13 @@ class Task:
         except OSError:
             pass
         try:
-            snapshot = self.spec.get("code_dir")
-            if snapshot and code != Path(snapshot).resolve():
-                raise RuntimeError(f"the jobs package was imported from {code}, not from the run's code snapshot "
-                                   f"{snapshot}: this task would run code other than what the run recorded")
-            self.load_secrets()
-            self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(self.tmp_out, ignore_errors=True)
-            self.tmp_out.mkdir(parents=True)
-            if self.spec.get("hub_cache") and self.spec["kind"] not in ("fetch", "publish"):
-                # hf://org/name@rev -> its snapshot in the shared hub cache (the fetch stage put it there)
-                self.payload = hub.resolve(self.payload, self.spec["hub_cache"])
-                self.ctx.params = self.payload.get("params") or {}
-            if self.spec.get("servers"):  # a client of a server: its endpoint first
-                from jobs.kinds import serve
-
-                serve.wait_for_servers(self)
+            if unloadable is not None:
+                raise unloadable
+            self.prepare(code, runner)
             try:
-                {"command": self.run_command, "python": self.run_python, "preprocess": self.run_preprocess,
-                 "torchrun": self.run_torchrun, **{k: self.run_module for k in MODULE_KINDS}}[self.spec["kind"]]()
+                result = runner.run(self)
+                if result is not None:
+                    self.write_result(result)
             finally:
                 self._cancel_deadlines()
             if self.terminated:  # ended after a SIGTERM: its output is not trusted to be whole
@@ -392,23 +414,28 @@ class Task:
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             return self.cancel_self()
         except BaseException as e:  # noqa: BLE001 - every failure must leave a failure marker
-            if self.terminated and isinstance(e, Exception):
-                # The scheduler is ending this attempt: a failure now is most likely its doing (a killed
-                # child, a peer rank gone). Stopped, not failed: after_sigterm() decides what follows.
-                log(f"{self.stage}[{self.task}] failed after SIGTERM, counted as stopped (no failure marker): "
-                    f"{type(e).__name__}: {e}")
-                running.unlink(missing_ok=True)
-                return self.requeue()
-            self.write_failure("".join(traceback.format_exception(e)), exit_code=1)
-            shutil.rmtree(self.tmp_out, ignore_errors=True)
-            log(f"{self.stage}[{self.task}] failed: {e}")
-            running.unlink(missing_ok=True)
-            if not isinstance(e, Exception):
-                raise
-            return 1
+            return self.failed(e, running)
         running.unlink(missing_ok=True)
         log(f"{self.stage}[{self.task}] done in {time.time() - started:.1f} s")
         return 0
+
+    def failed(self, e: BaseException, running: Path) -> int:
+        """The work raised e (called while it is handled): a failure marker, then the running marker goes,
+        exit 1 (e re-raised if it is not an Exception); after a SIGTERM, counted as stopped instead."""
+        if self.terminated and isinstance(e, Exception):
+            # The scheduler is ending this attempt: a failure now is most likely its doing (a killed
+            # child, a peer rank gone). Stopped, not failed: after_sigterm() decides what follows.
+            log(f"{self.stage}[{self.task}] failed after SIGTERM, counted as stopped (no failure marker): "
+                f"{type(e).__name__}: {e}")
+            running.unlink(missing_ok=True)
+            return self.requeue()
+        self.write_failure("".join(traceback.format_exception(e)), exit_code=1)
+        shutil.rmtree(self.tmp_out, ignore_errors=True)
+        log(f"{self.stage}[{self.task}] failed: {e}")
+        running.unlink(missing_ok=True)
+        if not isinstance(e, Exception):
+            raise
+        return 1
 
 
 def main(argv=None) -> int:

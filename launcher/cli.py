@@ -185,7 +185,7 @@ def cmd_report(args) -> int:
     from launcher.errors import LauncherError
     from launcher.report import write_report
     from launcher.rundir import default_root, list_runs, resolve_run
-    from jobs.kinds.evaluate import rows
+    from jobs.adapters.eval_results import rows
 
     root = (args.root or default_root()).resolve()
     try:

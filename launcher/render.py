@@ -210,7 +210,7 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
 def nanotron_configs(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> Dict[int, str]:
     """kind=pretrain, backend nanotron: nanotron's YAML of each sweep point (its task), with the
     checkpoints folder as resume_checkpoint_path so every requeue resumes from latest.txt."""
-    from jobs.kinds import pretrain as jobs_pretrain
+    from jobs.adapters import nanotron as jobs_nanotron
 
     from launcher import nanotron_config
 
@@ -218,14 +218,14 @@ def nanotron_configs(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -
     out = {}
     for point, payload in enumerate(stage.payloads):
         train = payload["train"]
-        data, _ = jobs_pretrain.inputs(spec, point, train)
+        data, _ = jobs_nanotron.inputs(spec, point, train)
         work = layout.nanotron_dir(run_dir, stage.name, point)
         sched = pretrain.schedule(train)
         cfg = nanotron_config.render(
             train, project=plan.pipeline, run=f"{run_id}.{stage.name}.{point}",
             checkpoints=str(layout.checkpoint_dir(run_dir, stage.name, point * stage.tasks_per_point)),
             tokenizer=str(work / "tokenizer"),
-            data={str(view): w for view, w in zip(jobs_pretrain.view_folders(work, len(data)), data.values())},
+            data={str(view): w for view, w in zip(jobs_nanotron.view_folders(work, len(data)), data.values())},
             steps=sched["steps"], checkpoint_interval=sched["checkpoint_interval"])
         out[point] = nanotron_config.to_yaml(cfg)
     return out

@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List
 
-DATATROVE_KINDS = ("preprocess", "minhash")  # stage kinds that prepare data with the recipe
-
 
 def files(source: str | Path, allow: List[str], ignore: List[str], limit: int | None = None) -> List[str]:
     """Paths (relative, sorted) under source that the patterns let through; README.md is the card's.
@@ -53,6 +51,7 @@ def scores(run_dir: Path, point: int) -> List[Dict[str, Any]]:
 
 def render(run_dir: Path, stage: str, point: int, publish: Dict[str, Any], source: str) -> str:
     """The card of one publish task (templates/model_card.md.j2), from what the run directory holds now."""
+    from jobs.kinds import prepares_data  # the registry only: no kind module is imported
     from jobs.runtime import templating
 
     run_dir = Path(run_dir)
@@ -63,7 +62,7 @@ def render(run_dir: Path, stage: str, point: int, publish: Dict[str, Any], sourc
     data = config.get("data") or {}
     stages = (config.get("pipeline") or {}).get("stages") or {}
     # a data section only when the run prepared data with the recipe (datatrove stages)
-    datatrove = any(st.get("kind") in DATATROVE_KINDS for st in stages.values())
+    datatrove = any(prepares_data(str(st.get("kind"))) for st in stages.values())
     return templating.render(
         "model_card.md.j2", pipeline=meta.get("pipeline", "pipeline"), repo_id=publish["repo_id"],
         kind="dataset" if publish["repo_type"] == "dataset" else "model", run_id=meta.get("id", "?"),

@@ -78,9 +78,8 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=1)
-def _lighteval():
-    """lighteval's classes and ours built on them: imported and defined once per process."""
+def _imports():
+    """lighteval's (and torch's, numpy's, datasets') names this module uses, imported once."""
     import types
 
     import numpy as np
@@ -104,30 +103,100 @@ def _lighteval():
     # importing lighteval's transformers model runs torch.set_grad_enabled(False) for the whole process
     # (a training loop after it would silently get no gradients): undone here, evaluate() uses no_grad
     torch.set_grad_enabled(grad)
+    return types.SimpleNamespace(
+        np=np, torch=torch, Dataset=Dataset, DatasetDict=DatasetDict, EvaluationTracker=EvaluationTracker,
+        Metrics=Metrics, LoglikelihoodAcc=LoglikelihoodAcc, LogProbCharNorm=LogProbCharNorm,
+        SampleLevelMetric=SampleLevelMetric, mean_stderr=mean_stderr, ModelResponse=ModelResponse,
+        TransformersModel=TransformersModel, TransformersModelConfig=TransformersModelConfig,
+        ParallelismManager=ParallelismManager, Pipeline=Pipeline, PipelineParameters=PipelineParameters,
+        LightevalTaskConfig=LightevalTaskConfig, Registry=Registry, Doc=Doc, SamplingMethod=SamplingMethod)
 
-    def metric(name: str):
-        if name == "acc_norm":  # lighteval < 0.10 had it as Metrics.loglikelihood_acc_norm
-            return SampleLevelMetric(metric_name="acc_norm",
-                                     sample_level_fn=LoglikelihoodAcc(logprob_normalization=LogProbCharNorm()),
-                                     category=SamplingMethod.LOGPROBS, corpus_level_fn=np.mean, higher_is_better=True)
-        return {"acc": Metrics.loglikelihood_acc, "bits_per_byte": Metrics.bits_per_byte,
-                "byte_perplexity": Metrics.byte_perplexity, "word_perplexity": Metrics.word_perplexity}[name]
 
+def _metric(le, name: str):
+    """lighteval's metric for a task spec's `metric`."""
+    if name == "acc_norm":  # lighteval < 0.10 had it as Metrics.loglikelihood_acc_norm
+        return le.SampleLevelMetric(metric_name="acc_norm",
+                                    sample_level_fn=le.LoglikelihoodAcc(logprob_normalization=le.LogProbCharNorm()),
+                                    category=le.SamplingMethod.LOGPROBS, corpus_level_fn=le.np.mean,
+                                    higher_is_better=True)
+    return {"acc": le.Metrics.loglikelihood_acc, "bits_per_byte": le.Metrics.bits_per_byte,
+            "byte_perplexity": le.Metrics.byte_perplexity, "word_perplexity": le.Metrics.word_perplexity}[name]
+
+
+def _prompts(le) -> dict:
+    """A task spec's `kind` -> lighteval's prompt function (a jsonl row -> Doc)."""
     def multiple_choice(line: dict, task_name: str | None = None):
-        return Doc(task_name=task_name, query=line["query"], choices=list(line["choices"]),
-                   gold_index=int(line["gold"]))
+        return le.Doc(task_name=task_name, query=line["query"], choices=list(line["choices"]),
+                      gold_index=int(line["gold"]))
 
     def perplexity(line: dict, task_name: str | None = None):
         # the whole text is scored (LocalTransformersModel.loglikelihood_rolling); lighteval's metric
         # counts the bytes / words of original_query
-        return Doc(task_name=task_name, query=line["text"], original_query=line["text"], choices=None,
-                   gold_index=None)
+        return le.Doc(task_name=task_name, query=line["text"], original_query=line["text"], choices=None,
+                      gold_index=None)
 
-    class LocalModelConfig(TransformersModelConfig):
+    return {"multiple_choice": multiple_choice, "perplexity": perplexity}
+
+
+def _windows(model, docs: list, start_id) -> tuple[list, list]:
+    """(windows, encoded docs) of whole-text scoring: each doc after start_id, in windows of the model's
+    context length, each conditioned on the max_length tokens before it. A window is
+    (doc index, input ids, first scored position, target ids)."""
+    max_len = int(model.max_length)
+    windows, encoded = [], []
+    for d, doc in enumerate(docs):
+        ids = list(model.tok_encode(doc.query, add_special_tokens=False))
+        seq = ([start_id] if start_id is not None else []) + ids
+        encoded.append(ids)
+        begin = 1  # seq[0] is the context (or, without EOS/BOS, the unscored first token)
+        while begin < len(seq):
+            end = min(begin + max_len - 1, len(seq))
+            lo = max(0, end - max_len)
+            windows.append((d, seq[lo:end], begin - lo - 1, seq[begin:end]))
+            begin = end
+    return windows, encoded
+
+
+def _rolling_loglikelihood(model, docs: list, le) -> list:
+    """LocalTransformersModel.loglikelihood_rolling: each text's total log-likelihood, scored as a
+    document is seen in training (after the end-of-document token; windows of the context length)."""
+    torch = le.torch
+    start_id = model.tokenizer.eos_token_id
+    if start_id is None:
+        start_id = model.tokenizer.bos_token_id
+    windows, encoded = _windows(model, docs, start_id)
+    totals = [0.0] * len(docs)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(windows)), key=lambda w: -len(windows[w][1]))
+    step = max(1, int(model.config.batch_size or 1))
+    with torch.no_grad():
+        for b in range(0, len(order), step):
+            batch = [windows[w] for w in order[b:b + step]]
+            width = max(len(x) for _, x, _, _ in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (_, x, _, _) in enumerate(batch):
+                ids[row, :len(x)] = torch.tensor(x)
+                mask[row, :len(x)] = 1
+            logits = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, (d, _, first, targets) in enumerate(batch):
+                pos = torch.arange(first, first + len(targets), device=logprobs.device)
+                tgt = torch.tensor(targets, device=logprobs.device)
+                totals[d] += float(logprobs[row, pos, tgt].sum())
+    return [le.ModelResponse(logprobs=[totals[d]], input_tokens=[start_id] if start_id is not None else [],
+                             output_tokens=[encoded[d]], argmax_logits_eq_gold=[False])
+            for d in range(len(docs))]
+
+
+def _model_classes(le) -> tuple[type, type]:
+    """(LocalModelConfig, LocalTransformersModel): lighteval's transformers model config and model
+    with what a local folder and whole-text scoring need."""
+    class LocalModelConfig(le.TransformersModelConfig):
         def get_model_sha(self):  # a local folder has no hub revision; the base class asks the hub
             return ""
 
-    class LocalTransformersModel(TransformersModel):
+    class LocalTransformersModel(le.TransformersModel):
         """lighteval's transformers model, with a log-likelihood of whole texts that works.
 
         lighteval 0.13's `loglikelihood_rolling` (transformers backend) fails on a Doc without choices,
@@ -138,46 +207,7 @@ def _lighteval():
         the model's context length (each window conditioned on the max_length tokens before it)."""
 
         def loglikelihood_rolling(self, docs: list) -> list:
-            import torch
-
-            start_id = self.tokenizer.eos_token_id
-            if start_id is None:
-                start_id = self.tokenizer.bos_token_id
-            max_len = int(self.max_length)
-            windows = []  # (doc index, input ids, first scored position, target ids)
-            encoded = []
-            for d, doc in enumerate(docs):
-                ids = list(self.tok_encode(doc.query, add_special_tokens=False))
-                seq = ([start_id] if start_id is not None else []) + ids
-                encoded.append(ids)
-                begin = 1  # seq[0] is the context (or, without EOS/BOS, the unscored first token)
-                while begin < len(seq):
-                    end = min(begin + max_len - 1, len(seq))
-                    lo = max(0, end - max_len)
-                    windows.append((d, seq[lo:end], begin - lo - 1, seq[begin:end]))
-                    begin = end
-            totals = [0.0] * len(docs)
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            order = sorted(range(len(windows)), key=lambda w: -len(windows[w][1]))
-            step = max(1, int(self.config.batch_size or 1))
-            with torch.no_grad():
-                for b in range(0, len(order), step):
-                    batch = [windows[w] for w in order[b:b + step]]
-                    width = max(len(x) for _, x, _, _ in batch)
-                    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                    mask = torch.zeros((len(batch), width), dtype=torch.long)
-                    for row, (_, x, _, _) in enumerate(batch):
-                        ids[row, :len(x)] = torch.tensor(x)
-                        mask[row, :len(x)] = 1
-                    logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                    logprobs = torch.log_softmax(logits.float(), dim=-1)
-                    for row, (d, _, first, targets) in enumerate(batch):
-                        pos = torch.arange(first, first + len(targets), device=logprobs.device)
-                        tgt = torch.tensor(targets, device=logprobs.device)
-                        totals[d] += float(logprobs[row, pos, tgt].sum())
-            return [ModelResponse(logprobs=[totals[d]], input_tokens=[start_id] if start_id is not None else [],
-                                  output_tokens=[encoded[d]], argmax_logits_eq_gold=[False])
-                    for d in range(len(docs))]
+            return _rolling_loglikelihood(self, docs, le)
 
         def loglikelihood(self, docs: list) -> list:
             # lighteval cuts the context from the left to fit, but a choice longer than the model's
@@ -191,7 +221,12 @@ def _lighteval():
                                          f"{n} tokens, the model's context only {limit}")
             return super().loglikelihood(docs)
 
-    class OfflineRegistry(Registry):
+    return LocalModelConfig, LocalTransformersModel
+
+
+def _pipeline_class(le, model_cls: type) -> type:
+    """LocalPipeline: lighteval's Pipeline with only our task configs and in-memory datasets."""
+    class OfflineRegistry(le.Registry):
         """Only the given task configs: Registry.__init__ would import every built-in task module."""
 
         def __init__(self, configs: list):
@@ -201,7 +236,7 @@ def _lighteval():
             self._task_registry = {c.name: c for c in configs}
             self.task_to_configs = self._update_task_configs()
 
-    class LocalPipeline(Pipeline):
+    class LocalPipeline(le.Pipeline):
         def __init__(self, *, task_configs: list, datasets: dict, model_dir: str, **kwargs):
             self._task_configs, self._datasets, self._model_dir = task_configs, datasets, model_dir
             super().__init__(tasks=",".join(f"{c.name}|0" for c in task_configs), **kwargs)
@@ -223,17 +258,23 @@ def _lighteval():
 
         def _init_model(self, model_config, model):
             try:
-                return LocalTransformersModel(model_config)
+                return model_cls(model_config)
             except Exception as e:  # noqa: BLE001 - any load failure means: not a usable checkpoint
                 raise ValueError(f"{self._model_dir} is not a loadable model checkpoint: "
                                  f"{type(e).__name__}: {e}") from e
 
-    return types.SimpleNamespace(
-        Dataset=Dataset, DatasetDict=DatasetDict, EvaluationTracker=EvaluationTracker,
-        LightevalTaskConfig=LightevalTaskConfig, ParallelismManager=ParallelismManager,
-        PipelineParameters=PipelineParameters, LocalModelConfig=LocalModelConfig, LocalPipeline=LocalPipeline,
-        LocalTransformersModel=LocalTransformersModel, mean_stderr=mean_stderr, metric=metric, torch=torch,
-        prompts={"multiple_choice": multiple_choice, "perplexity": perplexity})
+    return LocalPipeline
+
+
+@functools.lru_cache(maxsize=1)
+def _lighteval():
+    """lighteval's classes and ours built on them: imported and defined once per process."""
+    le = _imports()
+    le.LocalModelConfig, le.LocalTransformersModel = _model_classes(le)
+    le.LocalPipeline = _pipeline_class(le, le.LocalTransformersModel)
+    le.metric = functools.partial(_metric, le)
+    le.prompts = _prompts(le)
+    return le
 
 
 def _stderrs(pipeline, le, resamples: int = BOOTSTRAP) -> None:
@@ -272,6 +313,38 @@ def _check_loadable(path: Path) -> None:
                              f"({type(e).__name__}: {e})") from None
 
 
+def _check_tasks(tasks: list[dict]) -> list:
+    """The task names; ValueError naming every problem of the specs (without reading their rows)."""
+    problems = [p for t in tasks for p in check_spec(t, read=False)]
+    names = [t.get("name") for t in tasks if isinstance(t, dict)]
+    if not tasks:
+        problems.append("no tasks given")
+    if len(set(names)) != len(names):
+        problems.append(f"task names repeat: {names}")
+    if problems:
+        raise ValueError("invalid task specs: " + "; ".join(problems))
+    return names
+
+
+def _read_scores(out: Path, before: set, tasks: list[dict]) -> dict:
+    """{task name: {metric: value, metric + "_stderr": value or None}} from the results file lighteval
+    wrote into `out` (the newest one not in `before`)."""
+    written = sorted(set(out.glob("results_*.json")) - before, key=lambda p: p.stat().st_mtime)
+    if not written:
+        raise RuntimeError(f"lighteval wrote no results file into {out}")
+    results = json.loads(written[-1].read_text())["results"]
+    scores = {}
+    for t in tasks:
+        got = results.get(f"{t['name']}|0")
+        if got is None:
+            raise RuntimeError(f"lighteval's results ({written[-1]}) have no entry for task {t['name']!r}: "
+                               f"{sorted(results)}")
+        scores[t["name"]] = {k: v for k, v in got.items() if not k.endswith("_stderr")}
+        for k in list(scores[t["name"]]):
+            scores[t["name"]][f"{k}_stderr"] = got.get(f"{k}_stderr")
+    return scores
+
+
 def evaluate(model_dir: str, tasks: list[dict], out_dir: str, *, batch_size: int = 8, max_samples: int | None = None,
              dtype: str = "float32", log: Callable[[str], None] = print) -> dict:
     """Score the Hugging Face model in `model_dir` on the task specs with lighteval, in this process.
@@ -283,14 +356,7 @@ def evaluate(model_dir: str, tasks: list[dict], out_dir: str, *, batch_size: int
     Raises ValueError naming the folder when model_dir is not a model checkpoint, and naming the task
     (file and line) when a task spec or its rows are invalid."""
     t0 = time.time()
-    problems = [p for t in tasks for p in check_spec(t, read=False)]
-    names = [t.get("name") for t in tasks if isinstance(t, dict)]
-    if not tasks:
-        problems.append("no tasks given")
-    if len(set(names)) != len(names):
-        problems.append(f"task names repeat: {names}")
-    if problems:
-        raise ValueError("invalid task specs: " + "; ".join(problems))
+    names = _check_tasks(tasks)
     path = check_model_dir(model_dir).resolve()
     rows = {t["name"]: load_rows(t) for t in tasks}
 
@@ -335,19 +401,7 @@ def evaluate(model_dir: str, tasks: list[dict], out_dir: str, *, batch_size: int
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
-    written = sorted(set(out.glob("results_*.json")) - before, key=lambda p: p.stat().st_mtime)
-    if not written:
-        raise RuntimeError(f"lighteval wrote no results file into {out}")
-    results = json.loads(written[-1].read_text())["results"]
-    scores = {}
-    for t in tasks:
-        got = results.get(f"{t['name']}|0")
-        if got is None:
-            raise RuntimeError(f"lighteval's results ({written[-1]}) have no entry for task {t['name']!r}: "
-                               f"{sorted(results)}")
-        scores[t["name"]] = {k: v for k, v in got.items() if not k.endswith("_stderr")}
-        for k in list(scores[t["name"]]):
-            scores[t["name"]][f"{k}_stderr"] = got.get(f"{k}_stderr")
+    scores = _read_scores(out, before, tasks)
     log(f"lighteval: {path.name} on {len(tasks)} task(s) in {time.time() - t0:.1f} s (imports {t_import:.1f} s, "
         f"load {t2 - t1:.1f} s, evaluate {t3 - t2:.1f} s): "
         + ", ".join(f"{n} {t['metric']}={scores[n][t['metric']]:.4f}" for n, t in zip(names, tasks)))

@@ -4,65 +4,19 @@ The stage's sbatch script starts one `jobs.task` per node (`srun --ntasks-per-no
 launch(), which starts torchrun for its node's GPUs. The nodes meet through torchrun's c10d
 rendezvous, hosted by the first node of the allocation on a port derived from the job id.
 
-Standard library only: this module is imported by jobs.task before the stage's library is, and
-must not import torch (torchrun runs in a child process of the stage's interpreter).
+Standard library only: it must not import torch (torchrun runs in a child process of the stage's
+interpreter). The allocation's hosts and the rendezvous port: jobs/runtime/allocation.py, ports.py.
 """
 from __future__ import annotations
 
-import os
-import re
-import socket
-import subprocess
 import sys
-from typing import Mapping
 
-from jobs.context import Requeue
-
-_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # RFC 1123 labels (and Slurm node names)
+from jobs.runtime.allocation import is_local, node_hosts, node_rank
+from jobs.runtime.log import log
+from jobs.runtime.ports import rdzv_port
 
 # torchrun's own default set, plus the stage's stop signal (added in torchrun_argv).
 _TORCHRUN_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"]
-
-
-def node_hosts(env: Mapping[str, str] = os.environ) -> list[str]:
-    """The allocation's hosts in Slurm's order (`scontrol show hostnames`); the first one hosts the
-    rendezvous. No silent fallback to localhost: a multi-node job that guessed wrong would hang."""
-    if env.get("LAUNCHER_BACKEND") == "local":  # the local backend: explicitly one machine
-        return [socket.gethostname()]
-    if env.get("LAUNCHER_NODE_HOSTS"):  # a container without Slurm: the batch script expanded the list
-        return env["LAUNCHER_NODE_HOSTS"].split(",")
-    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
-    if not nodelist:
-        raise RuntimeError("cannot find the allocation's nodes: neither SLURM_JOB_NODELIST nor SLURM_NODELIST "
-                           "is set (torchrun stages run inside a Slurm job, or on the local backend)")
-    try:
-        p = subprocess.run(["scontrol", "show", "hostnames", nodelist], env=dict(env), capture_output=True,
-                           text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise RuntimeError(f"`scontrol show hostnames {nodelist}` failed: {e}") from e
-    # One host name per line; a site's wrapper may print banner lines around them (never read as hosts).
-    hosts = [line.strip() for line in p.stdout.splitlines() if _HOSTNAME.match(line.strip())]
-    if p.returncode != 0 or not hosts:
-        raise RuntimeError(f"`scontrol show hostnames {nodelist}` failed (exit {p.returncode}): "
-                           f"{(p.stderr or p.stdout).strip()[-500:]}")
-    expected = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")
-    if expected and expected.isdigit() and len(hosts) != int(expected):
-        raise RuntimeError(f"`scontrol show hostnames {nodelist}` gave {len(hosts)} host(s) for a "
-                           f"{expected}-node allocation: {p.stdout.strip()[-500:]!r}")
-    return hosts
-
-
-def rdzv_port(job_id: str, base: int) -> int:
-    """base + (job id % 10000): jobs running at the same time get different ports (Slurm job ids are
-    sequential). Array forms (`17_3`, the local backend's ids) keep all their digits, so the tasks of
-    one array differ too."""
-    digits = "".join(re.findall(r"\d+", str(job_id)))
-    if not digits:
-        raise ValueError(f"job id {job_id!r} has no number to derive a rendezvous port from")
-    port = base + int(digits) % 10000
-    if not 1024 <= port <= 65535:
-        raise ValueError(f"rendezvous port {port} (base {base}) is outside 1024-65535")
-    return port
 
 
 def torchrun_argv(python: str, hosts: list[str], nproc_per_node: int, job_id: str, port: int, target: list[str],
@@ -105,20 +59,18 @@ def torchrun_argv(python: str, hosts: list[str], nproc_per_node: int, job_id: st
 
 def launch(task, target: list[str], nproc_per_node: int, port_base: int, extra_env: dict | None = None, *,
            python: str | None = None) -> None:
-    """Run `target` under torchrun on this node and wait. `task` is a jobs.task.Task (it needs .child,
-    .ctx, .environment(), optionally .spec). Raises Requeue if torchrun ended after the stop signal,
-    RuntimeError if it failed otherwise (a dead rank: --max-restarts=0; the sbatch's
+    """Run `target` under torchrun on this node and wait. `task` is a jobs.kinds.base.TaskHandle (it
+    needs .spec, .job_id, .environment(), .run_child()). Raises Requeue if torchrun ended after the stop
+    signal, RuntimeError if it failed otherwise (a dead rank: --max-restarts=0; the sbatch's
     `srun --kill-on-bad-exit=1` then ends the other nodes)."""
-    from jobs.task import log  # here, not at the top: jobs.task imports this module
-
     spec = getattr(task, "spec", None) or {}
     env = task.environment()
     env.update({str(k): str(v) for k, v in (extra_env or {}).items()})
     if spec.get("backend") == "local":
         env.setdefault("LAUNCHER_BACKEND", "local")
-    local = env.get("LAUNCHER_BACKEND") == "local"
+    local = is_local(env)
     hosts = node_hosts(env)
-    node_rank = 0 if local else int(env.get("SLURM_NODEID") or env.get("SLURM_PROCID") or 0)
+    rank = node_rank(env)
     ntasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
     if not local and ntasks and int(ntasks) != len(hosts):
         raise RuntimeError(f"{ntasks} Slurm tasks on {len(hosts)} node(s): torchrun needs exactly one jobs.task "
@@ -136,23 +88,12 @@ def launch(task, target: list[str], nproc_per_node: int, port_base: int, extra_e
     graces += [int(requeue["term_grace_s"])] if "term_grace_s" in requeue else []
     shutdown_timeout = max(1, min(graces) - 5) if graces else None
     argv = torchrun_argv(python or sys.executable, hosts, nproc_per_node, job_id, port, target,
-                         node_rank=node_rank, stop_signal=stop_signal, shutdown_timeout=shutdown_timeout)
+                         node_rank=rank, stop_signal=stop_signal, shutdown_timeout=shutdown_timeout)
     # torchrun sets its workers' MASTER_ADDR/PORT itself (rank 0's --local-addr and a port of its
     # choosing); these are for whatever reads them outside the workers.
     env["MASTER_ADDR"], env["MASTER_PORT"] = hosts[0], str(port)
     log(f"torchrun: rendezvous {hosts[0]}:{port} (c10d, id {job_id}), {len(hosts)} node(s) x {nproc_per_node} "
-        f"process(es), this is node {node_rank} ({hosts[node_rank]})")
+        f"process(es), this is node {rank} ({hosts[rank]})")
     log("torchrun: " + " ".join(argv))
-    run_child(task, argv, env, f"torchrun exited with status {{rc}} on node {node_rank} ({hosts[node_rank]}); the "
-                               f"failing rank's error is in this task's log above")
-
-
-def run_child(task, argv: list[str], env: dict, failure: str) -> None:
-    """Run a launcher (torchrun, accelerate) in its own session and wait: Requeue if it ended after the
-    stop signal, RuntimeError(failure with {rc} filled in) if it failed otherwise."""
-    task.child = subprocess.Popen(argv, env=env, start_new_session=True)
-    rc = task.child.wait()
-    if rc != 0 and task.ctx.should_stop():
-        raise Requeue()
-    if rc != 0:
-        raise RuntimeError(failure.format(rc=rc))
+    task.run_child(argv, env, f"torchrun exited with status {{rc}} on node {rank} ({hosts[rank]}); the "
+                              f"failing rank's error is in this task's log above", stop="signal")

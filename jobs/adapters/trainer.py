@@ -243,37 +243,19 @@ def _callbacks(ctx, tokenizer, plan: dict, log: Callable[[str], Any]):
 
 
 # -- the stage --------------------------------------------------------------------------------------
-def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Callable[[str], Any] = print,
-          callbacks: Iterable = ()) -> dict:
-    """Train (or continue training) the model; returns the result (see module docstring).
-
-    `callbacks`: extra TrainerCallbacks, run before the launcher's own (monitoring, tests)."""
-    import torch
-    import transformers
-    from transformers import (LlamaForCausalLM, PrinterCallback, ProgressCallback, Trainer, TrainingArguments,
-                              default_data_collator)
-
-    started = time.time()
-    transformers.utils.logging.disable_progress_bar()  # log lines, not progress bars, in the task log
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        torch.set_num_threads(max(1, int(os.environ["SLURM_CPUS_PER_TASK"])))
-    cuda = torch.cuda.is_available()
-    m, opt = train["model"], train["optimizer"]
-    plan = plan_steps(train)
-    max_steps, tps, seq_len = plan["max_steps"], plan["tokens_per_step"], int(train["seq_len"])
-    seed = int(train.get("seed", 1))
-    if seq_len > int(m["max_position_embeddings"]):
-        raise ValueError(f"train.seq_len ({seq_len}) exceeds train.model.max_position_embeddings "
-                         f"({m['max_position_embeddings']})")
-
-    # tokenizer: the data stage's tokenizer.json, <|endoftext|> as EOS
+def _tokenizer(tokenizer: str, m: dict) -> tuple[Any, int, int]:
+    """(tokenizer, vocabulary size, bytes per token id): the data stage's tokenizer.json, <|endoftext|>
+    as EOS; the vocabulary is train.model.vocab_size (at least the tokenizer's)."""
     tok = load_tokenizer(tokenizer, model_max_length=int(m["max_position_embeddings"]))
     vocab = int(m.get("vocab_size") or len(tok))
     if vocab < len(tok):
         raise ValueError(f"train.model.vocab_size ({vocab}) is smaller than the tokenizer's {len(tok)} tokens")
-    token_size = 4 if len(tok) > 65536 else 2  # datatrove's rule: uint16 ids up to 65,536 tokens
+    return tok, vocab, 4 if len(tok) > 65536 else 2  # datatrove's rule: uint16 ids up to 65,536 tokens
 
-    # data: folders -> weights, mixed into one fixed sample order
+
+def _dataset(data: dict[str, float], plan: dict, seq_len: int, token_size: int, seed: int,
+             log: Callable[[str], Any]) -> tuple[list, "MixedTokens"]:
+    """(the folders' datasets, the fixed mixed sample order over them): folders -> weights."""
     if not data:
         raise ValueError("train.data: no tokenized folders")
     folders, weights = list(data), [float(w) for w in data.values()]
@@ -286,24 +268,25 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
             raise ValueError(f"train.data: {folder} holds {len(src)} samples of seq_len+1 = {seq_len + 1} tokens; one "
                              f"step needs {plan['samples_per_step']} (micro_batch x grad_accum)")
         sources.append(src)
-    dataset = MixedTokens(sources, weights, max_steps * plan["samples_per_step"], seed)
+    dataset = MixedTokens(sources, weights, plan["max_steps"] * plan["samples_per_step"], seed)
     for folder, w, src, n, passes in zip(folders, weights, sources, dataset.counts, dataset.passes):
         log(f"data {folder}: weight {w:g}, {len(src):,} samples of {seq_len + 1} tokens, {n:,} drawn"
             f"{f' ({passes:.2f} passes: repeats)' if passes > 1 else ''}")
+    return sources, dataset
+
+
+def _fixed_batch(sources: list, folder: str, vocab: int, tokenizer: str) -> dict:
+    """The first samples of the first folder (final_loss), checked against the vocabulary."""
     fixed = eval_batch(sources[0])
     top = int(max(int(fixed['input_ids'].max()), int(fixed['labels'].max())))
     if top >= vocab:
-        raise ValueError(f"token id {top} in {folders[0]} is outside the vocabulary ({vocab}): was the data "
+        raise ValueError(f"token id {top} in {folder} is outside the vocabulary ({vocab}): was the data "
                          f"tokenized with {tokenizer}? (train.model.vocab_size)")
+    return fixed
 
-    # model: seeded init (a resumed run loads the checkpoint's weights over it)
-    config = llama_config(m, vocab, tok.eos_token_id)
-    transformers.set_seed(seed)
-    model = LlamaForCausalLM(config)
-    params = sum(p.numel() for p in model.parameters())
 
-    # checkpoints: resume from the newest complete one; set incomplete ones aside
-    ckpt_dir = Path(ctx.checkpoint_dir)
+def _resume(ckpt_dir: Path, ctx, tps: int, log: Callable[[str], Any]):
+    """The newest complete checkpoint as (step, path), or None; incomplete ones are set aside."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resume = resume_point(ckpt_dir, log)
     if resume:
@@ -312,14 +295,17 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
             f", attempt {ctx.restart_count + 1}")
     else:
         log(f"starting from scratch (attempt {ctx.restart_count + 1})")
-    log(f"model: {params:,} parameters (hidden {m['hidden_size']}, {m['num_layers']} layers, vocab {vocab}); "
-        f"{max_steps} steps of {tps:,} tokens (micro_batch {train['micro_batch']} x grad_accum "
-        f"{train['grad_accum']} x seq_len {seq_len}), checkpoint every "
-        f"{plan['interval'] or max_steps} steps; {'cuda' if cuda else f'cpu, {torch.get_num_threads()} threads'}")
+    return resume
 
+
+def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: bool):
+    """transformers' TrainingArguments of the stage's train section (dp = 1)."""
+    from transformers import TrainingArguments
+
+    opt, max_steps = train["optimizer"], plan["max_steps"]
     sched, sched_kwargs = scheduler(opt, max_steps)
     dtype = str(train.get("dtype", "float32")).lower()
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(ckpt_dir), max_steps=max_steps,
         per_device_train_batch_size=int(train["micro_batch"]), gradient_accumulation_steps=int(train["grad_accum"]),
         learning_rate=float(opt["lr"]), lr_scheduler_type=sched, lr_scheduler_kwargs=sched_kwargs,
@@ -333,52 +319,101 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
         use_cpu=not cuda, bf16=cuda and dtype in ("bfloat16", "bf16"), fp16=cuda and dtype in ("float16", "fp16"),
         restore_callback_states_from_checkpoint=False, ignore_data_skip=False)
 
-    final_ckpt = ckpt_dir / f"checkpoint-{max_steps}"
-    start_step = resume[0] if resume else 0
+
+def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable, log: Callable[[str], Any]):
+    """Train from `resume` (or scratch) to plan["max_steps"]: (model, log history, final step). Requeues
+    (ctx.requeue()) when a stop request ended training early with its checkpoint saved and marked."""
+    from transformers import LlamaForCausalLM, PrinterCallback, ProgressCallback, Trainer, default_data_collator
+
+    max_steps, ckpt_dir = plan["max_steps"], Path(args.output_dir)
     t0 = time.time()
     if resume and resume[0] >= max_steps:
         # Killed after the final checkpoint: nothing left to train, its weights are the result.
         log(f"checkpoint-{resume[0]} is the final step: nothing to train")
-        model = LlamaForCausalLM.from_pretrained(str(resume[1]))
         state = json.loads((resume[1] / "trainer_state.json").read_text())
-        log_history, final_step = state.get("log_history", []), int(state.get("global_step", resume[0]))
-    else:
-        if ctx.should_stop():
-            log("stop requested before training started: requeueing")
-            ctx.requeue()
-        if resume and config.tie_word_embeddings:
-            log("(a warning that lm_head.weight is missing from the checkpoint is expected: it is tied to the "
-                "input embeddings)")
-        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
-                          callbacks=[*callbacks, _callbacks(ctx, tok, plan, log)])
-        trainer.remove_callback(PrinterCallback)  # our own log lines instead of dicts
-        trainer.remove_callback(ProgressCallback)
-        trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
-        model, log_history, final_step = trainer.model, trainer.state.log_history, trainer.state.global_step
-        if final_step < max_steps:
-            saved = ckpt_dir / f"checkpoint-{final_step}" / MARKER
-            if not ctx.should_stop():
-                raise RuntimeError(f"training stopped at step {final_step} of {max_steps} without a stop request")
-            if not saved.is_file():
-                raise RuntimeError(f"training stopped at step {final_step} but checkpoint-{final_step} is not marked")
-            log(f"stopped at step {final_step}/{max_steps} after {time.time() - t0:.1f} s; checkpoint-{final_step} "
-                f"is complete: requeueing")
-            ctx.requeue()
-    train_seconds = time.time() - t0
-    if not (final_ckpt / MARKER).is_file():
-        raise RuntimeError(f"training reached step {final_step} but {final_ckpt.name} was not saved and marked")
+        return (LlamaForCausalLM.from_pretrained(str(resume[1])), state.get("log_history", []),
+                int(state.get("global_step", resume[0])))
+    if ctx.should_stop():
+        log("stop requested before training started: requeueing")
+        ctx.requeue()
+    if resume and model.config.tie_word_embeddings:
+        log("(a warning that lm_head.weight is missing from the checkpoint is expected: it is tied to the "
+            "input embeddings)")
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
+                      callbacks=[*callbacks, _callbacks(ctx, tok, plan, log)])
+    trainer.remove_callback(PrinterCallback)  # our own log lines instead of dicts
+    trainer.remove_callback(ProgressCallback)
+    trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
+    final_step = trainer.state.global_step
+    if final_step < max_steps:
+        saved = ckpt_dir / f"checkpoint-{final_step}" / MARKER
+        if not ctx.should_stop():
+            raise RuntimeError(f"training stopped at step {final_step} of {max_steps} without a stop request")
+        if not saved.is_file():
+            raise RuntimeError(f"training stopped at step {final_step} but checkpoint-{final_step} is not marked")
+        log(f"stopped at step {final_step}/{max_steps} after {time.time() - t0:.1f} s; checkpoint-{final_step} "
+            f"is complete: requeueing")
+        ctx.requeue()
+    return trainer.model, trainer.state.log_history, final_step
 
-    # outputs: HF model folder (+ tokenizer), the log history, the result
+
+def _save_outputs(ctx, model, tok, log_history: list) -> Path:
+    """The Hugging Face model folder (+ tokenizer) and the log history, into the task's output."""
     out = Path(ctx.output_dir)
     model_dir = out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(model_dir))
     tok.save_pretrained(str(model_dir))
     (out / "metrics.jsonl").write_text("".join(json.dumps(e, default=str) + "\n" for e in log_history))
+    return model_dir
+
+
+def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Callable[[str], Any] = print,
+          callbacks: Iterable = ()) -> dict:
+    """Train (or continue training) the model; returns the result (see module docstring).
+
+    `callbacks`: extra TrainerCallbacks, run before the launcher's own (monitoring, tests)."""
+    import torch
+    import transformers
+    from transformers import LlamaForCausalLM
+
+    started = time.time()
+    transformers.utils.logging.disable_progress_bar()  # log lines, not progress bars, in the task log
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        torch.set_num_threads(max(1, int(os.environ["SLURM_CPUS_PER_TASK"])))
+    cuda = torch.cuda.is_available()
+    m = train["model"]
+    plan = plan_steps(train)
+    max_steps, tps, seq_len = plan["max_steps"], plan["tokens_per_step"], int(train["seq_len"])
+    seed = int(train.get("seed", 1))
+    if seq_len > int(m["max_position_embeddings"]):
+        raise ValueError(f"train.seq_len ({seq_len}) exceeds train.model.max_position_embeddings "
+                         f"({m['max_position_embeddings']})")
+    tok, vocab, token_size = _tokenizer(tokenizer, m)
+    sources, dataset = _dataset(data, plan, seq_len, token_size, seed, log)
+    fixed = _fixed_batch(sources, next(iter(data)), vocab, tokenizer)
+
+    # model: seeded init (a resumed run loads the checkpoint's weights over it)
+    transformers.set_seed(seed)
+    model = LlamaForCausalLM(llama_config(m, vocab, tok.eos_token_id))
+    params = sum(p.numel() for p in model.parameters())
+    ckpt_dir = Path(ctx.checkpoint_dir)
+    resume = _resume(ckpt_dir, ctx, tps, log)
+    log(f"model: {params:,} parameters (hidden {m['hidden_size']}, {m['num_layers']} layers, vocab {vocab}); "
+        f"{max_steps} steps of {tps:,} tokens (micro_batch {train['micro_batch']} x grad_accum "
+        f"{train['grad_accum']} x seq_len {seq_len}), checkpoint every "
+        f"{plan['interval'] or max_steps} steps; {'cuda' if cuda else f'cpu, {torch.get_num_threads()} threads'}")
+    args = _training_args(train, plan, ckpt_dir, seed, cuda)
+    t0 = time.time()
+    model, log_history, final_step = _fit(ctx, model, args, dataset, tok, plan, resume, callbacks, log)
+    train_seconds = time.time() - t0
+    if not (ckpt_dir / f"checkpoint-{max_steps}" / MARKER).is_file():
+        raise RuntimeError(f"training reached step {final_step} but checkpoint-{max_steps} was not saved and marked")
+    model_dir = _save_outputs(ctx, model, tok, log_history)
     final_loss = mean_loss(model, fixed)
     complete, _ = scan_checkpoints(ckpt_dir)
     reasons = {s: (layout.read_json(p / MARKER, {}) or {}).get("reason") for s, p in complete}
-    trained = (final_step - start_step) * tps
+    trained = (final_step - (resume[0] if resume else 0)) * tps
     result = {
         "final_step": final_step, "max_steps": max_steps, "tokens": final_step * tps, "tokens_per_step": tps,
         "final_train_loss": last_logged_loss(log_history), "final_loss": final_loss,

@@ -28,8 +28,8 @@ STOP_EXIT = 75
 # name -> (trainer class, config class) in trl; and the columns each jsonl line must have
 TRAINERS = {"sft": ("SFTTrainer", "SFTConfig"), "dpo": ("DPOTrainer", "DPOConfig")}
 COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
-# The trainer config's arguments that the stage's own fields set (main() below); align.trl may add
-# others but not these (a second value would be a TypeError on the node: preflight refuses it).
+# The trainer config's arguments that the stage's own fields set (_trainer_config below); align.trl may
+# add others but not these (a second value would be a TypeError on the node: preflight refuses it).
 SET_BY_STAGE = ("output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "learning_rate", "warmup_steps", "max_length", "logging_steps",
                 "save_strategy", "save_steps", "save_total_limit", "seed", "data_seed", "bf16", "fp16", "use_cpu",
@@ -116,34 +116,20 @@ def _callback(order: dict, tokenizer, stop_file: Path):
     return AlignCallback()
 
 
-def main() -> int:
-    import datasets
+def _precision(a: dict, cuda: bool) -> tuple[bool, bool]:
+    """(bf16, fp16) of align.dtype: mixed precision on GPUs only."""
+    dtype = str(a["dtype"]).lower()
+    return cuda and dtype in ("bfloat16", "bf16"), cuda and dtype in ("float16", "fp16")
+
+
+def _model(a: dict, cuda: bool):
+    """(the model, peft's LoraConfig or None): align.model with align.dtype, flash attention when it is
+    installed (GPUs), 4-bit for QLoRA."""
     import torch
     import transformers
-    import trl
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, ProgressCallback
+    from transformers import AutoModelForCausalLM
 
-    # TRL calls transformers APIs that 5.x renamed: one FutureWarning per call, every step
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    datasets.disable_progress_bars()
-    order = json.loads(os.environ["LAUNCHER_ALIGN_ORDER"])
-    a, kind = order["align"], order["align"]["trainer"]
-    ckpt_dir, out, stop_file = Path(order["checkpoint_dir"]), Path(order["output_dir"]), Path(order["stop_file"])
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    transformers.utils.logging.disable_progress_bar()
-    cuda = torch.cuda.is_available()
-    if not cuda and os.environ.get("SLURM_CPUS_PER_TASK"):
-        torch.set_num_threads(max(1, int(os.environ["SLURM_CPUS_PER_TASK"])))
-    started = time.time()
-
-    tokenizer = AutoTokenizer.from_pretrained(a["model"])
-    tokenizer.chat_template = chat_template(tokenizer, a["chat_template"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dataset = load_data(a["data"], kind, ckpt_dir / "datasets-cache")
-
-    dtype = str(a["dtype"]).lower()
-    bf16, fp16 = cuda and dtype in ("bfloat16", "bf16"), cuda and dtype in ("float16", "fp16")
+    bf16, fp16 = _precision(a, cuda)
     model_kwargs: dict = {"dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32}
     if cuda:
         try:
@@ -163,27 +149,103 @@ def main() -> int:
 
         peft_config = LoraConfig(r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
                                  target_modules=lora["target_modules"], task_type="CAUSAL_LM")
-    model = AutoModelForCausalLM.from_pretrained(a["model"], **model_kwargs)
+    return AutoModelForCausalLM.from_pretrained(a["model"], **model_kwargs), peft_config
 
-    trainer_cls, config_cls = (getattr(trl, n) for n in TRAINERS[kind])
+
+def _trainer_config(a: dict, kind: str, ckpt_dir: Path, cuda: bool):
+    """TRL's config of the trainer (SFTConfig, DPOConfig...) from the align section; align.trl adds to it."""
+    import trl
+
+    config_cls = getattr(trl, TRAINERS[kind][1])
+    bf16, fp16 = _precision(a, cuda)
     every = int(a["checkpoint_every_steps"] or 0)
     extra = {"assistant_only_loss": bool(a["assistant_only_loss"])} if kind == "sft" else {"beta": float(a["beta"])}
-    fixed = dict(
+    return config_cls(
         output_dir=str(ckpt_dir), num_train_epochs=float(a["epochs"]), max_steps=int(a["max_steps"] or -1),
         per_device_train_batch_size=int(a["micro_batch"]), gradient_accumulation_steps=int(a["grad_accum"]),
         learning_rate=float(a["lr"]), warmup_steps=float(a["warmup_ratio"]), max_length=int(a["max_length"]),
         logging_steps=max(1, int(a["log_every_steps"])), save_strategy="steps", save_steps=every or 10**9,
         save_total_limit=None, seed=int(a["seed"]), data_seed=int(a["seed"]), bf16=bf16, fp16=fp16,
         use_cpu=not cuda, report_to="none", disable_tqdm=True, dataloader_num_workers=0, dataset_num_proc=None,
-        include_num_input_tokens_seen=True, restore_callback_states_from_checkpoint=False, **extra)
-    config = config_cls(**fixed, **(a.get("trl") or {}))
-    resume = checkpoints.resume_point(ckpt_dir, log) if rank0 else None
-    if not rank0:  # rank 0 set partial checkpoints aside; the others take what it took
-        resume = checkpoints.scan(ckpt_dir)[0][-1] if checkpoints.scan(ckpt_dir)[0] else None
-    trainer = trainer_cls(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=[_callback(order, tokenizer, stop_file)])
+        include_num_input_tokens_seen=True, restore_callback_states_from_checkpoint=False,
+        **extra, **(a.get("trl") or {}))
+
+
+def _resume(ckpt_dir: Path, rank0: bool):
+    """The newest complete checkpoint as (step, path), or None. Rank 0 sets partial checkpoints aside;
+    the others take what it took."""
+    if rank0:
+        return checkpoints.resume_point(ckpt_dir, log)
+    complete = checkpoints.scan(ckpt_dir)[0]
+    return complete[-1] if complete else None
+
+
+def _save(trainer, tokenizer, lora: dict, out: Path) -> Path:
+    """The trained model (LoRA merged in; QLoRA: the adapter only) and its tokenizer into out/; the
+    folder's name."""
+    final = trainer.model
+    if lora["enabled"] and not lora["qlora"]:
+        final = final.merge_and_unload()  # a plain model folder that vLLM and lighteval load
+    name = "adapter" if lora["qlora"] else "model"
+    out.mkdir(parents=True, exist_ok=True)
+    (final if not lora["qlora"] else trainer.model).save_pretrained(str(out / name))
+    tokenizer.save_pretrained(str(out / name))
+    (out / "metrics.jsonl").write_text("".join(json.dumps(e, default=str) + "\n" for e in trainer.state.log_history))
+    return Path(name)
+
+
+def _result(order: dict, trainer, dataset, resume, ckpt_dir: Path, folder: Path, times: tuple, cuda: bool) -> dict:
+    """result.json of the worker: steps, losses, reward margins (DPO), tokens, times, checkpoints."""
+    a, state, (started, t0) = order["align"], trainer.state, times
+    history = state.log_history
+    margins = [e["rewards/margins"] for e in history if "rewards/margins" in e]
+    losses = [e["loss"] for e in history if "loss" in e]
+    complete, _ = checkpoints.scan(ckpt_dir)
+    return {"trainer": a["trainer"], "final_step": state.global_step, "max_steps": state.max_steps,
+            "examples": len(dataset), "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "first_margin": margins[0] if margins else None, "final_margin": margins[-1] if margins else None,
+            "tokens": int(state.num_input_tokens_seen or 0), "train_seconds": round(time.time() - t0, 2),
+            "seconds": round(time.time() - started, 2), "resumed_from": resume[0] if resume else None,
+            "checkpoints": [s for s, _ in complete], "lora": bool(a["lora"]["enabled"]),
+            "model_dir": str(Path(order.get("final_output_dir") or order["output_dir"]) / folder),
+            "device": "cuda" if cuda else "cpu"}
+
+
+def main() -> int:
+    import datasets
+    import torch
+    import transformers
+    import trl
+    from transformers import AutoTokenizer, PrinterCallback, ProgressCallback
+
+    # TRL calls transformers APIs that 5.x renamed: one FutureWarning per call, every step
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    datasets.disable_progress_bars()
+    order = json.loads(os.environ["LAUNCHER_ALIGN_ORDER"])
+    a, kind = order["align"], order["align"]["trainer"]
+    ckpt_dir, out, stop_file = Path(order["checkpoint_dir"]), Path(order["output_dir"]), Path(order["stop_file"])
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    transformers.utils.logging.disable_progress_bar()
+    cuda = torch.cuda.is_available()
+    if not cuda and os.environ.get("SLURM_CPUS_PER_TASK"):
+        torch.set_num_threads(max(1, int(os.environ["SLURM_CPUS_PER_TASK"])))
+    started = time.time()
+
+    tokenizer = AutoTokenizer.from_pretrained(a["model"])
+    tokenizer.chat_template = chat_template(tokenizer, a["chat_template"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = load_data(a["data"], kind, ckpt_dir / "datasets-cache")
+    model, peft_config = _model(a, cuda)
+    config = _trainer_config(a, kind, ckpt_dir, cuda)
+    resume = _resume(ckpt_dir, rank0)
+    trainer = getattr(trl, TRAINERS[kind][0])(model=model, args=config, train_dataset=dataset,
+                                              processing_class=tokenizer, peft_config=peft_config,
+                                              callbacks=[_callback(order, tokenizer, stop_file)])
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    lora = a["lora"]
     log(f"{kind}: {a['model']} on {a['data']} ({len(dataset):,} examples), "
         f"{'LoRA r=' + str(lora['r']) if lora['enabled'] else 'full fine-tuning'}"
         f"{' (QLoRA 4-bit)' if lora['qlora'] else ''}, {'cuda' if cuda else 'cpu'}; "
@@ -198,29 +260,12 @@ def main() -> int:
     trainer.accelerator.wait_for_everyone()
     if not rank0:
         return 0
-    final = trainer.model
-    if lora["enabled"] and not lora["qlora"]:
-        final = final.merge_and_unload()  # a plain model folder that vLLM and lighteval load
-    out.mkdir(parents=True, exist_ok=True)
-    (final if not lora["qlora"] else trainer.model).save_pretrained(str(out / ("adapter" if lora["qlora"] else "model")))
-    tokenizer.save_pretrained(str(out / ("adapter" if lora["qlora"] else "model")))
-    history = state.log_history
-    (out / "metrics.jsonl").write_text("".join(json.dumps(e, default=str) + "\n" for e in history))
-    margins = [e["rewards/margins"] for e in history if "rewards/margins" in e]
-    losses = [e["loss"] for e in history if "loss" in e]
-    complete, _ = checkpoints.scan(ckpt_dir)
-    result = {"trainer": kind, "final_step": state.global_step, "max_steps": state.max_steps,
-              "examples": len(dataset), "first_loss": losses[0] if losses else None,
-              "final_loss": losses[-1] if losses else None,
-              "first_margin": margins[0] if margins else None, "final_margin": margins[-1] if margins else None,
-              "tokens": int(state.num_input_tokens_seen or 0), "train_seconds": round(time.time() - t0, 2),
-              "seconds": round(time.time() - started, 2), "resumed_from": resume[0] if resume else None,
-              "checkpoints": [s for s, _ in complete], "lora": bool(lora["enabled"]),
-              "model_dir": str(Path(order.get("final_output_dir") or out) / ("adapter" if lora["qlora"] else "model")),
-              "device": "cuda" if cuda else "cpu"}
+    folder = _save(trainer, tokenizer, lora, out)
+    result = _result(order, trainer, dataset, resume, ckpt_dir, folder, (started, t0), cuda)
     layout.atomic_write_json(out / "result.json", result)
     log(f"done: step {state.global_step}, loss {result['final_loss']}"
-        + (f", reward margin {result['first_margin']:.4f} -> {result['final_margin']:.4f}" if margins else ""))
+        + (f", reward margin {result['first_margin']:.4f} -> {result['final_margin']:.4f}"
+           if result["first_margin"] is not None else ""))
     return 0
 
 

@@ -1,5 +1,5 @@
 """A client of a served model (kind=python, `after: {<serve stage>: after}`): chat requests against the
-endpoint the server published (jobs/kinds/serve.py exports OPENAI_BASE_URL and LAUNCHER_ENDPOINT_<STAGE>),
+endpoint the server published (jobs/runtime/endpoints.py exports OPENAI_BASE_URL and LAUNCHER_ENDPOINT_<STAGE>),
 each of which must come back with text. Writes responses.jsonl; fails on the first bad answer.
 params: requests (default 4), max_tokens (16), server (the serve stage; default: the only one).
 Standard library only."""
@@ -10,7 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from jobs.kinds.serve import env_name, http
+from jobs.runtime.endpoints import env_name
+from jobs.runtime.http import post_json
 
 PROMPTS = ["Complete the sentence: Return the number of", "Complete the sentence: The socket must be bound to",
            "Complete the sentence: Open the file pointed by", "Complete the sentence: This module provides"]
@@ -33,7 +34,7 @@ def run(ctx) -> dict:
     for i in range(n):
         prompt = PROMPTS[i % len(PROMPTS)]
         t0 = time.time()
-        status, body = http(base.rstrip("/") + "/chat/completions", {
+        status, body = post_json(base.rstrip("/") + "/chat/completions", {
             "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
             "temperature": 0}, timeout=300)
         latencies.append(time.time() - t0)

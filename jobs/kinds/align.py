@@ -1,8 +1,7 @@
-"""kind=align on the compute node: one `accelerate launch` per node runs jobs.adapters.trl on every
-process, with the accelerate config the launcher rendered at submission
-(stages/<stage>/accelerate/<point>.yaml) plus what only the allocation knows: --machine_rank (the
-node's SLURM_NODEID), --main_process_ip (the allocation's first node, from scontrol) and
---main_process_port (rdzv_port_base + job id % 10000, like torchrun stages).
+"""kind=align on the compute node: one `accelerate launch` per node (jobs/adapters/accelerate.py) runs
+jobs.adapters.trl on every process. The main process is the allocation's first node
+(jobs/runtime/allocation.py), its port rdzv_port_base + job id % 10000, like torchrun stages
+(jobs/runtime/ports.py).
 
 The stop signal is passed as a file, not forwarded: accelerate's launcher would die of SIGUSR2, and
 torchrun under it starts workers in their own sessions. jobs.task creates the file; the worker
@@ -11,12 +10,16 @@ checkpoints at its next step end and exits; this task then requeues. Standard li
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
 from jobs import layout
-from jobs.adapters.torchrun import node_hosts, rdzv_port, run_child
+from jobs.adapters import accelerate
+from jobs.runtime.allocation import is_local, node_hosts, node_rank
+from jobs.runtime.ports import rdzv_port
+
+reruns_when_complete = False
+resolves_hub_references = True
 
 
 def resolve(task) -> Dict[str, Any]:
@@ -31,35 +34,23 @@ def resolve(task) -> Dict[str, Any]:
     return a
 
 
-def argv(task, hosts: list[str], node_rank: int, port: int) -> list[str]:
-    config = layout.accelerate_config(task.run_dir, task.stage, task.point)
-    threads = int(task.spec.get("resources", {}).get("cpus_per_task") or 1)
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-            "--machine_rank", str(node_rank), "--main_process_ip", hosts[0], "--main_process_port", str(port),
-            "--num_cpu_threads_per_process", str(threads), "-m", "jobs.adapters.trl"]
-
-
 def run(task) -> None:
-    from jobs.task import log
-
     a = resolve(task)
     env = task.environment()
     hosts = node_hosts(env)
-    node_rank = 0 if env.get("LAUNCHER_BACKEND") == "local" else int(env.get("SLURM_NODEID") or 0)
-    port = rdzv_port(task.job_id if env.get("LAUNCHER_BACKEND") == "local" else env.get("SLURM_JOB_ID", task.job_id),
+    rank = node_rank(env)
+    port = rdzv_port(task.job_id if is_local(env) else env.get("SLURM_JOB_ID", task.job_id),
                      task.spec.get("rdzv_port_base", 20000))
-    stop_file = task.ctx.checkpoint_dir / f"STOP-{node_rank}"
-    stop_file.unlink(missing_ok=True)  # a request of an earlier attempt
-    task.stop_file = stop_file
+    stop_file = task.ctx.checkpoint_dir / f"STOP-{rank}"
     env["LAUNCHER_ALIGN_ORDER"] = json.dumps({
         "align": a, "output_dir": str(task.ctx.output_dir), "final_output_dir": str(task.final_out),
         "checkpoint_dir": str(task.ctx.checkpoint_dir),
         "stop_file": str(stop_file), "restarts": task.restarts})
     env.setdefault("HF_HUB_OFFLINE", "1")  # the model and data are local: never wait on a hub
-    cmd = argv(task, hosts, node_rank, port)
-    log(f"align: {a['trainer']} on {a['model']}; node {node_rank} of {len(hosts)}, main process "
-        f"{hosts[0]}:{port}")
-    log("align: " + " ".join(cmd))
-    run_child(task, cmd, env, f"accelerate launch exited with status {{rc}} on node {node_rank}; the trainer's "
-                              f"error is in this task's log above")
+    cmd = accelerate.argv(task, hosts, rank, port)
+    task.log(f"align: {a['trainer']} on {a['model']}; node {rank} of {len(hosts)}, main process "
+             f"{hosts[0]}:{port}")
+    task.log("align: " + " ".join(cmd))
+    task.run_child(cmd, env, f"accelerate launch exited with status {{rc}} on node {rank}; the trainer's "
+                             f"error is in this task's log above", stop="file", stop_file=stop_file)
     return None  # the worker wrote result.json (main process)

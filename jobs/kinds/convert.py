@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, Dict
 
 from jobs import layout
-from jobs.kinds.pretrain import complete_steps, task_log
+from jobs.adapters.nanotron import complete_steps
 
 MARKER = "launcher-complete.json"
+reruns_when_complete = False
+resolves_hub_references = True
 
 
 def run(task) -> Dict[str, Any]:
@@ -33,7 +35,7 @@ def run(task) -> Dict[str, Any]:
         if not (dest / MARKER).exists():
             tmp = dest.with_name(f".{step}.partial")
             shutil.rmtree(tmp, ignore_errors=True)
-            task_log(f"converting nanotron step {step} -> {dest}")
+            task.log(f"converting nanotron step {step} -> {dest}")
             launch(task, ["-m", "examples.llama.convert_nanotron_to_hf", f"--checkpoint_path={checkpoints / str(step)}",
                           f"--save_path={tmp}", f"--tokenizer_name={tokenizer}", f"--config_cls={config_cls}"],
                    nproc_per_node=1, port_base=task.spec["rdzv_port_base"],

@@ -8,27 +8,22 @@ stages/<stage>/evals/<point>/step-<N>.json: a checkpoint with a result is never 
 a requeued trainer, a restarted evaluation or a rerun never adds a second result, and a missed
 checkpoint is back-filled. A checkpoint without its marker (partial) or saved on a stop signal
 (off the token interval) is never scored. At the end the run's rows go to out/<point>/0/results.csv
-(the table `launcher report` reads). Standard library at import; lighteval is imported when used.
+(the table `launcher report` reads; jobs/adapters/eval_results.py). Standard library at import; lighteval is
+imported when used.
 """
 from __future__ import annotations
 
-import csv
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from jobs import layout
+from jobs.adapters.eval_results import results_dir, write_table
+from jobs.runtime import polling
 from jobs.runtime.checkpoints import MARKER
-from jobs.kinds.pretrain import task_log
 
-COLUMNS = ("campaign", "run_id", "point", "variant", "seed", "step", "tokens", "task", "metric", "value", "stderr",
-           "random_baseline", "higher_is_better")
-
-
-def results_dir(run_dir: Path, stage: str, point: int) -> Path:
-    return layout.stage_dir(run_dir, stage) / "evals" / str(point)
+reruns_when_complete = False
+resolves_hub_references = True
 
 
 def checkpoints(spec: Dict[str, Any], point: int) -> List[Tuple[int, Path]]:
@@ -62,7 +57,6 @@ def variant(overrides: List[List[str]], point: int) -> str:
 
 def run(task) -> Dict[str, Any]:
     from jobs.adapters import eval_tasks
-    from jobs.adapters.lighteval import evaluate
 
     task.export_environment()
     spec, ev, point = task.spec, task.payload["evaluate"], task.point
@@ -72,10 +66,8 @@ def run(task) -> Dict[str, Any]:
         tasks = list(eval_tasks.write_tasks(stage_dir / "tasks" / "demo").values()) + tasks
     out_dir = results_dir(task.run_dir, task.stage, point)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokens_per_step = spec["schedules"][point]["tokens_per_step"]
-    log = task_log
-    log(f"evaluate: point {point} ({variant(spec['overrides'], point)}, seed {spec['seeds'][point]}), tasks "
-        f"{', '.join(t['name'] for t in tasks)}; following {spec['parents'][0]}")
+    task.log(f"evaluate: point {point} ({variant(spec['overrides'], point)}, seed {spec['seeds'][point]}), tasks "
+             f"{', '.join(t['name'] for t in tasks)}; following {spec['parents'][0]}")
     asked = 0.0
     while True:
         ask = time.time() - asked >= SQUEUE_EVERY_S
@@ -85,58 +77,32 @@ def run(task) -> Dict[str, Any]:
         for step, folder in todo:
             if task.ctx.should_stop():
                 task.ctx.requeue()
-            t0 = time.time()
-            metrics = evaluate(str(folder), tasks, str(stage_dir / "work" / str(point) / str(step)),
-                               batch_size=ev["batch_size"], max_samples=ev["max_samples"], log=log)
-            tokens = (layout.read_json(folder / MARKER, {}) or {}).get("tokens") or step * tokens_per_step
-            layout.atomic_write_json(out_dir / f"step-{step}.json", {
-                "campaign": spec["campaign"], "run_id": spec["run_id"], "point": point,
-                "variant": variant(spec["overrides"], point), "seed": spec["seeds"][point], "step": step,
-                "tokens": tokens, "checkpoint": str(folder), "metrics": metrics, "tasks": tasks,
-                "seconds": round(time.time() - t0, 2), "job_id": task.job_id})
-            log(f"evaluate: step {step} ({tokens:,} tokens) scored in {time.time() - t0:.1f} s: "
-                + ", ".join(f"{t}/{m}={v:.4f}" for t, ms in metrics.items() for m, v in ms.items()
-                            if not m.endswith("_stderr") and isinstance(v, (int, float))))
+            score(task, tasks, step, folder, out_dir)
         if ended and not todo:
             break
-        if not todo:
-            deadline = time.time() + ev["poll_s"]
-            while time.time() < deadline and not task.ctx.should_stop():
-                time.sleep(0.5)
-            if task.ctx.should_stop():
-                task.ctx.requeue()
+        if not todo and polling.until(task.ctx.should_stop, ev["poll_s"], 0.5):
+            task.ctx.requeue()
     steps = write_table(out_dir, task.ctx.output_dir / "results.csv")
-    log(f"evaluate: {len(steps)} checkpoint(s) scored: steps {steps}")
+    task.log(f"evaluate: {len(steps)} checkpoint(s) scored: steps {steps}")
     return {"point": point, "steps": steps, "results": str(out_dir)}
 
 
-def rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """One result file → the report's rows (one per task and metric)."""
-    specs = {t["name"]: t for t in result["tasks"]}
-    out = []
-    for name, metrics in result["metrics"].items():
-        for metric, value in metrics.items():
-            if metric.endswith("_stderr"):
-                continue
-            t = specs.get(name, {})
-            out.append({"campaign": result["campaign"], "run_id": result["run_id"], "point": result["point"],
-                        "variant": result["variant"], "seed": result["seed"], "step": result["step"],
-                        "tokens": result["tokens"], "task": name, "metric": metric, "value": value,
-                        "stderr": metrics.get(metric + "_stderr"), "random_baseline": t.get("random_baseline"),
-                        "higher_is_better": t.get("higher_is_better", True)})
-    return out
+def score(task, tasks: List[Dict[str, Any]], step: int, folder: Path, out_dir: Path) -> None:
+    """Score one checkpoint with lighteval; its result file, written atomically, says it is done."""
+    from jobs.adapters.lighteval import evaluate
 
-
-def write_table(results: Path, csv_path: Path) -> List[int]:
-    """Every result file of a point → one CSV (written to a temporary name, then renamed)."""
-    files = sorted(results.glob("step-*.json"), key=lambda p: int(p.stem.split("-")[1]))
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        for p in files:
-            for row in rows(json.loads(p.read_text())):
-                w.writerow(row)
-    os.replace(tmp, csv_path)
-    return [int(p.stem.split("-")[1]) for p in files]
+    spec, ev, point = task.spec, task.payload["evaluate"], task.point
+    t0 = time.time()
+    work = layout.stage_dir(task.run_dir, task.stage) / "work" / str(point) / str(step)
+    metrics = evaluate(str(folder), tasks, str(work), batch_size=ev["batch_size"], max_samples=ev["max_samples"],
+                       log=task.log)
+    tokens_per_step = spec["schedules"][point]["tokens_per_step"]
+    tokens = (layout.read_json(folder / MARKER, {}) or {}).get("tokens") or step * tokens_per_step
+    layout.atomic_write_json(out_dir / f"step-{step}.json", {
+        "campaign": spec["campaign"], "run_id": spec["run_id"], "point": point,
+        "variant": variant(spec["overrides"], point), "seed": spec["seeds"][point], "step": step,
+        "tokens": tokens, "checkpoint": str(folder), "metrics": metrics, "tasks": tasks,
+        "seconds": round(time.time() - t0, 2), "job_id": task.job_id})
+    task.log(f"evaluate: step {step} ({tokens:,} tokens) scored in {time.time() - t0:.1f} s: "
+             + ", ".join(f"{t}/{m}={v:.4f}" for t, ms in metrics.items() for m, v in ms.items()
+                         if not m.endswith("_stderr") and isinstance(v, (int, float))))

@@ -12,11 +12,13 @@ from typing import Any, Dict
 from jobs.adapters import hub_refs as hub
 from jobs import layout
 
+reruns_when_complete = False
+# hf:// references are what fetch downloads: kept as written
+resolves_hub_references = False
+
 
 def run(task) -> Dict[str, Any]:
     from huggingface_hub import snapshot_download
-
-    from jobs.task import log
 
     f = task.payload["fetch"]
     cache = task.spec.get("hub_cache") or os.environ.get("HF_HUB_CACHE")
@@ -26,13 +28,13 @@ def run(task) -> Dict[str, Any]:
     for value in f["repos"]:
         ref = hub.parse(value)
         t0 = time.time()
-        log(f"fetch: {ref} into {cache}")
+        task.log(f"fetch: {ref} into {cache}")
         path = snapshot_download(repo_id=ref.repo_id, repo_type=ref.repo_type, revision=ref.revision, cache_dir=cache,
                                  allow_patterns=f["allow_patterns"] or None, ignore_patterns=f["ignore_patterns"] or None)
         commit = Path(path).name
         files = sorted(str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file())
         resolved[value] = {"repo_id": ref.repo_id, "repo_type": ref.repo_type, "revision": ref.revision,
                            "commit": commit, "path": path, "files": len(files), "seconds": round(time.time() - t0, 2)}
-        log(f"fetch: {ref.repo_id}@{ref.revision} = commit {commit}, {len(files)} file(s) in {time.time() - t0:.1f} s")
+        task.log(f"fetch: {ref.repo_id}@{ref.revision} = commit {commit}, {len(files)} file(s) in {time.time() - t0:.1f} s")
     layout.atomic_write_json(Path(task.run_dir) / "hub" / f"revisions-{task.point}.json", resolved)
     return {"cache": cache, "repos": resolved}

@@ -1,77 +1,15 @@
-"""Compute side of kind=preprocess: build a stage's datatrove blocks and run this task's rank.
-
-One array task is one datatrove rank (rank = task index within the sweep point, world size = the
-stage's tasks), run through datatrove's own executor machinery, so its completions/, stats/ and logs/
-land in the stage's folder of the run (jobs/layout.py) and a rerun skips ranks datatrove finished.
-Blocks are built from {_target_: dotted.path, **kwargs} dicts, recursively (Hydra's convention,
-without needing Hydra in the stage environment).
-"""
+"""kind=preprocess: one array task is one datatrove rank of the stage's blocks (jobs/adapters/datatrove.py);
+the rank's datatrove stats become result.json. datatrove is imported in run(), in the stage's environment."""
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any, Dict
 
-from datatrove.executor.base import DistributedEnvVars, PipelineExecutor
-
-from jobs import layout
-from jobs.runtime.targets import locate
+reruns_when_complete = False
+resolves_hub_references = True
 
 
-def instantiate(node: Any) -> Any:
-    """Build every {_target_: ..., **kwargs} dict, innermost first."""
-    if isinstance(node, list):
-        return [instantiate(v) for v in node]
-    if isinstance(node, dict):
-        built = {k: instantiate(v) for k, v in node.items() if k != "_target_"}
-        return locate(node["_target_"])(**built) if "_target_" in node else built
-    return node
+def run(task) -> Dict[str, Any]:
+    from jobs.adapters import datatrove
 
-
-def keep_removed(blocks: list, removed: Path) -> None:
-    """Every block that can write what it drops (datatrove filters, MinhashDedupFilter) and has no
-    exclusion writer gets one: removed/<i>-<Block>/, so `launcher inspect` can show it."""
-    from datatrove.pipeline.writers import JsonlWriter
-
-    for i, block in enumerate(blocks):
-        if hasattr(block, "exclusion_writer") and block.exclusion_writer is None:
-            block.exclusion_writer = JsonlWriter(str(removed / f"{i}-{type(block).__name__}"))
-
-
-class ArrayTaskExecutor(PipelineExecutor):
-    """Runs one rank of a datatrove pipeline: the rank this array task is (like datatrove's own
-    SlurmPipelineExecutor does inside each of its array tasks)."""
-
-    def __init__(self, pipeline, tasks: int, logging_dir: str):
-        super().__init__(pipeline, logging_dir=logging_dir, skip_completed=True)
-        self.tasks = tasks
-
-    @property
-    def world_size(self) -> int:
-        return self.tasks
-
-    def run(self, rank: int = 0):
-        return self._run_for_rank(rank)
-
-    def get_distributed_env(self, node_rank: int = -1) -> DistributedEnvVars:
-        return DistributedEnvVars(
-            datatrove_node_ips=os.environ.get("SLURMD_NODENAME", "localhost"),
-            datatrove_cpus_per_task=os.environ.get("SLURM_CPUS_PER_TASK", "1"),
-            datatrove_mem_per_cpu=os.environ.get("SLURM_MEM_PER_CPU", "-1"),
-            datatrove_gpus_on_node=os.environ.get("SLURM_GPUS_ON_NODE", "0"),
-            datatrove_executor="LAUNCHER")
-
-
-def run_rank(spec: Dict[str, Any], payload: Dict[str, Any], point: int, rank: int, tasks: int) -> Dict[str, Any]:
-    """Build the blocks, run `rank` of `tasks`; return what the rank did (datatrove's stats)."""
-    folders = layout.Folders(spec, point)
-    blocks = instantiate(folders.fill(payload["blocks"]))
-    if payload.get("keep_removed", True):
-        keep_removed(blocks, folders.of(spec["stage"], "removed"))
-    logs = folders.of(spec["stage"], "logs")
-    executor = ArrayTaskExecutor(blocks, tasks=tasks, logging_dir=str(logs))
-    executor.run(rank)
-    stats_file = logs / "stats" / f"{rank:05d}.json"
-    return {"rank": rank, "world_size": tasks, "stats": json.loads(stats_file.read_text()) if stats_file.exists()
-            else None, "output": str(folders.of(spec["stage"], "output"))}
+    task.export_environment()
+    return datatrove.run_rank(task.spec, task.payload, task.point, task.index, task.spec["tasks_per_point"])

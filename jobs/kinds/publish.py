@@ -13,11 +13,13 @@ from typing import Any, Dict
 from jobs.adapters import hub_card
 from jobs import layout
 
+reruns_when_complete = False
+# publish talks to the hub itself (online, with its token): its section is kept as written
+resolves_hub_references = False
+
 
 def run(task) -> Dict[str, Any]:
     from huggingface_hub import CommitOperationAdd, HfApi
-
-    from jobs.task import log
 
     p = layout.Folders(task.spec, task.point).fill(task.payload["publish"])
     token = os.environ.get(p["token_env"])
@@ -33,7 +35,7 @@ def run(task) -> Dict[str, Any]:
     repo = api.create_repo(p["repo_id"], repo_type=p["repo_type"], private=p["private"], exist_ok=True)
     message = p["commit_message"] or f"launcher: run {task.spec['run_id']}, stage {task.stage}"
     card = hub_card.render(task.run_dir, task.stage, task.point, p, str(source)) if p["card"] else None
-    log(f"publish: {len(names)} file(s) of {source} to {p['repo_type']} {p['repo_id']} "
+    task.log(f"publish: {len(names)} file(s) of {source} to {p['repo_type']} {p['repo_id']} "
         f"({'private' if p['private'] else 'public'}){' + README.md card' if card else ''}")
     if p["large"]:
         api.upload_large_folder(repo_id=p["repo_id"], folder_path=str(source), repo_type=p["repo_type"],
@@ -49,6 +51,6 @@ def run(task) -> Dict[str, Any]:
     if card:
         (task.ctx.output_dir / "README.md").write_text(card)
     oid = getattr(commit, "oid", None)
-    log(f"publish: {repo} commit {oid}")
+    task.log(f"publish: {repo} commit {oid}")
     return {"repo": str(repo), "repo_id": p["repo_id"], "repo_type": p["repo_type"], "private": p["private"],
             "commit": oid, "files": names, "card": bool(card), "large": p["large"]}

@@ -40,7 +40,7 @@ def vllm_processes(*runs: Path) -> list[str]:
     """What is left of the runs' servers: processes in a server's session (the endpoint file records
     its leader's pid, which is the session id: vLLM's EngineCore and helpers included), and any
     process whose command line names the run (the model path). Other vLLMs on the machine are not ours."""
-    from jobs.kinds.serve import session_pids
+    from jobs.runtime.processes import session_pids
 
     left = []
     for run in runs:

@@ -14,14 +14,16 @@ import pytest
 
 from jobs.adapters import torchrun as launch
 from jobs.context import Requeue, TaskContext
+from jobs.task import Task
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PROBE = str(ROOT / "jobs" / "demo" / "dist_probe.py")
 HOST = socket.gethostname()
 
 
-class StandIn:
-    """What launch() needs of jobs.task.Task: .child, .ctx, .environment(), .spec."""
+class StandIn(Task):
+    """A jobs.task.Task as launch() uses it (.spec, .environment(), .run_child(); .child is the torchrun it
+    started) on a fake allocation: no spec file, the environment given."""
 
     def __init__(self, tmp_path: Path, env: dict):
         out = tmp_path / "out"
@@ -30,7 +32,7 @@ class StandIn:
                                params={}, output_dir=out, checkpoint_dir=tmp_path / "ckpt", inputs={},
                                restart_count=0)
         self.spec = {"backend": "slurm", "requeue": {"max": 1, "signal": "USR2", "signal_delay_s": 30}}
-        self.child = None
+        self.child, self.stop_file, self.terminated = None, None, False
         self._env = env
 
     def environment(self) -> dict:

@@ -1,4 +1,5 @@
-"""jobs.adapters.torchrun: the torchrun command line, the rendezvous port, and the allocation's hosts."""
+"""jobs.adapters.torchrun: the torchrun command line; the rendezvous port (jobs.runtime.ports) and the
+allocation's hosts (jobs.runtime.allocation)."""
 import os
 import socket
 import stat
@@ -7,7 +8,9 @@ import sys
 
 import pytest
 
-from jobs.adapters.torchrun import node_hosts, rdzv_port, torchrun_argv
+from jobs.adapters.torchrun import torchrun_argv
+from jobs.runtime.allocation import node_hosts
+from jobs.runtime.ports import rdzv_port
 
 GOLDEN_NODE0 = [
     "/env/bin/python", "-m", "torch.distributed.run",

@@ -140,7 +140,7 @@ def test_task_ended_reads_squeue_strictly(tmp_path, monkeypatch):
 
 
 def test_node_hosts_ignore_a_scontrol_banner(tmp_path, monkeypatch):
-    from jobs.adapters.torchrun import node_hosts
+    from jobs.runtime.allocation import node_hosts
 
     fake_clients(tmp_path, monkeypatch, scontrol=f'echo "{BANNER}"; printf "gpu-a01\\ngpu-a02\\n"; echo "Welcome!"; echo "Goodbye"')
     env = {"PATH": os.environ["PATH"], "SLURM_JOB_NODELIST": "gpu-a[01-02]", "SLURM_JOB_NUM_NODES": "2"}

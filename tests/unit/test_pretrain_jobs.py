@@ -1,4 +1,4 @@
-"""Compute side of kind=pretrain, backend nanotron, without a GPU: which checkpoint a restart resumes
+"""Compute side of kind=pretrain, backend nanotron (jobs/adapters/nanotron.py), without a GPU: which checkpoint a restart resumes
 from (never a partial or corrupted one), the dataset views nanotron reads, and the files written
 at submission (nanotron's YAML resuming from the checkpoints folder)."""
 import json
@@ -6,7 +6,7 @@ import json
 import yaml
 
 from jobs import layout
-from jobs.kinds import pretrain
+from jobs.adapters import nanotron as pretrain
 from launcher.compose import compose
 from launcher.plan import build_plan
 from launcher.render import build_requests, write_stage_files
