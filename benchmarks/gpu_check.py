@@ -127,6 +127,8 @@ class Runner:
         self.stage_python, self.launcher_python, self.peak = stage_python, launcher_python, peak
         self.env = {**os.environ, "LAUNCHER_GPU_PYTHON": stage_python, "HF_HUB_OFFLINE": "1",
                     "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+        if mode == "cpu":  # one thread on both sides, as benchmarks/bench_train_hf.py: the numbers compare
+            self.env["SLURM_CPUS_PER_TASK"] = "1"
         self.sizes_file = work / "sizes.json"
         self.prepared: Dict[str, Any] = {}
         self.report: Dict[str, Any] = {"mode": mode, "stage_python": stage_python, "sizes": self.sizes}

@@ -18,6 +18,7 @@ dtype=bfloat16) under the same autocast. In --cpu mode (SIZES["cuda"] false) flo
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -91,6 +92,8 @@ def direct(sizes: dict, kind: str) -> dict:
         raise SystemExit("direct: no CUDA device visible to torch")
     run = sizes[kind]
     micro, seq = int(run["micro_batch"]), int(run["seq_len"])
+    if not cuda and os.environ.get("SLURM_CPUS_PER_TASK"):  # as jobs/adapters/trainer.py train() does
+        torch.set_num_threads(max(1, int(os.environ["SLURM_CPUS_PER_TASK"])))
     torch.manual_seed(0)
     device = torch.device("cuda" if cuda else "cpu")
     model = LlamaForCausalLM(llama_config(sizes["model"], prepared["vocab"], 0))
@@ -132,12 +135,17 @@ def versions() -> dict:
     """What this interpreter has: the libraries the checks use (version, or why it does not import)
     and the GPU torch sees."""
     import importlib
+    import importlib.metadata
 
     out = {"python": sys.version.split()[0], "executable": sys.executable}
     for name in ("torch", "transformers", "accelerate", "peft", "trl", "datasets", "datatrove", "pyarrow",
                  "huggingface_hub"):
         try:
-            out[name] = getattr(importlib.import_module(name), "__version__", "?")
+            module = importlib.import_module(name)
+            try:
+                out[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                out[name] = getattr(module, "__version__", "?")
         except Exception as e:  # noqa: BLE001 - reported, not raised: the table says what is missing
             out[name] = f"missing ({type(e).__name__}: {str(e)[:120]})"
     try:
