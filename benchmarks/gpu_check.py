@@ -48,15 +48,17 @@ MODEL_TINY = {**MODEL_100M, "hidden_size": 32, "intermediate_size": 64, "num_lay
               "num_kv_heads": 2, "vocab_size": None, "max_position_embeddings": 256}
 SIZES: Dict[str, Dict[str, Any]] = {
     "gpu": {"cuda": True, "dtype": "bfloat16", "model": MODEL_100M, "docs": 3000, "tokenizer_vocab": 2000,
-            "hf": {"seq_len": 1024, "micro_batch": 16, "steps": 240, "log_every": 20, "warmup": 5, "direct_steps": 30},
-            "requeue": {"every": 60, "stop_after": 60},
-            "sft": {"seq_len": 1024, "micro_batch": 16, "steps": 60, "log_every": 10, "warmup": 5, "direct_steps": 30},
-            "sft_max_length": 1024, "sft_examples": 16 * 60, "mem_gb": 32, "loss_rtol": 2e-2},
+            "hf": {"seq_len": 1024, "micro_batch": 16, "steps": 480, "log_every": 40, "warmup": 5, "direct_steps": 30},
+            "requeue": {"every": 120, "stop_after": 120},
+            "sft": {"seq_len": 1024, "micro_batch": 16, "steps": 120, "log_every": 20, "warmup": 5, "direct_steps": 30},
+            "sft_max_length": 1024, "sft_examples": 16 * 120, "mem_gb": 32, "loss_rtol": 2e-2,
+            "budget_s": 420, "reserve_s": {"hf": 200, "sft": 110}},
     "cpu": {"cuda": False, "dtype": "float32", "model": MODEL_TINY, "docs": 300, "tokenizer_vocab": 400,
             "hf": {"seq_len": 32, "micro_batch": 4, "steps": 60, "log_every": 10, "warmup": 2, "direct_steps": 20},
             "requeue": {"every": 15, "stop_after": 15},
             "sft": {"seq_len": 64, "micro_batch": 4, "steps": 8, "log_every": 2, "warmup": 2, "direct_steps": 8},
-            "sft_max_length": 64, "sft_examples": 4 * 8, "mem_gb": 3, "loss_rtol": 1e-4},
+            "sft_max_length": 64, "sft_examples": 4 * 8, "mem_gb": 3, "loss_rtol": 1e-4,
+            "budget_s": 900, "reserve_s": {"hf": 200, "sft": 100}},
 }
 CHECKS = ("hf", "sft", "requeue")
 
@@ -131,6 +133,7 @@ class Runner:
             self.env["SLURM_CPUS_PER_TASK"] = "1"
         self.sizes_file = work / "sizes.json"
         self.prepared: Dict[str, Any] = {}
+        self.deadline = time.time() + float(self.sizes["budget_s"])
         self.report: Dict[str, Any] = {"mode": mode, "stage_python": stage_python, "sizes": self.sizes}
 
     def say(self, msg: str) -> None:
@@ -154,14 +157,28 @@ class Runner:
         log = open(root / "launcher.log", "w")
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=root)
 
+    def left(self, reserve: float = 0.0) -> float:
+        """Seconds of the budget left, less `reserve` (kept for the checks still to come)."""
+        return self.deadline - time.time() - reserve
+
     def finish(self, name: str, proc: subprocess.Popen, timeout: float) -> tuple[int, Optional[Path]]:
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = -9
+        """Wait for a `launcher run` (at most `timeout` s); past it, `launcher cancel` the run (its tasks
+        run on under the local scheduler otherwise) and return rc -9. (rc, run directory or None)."""
         root = self.work / "runs" / name
-        return rc, next((p.parent.parent for p in sorted(root.glob("*/stages/*")) if p.is_dir()), None)
+
+        def run_dir() -> Optional[Path]:
+            return next((p.parent for p in sorted(root.glob("*/run.json"))), None)
+
+        try:
+            rc = proc.wait(timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            self.say(f"{name}: over its {timeout:.0f} s: cancelling the run")
+            proc.kill()
+            if run_dir():
+                subprocess.run([self.launcher_python, "-m", "launcher", "cancel", str(run_dir())], env=self.env,
+                               capture_output=True, timeout=60)
+            rc = -9
+        return rc, run_dir()
 
     # -- the three checks -------------------------------------------------------------------------
     def hf_overrides(self, steps: int, every_steps: int) -> List[str]:
@@ -178,7 +195,8 @@ class Runner:
 
     def check_hf(self) -> dict:
         s = self.sizes["hf"]
-        rc, run_dir = self.finish("hf", self.launcher("hf", self.hf_overrides(s["steps"], s["steps"])), 1200)
+        proc = self.launcher("hf", self.hf_overrides(s["steps"], s["steps"]))
+        rc, run_dir = self.finish("hf", proc, self.left(reserve=self.sizes["reserve_s"]["hf"]))
         result = read_result(run_dir, "train")
         return {"rc": rc, "run_dir": str(run_dir), "result": result,
                 "ok": rc == 0 and bool(result) and result.get("final_step") == s["steps"]
@@ -193,7 +211,7 @@ class Runner:
                      f"{st}.align.micro_batch={s['micro_batch']}", f"{st}.align.checkpoint_every_steps=0",
                      f"{st}.align.log_every_steps={s['log_every']}", f"{st}.align.dtype={self.sizes['dtype']}",
                      f"{st}.resources.mem_gb={self.sizes['mem_gb']}"]
-        rc, run_dir = self.finish("sft", self.launcher("sft", overrides), 1200)
+        rc, run_dir = self.finish("sft", self.launcher("sft", overrides), self.left(reserve=self.sizes["reserve_s"]["sft"]))
         result = read_result(run_dir, "sft")
         if result and result.get("train_seconds"):
             result["tokens_per_s"] = round(result["tokens"] / result["train_seconds"], 1)  # what TRL counted
@@ -205,8 +223,8 @@ class Runner:
         s, rq = self.sizes["hf"], self.sizes["requeue"]
         proc = self.launcher("requeue", self.hf_overrides(s["steps"], rq["every"]))
         root = self.work / "runs" / "requeue"
-        signalled = stop_after(root, "train", rq["stop_after"], proc, timeout=900)
-        rc, run_dir = self.finish("requeue", proc, 1200)
+        signalled = stop_after(root, "train", rq["stop_after"], proc, timeout=self.left())
+        rc, run_dir = self.finish("requeue", proc, self.left())
         out = {"rc": rc, "run_dir": str(run_dir), "signalled": signalled}
         out.update(judge_resume(run_dir, s["steps"], rq["stop_after"], uninterrupted, self.sizes["loss_rtol"]))
         out["ok"] = rc == 0 and out.pop("resume_ok")
@@ -325,6 +343,8 @@ def run_checks(r: Runner, only: Sequence[str]) -> List[List[str]]:
     r.prepared = r.report["prepared"] = r.helper("prepare", str(r.work / "data"), str(r.sizes_file))
     r.report["versions"] = r.prepared.pop("versions")
     r.say(f"versions: {json.dumps(r.report['versions'])}")
+    if r.sizes["cuda"] and not r.report["versions"].get("cuda"):
+        raise RuntimeError(f"torch in {r.stage_python} sees no GPU (a machine without one: --cpu)")
     params = active_params(r.sizes["model"], r.prepared["vocab"])
     r.report["active_params"] = params
     r.say(f"prepared in {r.prepared['seconds']} s: {r.prepared['tokens']:,} tokens, vocab {r.prepared['vocab']}, "
@@ -356,7 +376,7 @@ def save_report(report: dict, work: Path, out: Path) -> None:
     (out / "gpu-check.json").write_text(json.dumps(report, indent=1, default=str))
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         for p in sorted((work / "runs").rglob("*")) if (work / "runs").exists() else []:
-            if p.is_file() and "ckpt" not in p.parts and p.suffix in (".log", ".out", ".err", ".txt", ".json") \
+            if p.is_file() and not {"ckpt", "code", "model"} & set(p.parts) and p.suffix in (".log", ".out", ".err", ".txt", ".json") \
                     and p.stat().st_size <= 5_000_000:
                 tar.add(p, arcname=str(p.relative_to(work)))
 
@@ -374,9 +394,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--cpu", action="store_true", help="tiny sizes, float32, on the CPU (no GPU needed)")
     ap.add_argument("--python", help="the stages' interpreter (default: $LAUNCHER_GPU_PYTHON, else python3; "
                                      "--cpu: .envs/cpu/bin/python when built)")
-    ap.add_argument("--out", help="folder for gpu-check.json and logs.tar.gz (default: $OUT, else the work folder)")
+    ap.add_argument("--out", help="folder for gpu-check.json and logs.tar.gz (default: $OUT, else <work>-report)")
     ap.add_argument("--work", help="scratch folder for data, runs and checkpoints (default: a new one under "
                                    "$TMPDIR; several GB on a GPU)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder after a run where every check passed")
     ap.add_argument("--only", default=",".join(CHECKS), help=f"comma-separated subset of {','.join(CHECKS)}")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help=f"the MFU denominator per GPU (default {PEAK_TFLOPS:g}; none in --cpu mode)")
@@ -388,7 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.work:
         Path(a.work).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"gpu-check-{mode}-", dir=a.work))
-    out = Path(a.out or os.environ.get("OUT") or work)
+    out = Path(a.out or os.environ.get("OUT") or work.with_name(work.name + "-report"))
     out.mkdir(parents=True, exist_ok=True)
     peak = a.peak_tflops if a.peak_tflops is not None else (None if a.cpu else PEAK_TFLOPS)
     r = Runner(mode, work, a.python or default_stage_python(mode), sys.executable, peak)
@@ -406,9 +427,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"\ngpu-check ({mode}): {v.get('gpu') or 'cpu'}, torch {v.get('torch')}, transformers {v.get('transformers')}, "
           f"trl {v.get('trl')}; model {r.report.get('active_params') or 0:,} active params; "
           f"MFU = 6 x params x tokens/s / {fmt_rate(peak) if peak else '-'} TFLOP/s; {r.report['seconds']} s; "
-          f"details in {out / 'gpu-check.json'}\n")
+          f"details in {out / 'gpu-check.json'}; work folder {work}\n")
     print(render_table(HEADERS, rows), flush=True)
     ok = all(row[-1].startswith("ok") for row in rows) and len(rows) == len(only)
+    if ok and not a.keep:
+        shutil.rmtree(work, ignore_errors=True)  # data, runs, checkpoints; a failed run's stay for a look
     return 0 if ok else 1
 
 
