@@ -250,8 +250,9 @@ def checkpoint_markers(run_dir: Path, stage: str) -> Dict[int, dict]:
     return dict(sorted(out.items()))
 
 
-def task_processes(root: Path) -> List[int]:
-    """Pids of the running `jobs.task` processes whose command line names a path under `root`."""
+def processes_naming(root: Path, needle: str = " -m jobs.task ") -> List[int]:
+    """Pids of the running processes whose command line holds `needle` and names a path under `root`
+    (" -m jobs.task ": a task; "launcher.local_driver": a run's local scheduler, launcher/local.py)."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -260,7 +261,7 @@ def task_processes(root: Path) -> List[int]:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if " -m jobs.task " in cmd and str(root) in cmd:
+        if needle in cmd and str(root) in cmd:
             pids.append(int(d.name))
     return sorted(pids)
 
@@ -275,7 +276,7 @@ def stop_after(root: Path, stage: str, step: int, proc: subprocess.Popen, timeou
     t0 = time.time()
     while time.time() - t0 < timeout and proc.poll() is None:
         if list(root.glob(f"*/stages/{stage}/ckpt/0/checkpoint-{step}/{MARKER}")):
-            pids = task_processes(root)
+            pids = processes_naming(root)
             for pid in pids:
                 os.kill(pid, signal.SIGUSR2)
             return {"after_step": step, "pids": pids, "seconds": round(time.time() - t0, 2)}
@@ -430,8 +431,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"details in {out / 'gpu-check.json'}; work folder {work}\n")
     print(render_table(HEADERS, rows), flush=True)
     ok = all(row[-1].startswith("ok") for row in rows) and len(rows) == len(only)
-    if ok and not a.keep:
-        shutil.rmtree(work, ignore_errors=True)  # data, runs, checkpoints; a failed run's stay for a look
+    if ok and not a.keep:  # data, runs, checkpoints; a failed run's stay for a look
+        deadline = time.time() + 30  # a run's local scheduler writes its state once more as it exits
+        while processes_naming(work, "launcher.local_driver") and time.time() < deadline:
+            time.sleep(0.2)
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
 

@@ -91,3 +91,19 @@ def test_each_wrong_resume_is_named(tmp_path, change, failed):
     wrong = [c for c, ok in v["checks"].items() if not ok]
     assert wrong[0] == failed and (len(wrong) == 1 or "checkpoints" in change), wrong
     assert failed in g.requeue_row({**v, "ok": False}, 15, 60)[-1]
+
+
+def test_processes_are_found_by_their_command_line(tmp_path):
+    """What the requeue check signals (a task of the run) and what cleanup waits for (its local scheduler)."""
+    import subprocess
+
+    code = "import time; time.sleep(30)"
+    task = subprocess.Popen([sys.executable, "-c", code, "-m", "jobs.task", str(tmp_path / "run" / "spec.json")])
+    other = subprocess.Popen([sys.executable, "-c", code, "-m", "jobs.task", "/elsewhere/spec.json"])
+    try:
+        assert g.processes_naming(tmp_path) == [task.pid]
+        assert g.processes_naming(tmp_path, "launcher.local_driver") == []
+    finally:
+        for p in (task, other):
+            p.kill()
+            p.wait()
