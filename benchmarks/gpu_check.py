@@ -155,7 +155,9 @@ class Runner:
                 f"run_root={root}"]
         (root / "command.txt").write_text(" ".join(argv) + "\n")
         log = open(root / "launcher.log", "w")
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=root)
+        # From the checkout's root, as a user runs it: `-m launcher` finds this checkout's package there
+        # (the GPU machine has the launcher's dependencies as wheels, not the launcher installed).
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
 
     def left(self, reserve: float = 0.0) -> float:
         """Seconds of the budget left, less `reserve` (kept for the checks still to come)."""
@@ -359,7 +361,7 @@ def run_checks(r: Runner, only: Sequence[str]) -> List[List[str]]:
         res = guarded(r, name, getattr(r, f"check_{name}"))
         res["wall_s"] = round(time.time() - t0, 1)
         r.report[name], r.report[f"{name}-direct"] = res, direct
-        status = "ok" if res.get("ok") else f"FAIL ({res.get('error') or 'rc %s' % res.get('rc')}; see {res.get('run_dir')})"
+        status = "ok" if res.get("ok") else f"FAIL ({res.get('error') or 'rc %s' % res.get('rc')}; {where(r, name, res)})"
         r.say(f"{name} through the launcher: {status}, {(res.get('result') or {}).get('tokens_per_s')} tokens/s, "
               f"{res['wall_s']} s wall")
         rows.append(speed_row(label, res.get("result"), direct, params, r.peak, status))
@@ -380,6 +382,15 @@ def save_report(report: dict, work: Path, out: Path) -> None:
             if p.is_file() and not {"ckpt", "code", "model"} & set(p.parts) and p.suffix in (".log", ".out", ".err", ".txt", ".json") \
                     and p.stat().st_size <= 5_000_000:
                 tar.add(p, arcname=str(p.relative_to(work)))
+
+
+def where(r: Runner, name: str, res: dict) -> str:
+    """Where to look for why a check failed: its run directory, else the launcher's last line."""
+    if res.get("run_dir") not in (None, "None"):
+        return f"see {res['run_dir']}"
+    log = r.work / "runs" / name / "launcher.log"
+    lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    return f"launcher: {lines[-1][-160:]}" if lines else "no launcher output"
 
 
 def guarded(r: Runner, what: str, fn) -> dict:

@@ -1,9 +1,8 @@
 """The stage-interpreter side of scripts/gpu-check (benchmarks/gpu_check.py runs it with the interpreter the
 stages get: the GPU machine's python3, or the cpu stage environment in --cpu mode). Two commands:
 
-  python gpu_check_helper.py prepare OUT SIZES.json   a corpus made here -> byte-level BPE tokenizer ->
-        datatrove DocumentTokenizer folder (tests/integration/hf_train_helper.py, as the hf tests make
-        theirs); SFT chat data whose every example is longer than align.max_length (so each batch is
+  python gpu_check_helper.py prepare OUT SIZES.json   a corpus made here (tests/integration/hf_train_helper.py,
+        as the hf tests make theirs) -> byte-level BPE tokenizer -> datatrove DocumentTokenizer folder; SFT chat data whose every example is longer than align.max_length (so each batch is
         exactly micro_batch x max_length tokens, no padding); a freshly initialised Llama model folder
         with that tokenizer for the SFT stage. Writes OUT/prepared.json; prints it with `versions` added.
   python gpu_check_helper.py direct SIZES.json KIND   KIND hf | sft: the baseline, the same model and
@@ -45,7 +44,7 @@ def prepare(out: Path, sizes: dict) -> dict:
     (out / "tokenizer").mkdir()
     tok_file = out / "tokenizer" / "tokenizer.json"
     tok.save(str(tok_file))
-    folder = h.tokenize(docs, tok_file, out, "tokens")
+    folder = tokenize(docs, tok_file, out / "tokens")
     tokens = sum(f.stat().st_size for f in folder.glob("*.ds")) // 2
     sft_data = out / "sft.jsonl"
     examples = write_sft(sft_data, docs, sizes, tok)
@@ -59,6 +58,23 @@ def prepare(out: Path, sizes: dict) -> dict:
             "sft_model": str(out / "sft-model"), "seconds": round(time.time() - t0, 2)}
     (out / "prepared.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def tokenize(docs: list[str], tok_file: Path, out: Path) -> Path:
+    """datatrove's DocumentTokenizer over the documents, handed to the executor as a list: the JSONL
+    reader of tests/integration/hf_train_helper.py needs orjson, which the GPU image lacks (seen when
+    the script ran against a copy of that image's package list)."""
+    from datatrove.data import Document
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.tokens import DocumentTokenizer
+
+    from jobs.adapters.trainer import EOS
+
+    LocalPipelineExecutor(
+        pipeline=[[Document(text=t, id=str(i)) for i, t in enumerate(docs)],
+                  DocumentTokenizer(str(out), tokenizer_name_or_path=str(tok_file), eos_token=EOS, seed=0)],
+        tasks=1, workers=1, logging_dir=str(out.parent / "logs-tokens"), skip_completed=False).run()
+    return out
 
 
 def write_sft(path: Path, docs: list[str], sizes: dict, tok) -> int:
