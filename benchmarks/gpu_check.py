@@ -385,8 +385,13 @@ def save_report(report: dict, work: Path, out: Path) -> None:
 
 
 def where(r: Runner, name: str, res: dict) -> str:
-    """Where to look for why a check failed: its run directory, else the launcher's last line."""
+    """Why a check failed, in a line: the last line of the task's failure marker (jobs/task.py
+    write_failure), else its run directory, else the launcher's last output line."""
     if res.get("run_dir") not in (None, "None"):
+        for f in sorted(Path(res["run_dir"]).glob("stages/*/markers/*/*.failed")):
+            error = (json.loads(f.read_text()).get("error") or "").strip().splitlines()
+            if error:
+                return f"task: {error[-1][-200:]}"
         return f"see {res['run_dir']}"
     log = r.work / "runs" / name / "launcher.log"
     lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []

@@ -107,3 +107,16 @@ def test_processes_are_found_by_their_command_line(tmp_path):
         for p in (task, other):
             p.kill()
             p.wait()
+
+
+def test_a_failed_check_says_why_from_the_failure_marker(tmp_path):
+    run = tmp_path / "run"
+    (run / "stages" / "train" / "markers" / "abc").mkdir(parents=True)
+    (run / "stages" / "train" / "markers" / "abc" / "0.failed").write_text(json.dumps(
+        {"error": "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'trl'\n"}))
+    r = g.Runner.__new__(g.Runner)
+    r.work = tmp_path
+    assert g.where(r, "hf", {"run_dir": str(run)}) == "task: ModuleNotFoundError: No module named 'trl'"
+    (tmp_path / "runs" / "sft").mkdir(parents=True)
+    (tmp_path / "runs" / "sft" / "launcher.log").write_text("composing\nerror: stage 'sft': cluster.environments.gpu-trl.python: cannot import trl\n")
+    assert g.where(r, "sft", {"run_dir": None}).startswith("launcher: error: stage 'sft'")
