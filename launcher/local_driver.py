@@ -72,6 +72,27 @@ def parse_dependency(dep: str) -> List[Tuple[str, List[str]]]:
     return out
 
 
+def signal_steps(shell: int, sig: int) -> List[int]:
+    """Send the pre-timeout signal the way Slurm's `sbatch --signal=<sig>` (no "B:") does: to the task's
+    processes, "but not the batch shell itself" (sbatch(1)). `shell` is the `bash <script>` process,
+    leader of the task's process group (started with start_new_session); every other member of that group
+    gets `sig`. Signalling the whole group killed the shell (no trap: exit -12) and so failed a task that
+    was about to requeue. Members are found through /proc/<pid>/stat (field 5, pgrp). Returns the pids."""
+    sent = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == shell:
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                pgrp = int(f.read().rsplit(")", 1)[1].split()[2])  # after "pid (comm)": state ppid pgrp
+            if pgrp == shell:
+                os.kill(int(name), sig)
+                sent.append(int(name))
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+    return sent
+
+
 @dataclass
 class Task:
     state: str = "pending"
@@ -198,7 +219,7 @@ class Driver:
                 if rc is None:
                     elapsed = now - t.started
                     if not t.signalled and elapsed >= job.time_s - job.signal_delay_s:
-                        os.killpg(t.proc.pid, job.signal)  # the pre-timeout signal, like --signal
+                        signal_steps(t.proc.pid, job.signal)  # the pre-timeout signal, like --signal
                         t.signalled = True
                     if not t.killed_at and elapsed >= job.time_s:
                         os.killpg(t.proc.pid, signal.SIGTERM)

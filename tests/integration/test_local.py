@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT, CLI, stage_counts
 
 from jobs import layout
@@ -194,3 +196,21 @@ def test_resume_of_a_shuffled_sweep_keeps_each_points_index(cli):
     scales = [int(next(o for o in p if o.startswith("pipeline.vars.scale=")).split("=")[1]) for p in points]
     assert sorted(scales) == list(range(1, 7))
     assert [read(cli.run_dir(), "reduce", i, 0, "total.txt") for i in range(6)] == [str(10 * s) for s in scales]
+
+
+@pytest.mark.extended
+def test_real_time_limit_requeues_and_ends_with_exact_count_locally(cli):
+    """The local twin of test_dev_slurm's time-limit test: a 1-minute limit, the pre-timeout USR2 50 s
+    ahead of it (at 10 s), 15 s of work: signal -> checkpoint -> requeue -> continue, until done. The
+    signal must reach the task, not kill its batch shell (launcher.local_driver.signal_steps)."""
+    ck = "pipeline.stages.checkpointing"
+    cli("run", "pipeline=smoke", "cluster=local", "wait=true", "poll_s=0.5", f"{ck}.resources.time=1",
+        f"{ck}.params.step_s=0.25", f"{ck}.params.target=60", f"{ck}.params.force_requeue_at=null",
+        f"{ck}.requeue.signal_delay_s=50", f"{ck}.requeue.max=5", timeout=400)
+    st = cli.status()
+    assert st["state"] == "COMPLETED", st
+    run_dir = cli.run_dir()
+    assert read(run_dir, "checkpointing", 0, 0, "count.txt") == "60"
+    attempts = json.loads(read(run_dir, "checkpointing", 0, 0, "attempts.json"))
+    assert len(attempts) >= 2 and attempts[1]["from"] > 0
+    assert "caught SIGUSR2" in cli("logs", "latest", "checkpointing").stderr

@@ -48,3 +48,47 @@ def test_parses_what_the_sbatch_script_says():
                           "#SBATCH --requeue\necho hi\n")
     assert d == {"array": "0-3%2", "time": "5", "signal": "USR2@30", "requeue": ""}
     assert parse_dependency("afterok:1:2,aftercorr:3,singleton") == [("afterok", ["1", "2"]), ("aftercorr", ["3"])]
+
+
+# -- the pre-timeout signal (sbatch --signal) -----------------------------------------------------------
+# Slurm's --signal without "B:" signals "all job steps ... but not the batch shell itself" (sbatch(1)), and
+# the dev cluster's time-limit test requeues through it. The local scheduler runs each task as
+# `bash <script>` whose last line starts `python -m jobs.task` (not exec'd): a signal to the whole process
+# group killed the batch shell (bash has no USR2 trap: exit -12, the task FAILED instead of requeueing).
+HANDLERS = {
+    # a python task that handles the stop signal as jobs.task does: checkpoint, then exit REQUEUE_EXIT
+    "python": "{py} -c 'import pathlib, signal, sys, time\n"
+              "signal.signal(signal.SIGUSR2, lambda *a: sys.exit({rc}))\n"
+              "pathlib.Path(\"{ready}\").touch()\ntime.sleep(60)'\n",
+    # a shell child that traps the signal (a kind=command stage's command under its runner)
+    "bash": "bash -c 'trap \"exit {rc}\" USR2; touch {ready}; for i in $(seq 600); do sleep 0.1; done'\n",
+}
+
+
+@pytest.mark.parametrize("child", sorted(HANDLERS))
+def test_the_pre_timeout_signal_reaches_the_task_and_spares_the_batch_shell(tmp_path, child):
+    import sys
+    import time
+
+    from jobs.task import REQUEUE_EXIT
+
+    ready = tmp_path / "ready"
+    script = tmp_path / "task.sbatch"
+    script.write_text("#!/bin/bash\n#SBATCH --signal=USR2@60\n#SBATCH --time=1\necho started\n"
+                      + HANDLERS[child].format(py=sys.executable, rc=REQUEUE_EXIT, ready=ready))
+    d = Driver.__new__(Driver)
+    d.dirty = False
+    j = Job(id="1", script=script, deps=[], tasks={0: Task()}, throttle=None, time_s=60, signal=12,
+            signal_delay_s=60, output=str(tmp_path / "out"), error=str(tmp_path / "err"))
+    d.jobs = {"1": j}
+    t = j.tasks[0]
+    d.start(j, 0, t)
+    deadline = time.time() + 30
+    while not ready.exists():
+        assert time.time() < deadline and t.proc.poll() is None, (tmp_path / "err").read_text()
+        time.sleep(0.05)
+    while t.proc is not None:  # the first round sends the pre-timeout signal (signal_delay_s = time)
+        assert time.time() < deadline
+        d.reap_and_enforce_limits(time.time())
+        time.sleep(0.05)
+    assert t.signalled and (t.exit, t.state, t.restarts) == (REQUEUE_EXIT, "pending", 1)
