@@ -62,10 +62,13 @@ def interpreter_problems(python: str, modules: Iterable[str] = (), targets: Iter
     if not modules and not targets:
         return {}
     path = [str(p) for p in pythonpath] if pythonpath is not None else [str(PROJECT_ROOT)]
+    # The batch script appends the submitting shell's PYTHONPATH after the snapshot (render.py), and
+    # tasks inherit it (sbatch --export=ALL, the local backend): check with the same path.
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     try:
         p = subprocess.run([python, "-m", "jobs.runtime.targets"], input=json.dumps({"modules": modules, "targets": targets}),
                            capture_output=True, text=True, timeout=timeout, cwd=path[0],
-                           env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(path)})
+                           env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(path + inherited)})
     except subprocess.TimeoutExpired:
         return {"": f"{python} did not import {', '.join(modules + targets)} in {timeout:.0f} s"}
     if p.returncode != 0:

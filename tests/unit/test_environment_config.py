@@ -94,3 +94,21 @@ def test_env_build_is_idempotent(tmp_path):
     said.clear()
     environments.build(cluster, "smoke", echo=said.append)
     assert said == [said[0]] and "nothing to do" in said[0]
+
+
+def test_preflight_imports_with_the_path_tasks_inherit(tmp_path, monkeypatch):
+    """The batch script appends the submitting shell's PYTHONPATH after the snapshot; preflight's
+    import check must see the same modules (sibling: a target in that folder)."""
+    import sys
+
+    from launcher.environments import interpreter_problems
+
+    (tmp_path / "shellpkg").mkdir()
+    (tmp_path / "shellpkg" / "__init__.py").write_text("def f():\n    return 1\n")
+    snapshot = tmp_path / "snap"
+    snapshot.mkdir()
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    missing = interpreter_problems(sys.executable, ["shellpkg"], ["shellpkg:f"], pythonpath=[snapshot])
+    assert set(missing) == {"shellpkg", "shellpkg:f"}
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert interpreter_problems(sys.executable, ["shellpkg"], ["shellpkg:f"], pythonpath=[snapshot]) == {}

@@ -157,7 +157,7 @@ def test_the_files_a_publish_uploads(tmp_path):
 def test_launcher_plan_lists_a_sample_of_a_huge_source_and_never_raises(tmp_path):
     """Found by odd values through `launcher plan`: source=/ walked the whole filesystem and raised on
     /proc; a 300-character name raised ENAMETOOLONG."""
-    from jobs import hub_card
+    from jobs.adapters import hub_card
 
     assert len(hub_card.files("/", [], [], limit=5)) == 5
     assert hub_card.files("x" * 300, [], []) == []
