@@ -148,6 +148,7 @@ def test_no_vllm_process_is_left_after_the_run(demo_on_slurm):
     assert vllm_processes(run) == []
 
 
+@pytest.mark.extended  # ~4 min; ports from one helper (tests/unit) and one server per demo in the CI tier
 def test_two_servers_at_once_get_different_ports(dcli, dev_slurm, cpu_python, vllm_python, tmp_path):
     model = make_chat_model(cpu_python, tmp_path / "model")
     # no clients: each serves 45 s once ready, so the two overlap whatever their start-up times
@@ -192,6 +193,7 @@ def test_a_server_on_a_broken_model_fails_fast_and_its_clients_are_cancelled(dcl
     assert vllm_processes(run) == []
 
 
+@pytest.mark.extended  # ~10 min; the same demo runs on the dev cluster in the CI tier
 def test_demo_on_the_local_backend_completes(cli, cpu_python, vllm_python):
     """The README's main command."""
     p = cli("run", "pipeline=demo", "cluster=local", "wait=true", "poll_s=2", timeout=1800)

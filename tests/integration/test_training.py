@@ -77,6 +77,7 @@ def results(dcli, run="latest") -> list:
     return [json.loads((out / str(p) / "0" / "result.json").read_text()) for p in range(len(list(out.iterdir())))]
 
 
+@pytest.mark.extended  # ~11 min for the campaign; the CI tier trains through test_evaluation's campaign and test_train_hf
 def test_a_campaign_is_one_array_job_per_stage(campaign, dev_slurm):
     sbatch = [r for r in campaign.ledger() if "job_id" in r]
     assert len([r for r in sbatch if r["stage"] == "train"]) == 1
@@ -94,6 +95,7 @@ def test_a_campaign_is_one_array_job_per_stage(campaign, dev_slurm):
     assert variants == [("data=fineweb_like", 1), ("data=fineweb_like", 2), ("data=raw", 1), ("data=raw", 2)]
 
 
+@pytest.mark.extended  # ~11 min for the campaign; the CI tier trains through test_evaluation's campaign and test_train_hf
 def test_every_run_checkpoints_at_the_token_interval(campaign):
     for point, r in enumerate(results(campaign)):
         assert r["final_step"] == STEPS and r["tokens"] == STEPS * 1024
@@ -108,6 +110,7 @@ def test_every_run_checkpoints_at_the_token_interval(campaign):
     assert len(set(losses)) == 4  # four different runs, not one copied
 
 
+@pytest.mark.extended  # ~11 min for the campaign; the CI tier trains through test_evaluation's campaign and test_train_hf
 def test_a_run_stopped_by_its_time_limit_resumes_and_ends_like_an_uninterrupted_one(campaign, dev_slurm, corpus,
                                                                                     tmp_path):
     dcli = CLI(tmp_path / "runs", env=dev_slurm)
