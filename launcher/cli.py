@@ -137,13 +137,8 @@ def cmd_plan(args) -> int:
 
     prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
     console.print(plan_table(prep.plan, requests, prep.chunk_size))
-    for text in training_summaries(prep.plan):
-        console.print(text)
-    from launcher.hub import describe_publish
-
-    for s in prep.plan.stages.values():
-        if s.kind == "publish":
-            console.print(describe_publish(prep.plan, s, plan_dir), markup=False, highlight=False)
+    for text in stage_summaries(prep.plan, plan_dir):
+        console.print(text, markup=False, highlight=False)
     console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
                   f"on sbatch's command line at submission)")
     for r in requests:
@@ -156,28 +151,12 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def training_summaries(plan) -> list:
-    """Layout, tokens/step, steps and estimated GPU-hours of each training stage and sweep point."""
-    from launcher.pretrain import describe, estimate
+def stage_summaries(plan, plan_dir: Path) -> list:
+    """The paragraphs of each stage's kind (Kind.describe): a training stage's layout, tokens/step,
+    steps and estimated GPU-hours, a server's endpoint, a publish stage's files and card..."""
+    from launcher import kinds
 
-    from launcher.align import describe as describe_align
-
-    out = []
-    for s in plan.stages.values():
-        if s.kind in ("align", "serve"):
-            clients = [n for n, c in plan.stages.items() if any(d.parent == s.name and d.kind == "after" for d in c.deps)]
-            out.append(describe_align(s.name, s.kind, s.payloads[0], s.resources, clients))
-        if s.kind != "pretrain":
-            continue
-        seen = set()
-        for point, payload in enumerate(s.payloads):
-            train = payload["train"]
-            text = describe(s.name + (f" (point {point}: {' '.join(plan.points[point])})" if s.points > 1 else ""),
-                            train, s.resources, estimate(train, plan.cluster))
-            if text.split("\n", 1)[1] not in seen:  # sweep points that train the same shape: once
-                seen.add(text.split("\n", 1)[1])
-                out.append(text)
-    return out
+    return [text for s in plan.stages.values() for text in kinds.get(s.kind).describe(plan, s, plan_dir)]
 
 
 def cmd_report(args) -> int:
