@@ -71,15 +71,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     setup = [f"export LAUNCHER_TASK_OFFSET={req.offset}",
              "export PYTHONPATH=" + ":".join(shlex.quote(str(p)) for p in snapshot.pythonpath(run_dir, plan.code))
              + "${PYTHONPATH:+:$PYTHONPATH}"]
-    # Offline by default: only kinds with hub access (fetch, publish) reach the hub; every stage reads
-    # the shared cache. A writer (publish) always needs the hub; "inherit" (fetch) keeps the submitting
-    # shell's setting (offline, it serves what the cache holds: how the tests run it).
-    access = kinds.get(stage.kind).hub_access
-    hub_env = {"inherit": {}, "write": {"HF_HUB_OFFLINE": "0"}}.get(access, {"HF_HUB_OFFLINE": "1"})
-    if cl.get("hub_cache"):
-        hub_env["HF_HUB_CACHE"] = cl["hub_cache"]
-    if access != "none" and cl.get("hub_endpoint"):
-        hub_env["HF_ENDPOINT"] = cl["hub_endpoint"]
+    hub_env = kinds.get(stage.kind).environment(cl)  # the hub's variables (Kind.hub_access)
     setup += [f"export {k}={shlex.quote(str(v))}" for k, v in {**hub_env, **cl.get("env", {}), **env["env"]}.items()]
     lines = [*cl.get("setup", []), *env["setup"]]
     if lines:  # a failing setup line fails the task, and says which line it was

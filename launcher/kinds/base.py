@@ -7,7 +7,7 @@ Where each hook is called:
                             check_config, check_in_dag, sweep_keys, payload_keys, multi_process
     launcher/ignored.py     reads, only_for (options the kind would silently ignore)
     launcher/secrets.py     secret_variables
-    launcher/render.py      hub_access (environment), multi_process (srun), spec_extra, client_spec,
+    launcher/render.py      environment (hub_access), multi_process (srun), spec_extra, client_spec,
                             files, runner, reads_stage_outputs, output_layout, provides_endpoint
     launcher/preflight.py   preflight, targets, downloads_hub_refs, fetched_refs
     launcher/cli.py         describe (`launcher plan`)
@@ -141,6 +141,18 @@ class Kind:
         return {}
 
     # -- submission -----------------------------------------------------------------------------------
+    def environment(self, cluster: Dict[str, Any]) -> Dict[str, str]:
+        """Variables its tasks' script exports (before the cluster's and the stage's own env). The
+        default: the Hugging Face Hub as `hub_access` says, and the shared hub cache. Offline by
+        default; "write" (publish) always needs the hub; "inherit" (fetch) keeps the submitting shell's
+        setting (offline, it serves what the cache holds: how the tests run it)."""
+        env = {"inherit": {}, "write": {"HF_HUB_OFFLINE": "0"}}.get(self.hub_access, {"HF_HUB_OFFLINE": "1"})
+        if cluster.get("hub_cache"):
+            env["HF_HUB_CACHE"] = cluster["hub_cache"]
+        if self.hub_access != "none" and cluster.get("hub_endpoint"):
+            env["HF_ENDPOINT"] = cluster["hub_endpoint"]
+        return env
+
     def spec_extra(self, plan, stage) -> Dict[str, Any]:
         """What the node needs beyond the generic spec (launcher/render.py stage_spec)."""
         return {}
