@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _watch(run, prep_poll: float = 0) -> int:
     from launcher import ops
-    from launcher.display import watch
+    from launcher.reports.display import watch
 
     poll = prep_poll or (2.0 if run.meta.get("backend") == "local" else 10.0)
     return watch(lambda: ops.status(run), poll).exit_code
@@ -119,7 +119,7 @@ def _watch(run, prep_poll: float = 0) -> int:
 
 def cmd_run(args) -> int:
     from launcher import ops
-    from launcher.display import console
+    from launcher.reports.display import console
 
     t0 = time.perf_counter()
     run, prep = ops.launch(args.overrides, args.multirun, echo=console.print)
@@ -133,7 +133,7 @@ def cmd_run(args) -> int:
 
 def cmd_plan(args) -> int:
     from launcher import ops
-    from launcher.display import console, plan_table
+    from launcher.reports.display import console, plan_table
 
     prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
     console.print(plan_table(prep.plan, requests, prep.chunk_size))
@@ -160,9 +160,9 @@ def stage_summaries(plan, plan_dir: Path) -> list:
 
 
 def cmd_report(args) -> int:
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.errors import LauncherError
-    from launcher.report import write_report
+    from launcher.reports.report import write_report
     from launcher.rundir import default_root, list_runs, resolve_run
     from jobs.adapters.eval_results import rows
 
@@ -194,7 +194,7 @@ def cmd_schedule(args) -> int:
 
 def cmd_status(args) -> int:
     from launcher import ops
-    from launcher.display import console, status_table
+    from launcher.reports.display import console, status_table
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -210,7 +210,7 @@ def cmd_status(args) -> int:
 
 def cmd_resume(args) -> int:
     from launcher import ops
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -222,7 +222,7 @@ def cmd_resume(args) -> int:
 
 def cmd_cancel(args) -> int:
     from launcher import ops
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.rundir import resolve_run
 
     ops.cancel(resolve_run(args.run, args.root), echo=console.print)
@@ -241,7 +241,7 @@ def cmd_env(args) -> int:
 
     from launcher import environments
     from launcher.compose import compose
-    from launcher.display import console
+    from launcher.reports.display import console
 
     cluster = compose([f"cluster={args.cluster}"])["cluster"]
     envs = cluster.get("environments") or {}
@@ -268,8 +268,8 @@ def cmd_env(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from launcher import data_report
-    from launcher.display import console
+    from launcher.reports import data_report
+    from launcher.reports.display import console
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -284,8 +284,8 @@ def cmd_summary(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from launcher import data_report
-    from launcher.display import console
+    from launcher.reports import data_report
+    from launcher.reports.display import console
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -309,7 +309,7 @@ def cmd_endpoints(args) -> int:
 
     from rich.table import Table
 
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.endpoints import endpoints
     from launcher.rundir import resolve_run
 
@@ -331,7 +331,7 @@ def cmd_endpoints(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.rundir import default_root, list_runs
     from rich.table import Table
 
