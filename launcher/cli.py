@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _watch(run, prep_poll: float = 0) -> int:
     from launcher import ops
-    from launcher.display import watch
+    from launcher.reports.display import watch
 
     poll = prep_poll or (2.0 if run.meta.get("backend") == "local" else 10.0)
     return watch(lambda: ops.status(run), poll).exit_code
@@ -119,7 +119,7 @@ def _watch(run, prep_poll: float = 0) -> int:
 
 def cmd_run(args) -> int:
     from launcher import ops
-    from launcher.display import console
+    from launcher.reports.display import console
 
     t0 = time.perf_counter()
     run, prep = ops.launch(args.overrides, args.multirun, echo=console.print)
@@ -133,17 +133,12 @@ def cmd_run(args) -> int:
 
 def cmd_plan(args) -> int:
     from launcher import ops
-    from launcher.display import console, plan_table
+    from launcher.reports.display import console, plan_table
 
     prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
     console.print(plan_table(prep.plan, requests, prep.chunk_size))
-    for text in training_summaries(prep.plan):
-        console.print(text)
-    from launcher.hub import describe_publish
-
-    for s in prep.plan.stages.values():
-        if s.kind == "publish":
-            console.print(describe_publish(prep.plan, s, plan_dir), markup=False, highlight=False)
+    for text in stage_summaries(prep.plan, plan_dir):
+        console.print(text, markup=False, highlight=False)
     console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
                   f"on sbatch's command line at submission)")
     for r in requests:
@@ -156,34 +151,18 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def training_summaries(plan) -> list:
-    """Layout, tokens/step, steps and estimated GPU-hours of each training stage and sweep point."""
-    from launcher.pretrain import describe, estimate
+def stage_summaries(plan, plan_dir: Path) -> list:
+    """The paragraphs of each stage's kind (Kind.describe): a training stage's layout, tokens/step,
+    steps and estimated GPU-hours, a server's endpoint, a publish stage's files and card..."""
+    from launcher import kinds
 
-    from launcher.align import describe as describe_align
-
-    out = []
-    for s in plan.stages.values():
-        if s.kind in ("align", "serve"):
-            clients = [n for n, c in plan.stages.items() if any(d.parent == s.name and d.kind == "after" for d in c.deps)]
-            out.append(describe_align(s.name, s.kind, s.payloads[0], s.resources, clients))
-        if s.kind != "pretrain":
-            continue
-        seen = set()
-        for point, payload in enumerate(s.payloads):
-            train = payload["train"]
-            text = describe(s.name + (f" (point {point}: {' '.join(plan.points[point])})" if s.points > 1 else ""),
-                            train, s.resources, estimate(train, plan.cluster))
-            if text.split("\n", 1)[1] not in seen:  # sweep points that train the same shape: once
-                seen.add(text.split("\n", 1)[1])
-                out.append(text)
-    return out
+    return [text for s in plan.stages.values() for text in kinds.get(s.kind).describe(plan, s, plan_dir)]
 
 
 def cmd_report(args) -> int:
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.errors import LauncherError
-    from launcher.report import write_report
+    from launcher.reports.report import write_report
     from launcher.rundir import default_root, list_runs, resolve_run
     from jobs.adapters.eval_results import rows
 
@@ -215,7 +194,7 @@ def cmd_schedule(args) -> int:
 
 def cmd_status(args) -> int:
     from launcher import ops
-    from launcher.display import console, status_table
+    from launcher.reports.display import console, status_table
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -231,7 +210,7 @@ def cmd_status(args) -> int:
 
 def cmd_resume(args) -> int:
     from launcher import ops
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -243,7 +222,7 @@ def cmd_resume(args) -> int:
 
 def cmd_cancel(args) -> int:
     from launcher import ops
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.rundir import resolve_run
 
     ops.cancel(resolve_run(args.run, args.root), echo=console.print)
@@ -262,7 +241,7 @@ def cmd_env(args) -> int:
 
     from launcher import environments
     from launcher.compose import compose
-    from launcher.display import console
+    from launcher.reports.display import console
 
     cluster = compose([f"cluster={args.cluster}"])["cluster"]
     envs = cluster.get("environments") or {}
@@ -289,8 +268,8 @@ def cmd_env(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from launcher import data_report
-    from launcher.display import console
+    from launcher.reports import data_report
+    from launcher.reports.display import console
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -305,8 +284,8 @@ def cmd_summary(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from launcher import data_report
-    from launcher.display import console
+    from launcher.reports import data_report
+    from launcher.reports.display import console
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -330,7 +309,7 @@ def cmd_endpoints(args) -> int:
 
     from rich.table import Table
 
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.endpoints import endpoints
     from launcher.rundir import resolve_run
 
@@ -352,7 +331,7 @@ def cmd_endpoints(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from launcher.display import console
+    from launcher.reports.display import console
     from launcher.rundir import default_root, list_runs
     from rich.table import Table
 

@@ -13,25 +13,21 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 from launcher.errors import ConfigError
 
-# Per stage kind, the sections of `Stage` its tasks read (besides what every kind reads: tasks,
-# throttle, after, singleton, params, env, resources, requeue).
-KIND_SECTIONS = {
-    "command": ("command",), "python": ("target",), "preprocess": ("blocks", "keep_removed"),
-    "minhash": ("minhash", "keep_removed"), "pretrain": ("train",), "torchrun": ("launch",), "convert": (),
-    "evaluate": ("evaluate",), "align": ("align",), "serve": ("serve",), "fetch": ("fetch",),
-    "publish": ("publish",),
-}
-# Within a section: (the field that chooses, every value it may take -> the fields only that value reads).
-# A choice the schema does not know (a typo) is reported by the kind's own checks, not here.
-ONLY_FOR = {
-    "align": [("trainer", {"dpo": ("beta",), "sft": ("assistant_only_loss",)}),
-              ("lora.enabled", {True: ("lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"), False: ()})],
-    # jobs/adapters/trainer.py reads none of these; launcher/nanotron_config.py renders all of them.
-    "train": [("backend", {"nanotron": ("parallelism.pp_engine", "parallelism.tp_mode", "parallelism.tp_async",
-                                        "parallelism.recompute_layer", "optimizer.zero_stage", "run_train",
-                                        "nanotron"), "hf": ()}),
-              ("optimizer.schedule", {"wsd": ("optimizer.decay_fraction",), "cosine": (), "linear": ()})],
-}
+def kind_sections() -> Dict[str, Tuple[str, ...]]:
+    """Per stage kind, the keys of `Stage` its tasks read (Kind.reads; besides what every kind reads:
+    tasks, throttle, after, singleton, params, env, resources, requeue)."""
+    from launcher import kinds
+
+    return {k.name: k.read_keys() for k in kinds.all_kinds()}
+
+
+def only_for() -> Dict[str, list]:
+    """Within a section: (the field that chooses, every value it may take -> the fields only that value
+    reads) (Kind.only_for). A choice the schema does not know (a typo) is reported by the kind's own
+    checks, not here."""
+    from launcher import kinds
+
+    return {section: rules for k in kinds.all_kinds() for section, rules in k.only_for.items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,20 +63,21 @@ def _get(node: Dict[str, Any], dotted: str) -> Any:
 def check(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
     """Every option a stage sets that its kind (or trainer, backend, schedule) does not read."""
     defaults = stage_defaults()
-    owner = {section: kind for kind, sections in KIND_SECTIONS.items() for section in sections}
+    sections_of, rules_of = kind_sections(), only_for()
+    owner = {section: kind for kind, sections in sections_of.items() for section in sections}
     for name, st in cfg["pipeline"]["stages"].items():
         kind, key = st.get("kind"), f"pipeline.stages.{name}"
         for section, read_by in owner.items():
-            if section in KIND_SECTIONS.get(kind, ()) or section not in st:
+            if section in sections_of.get(kind, ()) or section not in st:
                 continue
             for k, v in set_fields(st[section], defaults[section], f"{key}.{section}"):
-                users = [kd for kd, secs in KIND_SECTIONS.items() if section in secs]
+                users = [kd for kd, secs in sections_of.items() if section in secs]
                 errors.append(ConfigError(
                     f"is set ({_short(v)}) but only kind={'/'.join(users)} reads it; this stage is kind={kind}, "
                     f"so it would be ignored", stage=name, key=k))
                 break  # one key per section says it
-        for section, rules in ONLY_FOR.items():
-            if section not in KIND_SECTIONS.get(kind, ()):
+        for section, rules in rules_of.items():
+            if section not in sections_of.get(kind, ()):
                 continue
             for chooser, only in rules:
                 chosen = _get(st[section], chooser)

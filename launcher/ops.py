@@ -222,14 +222,16 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
 
 
 def with_servers(plan, todo: Dict[str, List[int]], states: Dict[str, Dict[int, str]]) -> Dict[str, List[int]]:
-    """A client resubmitted after its server stopped needs the server again: the server's completed
-    tasks of the same sweep points go back into the queue too (a serve task reruns whatever its
-    marker says; jobs.task)."""
+    """A client resubmitted after its server stopped needs the server again: the server's (a kind that
+    provides_endpoint) completed tasks of the same sweep points go back into the queue too (a server
+    task reruns whatever its marker says: Kind.reruns_when_complete; jobs.task)."""
+    from launcher import kinds
+
     out = {k: list(v) for k, v in todo.items()}
     for name, tasks in todo.items():
         for d in plan.stages[name].deps:
             server = plan.stages[d.parent]
-            if server.kind != "serve" or d.kind != "after" or not tasks:
+            if not kinds.get(server.kind).provides_endpoint or d.kind != "after" or not tasks:
                 continue
             points = {plan.stages[name].split(t)[0] for t in tasks}
             again = [t for t, s in states.get(server.name, {}).items() if s == "completed" and server.split(t)[0] in points]

@@ -11,25 +11,20 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from launcher import align, hub, ignored, pretrain, preprocess, snapshot
+from launcher import ignored, kinds, snapshot
 from launcher.environments import resolve as resolve_environment
 from jobs import layout
-from jobs.adapters import eval_tasks, hub_refs
+from jobs.adapters import hub_refs
 
 from launcher.errors import ConfigError, ConfigErrors
-from launcher.schema import Model
+from launcher.kinds import Problems
+from launcher.placeholders import walk
 from launcher.slurm_values import MAX_SIGNAL_DELAY_S, mem_problem, parse_time_min, signal_problem, time_problem  # noqa: F401
-
-MODEL_DEFAULTS = asdict(Model())
 
 # What must be equal across sweep points: one array job carries one resource request and one
 # dependency list. Everything else (command, params, env) may differ per point.
 STRUCTURAL_KEYS = ("kind", "tasks", "throttle", "after", "singleton", "resources", "requeue")
-PAYLOAD_KEYS = ("command", "target", "params", "env")
-# Per kind, what else a task needs (and the stage hash covers).
-KIND_KEYS = {"preprocess": ("blocks", "keep_removed"), "pretrain": ("train",), "torchrun": ("launch",),
-             "evaluate": ("evaluate",), "align": ("align",), "serve": ("serve",), "fetch": ("fetch",),
-             "publish": ("publish",)}
+PAYLOAD_KEYS = ("command", "target", "params", "env")  # and each kind's own (Kind.payload_keys)
 
 
 @dataclass
@@ -113,18 +108,8 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     """One composed (plain, resolved) config per sweep point → the plan. Raises ConfigErrors listing
     every problem."""
     errors: List[ConfigError] = []
-    for name, st in plain[0]["pipeline"]["stages"].items():
-        if st["kind"] == "minhash":
-            preprocess.check_minhash(name, st, errors)
     unread: List[ConfigError] = []  # reported with the other checks below, not instead of them
-    for cfg in plain:
-        _check_collisions(cfg, errors)  # before the expansion and the fetch stage overwrite a stage
-        ignored.check(cfg, unread)
-    _dedupe(errors)
-    if errors:
-        raise ConfigErrors(errors)
-    expanded = [preprocess.expand(p) for p in plain]
-    plain, aliases = hub.add_fetch_stage([e[0] for e in expanded]), expanded[0][1]
+    plain, aliases = _expand(plain, errors, unread)
     first = plain[0]
     _check_sweep_keeps_structure(plain, points, errors)
     stages_cfg: Dict[str, Dict[str, Any]] = first["pipeline"]["stages"]
@@ -163,12 +148,13 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         cycle = e.args[1]
         errors.append(ConfigError(f"dependency cycle: {' -> '.join(reversed(cycle))}", stage=cycle[0],
                                   key=f"pipeline.stages.{cycle[0]}.after"))
-    align.check_clients(stages_cfg, errors)
+    _check_clients(stages_cfg, errors)
     _check_ports(first["cluster"], stages_cfg, errors)
     ancestors: Dict[str, set] = {}
     for name in order:
         ancestors[name] = set(graph[name]).union(*(ancestors[p] for p in graph[name]))
-        _check_kind(name, stages_cfg, ancestors[name], errors)
+        st = stages_cfg[name]
+        kinds.get(st["kind"]).check_in_dag(Problems(name, errors), st, stages_cfg, ancestors[name])
     if errors:
         raise ConfigErrors(errors)
 
@@ -185,7 +171,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         for parent, declared in st["after"].items():
             kind = _slurm_edge(name, st, parent, stages_cfg[parent], declared, n_points, errors)
             deps.append(Dep(parent=parent, kind=kind, declared=declared))
-        keys = PAYLOAD_KEYS + KIND_KEYS.get(st["kind"], ())
+        keys = PAYLOAD_KEYS + kinds.get(st["kind"]).payload_keys
         payloads = [{k: p["pipeline"]["stages"][name][k] for k in keys} for p in plain]
         structure = {k: st[k] for k in STRUCTURAL_KEYS}
         parent_hashes = {d.parent: stages[d.parent].hash for d in deps if d.parent in stages}
@@ -198,6 +184,27 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
                 stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"))
+
+
+def _expand(plain: Sequence[Dict[str, Any]], errors: List[ConfigError], unread: List[ConfigError]):
+    """The checks of the configs as written (ConfigErrors if any fails), then every kind's expansion
+    (minhash → its four stages, then the fetch stage): (the expanded configs, aliases). Options a
+    stage's kind would ignore go to `unread`, reported with the checks of the expanded plan."""
+    _check_kinds(plain)
+    for name, st in plain[0]["pipeline"]["stages"].items():
+        kinds.get(st["kind"]).check_before_expansion(Problems(name, errors), st)
+    for cfg in plain:
+        _check_collisions(cfg, errors)  # before the expansion and the fetch stage overwrite a stage
+        ignored.check(cfg, unread)
+    _dedupe(errors)
+    if errors:
+        raise ConfigErrors(errors)
+    aliases: Dict[str, str] = {}
+    plain = list(plain)
+    for kind in kinds.all_kinds():
+        plain, more = kind.expand_pipeline(plain)
+        aliases.update(more)
+    return plain, aliases
 
 
 def _check_cluster(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
@@ -228,106 +235,33 @@ def _check_cluster(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
 def _check_ports(cluster: Dict[str, Any], stages: Dict[str, Dict[str, Any]], errors: List[ConfigError]) -> None:
     """Multi-process stages rendezvous on rdzv_port_base + job id % 10000 (jobs/adapters/torchrun.py rdzv_port),
     which must be a port (1024..65535) whatever the job id."""
-    users = [n for n, st in stages.items() if st["kind"] in ("torchrun", "convert", "align")
-             or (st["kind"] == "pretrain" and st["train"]["backend"] == "nanotron")]
+    users = [n for n, st in stages.items() if kinds.get(st["kind"]).multi_process(st)]
     base = cluster.get("rdzv_port_base", 20000)
     if users and not 1024 <= base <= 55535:
         errors.append(ConfigError(f"must be in 1024..55535 (ports base..base+9999 are used, by job id), got {base}; "
                                   f"used by {', '.join(users)}", key="cluster.rdzv_port_base"))
 
 
-def _check_kind(name: str, stages_cfg: Dict[str, Dict[str, Any]], ancestors: set, errors: List[ConfigError]) -> None:
-    """The checks of one stage kind, after the DAG is known."""
-    st, key = stages_cfg[name], f"pipeline.stages.{name}"
-    kind = st["kind"]
-    if kind == "preprocess":
-        preprocess.check_stage(name, st, ancestors, errors)
-    elif kind == "pretrain":
-        train = st["train"]
-        model = train["model"] if isinstance(train["model"], dict) else {}
-        unknown = sorted(set(model) - set(MODEL_DEFAULTS))
-        if unknown or not model:
-            errors.append(ConfigError(f"must be a model mapping (keys: {', '.join(MODEL_DEFAULTS)}); unknown: "
-                                      f"{', '.join(unknown) or repr(train['model'])}", stage=name,
-                                      key=f"{key}.train.model"))
-            return
-        train["model"] = {**MODEL_DEFAULTS, **model}  # an inline model gets the preset defaults it omits
-        strings = [(f"{key}.train.data.{i}.folder", d["folder"]) for i, d in enumerate(train["data"])]
-        strings.append((f"{key}.train.tokenizer", train["tokenizer"]))
-        preprocess.check_placeholders(name, st, strings, ancestors, errors)
-        pretrain.check_stage(name, st, errors, pretrain.tokenizer_size(train["tokenizer"]))
-    elif kind == "torchrun":
-        if not (st["launch"]["script"] or "").strip():
-            errors.append(ConfigError("kind=torchrun needs launch.script (a .py path, or '-m module')", stage=name,
-                                      key=f"{key}.launch.script"))
-        if st["launch"]["nproc_per_node"] is not None and st["launch"]["nproc_per_node"] < 1:
-            errors.append(ConfigError(f"must be >= 1 or null, got {st['launch']['nproc_per_node']}", stage=name,
-                                      key=f"{key}.launch.nproc_per_node"))
-        if st["resources"]["ntasks_per_node"] != 1:
-            errors.append(ConfigError("must be 1: one torchrun per node starts the processes (launch.nproc_per_node)",
-                                      stage=name, key=f"{key}.resources.ntasks_per_node"))
-    elif kind in ("align", "serve"):
-        (align.check_align if kind == "align" else align.check_serve)(name, st, errors)
-        preprocess.check_placeholders(name, st, align.placeholder_strings(name, st), ancestors, errors)
-    elif kind == "publish":
-        hub.check_publish(name, st, errors)
-        preprocess.check_placeholders(name, st, [(f"{key}.publish.source", st["publish"]["source"])], ancestors, errors)
-    elif kind == "fetch":
-        for i, r in enumerate(st["fetch"]["repos"]):
-            if not hub_refs.parse(r) and not hub_refs.problem(r):  # (a malformed hf:// string is reported above)
-                errors.append(ConfigError(f"{r!r} is not a hub reference (hf://org/name[@revision] or "
-                                          f"hf://datasets/org/name[@revision])", stage=name, key=f"{key}.fetch.repos.{i}"))
-    elif kind == "evaluate":
-        parents = [p for p in st["after"] if p in stages_cfg]
-        parent = stages_cfg[parents[0]] if len(parents) == 1 else {}
-        ok = parent.get("kind") == "convert" or (parent.get("kind") == "pretrain" and parent["train"]["backend"] == "hf") \
-            or (parent.get("kind") == "align" and not parent["align"]["lora"]["enabled"])
-        if not ok:
-            errors.append(ConfigError("kind=evaluate needs exactly one stage in `after` whose checkpoints are whole "
-                                      "models: a pretrain stage with backend=hf, a convert stage, or an align stage "
-                                      "without LoRA (adapter checkpoints are not models)", stage=name,
-                                      key=f"{key}.after"))
-        elif st["tasks"] != 1:
-            errors.append(ConfigError(f"must be 1 (one evaluation task per training run), got {st['tasks']}",
-                                      stage=name, key=f"{key}.tasks"))
-        ev = st["evaluate"]
-        if not ev["suite"] and not ev["tasks"]:
-            errors.append(ConfigError("nothing to evaluate: set evaluate.suite (demo) or evaluate.tasks", stage=name,
-                                      key=f"{key}.evaluate"))
-        for k, v, ok in (("batch_size", ev["batch_size"], ev["batch_size"] >= 1),
-                         ("max_samples", ev["max_samples"], ev["max_samples"] is None or ev["max_samples"] >= 1),
-                         ("poll_s", ev["poll_s"], ev["poll_s"] > 0)):
-            if not ok:
-                errors.append(ConfigError(f"must be {'> 0' if k == 'poll_s' else '>= 1'}"
-                                          f"{' or null' if k == 'max_samples' else ''}, got {v}", stage=name,
-                                          key=f"{key}.evaluate.{k}"))
-        if ev["suite"] not in (None, "demo"):
-            errors.append(ConfigError(f"unknown suite {ev['suite']!r} (demo, or null)", stage=name,
-                                      key=f"{key}.evaluate.suite"))
-        for i, t in enumerate(ev["tasks"]):
-            missing = [k for k in ("name", "kind", "path") if not t.get(k)]
-            if missing:
-                errors.append(ConfigError(f"a task needs {', '.join(missing)}", stage=name,
-                                          key=f"{key}.evaluate.tasks.{i}"))
-            else:  # what jobs/adapters/lighteval.py evaluate checks on the node (the rows: preflight)
-                for problem in eval_tasks.check_spec(t, read=False):
-                    errors.append(ConfigError(problem, stage=name, key=f"{key}.evaluate.tasks.{i}"))
-        names = (list(eval_tasks.SUITE_TASKS) if ev["suite"] == "demo" else []) + [t.get("name") for t in ev["tasks"]]
-        for i, t in enumerate(ev["tasks"]):
-            if names.count(t.get("name")) > 1:
-                errors.append(ConfigError(f"task name {t.get('name')!r} is used twice in this stage ({names}); each "
-                                          f"task needs its own", stage=name, key=f"{key}.evaluate.tasks.{i}.name"))
-                break
-    elif kind == "convert":
-        parents = [p for p in st["after"] if p in stages_cfg]
-        if len(parents) != 1 or stages_cfg[parents[0]]["kind"] != "pretrain" \
-                or stages_cfg[parents[0]]["train"]["backend"] != "nanotron":
-            errors.append(ConfigError("kind=convert needs exactly one stage in `after`: a pretrain stage with "
-                                      "backend=nanotron (hf checkpoints are Hugging Face models already)",
-                                      stage=name, key=f"{key}.after"))
-        elif st["tasks"] != 1:
-            errors.append(ConfigError(f"must be 1 (one conversion task per training run), got {st['tasks']}",
-                                      stage=name, key=f"{key}.tasks"))
+def _check_kinds(plain: Sequence[Dict[str, Any]]) -> None:
+    """Every stage names a registered kind (launcher/kinds); raises ConfigErrors otherwise, before any
+    kind's hook is asked."""
+    errors = [ConfigError(kinds.unknown_message(st["kind"]), stage=name, key=f"pipeline.stages.{name}.kind")
+              for cfg in plain for name, st in cfg["pipeline"]["stages"].items() if st["kind"] not in kinds.names()]
+    _dedupe(errors)
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def _check_clients(stages: Dict[str, Dict[str, Any]], errors: List[ConfigError]) -> None:
+    """A stage that uses a server must start while it serves: edge `after` (starts with the server, then
+    waits for its endpoint). afterok would wait for the server to stop."""
+    for name, st in stages.items():
+        for parent, edge in st["after"].items():
+            if parent in stages and kinds.get(stages[parent]["kind"]).provides_endpoint and edge != "after":
+                errors.append(ConfigError(
+                    f"'{parent}' is a server: wait on it with `after` (the stage starts with the server and gets "
+                    f"its endpoint once published); {edge} would wait until the server has stopped",
+                    stage=name, key=f"pipeline.stages.{name}.after.{parent}"))
 
 
 def _check_collisions(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
@@ -346,25 +280,19 @@ def _check_collisions(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
                                   key=f"pipeline.stages.{name}"))
 
     for name, st in stages.items():
-        if st.get("kind") == "minhash":
-            parts = preprocess.minhash_parts(name)
-            for part in parts:
-                if part in stages:
-                    clash(part, name, f"kind=minhash stage '{name}' expands into {', '.join(parts)}")
-                else:
-                    origin[part] = name
-    if (cfg["cluster"].get("hub_fetch", "auto") == "auto" and hub.FETCH_STAGE in stages
-            and stages[hub.FETCH_STAGE].get("kind") != "fetch"
-            and any(hub.stage_refs(st) for n, st in stages.items() if n != hub.FETCH_STAGE)):
-        errors.append(ConfigError(
-            f"the plan adds a stage named '{hub.FETCH_STAGE}' to download the pipeline's hf:// references "
-            f"(cluster.hub_fetch=auto); this kind={stages[hub.FETCH_STAGE].get('kind')} stage has its name",
-            stage=hub.FETCH_STAGE, key=f"pipeline.stages.{hub.FETCH_STAGE}"))
+        parts = kinds.get(st["kind"]).expands_into(name)
+        for part in parts:
+            if part in stages:
+                clash(part, name, f"kind={st['kind']} stage '{name}' expands into {', '.join(parts)}")
+            else:
+                origin[part] = name
+    for kind in kinds.all_kinds():
+        kind.check_pipeline(cfg, errors)
     transforms = [
         (lambda n: [layout.input_variable(n)], "both become {} (a child's variable for its parent's output)",
          lambda n: True),
         (lambda n: list(layout.endpoint_variables(n)), "both set {} (a client's variable for its server's endpoint)",
-         lambda n: stages.get(origin[n], {}).get("kind") == "serve"),
+         lambda n: kinds.get(stages[origin[n]]["kind"]).provides_endpoint),
         (lambda n: [f"stages/{n.lower()}"], "their folders are one folder ({}) on a case-insensitive filesystem",
          lambda n: True),
     ]
@@ -379,7 +307,7 @@ def _check_collisions(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
                 pair = frozenset((origin[other], origin[n]))
                 if origin[other] != origin[n] and pair not in reported:
                     reported.add(pair)
-                    part = f" (kind=minhash: its part '{n}')" if n != origin[n] else ""
+                    part = f" (kind={stages[origin[n]]['kind']}: its part '{n}')" if n != origin[n] else ""
                     other_part = f" (its part '{other}')" if other != origin[other] else ""
                     clash(origin[n], f"{origin[other]}'{other_part}", what.format(made) + part)
 
@@ -422,13 +350,10 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
         errors.append(ConfigError(msg, stage=name, key=f"{key}.{k}"))
 
     # hf:// strings anywhere in the stage's work: a malformed one would reach the task as a plain string.
-    for k, v in preprocess.walk({k: v for k, v in st.items() if k not in ("after", "resources", "requeue")}, key):
+    for k, v in walk({k: v for k, v in st.items() if k not in ("after", "resources", "requeue")}, key):
         if isinstance(v, str) and (msg := hub_refs.problem(v)):
             errors.append(ConfigError(msg, stage=name, key=k))
-    if st["kind"] == "command" and not (st["command"] or "").strip():
-        bad("command", "kind=command needs a command")
-    if st["kind"] == "python" and not re.match(r"^[\w.]+:[\w.]+$", st["target"] or ""):
-        bad("target", f"kind=python needs target 'package.module:function', got {st['target']!r}")
+    kinds.get(st["kind"]).check_config(Problems(name, errors), st)
     if st["tasks"] < 1:
         bad("tasks", f"must be >= 1, got {st['tasks']}")
     elif st["tasks"] > MAX_TASKS:
@@ -497,12 +422,11 @@ def _check_sweep_keeps_structure(plain, points, errors: List[ConfigError]) -> No
             continue
         for name, st in cfg["pipeline"]["stages"].items():
             b_st = base["pipeline"]["stages"][name]
-            if st["kind"] == "pretrain":  # the backend decides how the job is launched (srun/torchrun or not)
-                for k in ("backend", "parallelism"):
-                    if st["train"][k] != b_st["train"][k]:
-                        errors.append(ConfigError(
-                            f"differs between sweep points ({overrides}); one array job is launched one way",
-                            stage=name, key=f"pipeline.stages.{name}.train.{k}"))
+            for k in kinds.get(st["kind"]).sweep_keys():
+                if _get(st, k) != _get(b_st, k):
+                    errors.append(ConfigError(
+                        f"differs between sweep points ({overrides}); one array job is launched one way",
+                        stage=name, key=f"pipeline.stages.{name}.{k}"))
             for k in STRUCTURAL_KEYS:
                 if st[k] != b_st[k]:
                     errors.append(ConfigError(
@@ -515,3 +439,9 @@ def _check_sweep_keeps_structure(plain, points, errors: List[ConfigError]) -> No
             seen.add((e.stage, e.key))
             unique.append(e)
     errors[:] = unique
+
+
+def _get(node: Dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node

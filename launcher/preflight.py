@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import getpass
 import os
-import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from launcher import align, containers, hub, preprocess, pretrain, snapshot
-from jobs.adapters import eval_tasks
-from jobs.layout import PLACEHOLDER
+from launcher import containers, kinds, snapshot
+from jobs.adapters import hub_refs
 from launcher.environments import build_state, interpreter_problems
 from launcher.errors import ConfigError
+from launcher.shell import bash_syntax_error
 from launcher.plan import Plan, StagePlan
 from launcher.slurm import ClusterInfo
 from launcher.slurm_values import constraint_problem, mem_mb
@@ -111,61 +110,45 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
                                       key=f"cluster.secrets.{i}"))
     # A secret's value anywhere in the config is refused earlier, before anything is written
     # (launcher/secrets.py, from ops.prepare).
-    if cl.get("setup") and (msg := _bash_syntax_error("\n".join(cl["setup"]))):
+    if cl.get("setup") and (msg := bash_syntax_error("\n".join(cl["setup"]))):
         errors.append(ConfigError(f"setup lines are not valid bash: {msg}", key="cluster.setup"))
-    hub.check_cached(plan, errors)
-    hub.check_tokens(plan, errors)
+    check_hub_cache(plan, errors)
     for stage in plan.stages.values():
-        if stage.kind == "preprocess":
-            for key, path in dict.fromkeys(kp for p in stage.payloads for kp in preprocess.local_inputs(stage.name, p)):
-                if not os.path.exists(path):
-                    errors.append(ConfigError(f"input folder {path} does not exist", stage=stage.name, key=key))
-        if stage.kind == "pretrain":
-            for key, path in dict.fromkeys(kp for p in stage.payloads for kp in pretrain.local_inputs(stage.name, p)):
-                if not os.path.exists(path):
-                    errors.append(ConfigError(f"{path} does not exist", stage=stage.name, key=key))
-                elif key.endswith(".folder") and next(Path(path).rglob("*.ds"), None) is None:
-                    errors.append(ConfigError(f"{path} holds no tokenized *.ds files (the output of datatrove's "
-                                              f"DocumentTokenizer or DocumentTokenizerMerger)", stage=stage.name, key=key))
-        if stage.kind in ("align", "serve"):
-            for point, payload in enumerate(stage.payloads):
-                for key, path in align.local_inputs(stage.name, stage.kind, payload):
-                    problem = align.local_input_problem(key, path, payload)
-                    if problem:
-                        errors.append(ConfigError(problem, stage=stage.name, key=key))
-                    elif stage.kind == "serve" and key.endswith(".model"):
-                        problem = align.model_length_problem(path, payload["serve"]["max_model_len"])
-                        if problem:
-                            errors.append(ConfigError(problem, stage=stage.name,
-                                                      key=f"pipeline.stages.{stage.name}.serve.max_model_len"))
-        if stage.kind == "evaluate":
-            for point, payload in enumerate(stage.payloads):
-                for i, t in enumerate(payload["evaluate"]["tasks"]):
-                    path = t.get("path")
-                    if not isinstance(path, str) or not path or PLACEHOLDER.search(path):
-                        continue
-                    if not os.path.isfile(path):
-                        problems = [f"task {t.get('name')!r}: {path} is not a file"]
-                    elif os.path.getsize(path) <= align.DATA_CHECK_MAX_BYTES:  # larger: the node reads the rows
-                        problems = eval_tasks.check_spec(t, read=True)  # every row, as lighteval's run will
-                    else:
-                        problems = []
-                    errors += [ConfigError(p, stage=stage.name, key=f"pipeline.stages.{stage.name}.evaluate.tasks.{i}.path")
-                               for p in problems]
-        if stage.kind == "publish":
-            source = stage.payloads[0]["publish"]["source"]
-            if not PLACEHOLDER.search(source) and "://" not in source and not os.path.isdir(source):
-                errors.append(ConfigError(f"{source} is not a folder (publish uploads a folder)", stage=stage.name,
-                                          key=f"pipeline.stages.{stage.name}.publish.source"))
-        if stage.kind == "command":
-            commands = list(dict.fromkeys(p["command"] for p in stage.payloads))
-            # One `bash -n` for all sweep points (each wrapped in a function); one per command only
-            # to find the culprit.
-            if _bash_syntax_error("".join(f"__point{i}() {{\n{c}\n}}\n" for i, c in enumerate(commands))):
-                msg = next(filter(None, map(_bash_syntax_error, commands)), "syntax error")
-                errors.append(ConfigError(f"command is not valid bash: {msg}", stage=stage.name,
-                                          key=f"pipeline.stages.{stage.name}.command"))
+        errors += kinds.get(stage.kind).preflight(plan, stage)
     return _unique(errors)
+
+
+def check_hub_cache(plan: Plan, errors: List[ConfigError]) -> None:
+    """Each hub repo a stage names (hf://...) is downloaded by a stage of the plan (a kind that
+    downloads_hub_refs: fetch) or already in the cluster's hub cache."""
+    cl = plan.cluster
+    fetched = {r for s in plan.stages.values() for r in kinds.get(s.kind).fetched_refs(s)}
+    for s in plan.stages.values():
+        if kinds.get(s.kind).downloads_hub_refs:
+            continue
+        for payload in s.payloads:
+            for key, value in _strings(payload, f"pipeline.stages.{s.name}"):
+                ref = hub_refs.parse(value)
+                if ref is None or ref in fetched:
+                    continue
+                if not cl.get("hub_cache"):
+                    errors.append(ConfigError(f"{value} names a hub repo, but the cluster profile sets no hub_cache "
+                                              f"(the shared folder compute nodes read it from)", stage=s.name, key=key))
+                elif hub_refs.snapshot(cl["hub_cache"], ref) is None:
+                    errors.append(ConfigError(f"{ref.repo_id} ({ref}) is not in the hub cache {cl['hub_cache']} and no "
+                                              f"fetch stage downloads it (cluster.hub_fetch is "
+                                              f"{cl.get('hub_fetch')}; `auto` adds one)", stage=s.name, key=key))
+
+
+def _strings(node, key: str):
+    if isinstance(node, str):
+        yield key, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, f"{key}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _strings(v, f"{key}.{i}")
 
 
 def _unique(errors: List[ConfigError]) -> List[ConfigError]:
@@ -197,7 +180,7 @@ def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[Conf
         if image:
             for i, msg in containers.mount_problems(env, run_root):
                 errors.append(ConfigError(msg, stage=stage.name, key=f"{where}.container_mounts.{i}"))
-        if env["setup"] and (msg := _bash_syntax_error("\n".join(env["setup"]))):
+        if env["setup"] and (msg := bash_syntax_error("\n".join(env["setup"]))):
             errors.append(ConfigError(f"setup lines are not valid bash: {msg}", stage=stage.name, key=f"{where}.setup"))
     keys = list(by_env)
     wanted = {k: [(name, key, t) for name in by_env[k] for key, t in stage_targets(plan.stages[name])] for k in keys}
@@ -235,23 +218,9 @@ def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[Conf
 
 
 def stage_targets(stage: StagePlan) -> List[tuple]:
-    """(config key, target) a stage's tasks will resolve: its function, or its datatrove blocks."""
-    out = []
-    for payload in stage.payloads:
-        if stage.kind == "python" and payload.get("target"):
-            out.append((f"pipeline.stages.{stage.name}.target", payload["target"]))
-        if stage.kind == "preprocess":
-            out += preprocess.targets(stage.name, payload)
-        if stage.kind in ("align", "serve"):
-            out += align.targets(stage.name, stage.kind, payload)
-        if stage.kind in ("fetch", "publish"):
-            out.append((f"pipeline.stages.{stage.name}.{stage.kind}", "huggingface_hub:HfApi"))
-    return list(dict.fromkeys(out))
-
-
-def _bash_syntax_error(script: str) -> str:
-    p = subprocess.run(["bash", "-n"], input=script + "\n", capture_output=True, text=True)
-    return p.stderr.strip() if p.returncode != 0 else ""
+    """(config key, target) a stage's tasks will resolve (Kind.targets: a python stage's function, the
+    datatrove blocks of a preprocess stage, a trainer's classes...)."""
+    return list(dict.fromkeys(kinds.get(stage.kind).targets(stage)))
 
 
 def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],

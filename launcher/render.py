@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-import yaml
-
 from jobs import layout
 
-from launcher import align, containers, pretrain, snapshot
+from launcher import containers, kinds, snapshot
 from launcher.arrays import array_spec, group_by_chunk
 from launcher.plan import Plan, StagePlan
 
@@ -73,14 +71,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     setup = [f"export LAUNCHER_TASK_OFFSET={req.offset}",
              "export PYTHONPATH=" + ":".join(shlex.quote(str(p)) for p in snapshot.pythonpath(run_dir, plan.code))
              + "${PYTHONPATH:+:$PYTHONPATH}"]
-    # Offline by default: only fetch and publish stages reach the hub; every stage reads the shared cache.
-    # A publish always needs the hub; a fetch keeps the submitting shell's setting (offline, it serves
-    # what the cache holds: how the tests run it).
-    hub_env = {"fetch": {}, "publish": {"HF_HUB_OFFLINE": "0"}}.get(stage.kind, {"HF_HUB_OFFLINE": "1"})
-    if cl.get("hub_cache"):
-        hub_env["HF_HUB_CACHE"] = cl["hub_cache"]
-    if stage.kind in ("fetch", "publish") and cl.get("hub_endpoint"):
-        hub_env["HF_ENDPOINT"] = cl["hub_endpoint"]
+    hub_env = kinds.get(stage.kind).environment(cl)  # the hub's variables (Kind.hub_access)
     setup += [f"export {k}={shlex.quote(str(v))}" for k, v in {**hub_env, **cl.get("env", {}), **env["env"]}.items()]
     lines = [*cl.get("setup", []), *env["setup"]]
     if lines:  # a failing setup line fails the task, and says which line it was
@@ -160,75 +151,41 @@ def unsafe_path_reason(path: str) -> Optional[str]:
 
 def multi_process(stage: StagePlan) -> bool:
     """Stages whose tasks start torchrun (or accelerate) on every node."""
-    return stage.kind in ("torchrun", "convert", "align") or (
-        stage.kind == "pretrain" and stage.payloads[0]["train"]["backend"] == "nanotron")
+    return kinds.get(stage.kind).multi_process(stage.payloads[0])
+
+
+def _output_layout(stage: StagePlan) -> str:
+    """How a stage's output folders are laid out, for jobs/layout.py Folders: "datatrove", or "task"
+    (one task per point) / "tasks"."""
+    layout_ = kinds.get(stage.kind).output_layout
+    return layout_ if layout_ != "task" else "task" if stage.tasks_per_point == 1 else "tasks"
 
 
 def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict:
-    """What jobs.task needs on the compute node: plain JSON, no launcher import there."""
+    """What jobs.task needs on the compute node: plain JSON, no launcher import there. The runner is
+    the kind's node module (jobs/kinds/__init__.py runner_for); the kind adds what else it needs."""
+    kind = kinds.get(stage.kind)
     spec = {
         "run_id": run_id, "run_dir": str(run_dir), "stage": stage.name, "kind": stage.kind, "hash": stage.hash,
+        "runner": kind.runner,
         "tasks_per_point": stage.tasks_per_point, "points": stage.points, "payloads": stage.payloads,
         "parents": [d.parent for d in stage.deps], "requeue": stage.requeue, "time_min": stage.time_min,
         "backend": plan.cluster["backend"], "secrets_file": plan.cluster.get("secrets_file"),
         "campaign": plan.campaign or run_id, "hub_cache": plan.cluster.get("hub_cache"),
         "code_dir": str(snapshot.code_dir(run_dir)),  # jobs.task refuses to run from anywhere else
     }
-    if stage.kind in ("preprocess", "pretrain", "evaluate", "align", "serve", "publish"):  # {input:<stage>}
+    if kind.reads_stage_outputs:  # {input:<stage>}
         spec["stage_hashes"] = {n: s.hash for n, s in plan.stages.items()}  # datatrove folders are keyed by hash
-        spec["stage_outputs"] = {n: "datatrove" if s.kind == "preprocess" else "task" if s.tasks_per_point == 1
-                                 else "tasks" for n, s in plan.stages.items()}
-    servers = [d.parent for d in stage.deps if plan.stages[d.parent].kind == "serve" and d.kind == "after"]
+        spec["stage_outputs"] = {n: _output_layout(s) for n, s in plan.stages.items()}
+    servers = [plan.stages[d.parent] for d in stage.deps
+               if kinds.get(plan.stages[d.parent].kind).provides_endpoint and d.kind == "after"]
     if servers:  # a client: waits for each server's endpoint before it runs
-        spec["servers"] = {p: {"hash": plan.stages[p].hash,
-                               "ready_timeout_s": plan.stages[p].payloads[0]["serve"]["ready_timeout_s"]} for p in servers}
-    if stage.kind == "serve":  # serves until these have ended (or serve.serve_s); eager mode without GPUs
-        spec["resources"] = stage.resources
-        spec["clients"] = {n: {"hash": s.hash, "tasks_per_point": s.tasks_per_point} for n, s in plan.stages.items()
-                           if any(d.parent == stage.name and d.kind == "after" for d in s.deps)}
-    if multi_process(stage):
+        spec["servers"] = {s.name: {"hash": s.hash, **kinds.get(s.kind).client_spec(s)} for s in servers}
+    if kind.multi_process(stage.payloads[0]):
         spec["resources"] = stage.resources
         spec["rdzv_port_base"] = plan.cluster.get("rdzv_port_base", 20000)
-    if stage.kind == "pretrain":
-        spec["schedules"] = [pretrain.schedule(p["train"]) for p in stage.payloads]
-        spec["overrides"] = plan.points  # each run's overrides (data=raw seed=2), into its result
-    if stage.kind == "evaluate":  # what it scores: the parent's checkpoints, and which variant each run is
-        parent = plan.stages[stage.deps[0].parent]
-        source = plan.stages[parent.deps[0].parent] if parent.kind == "convert" else parent
-        if source.kind == "align":  # tokens come from each checkpoint's marker
-            seeds, schedules = [p["align"]["seed"] for p in source.payloads], [{"tokens_per_step": 0}] * source.points
-        else:
-            seeds = [p["train"]["seed"] for p in source.payloads]
-            schedules = [pretrain.schedule(p["train"]) for p in source.payloads]
-        spec.update(parent_kind=parent.kind, parent_hash=parent.hash, overrides=plan.points, seeds=seeds,
-                    schedules=schedules)
-    if stage.kind == "convert":
-        spec["parent_train"] = plan.stages[stage.deps[0].parent].payloads[0]["train"]
+    spec.update(kind.spec_extra(plan, stage))
     return spec
-
-
-def nanotron_configs(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> Dict[int, str]:
-    """kind=pretrain, backend nanotron: nanotron's YAML of each sweep point (its task), with the
-    checkpoints folder as resume_checkpoint_path so every requeue resumes from latest.txt."""
-    from jobs.adapters import nanotron as jobs_nanotron
-
-    from launcher import nanotron_config
-
-    spec = stage_spec(plan, stage, run_dir, run_id)
-    out = {}
-    for point, payload in enumerate(stage.payloads):
-        train = payload["train"]
-        data, _ = jobs_nanotron.inputs(spec, point, train)
-        work = layout.nanotron_dir(run_dir, stage.name, point)
-        sched = pretrain.schedule(train)
-        cfg = nanotron_config.render(
-            train, project=plan.pipeline, run=f"{run_id}.{stage.name}.{point}",
-            checkpoints=str(layout.checkpoint_dir(run_dir, stage.name, point * stage.tasks_per_point)),
-            tokenizer=str(work / "tokenizer"),
-            data={str(view): w for view, w in zip(jobs_nanotron.view_folders(work, len(data)), data.values())},
-            steps=sched["steps"], checkpoint_interval=sched["checkpoint_interval"])
-        out[point] = nanotron_config.to_yaml(cfg)
-    return out
 
 
 def write_stage_files(plan: Plan, run_dir: Path, run_id: str, requests: List[JobRequest], tag: str) -> None:
@@ -236,14 +193,8 @@ def write_stage_files(plan: Plan, run_dir: Path, run_id: str, requests: List[Job
     for stage in plan.stages.values():
         layout.atomic_write_json(layout.stage_dir(run_dir, stage.name) / "spec.json",
                                  stage_spec(plan, stage, run_dir, run_id))
-        if stage.kind == "pretrain" and stage.payloads[0]["train"]["backend"] == "nanotron":
-            for point, text in nanotron_configs(plan, stage, run_dir, run_id).items():
-                layout.atomic_write_text(layout.nanotron_dir(run_dir, stage.name, point) / "config.yaml", text)
-        if stage.kind == "align":
-            for point, payload in enumerate(stage.payloads):
-                cfg = align.accelerate_config(payload["align"], stage.resources)
-                layout.atomic_write_text(layout.accelerate_config(run_dir, stage.name, point),
-                                         yaml.safe_dump(cfg, sort_keys=False))
+        for path, text in kinds.get(stage.kind).files(plan, stage, run_dir, run_id).items():
+            layout.atomic_write_text(path, text)
     for req in requests:
         # Slurm opens --output before the task runs and does not create folders.
         (layout.stage_dir(run_dir, req.stage) / "logs").mkdir(parents=True, exist_ok=True)

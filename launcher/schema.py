@@ -1,7 +1,7 @@
 """Structured config schema: type errors and unknown keys fail at compose time, before any planning."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
@@ -16,32 +16,6 @@ class EdgeKind(str, Enum):
     afternotok = "afternotok"  # run only if some parent task failed (cleanup, alerts)
     aftercorr = "aftercorr"  # task i waits for task i of the parent (arrays of equal size)
     after = "after"  # the parent has started: run alongside it (an evaluation that follows training)
-
-
-class StageKind(str, Enum):
-    command = "command"  # a bash script
-    python = "python"  # a function called with the task's context
-    preprocess = "preprocess"  # a datatrove pipeline (`blocks`), one datatrove rank per array task
-    minhash = "minhash"  # datatrove MinHash dedup: expands into four chained preprocess stages
-    pretrain = "pretrain"  # train a model (`train`): nanotron on GPUs, or transformers' Trainer (backend hf)
-    torchrun = "torchrun"  # any script under torchrun, one per node, c10d rendezvous on the first node
-    convert = "convert"  # nanotron checkpoints of the parent pretrain stage -> Hugging Face format
-    evaluate = "evaluate"  # lighteval on every checkpoint of the parent training (or convert) stage, once
-    align = "align"  # TRL (SFT, DPO, ...) on a Hugging Face model, launched through accelerate
-    fetch = "fetch"  # download hub repos (hf://org/name@rev) into the cluster's shared cache; added by the plan
-    publish = "publish"  # upload a stage's output to a hub repo, with a generated card
-    serve = "serve"  # vLLM's OpenAI-compatible server; dependents (edge `after`) get its endpoint
-
-
-class TrainBackend(str, Enum):
-    nanotron = "nanotron"  # 4D-parallel, multi-node, GPU only (srun + torchrun)
-    hf = "hf"  # transformers' Trainer, one process, CPU or one GPU: small models, tests, the local demo
-
-
-class LrSchedule(str, Enum):
-    cosine = "cosine"
-    linear = "linear"
-    wsd = "wsd"  # warmup, stable, then decay over the last `decay_fraction` of the steps
 
 
 @dataclass
@@ -73,25 +47,6 @@ class Requeue:
 
 
 @dataclass
-class Minhash:
-    """kind=minhash: datatrove's MinHash deduplication, written once, run as four array jobs
-    (<stage>.signatures: tasks, .buckets: num_buckets, .clusters: 1, .filter: tasks)."""
-
-    # Reads the documents to deduplicate (both the signature and the filter stage read them).
-    reader: Dict[str, Any] = field(default_factory=lambda: {
-        "_target_": "datatrove.pipeline.readers.JsonlReader", "data_folder": "{input}"})
-    # Writes the documents that are kept.
-    writer: Dict[str, Any] = field(default_factory=lambda: {
-        "_target_": "datatrove.pipeline.writers.JsonlWriter", "output_folder": "{output}"})
-    n_grams: int = 5
-    num_buckets: int = 14
-    hashes_per_bucket: int = 8
-    seed: int = 1
-    precision: int = 64  # signature hash bits (32 or 64)
-    language: str = "en"  # word tokenizer for the shingles
-
-
-@dataclass
 class Model:
     """A Llama-style decoder (root group `model`: conf/model/<preset>.yaml). num_experts > 0 makes it a
     mixture of experts (nanotron's qwen2 MoE config)."""
@@ -113,206 +68,48 @@ class Model:
     moe_intermediate_size: Optional[int] = None  # per expert; default intermediate_size
 
 
-@dataclass
-class Parallelism:
-    """nanotron's 4D layout: dp * tp * pp * cp = nodes * gpus_per_node."""
-
-    dp: int = 1
-    tp: int = 1
-    pp: int = 1
-    cp: int = 1  # context parallel: seq_len % cp == 0
-    ep: int = 1  # expert parallel (MoE): num_experts % ep == 0
-    pp_engine: str = "1f1b"  # 1f1b | afab
-    tp_mode: str = "REDUCE_SCATTER"  # ALL_REDUCE | REDUCE_SCATTER (sequence parallel)
-    tp_async: bool = True  # tp_linear_async_communication (REDUCE_SCATTER only)
-    recompute_layer: bool = False
-
-
-@dataclass
-class Optimizer:
-    lr: float = 3e-4
-    min_lr: float = 3e-5
-    schedule: LrSchedule = LrSchedule.cosine
-    warmup_steps: int = 0
-    decay_fraction: float = 0.2  # wsd: the share of the steps spent decaying
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    clip_grad: float = 1.0
-    zero_stage: int = 0  # nanotron: 0 or 1
-
-
-@dataclass
-class DataSource:
-    """A tokenized folder (datatrove DocumentTokenizer/Merger output) and its sampling weight.
-    Folder placeholders as in blocks: {input}, {input:<stage>}."""
-
-    folder: str = MISSING
-    weight: float = 1.0
-
-
-@dataclass
-class Train:
-    """kind=pretrain. Tokens per step = dp * micro_batch * grad_accum * seq_len."""
-
-    backend: TrainBackend = TrainBackend.hf
-    # The root `model` preset (model=100m, model.num_layers=4); an inline mapping replaces it whole.
-    # (Any: OmegaConf cannot merge an interpolation into a typed node; the root `model` is typed.)
-    model: Any = "${model}"
-    tokens: int = 1_000_000  # training budget
-    seq_len: int = 256
-    micro_batch: int = 8
-    grad_accum: int = 1
-    checkpoint_every_tokens: int = 0  # a checkpoint each time this many tokens were trained on; 0: end only
-    seed: int = "${seed}"  # type: ignore[assignment]  # the root seed (sweep it: seed=1,2,3)
-    data: List[DataSource] = field(default_factory=list)  # e.g. [{folder: "{input:merge}", weight: 1.0}]
-    tokenizer: str = "{input:tokenizer}/tokenizer.json"  # a tokenizer.json file, or a folder holding one
-    dtype: str = "bfloat16"  # hf backend on CPU trains in float32 whatever this says
-    optimizer: Optimizer = field(default_factory=Optimizer)
-    parallelism: Parallelism = field(default_factory=Parallelism)
-    log_every_steps: int = 10
-    run_train: Optional[str] = None  # nanotron's run_train.py; default $NANOTRON_HOME/run_train.py
-    nanotron: Dict[str, Any] = field(default_factory=dict)  # merged into the rendered nanotron YAML last
-
-
-@dataclass
-class Launch:
-    """kind=torchrun: `script` (a .py path or `-m module`) with `args`, under torchrun on every node."""
-
-    script: Optional[str] = None
-    args: List[str] = field(default_factory=list)
-    nproc_per_node: Optional[int] = None  # default: resources.gpus_per_node, or 1 without GPUs
-
-
-@dataclass
-class Evaluate:
-    """kind=evaluate: one array task per sweep point scores every complete checkpoint of the parent
-    stage (pretrain with backend hf, or convert) exactly once. With `after: {train: after}` it
-    follows training as checkpoints appear and ends when training has ended (whatever its state)."""
-
-    suite: Optional[str] = "demo"  # built-in held-out tasks (jobs/adapters/eval_tasks.py); null: only `tasks`
-    # More tasks: {name, kind: multiple_choice | perplexity, path: <jsonl>, metric, random_baseline,
-    # higher_is_better} (formats in jobs/adapters/eval_tasks.py).
-    tasks: List[Dict[str, Any]] = field(default_factory=list)
-    poll_s: float = 20.0  # how often a following evaluation looks for new checkpoints
-    batch_size: int = 8
-    max_samples: Optional[int] = None  # per task; null: all
-
-
-@dataclass
-class Lora:
-    """Adapters instead of full fine-tuning (peft). The saved model has them merged in."""
-
-    enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: Any = "all-linear"  # peft's shorthand, or a list of module names
-    qlora: bool = False  # load the base model in 4 bits (bitsandbytes, CUDA only)
-
-
-@dataclass
-class Align:
-    """kind=align: one TRL trainer on a Hugging Face model folder, launched through accelerate
-    (one `accelerate launch` per node; processes per node = GPUs, or 1 on CPU)."""
-
-    trainer: str = "sft"  # sft | dpo (jobs/adapters/trl.py TRAINERS)
-    model: str = "{input}/model"  # HF folder: a parent's output ({input}, {input:<stage>}) or a path
-    # jsonl: sft {"messages": [{role, content}, ...]}; dpo {"prompt": [...], "chosen": [...], "rejected": [...]}
-    data: Optional[str] = None
-    chat_template: Optional[str] = None  # null: the tokenizer's own, else the built-in; "builtin"; or a .jinja file
-    assistant_only_loss: bool = False  # sft: loss on the assistant's tokens only
-    max_length: int = 512
-    epochs: float = 1.0
-    max_steps: Optional[int] = None  # wins over epochs
-    lr: float = 5e-5
-    micro_batch: int = 4
-    grad_accum: int = 1
-    warmup_ratio: float = 0.0
-    checkpoint_every_steps: int = 0  # 0: at the end only (and on the stop signal)
-    beta: float = 0.1  # dpo: the KL penalty
-    seed: int = "${seed}"  # type: ignore[assignment]
-    dtype: str = "bfloat16"  # on CPU training runs in float32
-    lora: Lora = field(default_factory=Lora)
-    deepspeed_zero: Optional[int] = None  # 1, 2 or 3: DeepSpeed ZeRO through accelerate (GPU)
-    nproc_per_node: Optional[int] = None  # default: resources.gpus_per_node, or 1 without GPUs
-    log_every_steps: int = 5
-    trl: Dict[str, Any] = field(default_factory=dict)  # more arguments for the trainer's config (SFTConfig, ...)
-
-
-@dataclass
-class Serve:
-    """kind=serve: vLLM's OpenAI-compatible server on the model. The endpoint (host, port, model) is
-    published to stages/<stage>/endpoints/<point>.json once /health answers and a test completion
-    succeeds; stages that wait on this one with `after` get it as LAUNCHER_ENDPOINT_<STAGE>."""
-
-    model: str = "{input}/model"  # HF folder: a parent's output or a path
-    served_model_name: Optional[str] = None  # default: the stage name
-    tensor_parallel: int = 1  # GPUs per server (<= resources.gpus_per_node)
-    max_model_len: Optional[int] = None
-    dtype: str = "auto"
-    ready_timeout_s: float = 600.0  # fail (with the server's log) if not ready by then
-    serve_s: Optional[float] = None  # stop after this long; null: when the stages that wait on it have ended
-    port_base: int = 30000  # port = first free from base + job id % 10000
-    args: List[str] = field(default_factory=list)  # more `vllm serve` arguments
-
-
-@dataclass
-class Fetch:
-    """kind=fetch: snapshot_download of each repo into the cluster's hub_cache. The plan adds one
-    (stage `hub_fetch`) for every hf:// reference of the pipeline; the stages naming them wait on it."""
-
-    repos: List[str] = field(default_factory=list)  # hf://org/name[@revision], hf://datasets/org/name[@revision]
-    allow_patterns: List[str] = field(default_factory=list)  # only these files (empty: all)
-    ignore_patterns: List[str] = field(default_factory=list)
-
-
-@dataclass
-class Publish:
-    """kind=publish: a folder of the run (a model, a data set, evaluation results) to a hub repo, private
-    by default, with a generated card (README.md: pipeline, configs, data recipe, scores). The token
-    comes from the submitting shell's variable `token_env`, never from a file."""
-
-    source: str = "{input}/model"  # a parent's output ({input}, {input:<stage>}) or a path
-    repo_id: Optional[str] = None  # org/name
-    repo_type: str = "model"  # model | dataset
-    private: bool = True
-    token_env: str = "HF_TOKEN"
-    commit_message: Optional[str] = None  # default: "launcher: <run id> <stage>"
-    allow_patterns: List[str] = field(default_factory=list)  # only these files (empty: all)
-    ignore_patterns: List[str] = field(default_factory=list)
-    large: bool = False  # upload_large_folder: resumable, many commits (big checkpoints, data sets)
-    card: bool = True  # write README.md (replaces one in the source)
-
-
-@dataclass
-class Stage:
-    kind: StageKind = MISSING
-    tasks: int = 1  # array tasks per sweep point
-    throttle: Optional[int] = None  # at most this many tasks of a sweep point at once (%N x points)
-    after: Dict[str, EdgeKind] = field(default_factory=dict)  # parent stage -> dependency kind
-    singleton: bool = False  # one job of this stage at a time across runs (--dependency=singleton)
-    command: Optional[str] = None  # kind=command: bash script, run with `bash -euo pipefail -c`
-    target: Optional[str] = None  # kind=python: "package.module:function"
-    params: Dict[str, Any] = field(default_factory=dict)  # handed to the callable as ctx.params
+# The fields every stage has, before and after the kinds' sections (launcher/kinds: each kind that
+# owns a section adds it, e.g. `train: Train`, `serve: Serve`).
+STAGE_HEAD = [
+    ("kind", str, MISSING),  # a registered kind (launcher.kinds.names()): checked by the plan
+    ("tasks", int, 1),  # array tasks per sweep point
+    ("throttle", Optional[int], None),  # at most this many tasks of a sweep point at once (%N x points)
+    ("after", Dict[str, EdgeKind], field(default_factory=dict)),  # parent stage -> dependency kind
+    ("singleton", bool, False),  # one job of this stage at a time across runs (--dependency=singleton)
+    ("command", Optional[str], None),  # kind=command: bash script, run with `bash -euo pipefail -c`
+    ("target", Optional[str], None),  # kind=python: "package.module:function"
+    ("params", Dict[str, Any], field(default_factory=dict)),  # handed to the callable as ctx.params
     # kind=preprocess: datatrove blocks, each {_target_: class or factory, its arguments}, built on the
     # compute node. Nested lists are flattened (a recipe's filter list can be interpolated in). String
     # arguments may name run folders: {input} (the one parent's output), {input:<stage>}, {output},
     # {removed} (documents filters drop; kept for every filter automatically), {run}.
-    blocks: List[Any] = field(default_factory=list)
-    keep_removed: bool = True  # attach an exclusion writer to every filter that has none
-    minhash: Minhash = field(default_factory=Minhash)
-    train: Train = field(default_factory=Train)  # kind=pretrain
-    launch: Launch = field(default_factory=Launch)  # kind=torchrun
-    evaluate: Evaluate = field(default_factory=Evaluate)  # kind=evaluate
-    align: Align = field(default_factory=Align)  # kind=align
-    serve: Serve = field(default_factory=Serve)  # kind=serve
-    fetch: Fetch = field(default_factory=Fetch)  # kind=fetch
-    publish: Publish = field(default_factory=Publish)  # kind=publish
-    env: Dict[str, str] = field(default_factory=dict)  # extra environment for this stage's tasks
-    resources: Resources = field(default_factory=Resources)
-    requeue: Requeue = field(default_factory=Requeue)
+    ("blocks", List[Any], field(default_factory=list)),
+    ("keep_removed", bool, True),  # attach an exclusion writer to every filter that has none
+]
+STAGE_TAIL = [
+    ("env", Dict[str, str], field(default_factory=dict)),  # extra environment for this stage's tasks
+    ("resources", Resources, field(default_factory=Resources)),
+    ("requeue", Requeue, field(default_factory=Requeue)),
+]
+
+
+def _stage_class() -> type:
+    """Stage: the common fields and one section per registered kind that owns one (its dataclass)."""
+    from launcher import kinds
+
+    sections = [(k.section, k.schema, field(default_factory=k.schema)) for k in kinds.all_kinds() if k.section]
+    taken = {f[0] for f in STAGE_HEAD + STAGE_TAIL}
+    for name, _, _ in sections:
+        if name in taken:
+            raise TypeError(f"two stage kinds (or a kind and Stage) claim the config section {name!r}")
+        taken.add(name)
+    cls = make_dataclass("Stage", [(n, t, f if isinstance(f, type(field())) else field(default=f))
+                                   for n, t, f in STAGE_HEAD + sections + STAGE_TAIL])
+    cls.__module__ = __name__
+    return cls
+
+
+Stage = _stage_class()
 
 
 @dataclass

@@ -38,9 +38,12 @@ def secret_names(cfg: Dict[str, Any]) -> Dict[str, str]:
     names = {n: f"cluster.secrets.{i}" for i, n in enumerate(cl.get("secrets") or [])}
     for n in secrets_file_values(cl.get("secrets_file")):
         names.setdefault(n, "cluster.secrets_file")
+    from launcher import kinds
+
     for stage, st in (cfg["pipeline"].get("stages") or {}).items():
-        if st.get("kind") == "publish" and (st.get("publish") or {}).get("token_env"):
-            names.setdefault(st["publish"]["token_env"], f"pipeline.stages.{stage}.publish.token_env")
+        if st.get("kind") in kinds.names():  # an unknown kind is reported by the plan
+            for var, key in kinds.get(st["kind"]).secret_variables(stage, st).items():
+                names.setdefault(var, key)
     return names
 
 

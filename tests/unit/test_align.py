@@ -11,7 +11,7 @@ import yaml
 
 from jobs.adapters import trl as align_train
 from jobs import layout
-from launcher import align
+from launcher.kinds import align
 from launcher.compose import compose, sweep_points
 from launcher.errors import ConfigErrors
 from launcher.plan import build_plan

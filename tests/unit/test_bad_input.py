@@ -123,7 +123,7 @@ def test_adamw_ranges(key, value):
 # -- dataclass fields as preflight targets -------------------------------------------------------------
 def test_a_field_target_asks_the_dataclass():
     request = {"targets": ["jobs.context.TaskContext#params", "jobs.context.TaskContext#parms",
-                           "launcher.schema.Align#beta"]}
+                           "launcher.kinds.align.Align#beta"]}
     p = subprocess.run([sys.executable, "-m", "jobs.runtime.targets"], input=json.dumps(request), capture_output=True,
                        text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), timeout=60)
     found = json.loads(p.stdout)

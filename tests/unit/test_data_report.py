@@ -11,7 +11,7 @@ import pytest
 
 from jobs.demo import corpus as demo_corpus
 from jobs import layout
-from launcher.data_report import block_rows, sample, summarize
+from launcher.reports.data_report import block_rows, sample, summarize
 from launcher.errors import LauncherError
 from launcher.plan import Plan, StagePlan
 

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from jobs.adapters import hub_refs as hub
-from launcher import hub as login_hub
+from launcher import kinds
+from launcher.kinds.fetch import FETCH_STAGE
+from launcher.preflight import check_hub_cache
 from launcher.compose import compose, sweep_points
 from launcher.errors import ConfigError, ConfigErrors
 from launcher.plan import build_plan
@@ -15,6 +17,14 @@ from launcher.render import build_requests, render_script
 from conftest import hub_cache_with
 
 MODEL = "+pipeline.stages.reduce.params.model"
+
+
+def check_cached(plan, errors: list) -> None:
+    """Preflight's hub checks: every named repo is fetched or cached; a fetch stage has a cache."""
+    check_hub_cache(plan, errors)
+    for s in plan.stages.values():
+        if kinds.get(s.kind).downloads_hub_refs:
+            errors += kinds.get(s.kind).preflight(plan, s)
 
 
 def plan_of(*overrides, multirun=False):
@@ -60,8 +70,8 @@ def test_a_revision_with_slashes_is_found_in_the_cache(tmp_path):
 
 def test_a_stage_naming_a_hub_repo_gets_a_fetch_stage_before_it():
     plan = plan_of(f"{MODEL}=hf://org/tiny@main", "cluster.hub_cache=/shared/hf")
-    assert list(plan.stages)[0] == login_hub.FETCH_STAGE
-    fetch = plan.stages[login_hub.FETCH_STAGE]
+    assert list(plan.stages)[0] == FETCH_STAGE
+    fetch = plan.stages[FETCH_STAGE]
     assert fetch.kind == "fetch" and fetch.payloads[0]["fetch"]["repos"] == ["hf://org/tiny@main"]
     assert ("hub_fetch", "afterok") in [(d.parent, d.declared) for d in plan.stages["reduce"].deps]
     assert all(d.parent != "hub_fetch" for d in plan.stages["shards"].deps)  # only the stage that names it waits
@@ -86,20 +96,20 @@ def test_scripts_are_offline_except_the_fetch_and_all_read_the_shared_cache():
 def test_preflight_requires_a_repo_in_the_cache_when_nothing_fetches_it(tmp_path):
     cache = hub_cache_with(tmp_path, commit="abc123")
     errors: list = []
-    login_hub.check_cached(plan_of(f"{MODEL}=hf://org/missing", f"cluster.hub_cache={cache}", "cluster.hub_fetch=never"),
+    check_cached(plan_of(f"{MODEL}=hf://org/missing", f"cluster.hub_cache={cache}", "cluster.hub_fetch=never"),
                            errors)
     assert [(e.stage, e.key) for e in errors] == [("reduce", "pipeline.stages.reduce.params.model")]
     assert "org/missing" in errors[0].message and "not in the hub cache" in errors[0].message
     errors.clear()
     plan = plan_of(f"{MODEL}=hf://org/tiny@main", f"cluster.hub_cache={cache}", "cluster.hub_fetch=never")
     assert "hub_fetch" not in plan.stages
-    login_hub.check_cached(plan, errors)
+    check_cached(plan, errors)
     assert errors == []  # cached: passes offline
 
 
 def test_a_fetch_needs_a_cache_to_download_into():
     errors: list = []
-    login_hub.check_cached(plan_of(f"{MODEL}=hf://org/tiny"), errors)
+    check_cached(plan_of(f"{MODEL}=hf://org/tiny"), errors)
     assert [(e.stage, e.key) for e in errors] == [("hub_fetch", "cluster.hub_cache")]
 
 
@@ -113,11 +123,9 @@ def test_a_task_sees_the_snapshot_folder(tmp_path):
 
 
 def test_a_bad_reference_in_a_fetch_stage_is_named():
-    from launcher.plan import _check_kind
-
     errors: list = []
     st = {"kind": "fetch", "fetch": {"repos": ["org/tiny"]}, "after": {}}
-    _check_kind("f", {"f": st}, set(), errors)
+    kinds.get("fetch").check_in_dag(kinds.Problems("f", errors), st, {"f": st}, set())
     assert isinstance(errors[0], ConfigError) and errors[0].key == "pipeline.stages.f.fetch.repos.0"
 
 

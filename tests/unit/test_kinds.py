@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_node_registry_knows_every_kind_of_the_schema():
-    """Parity, written against launcher.schema.StageKind until the login side's registry replaces it:
-    every schema kind runs on the node (BUILTIN) or is expanded by the plan into kinds that do (EXPANDED)."""
-    from launcher.schema import StageKind
+    """Parity: every kind the schema accepts (the login registry, launcher/kinds) runs on the node
+    (BUILTIN) or is expanded by the plan into kinds that do (EXPANDED)."""
+    from launcher import kinds as login_kinds
 
-    assert kinds.names() == {k.value for k in StageKind}
+    assert kinds.names() == set(login_kinds.names())
     assert not set(kinds.BUILTIN) & set(kinds.EXPANDED)
     assert set(kinds.EXPANDED.values()) <= set(kinds.BUILTIN)
 

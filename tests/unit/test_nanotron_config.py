@@ -22,6 +22,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from launcher import nanotron_config, schema
+from launcher.kinds.pretrain import Train
 
 TESTS = Path(__file__).resolve().parent.parent
 GOLDEN = TESTS / "golden" / "nanotron"
@@ -83,7 +84,7 @@ def case(name):
     model, over, data = CASES[name]
     # As compose builds it: train.model and train.seed interpolate the root `model` preset and `seed`.
     root = OmegaConf.create({"model": OmegaConf.merge(OmegaConf.structured(schema.Model), model), "seed": 1,
-                             "train": OmegaConf.merge(OmegaConf.structured(schema.Train),
+                             "train": OmegaConf.merge(OmegaConf.structured(Train),
                                                       {"backend": "nanotron", **over})})
     train = OmegaConf.to_container(root.train, resolve=True, enum_to_str=True)
     per_step = train["parallelism"]["dp"] * train["micro_batch"] * train["grad_accum"] * train["seq_len"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from jobs.runtime.targets import locate
-from launcher import preprocess
+from launcher.kinds import minhash, preprocess
 from launcher.compose import PROJECT_ROOT, compose
 from launcher.environments import interpreter_problems
 from launcher.errors import ConfigErrors
@@ -103,11 +103,11 @@ def test_num_buckets_sets_the_bucket_stage_size_and_throttle_is_dropped_for_one_
 def test_expand_does_not_modify_its_input_and_leaves_plain_pipelines_alone():
     cfg = data_cfg()
     before = copy.deepcopy(cfg)
-    out, aliases = preprocess.expand(cfg)
+    out, aliases = minhash.expand(cfg)
     assert cfg == before
     assert "dedup" not in stages_of(out) and "dedup.filter" in stages_of(out)
     smoke = compose(["pipeline=smoke", "cluster=local"])
-    assert preprocess.expand(smoke) == (smoke, {})
+    assert minhash.expand(smoke) == (smoke, {})
 
 
 # -- flatten ---------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_targets_lists_every_nested_target_with_its_key():
     assert preprocess.targets("s", st) == [
         ("pipeline.stages.s.blocks.0._target_", "a.B"), ("pipeline.stages.s.blocks.0.tok._target_", "c.D"),
         ("pipeline.stages.s.blocks.1._target_", "e.F"), ("pipeline.stages.s.blocks.1.items.0._target_", "g.H")]
-    expanded, _ = preprocess.expand(data_cfg())
+    expanded, _ = minhash.expand(data_cfg())
     key = "pipeline.stages.dedup.signatures.blocks"
     assert preprocess.targets("dedup.signatures", stages_of(expanded)["dedup.signatures"]) == [
         (f"{key}.0._target_", READER), (f"{key}.1._target_", f"{MINHASH}.MinhashDedupSignature"),

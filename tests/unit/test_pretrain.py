@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from launcher import pretrain
+from launcher.kinds import pretrain
 from launcher.compose import compose, sweep_points
 from launcher.errors import ConfigErrors
 from launcher.plan import build_plan

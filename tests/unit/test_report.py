@@ -11,7 +11,7 @@ from itertools import combinations
 
 import pytest
 
-from launcher.report import (COLUMNS, MIN_ABOVE_RANDOM, MIN_MONOTONICITY, MIN_SEPARATION, fmt, read_rows, signal_table, write_report)
+from launcher.reports.report import (COLUMNS, MIN_ABOVE_RANDOM, MIN_MONOTONICITY, MIN_SEPARATION, fmt, read_rows, signal_table, write_report)
 
 TOKENS = [1_000_000, 2_000_000, 3_000_000, 4_000_000]
 # task "good" (accuracy, ↑, random 0.25): variant A clearly ahead, every run monotone.
@@ -258,7 +258,7 @@ def test_write_report(tmp_path):
 
 
 def test_import_is_light():
-    code = ("import sys, launcher.report\n"
+    code = ("import sys, launcher.reports.report\n"
             "print(sorted(m for m in ('matplotlib', 'numpy', 'torch') if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.strip() == "[]"

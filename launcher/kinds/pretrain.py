@@ -1,15 +1,99 @@
-"""kind=pretrain on the login side: the arithmetic that must hold before hours in the queue (4D
-layout, heads, layers, sequence, vocab, token budget), the estimates `launcher plan` prints, and
-the resolved training numbers both backends get. Pure functions over plain config dicts."""
+"""kind=pretrain (train a model: nanotron on GPUs, or transformers' Trainer with backend hf) on the
+login side: its config section, the arithmetic that must hold before hours in the queue (4D layout,
+heads, layers, sequence, vocab, token budget), the estimates `launcher plan` prints, the resolved
+training numbers both backends get, and nanotron's YAML written at submission."""
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
 
 from jobs.adapters import tokenizer_files
 from jobs.layout import PLACEHOLDER
 
 from launcher.errors import ConfigError
+from launcher.kinds.base import Kind, Problems
+from launcher.placeholders import check_placeholders, plain_paths
+
+
+class TrainBackend(str, Enum):
+    nanotron = "nanotron"  # 4D-parallel, multi-node, GPU only (srun + torchrun)
+    hf = "hf"  # transformers' Trainer, one process, CPU or one GPU: small models, tests, the local demo
+
+
+class LrSchedule(str, Enum):
+    cosine = "cosine"
+    linear = "linear"
+    wsd = "wsd"  # warmup, stable, then decay over the last `decay_fraction` of the steps
+
+
+@dataclass
+class Parallelism:
+    """nanotron's 4D layout: dp * tp * pp * cp = nodes * gpus_per_node."""
+
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1  # context parallel: seq_len % cp == 0
+    ep: int = 1  # expert parallel (MoE): num_experts % ep == 0
+    pp_engine: str = "1f1b"  # 1f1b | afab
+    tp_mode: str = "REDUCE_SCATTER"  # ALL_REDUCE | REDUCE_SCATTER (sequence parallel)
+    tp_async: bool = True  # tp_linear_async_communication (REDUCE_SCATTER only)
+    recompute_layer: bool = False
+
+
+@dataclass
+class Optimizer:
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    schedule: LrSchedule = LrSchedule.cosine
+    warmup_steps: int = 0
+    decay_fraction: float = 0.2  # wsd: the share of the steps spent decaying
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    clip_grad: float = 1.0
+    zero_stage: int = 0  # nanotron: 0 or 1
+
+
+@dataclass
+class DataSource:
+    """A tokenized folder (datatrove DocumentTokenizer/Merger output) and its sampling weight.
+    Folder placeholders as in blocks: {input}, {input:<stage>}."""
+
+    folder: str = MISSING
+    weight: float = 1.0
+
+
+@dataclass
+class Train:
+    """kind=pretrain. Tokens per step = dp * micro_batch * grad_accum * seq_len."""
+
+    backend: TrainBackend = TrainBackend.hf
+    # The root `model` preset (model=100m, model.num_layers=4); an inline mapping replaces it whole.
+    # (Any: OmegaConf cannot merge an interpolation into a typed node; the root `model` is typed.)
+    model: Any = "${model}"
+    tokens: int = 1_000_000  # training budget
+    seq_len: int = 256
+    micro_batch: int = 8
+    grad_accum: int = 1
+    checkpoint_every_tokens: int = 0  # a checkpoint each time this many tokens were trained on; 0: end only
+    seed: int = "${seed}"  # type: ignore[assignment]  # the root seed (sweep it: seed=1,2,3)
+    data: List[DataSource] = field(default_factory=list)  # e.g. [{folder: "{input:merge}", weight: 1.0}]
+    tokenizer: str = "{input:tokenizer}/tokenizer.json"  # a tokenizer.json file, or a folder holding one
+    dtype: str = "bfloat16"  # hf backend on CPU trains in float32 whatever this says
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    parallelism: Parallelism = field(default_factory=Parallelism)
+    log_every_steps: int = 10
+    run_train: Optional[str] = None  # nanotron's run_train.py; default $NANOTRON_HOME/run_train.py
+    nanotron: Dict[str, Any] = field(default_factory=dict)  # merged into the rendered nanotron YAML last
+
+
 
 DEGREES = ("dp", "tp", "pp", "cp", "ep")
 
@@ -226,7 +310,7 @@ def local_inputs(name: str, payload: Dict[str, Any]) -> List[tuple]:
     key, train = f"pipeline.stages.{name}.train", payload["train"]
     pairs = [(f"{key}.data.{i}.folder", d["folder"]) for i, d in enumerate(train["data"])]
     pairs.append((f"{key}.tokenizer", train["tokenizer"]))
-    return [(k, p) for k, p in pairs if not PLACEHOLDER.search(p) and "://" not in p]
+    return plain_paths(pairs)
 
 
 def tokenizer_size(path: str) -> Optional[int]:
@@ -261,3 +345,112 @@ def _human(n: float) -> str:
         if n >= size:
             return f"{n / size:.3g}{unit}"
     return str(int(n)) if n == math.floor(n) else f"{n:.3g}"
+
+
+def nanotron_configs(plan, stage, run_dir: Path, run_id: str) -> Dict[int, str]:
+    """backend nanotron: nanotron's YAML of each sweep point (its task), with the checkpoints folder
+    as resume_checkpoint_path so every requeue resumes from latest.txt."""
+    from jobs import layout
+    from jobs.adapters import nanotron as jobs_nanotron
+
+    from launcher import nanotron_config
+    from launcher.render import stage_spec
+
+    spec = stage_spec(plan, stage, run_dir, run_id)
+    out = {}
+    for point, payload in enumerate(stage.payloads):
+        train = payload["train"]
+        data, _ = jobs_nanotron.inputs(spec, point, train)
+        work = layout.nanotron_dir(run_dir, stage.name, point)
+        sched = schedule(train)
+        cfg = nanotron_config.render(
+            train, project=plan.pipeline, run=f"{run_id}.{stage.name}.{point}",
+            checkpoints=str(layout.checkpoint_dir(run_dir, stage.name, point * stage.tasks_per_point)),
+            tokenizer=str(work / "tokenizer"),
+            data={str(view): w for view, w in zip(jobs_nanotron.view_folders(work, len(data)), data.values())},
+            steps=sched["steps"], checkpoint_interval=sched["checkpoint_interval"])
+        out[point] = nanotron_config.to_yaml(cfg)
+    return out
+
+
+class Pretrain(Kind):
+    name = "pretrain"
+    section, schema = "train", Train
+    payload_keys = ("train",)
+    reads_stage_outputs = True
+    # jobs/adapters/trainer.py reads none of the nanotron ones; launcher/nanotron_config.py renders all of them.
+    only_for = {"train": [
+        ("backend", {"nanotron": ("parallelism.pp_engine", "parallelism.tp_mode", "parallelism.tp_async",
+                                  "parallelism.recompute_layer", "optimizer.zero_stage", "run_train", "nanotron"),
+                     "hf": ()}),
+        ("optimizer.schedule", {"wsd": ("optimizer.decay_fraction",), "cosine": (), "linear": ()})]}
+
+    def multi_process(self, st: Dict[str, Any]) -> bool:
+        return st["train"]["backend"] == "nanotron"  # torchrun on every node; hf trains in one process
+
+    def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
+        return st["train"]["backend"] == "hf"  # nanotron's checkpoints need a convert stage first
+
+    def checkpoint_runs(self, plan, stage) -> Dict[str, List[Any]]:
+        return {"seeds": [p["train"]["seed"] for p in stage.payloads],
+                "schedules": [schedule(p["train"]) for p in stage.payloads]}
+
+    def sweep_keys(self):
+        return ("train.backend", "train.parallelism")  # how the job is launched (srun/torchrun or not)
+
+    def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
+        from launcher.schema import Model
+
+        defaults = asdict(Model())
+        train = st["train"]
+        model = train["model"] if isinstance(train["model"], dict) else {}
+        unknown = sorted(set(model) - set(defaults))
+        if unknown or not model:
+            p.add("train.model", f"must be a model mapping (keys: {', '.join(defaults)}); unknown: "
+                                 f"{', '.join(unknown) or repr(train['model'])}")
+            return
+        train["model"] = {**defaults, **model}  # an inline model gets the preset defaults it omits
+        strings = [(f"{p.key}.train.data.{i}.folder", d["folder"]) for i, d in enumerate(train["data"])]
+        strings.append((f"{p.key}.train.tokenizer", train["tokenizer"]))
+        check_placeholders(p.stage, st, strings, ancestors, p.errors)
+        check_stage(p.stage, st, p.errors, tokenizer_size(train["tokenizer"]))
+
+    def spec_extra(self, plan, stage) -> Dict[str, Any]:
+        return {"schedules": [schedule(p["train"]) for p in stage.payloads],
+                "overrides": plan.points}  # each run's overrides (data=raw seed=2), into its result
+
+    def files(self, plan, stage, run_dir: Path, run_id: str) -> Dict[Path, str]:
+        if not self.multi_process(stage.payloads[0]):
+            return {}
+        from jobs import layout
+
+        return {layout.nanotron_dir(run_dir, stage.name, point) / "config.yaml": text
+                for point, text in nanotron_configs(plan, stage, run_dir, run_id).items()}
+
+    def preflight(self, plan, stage) -> List[ConfigError]:
+        import os
+
+        errors = []
+        for key, path in dict.fromkeys(kp for p in stage.payloads for kp in local_inputs(stage.name, p)):
+            if not os.path.exists(path):
+                errors.append(ConfigError(f"{path} does not exist", stage=stage.name, key=key))
+            elif key.endswith(".folder") and next(Path(path).rglob("*.ds"), None) is None:
+                errors.append(ConfigError(f"{path} holds no tokenized *.ds files (the output of datatrove's "
+                                          f"DocumentTokenizer or DocumentTokenizerMerger)", stage=stage.name, key=key))
+        return errors
+
+    def describe(self, plan, stage, plan_dir: Path) -> List[str]:
+        """Layout, tokens/step, steps and estimated GPU-hours of each sweep point (points that train
+        the same shape: once)."""
+        out, seen = [], set()
+        for point, payload in enumerate(stage.payloads):
+            train = payload["train"]
+            text = describe(stage.name + (f" (point {point}: {' '.join(plan.points[point])})" if stage.points > 1
+                                          else ""), train, stage.resources, estimate(train, plan.cluster))
+            if text.split("\n", 1)[1] not in seen:
+                seen.add(text.split("\n", 1)[1])
+                out.append(text)
+        return out
+
+
+KIND = Pretrain()

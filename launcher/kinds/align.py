@@ -1,17 +1,63 @@
-"""kind=align (TRL) and kind=serve (vLLM) on the login side: the checks that must hold before the
-queue, the accelerate config each align task is launched with, and what preflight resolves in the
-stage's environment. Pure functions over plain config dicts; no stage library is imported here."""
+"""kind=align (TRL: SFT, DPO, ... on a Hugging Face model, launched through accelerate) on the login
+side: its config section, the checks that must hold before the queue, the accelerate config each
+task is launched with (written at submission), and what preflight reads and resolves in the stage's
+environment. No stage library is imported here."""
 from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Dict, List, Tuple
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 from jobs.adapters.trl import COLUMNS, SET_BY_STAGE, TRAINERS
 from jobs.runtime import templating
 from jobs.layout import PLACEHOLDER
 
 from launcher.errors import ConfigError
+from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
+from launcher.placeholders import check_placeholders
+
+@dataclass
+class Lora:
+    """Adapters instead of full fine-tuning (peft). The saved model has them merged in."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"  # peft's shorthand, or a list of module names
+    qlora: bool = False  # load the base model in 4 bits (bitsandbytes, CUDA only)
+
+
+@dataclass
+class Align:
+    """kind=align: one TRL trainer on a Hugging Face model folder, launched through accelerate
+    (one `accelerate launch` per node; processes per node = GPUs, or 1 on CPU)."""
+
+    trainer: str = "sft"  # sft | dpo (jobs/adapters/trl.py TRAINERS)
+    model: str = "{input}/model"  # HF folder: a parent's output ({input}, {input:<stage>}) or a path
+    # jsonl: sft {"messages": [{role, content}, ...]}; dpo {"prompt": [...], "chosen": [...], "rejected": [...]}
+    data: Optional[str] = None
+    chat_template: Optional[str] = None  # null: the tokenizer's own, else the built-in; "builtin"; or a .jinja file
+    assistant_only_loss: bool = False  # sft: loss on the assistant's tokens only
+    max_length: int = 512
+    epochs: float = 1.0
+    max_steps: Optional[int] = None  # wins over epochs
+    lr: float = 5e-5
+    micro_batch: int = 4
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0
+    checkpoint_every_steps: int = 0  # 0: at the end only (and on the stop signal)
+    beta: float = 0.1  # dpo: the KL penalty
+    seed: int = "${seed}"  # type: ignore[assignment]
+    dtype: str = "bfloat16"  # on CPU training runs in float32
+    lora: Lora = field(default_factory=Lora)
+    deepspeed_zero: Optional[int] = None  # 1, 2 or 3: DeepSpeed ZeRO through accelerate (GPU)
+    nproc_per_node: Optional[int] = None  # default: resources.gpus_per_node, or 1 without GPUs
+    log_every_steps: int = 5
+    trl: Dict[str, Any] = field(default_factory=dict)  # more arguments for the trainer's config (SFTConfig, ...)
+
 
 # The trainers (jobs/adapters/trl.py TRAINERS: name -> TRL trainer and config class; COLUMNS: what each
 # jsonl line holds). A reward or GRPO trainer is one entry there and one line format here.
@@ -86,69 +132,22 @@ def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
                                   f"would fail on the node")
 
 
-def check_serve(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> None:
-    key, s, r = f"pipeline.stages.{name}", st["serve"], st["resources"]
-
-    def bad(sub: str, msg: str) -> None:
-        errors.append(ConfigError(msg, stage=name, key=f"{key}.{sub}"))
-
-    tp, gpus = s["tensor_parallel"], r["gpus_per_node"]
-    if tp < 1:
-        bad("serve.tensor_parallel", f"must be >= 1, got {tp}")
-    elif gpus and tp > gpus:
-        bad("serve.tensor_parallel", f"{tp} GPUs per server but resources.gpus_per_node is {gpus}: use "
-                                     f"tensor_parallel <= {gpus}")
-    elif not gpus and tp != 1:
-        bad("serve.tensor_parallel", f"{tp} without GPUs: CPU serving runs one process (tensor_parallel=1)")
-    if r["nodes"] != 1:
-        bad("resources.nodes", f"one server runs on one node, got {r['nodes']}")
-    if st["tasks"] != 1:
-        bad("tasks", f"must be 1 (one server per sweep point), got {st['tasks']}")
-    if not 1024 <= s["port_base"] <= 55535:
-        bad("serve.port_base", f"must be in 1024..55535 (ports base..base+9999 are tried), got {s['port_base']}")
-    if s["ready_timeout_s"] <= 0:
-        bad("serve.ready_timeout_s", f"must be > 0, got {s['ready_timeout_s']}")
-
-
-def check_clients(stages: Dict[str, Dict[str, Any]], errors: List[ConfigError]) -> None:
-    """A stage that uses a server must start while it serves: edge `after` (starts with the server, then
-    waits for its endpoint). afterok would wait for the server to stop."""
-    for name, st in stages.items():
-        for parent, edge in st["after"].items():
-            if stages.get(parent, {}).get("kind") == "serve" and edge != "after":
-                errors.append(ConfigError(
-                    f"'{parent}' is a server: wait on it with `after` (the stage starts with the server and gets "
-                    f"its endpoint once published); {edge} would wait until the server has stopped",
-                    stage=name, key=f"pipeline.stages.{name}.after.{parent}"))
-
-
-def servers_of(stages: Dict[str, Any], name: str) -> List[str]:
-    """The serve stages `name` is a client of."""
-    return [p for p, e in stages[name]["after"].items() if stages.get(p, {}).get("kind") == "serve" and e == "after"]
-
-
 def placeholder_strings(name: str, st: Dict[str, Any]) -> List[Tuple[str, str]]:
     key = f"pipeline.stages.{name}"
-    if st["kind"] == "align":
-        pairs = [(f"{key}.align.model", st["align"]["model"]), (f"{key}.align.data", st["align"]["data"] or ""),
-                 (f"{key}.align.chat_template", st["align"]["chat_template"] or "")]
-    else:
-        pairs = [(f"{key}.serve.model", st["serve"]["model"])]
-    return pairs
+    return [(f"{key}.align.model", st["align"]["model"]), (f"{key}.align.data", st["align"]["data"] or ""),
+            (f"{key}.align.chat_template", st["align"]["chat_template"] or "")]
 
 
-def local_inputs(name: str, kind: str, payload: Dict[str, Any]) -> List[Tuple[str, str]]:
+def local_inputs(name: str, payload: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(config key, path) of the model, data and template paths that are plain paths (no placeholder);
     the built-in chat template name aside."""
-    pairs = placeholder_strings(name, {"kind": kind, **payload})
+    pairs = placeholder_strings(name, payload)
     return [(k, p) for k, p in pairs if p and p != "builtin" and not PLACEHOLDER.search(p) and "://" not in p]
 
 
-def targets(name: str, kind: str, payload: Dict[str, Any]) -> List[Tuple[str, str]]:
+def targets(name: str, payload: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(config key, target) that must resolve in the stage's environment before anything is queued."""
     key = f"pipeline.stages.{name}"
-    if kind == "serve":
-        return [(f"{key}.serve", "vllm.entrypoints.openai.api_server:run_server")]
     a = payload["align"]
     out = [(f"{key}.align.trainer", "trl." + TRAINERS.get(a["trainer"], TRAINERS["sft"])[0]),
            (f"{key}.align", "accelerate.commands.launch:launch_command")]
@@ -186,11 +185,6 @@ def accelerate_config(align: Dict[str, Any], resources: Dict[str, Any]) -> Dict[
     return cfg
 
 
-# Preflight reads a data file line by line up to this many bytes (~2-5 s of JSON parsing on a login
-# node); the lines after that are checked on the compute node only, when the trainer loads them.
-DATA_CHECK_MAX_BYTES = 256 * 1024 * 1024
-
-
 def local_input_problem(key: str, path: str, payload: Dict[str, Any]) -> str:
     """Why a plain-path model, data file or chat template cannot be used ('' if it can): it is
     missing, a model folder has no config.json, or a line of the data (every line up to
@@ -204,23 +198,6 @@ def local_input_problem(key: str, path: str, payload: Dict[str, Any]) -> str:
     if key.endswith(".align.data"):
         return data_problem(path, payload["align"]["trainer"])
     return ""
-
-
-def model_length_problem(path: str, max_model_len) -> str:
-    """vLLM refuses a max_model_len over the model's max_position_embeddings (config.json) unless told
-    to allow it: '' if it fits or either is unknown."""
-    import json
-    import os
-
-    try:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            limit = json.load(f).get("max_position_embeddings")
-    except (OSError, ValueError):
-        return ""
-    if max_model_len is None or not isinstance(limit, int) or max_model_len <= limit:
-        return ""
-    return (f"{max_model_len} is over the model's max_position_embeddings ({limit}, {path}/config.json); vLLM would "
-            f"refuse to start")
 
 
 def data_problem(path: str, trainer: str, max_bytes: int = DATA_CHECK_MAX_BYTES) -> str:
@@ -275,16 +252,8 @@ def json_short(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def describe(name: str, kind: str, payload: Dict[str, Any], resources: Dict[str, Any], clients: List[str]) -> str:
-    """One paragraph per align or serve stage for `launcher plan`."""
-    if kind == "serve":
-        s = payload["serve"]
-        until = " or ".join(filter(None, [f"{', '.join(clients)} ended" if clients else "",
-                                           f"{s['serve_s']:g} s" if s["serve_s"] else ""])) or "its time limit"
-        return (f"{name}: vLLM serving {s['model']} as {s['served_model_name'] or name!r}, tensor_parallel "
-                f"{s['tensor_parallel']} on {resources['gpus_per_node']} GPU(s); port {s['port_base']} + job id % "
-                f"10000 (first free); ready = /health + a test completion within {s['ready_timeout_s']:g} s; "
-                f"serves until {until}")
+def describe(name: str, payload: Dict[str, Any], resources: Dict[str, Any]) -> str:
+    """One paragraph per align stage for `launcher plan`."""
     a, cfg = payload["align"], accelerate_config(payload["align"], resources)
     length = f"{a['max_steps']} steps" if a["max_steps"] else f"{a['epochs']:g} epoch(s)"
     tuning = (f"QLoRA r={a['lora']['r']}" if a["lora"]["qlora"] else f"LoRA r={a['lora']['r']}"
@@ -293,3 +262,54 @@ def describe(name: str, kind: str, payload: Dict[str, Any], resources: Dict[str,
             f"{a['micro_batch']} x grad_accum {a['grad_accum']}\n  accelerate: {cfg['num_processes']} process(es) on "
             f"{cfg['num_machines']} node(s), {cfg['distributed_type']}"
             + (f" ZeRO-{a['deepspeed_zero']}" if a["deepspeed_zero"] else "") + f", mixed precision {cfg['mixed_precision']}")
+
+
+class AlignKind(Kind):
+    name = "align"
+    section, schema = "align", Align
+    payload_keys = ("align",)
+    reads_stage_outputs = True
+    only_for = {"align": [
+        ("trainer", {"dpo": ("beta",), "sft": ("assistant_only_loss",)}),
+        ("lora.enabled", {True: ("lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"), False: ()})]}
+
+    def multi_process(self, st: Dict[str, Any]) -> bool:
+        return True  # accelerate on every node
+
+    def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
+        return not st["align"]["lora"]["enabled"]  # adapter checkpoints are not models
+
+    def checkpoint_runs(self, plan, stage) -> Dict[str, List[Any]]:
+        # tokens come from each checkpoint's marker
+        return {"seeds": [p["align"]["seed"] for p in stage.payloads],
+                "schedules": [{"tokens_per_step": 0}] * stage.points}
+
+    def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
+        check_align(p.stage, st, p.errors)
+        check_placeholders(p.stage, st, placeholder_strings(p.stage, st), ancestors, p.errors)
+
+    def files(self, plan, stage, run_dir: Path, run_id: str) -> Dict[Path, str]:
+        import yaml
+
+        from jobs import layout
+
+        return {layout.accelerate_config(run_dir, stage.name, point):
+                yaml.safe_dump(accelerate_config(payload["align"], stage.resources), sort_keys=False)
+                for point, payload in enumerate(stage.payloads)}
+
+    def preflight(self, plan, stage) -> List[ConfigError]:
+        errors = []
+        for payload in stage.payloads:
+            for key, path in local_inputs(stage.name, payload):
+                if problem := local_input_problem(key, path, payload):
+                    errors.append(ConfigError(problem, stage=stage.name, key=key))
+        return errors
+
+    def targets(self, stage) -> List[Tuple[str, str]]:
+        return [t for p in stage.payloads for t in targets(stage.name, p)]
+
+    def describe(self, plan, stage, plan_dir: Path) -> List[str]:
+        return [describe(stage.name, stage.payloads[0], stage.resources)]
+
+
+KIND = AlignKind()

@@ -4,7 +4,7 @@ criteria in the spirit of FineWeb / FineTasks ("is this benchmark worth looking 
 ablation of this size?").
 
 Login-node side: standard library only at import time. matplotlib (Agg) is imported inside
-`plot_curves`, so `import launcher.report` stays light (no numpy).
+`plot_curves`, so `import launcher.reports.report` stays light (no numpy).
 
 Definitions (all computed on the *score* = value if higher_is_better else -value, so that "up" is
 always "better"; a run = one (campaign, run_id, point, variant, seed)):

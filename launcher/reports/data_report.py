@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterator, List
 from jobs import layout
 
 from launcher.errors import LauncherError
+from launcher import kinds
 from launcher.plan import Plan
 
 
@@ -52,7 +53,7 @@ def summarize(run_dir: Path, plan: Plan) -> Dict[str, Any]:
     """{stage: {point: {ranks, tasks, blocks: [rows]}}} for every preprocess stage."""
     out: Dict[str, Any] = {}
     for name, stage in plan.stages.items():
-        if stage.kind != "preprocess":
+        if kinds.get(stage.kind).output_layout != "datatrove":
             continue
         out[name] = {}
         for point in range(stage.points):
@@ -109,8 +110,8 @@ def _read_jsonl(folder: Path) -> Iterator[Dict[str, Any]]:
 def removed_folders(run_dir: Path, plan: Plan, stage: str, point: int) -> Dict[int, Path]:
     """block index → folder of the documents that block removed."""
     s = plan.stages.get(stage)
-    if s is None or s.kind != "preprocess":
-        names = [n for n, x in plan.stages.items() if x.kind == "preprocess"]
+    if s is None or kinds.get(s.kind).output_layout != "datatrove":
+        names = [n for n, x in plan.stages.items() if kinds.get(x.kind).output_layout == "datatrove"]
         raise LauncherError(f"'{stage}' is not a datatrove stage of this run (those are: {', '.join(names)})")
     base = layout.datatrove_dir(run_dir, stage, s.hash, point, "removed")
     found = {}
