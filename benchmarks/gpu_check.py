@@ -9,7 +9,7 @@ cluster=local-gpu wait=true` (the embedded local backend; every stage in the mac
 For hf and sft: tokens/s as the product reports it (result.json: trained tokens over the seconds of
 trainer.train(), data loading, logging and the final checkpoint save included) next to the same model
 and batch trained by a plain transformers/torch loop (benchmarks/gpu_check_helper.py `direct`), and the
-MFU of each: 6 x active parameters (launcher/pretrain.py param_count, the formula of `launcher plan`)
+MFU of each: 6 x active parameters (launcher/kinds/pretrain.py param_count, the formula of `launcher plan`)
 x tokens/s over the GPU's dense bf16 peak (cluster.gpu_peak_tflops of the profile, 989 TFLOP/s).
 
 `--cpu`: the same code path with tiny sizes in float32 on the CPU (no MFU), for machines without a GPU.
@@ -65,16 +65,16 @@ CHECKS = ("hf", "sft", "requeue")
 
 # -- pure arithmetic and rendering (tests/unit/test_gpu_check.py) -------------------------------------
 def active_params(model: Dict[str, Any], vocab: int) -> int:
-    """Active parameters per token of a Llama-style model: launcher/pretrain.py param_count, the count
+    """Active parameters per token of a Llama-style model: launcher/kinds/pretrain.py param_count, the count
     `launcher plan` uses for its GPU-hour estimate (embeddings included, tied ones once)."""
-    from launcher.pretrain import param_count
+    from launcher.kinds.pretrain import param_count
 
     return param_count(model, vocab)["active"]
 
 
 def mfu(tokens_per_s: Optional[float], params: int, peak_tflops: Optional[float]) -> Optional[float]:
     """Model FLOPs utilization: 6 x params x tokens/s (forward + backward of a dense decoder, the 6N rule
-    of Kaplan et al. 2020 that launcher/pretrain.py estimate() uses; attention's own FLOPs left out) over
+    of Kaplan et al. 2020 that launcher/kinds/pretrain.py estimate() uses; attention's own FLOPs left out) over
     the peak rate. None when there is no rate or no peak (CPU mode)."""
     if not tokens_per_s or not peak_tflops:
         return None
