@@ -89,7 +89,7 @@ class Task:
         sig = self._stop_signal()
         grace = max(1.0, self.spec["requeue"]["signal_delay_s"] - 5.0)
 
-        def on_stop_signal(signum, frame):
+        def on_stop_signal(signum, _frame):
             if self.ctx.stop_requested.is_set():
                 return
             log(f"caught {signal.Signals(signum).name}: time limit or preemption ahead, checkpointing")
@@ -124,7 +124,7 @@ class Task:
         for timer in self._deadlines:
             timer.cancel()
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def _on_sigterm(self, signum, _frame) -> None:
         """SIGTERM. From our own `scontrol requeue` or scancel: expected, we are on our way out. Otherwise
         the scheduler is ending this attempt (see the module docstring): stop the work as the stop
         signal does, with `requeue.term_grace_s`; requeue() later decides whether to requeue. Slurm

@@ -108,7 +108,7 @@ class SlurmCommandError(LauncherError):
 
     def __init__(self, argv: List[str], returncode: Optional[int], stdout: str, stderr: str):
         self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
-        what = f"did not answer in time" if returncode is None else f"failed ({returncode})"
+        what = "did not answer in time" if returncode is None else f"failed ({returncode})"
         super().__init__(f"`{' '.join(argv[:3])} ...` {what}: {stderr.strip() or stdout.strip()}")
 
 

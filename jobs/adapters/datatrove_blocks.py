@@ -115,8 +115,7 @@ class TrainTokenizer(PipelineStep):
         logger.info("longest tokens: " + " | ".join(repr(t) for t in check["longest"]))
         logger.info("rarest tokens in the sample: " + " | ".join(f"{t!r}×{n}" for t, n in check["rarest"])
                     + f"; {check['unused']} token(s) never used")
-        return
-        yield  # a generator that yields nothing: the documents end here
+        yield from ()  # a generator that yields nothing: the documents end here
 
     def data_check(self, tok, texts: list[str]) -> dict:
         """Longest tokens (by decoded text) and the rarest ones when the sample is encoded."""

@@ -225,14 +225,14 @@ def data_problem(path: str, trainer: str, max_bytes: int = DATA_CHECK_MAX_BYTES)
                     return (f"{path}: line {lineno} has no {', '.join(missing)}; trainer {trainer} reads lines like "
                             f"{LINE_FORMAT[trainer]}")
                 for c in need:
-                    if why := _column_problem(trainer, c, row[c]):
+                    if why := _column_problem(trainer, row[c]):
                         return f"{path}: line {lineno}: {c!r} {why}; trainer {trainer} reads lines like {LINE_FORMAT[trainer]}"
     except (OSError, UnicodeDecodeError) as e:
         return f"{path} cannot be read as UTF-8 jsonl: {e}"
     return "" if rows else f"{path} has no lines to train on"
 
 
-def _column_problem(trainer: str, column: str, value: Any) -> str:
+def _column_problem(trainer: str, value: Any) -> str:
     """'' if `value` has the shape TRL reads in this column: a list of chat messages ({role, content}),
     or (DPO's prompt, chosen, rejected) a plain string."""
     if isinstance(value, str) and trainer == "dpo":

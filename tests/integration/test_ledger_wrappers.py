@@ -8,7 +8,7 @@ found, recorded and cancelled: no untracked job), banners around every other cli
 import time
 
 import pytest
-from conftest import queued, slurm, stage_counts
+from conftest import queued, slurm
 from ledger_helpers import path_with, wrap
 
 pytestmark = pytest.mark.slurm

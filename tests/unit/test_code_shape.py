@@ -188,3 +188,14 @@ def test_importing_the_entry_point_and_the_runtime_loads_no_kind_and_no_stage_li
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_no_import_cycle_in_launcher_or_jobs():
+    """No module of launcher/ or jobs/ imports (directly or through others, lazy imports inside
+    functions included) a module that imports it back. grimp is import-linter's graph library."""
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("launcher", "jobs")
+    ours = {m for m in graph.modules if m.split(".")[0] in ("launcher", "jobs")}
+    cycles = sorted({tuple(sorted((a, b))) for a in ours for b in graph.find_modules_directly_imported_by(a)
+                     if b in ours and b != a and graph.chain_exists(importer=b, imported=a)})
+    assert cycles == []

@@ -50,7 +50,7 @@ def test_sacctmgr_and_scontrol_banners_are_ignored():
         {"root", "lab"}, {"lowprio", "normal"})
     config = f"{BANNER}\nMaxArraySize            = 1001\nAccountingStorageType   = accounting_storage/none\n"
     partitions = f"{BANNER}\nPartitionName=debug Default=YES MaxNodes=UNLIMITED MaxTime=04:00:00 Nodes=n1 State=UP\n"
-    nodes = f"Node list follows: NodeName=is-not-a-node\nNodeName=n1 CPUTot=16 RealMemory=1000 Partitions=debug State=IDLE\n"
+    nodes = "Node list follows: NodeName=is-not-a-node\nNodeName=n1 CPUTot=16 RealMemory=1000 Partitions=debug State=IDLE\n"
     info = parse_cluster_info(config, partitions, nodes)
     assert list(info.partitions) == ["debug"] and [n.name for n in info.partitions["debug"].nodes] == ["n1"]
     assert info.accounting is False
