@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import fcntl
 import json
 import os
 import re
@@ -50,6 +49,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
+
+import filelock
 
 from jobs.layout import atomic_write_json
 
@@ -264,23 +265,14 @@ def write_crontab(text: str, env: Dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def _crontab_lock(timeout: float = 60):
-    """Serialises read-modify-write of this user's scrontab by launchers on this machine."""
+    """Serialises read-modify-write of this user's scrontab by launchers on this machine (filelock:
+    flock(2) on Unix). Raises LauncherError after `timeout` seconds."""
     path = Path(tempfile.gettempdir()) / f"launcher-scrontab-{os.getuid()}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LauncherError(f"another launcher has been editing your scrontab for {timeout:.0f} s "
-                                        f"({path})") from None
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
+        with filelock.FileLock(path, timeout=timeout, mode=0o600):
+            yield
+    except filelock.Timeout:
+        raise LauncherError(f"another launcher has been editing your scrontab for {timeout:.0f} s ({path})") from None
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -621,17 +613,16 @@ def fire(name: str, sdir: Path, launcher_args: List[str], notify_url: Optional[s
     host = socket.gethostname()
     start, t0 = _now(), time.time()
     print(f"==== launcher-schedule {name}: firing at {start} (Slurm job {job_id or '-'} on {host}) ====", flush=True)
-    lock_fd = os.open(sdir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock = filelock.FileLock(sdir / "lock", timeout=0, mode=0o644)  # one firing at a time (flock(2))
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        lock.acquire()
+    except filelock.Timeout:
         holder = _read_json(sdir / "running.json") or {}
         why = (f"previous firing still running (Slurm job {holder.get('job_id') or '?'} on "
                f"{holder.get('host') or '?'}, since {holder.get('start') or '?'})")
         print(f"launcher-schedule {name}: {why}: skipping this tick", flush=True)
         _append(history, {"schedule": name, "status": "skipped", "reason": why, "start": start, "end": _now(),
                           "start_ts": t0, "end_ts": time.time(), "exit_code": None, "job_id": job_id, "host": host})
-        os.close(lock_fd)
         return 0
     try:
         running = {"schedule": name, "start": start, "start_ts": t0, "job_id": job_id, "host": host,
@@ -686,7 +677,7 @@ def fire(name: str, sdir: Path, launcher_args: List[str], notify_url: Optional[s
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sdir / "running.json")
-        os.close(lock_fd)  # releases the lock
+        lock.release()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
