@@ -76,7 +76,8 @@ def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if not multirun:
         if sweeps:
-            raise ConfigError(f"sweep override(s) {[o.input_line for o in sweeps]} need -m/--multirun", key="overrides")
+            raise ConfigError(f"sweep override(s) {[o.input_line for o in sweeps]} need -m/--multirun; a value with a "
+                              f"comma in it (a partition list, mail types) is quoted: \"key='a,b'\"", key="overrides")
         return [list(overrides)]
     for o in sweeps:
         key = o.key_or_group

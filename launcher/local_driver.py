@@ -25,13 +25,14 @@ from jobs import layout
 from jobs.task import CANCEL_EXIT, REQUEUE_EXIT
 
 from launcher.arrays import expand
-from launcher.plan import parse_time_min
+from launcher.slurm_values import time_limit_min
 
 TERMINAL = {"completed", "failed", "cancelled"}
 # Like Slurm's KillWait: `launcher cancel` and the time limit send SIGTERM to the task's process
 # group, SIGKILL this long after. On SIGTERM jobs.task lets the work checkpoint and exits without a
 # marker; the state here (cancelled, or failed for the time limit) is decided by this driver.
 KILL_GRACE_S = 5
+UNLIMITED_S = 365 * 86400  # --time=UNLIMITED: a year stands in for "never"
 
 
 def sbatch_directives(script: str) -> Dict[str, str]:
@@ -141,7 +142,7 @@ class Driver:
                 id=spec["id"], script=Path(spec["script"]), deps=parse_dependency(spec["dependency"]),
                 tasks={i: Task() for i in expand(array)},
                 throttle=int(array.split("%")[1]) if "%" in array else None,
-                time_s=parse_time_min(d.get("time", "60")) * 60, signal=getattr(signal, "SIG" + sig.lstrip("B:")),
+                time_s=(time_limit_min(d.get("time", "60")) or UNLIMITED_S // 60) * 60, signal=getattr(signal, "SIG" + sig.lstrip("B:")),
                 signal_delay_s=int(delay or 90), output=d.get("output", "/dev/null"), error=d.get("error", "/dev/null"),
                 name=d.get("job-name", ""))
             for i, old in self.previous.get(spec["id"], {}).items():

@@ -1,6 +1,7 @@
 """The verbs: plan, run, resume, cancel. Compose → plan → preflight → write → submit."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,13 @@ def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
     if plan.cluster["backend"] == "slurm":
         slurm = backend_for(plan.cluster, run_root)
         info = slurm.info()
+        if slurm.dropped:
+            print(f"warning: {', '.join(slurm.dropped)} in this shell would override what preflight checked; sbatch "
+                  f"is called without them (set site defaults in the cluster profile: cluster.resources, "
+                  f"cluster.account, cluster.partition)", file=sys.stderr)
         # Without accounting there are no associations to check (sacctmgr fails), and slurmctld takes
         # any --account/--qos as it is.
-        errors = preflight(plan, run_root, info, srun_help=slurm.srun_help,
+        errors = preflight(plan, run_root, info, srun_help=slurm.srun_help, reservations=slurm.reservations,
                            associations=slurm.associations if info.accounting is not False else None)
     else:
         errors = preflight(plan, run_root, None)

@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from launcher import ignored, kinds, snapshot
+from launcher import ignored, kinds, sbatch_options, snapshot
 from launcher.environments import resolve as resolve_environment
 from jobs import layout
 from jobs.adapters import hub_refs
@@ -19,7 +19,8 @@ from jobs.adapters import hub_refs
 from launcher.errors import ConfigError, ConfigErrors
 from launcher.kinds import Problems
 from launcher.placeholders import walk
-from launcher.slurm_values import MAX_SIGNAL_DELAY_S, mem_problem, parse_time_min, signal_problem, time_problem  # noqa: F401
+from launcher.slurm_values import (MAX_SIGNAL_DELAY_S, mem_problem, parse_time_min, signal_problem,  # noqa: F401
+                                   time_limit_min, time_problem)
 
 # What must be equal across sweep points: one array job carries one resource request and one
 # dependency list. Everything else (command, params, env) may differ per point.
@@ -41,7 +42,7 @@ class StagePlan:
     tasks_per_point: int
     points: int
     throttle: Optional[int]
-    time_min: int
+    time_min: Optional[int]  # None: UNLIMITED (preflight allows it only where the partition's MaxTime does)
     resources: Dict[str, Any]
     requeue: Dict[str, Any]
     singleton: bool
@@ -60,9 +61,12 @@ class StagePlan:
 
     @property
     def gpu_hours(self) -> float:
-        """Upper bound: every task runs to its time limit."""
+        """Upper bound: every task runs to its time limit (inf for an UNLIMITED stage with GPUs)."""
         r = self.resources
-        return self.total_tasks * r["nodes"] * r["gpus_per_node"] * self.time_min / 60
+        gpus = self.total_tasks * r["nodes"] * r["gpus_per_node"]
+        if self.time_min is None:
+            return math.inf if gpus else 0.0
+        return gpus * self.time_min / 60
 
 
 @dataclass
@@ -173,11 +177,11 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
             deps.append(Dep(parent=parent, kind=kind, declared=declared))
         keys = PAYLOAD_KEYS + kinds.get(st["kind"]).payload_keys
         payloads = [{k: p["pipeline"]["stages"][name][k] for k in keys} for p in plain]
-        structure = {k: st[k] for k in STRUCTURAL_KEYS}
+        structure = _structure(st)
         parent_hashes = {d.parent: stages[d.parent].hash for d in deps if d.parent in stages}
         stages[name] = StagePlan(
             name=name, kind=st["kind"], tasks_per_point=st["tasks"], points=n_points, throttle=st["throttle"],
-            time_min=parse_time_min(st["resources"]["time"]), resources=dict(st["resources"]),
+            time_min=time_limit_min(st["resources"]["time"]), resources=dict(st["resources"]),
             requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps,
             hash=_digest([structure, payloads, parent_hashes]), payloads=payloads, environment=environment)
     if errors:
@@ -186,10 +190,44 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
                 stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"))
 
 
+def _structure(st: Dict[str, Any]) -> Dict[str, Any]:
+    """What of a stage its hash covers besides the work. The sbatch options added later count only
+    when given, so a run planned before they existed keeps its hashes (and resumes)."""
+    structure = {k: st[k] for k in STRUCTURAL_KEYS}
+    structure["resources"] = {k: v for k, v in st["resources"].items()
+                              if k not in sbatch_options.LATER_KEYS or v not in (None, {}, "")}
+    return structure
+
+
+def _resolve_resources(plain: Sequence[Dict[str, Any]], errors: List[ConfigError]) -> List[Dict[str, Any]]:
+    """Every stage's resources with the profile's defaults applied and gpus_per_node split into a
+    count and a type (launcher/sbatch_options.py resolve), before any kind reads them; a value that
+    cannot be read is an error here (once, for the first point) and a count of 0 after."""
+    out = []
+    for i, cfg in enumerate(plain):
+        defaults = (cfg["cluster"].get("resources") or {})
+        stages = {}
+        for name, st in cfg["pipeline"]["stages"].items():
+            own = st.get("resources") or {}
+            resources, problems = sbatch_options.resolve(own, defaults)
+            if i == 0:  # the values of the sbatch options, each under the key it came from
+                for k, msg in problems + sbatch_options.resource_problems(resources):
+                    field, _, option = k.partition(".")
+                    if (own.get(field) is None or (option and option not in own.get(field, {}))) \
+                            and defaults.get(field) not in (None, {}):
+                        errors.append(ConfigError(msg, key=f"cluster.resources.{k}"))
+                    else:
+                        errors.append(ConfigError(msg, stage=name, key=f"pipeline.stages.{name}.resources.{k}"))
+            stages[name] = {**st, "resources": resources}
+        out.append({**cfg, "pipeline": {**cfg["pipeline"], "stages": stages}})
+    return out
+
+
 def _expand(plain: Sequence[Dict[str, Any]], errors: List[ConfigError], unread: List[ConfigError]):
     """The checks of the configs as written (ConfigErrors if any fails), then every kind's expansion
     (minhash → its four stages, then the fetch stage): (the expanded configs, aliases). Options a
     stage's kind would ignore go to `unread`, reported with the checks of the expanded plan."""
+    plain = _resolve_resources(plain, errors)
     _check_kinds(plain)
     for name, st in plain[0]["pipeline"]["stages"].items():
         kinds.get(st["kind"]).check_before_expansion(Problems(name, errors), st)
@@ -204,7 +242,7 @@ def _expand(plain: Sequence[Dict[str, Any]], errors: List[ConfigError], unread: 
     for kind in kinds.all_kinds():
         plain, more = kind.expand_pipeline(plain)
         aliases.update(more)
-    return plain, aliases
+    return _resolve_resources(plain, []), aliases  # the stages the expansion added (fetch) get the defaults too
 
 
 def _check_cluster(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
@@ -365,16 +403,14 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
     for k in ("nodes", "ntasks_per_node", "cpus_per_task"):
         if r[k] < 1:
             bad(f"resources.{k}", f"must be >= 1, got {r[k]}")
-    if r["gpus_per_node"] < 0:
-        bad("resources.gpus_per_node", f"must be >= 0, got {r['gpus_per_node']}")
     # In the units Slurm enforces, after rendering's rounding (launcher/slurm_values.py).
-    if r["mem_gb"] is not None and (msg := mem_problem(r["mem_gb"])):
+    if r["mem_gb"] is not None and (msg := mem_problem(r["mem_gb"], all_memory=True)):
         bad("resources.mem_gb", msg)
     time_min = None
     if msg := time_problem(r["time"]):
         bad("resources.time", msg)
     else:
-        time_min = parse_time_min(r["time"])
+        time_min = time_limit_min(r["time"])
     rq = st["requeue"]
     if rq["max"] < 0:
         bad("requeue.max", f"must be >= 0, got {rq['max']}")
@@ -383,7 +419,7 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
     if rq["signal_delay_s"] > MAX_SIGNAL_DELAY_S:
         bad("requeue.signal_delay_s", f"{rq['signal_delay_s']} s is over the {MAX_SIGNAL_DELAY_S} s that sbatch "
                                       f"--signal takes")
-    elif time_min is not None and not 0 < rq["signal_delay_s"] < time_min * 60:
+    elif rq["signal_delay_s"] <= 0 or (time_min is not None and rq["signal_delay_s"] >= time_min * 60):
         bad("requeue.signal_delay_s",
             f"{rq['signal_delay_s']} s must be positive and shorter than the time limit ({time_min * 60} s)")
     if rq["term_grace_s"] < 1 or (time_min is not None and rq["term_grace_s"] >= time_min * 60):

@@ -8,7 +8,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
-from launcher import containers, kinds, snapshot
+from launcher import containers, kinds, sbatch_options, snapshot
 from launcher.arrays import array_spec, group_by_chunk
 from launcher.plan import Plan, StagePlan
 
@@ -97,6 +97,8 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     extra = {"array": array_spec(req.indices, throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
     if rq["max"] > 0:
         extra["requeue"] = True
+    if stage.time_min is None:  # submitit's `time` is whole minutes; sbatch reads the word
+        extra["time"] = "UNLIMITED"
     # Log paths are Slurm filename patterns: the folder goes in escaped (a run root with %x or %j in it
     # is a folder name, not a pattern), the file name keeps submitit's %A_%a_%t naming. submitit would
     # rewrite %j and %t anywhere in the path, so --output/--error and the srun line are given here.
@@ -104,6 +106,8 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     pattern = filename_pattern(logs)
     extra.update(output=f"{pattern}/%A_%a_0_log.out", error=f"{pattern}/%A_%a_0_log.err")
     command = f"{shlex.quote(env['python'])} -u -m jobs.task {shlex.quote(str(spec))}"
+    site_kw, site_extra = sbatch_options.submitit_parameters(r)
+    extra = {**site_extra, **extra}  # the launcher's own options last (the plan refused them in the map)
     if cl["backend"] != "local":  # srun delivers --signal to the task; the local driver signals it
         command = shlex.join(["srun", "--unbuffered", "--output", f"{pattern}/%A_%a_%t_log.out",
                               "--error", f"{pattern}/%A_%a_%t_log.err", *srun_args]) + " " + command
@@ -116,8 +120,10 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         nodes=r["nodes"],
         ntasks_per_node=r["ntasks_per_node"],
         cpus_per_task=r["cpus_per_task"],
-        gpus_per_node=r["gpus_per_node"] or None,
-        mem=mem_flag(r["mem_gb"]) if r["mem_gb"] else None,  # what preflight checked (slurm_values.mem_mb)
+        gpus_per_node=(f"{r['gpu_type']}:{r['gpus_per_node']}" if r.get("gpu_type") else r["gpus_per_node"]) or None,
+        # what preflight checked (slurm_values.mem_mb); 0 is sbatch's "all of the node's memory"
+        mem=None if r["mem_gb"] is None else "0" if r["mem_gb"] == 0 else mem_flag(r["mem_gb"]),
+        **site_kw,
         account=r["account"] or cl.get("account"),
         qos=r["qos"] or cl.get("qos"),
         constraint=r["constraint"],

@@ -25,12 +25,58 @@ class Resources:
     nodes: int = 1
     ntasks_per_node: int = 1
     cpus_per_task: int = 1
-    gpus_per_node: int = 0
+    # GPUs per node: a count (8) or a typed count ("a100:8", sbatch --gpus-per-node=[type:]count)
+    gpus_per_node: Any = 0
     mem_gb: Optional[float] = None
     account: Optional[str] = None  # default: the cluster profile's
     qos: Optional[str] = None
     constraint: Optional[str] = None
     exclusive: bool = False
+    # sbatch options of the same names (sbatch(1)); null: the profile's default (cluster.resources),
+    # else not given. Checked in launcher/sbatch_options.py, rendered through submitit's parameters.
+    gres: Optional[str] = None  # "gpu:a100:8", "gpu:1,shard:2": name[:type][:count], per node
+    gpus_per_task: Optional[int] = None
+    cpus_per_gpu: Optional[int] = None
+    mem_per_cpu_gb: Optional[float] = None  # at most one of mem_gb, mem_per_cpu_gb, mem_per_gpu_gb
+    mem_per_gpu_gb: Optional[float] = None
+    reservation: Optional[str] = None
+    nodelist: Optional[str] = None  # a Slurm hostlist: "node[01-04],gpu7"
+    exclude: Optional[str] = None
+    licenses: Optional[str] = None  # "name[:count][,name[:count]]"
+    mail_type: Optional[str] = None  # "END,FAIL"
+    mail_user: Optional[str] = None
+    comment: Optional[str] = None
+    begin: Optional[str] = None  # a Slurm time: "now+1hour", "2026-12-01T18:00", "16:00", "tomorrow"
+    deadline: Optional[str] = None
+    hint: Optional[str] = None  # compute_bound, memory_bound, multithread, nomultithread
+    network: Optional[str] = None
+    # Any other sbatch long option (without "--"): {option: value}; true for a flag. Checked against the
+    # options sbatch knows; the launcher's own (array, dependency, output...) are refused.
+    sbatch: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ResourceDefaults:
+    """cluster.resources: a site's defaults for the sbatch options above, used by every stage that
+    leaves the option null (the `sbatch` maps merge; a stage's key wins)."""
+
+    gres: Optional[str] = None
+    gpus_per_task: Optional[int] = None
+    cpus_per_gpu: Optional[int] = None
+    mem_per_cpu_gb: Optional[float] = None
+    mem_per_gpu_gb: Optional[float] = None
+    reservation: Optional[str] = None
+    nodelist: Optional[str] = None
+    exclude: Optional[str] = None
+    licenses: Optional[str] = None
+    mail_type: Optional[str] = None
+    mail_user: Optional[str] = None
+    comment: Optional[str] = None
+    begin: Optional[str] = None
+    deadline: Optional[str] = None
+    hint: Optional[str] = None
+    network: Optional[str] = None
+    sbatch: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,6 +195,7 @@ class Cluster:
     partition: Optional[str] = None  # default partition for stages that name none
     account: Optional[str] = None
     qos: Optional[str] = None
+    resources: ResourceDefaults = field(default_factory=ResourceDefaults)  # defaults for every stage
     slurm_conf: Optional[str] = None  # exported as SLURM_CONF for every Slurm client call
     max_array_size: Optional[int] = None  # default: MaxArraySize from `scontrol show config`
     python: Optional[str] = None  # interpreter on compute nodes; default: the launcher's own

@@ -296,6 +296,13 @@ class Slurm:
         # Inside an salloc/sbatch allocation the shell carries SLURM_* variables (job id, node list,
         # memory, tasks) that sbatch would read as options of the new job: drop them, keep SLURM_CONF.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+        # SBATCH_* input variables (sbatch(1), INPUT ENVIRONMENT VARIABLES) override the script's
+        # #SBATCH lines: SBATCH_PARTITION=debug would send a job preflight checked against another
+        # partition. Dropped too, so what preflight checked is what sbatch reads; `dropped` names them
+        # for the warning `launcher run` prints (site defaults belong in the profile: cluster.resources).
+        self.dropped = sorted(k for k in self.env if k.startswith("SBATCH_"))
+        for k in self.dropped:
+            del self.env[k]
         if cluster.get("slurm_conf") and "SLURM_CONF" not in os.environ:
             self.env["SLURM_CONF"] = cluster["slurm_conf"]
         self.calls: Dict[str, int] = {}  # how many times each client ran (benchmarks assert on it)
@@ -331,8 +338,8 @@ class Slurm:
         return self._run(["srun", "--help"])
 
     def reservations(self) -> Dict[str, Reservation]:
-        """Advanced reservations (one `scontrol` call). Not part of `info()`: no config field names a
-        reservation yet, so preflight does not pay for the call."""
+        """Advanced reservations (one `scontrol` call). Not part of `info()`: preflight makes the call
+        only when a stage names a reservation (resources.reservation)."""
         return parse_reservations(self._run(["scontrol", "-o", "show", "reservation"]))
 
     def associations(self, user: str) -> tuple[set, set]:

@@ -36,6 +36,21 @@ def time_seconds(value: str) -> int:
     return d * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)  # D-HH[:MM[:SS]]
 
 
+# sbatch(1) --time: "A time limit of zero requests that no time limit be imposed. Acceptable time
+# formats include ... "; slurm.conf(5) and sbatch also read these words as no limit.
+UNLIMITED = ("unlimited", "infinite")
+
+
+def is_unlimited(value: str) -> bool:
+    """True for a time limit Slurm reads as none at all (UNLIMITED, infinite; any case)."""
+    return str(value).strip().lower() in UNLIMITED
+
+
+def time_limit_min(value: str) -> Optional[int]:
+    """A stage's time limit in whole minutes as slurmctld keeps it (parse_time_min), None for UNLIMITED."""
+    return None if is_unlimited(value) else parse_time_min(value)
+
+
 def parse_time_min(value: str) -> int:
     """A Slurm time → whole minutes, rounded up as slurmctld does (it keeps job time limits in
     minutes); at least 1. ValueError if it is not a Slurm time."""
@@ -47,12 +62,15 @@ def time_problem(value: str) -> Optional[str]:
     (sbatch reads it as no limit at all), or seconds that are not whole minutes (Slurm rounds them up:
     `00:00:30` runs with `--time=1`, and a stop signal checked against 30 s is then sent at a time the
     plan never checked)."""
+    if is_unlimited(value):
+        return None  # preflight checks it against the partition's MaxTime
     try:
         secs = time_seconds(value)
     except ValueError as e:
         return str(e)
     if secs == 0:
-        return f"'{value}' is no time limit at all to Slurm; give one (at least 1 minute)"
+        return (f"'{value}' is no time limit at all to Slurm; give one (at least 1 minute), or write UNLIMITED if "
+                f"that is what you mean")
     if secs % 60:
         up = -(-secs // 60)
         return (f"'{value}' is not a whole number of minutes; Slurm keeps time limits in minutes and would run it "
@@ -75,12 +93,16 @@ def mem_mb(mem_gb: float) -> int:
     return int(number) * (1024 if unit == "GB" else 1)
 
 
-def mem_problem(mem_gb: float) -> Optional[str]:
-    """Why `mem_gb` would not reach Slurm as asked (None if it does)."""
+def mem_problem(mem_gb: float, all_memory: bool = False) -> Optional[str]:
+    """Why `mem_gb` would not reach Slurm as asked (None if it does). With `all_memory` (--mem), an
+    exact 0 is sbatch's "all of the node's memory" (sbatch(1) --mem) and is accepted."""
     if not math.isfinite(mem_gb):
         return f"must be a finite number of GB, got {mem_gb}"
+    if all_memory and mem_gb == 0:
+        return None
     if mem_gb <= 0:
-        return f"must be > 0 or null, got {mem_gb}"
+        zero = " (or 0: all of the node's memory)" if all_memory else ""
+        return f"must be > 0{zero} or null, got {mem_gb}"
     if mem_mb(mem_gb) < 1:
         return (f"{mem_gb} GB is rendered as --mem={mem_flag(mem_gb)} (whole MB, rounded down), and Slurm reads "
                 f"--mem=0 as all of the node's memory; ask for at least 0.001 GB (1 MB)")

@@ -23,12 +23,14 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
         t.add_column(col, justify="right" if col in ("tasks", "sbatch", "GPU-h max") else "left")
     for name, s in plan.stages.items():
         r = s.resources
-        res = [r["partition"] or plan.cluster.get("partition") or "(default)", f"{s.time_min} min",
+        limit = f"{s.time_min} min" if s.time_min is not None else "no time limit"
+        res = [r["partition"] or plan.cluster.get("partition") or "(default)", limit,
                f"{r['nodes']}n x {r['ntasks_per_node']}t x {r['cpus_per_task']}c"]
         if r["gpus_per_node"]:
-            res.append(f"{r['gpus_per_node']} gpu/node")
-        if r["mem_gb"]:
-            res.append(f"{r['mem_gb']} GB")
+            res.append(f"{r['gpus_per_node']} {r.get('gpu_type') or 'gpu'}/node")
+        if r["mem_gb"] is not None:
+            res.append(f"{r['mem_gb']} GB" if r["mem_gb"] else "all memory")
+        res += [f"{k}={r[k]}" for k in ("gres", "reservation", "nodelist", "exclude") if r.get(k)]
         if s.environment.get("name"):
             res.append(f"env {s.environment['name']}")
         tasks = f"{s.points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)

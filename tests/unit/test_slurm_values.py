@@ -4,13 +4,14 @@ plus the cluster facts they are checked against (features, typed GRES, reservati
 import pytest
 
 from launcher.slurm import expand_hostlist, parse_cluster_info, parse_gres, parse_reservations
-from launcher.slurm_values import (constraint_problem, mem_flag, mem_mb, mem_problem, parse_constraint, parse_time_min, signal_problem, time_problem)
+from launcher.slurm_values import (constraint_problem, mem_flag, mem_mb, mem_problem, parse_constraint, parse_time_min, signal_problem, time_limit_min,
+                                   time_problem)
 
 
 @pytest.mark.parametrize("text,problem", [
     ("10", None), ("00:10:00", None), ("1-00:00:00", None), ("2-12", None), ("5:00", None),
     ("00:00:30", "whole number of minutes"), ("1:30", "whole number of minutes"), ("0", "no time limit"),
-    ("00:00:00", "no time limit"), ("UNLIMITED", "not a Slurm time"), ("1h", "not a Slurm time"),
+    ("00:00:00", "no time limit"), ("UNLIMITED", None), ("infinite", None), ("1h", "not a Slurm time"),
 ])
 def test_time_limits_are_whole_minutes(text, problem):
     found = time_problem(text)
@@ -19,6 +20,15 @@ def test_time_limits_are_whole_minutes(text, problem):
 
 def test_time_rounds_up_like_slurm():
     assert parse_time_min("00:00:30") == 1 and parse_time_min("00:01:01") == 2 and parse_time_min("1-00") == 1440
+
+
+def test_unlimited_is_no_time_limit_and_zero_memory_is_all_of_it():
+    """sbatch(1): --time=UNLIMITED (or infinite) is no limit; --mem=0 is all of the node's memory."""
+    assert time_limit_min("UNLIMITED") is None and time_limit_min("Infinite") is None
+    assert time_limit_min("01:00:00") == 60
+    assert mem_problem(0, all_memory=True) is None
+    assert "or 0: all of the node's memory" in mem_problem(-1, all_memory=True)
+    assert "must be > 0" in mem_problem(0)  # --mem-per-cpu/--mem-per-gpu have no such meaning
 
 
 @pytest.mark.parametrize("gb,flag,mb", [(4, "4GB", 4096), (1.5, "1536MB", 1536), (0.0001, "0MB", 0),
