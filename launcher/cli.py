@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from launcher import exitcodes
+from launcher.argparsing import Parser
+
 EPILOG = """\
 examples:
   launcher run pipeline=smoke cluster=local wait=true
@@ -24,13 +27,14 @@ examples:
 Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
 Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go to run_root
 (default ./runs; LAUNCHER_RUN_ROOT sets the default for status/resume/logs/runs).
-"""
+
+""" + exitcodes.HELP
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
-                                "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
+               "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def with_overrides(name: str, help: str):
@@ -161,7 +165,7 @@ def stage_summaries(plan, plan_dir: Path) -> list:
 
 def cmd_report(args) -> int:
     from launcher.reports.display import console
-    from launcher.errors import LauncherError
+    from launcher.errors import LauncherError, NotFound
     from launcher.reports.report import write_report
     from launcher.rundir import default_root, list_runs, resolve_run
     from jobs.adapters.eval_results import rows
@@ -173,8 +177,8 @@ def cmd_report(args) -> int:
         runs = [r for r in list_runs(root) if r.meta.get("campaign") == args.target]
         title = f"campaign {args.target} ({len(runs)} run(s))"
     if not runs:
-        raise LauncherError(f"{args.target!r} is neither a run nor a campaign under {root} "
-                            f"(campaigns: {', '.join(sorted({r.meta.get('campaign', '') for r in list_runs(root)}))})")
+        raise NotFound(f"{args.target!r} is neither a run nor a campaign under {root} "
+                       f"(campaigns: {', '.join(sorted({r.meta.get('campaign', '') for r in list_runs(root)}))})")
     files = sorted(p for r in runs for p in (r.path / "stages").glob("*/evals/*/step-*.json"))
     table = [row for p in files for row in rows(json.loads(p.read_text()))]
     if not table:
@@ -373,10 +377,10 @@ def main(argv=None) -> int:
         return globals()[f"cmd_{args.verb.replace('-', '_')}"](args)
     except LauncherError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted (submitted jobs keep running; see `launcher status`)", file=sys.stderr)
-        return 130
+        return exitcodes.INTERRUPTED
 
 
 if __name__ == "__main__":

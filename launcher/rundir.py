@@ -14,7 +14,7 @@ from filelock import FileLock, Timeout
 from jobs import layout
 
 from launcher.compose import PROJECT_ROOT
-from launcher.errors import LauncherError
+from launcher.errors import LauncherError, NotFound
 from launcher.plan import Plan
 
 LOCK_TIMEOUT_S = 120
@@ -127,12 +127,12 @@ def resolve_run(ref: str, root: Optional[Path] = None) -> Run:
     if ref == "latest":
         runs = list_runs(root)
         if not runs:
-            raise LauncherError(f"no runs under {root}")
+            raise NotFound(f"no runs under {root}")
         return runs[0]
     for candidate in (Path(ref), root / ref):
         if (candidate / "run.json").exists():
             return Run(candidate)
-    raise LauncherError(f"no run '{ref}' (looked for {ref}/run.json and {root / ref}/run.json)")
+    raise NotFound(f"no run '{ref}' (looked for {ref}/run.json and {root / ref}/run.json)")
 
 
 def list_runs(root: Path) -> List[Run]:

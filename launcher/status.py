@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 from jobs import layout
 
+from launcher import exitcodes
 from launcher.plan import Plan
 from launcher.rundir import Run
 
@@ -65,7 +66,7 @@ class RunStatus:
     @property
     def exit_code(self) -> int:
         """0: completed, 1: something failed and nothing is left running, 2: still going."""
-        return {"COMPLETED": 0, "FAILED": 1}.get(self.state, 2)
+        return {"COMPLETED": exitcodes.OK, "FAILED": exitcodes.FAILED}.get(self.state, exitcodes.RUNNING)
 
     def to_json(self) -> dict:
         return {"run": self.run, "state": self.state, "stages": [

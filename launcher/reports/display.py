@@ -7,6 +7,7 @@ from typing import Callable, List
 from rich.console import Console
 from rich.table import Table
 
+from launcher import exitcodes
 from launcher.arrays import group_by_chunk
 from launcher.plan import Plan
 from launcher.render import JobRequest
@@ -66,7 +67,7 @@ def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
             while True:
                 st = get_status()
                 live.update(status_table(st))
-                if st.exit_code != 2:
+                if st.exit_code != exitcodes.RUNNING:
                     return st
                 time.sleep(poll_s)
     last = None
@@ -76,7 +77,7 @@ def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
         if line != last:
             console.print(f"[{time.strftime('%H:%M:%S')}] {st.state:<9} {line}")
             last = line
-        if st.exit_code != 2:
+        if st.exit_code != exitcodes.RUNNING:
             console.print(status_table(st))
             return st
         time.sleep(poll_s)

@@ -27,7 +27,7 @@ def test_help_lists_every_verb(capsys):
 
 
 def test_unknown_run_is_a_clear_error(tmp_path, capsys):
-    assert main(["status", "nope", "--root", str(tmp_path)]) == 1
+    assert main(["status", "nope", "--root", str(tmp_path)]) == 66  # EX_NOINPUT: not 1 (failed)
     assert "no run 'nope'" in capsys.readouterr().err
 
 
@@ -42,3 +42,49 @@ def test_runs_shows_scheduled_firings_that_failed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "schedule nightly: last firing at 2026-11-23T02:00:00 exited 1" in out
     assert "hourly" not in out
+
+
+def test_no_such_run_stage_or_task_exits_66_for_every_verb(tmp_path, capsys):
+    for verb in ("status", "resume", "cancel", "summary", "endpoints"):
+        assert main([verb, "nope", "--root", str(tmp_path)]) == 66, verb
+        assert main([verb, "latest", "--root", str(tmp_path)]) == 66, verb  # an empty run root
+    assert main(["logs", "nope", "shards", "--root", str(tmp_path)]) == 66
+    assert main(["plan", "pipeline=smoke", "cluster=local", f"run_root={tmp_path}"]) == 0
+    plan_dir = next((tmp_path / "plans").iterdir())  # run.json and plan.json, like a run
+    capsys.readouterr()
+    assert main(["logs", str(plan_dir), "nope"]) == 66
+    assert "has no stage 'nope'" in capsys.readouterr().err
+    assert main(["logs", str(plan_dir), "shards", "--task", "99"]) == 66
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["stauts", "latest"], "did you mean 'status'?"),
+    (["rnus"], "did you mean 'runs'?"),
+    (["env", "lsit"], "did you mean 'list'?"),
+    (["status"], "required: run"),
+    (["status", "latest", "--jsno"], "unrecognized arguments: --jsno"),
+    (["logs", "latest", "shards", "--task", "x"], "invalid int value"),
+    (["schedule", "--bogus"], "unrecognized arguments"),
+    ([], "required: VERB"),
+])
+def test_usage_errors_exit_64_not_2(argv, needle, capsys):
+    """2 is `status`'s "still running": a polling loop with a typo must not spin forever."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 64
+    assert needle in capsys.readouterr().err
+
+
+def test_an_override_that_does_not_parse_is_a_usage_error(tmp_path, capsys):
+    assert main(["plan", "pipeline=smoke", "cluster=local", "pipeline.vars.scale=[1,", f"run_root={tmp_path}"]) == 64
+    assert "invalid override" in capsys.readouterr().err
+    assert main(["plan", "pipeline=smoke", "cluster=local", "pipeline.vars.scale=1,2", f"run_root={tmp_path}"]) == 64
+    assert "need -m/--multirun" in capsys.readouterr().err
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for line in ("0    ok", "1    the run failed", "2    the run is still", "64   usage error", "66   no such run"):
+        assert line in out
