@@ -31,10 +31,42 @@ Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go
 """ + exitcodes.HELP
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("slurm-llm-launcher")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        from launcher import __version__
+
+        return __version__
+
+
+def _add_env_and_demo_corpus(sub) -> None:
+    ev = sub.add_parser("env", help="list or build the per-stage environments of a cluster profile",
+                        description="list: each environment of the profile, its interpreter, whether it is built "
+                        "and up to date, which stages use it. build: create venvs from conf/envs/<name>.txt "
+                        "(idempotent: a hash of the requirements decides).")
+    ev.add_argument("action", choices=["list", "build"])
+    ev.add_argument("names", nargs="*", help="environments to build (default: every buildable one)")
+    ev.add_argument("--cluster", default="local", help="cluster profile (default: local)")
+    ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
+    dc = sub.add_parser("demo-corpus", help="write a small offline corpus with work for every data filter",
+                        description="English prose from the Python standard library's docstrings, plus "
+                        "non-English, spam/boilerplate and near-duplicate documents (ground truth in "
+                        "metadata.kind), as jsonl.gz shards. Standard library only; deterministic.")
+    dc.add_argument("out_dir", type=Path, nargs="?", default=Path("data/demo-corpus"),
+                    help="where to write (default data/demo-corpus, the data recipes' default source)")
+    dc.add_argument("--docs", type=int, default=1200, help="documents (default 1200, ~0.5 MB gzipped)")
+    dc.add_argument("--shards", type=int, default=4, help="jsonl.gz files (default 4)")
+    dc.add_argument("--seed", type=int, default=0)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
                "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def with_overrides(name: str, help: str):
@@ -64,23 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("stage")
     lg.add_argument("--task", type=int, default=0, help="global task index (default 0)")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the task ends")
-    ev = sub.add_parser("env", help="list or build the per-stage environments of a cluster profile",
-                        description="list: each environment of the profile, its interpreter, whether it is built "
-                        "and up to date, which stages use it. build: create venvs from conf/envs/<name>.txt "
-                        "(idempotent: a hash of the requirements decides).")
-    ev.add_argument("action", choices=["list", "build"])
-    ev.add_argument("names", nargs="*", help="environments to build (default: every buildable one)")
-    ev.add_argument("--cluster", default="local", help="cluster profile (default: local)")
-    ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
-    dc = sub.add_parser("demo-corpus", help="write a small offline corpus with work for every data filter",
-                        description="English prose from the Python standard library's docstrings, plus "
-                        "non-English, spam/boilerplate and near-duplicate documents (ground truth in "
-                        "metadata.kind), as jsonl.gz shards. Standard library only; deterministic.")
-    dc.add_argument("out_dir", type=Path, nargs="?", default=Path("data/demo-corpus"),
-                    help="where to write (default data/demo-corpus, the data recipes' default source)")
-    dc.add_argument("--docs", type=int, default=1200, help="documents (default 1200, ~0.5 MB gzipped)")
-    dc.add_argument("--shards", type=int, default=4, help="jsonl.gz files (default 4)")
-    dc.add_argument("--seed", type=int, default=0)
+    _add_env_and_demo_corpus(sub)
     ep = with_run("endpoints", "the model servers of a run (kind=serve): URL, model, state (ready, starting, "
                                 "stopped, failed), checked with a /health request when ready")
     ep.add_argument("--json", action="store_true", help="machine-readable output")

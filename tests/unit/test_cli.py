@@ -88,3 +88,11 @@ def test_help_documents_the_exit_codes(capsys):
     out = capsys.readouterr().out
     for line in ("0    ok", "1    the run failed", "2    the run is still", "64   usage error", "66   no such run"):
         assert line in out
+
+
+def test_version_is_the_package_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"launcher {version('slurm-llm-launcher')}"
