@@ -379,6 +379,28 @@ def cmd_runs(args) -> int:
 
 
 def main(argv=None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away fails here, not in the interpreter's exit
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """stdout's reader went away (`launcher runs | head -1`): Python's recipe (signal module docs, "Note
+    on SIGPIPE"): point stdout at /dev/null, so that nothing fails again at exit, and exit quietly, with
+    141 (128 + SIGPIPE) as a Unix tool killed by SIGPIPE would: not 1, which says the run failed."""
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):  # stdout without a file descriptor (redirected in-process)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return exitcodes.BROKEN_PIPE
+
+
+def _main(argv=None) -> int:
     parser = _parser()
     # `-m` may come after some overrides (launcher run pipeline=x -m a=1,2): overrides that argparse
     # left over are the rest of the list, in order.

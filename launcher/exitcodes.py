@@ -7,6 +7,7 @@ RUNNING = 2       # status/--wait: the run is still RUNNING or PENDING
 USAGE = 64        # EX_USAGE: unknown verb or flag, missing argument, an override Hydra cannot parse
 NOT_FOUND = 66    # EX_NOINPUT: no such run (id, directory, or `latest` in an empty run root), stage or task
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); submitted jobs keep running
+BROKEN_PIPE = 141  # stdout closed by its reader (`| head`): 128 + SIGPIPE, as for a tool killed by SIGPIPE
 
 HELP = f"""\
 exit codes (every verb; "the run" for status, status --watch, resume --wait, run wait=true):
@@ -15,5 +16,5 @@ exit codes (every verb; "the run" for status, status --watch, resume --wait, run
   {RUNNING}    the run is still pending or running
   {USAGE}   usage error: unknown verb or flag, missing argument, an override that does not parse
   {NOT_FOUND}   no such run, stage or task
-  {INTERRUPTED}  interrupted (Ctrl-C)
+  {INTERRUPTED}  interrupted (Ctrl-C); {BROKEN_PIPE}  stdout closed early (`| head`), quietly
 """

@@ -13,7 +13,15 @@ from launcher.plan import Plan
 from launcher.render import JobRequest
 from launcher.status import RunStatus
 
-console = Console(highlight=False, width=None if Console().is_terminal else 160)
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich exits 1 on a closed stdout, which is "the run failed": launcher.cli.main exits 141."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+console = _Console(highlight=False, width=None if Console().is_terminal else 160)
 STYLE = {"COMPLETED": "green", "SKIPPED": "dim", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red"}
 
 

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -96,3 +98,22 @@ def test_version_is_the_package_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"launcher {version('slurm-llm-launcher')}"
+
+
+def closed_stdout(*argv, cwd):
+    """`launcher ARGV | head -0`: the reader is gone before the launcher writes a byte."""
+    p = subprocess.Popen([sys.executable, "-m", "launcher", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=cwd, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    return p.wait(timeout=60), err
+
+
+def test_a_closed_pipe_exits_141_quietly(tmp_path):
+    assert main(["plan", "pipeline=smoke", "cluster=local", f"run_root={tmp_path}"]) == 0
+    plan_dir = next((tmp_path / "plans").iterdir())
+    for argv in (["runs", "--root", str(tmp_path)],          # a rich table
+                 ["status", str(plan_dir), "--json"],       # print()
+                 ["status", str(plan_dir)]):
+        rc, err = closed_stdout(*argv, cwd=tmp_path)
+        assert (rc, err) == (141, ""), (argv, rc, err)
