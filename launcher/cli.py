@@ -25,8 +25,10 @@ examples:
   launcher inspect latest clean --filter GopherQualityFilter --removed --n 5
 
 Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
-Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go to run_root
-(default ./runs; LAUNCHER_RUN_ROOT sets the default for status/resume/logs/runs).
+Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go to run_root=
+(default $LAUNCHER_RUN_ROOT, else ./runs); the other verbs look there (or in --root). `latest` is the
+newest run under that root; a run id is also found wherever `run` put it (an index of your runs under
+$XDG_STATE_HOME/launcher, default ~/.local/state/launcher; $LAUNCHER_STATE_DIR moves it).
 
 """ + exitcodes.HELP
 
@@ -81,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_run(name: str, help: str):
         sp = sub.add_parser(name, help=help, description=help)
-        sp.add_argument("run", help="run id, run directory, or 'latest'")
+        sp.add_argument("run", help="run id (found wherever `run` put it), run directory, or 'latest' (the newest "
+                        "run under the run root)")
         sp.add_argument("--root", type=Path, help="run root to look in (default: $LAUNCHER_RUN_ROOT or ./runs)")
         return sp
 
