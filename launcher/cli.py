@@ -126,9 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     from launcher.schedule import register as register_schedule
 
     register_schedule(sub)
-    rn = sub.add_parser("runs", help="list runs, newest first")
-    rn.add_argument("--root", type=Path)
+    rn = sub.add_parser("runs", help="list runs, newest first, with their state as the run directory records it",
+                        description="Runs under the run root, newest first. state, from the run directory alone "
+                        "(no scheduler query): COMPLETED, FAILED (a task failed; others may still run), or "
+                        "UNFINISHED (queued, running, or ended without a marker: `launcher status` asks the "
+                        "scheduler).")
+    rn.add_argument("--root", type=Path, help="run root (default: $LAUNCHER_RUN_ROOT or ./runs)")
     rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    rn.add_argument("--json", action="store_true", help="machine-readable output: a list, one object per run")
     return p
 
 
@@ -354,31 +359,50 @@ def cmd_endpoints(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from launcher.reports.display import console
-    from launcher.rundir import default_root, list_runs
     from rich.table import Table
+    from rich.text import Text
+
+    from launcher.reports.display import STYLE, console
+    from launcher.rundir import default_root, list_runs
+    from launcher.status import recorded_state
 
     root = (args.root or default_root()).resolve()
-    t = Table(title=f"runs in {root}", title_justify="left")
-    for col in ("run", "pipeline", "cluster", "campaign", "created", "points", "jobs"):
-        t.add_column(col)
-    for run in list_runs(root)[: args.n]:
-        m = run.meta
-        campaign = m.get("campaign", run.id)
-        t.add_row(run.id, m.get("pipeline", "?"), m.get("cluster", "?"), "" if campaign == run.id else campaign,
-                  time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.get("created", 0))),
-                  str(len(m.get("points", []))), str(len(run.submissions())))
-    console.print(t)
-    # Scheduled firings that failed (they may have failed before making a run: a config error).
+    rows = [{"run": run.id, "state": recorded_state(run), "pipeline": run.meta.get("pipeline", "?"),
+             "cluster": run.meta.get("cluster", "?"), "campaign": run.meta.get("campaign", run.id),
+             "created": run.meta.get("created", 0), "points": len(run.meta.get("points", [])),
+             "jobs": len(run.submissions()), "path": str(run.path)} for run in list_runs(root)[: args.n]]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        t = Table(title=f"runs in {root} (state from the run directories; `launcher status` asks the scheduler)",
+                  title_justify="left")
+        for col in ("run", "state", "pipeline", "cluster", "campaign", "created", "points", "jobs"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["run"], Text(r["state"], style=STYLE.get(r["state"], "")), r["pipeline"], r["cluster"],
+                      "" if r["campaign"] == r["run"] else r["campaign"],
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])), str(r["points"]),
+                      str(r["jobs"]))
+        console.print(t)
+    for line in _failed_schedules(root):
+        if args.json:  # stdout stays one JSON document
+            print(line, file=sys.stderr)
+        else:
+            console.print(f"[red]{line}[/]")
+    return 0
+
+
+def _failed_schedules(root: Path) -> list:
+    """Scheduled firings that failed (they may have failed before making a run: a config error)."""
     from launcher.schedule import read_history
 
+    lines = []
     for sdir in sorted((root / "schedules").glob("*/")):
         last = next((h for h in reversed(read_history(sdir)) if h.get("status") != "skipped"), None)
         if last and last.get("exit_code") not in (0, None):
-            console.print(f"[red]schedule {sdir.name}: last firing at {last.get('start')} exited "
-                          f"{last['exit_code']}[/]" + (f" (run {last['run_id']})" if last.get("run_id") else "")
-                          + f"; log {sdir / 'scron.log'}")
-    return 0
+            lines.append(f"schedule {sdir.name}: last firing at {last.get('start')} exited {last['exit_code']}"
+                         + (f" (run {last['run_id']})" if last.get("run_id") else "") + f"; log {sdir / 'scron.log'}")
+    return lines
 
 
 def main(argv=None) -> int:

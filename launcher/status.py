@@ -140,6 +140,26 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
     return RunStatus(run=run.id, stages=stages)
 
 
+class _RunDirOnly:
+    """A scheduler that knows no job: what `recorded_state` asks instead of Slurm."""
+
+    lost_grace_s = 0.0
+
+    def query(self, job_ids, settled=()) -> Dict[str, Dict[int, str]]:
+        return {}
+
+
+def recorded_state(run: Run) -> str:
+    """The run's state from its directory alone, no scheduler query (`launcher runs`, for many runs):
+    COMPLETED: every task completed (or is not needed, as `status` says); FAILED: some task's newest job
+    left a failure marker (other tasks may still run); UNFINISHED: anything else (queued, running, or
+    ended without a marker: `launcher status` asks the scheduler)."""
+    tasks = [s for st in collect(run, _RunDirOnly(), strict=True).stages.values() for s in st.tasks.values()]
+    if all(s in DONE for s in tasks):
+        return "COMPLETED"
+    return "FAILED" if "failed" in tasks else "UNFINISHED"
+
+
 def _failed_by(run: Run, stage: str, stage_hash: str, task: int, job: str, m: layout.Markers) -> bool:
     """The task's failure marker was written by this job (not by an earlier attempt)."""
     if task not in m.failed:

@@ -44,6 +44,9 @@ def test_runs_shows_scheduled_firings_that_failed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "schedule nightly: last firing at 2026-11-23T02:00:00 exited 1" in out
     assert "hourly" not in out
+    assert main(["runs", "--root", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == [] and "schedule nightly: last firing" in captured.err  # stdout: JSON only
 
 
 def test_no_such_run_stage_or_task_exits_66_for_every_verb(tmp_path, capsys):
@@ -117,3 +120,33 @@ def test_a_closed_pipe_exits_141_quietly(tmp_path):
                  ["status", str(plan_dir)]):
         rc, err = closed_stdout(*argv, cwd=tmp_path)
         assert (rc, err) == (141, ""), (argv, rc, err)
+
+
+def test_runs_json_lists_runs_with_their_state_from_the_run_directory(tmp_path, capsys, monkeypatch):
+    from jobs import layout
+    from launcher.compose import compose
+    from launcher.plan import build_plan
+    from launcher.rundir import Run
+    from launcher.slurm import Slurm
+
+    plan = build_plan([compose(["pipeline=smoke", "cluster=dev"])], [[]])
+    for created, run_id in enumerate(("done", "broken", "queued")):
+        d = tmp_path / run_id
+        layout.atomic_write_json(d / "plan.json", plan.to_json())
+        layout.atomic_write_json(d / "run.json", {"id": run_id, "created": created, "pipeline": "smoke",
+                                                  "cluster": "dev", "points": [[]]})
+        Run(d).append_ledger({"job_id": "7", "stage": "shards", "chunk": 0, "offset": 0, "tasks": [0, 1, 2, 3]})
+    for name, s in plan.stages.items():
+        for t in range(s.total_tasks):
+            layout.atomic_write_json(layout.marker_path(tmp_path / "done", name, s.hash, t), {})
+    layout.atomic_write_json(layout.marker_path(tmp_path / "broken", "shards", plan.stages["shards"].hash, 3,
+                                                "failed"), {"job_id": "7_3"})
+    monkeypatch.setattr(Slurm, "query", lambda *a, **k: pytest.fail("runs asked the scheduler"))
+
+    assert main(["runs", "--root", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["run"], r["state"]) for r in rows] == [("queued", "UNFINISHED"), ("broken", "FAILED"),
+                                                      ("done", "COMPLETED")]
+    assert rows[0]["path"] == str(tmp_path / "queued") and rows[0]["jobs"] == 1 and rows[0]["pipeline"] == "smoke"
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    assert "UNFINISHED" in capsys.readouterr().out
