@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from launcher import exitcodes
+from launcher.argparsing import Parser
+
 EPILOG = """\
 examples:
   launcher run pipeline=smoke cluster=local wait=true
@@ -22,44 +25,26 @@ examples:
   launcher inspect latest clean --filter GopherQualityFilter --removed --n 5
 
 Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
-Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go to run_root
-(default ./runs; LAUNCHER_RUN_ROOT sets the default for status/resume/logs/runs).
-"""
+Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go to run_root=
+(default $LAUNCHER_RUN_ROOT, else ./runs); the other verbs look there (or in --root). `latest` is the
+newest run under that root; a run id is also found wherever `run` put it (an index of your runs under
+$XDG_STATE_HOME/launcher, default ~/.local/state/launcher; $LAUNCHER_STATE_DIR moves it).
+
+""" + exitcodes.HELP
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
-                                "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    def with_overrides(name: str, help: str):
-        sp = sub.add_parser(name, help=help, description=help)
-        sp.add_argument("-m", "--multirun", action="store_true",
-                        help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
-        sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true")
-        return sp
+    try:
+        return version("slurm-llm-launcher")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        from launcher import __version__
 
-    with_overrides("run", "compose, plan, preflight and submit; print the run id and exit (wait=true to watch)")
-    with_overrides("plan", "show the DAG and write the exact sbatch scripts; submit nothing")
+        return __version__
 
-    def with_run(name: str, help: str):
-        sp = sub.add_parser(name, help=help, description=help)
-        sp.add_argument("run", help="run id, run directory, or 'latest'")
-        sp.add_argument("--root", type=Path, help="run root to look in (default: $LAUNCHER_RUN_ROOT or ./runs)")
-        return sp
 
-    st = with_run("status", "per-stage state and task counts; exit 0 completed, 1 failed, 2 still going")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
-    st.add_argument("--watch", action="store_true", help="refresh until the run ends")
-    rs = with_run("resume", "resubmit exactly the unfinished tasks (failed, cancelled, never submitted)")
-    rs.add_argument("--force", action="store_true", help="accept a changed config: rerun the changed stages")
-    rs.add_argument("--wait", action="store_true", help="watch until the run ends")
-    with_run("cancel", "cancel every queued or running job of the run")
-    lg = with_run("logs", "print a task's stdout and stderr")
-    lg.add_argument("stage")
-    lg.add_argument("--task", type=int, default=0, help="global task index (default 0)")
-    lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the task ends")
+def _add_env_and_demo_corpus(sub) -> None:
     ev = sub.add_parser("env", help="list or build the per-stage environments of a cluster profile",
                         description="list: each environment of the profile, its interpreter, whether it is built "
                         "and up to date, which stages use it. build: create venvs from conf/envs/<name>.txt "
@@ -77,6 +62,44 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--docs", type=int, default=1200, help="documents (default 1200, ~0.5 MB gzipped)")
     dc.add_argument("--shards", type=int, default=4, help="jsonl.gz files (default 4)")
     dc.add_argument("--seed", type=int, default=0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = Parser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
+               "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def with_overrides(name: str, help: str):
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("-m", "--multirun", action="store_true",
+                        help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
+        sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true")
+        return sp
+
+    with_overrides("run", "compose, plan, preflight and submit; print the run id and exit (wait=true to watch)")
+    with_overrides("plan", "show the DAG and write the exact sbatch scripts; submit nothing")
+
+    def with_run(name: str, help: str):
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("run", help="run id (found wherever `run` put it), run directory, or 'latest' (the newest "
+                        "run under the run root)")
+        sp.add_argument("--root", type=Path, help="run root to look in (default: $LAUNCHER_RUN_ROOT or ./runs)")
+        return sp
+
+    st = with_run("status", "per-stage state and task counts; exit 0 completed, 1 failed, 2 still going")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--watch", action="store_true", help="refresh until the run ends")
+    rs = with_run("resume", "resubmit exactly the unfinished tasks (failed, cancelled, never submitted)")
+    rs.add_argument("--force", action="store_true", help="accept a changed config: rerun the changed stages")
+    rs.add_argument("--wait", action="store_true", help="watch until the run ends")
+    with_run("cancel", "cancel every queued or running job of the run")
+    lg = with_run("logs", "print a task's stdout and stderr")
+    lg.add_argument("stage")
+    lg.add_argument("--task", type=int, default=0, help="global task index (default 0)")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the task ends")
+    _add_env_and_demo_corpus(sub)
     ep = with_run("endpoints", "the model servers of a run (kind=serve): URL, model, state (ready, starting, "
                                 "stopped, failed), checked with a /health request when ready")
     ep.add_argument("--json", action="store_true", help="machine-readable output")
@@ -103,9 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     from launcher.schedule import register as register_schedule
 
     register_schedule(sub)
-    rn = sub.add_parser("runs", help="list runs, newest first")
-    rn.add_argument("--root", type=Path)
+    rn = sub.add_parser("runs", help="list runs, newest first, with their state as the run directory records it",
+                        description="Runs under the run root, newest first. state, from the run directory alone "
+                        "(no scheduler query): COMPLETED, FAILED (a task failed; others may still run), or "
+                        "UNFINISHED (queued, running, or ended without a marker: `launcher status` asks the "
+                        "scheduler).")
+    rn.add_argument("--root", type=Path, help="run root (default: $LAUNCHER_RUN_ROOT or ./runs)")
     rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    rn.add_argument("--json", action="store_true", help="machine-readable output: a list, one object per run")
     return p
 
 
@@ -161,7 +189,7 @@ def stage_summaries(plan, plan_dir: Path) -> list:
 
 def cmd_report(args) -> int:
     from launcher.reports.display import console
-    from launcher.errors import LauncherError
+    from launcher.errors import LauncherError, NotFound
     from launcher.reports.report import write_report
     from launcher.rundir import default_root, list_runs, resolve_run
     from jobs.adapters.eval_results import rows
@@ -173,8 +201,8 @@ def cmd_report(args) -> int:
         runs = [r for r in list_runs(root) if r.meta.get("campaign") == args.target]
         title = f"campaign {args.target} ({len(runs)} run(s))"
     if not runs:
-        raise LauncherError(f"{args.target!r} is neither a run nor a campaign under {root} "
-                            f"(campaigns: {', '.join(sorted({r.meta.get('campaign', '') for r in list_runs(root)}))})")
+        raise NotFound(f"{args.target!r} is neither a run nor a campaign under {root} "
+                       f"(campaigns: {', '.join(sorted({r.meta.get('campaign', '') for r in list_runs(root)}))})")
     files = sorted(p for r in runs for p in (r.path / "stages").glob("*/evals/*/step-*.json"))
     table = [row for p in files for row in rows(json.loads(p.read_text()))]
     if not table:
@@ -331,34 +359,75 @@ def cmd_endpoints(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from launcher.reports.display import console
-    from launcher.rundir import default_root, list_runs
     from rich.table import Table
+    from rich.text import Text
+
+    from launcher.reports.display import STYLE, console
+    from launcher.rundir import default_root, list_runs
+    from launcher.status import recorded_state
 
     root = (args.root or default_root()).resolve()
-    t = Table(title=f"runs in {root}", title_justify="left")
-    for col in ("run", "pipeline", "cluster", "campaign", "created", "points", "jobs"):
-        t.add_column(col)
-    for run in list_runs(root)[: args.n]:
-        m = run.meta
-        campaign = m.get("campaign", run.id)
-        t.add_row(run.id, m.get("pipeline", "?"), m.get("cluster", "?"), "" if campaign == run.id else campaign,
-                  time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.get("created", 0))),
-                  str(len(m.get("points", []))), str(len(run.submissions())))
-    console.print(t)
-    # Scheduled firings that failed (they may have failed before making a run: a config error).
-    from launcher.schedule import read_history
-
-    for sdir in sorted((root / "schedules").glob("*/")):
-        last = next((h for h in reversed(read_history(sdir)) if h.get("status") != "skipped"), None)
-        if last and last.get("exit_code") not in (0, None):
-            console.print(f"[red]schedule {sdir.name}: last firing at {last.get('start')} exited "
-                          f"{last['exit_code']}[/]" + (f" (run {last['run_id']})" if last.get("run_id") else "")
-                          + f"; log {sdir / 'scron.log'}")
+    rows = [{"run": run.id, "state": recorded_state(run), "pipeline": run.meta.get("pipeline", "?"),
+             "cluster": run.meta.get("cluster", "?"), "campaign": run.meta.get("campaign", run.id),
+             "created": run.meta.get("created", 0), "points": len(run.meta.get("points", [])),
+             "jobs": len(run.submissions()), "path": str(run.path)} for run in list_runs(root)[: args.n]]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        t = Table(title=f"runs in {root} (state from the run directories; `launcher status` asks the scheduler)",
+                  title_justify="left")
+        for col in ("run", "state", "pipeline", "cluster", "campaign", "created", "points", "jobs"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["run"], Text(r["state"], style=STYLE.get(r["state"], "")), r["pipeline"], r["cluster"],
+                      "" if r["campaign"] == r["run"] else r["campaign"],
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])), str(r["points"]),
+                      str(r["jobs"]))
+        console.print(t)
+    for line in _failed_schedules(root):
+        if args.json:  # stdout stays one JSON document
+            print(line, file=sys.stderr)
+        else:
+            console.print(f"[red]{line}[/]")
     return 0
 
 
+def _failed_schedules(root: Path) -> list:
+    """Scheduled firings that failed (they may have failed before making a run: a config error)."""
+    from launcher.schedule import read_history
+
+    lines = []
+    for sdir in sorted((root / "schedules").glob("*/")):
+        last = next((h for h in reversed(read_history(sdir)) if h.get("status") != "skipped"), None)
+        if last and last.get("exit_code") not in (0, None):
+            lines.append(f"schedule {sdir.name}: last firing at {last.get('start')} exited {last['exit_code']}"
+                         + (f" (run {last['run_id']})" if last.get("run_id") else "") + f"; log {sdir / 'scron.log'}")
+    return lines
+
+
 def main(argv=None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away fails here, not in the interpreter's exit
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """stdout's reader went away (`launcher runs | head -1`): Python's recipe (signal module docs, "Note
+    on SIGPIPE"): point stdout at /dev/null, so that nothing fails again at exit, and exit quietly, with
+    141 (128 + SIGPIPE) as a Unix tool killed by SIGPIPE would: not 1, which says the run failed."""
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):  # stdout without a file descriptor (redirected in-process)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return exitcodes.BROKEN_PIPE
+
+
+def _main(argv=None) -> int:
     parser = _parser()
     # `-m` may come after some overrides (launcher run pipeline=x -m a=1,2): overrides that argparse
     # left over are the rest of the list, in order.
@@ -373,10 +442,10 @@ def main(argv=None) -> int:
         return globals()[f"cmd_{args.verb.replace('-', '_')}"](args)
     except LauncherError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted (submitted jobs keep running; see `launcher status`)", file=sys.stderr)
-        return 130
+        return exitcodes.INTERRUPTED
 
 
 if __name__ == "__main__":

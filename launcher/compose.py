@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import List, Sequence
 
-from launcher.errors import ConfigError
+from launcher.errors import ConfigError, OverrideError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = Path(os.environ.get("LAUNCHER_CONF_DIR", PROJECT_ROOT / "conf"))
@@ -72,12 +72,13 @@ def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
     try:
         parsed = _parser().parse_overrides(list(overrides))
     except OverrideParseException as e:
-        raise ConfigError(f"invalid override: {e}", key="overrides") from e
+        raise OverrideError(f"invalid override: {e}", key="overrides") from e
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if not multirun:
         if sweeps:
-            raise ConfigError(f"sweep override(s) {[o.input_line for o in sweeps]} need -m/--multirun; a value with a "
-                              f"comma in it (a partition list, mail types) is quoted: \"key='a,b'\"", key="overrides")
+            raise OverrideError(f"sweep override(s) {[o.input_line for o in sweeps]} need -m/--multirun; a value "
+                                f"with a comma in it (a partition list, mail types) is quoted: \"key='a,b'\"",
+                                key="overrides")
         return [list(overrides)]
     for o in sweeps:
         key = o.key_or_group
@@ -181,7 +182,7 @@ def compose_each(points: Sequence[Sequence[str]]) -> List[dict]:
             try:
                 parsed_cache[text] = parser.parse_override(text)
             except OverrideParseException as e:
-                raise ConfigError(f"invalid override: {e}", key="overrides") from e
+                raise OverrideError(f"invalid override: {e}", key="overrides") from e
         return parsed_cache[text]
 
     @functools.lru_cache(maxsize=None)

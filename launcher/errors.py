@@ -3,9 +3,19 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional
 
+from launcher import exitcodes
+
 
 class LauncherError(Exception):
-    """An error the operator can act on; printed without a traceback."""
+    """An error the operator can act on; printed without a traceback. The CLI exits `exit_code`."""
+
+    exit_code = exitcodes.FAILED
+
+
+class NotFound(LauncherError):
+    """No such run, stage or task (exit 66): a script polling `status` with a wrong id stops."""
+
+    exit_code = exitcodes.NOT_FOUND
 
 
 class ConfigError(LauncherError):
@@ -20,6 +30,12 @@ class ConfigError(LauncherError):
         if self.key:
             where.append(self.key)
         return f"{': '.join(where)}: {self.message}" if where else self.message
+
+
+class OverrideError(ConfigError):
+    """An override Hydra cannot parse, or a sweep without -m: a usage error (exit 64)."""
+
+    exit_code = exitcodes.USAGE
 
 
 class ConfigErrors(LauncherError):

@@ -8,16 +8,16 @@ from typing import List
 
 from jobs import layout
 
-from launcher.errors import LauncherError
+from launcher.errors import LauncherError, NotFound
 from launcher.rundir import Run
 
 
 def log_files(run: Run, stage: str, task: int) -> List[Path]:
     plan = run.plan()
     if stage not in plan.stages:
-        raise LauncherError(f"run {run.id} has no stage '{stage}' (stages: {', '.join(plan.stages)})")
+        raise NotFound(f"run {run.id} has no stage '{stage}' (stages: {', '.join(plan.stages)})")
     if not 0 <= task < plan.stages[stage].total_tasks:
-        raise LauncherError(f"stage '{stage}' has tasks 0..{plan.stages[stage].total_tasks - 1}, not {task}")
+        raise NotFound(f"stage '{stage}' has tasks 0..{plan.stages[stage].total_tasks - 1}, not {task}")
     rec = next((r for r in reversed(run.submissions()) if r["stage"] == stage and task in r["tasks"]), None)
     if rec is None:
         raise LauncherError(f"task {task} of stage '{stage}' was never submitted")

@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
+from launcher import runindex
 from launcher.compose import compose_each, compose_points, sweep_points
 from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from launcher.plan import Plan, build_plan
@@ -142,6 +143,7 @@ def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print) -> 
     run_id = new_run_id(prep.plan.pipeline, name)
     run = Run(prep.run_root / run_id)
     _write_run(prep, run.path, run_id, overrides, multirun)
+    runindex.record(run.path)  # `launcher status <id>` finds it from anywhere, whatever its run root
     try:
         _snapshot_and_record(prep.plan, run.path)
         requests = build_requests(prep.plan, all_tasks(prep.plan), prep.chunk_size)

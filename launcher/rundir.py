@@ -13,8 +13,9 @@ from filelock import FileLock, Timeout
 
 from jobs import layout
 
+from launcher import runindex
 from launcher.compose import PROJECT_ROOT
-from launcher.errors import LauncherError
+from launcher.errors import LauncherError, NotFound
 from launcher.plan import Plan
 
 LOCK_TIMEOUT_S = 120
@@ -122,17 +123,22 @@ def code_version() -> Dict[str, Any]:
 
 
 def resolve_run(ref: str, root: Optional[Path] = None) -> Run:
-    """A run id, a run directory, or `latest`."""
+    """A run directory, a run id (under root, else wherever `run` put it: launcher.runindex), or
+    `latest`: the newest run under root (--root, else $LAUNCHER_RUN_ROOT, else ./runs)."""
     root = Path(root) if root else default_root()
     if ref == "latest":
         runs = list_runs(root)
         if not runs:
-            raise LauncherError(f"no runs under {root}")
+            raise NotFound(f"no runs under {root}")
         return runs[0]
     for candidate in (Path(ref), root / ref):
         if (candidate / "run.json").exists():
             return Run(candidate)
-    raise LauncherError(f"no run '{ref}' (looked for {ref}/run.json and {root / ref}/run.json)")
+    indexed = runindex.lookup(ref)
+    if indexed:
+        return Run(indexed)
+    raise NotFound(f"no run '{ref}' (looked for {ref}/run.json, {root / ref}/run.json and "
+                   f"{runindex.index_dir() / ref})")
 
 
 def list_runs(root: Path) -> List[Run]:

@@ -54,6 +54,7 @@ import filelock
 
 from jobs.layout import atomic_write_json
 
+from launcher.argparsing import Parser
 from launcher.errors import LauncherError
 
 TAG = "# launcher-schedule:"
@@ -85,7 +86,7 @@ no step of 1, and counts a step from the field's first value (10-50/20 is 20,40,
 
 # ----------------------------------------------------------------------------- command line
 
-class _ScheduleParser(argparse.ArgumentParser):
+class _ScheduleParser(Parser):
     """Everything after the first `--` is the launcher command line, verbatim (its options too);
     before it, options and NAME may come in any order."""
 
@@ -700,7 +701,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_schedule(args)
     except LauncherError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -236,7 +236,8 @@ class Config:
     model: Model = field(default_factory=Model)  # the model preset (group `model`, e.g. model=100m)
     seed: int = 1  # pipelines interpolate it (train.seed: ${seed}); sweep it with seed=1,2,3
     campaign: Optional[str] = None  # runs that belong together (ablations): recorded in each run
-    run_root: str = "runs"  # relative paths are resolved against the current directory
+    # conf/config.yaml: $LAUNCHER_RUN_ROOT, else runs; relative paths are resolved against the current directory
+    run_root: str = "runs"
     run_name: Optional[str] = None  # appended to the run id
     wait: bool = False  # block with a live progress table until the run ends
     poll_s: float = 0  # progress refresh (0: 2 s local, 10 s Slurm)

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 from jobs import layout
 
+from launcher import exitcodes
 from launcher.plan import Plan
 from launcher.rundir import Run
 
@@ -65,7 +66,7 @@ class RunStatus:
     @property
     def exit_code(self) -> int:
         """0: completed, 1: something failed and nothing is left running, 2: still going."""
-        return {"COMPLETED": 0, "FAILED": 1}.get(self.state, 2)
+        return {"COMPLETED": exitcodes.OK, "FAILED": exitcodes.FAILED}.get(self.state, exitcodes.RUNNING)
 
     def to_json(self) -> dict:
         return {"run": self.run, "state": self.state, "stages": [
@@ -137,6 +138,26 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
         stages[name] = StageStatus(name=name, total=st.total_tasks, tasks=states[name], job_ids=job_ids[name],
                                    active_jobs=active)
     return RunStatus(run=run.id, stages=stages)
+
+
+class _RunDirOnly:
+    """A scheduler that knows no job: what `recorded_state` asks instead of Slurm."""
+
+    lost_grace_s = 0.0
+
+    def query(self, job_ids, settled=()) -> Dict[str, Dict[int, str]]:
+        return {}
+
+
+def recorded_state(run: Run) -> str:
+    """The run's state from its directory alone, no scheduler query (`launcher runs`, for many runs):
+    COMPLETED: every task completed (or is not needed, as `status` says); FAILED: some task's newest job
+    left a failure marker (other tasks may still run); UNFINISHED: anything else (queued, running, or
+    ended without a marker: `launcher status` asks the scheduler)."""
+    tasks = [s for st in collect(run, _RunDirOnly(), strict=True).stages.values() for s in st.tasks.values()]
+    if all(s in DONE for s in tasks):
+        return "COMPLETED"
+    return "FAILED" if "failed" in tasks else "UNFINISHED"
 
 
 def _failed_by(run: Run, stage: str, stage_hash: str, task: int, job: str, m: layout.Markers) -> bool:

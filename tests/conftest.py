@@ -40,6 +40,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.local)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _run_index(tmp_path_factory):
+    """The runs the tests launch are indexed (launcher/runindex.py) here, not in your ~/.local/state."""
+    os.environ["LAUNCHER_STATE_DIR"] = str(tmp_path_factory.mktemp("launcher-state"))
+
+
 class CLI:
     def __init__(self, run_root: Path, env: dict | None = None):
         self.run_root = run_root

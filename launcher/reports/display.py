@@ -7,12 +7,21 @@ from typing import Callable, List
 from rich.console import Console
 from rich.table import Table
 
+from launcher import exitcodes
 from launcher.arrays import group_by_chunk
 from launcher.plan import Plan
 from launcher.render import JobRequest
 from launcher.status import RunStatus
 
-console = Console(highlight=False, width=None if Console().is_terminal else 160)
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich exits 1 on a closed stdout, which is "the run failed": launcher.cli.main exits 141."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+console = _Console(highlight=False, width=None if Console().is_terminal else 160)
 STYLE = {"COMPLETED": "green", "SKIPPED": "dim", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red"}
 
 
@@ -68,7 +77,7 @@ def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
             while True:
                 st = get_status()
                 live.update(status_table(st))
-                if st.exit_code != 2:
+                if st.exit_code != exitcodes.RUNNING:
                     return st
                 time.sleep(poll_s)
     last = None
@@ -78,7 +87,7 @@ def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
         if line != last:
             console.print(f"[{time.strftime('%H:%M:%S')}] {st.state:<9} {line}")
             last = line
-        if st.exit_code != 2:
+        if st.exit_code != exitcodes.RUNNING:
             console.print(status_table(st))
             return st
         time.sleep(poll_s)

@@ -34,7 +34,7 @@ def test_rolled_back_launch_is_not_latest(tmp_path, dcli, dev_slurm):
 
     dcli.env = env  # a plain sbatch from here on
     s = dcli("status", "latest", check=False)
-    assert s.returncode == 1 and "no runs under" in s.stderr  # latest never picks it
+    assert s.returncode == 66 and "no runs under" in s.stderr  # latest never picks it
     assert run_dir.name not in dcli("runs").stdout
     # kept for diagnosis, and the error says where
     assert f"kept for diagnosis: {run_dir}" in p.stderr
@@ -79,7 +79,7 @@ def test_launch_failing_while_writing_the_run_is_not_latest(tmp_path, cli):
             check=False)
     assert p.returncode != 0
     s = cli("status", "latest", check=False)
-    assert s.returncode == 1 and "no runs under" in s.stderr, s.stdout + s.stderr
+    assert s.returncode == 66 and "no runs under" in s.stderr, s.stdout + s.stderr
     assert not list(cli.run_root.glob("*/submissions.jsonl"))  # nothing was queued
 
 

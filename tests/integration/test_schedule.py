@@ -128,18 +128,18 @@ def test_fire_records_history_run_id_and_exit_code_and_a_dead_webhook_never_fail
     sdir = tmp_path / "runs" / "schedules" / "f"
     p = fire("f", sdir, "status", "nope", "--root", str(tmp_path / "runs"), notify_url="http://127.0.0.1:9/x",
              cwd=tmp_path)
-    assert p.returncode == 1, p.stdout + p.stderr
+    assert p.returncode == 66, p.stdout + p.stderr  # no such run
     [h] = history(sdir)
-    assert h["status"] == "failed" and h["exit_code"] == 1 and h["notified"] is False and h["run_id"] is None
+    assert h["status"] == "failed" and h["exit_code"] == 66 and h["notified"] is False and h["run_id"] is None
     assert "could not notify http://127.0.0.1:9/x" in p.stdout and "no run 'nope'" in p.stdout
     assert not (sdir / "running.json").exists()
 
     hook = Hook()
     try:
         p = fire("f", sdir, "status", "nope", "--root", str(tmp_path / "runs"), notify_url=hook.url, cwd=tmp_path)
-        assert p.returncode == 1 and history(sdir)[-1]["notified"] is True
+        assert p.returncode == 66 and history(sdir)[-1]["notified"] is True
         [post] = hook.received
-        assert post["body"]["schedule"] == "f" and post["body"]["exit_code"] == 1
+        assert post["body"]["schedule"] == "f" and post["body"]["exit_code"] == 66
         assert post["body"]["log"] == str(sdir / "scron.log")
     finally:
         hook.close()
@@ -269,9 +269,9 @@ def test_scrontab_entries_fire_never_overlap_notify_and_are_removed_alone(tmp_pa
         assert q["status"] == "ok" and q["exit_code"] == 0 and q["job_id"]
         assert q["run_id"] and (runs / q["run_id"] / "run.json").exists()  # the run directory it made
         f = history(fdir)[0]
-        assert f["status"] == "failed" and f["exit_code"] == 1 and f["notified"] is True
+        assert f["status"] == "failed" and f["exit_code"] == 66 and f["notified"] is True
         post = wait_for("the webhook POST", lambda: hook.received, timeout=15)[0]["body"]
-        assert post["schedule"] == failing and post["exit_code"] == 1 and post["log"] == str(fdir / "scron.log")
+        assert post["schedule"] == failing and post["exit_code"] == 66 and post["log"] == str(fdir / "scron.log")
         assert "no run 'no-such-run'" in (fdir / "scron.log").read_text()
 
         # Slurm itself: an entry is ONE job, requeued only when it ends, so no second one while it runs
