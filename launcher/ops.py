@@ -83,8 +83,10 @@ def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
                   f"cluster.account, cluster.partition)", file=sys.stderr)
         # Without accounting there are no associations to check (sacctmgr fails), and slurmctld takes
         # any --account/--qos as it is.
+        accounting = info.accounting is not False
         errors = preflight(plan, run_root, info, srun_help=slurm.srun_help, reservations=slurm.reservations,
-                           associations=slurm.associations if info.accounting is not False else None)
+                           associations=slurm.associations if accounting else None,
+                           limits=slurm.limits if accounting else None)
     else:
         errors = preflight(plan, run_root, None)
     errors = path_errors(run_root) + errors

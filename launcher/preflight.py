@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from launcher import containers, kinds, sbatch_options, snapshot
+from launcher import containers, kinds, sbatch_options, slurm_limits, snapshot
 from jobs.adapters import hub_refs
 from launcher.environments import build_state, interpreter_problems
 from launcher.errors import ConfigError
@@ -346,10 +346,13 @@ def stage_targets(stage: StagePlan) -> List[tuple]:
 def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
               associations: Optional[Callable[[str], tuple]] = None,
               srun_help: Optional[Callable[[], str]] = None,
-              reservations: Optional[Callable[[], Dict[str, Reservation]]] = None) -> List[ConfigError]:
+              reservations: Optional[Callable[[], Dict[str, Reservation]]] = None,
+              limits: Optional[Callable[[str], slurm_limits.AccountingLimits]] = None) -> List[ConfigError]:
     """All problems found; empty means submit. `info` is None for the local backend. `srun_help`
     returns `srun --help` (called at most once, and only when a stage names a container image);
-    `reservations` the cluster's reservations (called at most once, only when a stage names one)."""
+    `reservations` the cluster's reservations (called at most once, only when a stage names one);
+    `limits` the QOS and association limits of a user (launcher/slurm_limits.py; None without
+    accounting)."""
     errors = check_common(plan, run_root)
     in_image = [s for s in plan.stages.values() if s.environment.get("container_image")]
     if info and srun_help and in_image:
@@ -375,6 +378,8 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
     for stage in plan.stages.values():
         errors += (check_slurm_stage(stage, plan.cluster, info, held, getpass.getuser()) if info
                    else check_local_stage(stage, plan.cluster))
+    if info and limits:
+        errors += check_limits(plan, info, limits(getpass.getuser()))
     if info and associations:
         wanted = {(s.name, k, s.resources[k] or plan.cluster.get(k)) for s in plan.stages.values()
                   for k in ("account", "qos")}
@@ -386,6 +391,24 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
                     errors.append(ConfigError(f"{k} '{v}' is not available to {getpass.getuser()} "
                                               f"(yours: {', '.join(sorted(have)) or 'none'})",
                                               stage=stage, key=_key_for(plan, stage, k)))
+    return errors
+
+
+def check_limits(plan: Plan, info: ClusterInfo, limits: slurm_limits.AccountingLimits) -> List[ConfigError]:
+    """Each stage's array task against the QOS and association limits it is held to; the run's task
+    count against MaxSubmitJobs, once, under its biggest stage."""
+    errors: List[ConfigError] = []
+    total = sum(s.total_tasks for s in plan.stages.values())
+    biggest = max(plan.stages.values(), key=lambda s: s.total_tasks, default=None)
+    for stage in plan.stages.values():
+        r = stage.resources
+        partition = (r["partition"] or plan.cluster.get("partition") or info.default_partition or "").split(",")[0]
+        held = slurm_limits.applicable(limits, r["account"] or plan.cluster.get("account"), partition,
+                                       r["qos"] or plan.cluster.get("qos"))
+        for k, msg in slurm_limits.limit_problems(slurm_limits.job_tres(r), stage.time_min,
+                                                  total if stage is biggest else 0, held):
+            key = f"pipeline.stages.{stage.name}.{k}" if k == "tasks" else _key(stage, k)
+            errors.append(ConfigError(msg, stage=stage.name, key=key))
     return errors
 
 

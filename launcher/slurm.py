@@ -306,6 +306,7 @@ class Slurm:
         if cluster.get("slurm_conf") and "SLURM_CONF" not in os.environ:
             self.env["SLURM_CONF"] = cluster["slurm_conf"]
         self.calls: Dict[str, int] = {}  # how many times each client ran (benchmarks assert on it)
+        self._limits = None  # Slurm.limits, asked once
         # False: the cluster has no accounting (recorded in run.json at launch): status asks squeue only.
         self.accounting = accounting
 
@@ -346,6 +347,18 @@ class Slurm:
         """(accounts, qos names) the user may submit with."""
         return parse_associations(self._query(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}",
                                                "format=Account,QOS"]))
+
+    def limits(self, user: str):
+        """The QOS and association limits `user` is held to (launcher/slurm_limits.py): two `sacctmgr`
+        calls, made once per Slurm object."""
+        from launcher import slurm_limits
+
+        if self._limits is None:
+            self._limits = slurm_limits.parse_limits(
+                self._query(["sacctmgr", "-n", "-P", "show", "qos", f"format={slurm_limits.QOS_FORMAT}"]),
+                self._query(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}",
+                             f"format={slurm_limits.ASSOC_FORMAT}"]))
+        return self._limits
 
     def submit(self, script: Path, dependency: Optional[str]) -> str:
         """Queue `script`; its job id. Never retried. When sbatch exits 0 the id is its `--parsable`

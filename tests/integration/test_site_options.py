@@ -1,0 +1,106 @@
+"""Site options on the real dev cluster (issue 18 item 1): a typed GPU request, a reservation, memory
+per CPU, a node list and a pass-through option reach Slurm as asked and the job runs; what preflight
+checks of them (GRES types, reservations, node names) is read from the live cluster; SBATCH_*
+variables of the submitting shell do not change what runs. (Values and their errors one by one:
+tests/unit/test_sbatch_options.py; refused configs: tests/bad_configs/site_*.)"""
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import job_of
+
+pytestmark = pytest.mark.slurm
+
+S = "pipeline.stages.shards.resources"
+SMOKE = ["pipeline=smoke", "cluster=dev"]
+
+
+def slurm(env: dict, *argv: str) -> str:
+    return subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
+
+
+def node_name(env: dict) -> str:
+    return slurm(env, "sinfo", "-h", "-N", "-o", "%N").split()[0]
+
+
+@pytest.fixture
+def reservation(dev_slurm):
+    """A reservation on the dev node for root (the tests' user), removed afterwards."""
+    name = "launcher-test-resv"
+    subprocess.run(["scontrol", "delete", f"ReservationName={name}"], env={**os.environ, **dev_slurm},
+                   capture_output=True)
+    slurm(dev_slurm, "scontrol", "create", "reservation", f"ReservationName={name}", "StartTime=now",
+          "Duration=60", "Users=root", f"Nodes={node_name(dev_slurm)}", "Flags=IGNORE_JOBS")
+    yield name
+    subprocess.run(["scontrol", "delete", f"ReservationName={name}"], env={**os.environ, **dev_slurm},
+                   capture_output=True)
+
+
+def job_record(env: dict, job: str) -> dict:
+    """`scontrol -o show job <id>` of the first task, as a dict."""
+    line = slurm(env, "scontrol", "-o", "show", "job", job).splitlines()[0]
+    return dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+
+
+def test_typed_gpus_reservation_and_memory_per_cpu_reach_slurm_and_the_job_runs(dcli, dev_slurm, reservation):
+    node = node_name(dev_slurm)
+    dcli("run", *SMOKE, f"{S}.partition=gpu", f"{S}.gpus_per_node=devgpu:1", f"{S}.mem_per_cpu_gb=0.5",
+         f"{S}.reservation={reservation}", f"{S}.nodelist={node}", f"+{S}.sbatch.nice=10",
+         "cluster.resources.comment=site-options-test")
+    st = dcli.wait(timeout=180)
+    assert st["state"] == "COMPLETED", st
+    rec = job_record(dev_slurm, job_of(dcli, "shards"))
+    assert rec["Reservation"] == reservation and rec["Partition"] == "gpu" and rec["Nice"] == "10", rec
+    assert "gpu:devgpu:1" in rec.get("TresPerNode", "") + rec.get("TRES", ""), rec
+    assert rec["MinMemoryCPU"] == "512M" and rec["Comment"] == "site-options-test", rec
+    # The profile default reached the stages that do not set it (reduce, fanout: the comment).
+    assert job_record(dev_slurm, job_of(dcli, "reduce"))["Comment"] == "site-options-test"
+
+
+def test_preflight_reads_gres_types_reservations_and_nodes_from_the_live_cluster(dcli, dev_slurm, reservation):
+    p = dcli("run", *SMOKE, f"{S}.partition=gpu", f"{S}.gpus_per_node=a100:1", f"{S}.exclude=ghost",
+             f"{S}.reservation={reservation}-typo", check=False)
+    assert p.returncode == 1, p.stderr
+    for words in ("of type 'a100'", "its gpu types: devgpu", "no node named ghost",
+                  f"no reservation '{reservation}-typo' (reservations: {reservation}"):
+        assert words in p.stderr, (words, p.stderr)
+    assert not list(dcli.run_root.glob("*/run.json"))
+
+
+def test_sbatch_variables_of_the_shell_do_not_change_what_runs(dcli, dev_slurm):
+    """SBATCH_PARTITION would send the job to another partition than the one preflight checked (the
+    issue's measurement: a clean plan became 'Requested time limit is invalid')."""
+    dcli.env.update(SBATCH_PARTITION="gpu", SBATCH_TIMELIMIT="1")
+    p = dcli("run", *SMOKE, f"{S}.partition=debug")
+    assert "SBATCH_PARTITION, SBATCH_TIMELIMIT" in p.stderr and "warning" in p.stderr
+    assert dcli.wait(timeout=180)["state"] == "COMPLETED"
+    rec = job_record(dev_slurm, job_of(dcli, "shards"))
+    assert rec["Partition"] == "debug" and rec["TimeLimit"] != "00:01:00", rec
+    submissions = json.dumps(dcli.ledger())
+    assert "SBATCH_" not in submissions
+
+
+@pytest.fixture
+def tiny_qos(dev_slurm):
+    """A QOS with a per-job CPU limit and a MaxWall, made available to root; removed afterwards."""
+    env = {**os.environ, **dev_slurm}
+
+    def sacctmgr(*args):
+        return subprocess.run(["sacctmgr", "-i", *args], env=env, capture_output=True, text=True)
+
+    sacctmgr("add", "qos", "launcher-tiny", "MaxTRESPerJob=cpu=1", "MaxWall=00:10:00")
+    sacctmgr("modify", "user", "root", "set", "qos+=launcher-tiny")
+    yield "launcher-tiny"
+    sacctmgr("modify", "user", "root", "set", "qos-=launcher-tiny")
+    sacctmgr("delete", "qos", "launcher-tiny")
+
+
+def test_a_request_over_a_qos_limit_is_refused_before_it_could_pend_forever(dcli, dev_slurm, tiny_qos):
+    """sbatch takes such a job and it pends with QOSMaxCpuPerJobLimit / QOSMaxWallDurationPerJobLimit."""
+    p = dcli("run", *SMOKE, f"{S}.qos={tiny_qos}", f"{S}.cpus_per_task=2", f"{S}.time=00:20:00", check=False)
+    assert p.returncode == 1, p.stderr
+    assert f"cpu=2, over QOS '{tiny_qos}' MaxTRES (per job) cpu=1" in p.stderr, p.stderr
+    assert f"20 min is over QOS '{tiny_qos}' MaxWall (10 min)" in p.stderr, p.stderr
+    dcli("run", *SMOKE, f"{S}.qos={tiny_qos}")  # within the limits: queued
+    assert dcli.wait(timeout=180)["state"] == "COMPLETED"
