@@ -61,11 +61,13 @@ class Task:
     work (markers, signals, requeue)."""
 
     def __init__(self, spec: dict):
+        self.task = _env_int("LAUNCHER_TASK_OFFSET") + _env_int("SLURM_ARRAY_TASK_ID", "LAUNCHER_ARRAY_TASK_ID")
+        self.point, self.index = divmod(self.task, spec["tasks_per_point"])
+        if spec.get("point_resources"):  # a sweep that changes the resources: this point's (render.stage_spec)
+            spec = {**spec, "resources": spec["point_resources"][self.point]}
         self.spec = spec
         self.run_dir = Path(spec["run_dir"])
         self.stage, self.hash = spec["stage"], spec["hash"]
-        self.task = _env_int("LAUNCHER_TASK_OFFSET") + _env_int("SLURM_ARRAY_TASK_ID", "LAUNCHER_ARRAY_TASK_ID")
-        self.point, self.index = divmod(self.task, spec["tasks_per_point"])
         self.payload = spec["payloads"][self.point]
         self.rank = _env_int("SLURM_PROCID")
         self.restarts = _env_int("SLURM_RESTART_COUNT", "LAUNCHER_RESTART_COUNT")

@@ -9,7 +9,7 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from launcher import ignored, kinds, sbatch_options, snapshot
 from launcher.environments import resolve as resolve_environment
@@ -50,6 +50,12 @@ class StagePlan:
     hash: str
     payloads: List[Dict[str, Any]] = field(repr=False)  # per point: command/target/params/env
     environment: Dict[str, Any] = field(default_factory=dict)  # interpreter, setup, container (see environments)
+    # A sweep that changes the stage's resources: the resource sets (group g: group_resources[g], its
+    # time limit group_time_min[g]) and each point's group; empty when every point has `resources`.
+    # Each group is its own array job (render.build_requests).
+    groups: List[int] = field(default_factory=list)
+    group_resources: List[Dict[str, Any]] = field(default_factory=list)
+    group_time_min: List[Optional[int]] = field(default_factory=list)
 
     @property
     def total_tasks(self) -> int:
@@ -59,14 +65,44 @@ class StagePlan:
         """Global array task → (sweep point, task within the point)."""
         return divmod(task, self.tasks_per_point)
 
+    def group_of(self, task: int) -> int:
+        """The resource group of a global task (0 when the sweep does not change the resources)."""
+        return self.groups[task // self.tasks_per_point] if self.groups else 0
+
+    def resources_of(self, group: int) -> Tuple[Dict[str, Any], Optional[int]]:
+        """(resources, time limit in minutes or None for UNLIMITED) of a resource group."""
+        if not self.groups:
+            return self.resources, self.time_min
+        return self.group_resources[group], self.group_time_min[group]
+
+    def point_resources(self, point: int) -> Dict[str, Any]:
+        """The resources of a sweep point."""
+        return self.group_resources[self.groups[point]] if self.groups else self.resources
+
+    def group_views(self) -> List["StagePlan"]:
+        """The stage once per resource group, each with that group's resources and time limit (what
+        preflight checks against the cluster); [self] without groups."""
+        from dataclasses import replace
+
+        return [replace(self, resources=r, time_min=t, groups=[], group_resources=[], group_time_min=[])
+                for r, t in (self.resources_of(g) for g in range(self.group_count))] if self.groups else [self]
+
+    @property
+    def group_count(self) -> int:
+        return len(self.group_resources) or 1
+
     @property
     def gpu_hours(self) -> float:
         """Upper bound: every task runs to its time limit (inf for an UNLIMITED stage with GPUs)."""
-        r = self.resources
-        gpus = self.total_tasks * r["nodes"] * r["gpus_per_node"]
-        if self.time_min is None:
-            return math.inf if gpus else 0.0
-        return gpus * self.time_min / 60
+        total = 0.0
+        for g in range(self.group_count):
+            r, time_min = self.resources_of(g)
+            points = self.groups.count(g) if self.groups else self.points
+            gpus = points * self.tasks_per_point * r["nodes"] * r["gpus_per_node"]
+            if gpus and time_min is None:
+                return math.inf
+            total += gpus * (time_min or 0) / 60
+        return total
 
 
 @dataclass
@@ -127,24 +163,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     _check_cluster(first, errors)
     _dedupe(unread)
     errors += unread
-    graph: Dict[str, List[str]] = {}
-    for name, st in stages_cfg.items():
-        key = f"pipeline.stages.{name}"
-        if not NAME.match(name):
-            errors.append(ConfigError(f"stage name {name!r} must match {NAME.pattern} (it names folders and jobs)",
-                                      stage=name, key=key))
-            continue
-        _check_stage(name, st, key, errors)
-        parents = []
-        for parent in st["after"]:
-            if parent not in stages_cfg:
-                errors.append(ConfigError(f"unknown stage '{parent}' (stages: {', '.join(stages_cfg)})",
-                                          stage=name, key=f"{key}.after.{parent}"))
-            elif parent == name:
-                errors.append(ConfigError("a stage cannot wait for itself", stage=name, key=f"{key}.after"))
-            else:
-                parents.append(parent)
-        graph[name] = parents
+    graph = _check_stages(plain, stages_cfg, errors)
     order: List[str] = []
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
@@ -160,6 +179,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         st = stages_cfg[name]
         kinds.get(st["kind"]).check_in_dag(Problems(name, errors), st, stages_cfg, ancestors[name])
     if errors:
+        _dedupe(errors)
         raise ConfigErrors(errors)
 
     n_points = len(plain)
@@ -178,16 +198,67 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         keys = PAYLOAD_KEYS + kinds.get(st["kind"]).payload_keys
         payloads = [{k: p["pipeline"]["stages"][name][k] for k in keys} for p in plain]
         structure = _structure(st)
+        groups, group_resources = _resource_groups(plain, name)
+        if groups:  # the hash covers every point's resources
+            structure["resources"] = [_structure({**st, "resources": r})["resources"] for r in group_resources]
         parent_hashes = {d.parent: stages[d.parent].hash for d in deps if d.parent in stages}
         stages[name] = StagePlan(
             name=name, kind=st["kind"], tasks_per_point=st["tasks"], points=n_points, throttle=st["throttle"],
             time_min=time_limit_min(st["resources"]["time"]), resources=dict(st["resources"]),
             requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps,
-            hash=_digest([structure, payloads, parent_hashes]), payloads=payloads, environment=environment)
+            hash=_digest([structure, payloads, parent_hashes]), payloads=payloads, environment=environment,
+            groups=groups, group_resources=group_resources,
+            group_time_min=[time_limit_min(r["time"]) for r in group_resources])
     if errors:
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
                 stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"))
+
+
+def _check_stages(plain: Sequence[Dict[str, Any]], stages_cfg: Dict[str, Dict[str, Any]],
+                  errors: List[ConfigError]) -> Dict[str, List[str]]:
+    """Each stage's own checks (once per resource set of a sweep) and its edges: the graph
+    {stage: parents} of the stages that can be ordered."""
+    graph: Dict[str, List[str]] = {}
+    for name, st in stages_cfg.items():
+        key = f"pipeline.stages.{name}"
+        if not NAME.match(name):
+            errors.append(ConfigError(f"stage name {name!r} must match {NAME.pattern} (it names folders and jobs)",
+                                      stage=name, key=key))
+            continue
+        _check_stage(name, st, key, errors)
+        seen = {json.dumps(st["resources"], sort_keys=True, default=str)}
+        for cfg in plain[1:]:  # a point with other resources is checked with them (and its own work)
+            other = cfg["pipeline"]["stages"].get(name)
+            if other and (k := json.dumps(other["resources"], sort_keys=True, default=str)) not in seen:
+                seen.add(k)
+                _check_stage(name, other, key, errors)
+        parents = []
+        for parent in st["after"]:
+            if parent not in stages_cfg:
+                errors.append(ConfigError(f"unknown stage '{parent}' (stages: {', '.join(stages_cfg)})",
+                                          stage=name, key=f"{key}.after.{parent}"))
+            elif parent == name:
+                errors.append(ConfigError("a stage cannot wait for itself", stage=name, key=f"{key}.after"))
+            else:
+                parents.append(parent)
+        graph[name] = parents
+    return graph
+
+
+def _resource_groups(plain: Sequence[Dict[str, Any]], name: str) -> Tuple[List[int], List[Dict[str, Any]]]:
+    """(group of each point, resources of each group) for a stage whose sweep changes its resources,
+    groups numbered in the order of their first point; ([], []) when every point asks the same."""
+    keys: Dict[str, int] = {}
+    groups, resources = [], []
+    for cfg in plain:
+        r = cfg["pipeline"]["stages"][name]["resources"]
+        key = json.dumps(r, sort_keys=True, default=str)
+        if key not in keys:
+            keys[key] = len(resources)
+            resources.append(r)
+        groups.append(keys[key])
+    return (groups, resources) if len(resources) > 1 else ([], [])
 
 
 def _structure(st: Dict[str, Any]) -> Dict[str, Any]:
@@ -445,8 +516,9 @@ def _slurm_edge(name, st, parent, parent_st, declared, n_points, errors) -> str:
 
 
 def _check_sweep_keeps_structure(plain, points, errors: List[ConfigError]) -> None:
-    """Points of one sweep share each stage's array job: they may change what a task does, not its
-    resources, task count or dependencies, nor the set of stages or the cluster."""
+    """Points of one sweep share each stage's array job: they may change what a task does and its
+    resources (each resource set is its own array job: _resource_groups), not its task count or
+    dependencies, nor the set of stages or the cluster."""
     base = plain[0]
     for cfg, overrides in zip(plain[1:], points[1:]):
         for key in ("cluster",):
@@ -464,7 +536,7 @@ def _check_sweep_keeps_structure(plain, points, errors: List[ConfigError]) -> No
                         f"differs between sweep points ({overrides}); one array job is launched one way",
                         stage=name, key=f"pipeline.stages.{name}.{k}"))
             for k in STRUCTURAL_KEYS:
-                if st[k] != b_st[k]:
+                if k != "resources" and st[k] != b_st[k]:  # resources: one array job per resource set
                     errors.append(ConfigError(
                         f"differs between sweep points ({overrides}); one array job has one value for it",
                         stage=name, key=f"pipeline.stages.{name}.{k}"))

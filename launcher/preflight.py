@@ -373,9 +373,9 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
         errors.append(ConfigError(f"the run has {total} array tasks; slurmctld holds at most MaxJobCount="
                                   f"{info.max_job_count} jobs, so it could never be queued whole",
                                   stage=big.name, key=f"pipeline.stages.{big.name}.tasks"))
-    held = reservations() if info and reservations and any(s.resources.get("reservation")
-                                                             for s in plan.stages.values()) else {}
-    for stage in plan.stages.values():
+    held = reservations() if info and reservations and any(v.resources.get("reservation") for s in plan.stages.values()
+                                                             for v in s.group_views()) else {}
+    for stage in (view for s in plan.stages.values() for view in s.group_views()):
         errors += (check_slurm_stage(stage, plan.cluster, info, held, getpass.getuser()) if info
                    else check_local_stage(stage, plan.cluster))
     if info and limits:
@@ -400,16 +400,17 @@ def check_limits(plan: Plan, info: ClusterInfo, limits: slurm_limits.AccountingL
     errors: List[ConfigError] = []
     total = sum(s.total_tasks for s in plan.stages.values())
     biggest = max(plan.stages.values(), key=lambda s: s.total_tasks, default=None)
-    for stage in plan.stages.values():
+    biggest = biggest and biggest.name
+    for stage in (view for s in plan.stages.values() for view in s.group_views()):
         r = stage.resources
         partition = (r["partition"] or plan.cluster.get("partition") or info.default_partition or "").split(",")[0]
         held = slurm_limits.applicable(limits, r["account"] or plan.cluster.get("account"), partition,
                                        r["qos"] or plan.cluster.get("qos"))
         for k, msg in slurm_limits.limit_problems(slurm_limits.job_tres(r), stage.time_min,
-                                                  total if stage is biggest else 0, held):
+                                                  total if stage.name == biggest else 0, held):
             key = f"pipeline.stages.{stage.name}.{k}" if k == "tasks" else _key(stage, k)
             errors.append(ConfigError(msg, stage=stage.name, key=key))
-    return errors
+    return _unique(errors)  # a stage cut by resource group is seen once per group
 
 
 def _key_for(plan: Plan, stage: str, k: str) -> str:

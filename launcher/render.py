@@ -1,15 +1,16 @@
 """Plan → job requests → sbatch scripts (rendered by submitit's own sbatch builder)."""
 from __future__ import annotations
 
+import functools
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
 from launcher import containers, kinds, sbatch_options, snapshot
-from launcher.arrays import array_spec, group_by_chunk
+from launcher.arrays import array_spec, chunk_of
 from launcher.plan import Plan, StagePlan
 
 
@@ -25,6 +26,7 @@ class JobRequest:
     tasks: List[int]  # global task indices
     deps: List[Tuple[str, str, Optional[int]]] = field(default_factory=list)  # (kind, parent, chunk|None)
     script: Optional[Path] = None
+    group: int = 0  # the stage's resource group (StagePlan.resources_of), for a sweep that changes them
 
     @property
     def indices(self) -> List[int]:
@@ -34,24 +36,52 @@ class JobRequest:
 def build_requests(plan: Plan, todo: Dict[str, Iterable[int]], chunk_size: int,
                    active_parents: Dict[str, List[str]] | None = None) -> List[JobRequest]:
     """Requests for the given tasks of each stage, in topological order. A dependency is added when
-    the parent has tasks in this batch or still active jobs (`active_parents`, on resume)."""
+    the parent has tasks in this batch or still active jobs (`active_parents`, on resume).
+
+    A request is one part of a stage's array: its tasks of one chunk (under MaxArraySize) and, when a
+    sweep changes the stage's resources, of one resource group; an aftercorr edge from a stage cut
+    that way cuts its child alike, so each part waits (aftercorr) on exactly one parent part holding
+    the same indices (Slurm makes a task whose index the parent job lacks wait for the whole job).
+    Without resource groups a part is a chunk (its number is the chunk's)."""
     active_parents = active_parents or {}
     requests: List[JobRequest] = []
-    chunks_of: Dict[str, List[int]] = {}
+    in_batch = set()
+    keys = _part_keys(plan, chunk_size)
     for name, stage in plan.stages.items():
         tasks = sorted(set(todo.get(name, ())))
         if not tasks:
             continue
-        chunks = group_by_chunk(tasks, chunk_size)
-        chunks_of[name] = list(chunks)
-        for chunk, chunk_tasks in chunks.items():
+        parts: Dict[int, List[int]] = {}
+        for t in tasks:
+            parts.setdefault(keys[name](t), []).append(t)
+        in_batch.add(name)
+        for part, part_tasks in parts.items():
             deps = []
             for d in stage.deps:
-                if d.parent in chunks_of or active_parents.get(d.parent):
-                    deps.append((d.kind, d.parent, chunk if d.kind == "aftercorr" else None))
-            requests.append(JobRequest(stage=name, chunk=chunk, offset=chunk * chunk_size, tasks=chunk_tasks,
-                                       deps=deps))
+                if d.parent in in_batch or active_parents.get(d.parent):
+                    deps.append((d.kind, d.parent, keys[d.parent](part_tasks[0]) if d.kind == "aftercorr" else None))
+            requests.append(JobRequest(stage=name, chunk=part, offset=chunk_of(part_tasks[0], chunk_size) * chunk_size,
+                                       tasks=part_tasks, deps=deps, group=stage.group_of(part_tasks[0])))
     return requests
+
+
+def _part_keys(plan: Plan, chunk_size: int) -> Dict[str, Callable[[int], int]]:
+    """{stage: task -> part number}. A stage is cut by resource group when it has groups or an aftercorr
+    parent that is cut (the child's parts then refine the parent's); else its parts are its chunks."""
+    numbering: Dict[str, Callable[[int], int]] = {}
+    cut = set()
+    for name, stage in plan.stages.items():  # topological order: parents first
+        corr = [d.parent for d in stage.deps if d.kind == "aftercorr" and d.parent in numbering]
+        if not stage.groups and not any(p in cut for p in corr):
+            numbering[name] = functools.partial(chunk_of, chunk_size=chunk_size)
+            continue
+        cut.add(name)
+        numbers: Dict[tuple, int] = {}
+        table = [numbers.setdefault((chunk_of(t, chunk_size), stage.group_of(t),
+                                     tuple(numbering[p](t) for p in corr)), len(numbers))
+                 for t in range(stage.total_tasks)]
+        numbering[name] = table.__getitem__
+    return numbering
 
 
 def job_name(plan: Plan, stage: StagePlan, run_id: str) -> str:
@@ -66,7 +96,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     from launcher.slurm_values import mem_flag
 
     stage = plan.stages[req.stage]
-    cl, r, rq, env = plan.cluster, stage.resources, stage.requeue, stage.environment
+    (r, time_min), cl, rq, env = stage.resources_of(req.group), plan.cluster, stage.requeue, stage.environment
     spec = layout.stage_dir(run_dir, stage.name) / "spec.json"
     setup = [f"export LAUNCHER_TASK_OFFSET={req.offset}",
              "export PYTHONPATH=" + ":".join(shlex.quote(str(p)) for p in snapshot.pythonpath(run_dir, plan.code))
@@ -93,11 +123,12 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         in_container, teardown = containers.batch_lines()
         setup += in_container
     # throttle is per sweep point, like tasks: K points may run K times as many tasks at once
-    throttle = min(stage.throttle * stage.points, stage.total_tasks) if stage.throttle else None
+    points = len({t // stage.tasks_per_point for t in req.tasks}) if stage.groups else stage.points
+    throttle = min(stage.throttle * points, stage.total_tasks) if stage.throttle else None
     extra = {"array": array_spec(req.indices, throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
     if rq["max"] > 0:
         extra["requeue"] = True
-    if stage.time_min is None:  # submitit's `time` is whole minutes; sbatch reads the word
+    if time_min is None:  # submitit's `time` is whole minutes; sbatch reads the word
         extra["time"] = "UNLIMITED"
     # Log paths are Slurm filename patterns: the folder goes in escaped (a run root with %x or %j in it
     # is a folder name, not a pattern), the file name keeps submitit's %A_%a_%t naming. submitit would
@@ -116,7 +147,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         folder=logs,
         job_name=job_name(plan, stage, run_id),
         partition=r["partition"] or cl.get("partition"),
-        time=stage.time_min,
+        time=time_min,
         nodes=r["nodes"],
         ntasks_per_node=r["ntasks_per_node"],
         cpus_per_task=r["cpus_per_task"],
@@ -187,6 +218,8 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
                if kinds.get(plan.stages[d.parent].kind).provides_endpoint and d.kind == "after"]
     if servers:  # a client: waits for each server's endpoint before it runs
         spec["servers"] = {s.name: {"hash": s.hash, **kinds.get(s.kind).client_spec(s)} for s in servers}
+    if stage.groups:  # a sweep that changes the resources: each point's own (jobs/task.py picks it)
+        spec["point_resources"] = [stage.group_resources[g] for g in stage.groups]
     if kind.multi_process(stage.payloads[0]):
         spec["resources"] = stage.resources
         spec["rdzv_port_base"] = plan.cluster.get("rdzv_port_base", 20000)

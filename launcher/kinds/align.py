@@ -294,7 +294,7 @@ class AlignKind(Kind):
         from jobs import layout
 
         return {layout.accelerate_config(run_dir, stage.name, point):
-                yaml.safe_dump(accelerate_config(payload["align"], stage.resources), sort_keys=False)
+                yaml.safe_dump(accelerate_config(payload["align"], stage.point_resources(point)), sort_keys=False)
                 for point, payload in enumerate(stage.payloads)}
 
     def preflight(self, plan, stage) -> List[ConfigError]:

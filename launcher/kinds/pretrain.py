@@ -446,7 +446,7 @@ class Pretrain(Kind):
         for point, payload in enumerate(stage.payloads):
             train = payload["train"]
             text = describe(stage.name + (f" (point {point}: {' '.join(plan.points[point])})" if stage.points > 1
-                                          else ""), train, stage.resources, estimate(train, plan.cluster))
+                                          else ""), train, stage.point_resources(point), estimate(train, plan.cluster))
             if text.split("\n", 1)[1] not in seen:
                 seen.add(text.split("\n", 1)[1])
                 out.append(text)

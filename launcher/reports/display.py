@@ -40,6 +40,8 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
         if r["mem_gb"] is not None:
             res.append(f"{r['mem_gb']} GB" if r["mem_gb"] else "all memory")
         res += [f"{k}={r[k]}" for k in ("gres", "reservation", "nodelist", "exclude") if r.get(k)]
+        if s.groups:  # a sweep that changes the resources: the first point's shown, one array job per set
+            res.append(f"{s.group_count} resource sets (one array job each)")
         if s.environment.get("name"):
             res.append(f"env {s.environment['name']}")
         tasks = f"{s.points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
