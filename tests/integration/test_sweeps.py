@@ -91,3 +91,24 @@ def test_an_unknown_yaml_key_names_the_closest_field(tmp_path):
     assert p.returncode == 1 and "model.hiden_size: In 'model/typo': " in p.stderr
     assert "did you mean 'hidden_size'?" in p.stderr and "Traceback" not in p.stderr
     assert not list(root.glob("plans/*"))
+
+
+def test_a_sweep_of_resources_runs_one_array_job_per_resource_set(dcli, dev_slurm):
+    """issue 18 item 2: points with other resources (here reduce's time limit) get their own array job;
+    the aftercorr child (checkpointing) is cut alike; the run completes and Slurm holds the limits."""
+    import subprocess
+    dcli("run", "-m", "pipeline=smoke", "cluster=dev", "pipeline.stages.reduce.resources.time=00:05:00,00:07:00,00:05:00")
+    st = dcli.wait(timeout=300)
+    assert st["state"] == "COMPLETED", st
+    jobs = {}
+    for rec in dcli.ledger():
+        if "job_id" in rec:
+            jobs.setdefault(rec["stage"], []).append((rec["job_id"], rec["tasks"]))
+    assert sorted(t for _, t in jobs["reduce"]) == [[0, 2], [1]] and len(jobs["checkpointing"]) == 2
+    assert len(jobs["shards"]) == 1  # unchanged stages stay one array job
+    limits = {}
+    for job, tasks in jobs["reduce"]:
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job, "-o", "Timelimit"], env={**dcli.env},
+                             capture_output=True, text=True, check=True).stdout.split()
+        limits[tuple(tasks)] = set(out)
+    assert limits == {(0, 2): {"00:05:00"}, (1,): {"00:07:00"}}, limits
