@@ -114,10 +114,12 @@ class Plan:
     code: List[str] = field(default_factory=list)  # user code paths to snapshot (absolute)
     aliases: Dict[str, str] = field(default_factory=dict)  # expanded stage (minhash) → the stage that ends it
     campaign: Optional[str] = None  # runs that belong together (config `campaign`)
+    independent: bool = False  # sweep.independent: every stage submitted per point, edges within a point
 
     def to_json(self) -> Dict[str, Any]:
         return {"pipeline": self.pipeline, "cluster": self.cluster, "points": self.points, "code": self.code,
-                "aliases": self.aliases, "campaign": self.campaign, "stages": [asdict(s) for s in self.stages.values()]}
+                "aliases": self.aliases, "campaign": self.campaign, "independent": self.independent,
+                "stages": [asdict(s) for s in self.stages.values()]}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Plan":
@@ -126,7 +128,8 @@ class Plan:
             s = dict(s, deps=[Dep(**x) for x in s["deps"]])
             stages[s["name"]] = StagePlan(**s)
         return cls(pipeline=d["pipeline"], cluster=d["cluster"], points=d["points"], stages=stages,
-                   code=d.get("code", []), aliases=d.get("aliases", {}), campaign=d.get("campaign"))
+                   code=d.get("code", []), aliases=d.get("aliases", {}), campaign=d.get("campaign"),
+                   independent=d.get("independent", False))
 
     @property
     def gpu_hours(self) -> float:
@@ -212,7 +215,8 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     if errors:
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
-                stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"))
+                stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"),
+                independent=bool((first.get("sweep") or {}).get("independent")) and len(plain) > 1)
 
 
 def _check_stages(plain: Sequence[Dict[str, Any]], stages_cfg: Dict[str, Dict[str, Any]],

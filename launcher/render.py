@@ -58,8 +58,18 @@ def build_requests(plan: Plan, todo: Dict[str, Iterable[int]], chunk_size: int,
         for part, part_tasks in parts.items():
             deps = []
             for d in stage.deps:
-                if d.parent in in_batch or active_parents.get(d.parent):
-                    deps.append((d.kind, d.parent, keys[d.parent](part_tasks[0]) if d.kind == "aftercorr" else None))
+                if not (d.parent in in_batch or active_parents.get(d.parent)):
+                    continue
+                if d.kind == "aftercorr":
+                    deps.append((d.kind, d.parent, keys[d.parent](part_tasks[0])))
+                elif plan.independent:  # this point's parent tasks only (parts are per point)
+                    parent = plan.stages[d.parent]
+                    point = part_tasks[0] // stage.tasks_per_point
+                    first = point * parent.tasks_per_point
+                    deps += [(d.kind, d.parent, p) for p in
+                             dict.fromkeys(keys[d.parent](t) for t in range(first, first + parent.tasks_per_point))]
+                else:
+                    deps.append((d.kind, d.parent, None))
             requests.append(JobRequest(stage=name, chunk=part, offset=chunk_of(part_tasks[0], chunk_size) * chunk_size,
                                        tasks=part_tasks, deps=deps, group=stage.group_of(part_tasks[0])))
     return requests
@@ -67,17 +77,19 @@ def build_requests(plan: Plan, todo: Dict[str, Iterable[int]], chunk_size: int,
 
 def _part_keys(plan: Plan, chunk_size: int) -> Dict[str, Callable[[int], int]]:
     """{stage: task -> part number}. A stage is cut by resource group when it has groups or an aftercorr
-    parent that is cut (the child's parts then refine the parent's); else its parts are its chunks."""
+    parent that is cut (the child's parts then refine the parent's), and by point under
+    sweep.independent; else its parts are its chunks."""
     numbering: Dict[str, Callable[[int], int]] = {}
     cut = set()
     for name, stage in plan.stages.items():  # topological order: parents first
         corr = [d.parent for d in stage.deps if d.kind == "aftercorr" and d.parent in numbering]
-        if not stage.groups and not any(p in cut for p in corr):
+        if not stage.groups and not any(p in cut for p in corr) and not plan.independent:
             numbering[name] = functools.partial(chunk_of, chunk_size=chunk_size)
             continue
         cut.add(name)
         numbers: Dict[tuple, int] = {}
-        table = [numbers.setdefault((chunk_of(t, chunk_size), stage.group_of(t),
+        point = (lambda t: t // stage.tasks_per_point) if plan.independent else (lambda t: 0)
+        table = [numbers.setdefault((chunk_of(t, chunk_size), stage.group_of(t), point(t),
                                      tuple(numbering[p](t) for p in corr)), len(numbers))
                  for t in range(stage.total_tasks)]
         numbering[name] = table.__getitem__

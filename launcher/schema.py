@@ -227,6 +227,17 @@ class Cluster:
 
 
 @dataclass
+class Sweep:
+    """How the points of a multirun (-m) are submitted."""
+
+    # false: each stage is one array job of points x tasks, and a fan-in/fan-out edge waits on the
+    # whole parent array, so one point's failure cancels that child in every point. true: every stage
+    # is submitted per point (points x stages sbatch calls) and each point waits on its own parents
+    # only, so a failed point leaves the others running.
+    independent: bool = False
+
+
+@dataclass
 class Config:
     pipeline: Pipeline = MISSING
     cluster: Cluster = MISSING
@@ -241,6 +252,7 @@ class Config:
     run_name: Optional[str] = None  # appended to the run id
     wait: bool = False  # block with a live progress table until the run ends
     poll_s: float = 0  # progress refresh (0: 2 s local, 10 s Slurm)
+    sweep: Sweep = field(default_factory=Sweep)
 
 
 def unknown_key_message(key: str, object_type: type) -> str:

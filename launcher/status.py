@@ -171,9 +171,16 @@ def _failed_by(run: Run, stage: str, stage_hash: str, task: int, job: str, m: la
 def parent_tasks(plan: Plan, stage: str, kind: str, parent: str, task: int) -> List[int]:
     """The parent tasks a task's dependency edge waits on. aftercorr: array index i waits for the
     parent's index i (the same global task: both arrays are chunked alike), or for the whole parent
-    when it has no such index (Slurm's rule); every other kind waits on every parent task."""
+    when it has no such index (Slurm's rule); every other kind waits on every parent task, or under
+    sweep.independent on the parent tasks of the same point."""
     total = plan.stages[parent].total_tasks
-    return [task] if kind == "aftercorr" and task < total else list(range(total))
+    if kind == "aftercorr" and task < total:
+        return [task]
+    if plan.independent:  # sweep.independent: the same point's parent tasks (render.build_requests)
+        per = plan.stages[parent].tasks_per_point
+        point = task // plan.stages[stage].tasks_per_point
+        return list(range(point * per, (point + 1) * per))
+    return list(range(total))
 
 
 def never_holds(kind: str, parent_states: List[str]) -> bool:

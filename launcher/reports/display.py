@@ -8,7 +8,6 @@ from rich.console import Console
 from rich.table import Table
 
 from launcher import exitcodes
-from launcher.arrays import group_by_chunk
 from launcher.plan import Plan
 from launcher.render import JobRequest
 from launcher.status import RunStatus
@@ -51,10 +50,12 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
                          for d in s.deps) or "-"
         if s.singleton:
             deps += " +singleton"
-        n_sbatch = len(group_by_chunk(range(s.total_tasks), chunk_size))
+        n_sbatch = sum(1 for r in requests if r.stage == name)
         t.add_row(name, s.kind, tasks, str(n_sbatch), ", ".join(res), deps, f"{s.gpu_hours:.1f}", s.hash)
     t.caption = (f"{len(requests)} sbatch call(s); GPU-hours upper bound {plan.gpu_hours:.1f} "
-                 f"(every task at its time limit); MaxArraySize chunk {chunk_size}")
+                 f"(every task at its time limit); MaxArraySize chunk {chunk_size}"
+                 + ("; sweep.independent: every stage per point, each point waits on its own parents"
+                    if plan.independent else ""))
     return t
 
 

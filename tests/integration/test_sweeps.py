@@ -112,3 +112,20 @@ def test_a_sweep_of_resources_runs_one_array_job_per_resource_set(dcli, dev_slur
                              capture_output=True, text=True, check=True).stdout.split()
         limits[tuple(tasks)] = set(out)
     assert limits == {(0, 2): {"00:05:00"}, (1,): {"00:07:00"}}, limits
+
+
+def test_independent_points_keep_running_when_one_point_fails(dcli, dev_slurm):
+    """issue 18 item 2, sweep.independent: point 0's failing shard cancels only point 0's reducer and
+    its children; point 1 completes; resume finishes point 0 alone."""
+    from conftest import stage_counts
+    dcli("run", "-m", "pipeline=smoke", "cluster=dev", "sweep.independent=true", "pipeline.vars.fail_once_task=1,-1")
+    st = dcli.wait(timeout=300)
+    counts = stage_counts(st)
+    assert st["state"] == "FAILED", st
+    assert counts["shards"]["failed"] == 1 and counts["reduce"] == {**counts["reduce"], "completed": 1, "cancelled": 1}
+    assert counts["checkpointing"]["completed"] == 1 and counts["checkpointing"]["cancelled"] == 1
+    before = len(dcli.ledger())
+    dcli("resume", "latest")
+    assert [(r["stage"], r["tasks"]) for r in dcli.ledger()[before:]] == [("shards", [1]), ("reduce", [0]),
+                                                                         ("checkpointing", [0])]
+    assert dcli.wait(timeout=300)["state"] == "COMPLETED"

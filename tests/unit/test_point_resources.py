@@ -94,3 +94,28 @@ def test_a_sweep_of_tasks_or_after_stays_an_error():
         with pytest.raises(ConfigErrors) as e:
             plan_of(override)
         assert any(x.key == key and "differs between sweep points" in x.message for x in e.value.errors)
+
+
+# --- sweep.independent ----------------------------------------------------------------------------------
+
+def test_independent_points_wait_on_their_own_parents_only():
+    """sweep.independent: a fan-in edge (shards, 4 tasks per point -> reduce) waits on the same point's
+    shards job, so one point's failure leaves the others running; every stage is one job per point."""
+    plan = plan_of("pipeline.vars.scale=1,2,3", "sweep.independent=true")
+    reqs = requests(plan)
+    assert plan.independent and len(reqs) == 3 * len(plan.stages)
+    shards = {r.chunk: r.tasks for r in reqs if r.stage == "shards"}
+    assert sorted(shards.values()) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    for r in (r for r in reqs if r.stage == "reduce"):
+        (kind, parent, part), = r.deps
+        point = r.tasks[0]
+        assert (kind, parent) == ("afterok", "shards") and shards[part] == list(range(4 * point, 4 * point + 4))
+    from launcher.status import parent_tasks
+    assert parent_tasks(plan, "reduce", "afterok", "shards", 1) == [4, 5, 6, 7]
+    assert parent_tasks(plan, "fanout", "afterany", "reduce", 5) == [2]  # fanout: 2 tasks per point
+
+
+def test_without_independent_a_fan_in_waits_on_the_whole_parent_array():
+    plan = plan_of("pipeline.vars.scale=1,2,3")
+    assert not plan.independent
+    assert [r.deps for r in requests(plan) if r.stage == "reduce"] == [[("afterok", "shards", None)]]
