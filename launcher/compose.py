@@ -444,10 +444,26 @@ def _omegaconf_message(e: Exception) -> str:
 
 
 def _hydra_message(e: Exception) -> str:
+    from hydra.errors import MissingConfigException
+
     msg = str(e).split("\nConfig search path:")[0].strip()
+    missing = getattr(e, "missing_cfg_file", None) if isinstance(e, MissingConfigException) else None
+    if missing and "/" in missing and "\nAvailable options in" in msg:
+        return _no_such_option(msg.split("\nAvailable options in")[0].strip(), missing, e.options or [])
     cause = e.__cause__
     if cause is not None and str(cause) and str(cause) not in msg:
         msg = f"{msg}: {str(cause).splitlines()[0]}"
-    if "cluster" in msg and "Could not" in msg:
-        msg += f" (profiles in {PROFILES_DIR}: {', '.join(available_profiles())})"
     return msg
+
+
+def _no_such_option(msg: str, missing: str, options: Sequence[str]) -> str:
+    """Hydra's "Could not find 'pipeline/smok'" and its option list (one per line), as one line with the
+    closest option, without internal entries (a group's `schema`), and where they come from."""
+    import difflib
+
+    group, _, name = missing.rpartition("/")
+    options = [o for o in options if o != "schema"]
+    near = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    where = f"{PROFILES_DIR}/" if group == "cluster" else f"{CONF_DIR / group}/"
+    return (msg + (f"; did you mean '{near[0]}'?" if near else "")
+            + f" (options in '{group}': {', '.join(options)}; from {where})")
