@@ -44,6 +44,12 @@ def _version() -> str:
         return __version__
 
 
+def _config_dir_arg(sp) -> None:
+    sp.add_argument("--config-dir", action="append", default=[], metavar="DIR",
+                    help="your own configs (pipeline/, data/, model/, cluster_profiles/, envs/), searched before "
+                         "the package's; repeatable; $LAUNCHER_CONFIG_DIRS (os.pathsep-separated) comes after")
+
+
 def _add_env_and_demo_corpus(sub) -> None:
     ev = sub.add_parser("env", help="list or build the per-stage environments of a cluster profile",
                         description="list: each environment of the profile, its interpreter, whether it is built "
@@ -53,6 +59,7 @@ def _add_env_and_demo_corpus(sub) -> None:
     ev.add_argument("names", nargs="*", help="environments to build (default: every buildable one)")
     ev.add_argument("--cluster", default="local", help="cluster profile (default: local)")
     ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
+    _config_dir_arg(ev)
     dc = sub.add_parser("demo-corpus", help="write a small offline corpus with work for every data filter",
                         description="English prose from the Python standard library's docstrings, plus "
                         "non-English, spam/boilerplate and near-duplicate documents (ground truth in "
@@ -76,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-m", "--multirun", action="store_true",
                         help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
         sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true")
+        _config_dir_arg(sp)
         return sp
 
     with_overrides("run", "compose, plan, preflight and submit; print the run id and exit (wait=true to watch)")
@@ -439,6 +447,10 @@ def _main(argv=None) -> int:
     from launcher.errors import LauncherError
 
     try:
+        if getattr(args, "config_dir", None):
+            from launcher import configdirs
+
+            configdirs.use(configdirs.checked(args.config_dir, "--config-dir") + configdirs.from_env())
         return globals()[f"cmd_{args.verb.replace('-', '_')}"](args)
     except LauncherError as e:
         print(f"error: {e}", file=sys.stderr)

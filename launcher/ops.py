@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from launcher import runindex
+from launcher import configdirs, runindex
 from launcher.compose import compose_each, compose_points, sweep_points
 from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from launcher.plan import Plan, build_plan
@@ -104,7 +104,7 @@ def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[s
         "id": run_id, "created": time.time(), "pipeline": prep.plan.pipeline, "cluster": prep.plan.cluster["name"],
         "backend": prep.plan.cluster["backend"], "overrides": list(overrides), "multirun": multirun,
         "points": prep.plan.points, "chunk_size": prep.chunk_size, "code": code_version(),
-        "accounting": prep.accounting,
+        "accounting": prep.accounting, "config_dirs": [str(d) for d in configdirs.current()],
         "campaign": prep.configs[0].get("campaign") or run_id})
 
 
@@ -182,6 +182,8 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
     with run.locked():
         old = run.plan()
         meta = run.meta
+        # the config directories the run was composed with, whatever --config-dir/$LAUNCHER_CONFIG_DIRS say now
+        configdirs.use(configdirs.checked(meta.get("config_dirs") or [], f"recorded in {run.path / 'run.json'}"))
         # The conf tree as it is now, for the points recorded: shuffle() orders them anew on every expansion
         # (Hydra's basic sweeper), and a point's array index must stay the one its markers were written under.
         points = sweep_points(meta["overrides"], meta["multirun"])

@@ -323,7 +323,7 @@ def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[Conf
             hint = ""
             if built and build_state(plan.cluster, env["name"]) != "built":
                 hint = (f" (environment '{env['name']}' is {build_state(plan.cluster, env['name'])}: `launcher env build "
-                        f"{env['name']} --cluster {plan.cluster['name']}` makes it from conf/envs/{built}.txt; "
+                        f"{env['name']} --cluster {plan.cluster['name']}` makes it from {built}.txt in conf/envs/ or a config directory's envs/; "
                         f"`scripts/setup --envs` builds every one)")
             for what, why in found.items():
                 why += hint
