@@ -16,6 +16,8 @@ EPILOG = """\
 examples:
   launcher run pipeline=smoke cluster=local wait=true
   launcher plan pipeline=smoke cluster=dev
+  launcher plan pipeline=smoke --cfg job --resolve --package pipeline.stages.shards
+  launcher configs pipeline
   launcher run -m pipeline=smoke cluster=dev pipeline.vars.scale=1,2,3
   launcher status latest --json
   launcher resume latest
@@ -25,7 +27,8 @@ examples:
   launcher inspect latest clean --filter GopherQualityFilter --removed --n 5
 
 Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
-Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go to run_root=
+Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/; your own in --config-dir DIR or
+$LAUNCHER_CONFIG_DIRS (DIR/pipeline/, DIR/cluster_profiles/, ...: searched first). Runs go to run_root=
 (default $LAUNCHER_RUN_ROOT, else ./runs); the other verbs look there (or in --root). `latest` is the
 newest run under that root; a run id is also found wherever `run` put it (an index of your runs under
 $XDG_STATE_HOME/launcher, default ~/.local/state/launcher; $LAUNCHER_STATE_DIR moves it).
@@ -48,6 +51,19 @@ def _config_dir_arg(sp) -> None:
     sp.add_argument("--config-dir", action="append", default=[], metavar="DIR",
                     help="your own configs (pipeline/, data/, model/, cluster_profiles/, envs/), searched before "
                          "the package's; repeatable; $LAUNCHER_CONFIG_DIRS (os.pathsep-separated) comes after")
+
+
+def _add_cfg_and_configs(sub, plan) -> None:
+    plan.add_argument("--cfg", choices=["job", "all"], help="print the composed config as YAML instead, as Hydra's "
+                      "--cfg does (job: without the hydra node; all: with it), and exit; writes nothing")
+    plan.add_argument("--resolve", action="store_true", help="with --cfg: resolve the interpolations")
+    plan.add_argument("--package", metavar="KEY", help="with --cfg: only this key, e.g. pipeline.stages.shards")
+    cf = sub.add_parser("configs", help="list the config groups and their options (pipeline, cluster, data, "
+                        "model, ...)", description="Without GROUP: each group and its options. With GROUP: each "
+                        "option, its file, and the files of the same name it shadows (--config-dir and "
+                        "$LAUNCHER_CONFIG_DIRS are searched before the package's configs).")
+    cf.add_argument("group", nargs="?", help="one group: its options and their files")
+    _config_dir_arg(cf)
 
 
 def _add_env_and_demo_corpus(sub) -> None:
@@ -87,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     with_overrides("run", "compose, plan, preflight and submit; print the run id and exit (wait=true to watch)")
-    with_overrides("plan", "show the DAG and write the exact sbatch scripts; submit nothing")
+    _add_cfg_and_configs(sub, with_overrides("plan", "show the DAG and write the exact sbatch scripts; submit nothing"))
 
     def with_run(name: str, help: str):
         sp = sub.add_parser(name, help=help, description=help)
@@ -168,6 +184,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    if args.cfg:
+        from launcher.configs import show
+
+        print(show(args.overrides, args.multirun, args.cfg, args.resolve, args.package), end="")
+        return 0
+    if args.resolve or args.package:
+        from launcher.errors import UsageError
+
+        raise UsageError("--resolve and --package go with --cfg job|all")
     from launcher import ops
     from launcher.reports.display import console, plan_table
 
@@ -363,6 +388,13 @@ def cmd_endpoints(args) -> int:
                   r.get("model", ""), str(r.get("job_id", "")),
                   time.strftime("%H:%M:%S", time.localtime(since)) if since else "")
     console.print(t if rows else "no serve stage of this run has started")
+    return 0
+
+
+def cmd_configs(args) -> int:
+    from launcher.configs import listing
+
+    print(listing(args.group), end="")
     return 0
 
 
