@@ -27,6 +27,8 @@ examples:
   launcher inspect latest clean --filter GopherQualityFilter --removed --n 5
 
 Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
+Without cluster=: $LAUNCHER_CLUSTER, else `cluster:` in ~/.config/launcher/config.yaml, else local (which
+`run` refuses on a host where Slurm answers, unless cluster=local is said).
 Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/; your own in --config-dir DIR or
 $LAUNCHER_CONFIG_DIRS (DIR/pipeline/, DIR/cluster_profiles/, ...: searched first). Runs go to run_root=
 (default $LAUNCHER_RUN_ROOT, else ./runs); the other verbs look there (or in --root). `latest` is the
@@ -73,7 +75,8 @@ def _add_env_and_demo_corpus(sub) -> None:
                         "(idempotent: a hash of the requirements decides).")
     ev.add_argument("action", choices=["list", "build"])
     ev.add_argument("names", nargs="*", help="environments to build (default: every buildable one)")
-    ev.add_argument("--cluster", default="local", help="cluster profile (default: local)")
+    ev.add_argument("--cluster", help="cluster profile (default: $LAUNCHER_CLUSTER, else `cluster:` in "
+                    "~/.config/launcher/config.yaml, else local)")
     ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
     _config_dir_arg(ev)
     dc = sub.add_parser("demo-corpus", help="write a small offline corpus with work for every data filter",
@@ -173,8 +176,10 @@ def cmd_run(args) -> int:
     from launcher import ops
     from launcher.reports.display import console
 
+    from launcher.sitedefault import with_cluster
+
     t0 = time.perf_counter()
-    run, prep = ops.launch(args.overrides, args.multirun, echo=console.print)
+    run, prep = ops.launch(with_cluster(args.overrides, refuse_local=True), args.multirun, echo=console.print)
     console.print(f"run {run.id}: {len(run.submissions())} job(s) submitted in {time.perf_counter() - t0:.2f} s")
     console.print(f"run dir: {run.path}")
     console.print(f"next:    launcher status {run.id}    launcher logs {run.id} <stage>    launcher resume {run.id}")
@@ -184,6 +189,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from launcher.sitedefault import with_cluster
+
+    args.overrides = with_cluster(args.overrides, refuse_local=False)
     if args.cfg:
         from launcher.configs import show
 
@@ -304,7 +312,9 @@ def cmd_env(args) -> int:
     from launcher.compose import compose
     from launcher.reports.display import console
 
-    cluster = compose([f"cluster={args.cluster}"])["cluster"]
+    from launcher.sitedefault import default_cluster
+
+    cluster = compose([f"cluster={args.cluster or default_cluster()[0] or 'local'}"])["cluster"]
     envs = cluster.get("environments") or {}
     if args.action == "build":
         names = args.names or [n for n, e in envs.items() if e.get("build")]
