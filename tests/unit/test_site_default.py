@@ -99,3 +99,15 @@ def test_env_list_uses_the_site_default(monkeypatch, capsys):
     monkeypatch.setenv(sitedefault.ENV, "local-gpu")
     assert main(["env", "list"]) == 0
     assert "environments of cluster 'local-gpu'" in capsys.readouterr().out
+
+
+def test_a_schedule_keeps_the_site_settings_of_the_shell_that_installed_it(tmp_path, monkeypatch):
+    """A firing runs in Slurm's environment: the default cluster and $LAUNCHER_CONFIG_DIRS go on its line."""
+    from launcher.schedule import with_site_settings
+
+    monkeypatch.setenv(sitedefault.ENV, "dev")
+    monkeypatch.setenv("LAUNCHER_CONFIG_DIRS", str(tmp_path))
+    assert with_site_settings(["run", "pipeline=smoke"]) == \
+        ["run", "--config-dir", str(tmp_path), "cluster=dev", "pipeline=smoke"]
+    assert with_site_settings(["run", "cluster=local"]) == ["run", "--config-dir", str(tmp_path), "cluster=local"]
+    assert with_site_settings(["status", "latest"]) == ["status", "latest"]
