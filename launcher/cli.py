@@ -211,7 +211,8 @@ def cmd_plan(args) -> int:
     console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
                   f"on sbatch's command line at submission)")
     for r in requests:
-        deps = ", ".join(f"{k}:{p}" + (f"[chunk {c}]" if c is not None else "") for k, p, c in r.deps)
+        deps = ", ".join([f"{k}:{p}" + (f"[chunk {c}]" if c is not None else "") for k, p, c in r.deps]
+                         + [f"{k}:job {j}" for j, k in prep.plan.stages[r.stage].external.items()])
         console.print(f"  {r.script}" + (f"  <- {deps}" if deps else ""))
     if prep.errors:
         from launcher.errors import ConfigErrors

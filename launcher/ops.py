@@ -86,13 +86,29 @@ def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
         accounting = info.accounting is not False
         errors = preflight(plan, run_root, info, srun_help=slurm.srun_help, reservations=slurm.reservations,
                            associations=slurm.associations if accounting else None,
-                           limits=slurm.limits if accounting else None)
+                           limits=slurm.limits if accounting else None) + _external_jobs(plan, slurm)
     else:
         errors = preflight(plan, run_root, None)
     errors = path_errors(run_root) + errors
     chunk = plan.cluster.get("max_array_size") or (info.max_array_size if info else LOCAL_MAX_ARRAY)
     return Prepared(plan=plan, configs=configs, run_root=run_root, chunk_size=chunk, errors=errors,
                     accounting=info.accounting if info else None)
+
+
+def _external_jobs(plan: Plan, slurm) -> List[ConfigError]:
+    """Jobs outside the run that stages wait on (after: {job:N: kind}) exist and can satisfy the edge
+    (one squeue call, and sacct for the ones slurmctld no longer holds); an edge that holds already on a
+    job slurmctld has forgotten is not passed to sbatch (which would refuse it), and said on stderr."""
+    from launcher.preflight import external_problems
+
+    jobs = {j for s in plan.stages.values() for j in s.external}
+    if not jobs:
+        return []
+    errors, met = external_problems(plan, slurm.job_states(jobs))
+    for stage, job, why in met:
+        del plan.stages[stage].external[job]
+        print(f"note: stage '{stage}': {why}; submitted without that dependency", file=sys.stderr)
+    return errors
 
 
 def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[str], multirun: bool) -> None:
