@@ -16,6 +16,8 @@ EPILOG = """\
 examples:
   launcher run pipeline=smoke cluster=local wait=true
   launcher plan pipeline=smoke cluster=dev
+  launcher plan pipeline=smoke --cfg job --resolve --package pipeline.stages.shards
+  launcher configs pipeline
   launcher run -m pipeline=smoke cluster=dev pipeline.vars.scale=1,2,3
   launcher status latest --json
   launcher resume latest
@@ -25,7 +27,10 @@ examples:
   launcher inspect latest clean --filter GopherQualityFilter --removed --n 5
 
 Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
-Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/. Runs go to run_root=
+Without cluster=: $LAUNCHER_CLUSTER, else `cluster:` in ~/.config/launcher/config.yaml, else local (which
+`run` refuses on a host where Slurm answers, unless cluster=local is said).
+Cluster profiles live in cluster_profiles/; pipelines in conf/pipeline/; your own in --config-dir DIR or
+$LAUNCHER_CONFIG_DIRS (DIR/pipeline/, DIR/cluster_profiles/, ...: searched first). Runs go to run_root=
 (default $LAUNCHER_RUN_ROOT, else ./runs); the other verbs look there (or in --root). `latest` is the
 newest run under that root; a run id is also found wherever `run` put it (an index of your runs under
 $XDG_STATE_HOME/launcher, default ~/.local/state/launcher; $LAUNCHER_STATE_DIR moves it).
@@ -44,6 +49,25 @@ def _version() -> str:
         return __version__
 
 
+def _config_dir_arg(sp) -> None:
+    sp.add_argument("--config-dir", action="append", default=[], metavar="DIR",
+                    help="your own configs (pipeline/, data/, model/, cluster_profiles/, envs/), searched before "
+                         "the package's; repeatable; $LAUNCHER_CONFIG_DIRS (os.pathsep-separated) comes after")
+
+
+def _add_cfg_and_configs(sub, plan) -> None:
+    plan.add_argument("--cfg", choices=["job", "all"], help="print the composed config as YAML instead, as Hydra's "
+                      "--cfg does (job: without the hydra node; all: with it), and exit; writes nothing")
+    plan.add_argument("--resolve", action="store_true", help="with --cfg: resolve the interpolations")
+    plan.add_argument("--package", metavar="KEY", help="with --cfg: only this key, e.g. pipeline.stages.shards")
+    cf = sub.add_parser("configs", help="list the config groups and their options (pipeline, cluster, data, "
+                        "model, ...)", description="Without GROUP: each group and its options. With GROUP: each "
+                        "option, its file, and the files of the same name it shadows (--config-dir and "
+                        "$LAUNCHER_CONFIG_DIRS are searched before the package's configs).")
+    cf.add_argument("group", nargs="?", help="one group: its options and their files")
+    _config_dir_arg(cf)
+
+
 def _add_env_and_demo_corpus(sub) -> None:
     ev = sub.add_parser("env", help="list or build the per-stage environments of a cluster profile",
                         description="list: each environment of the profile, its interpreter, whether it is built "
@@ -51,8 +75,10 @@ def _add_env_and_demo_corpus(sub) -> None:
                         "(idempotent: a hash of the requirements decides).")
     ev.add_argument("action", choices=["list", "build"])
     ev.add_argument("names", nargs="*", help="environments to build (default: every buildable one)")
-    ev.add_argument("--cluster", default="local", help="cluster profile (default: local)")
+    ev.add_argument("--cluster", help="cluster profile (default: $LAUNCHER_CLUSTER, else `cluster:` in "
+                    "~/.config/launcher/config.yaml, else local)")
     ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
+    _config_dir_arg(ev)
     dc = sub.add_parser("demo-corpus", help="write a small offline corpus with work for every data filter",
                         description="English prose from the Python standard library's docstrings, plus "
                         "non-English, spam/boilerplate and near-duplicate documents (ground truth in "
@@ -76,10 +102,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-m", "--multirun", action="store_true",
                         help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
         sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true")
+        _config_dir_arg(sp)
         return sp
 
     with_overrides("run", "compose, plan, preflight and submit; print the run id and exit (wait=true to watch)")
-    with_overrides("plan", "show the DAG and write the exact sbatch scripts; submit nothing")
+    _add_cfg_and_configs(sub, with_overrides("plan", "show the DAG and write the exact sbatch scripts; submit nothing"))
 
     def with_run(name: str, help: str):
         sp = sub.add_parser(name, help=help, description=help)
@@ -149,8 +176,10 @@ def cmd_run(args) -> int:
     from launcher import ops
     from launcher.reports.display import console
 
+    from launcher.sitedefault import with_cluster
+
     t0 = time.perf_counter()
-    run, prep = ops.launch(args.overrides, args.multirun, echo=console.print)
+    run, prep = ops.launch(with_cluster(args.overrides, refuse_local=True), args.multirun, echo=console.print)
     console.print(f"run {run.id}: {len(run.submissions())} job(s) submitted in {time.perf_counter() - t0:.2f} s")
     console.print(f"run dir: {run.path}")
     console.print(f"next:    launcher status {run.id}    launcher logs {run.id} <stage>    launcher resume {run.id}")
@@ -160,6 +189,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from launcher.sitedefault import with_cluster
+
+    args.overrides = with_cluster(args.overrides, refuse_local=False)
+    if args.cfg:
+        from launcher.configs import show
+
+        print(show(args.overrides, args.multirun, args.cfg, args.resolve, args.package), end="")
+        return 0
+    if args.resolve or args.package:
+        from launcher.errors import UsageError
+
+        raise UsageError("--resolve and --package go with --cfg job|all")
     from launcher import ops
     from launcher.reports.display import console, plan_table
 
@@ -170,7 +211,8 @@ def cmd_plan(args) -> int:
     console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
                   f"on sbatch's command line at submission)")
     for r in requests:
-        deps = ", ".join(f"{k}:{p}" + (f"[chunk {c}]" if c is not None else "") for k, p, c in r.deps)
+        deps = ", ".join([f"{k}:{p}" + (f"[chunk {c}]" if c is not None else "") for k, p, c in r.deps]
+                         + [f"{k}:job {j}" for j, k in prep.plan.stages[r.stage].external.items()])
         console.print(f"  {r.script}" + (f"  <- {deps}" if deps else ""))
     if prep.errors:
         from launcher.errors import ConfigErrors
@@ -271,7 +313,9 @@ def cmd_env(args) -> int:
     from launcher.compose import compose
     from launcher.reports.display import console
 
-    cluster = compose([f"cluster={args.cluster}"])["cluster"]
+    from launcher.sitedefault import default_cluster
+
+    cluster = compose([f"cluster={args.cluster or default_cluster()[0] or 'local'}"])["cluster"]
     envs = cluster.get("environments") or {}
     if args.action == "build":
         names = args.names or [n for n, e in envs.items() if e.get("build")]
@@ -358,6 +402,13 @@ def cmd_endpoints(args) -> int:
     return 0
 
 
+def cmd_configs(args) -> int:
+    from launcher.configs import listing
+
+    print(listing(args.group), end="")
+    return 0
+
+
 def cmd_runs(args) -> int:
     from rich.table import Table
     from rich.text import Text
@@ -439,6 +490,10 @@ def _main(argv=None) -> int:
     from launcher.errors import LauncherError
 
     try:
+        if getattr(args, "config_dir", None):
+            from launcher import configdirs
+
+            configdirs.use(configdirs.checked(args.config_dir, "--config-dir") + configdirs.from_env())
         return globals()[f"cmd_{args.verb.replace('-', '_')}"](args)
     except LauncherError as e:
         print(f"error: {e}", file=sys.stderr)

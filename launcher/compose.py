@@ -6,7 +6,7 @@ import functools
 import os
 import re
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from launcher.errors import ConfigError, OverrideError
 
@@ -15,8 +15,19 @@ CONF_DIR = Path(os.environ.get("LAUNCHER_CONF_DIR", PROJECT_ROOT / "conf"))
 PROFILES_DIR = Path(os.environ.get("LAUNCHER_PROFILES_DIR", PROJECT_ROOT / "cluster_profiles"))
 
 
+def profile_files() -> Dict[str, Path]:
+    """Cluster profile name -> its file: the package's (cluster_profiles/), then each config directory's
+    <dir>/cluster_profiles/ (launcher/configdirs.py), the first directory's winning."""
+    from launcher import configdirs
+
+    found = {p.stem: p for p in sorted(PROFILES_DIR.glob("*.yaml"))}
+    for d in reversed(configdirs.current()):
+        found.update({p.stem: p for p in sorted((d / configdirs.PROFILES).glob("*.yaml"))})
+    return dict(sorted(found.items()))
+
+
 def available_profiles() -> List[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    return list(profile_files())
 
 
 def _register() -> None:
@@ -33,11 +44,12 @@ def _register() -> None:
     cs.store(name="schema", node=Config)
     cs.store(group="pipeline", name="schema", node=Pipeline)
     cs.store(group="model", name="schema", node=Model)
-    for name in available_profiles():
+    cs.repo.pop("cluster", None)  # the profiles of other config directories (composing again in one process)
+    for name, path in profile_files().items():
         try:
-            profile = OmegaConf.merge(OmegaConf.structured(Cluster), OmegaConf.load(PROFILES_DIR / f"{name}.yaml"))
+            profile = OmegaConf.merge(OmegaConf.structured(Cluster), OmegaConf.load(path))
         except Exception as e:  # noqa: BLE001 - report which file is broken, with OmegaConf's words
-            raise ConfigError(f"cluster profile {PROFILES_DIR / name}.yaml is invalid: {e}", key="cluster") from e
+            raise ConfigError(f"cluster profile {path} is invalid: {e}", key="cluster") from e
         cs.store(group="cluster", name=name, node=profile)
 
 
@@ -108,13 +120,35 @@ def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
         raise ConfigError(f"invalid sweep: {e}", key="overrides") from e
 
 
+_initialized_with: Optional[List[Path]] = None  # the config directories Hydra was initialized with
+
+
 def _initialize() -> None:
-    from hydra import initialize_config_dir
+    """Hydra initialized as initialize_config_dir(conf/) does, with the config directories
+    (launcher/configdirs.py) put into its search path ahead of conf/, as Hydra's own --config-dir is
+    put into an app's (there: behind the app's configs; here ahead, so yours shadow the package's).
+    Again when the directories changed (resume of a run recorded with others, tests)."""
+    global _initialized_with
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
 
-    if not GlobalHydra.instance().is_initialized():
-        _register()
-        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="launcher")
+    from launcher import configdirs
+
+    dirs = configdirs.current()
+    if GlobalHydra.instance().is_initialized():
+        if dirs == _initialized_with:
+            return
+        GlobalHydra.instance().clear()
+    _register()
+    version.setbase("1.3")
+    search_path = create_config_search_path(str(CONF_DIR))
+    for d in dirs:  # each before conf/ ("main"), so in the order given
+        search_path.prepend(provider="launcher-config-dir", path=f"file://{d}", anchor=SearchPathQuery(provider="main"))
+    Hydra.create_main_hydra2(task_name="launcher", config_search_path=search_path)
+    _initialized_with = dirs
 
 
 def _plain(cfg) -> dict:
@@ -444,10 +478,29 @@ def _omegaconf_message(e: Exception) -> str:
 
 
 def _hydra_message(e: Exception) -> str:
+    from hydra.errors import MissingConfigException
+
     msg = str(e).split("\nConfig search path:")[0].strip()
+    missing = getattr(e, "missing_cfg_file", None) if isinstance(e, MissingConfigException) else None
+    if missing and "/" in missing and "\nAvailable options in" in msg:
+        return _no_such_option(msg.split("\nAvailable options in")[0].strip(), missing, e.options or [])
     cause = e.__cause__
     if cause is not None and str(cause) and str(cause) not in msg:
         msg = f"{msg}: {str(cause).splitlines()[0]}"
-    if "cluster" in msg and "Could not" in msg:
-        msg += f" (profiles in {PROFILES_DIR}: {', '.join(available_profiles())})"
     return msg
+
+
+def _no_such_option(msg: str, missing: str, options: Sequence[str]) -> str:
+    """Hydra's "Could not find 'pipeline/smok'" and its option list (one per line), as one line with the
+    closest option, without internal entries (a group's `schema`), and where they come from."""
+    import difflib
+
+    from launcher import configdirs
+
+    group, _, name = missing.rpartition("/")
+    options = [o for o in options if o != "schema"]
+    near = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    where = f"{PROFILES_DIR}/" if group == "cluster" else f"{CONF_DIR / group}/"
+    dirs = [f"{d / (configdirs.PROFILES if group == 'cluster' else group)}/" for d in configdirs.current()]
+    return (msg + (f"; did you mean '{near[0]}'?" if near else "")
+            + f" (options in '{group}': {', '.join(options)}; from {', '.join(dirs + [where])})")

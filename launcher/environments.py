@@ -101,11 +101,15 @@ def describe(stage_envs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
 
 def spec_files(build: str) -> List[Path]:
     """[<build>.txt, constraints.txt if any, <build>.nodeps.txt if any (installed with --no-deps)]."""
-    spec = SPECS_DIR / f"{build}.txt"
-    if not spec.exists():
-        names = sorted(p.stem for p in SPECS_DIR.glob("*.txt") if p.stem != "constraints" and "." not in p.stem)
-        raise LauncherError(f"no requirements file {spec} (available: {', '.join(names)})")
-    return [f for f in (spec, SPECS_DIR / "constraints.txt", SPECS_DIR / f"{build}.nodeps.txt") if f.exists()]
+    from launcher import configdirs
+
+    dirs = [d / "envs" for d in configdirs.current()] + [SPECS_DIR]  # yours first (launcher/configdirs.py)
+    specs = next((d for d in dirs if (d / f"{build}.txt").exists()), None)
+    if specs is None:
+        names = sorted({p.stem for d in dirs for p in d.glob("*.txt") if p.stem != "constraints" and "." not in p.stem})
+        raise LauncherError(f"no requirements file {build}.txt in {', '.join(map(str, dirs))} (available: "
+                            f"{', '.join(names)})")
+    return [f for f in (specs / f"{build}.txt", specs / "constraints.txt", specs / f"{build}.nodeps.txt") if f.exists()]
 
 
 def _digest(files: List[Path]) -> str:

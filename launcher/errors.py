@@ -18,6 +18,12 @@ class NotFound(LauncherError):
     exit_code = exitcodes.NOT_FOUND
 
 
+class UsageError(LauncherError):
+    """The command line asks for something that cannot be (exit 64), e.g. a config directory that is not one."""
+
+    exit_code = exitcodes.USAGE
+
+
 class ConfigError(LauncherError):
     def __init__(self, message: str, stage: Optional[str] = None, key: Optional[str] = None):
         self.message, self.stage, self.key = message, stage, key

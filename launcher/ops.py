@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from launcher import runindex
+from launcher import configdirs, runindex
 from launcher.compose import compose_each, compose_points, sweep_points
 from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from launcher.plan import Plan, build_plan
@@ -86,13 +86,29 @@ def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
         accounting = info.accounting is not False
         errors = preflight(plan, run_root, info, srun_help=slurm.srun_help, reservations=slurm.reservations,
                            associations=slurm.associations if accounting else None,
-                           limits=slurm.limits if accounting else None)
+                           limits=slurm.limits if accounting else None) + _external_jobs(plan, slurm)
     else:
         errors = preflight(plan, run_root, None)
     errors = path_errors(run_root) + errors
     chunk = plan.cluster.get("max_array_size") or (info.max_array_size if info else LOCAL_MAX_ARRAY)
     return Prepared(plan=plan, configs=configs, run_root=run_root, chunk_size=chunk, errors=errors,
                     accounting=info.accounting if info else None)
+
+
+def _external_jobs(plan: Plan, slurm) -> List[ConfigError]:
+    """Jobs outside the run that stages wait on (after: {job:N: kind}) exist and can satisfy the edge
+    (one squeue call, and sacct for the ones slurmctld no longer holds); an edge that holds already on a
+    job slurmctld has forgotten is not passed to sbatch (which would refuse it), and said on stderr."""
+    from launcher.preflight import external_problems
+
+    jobs = {j for s in plan.stages.values() for j in s.external}
+    if not jobs:
+        return []
+    errors, met = external_problems(plan, slurm.job_states(jobs))
+    for stage, job, why in met:
+        del plan.stages[stage].external[job]
+        print(f"note: stage '{stage}': {why}; submitted without that dependency", file=sys.stderr)
+    return errors
 
 
 def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[str], multirun: bool) -> None:
@@ -104,7 +120,7 @@ def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[s
         "id": run_id, "created": time.time(), "pipeline": prep.plan.pipeline, "cluster": prep.plan.cluster["name"],
         "backend": prep.plan.cluster["backend"], "overrides": list(overrides), "multirun": multirun,
         "points": prep.plan.points, "chunk_size": prep.chunk_size, "code": code_version(),
-        "accounting": prep.accounting,
+        "accounting": prep.accounting, "config_dirs": [str(d) for d in configdirs.current()],
         "campaign": prep.configs[0].get("campaign") or run_id})
 
 
@@ -182,6 +198,8 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
     with run.locked():
         old = run.plan()
         meta = run.meta
+        # the config directories the run was composed with, whatever --config-dir/$LAUNCHER_CONFIG_DIRS say now
+        configdirs.use(configdirs.checked(meta.get("config_dirs") or [], f"recorded in {run.path / 'run.json'}"))
         # The conf tree as it is now, for the points recorded: shuffle() orders them anew on every expansion
         # (Hydra's basic sweeper), and a point's array index must stay the one its markers were written under.
         points = sweep_points(meta["overrides"], meta["multirun"])

@@ -56,6 +56,7 @@ class StagePlan:
     groups: List[int] = field(default_factory=list)
     group_resources: List[Dict[str, Any]] = field(default_factory=list)
     group_time_min: List[Optional[int]] = field(default_factory=list)
+    external: Dict[str, str] = field(default_factory=dict)  # job id outside the run -> dependency kind (after.job:N)
 
     @property
     def total_tasks(self) -> int:
@@ -152,6 +153,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     every problem."""
     errors: List[ConfigError] = []
     unread: List[ConfigError] = []  # reported with the other checks below, not instead of them
+    plain, external = _split_external(plain, points, errors)
     plain, aliases = _expand(plain, errors, unread)
     first = plain[0]
     _check_sweep_keeps_structure(plain, points, errors)
@@ -194,16 +196,14 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         except ConfigError as e:
             errors.append(e)
             environment = {}
-        deps = []
-        for parent, declared in st["after"].items():
-            kind = _slurm_edge(name, st, parent, stages_cfg[parent], declared, n_points, errors)
-            deps.append(Dep(parent=parent, kind=kind, declared=declared))
+        deps = [Dep(parent=p, kind=_slurm_edge(name, st, p, stages_cfg[p], declared, n_points, errors), declared=declared)
+                for p, declared in st["after"].items()]
         keys = PAYLOAD_KEYS + kinds.get(st["kind"]).payload_keys
         payloads = [{k: p["pipeline"]["stages"][name][k] for k in keys} for p in plain]
-        structure = _structure(st)
+        structure = _structure(st, external.get(name, {}))  # with the jobs outside the run
         groups, group_resources = _resource_groups(plain, name)
         if groups:  # the hash covers every point's resources
-            structure["resources"] = [_structure({**st, "resources": r})["resources"] for r in group_resources]
+            structure["resources"] = [_structure({**st, "resources": r}, {})["resources"] for r in group_resources]
         parent_hashes = {d.parent: stages[d.parent].hash for d in deps if d.parent in stages}
         stages[name] = StagePlan(
             name=name, kind=st["kind"], tasks_per_point=st["tasks"], points=n_points, throttle=st["throttle"],
@@ -211,7 +211,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
             requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps,
             hash=_digest([structure, payloads, parent_hashes]), payloads=payloads, environment=environment,
             groups=groups, group_resources=group_resources,
-            group_time_min=[time_limit_min(r["time"]) for r in group_resources])
+            group_time_min=[time_limit_min(r["time"]) for r in group_resources], external=external.get(name, {}))
     if errors:
         raise ConfigErrors(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
@@ -265,10 +265,55 @@ def _resource_groups(plain: Sequence[Dict[str, Any]], name: str) -> Tuple[List[i
     return (groups, resources) if len(resources) > 1 else ([], [])
 
 
-def _structure(st: Dict[str, Any]) -> Dict[str, Any]:
+EXTERNAL_PREFIX = "job:"  # after: {job:12345: afterok}: a Slurm job outside the run (stage names hold no ':')
+EXTERNAL_ID = re.compile(r"^[1-9][0-9]*$")
+EXTERNAL_KINDS = ("afterok", "afterany", "afternotok", "after")  # aftercorr pairs tasks of two arrays of the run
+
+
+def _split_external(plain, points, errors: List[ConfigError]) -> tuple[list, Dict[str, Dict[str, str]]]:
+    """The configs with the `job:<id>` entries taken out of every stage's `after` (copies: the configs
+    are recorded as given), as the DAG and the kinds see only the run's own stages; and {stage: {job id:
+    kind}}, checked: an id of digits, a kind sbatch can apply to another job, a Slurm cluster, the same
+    in every sweep point. Whether the job exists is preflight's question (preflight.external_problems)."""
+    out: Dict[str, Dict[str, str]] = {}
+    stripped = []
+    for i, cfg in enumerate(plain):
+        stages = dict(cfg.get("pipeline", {}).get("stages") or {})
+        stripped.append({**cfg, "pipeline": {**cfg.get("pipeline", {}), "stages": stages}})
+        for name, st in stages.items():
+            if not isinstance(st, dict) or not isinstance(st.get("after"), dict):
+                continue
+            jobs = {k[len(EXTERNAL_PREFIX):]: v for k, v in st["after"].items() if str(k).startswith(EXTERNAL_PREFIX)}
+            stages[name] = {**st, "after": {k: v for k, v in st["after"].items()
+                                            if not str(k).startswith(EXTERNAL_PREFIX)}}
+            if i == 0:
+                out[name] = jobs
+            elif jobs != out.get(name, {}):
+                errors.append(ConfigError(f"differs between sweep points ({points[i]}); one array job has one "
+                                          f"dependency list", stage=name, key=f"pipeline.stages.{name}.after"))
+    backend = plain[0]["cluster"]["backend"]
+    for name, jobs in out.items():
+        for job, kind in jobs.items():
+            key = f"pipeline.stages.{name}.after.{EXTERNAL_PREFIX}{job}"
+            if not EXTERNAL_ID.match(job):
+                errors.append(ConfigError(f"'{EXTERNAL_PREFIX}{job}': a Slurm job id is digits "
+                                          f"({EXTERNAL_PREFIX}12345)", stage=name, key=key))
+            elif kind not in EXTERNAL_KINDS:
+                errors.append(ConfigError(f"{kind} pairs the tasks of two arrays of this run; on a job outside it "
+                                          f"use {', '.join(EXTERNAL_KINDS)}", stage=name, key=key))
+            elif backend != "slurm":
+                errors.append(ConfigError(f"waits on Slurm job {job}, and cluster '{plain[0]['cluster']['name']}' "
+                                          f"(backend {backend}) runs no Slurm jobs: use a Slurm profile (cluster=...) "
+                                          f"or remove the entry", stage=name, key=key))
+    return stripped, {name: jobs for name, jobs in out.items() if jobs}
+
+
+def _structure(st: Dict[str, Any], external: Dict[str, str]) -> Dict[str, Any]:
     """What of a stage its hash covers besides the work. The sbatch options added later count only
-    when given, so a run planned before they existed keeps its hashes (and resumes)."""
+    when given, so a run planned before they existed keeps its hashes (and resumes). The jobs outside
+    the run count as written in `after` (`st` has them taken out: _split_external)."""
     structure = {k: st[k] for k in STRUCTURAL_KEYS}
+    structure["after"] = {**st["after"], **{f"{EXTERNAL_PREFIX}{j}": k for j, k in external.items()}}
     structure["resources"] = {k: v for k, v in st["resources"].items()
                               if k not in sbatch_options.LATER_KEYS or v not in (None, {}, "")}
     return structure

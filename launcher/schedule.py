@@ -373,6 +373,21 @@ def _profile(name: Optional[str]) -> dict:
     return compose([f"cluster={name}"] if name else [])["cluster"]
 
 
+def with_site_settings(launcher_args: List[str]) -> List[str]:
+    """A firing runs in Slurm's environment, not this shell's: a `run`/`plan` command line gets the site
+    default cluster (launcher/sitedefault.py) as `cluster=` and the config directories of
+    $LAUNCHER_CONFIG_DIRS as `--config-dir`, as they are now."""
+    from launcher import configdirs, sitedefault
+
+    verb, rest = launcher_args[0], launcher_args[1:]
+    if verb not in ("run", "plan"):
+        return launcher_args
+    if not sitedefault.names_cluster(rest):
+        name, _ = sitedefault.default_cluster()
+        rest = [f"cluster={name}", *rest] if name else rest
+    return [verb, *[a for d in configdirs.from_env() for a in ("--config-dir", str(d))], *rest]
+
+
 def install(args) -> int:
     name = args.name
     if not NAME_RE.match(name):
@@ -387,6 +402,7 @@ def install(args) -> int:
                             "cluster=dev)")
     if launcher_args[0] == "schedule":
         raise LauncherError("schedule: a schedule cannot run `launcher schedule`")
+    launcher_args = with_site_settings(launcher_args)
     cluster_name = args.cluster or _arg_value(launcher_args, "cluster")
     profile = _profile(cluster_name)
     root = Path(args.root).resolve() if args.root else (

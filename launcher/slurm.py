@@ -250,6 +250,19 @@ def parse_squeue(text: str) -> Dict[str, Dict[int, str]]:
     return _job_states(text)
 
 
+def parse_job_words(text: str) -> Dict[str, List[str]]:
+    """Lines `<job id>|<STATE>[ by <uid>]` of any job, array or not → {job id: [STATE of each line]}
+    (an array job: one per task line). Lines of another shape are ignored."""
+    out: Dict[str, List[str]] = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        m = _JOB_ID.match(fields[0]) if len(fields) == 2 and fields[1] else None
+        word = fields[1].split()[0] if m else ""
+        if m and _STATE.match(word):
+            out.setdefault(m.group(1), []).append(word)
+    return out
+
+
 def parse_sbatch(stdout: str) -> Optional[str]:
     """The job id `sbatch --parsable` printed: its last line, `<jobid>` or `<jobid>;<cluster>`. None
     when the last line is something else (a site's wrapper printed a notice after it)."""
@@ -425,6 +438,28 @@ class Slurm:
                 unknown = sorted(set(settled) & set(ids) - set(out), key=int)
                 return {**out, **self._squeue(unknown)} if unknown else out
         return self._squeue(ids)
+
+    def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
+        """Jobs outside the run (any user's, array or not): {job id: (its STATE words, whether slurmctld
+        still holds it)}. One squeue call; one sacct call for the ids it does not hold (ended longer than
+        MinJobAge ago), where accounting is kept. A job neither knows is absent."""
+        ids = sorted(set(job_ids), key=int)
+        if not ids:
+            return {}
+        try:
+            held = parse_job_words(self._query(["squeue", "-h", "-t", "all", "-o", "%i|%T", "-j", ",".join(ids)]))
+        except SlurmCommandError as e:
+            if _INVALID_JOB_ID not in e.stderr + e.stdout:  # it knows none of them
+                raise
+            held = {}
+        rest, ended = [i for i in ids if i not in held], {}
+        if rest and self.accounting is not False:
+            try:
+                ended = parse_job_words(self._query(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(rest)]))
+            except SlurmCommandError as e:
+                if _ACCOUNTING_DISABLED not in e.stderr + e.stdout:
+                    raise
+        return {**{j: (w, False) for j, w in ended.items() if j in rest}, **{j: (w, True) for j, w in held.items()}}
 
     def _squeue(self, ids: List[str]) -> Dict[str, Dict[int, str]]:
         """States of the jobs slurmctld still holds (pending, running, or ended under MinJobAge ago)."""

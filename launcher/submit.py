@@ -11,13 +11,18 @@ from launcher.rundir import Run
 
 def dependency_string(req: JobRequest, plan: Plan, submitted: Dict[Tuple[str, int], str],
                       active: Dict[str, List[Tuple[str, int]]]) -> Optional[str]:
-    """Slurm --dependency for a request: parents' jobs from this batch plus their still-active jobs."""
+    """Slurm --dependency for a request: parents' jobs from this batch plus their still-active jobs,
+    and the jobs outside the run the stage waits on (after: {job:N: kind})."""
     parts = []
     for kind, parent, chunk in req.deps:
         ids = [jid for (stage, c), jid in submitted.items() if stage == parent and chunk in (None, c)]
         ids += [jid for jid, c in active.get(parent, []) if chunk in (None, c) and jid not in ids]
         if ids:
             parts.append(":".join([kind, *ids]))
+    external: Dict[str, List[str]] = {}
+    for jid, kind in plan.stages[req.stage].external.items():
+        external.setdefault(kind, []).append(jid)
+    parts += [":".join([kind, *ids]) for kind, ids in external.items()]
     if plan.stages[req.stage].singleton:
         parts.append("singleton")
     return ",".join(parts) or None

@@ -46,6 +46,17 @@ def _run_index(tmp_path_factory):
     os.environ["LAUNCHER_STATE_DIR"] = str(tmp_path_factory.mktemp("launcher-state"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_site_defaults(tmp_path_factory):
+    """The tests say their cluster profile (or mean the root default, local): your $LAUNCHER_CLUSTER, your
+    ~/.config/launcher/config.yaml and your config directories stay out, and no test asks sinfo whether
+    this host is a Slurm client (launcher/sitedefault.py; tests/unit/test_site_default.py sets them)."""
+    for name in ("LAUNCHER_CLUSTER", "LAUNCHER_CONFIG_DIRS"):
+        os.environ.pop(name, None)
+    os.environ["LAUNCHER_CONFIG_FILE"] = str(tmp_path_factory.mktemp("launcher-config") / "config.yaml")
+    os.environ["LAUNCHER_SLURM_PROBE"] = "0"
+
+
 class CLI:
     def __init__(self, run_root: Path, env: dict | None = None):
         self.run_root = run_root

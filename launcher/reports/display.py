@@ -46,8 +46,8 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
         tasks = f"{s.points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
         if s.throttle:
             tasks += f" %{s.throttle}"
-        deps = ", ".join(f"{d.parent}:{d.kind}" + (f" (declared {d.declared})" if d.kind != d.declared else "")
-                         for d in s.deps) or "-"
+        deps = ", ".join([f"{d.parent}:{d.kind}" + (f" (declared {d.declared})" if d.kind != d.declared else "")
+                          for d in s.deps] + [f"job {j}:{k}" for j, k in s.external.items()]) or "-"
         if s.singleton:
             deps += " +singleton"
         n_sbatch = sum(1 for r in requests if r.stage == name)

@@ -214,3 +214,13 @@ def test_real_time_limit_requeues_and_ends_with_exact_count_locally(cli):
     attempts = json.loads(read(run_dir, "checkpointing", 0, 0, "attempts.json"))
     assert len(attempts) >= 2 and attempts[1]["from"] > 0
     assert "caught SIGUSR2" in cli("logs", "latest", "checkpointing").stderr
+
+
+def test_resume_composes_with_the_config_dirs_the_run_was_launched_with(cli, tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "pipeline").mkdir(parents=True)
+    (mine / "pipeline" / "mypipe.yaml").write_text(
+        "defaults: [schema, _self_]\nname: mypipe\nstages:\n  hello: {kind: command, command: echo hi}\n")
+    cli("run", "--config-dir", str(mine), "pipeline=mypipe", "cluster=local", "wait=true", "poll_s=0.3")
+    # no --config-dir, no $LAUNCHER_CONFIG_DIRS: the run's recorded directories
+    assert "nothing to resume" in cli("resume", "latest").stdout

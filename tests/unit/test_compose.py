@@ -274,3 +274,15 @@ def test_adding_a_typed_map_entry_by_its_own_key_names_the_form_that_works(overr
     suggestion = e.message.rsplit("instead: ", 1)[1].strip("'")
     cfg = compose([*BASE, suggestion])
     assert OmegaConf.select(OmegaConf.create(cfg), override.lstrip("+").split("=")[0]) is not None
+
+
+@pytest.mark.parametrize("override, near", [
+    ("pipeline=smok", "smoke"), ("cluster=dve", "dev"), ("data=fineweb", "fineweb_like"), ("model=1bb", "1b"),
+])
+def test_an_unknown_group_option_gets_the_closest_one(override, near):
+    with pytest.raises(ConfigError) as e:
+        compose_points([override], False)
+    msg = e.value.message
+    group = override.split("=")[0]
+    assert f"Could not find '{override.replace('=', '/')}'; did you mean '{near}'?" in msg
+    assert f"(options in '{group}': " in msg and "schema" not in msg and "\n" not in msg
