@@ -265,7 +265,9 @@ def compose_each(points: Sequence[Sequence[str]], multirun: bool = True, _bases:
     node they write to, so a typo would otherwise be stored silently): see `_check_added_keys`.
 
     Each composed `hydra` node is checked (launcher/hydra_settings.py: a setting the launcher would
-    drop is refused; hydra.sweeper.params without `multirun` too).
+    drop is refused; hydra.sweeper.params without `multirun` too), and a point's hydra.job.env_set,
+    when it sets any variable, is kept in its config as `hydra: {job: {env_set: {...}}}`: every stage's
+    tasks get it (plan.build_plan), after the secret checks (launcher/secrets.py).
     Raises ConfigError naming the stage and key."""
     from collections import Counter
 
@@ -335,17 +337,21 @@ def _check_hydra_node(cfg) -> None:
 
 
 def _finish_point(cfg, checked, multirun: bool) -> dict:
-    """A point's config, its overrides applied: without the `hydra` node (as hydra.compose returns it),
-    checked (`+` keys) and resolved."""
+    """A point's config, its overrides applied: without the `hydra` node (as hydra.compose returns it)
+    but for hydra.job.env_set when it sets a variable, checked (`+` keys) and resolved."""
     if not multirun and cfg.hydra.sweeper.params:
         raise _params_need_multirun(SWEEP_PARAMS)
+    env_set = _plain(cfg.hydra.job.env_set) if len(cfg.hydra.job.env_set) else None
     # as hydra.compose(return_hydra_config=False) does (`with open_dict(cfg): del cfg["hydra"]`),
     # from the root's own key map: open_dict would drop every node's cached flags, twice
     cfg.__dict__["_content"].pop("hydra", None)
     for o in checked:
         if (o.is_add() or o.is_force_add()) and not o.is_hydra_override():
             _check_added_keys(cfg, o.key_or_group)
-    return _plain(cfg)
+    plain = _plain(cfg)
+    if env_set:
+        plain["hydra"] = {"job": {"env_set": {str(k): str(v) for k, v in env_set.items()}}}
+    return plain
 
 
 @contextlib.contextmanager

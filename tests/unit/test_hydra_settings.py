@@ -2,8 +2,10 @@
 one and every `hydra.*` setting the launcher would drop are refused by name; hydra.sweeper.params
 sweeps as Hydra's basic sweeper does; hydra.job.env_set reaches every stage's tasks through the secret
 checks; hydra.searchpath keeps working."""
+import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from launcher import secrets
 from launcher.cli import main
@@ -190,6 +192,58 @@ def test_a_hydra_node_in_a_pipeline_config_is_pointed_to_the_global_package(tmp_
 def test_hydra_searchpath_still_finds_a_pipeline(conf):
     _, configs, _ = plan("pipeline=plain", conf("plain", "job:\n  env_set: {}"), base=[])
     assert configs[0]["pipeline"]["name"] == "plain"
+
+
+# --- hydra.job.env_set -----------------------------------------------------------------------------
+
+def test_env_set_is_every_stages_task_environment():
+    points, configs, p = plan("+hydra.job.env_set.FOO=bar", f"{SCALE}=1,2", multirun=True)
+    assert configs[0]["hydra"] == {"job": {"env_set": {"FOO": "bar"}}}
+    assert {name: [pl["env"] for pl in s.payloads] for name, s in p.stages.items()} == \
+        {name: [{"FOO": "bar"}] * 2 for name in p.stages}
+
+
+def test_env_set_otherwise_leaves_each_point_as_hydra_composes_it():
+    from hydra import compose as hydra_compose
+
+    overrides = [*BASE, "+hydra.job.env_set.FOO=${pipeline.vars.scale}", f"{SCALE}=1,2"]
+    points, configs = compose_points(overrides, True)
+    for point, cfg in zip(points, configs):
+        alone = OmegaConf.to_container(hydra_compose(config_name="config", overrides=point), resolve=True,
+                                       enum_to_str=True)
+        assert json.dumps({k: v for k, v in cfg.items() if k != "hydra"}) == json.dumps(alone)
+    assert [c["hydra"]["job"]["env_set"]["FOO"] for c in configs] == ["1", "2"]  # resolved per point
+
+
+def test_env_set_in_a_pipeline_config_reaches_the_tasks(conf):
+    _, _, p = plan("pipeline=envs", conf("envs", "job:\n  env_set:\n    FROM_CONFIG: 'yes'"), base=[])
+    assert all(s.payloads[0]["env"] == {"FROM_CONFIG": "yes"} for s in p.stages.values())
+
+
+def test_env_set_and_a_stages_own_env_may_not_disagree():
+    (key, msg), = errors_of("+hydra.job.env_set.FOO=1", "+pipeline.stages.shards.env.FOO=2")
+    assert key == "hydra.job.env_set.FOO" and "pipeline.stages.shards.env.FOO" in msg
+    _, _, p = plan("+hydra.job.env_set.FOO=1", "+pipeline.stages.shards.env.FOO=1")  # the same value: fine
+    assert p.stages["shards"].payloads[0]["env"] == {"FOO": "1"}
+
+
+def test_env_set_may_not_set_a_launcher_variable():
+    (key, msg), = errors_of("+hydra.job.env_set.LAUNCHER_TASK_OFFSET=3")
+    assert key == "hydra.job.env_set.LAUNCHER_TASK_OFFSET" and "launcher's own" in msg
+
+
+def test_env_set_goes_through_the_secret_checks(monkeypatch):
+    (key, msg), = errors_of("cluster.secrets=[HF_TOKEN]", "+hydra.job.env_set.HF_TOKEN=x")
+    assert key == "hydra.job.env_set.HF_TOKEN" and "must not have a value in config" in msg
+    monkeypatch.setenv("HF_TOKEN", "hf_unitTestToken0123456789")
+    (key, msg), = errors_of("cluster.secrets=[HF_TOKEN]", "+hydra.job.env_set.URL=https://u:hf_unitTestToken0123456789@h")
+    assert key == "hydra.job.env_set.URL" and "holds the value of secret HF_TOKEN" in msg
+
+
+def test_env_set_changes_the_stage_hash_so_resume_sees_it():
+    _, _, a = plan()
+    _, _, b = plan("+hydra.job.env_set.FOO=bar")
+    assert all(a.stages[n].hash != b.stages[n].hash for n in a.stages)
 
 
 # --- exit codes ------------------------------------------------------------------------------------
