@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from launcher.errors import ConfigError, OverrideError
+from launcher import hydra_settings
+from launcher.errors import ConfigError, ConfigErrors, OverrideError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = Path(os.environ.get("LAUNCHER_CONF_DIR", PROJECT_ROOT / "conf"))
@@ -68,14 +69,23 @@ def _parser():
 
 
 def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
+    return _sweep(overrides, multirun)[0]
+
+
+def _sweep(overrides: Sequence[str], multirun: bool) -> tuple[List[List[str]], dict]:
     """Expand Hydra sweep syntax into one override list per point, exactly as Hydra's basic sweeper
     (`-m`) does: `a=1,2 b=x,y` (the cartesian product, first key outermost), range(), choice(), glob()
     over a config group's options (with exclude=), sort(), shuffle(), tag(). Values keep Hydra's own
     string form (quotes included), so each point is later parsed as Hydra parses it.
 
-    Raises ConfigError (key named) for: a parse error; a sweep without -m; interval() (a continuous
-    range, for optimizing sweepers: the basic sweeper cannot enumerate it); glob() on a key that is not
-    a config group or matching no option; a sweep with no values."""
+    With -m, `hydra.sweeper.params` (set in a config file, and changed on the command line where
+    Hydra allows it) adds its sweeps as the basic sweeper does: `key=value` each, before the command
+    line's overrides, so that one of the same key on the command line wins (`_sweep_params`).
+
+    Raises ConfigError (key named) for: a parse error; a sweep without -m (hydra.sweeper.params on the
+    command line included); interval() (a continuous range, for optimizing sweepers: the basic sweeper
+    cannot enumerate it); glob() on a key that is not a config group or matching no option; a sweep
+    with no values; a `hydra.*` setting or `hydra/` group that cannot be used (launcher/hydra_settings.py)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.object_type import ObjectType
     from hydra.core.override_parser.types import ValueType
@@ -85,14 +95,22 @@ def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
         parsed = _parser().parse_overrides(list(overrides))
     except OverrideParseException as e:
         raise OverrideError(f"invalid override: {e}", key="overrides") from e
+    errors = hydra_settings.override_problems(parsed)
+    if errors:
+        raise ConfigErrors(errors)
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if not multirun:
         if sweeps:
             raise OverrideError(f"sweep override(s) {[o.input_line for o in sweeps]} need -m/--multirun; a value "
                                 f"with a comma in it (a partition list, mail types) is quoted: \"key='a,b'\"",
                                 key="overrides")
-        return [list(overrides)]
-    for o in sweeps:
+        params = [o for o in parsed if _under(o.key_or_group, SWEEP_PARAMS) and o.value() is not None]
+        if params:
+            raise _params_need_multirun(params[0].key_or_group)
+        return [list(overrides)], {}
+    params, primed = _sweep_params(parsed)
+    parsed = params + parsed  # as the basic sweeper: its params first, the command line's wins for the same key
+    for o in (o for o in parsed if o.is_sweep_override()):
         key = o.key_or_group
         if o.is_interval_sweep():
             raise _located(f"{o.input_line}: interval() is a continuous range, not a grid of points: Hydra's basic "
@@ -115,12 +133,90 @@ def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
         elif not values:
             raise _located(f"{o.input_line}: the sweep has no values (so the run would have no points)", key)
     try:
-        return BasicSweeper.split_arguments(parsed, None)[0]
+        return BasicSweeper.split_arguments(parsed, None)[0], primed
     except HydraException as e:
         raise ConfigError(f"invalid sweep: {e}", key="overrides") from e
 
 
 _initialized_with: Optional[List[Path]] = None  # the config directories Hydra was initialized with
+
+
+SWEEP_PARAMS = "hydra.sweeper.params"
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".")
+
+
+def _params_need_multirun(key: str) -> OverrideError:
+    return OverrideError("hydra.sweeper.params is read by a multirun only (-m/--multirun), as in Hydra: run with "
+                         "-m, or drop the config's params with hydra.sweeper.params=null", key=key)
+
+
+def _changes_search_path(o) -> bool:
+    """hydra.searchpath changes what the config groups are: such a point is composed in full."""
+    return o.key_or_group == "hydra" or _under(o.key_or_group, "hydra.searchpath")
+
+
+def _is_group(o) -> bool:
+    """Hydra's rule (defaults_list.Overrides): a config group's key, with a value that is no mapping."""
+    return _config_loader().repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict)
+
+
+def _sweep_params(parsed) -> tuple[list, dict]:
+    """The overrides that hydra.sweeper.params makes, parsed: Hydra's BasicSweeper.sweep puts `key=value`
+    for each of its params before the command line's overrides, and split_arguments keeps one entry
+    per key (the last, at the place of the first). The params are read from the config as a multirun
+    composes it before sweeping: with the command line's overrides that are not sweeps (only its config
+    group choices and hydra.* overrides can change the `hydra` node, so only those are applied).
+
+    Returns them and {base: config} for compose_each: the config composed from the group choices is the
+    base of every point that makes the same choices (`compose_each`), so it is composed once."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.errors import OverrideParseException
+
+    fixed = [o for o in parsed if not o.is_sweep_override()]
+    search_path = any(_changes_search_path(o) for o in fixed)
+    lines = tuple(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in fixed
+                  if _is_group(o) or _changes_search_path(o))
+    later = [o for o in fixed if (o.key_or_group == "hydra" or o.is_hydra_override()) and not _is_group(o)
+             and not _changes_search_path(o)]
+    base = _compose_raw(lines, hydra_node=True)
+    with _copy_on_write(base, later, last_use=False) as cfg:
+        for o in later:
+            try:
+                ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
+            except Exception as e:  # noqa: BLE001 - ConfigCompositionException, or OmegaConf's own
+                if _under(o.key_or_group, SWEEP_PARAMS) and cfg.hydra.sweeper.params is None:
+                    raise ConfigError(f"{o.input_line}: hydra.sweeper.params is null in the config, and Hydra cannot "
+                                      f"set keys under it from the command line (it fails with a NoneType error): "
+                                      f"write the sweep itself (-m key=a,b), or set hydra.sweeper.params in a config "
+                                      f"file", key=SWEEP_PARAMS) from e
+                raise _composition_error(e, o) from e
+        _check_hydra_node(cfg)
+        params = _plain(cfg.hydra.sweeper.params) if cfg.hydra.sweeper.params else {}
+    primed = {} if search_path else {lines: base}  # (a point with hydra.searchpath is composed in full)
+    parser, out = _parser(), []
+    for k, v in params.items():
+        try:
+            out.append(parser.parse_override(f"{k}={v}"))
+        except OverrideParseException as e:
+            raise ConfigError(f"{k}: {v}: not an override Hydra can parse: {e}", key=f"{SWEEP_PARAMS}.{k}") from e
+    errors = hydra_settings.override_problems(out, sweeps_allowed=True)
+    if errors:
+        raise ConfigErrors([ConfigError(f"set by {SWEEP_PARAMS}: {e.message}", key=e.key) for e in errors])
+    return out, primed
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_hydra_node() -> dict:
+    """Hydra's own `hydra` node, composed with no config and no override (unresolved)."""
+    from hydra import compose as hydra_compose
+    from omegaconf import OmegaConf
+
+    _initialize()
+    return OmegaConf.to_container(hydra_compose(config_name=None, overrides=[], return_hydra_config=True).hydra,
+                                  resolve=False)
 
 
 def _initialize() -> None:
@@ -180,11 +276,11 @@ def compose(overrides: Sequence[str]) -> dict:
 
 def compose_points(overrides: Sequence[str], multirun: bool) -> tuple[List[List[str]], List[dict]]:
     """The sweep points (`sweep_points`) and one resolved config per point (`compose_each`)."""
-    points = sweep_points(overrides, multirun)
-    return points, compose_each(points)
+    points, primed = _sweep(overrides, multirun)
+    return points, compose_each(points, multirun=multirun, _bases=primed)
 
 
-def compose_each(points: Sequence[Sequence[str]]) -> List[dict]:
+def compose_each(points: Sequence[Sequence[str]], multirun: bool = True, _bases: dict | None = None) -> List[dict]:
     """One resolved config per point, each equal to Hydra's own composition of that point alone
     (hydra.compose with the point's override list, as a multirun job gets it).
 
@@ -195,12 +291,17 @@ def compose_each(points: Sequence[Sequence[str]]) -> List[dict]:
     _apply_overrides_to_config, and hydra.compose deletes the `hydra` node. So the first step runs once
     per distinct set of group overrides, and each point runs the second step, with the same Hydra
     function, on its own copy of that result (copied on write: `_copy_on_write`), so no point sees
-    another's values. Points that set `hydra.*` keys (which can change the search path, hence what a
-    group is) are composed in full. 200 points take a few seconds, nearly all of it resolving each
-    point (OmegaConf.to_container).
+    another's values. Points that set `hydra.searchpath` (which changes what a group is) are
+    composed in full; other `hydra.*` keys are config overrides like any other, as in Hydra. 200
+    points take a few seconds, nearly all of it resolving each point (OmegaConf.to_container).
 
     `+key=`/`++key=` overrides are then checked against the typed schema (Hydra's force-add opens the
     node they write to, so a typo would otherwise be stored silently): see `_check_added_keys`.
+
+    Each composed `hydra` node is checked (launcher/hydra_settings.py: a setting the launcher would
+    drop is refused; hydra.sweeper.params without `multirun` too), and a point's hydra.job.env_set,
+    when it sets any variable, is kept in its config as `hydra: {job: {env_set: {...}}}`: every stage's
+    tasks get it (plan.build_plan), after the secret checks (launcher/secrets.py).
     Raises ConfigError naming the stage and key."""
     from collections import Counter
 
@@ -226,21 +327,27 @@ def compose_each(points: Sequence[Sequence[str]]) -> List[dict]:
     def is_group(o) -> bool:  # Hydra's rule (defaults_list.Overrides): a group key whose value is no mapping
         return group_exists(o.key_or_group) and not isinstance(o.value(), dict)
 
-    jobs = []
+    jobs, hydra_overrides = [], {}
     for point in points:
         parsed = [parse(t) for t in point]
+        hydra_overrides.update((o.input_line, o) for o in parsed if o.key_or_group == "hydra" or o.is_hydra_override())
         config_overrides = [o for o in parsed if not is_group(o)]
-        if any(o.is_hydra_override() for o in parsed):
+        if any(_changes_search_path(o) for o in parsed):
             jobs.append((tuple(point), [], config_overrides))
         else:
             jobs.append((tuple(t for t, o in zip(point, parsed) if is_group(o)), config_overrides, config_overrides))
+    errors = hydra_settings.override_problems(hydra_overrides.values(), sweeps_allowed=True)
+    if errors:
+        raise ConfigErrors(errors)
     uses = Counter(base for base, _, _ in jobs)
     bases: dict = {}
     configs = []
     with _shared_interpolation_parses():
         for base, config_overrides, checked in jobs:
             if base not in bases:
-                bases[base] = _compose_raw(base, hydra_node=True)
+                primed = (_bases or {}).pop(base, None)  # composed by sweep_points already
+                bases[base] = _compose_raw(base, hydra_node=True) if primed is None else primed
+                _check_hydra_node(bases[base])
             uses[base] -= 1
             with _copy_on_write(bases[base], config_overrides, last_use=uses[base] == 0) as cfg:
                 for o in config_overrides:
@@ -248,16 +355,37 @@ def compose_each(points: Sequence[Sequence[str]]) -> List[dict]:
                         ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
                     except Exception as e:  # noqa: BLE001 - ConfigCompositionException, or OmegaConf's own
                         raise _composition_error(e, o) from e
-                # as hydra.compose(return_hydra_config=False) does (`with open_dict(cfg): del cfg["hydra"]`),
-                # from the root's own key map: open_dict would drop every node's cached flags, twice
-                cfg.__dict__["_content"].pop("hydra", None)
-                for o in checked:
-                    if o.is_add() or o.is_force_add():
-                        _check_added_keys(cfg, o.key_or_group)
-                configs.append(_plain(cfg))
+                configs.append(_finish_point(cfg, checked, multirun))
             if uses[base] == 0:
                 del bases[base]
     return configs
+
+
+def _check_hydra_node(cfg) -> None:
+    """Refuse what a composed `hydra` node sets that the launcher would drop (launcher/hydra_settings.py)."""
+    from omegaconf import OmegaConf
+
+    errors = hydra_settings.node_problems(OmegaConf.to_container(cfg.hydra, resolve=False), _reference_hydra_node())
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def _finish_point(cfg, checked, multirun: bool) -> dict:
+    """A point's config, its overrides applied: without the `hydra` node (as hydra.compose returns it)
+    but for hydra.job.env_set when it sets a variable, checked (`+` keys) and resolved."""
+    if not multirun and cfg.hydra.sweeper.params:
+        raise _params_need_multirun(SWEEP_PARAMS)
+    env_set = _plain(cfg.hydra.job.env_set) if len(cfg.hydra.job.env_set) else None
+    # as hydra.compose(return_hydra_config=False) does (`with open_dict(cfg): del cfg["hydra"]`),
+    # from the root's own key map: open_dict would drop every node's cached flags, twice
+    cfg.__dict__["_content"].pop("hydra", None)
+    for o in checked:
+        if (o.is_add() or o.is_force_add()) and not o.is_hydra_override():
+            _check_added_keys(cfg, o.key_or_group)
+    plain = _plain(cfg)
+    if env_set:
+        plain["hydra"] = {"job": {"env_set": {str(k): str(v) for k, v in env_set.items()}}}
+    return plain
 
 
 @contextlib.contextmanager
@@ -388,6 +516,10 @@ def _shared_interpolation_parses():
 
 
 _UNKNOWN_KEY = re.compile(r"Key '.*' (not in '|is not in struct)")
+_MISSING_HYDRA_OPTION = re.compile(r"Could not find '(hydra/\w+)/([^'/]+)'")
+_HYDRA_NODE_HINT = ("; Hydra's own settings (hydra.sweeper.params, hydra.job.env_set) are at the root of the "
+                    "config: a pipeline config sets them with `# @package _global_` as its first line and its "
+                    "pipeline under `pipeline:`")
 
 
 def _composition_error(e: Exception, override=None) -> ConfigError:
@@ -411,7 +543,11 @@ def _composition_error(e: Exception, override=None) -> ConfigError:
     prefix = f"{where.group(0)}: " if where else ""
     typed = oc is not None and isinstance(oc.object_type, type) and dataclasses.is_dataclass(oc.object_type)
     if typed and oc.key is not None and _UNKNOWN_KEY.match(str(oc)):
-        return _unknown_key(prefix + unknown_key_message(oc.key, oc.object_type), key)
+        hint = _HYDRA_NODE_HINT if oc.key == "hydra" else ""
+        return _unknown_key(prefix + unknown_key_message(oc.key, oc.object_type) + hint, key)
+    missing = _MISSING_HYDRA_OPTION.search(str(e))
+    if missing and (why := hydra_settings.problem(missing.group(1), missing.group(2))):
+        return ConfigError(why, key=missing.group(1))  # e.g. `override /hydra/sweeper: optuna`, not installed
     typed_entry = re.search(r"dict is not a subclass of (\w+)", str(oc)) if isinstance(oc, ValidationError) else None
     if override is not None and (override.is_add() or override.is_force_add()) and typed_entry:
         parts = override.key_or_group.split(".")

@@ -199,7 +199,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         deps = [Dep(parent=p, kind=_slurm_edge(name, st, p, stages_cfg[p], declared, n_points, errors), declared=declared)
                 for p, declared in st["after"].items()]
         keys = PAYLOAD_KEYS + kinds.get(st["kind"]).payload_keys
-        payloads = [{k: p["pipeline"]["stages"][name][k] for k in keys} for p in plain]
+        payloads = [_payload(p, name, keys, errors) for p in plain]
         structure = _structure(st, external.get(name, {}))  # with the jobs outside the run
         groups, group_resources = _resource_groups(plain, name)
         if groups:  # the hash covers every point's resources
@@ -212,8 +212,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
             hash=_digest([structure, payloads, parent_hashes]), payloads=payloads, environment=environment,
             groups=groups, group_resources=group_resources,
             group_time_min=[time_limit_min(r["time"]) for r in group_resources], external=external.get(name, {}))
-    if errors:
-        raise ConfigErrors(errors)
+    _raise_if(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
                 stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"),
                 independent=bool((first.get("sweep") or {}).get("independent")) and len(plain) > 1)
@@ -306,6 +305,27 @@ def _split_external(plain, points, errors: List[ConfigError]) -> tuple[list, Dic
                                           f"(backend {backend}) runs no Slurm jobs: use a Slurm profile (cluster=...) "
                                           f"or remove the entry", stage=name, key=key))
     return stripped, {name: jobs for name, jobs in out.items() if jobs}
+
+
+def env_set(cfg: Dict[str, Any]) -> Dict[str, str]:
+    """hydra.job.env_set of a composed config (compose.compose_each keeps it): variables for every stage."""
+    return ((cfg.get("hydra") or {}).get("job") or {}).get("env_set") or {}
+
+
+def _payload(cfg: Dict[str, Any], name: str, keys, errors: List[ConfigError]) -> Dict[str, Any]:
+    """What a task of stage `name` does at one point; its env gets hydra.job.env_set's variables, as if
+    every stage had them in its own env (a stage that sets one of them to another value: an error)."""
+    st = cfg["pipeline"]["stages"][name]
+    payload = {k: st[k] for k in keys}
+    extra = env_set(cfg)
+    if extra:
+        for k, v in extra.items():
+            if k in st["env"] and str(st["env"][k]) != v:
+                errors.append(ConfigError(
+                    f"the stage's own env sets {k} to {st['env'][k]!r} (pipeline.stages.{name}.env.{k}), "
+                    f"hydra.job.env_set to {v!r}; set it in one place", stage=name, key=f"hydra.job.env_set.{k}"))
+        payload["env"] = {**extra, **st["env"]}
+    return payload
 
 
 def _structure(st: Dict[str, Any], external: Dict[str, str]) -> Dict[str, Any]:
@@ -470,6 +490,13 @@ def _check_collisions(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
                     clash(origin[n], f"{origin[other]}'{other_part}", what.format(made) + part)
 
 
+def _raise_if(errors: List[ConfigError]) -> None:
+    """ConfigErrors with each problem once (sweep points repeat the same finding), if there is any."""
+    _dedupe(errors)
+    if errors:
+        raise ConfigErrors(errors)
+
+
 def _dedupe(errors: List[ConfigError]) -> None:
     """One error per (stage, key, message): sweep points repeat the same finding."""
     seen, unique = set(), []
@@ -492,6 +519,7 @@ def _check_names(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
     variables += [(f"cluster.secrets.{i}", k) for i, k in enumerate(cl.get("secrets") or [])]
     variables += [(f"pipeline.stages.{s}.env.{k}", k) for s, st in cfg["pipeline"]["stages"].items()
                   for k in st.get("env", {})]
+    variables += [(f"hydra.job.env_set.{k}", k) for k in env_set(cfg)]
     for key, var in variables:
         stage = key.split(".")[2] if key.startswith("pipeline.stages.") else None
         if not ENV_VAR.match(var):

@@ -65,6 +65,8 @@ def _env_maps(cfg: Dict[str, Any]) -> Iterator[Tuple[str, Dict[str, Any]]]:
         yield f"cluster.environments.{n}.env", (e or {}).get("env") or {}
     for s, st in (cfg["pipeline"].get("stages") or {}).items():
         yield f"pipeline.stages.{s}.env", st.get("env") or {}
+    # compose.compose_each keeps it in the config: every stage's tasks get it (plan.build_plan)
+    yield "hydra.job.env_set", ((cfg.get("hydra") or {}).get("job") or {}).get("env_set") or {}
 
 
 def _stage_of(key: str) -> str | None:
@@ -95,7 +97,7 @@ def check(configs: Sequence[Dict[str, Any]]) -> List[ConfigError]:
         values.update({n: os.environ[n] for n in names if os.environ.get(n)})
         if not values:
             continue
-        for key, s in _strings({k: v for k, v in cfg.items() if k != "hydra"}, ""):
+        for key, s in _strings(cfg, ""):
             for n, v in values.items():
                 if s == v or (len(v) >= SUBSTRING_MIN_CHARS and v in s):
                     bad(key, f"holds the value of secret {n} ({names.get(n, 'cluster.secrets_file')}); every "
