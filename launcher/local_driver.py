@@ -94,6 +94,18 @@ def signal_steps(shell: int, sig: int) -> List[int]:
     return sent
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the task's process group is left (the batch shell `pgid` may be gone).
+    Zombies count until reaped; the caller's deadline bounds the wait."""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal still exists
+        return True
+
+
 @dataclass
 class Task:
     state: str = "pending"
@@ -217,6 +229,16 @@ class Driver:
                 if t.proc is None:
                     continue
                 rc = t.proc.poll()
+                if rc is not None and t.state in ("cancelling", "timeout") and group_alive(t.proc.pid):
+                    # The batch shell ended on the SIGTERM but the task's processes are still saving
+                    # their checkpoint: the task ends when they do (a Slurm job ends when its cgroup is
+                    # empty), or is killed after the grace, like Slurm's KillWait.
+                    if now - t.killed_at > KILL_GRACE_S:
+                        os.killpg(t.proc.pid, signal.SIGKILL)
+                    else:
+                        continue
+                elif rc is not None and group_alive(t.proc.pid):
+                    os.killpg(t.proc.pid, signal.SIGKILL)  # leftovers of an ended task: Slurm kills them too
                 if rc is None:
                     elapsed = now - t.started
                     if not t.signalled and elapsed >= job.time_s - job.signal_delay_s:

@@ -92,3 +92,38 @@ def test_the_pre_timeout_signal_reaches_the_task_and_spares_the_batch_shell(tmp_
         d.reap_and_enforce_limits(time.time())
         time.sleep(0.05)
     assert t.signalled and (t.exit, t.state, t.restarts) == (REQUEUE_EXIT, "pending", 1)
+
+
+def test_a_cancelled_task_ends_when_its_processes_do_not_when_the_batch_shell_dies(tmp_path):
+    """`launcher cancel` sends SIGTERM to the task's process group: the batch shell dies at once, while
+    the task's process saves its checkpoint. The task is cancelled only once that process has ended
+    (a Slurm job ends when its cgroup is empty); before, it was reported cancelled at once and a
+    reader of the checkpoint raced the save (test_sigterm's local cancel failed on a loaded machine)."""
+    import json
+    import sys
+    import time
+
+    ready, saved = tmp_path / "ready", tmp_path / "saved"
+    script = tmp_path / "task.sbatch"
+    script.write_text(f"#!/bin/bash\n#SBATCH --time=1\n{sys.executable} -c 'import pathlib, signal, sys, time\n"
+                      f"def stop(*a):\n    time.sleep(1.5)\n    pathlib.Path(\"{saved}\").touch()\n    sys.exit(0)\n"
+                      f"signal.signal(signal.SIGTERM, stop)\npathlib.Path(\"{ready}\").touch()\ntime.sleep(60)'\n")
+    d = Driver.__new__(Driver)
+    d.dirty, d.dir = False, tmp_path
+    j = Job(id="1", script=script, deps=[], tasks={0: Task()}, throttle=None, time_s=60, signal=12,
+            signal_delay_s=10, output=str(tmp_path / "out"), error=str(tmp_path / "err"))
+    d.jobs = {"1": j}
+    t = j.tasks[0]
+    d.start(j, 0, t)
+    deadline = time.time() + 30
+    while not ready.exists():
+        assert time.time() < deadline, (tmp_path / "err").read_text()
+        time.sleep(0.05)
+    (tmp_path / "cancel").mkdir()
+    (tmp_path / "cancel" / "c.json").write_text(json.dumps(["1"]))
+    d.handle_cancels()
+    while t.state != "cancelled":
+        assert time.time() < deadline
+        d.reap_and_enforce_limits(time.time())
+        time.sleep(0.02)
+    assert saved.exists()  # the task's process had finished saving when the task counted as cancelled
