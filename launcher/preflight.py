@@ -64,8 +64,11 @@ def check_slurm_stage(stage: StagePlan, cluster: dict, info: ClusterInfo,
                                f"{', '.join(sorted(reservations or {})) or 'none'}; scontrol show reservation)")
         elif (why := _reservation_refuses(reservation, user, r["account"] or cluster.get("account"))):
             bad("reservation", why)
-    if errors:
-        return errors
+    # The rest is checked too, with what is known to be right (all problems are listed at once):
+    # listed nodes that exist, no reservation if it is not there or not yours.
+    if r.get("nodelist"):
+        r = {**r, "nodelist": ",".join(h for h in expand_hostlist(r["nodelist"]) if h in known)}
+    reservation = reservation if not any(e.key.endswith(".reservation") for e in errors) else None
     found = [(n, _partition_problems(stage, info.partitions[n], r, reservation)) for n in names]
     if any(not problems for _, problems in found):
         return errors

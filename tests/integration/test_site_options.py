@@ -6,6 +6,7 @@ tests/unit/test_sbatch_options.py; refused configs: tests/bad_configs/site_*.)""
 import json
 import os
 import subprocess
+import time
 
 import pytest
 from conftest import job_of
@@ -24,17 +25,26 @@ def node_name(env: dict) -> str:
     return slurm(env, "sinfo", "-h", "-N", "-o", "%N").split()[0]
 
 
+def drop_reservation(env: dict, name: str) -> None:
+    """Cancel the jobs that use the reservation (Slurm refuses to delete it while they are queued), then
+    delete it; nothing when there is none."""
+    jobs = subprocess.run(["squeue", "-h", f"--reservation={name}", "-o", "%A"], env={**os.environ, **env},
+                          capture_output=True, text=True).stdout.split()
+    if jobs:
+        subprocess.run(["scancel", *sorted(set(jobs))], env={**os.environ, **env}, capture_output=True)
+        time.sleep(2)
+    subprocess.run(["scontrol", "delete", f"ReservationName={name}"], env={**os.environ, **env}, capture_output=True)
+
+
 @pytest.fixture
 def reservation(dev_slurm):
-    """A reservation on the dev node for root (the tests' user), removed afterwards."""
+    """A reservation on the dev node for root (the tests' user), removed afterwards with its jobs."""
     name = "launcher-test-resv"
-    subprocess.run(["scontrol", "delete", f"ReservationName={name}"], env={**os.environ, **dev_slurm},
-                   capture_output=True)
+    drop_reservation(dev_slurm, name)
     slurm(dev_slurm, "scontrol", "create", "reservation", f"ReservationName={name}", "StartTime=now",
           "Duration=60", "Users=root", f"Nodes={node_name(dev_slurm)}", "Flags=IGNORE_JOBS")
     yield name
-    subprocess.run(["scontrol", "delete", f"ReservationName={name}"], env={**os.environ, **dev_slurm},
-                   capture_output=True)
+    drop_reservation(dev_slurm, name)
 
 
 def job_record(env: dict, job: str) -> dict:
@@ -43,19 +53,26 @@ def job_record(env: dict, job: str) -> dict:
     return dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
 
 
-def test_typed_gpus_reservation_and_memory_per_cpu_reach_slurm_and_the_job_runs(dcli, dev_slurm, reservation):
+def test_typed_gpus_memory_per_cpu_and_a_node_list_reach_slurm_and_the_job_runs(dcli, dev_slurm):
     node = node_name(dev_slurm)
     dcli("run", *SMOKE, f"{S}.partition=gpu", f"{S}.gpus_per_node=devgpu:1", f"{S}.mem_per_cpu_gb=0.5",
-         f"{S}.reservation={reservation}", f"{S}.nodelist={node}", f"+{S}.sbatch.nice=10",
-         "cluster.resources.comment=site-options-test")
+         f"{S}.nodelist={node}", f"+{S}.sbatch.nice=10", "cluster.resources.comment=site-options-test")
     st = dcli.wait(timeout=180)
     assert st["state"] == "COMPLETED", st
     rec = job_record(dev_slurm, job_of(dcli, "shards"))
-    assert rec["Reservation"] == reservation and rec["Partition"] == "gpu" and rec["Nice"] == "10", rec
+    assert rec["Partition"] == "gpu" and rec["Nice"] == "10" and rec["ReqNodeList"] == node, rec
     assert "gpu:devgpu:1" in rec.get("TresPerNode", "") + rec.get("TRES", ""), rec
     assert rec["MinMemoryCPU"] == "512M" and rec["Comment"] == "site-options-test", rec
-    # The profile default reached the stages that do not set it (reduce, fanout: the comment).
+    # The profile default reached the stages that do not set it (reduce: the comment).
     assert job_record(dev_slurm, job_of(dcli, "reduce"))["Comment"] == "site-options-test"
+
+
+def test_a_reservation_for_every_stage_reaches_slurm_and_the_run_completes(dcli, dev_slurm, reservation):
+    """The reservation holds the only node, so every stage uses it (the profile's default), else the
+    others would pend until it ends; a GPU stage runs in it too."""
+    dcli("run", *SMOKE, f"cluster.resources.reservation={reservation}", f"{S}.gpus_per_node=devgpu:1")
+    assert dcli.wait(timeout=180)["state"] == "COMPLETED"
+    assert {job_record(dev_slurm, job_of(dcli, s))["Reservation"] for s in ("shards", "reduce")} == {reservation}
 
 
 def test_preflight_reads_gres_types_reservations_and_nodes_from_the_live_cluster(dcli, dev_slurm, reservation):

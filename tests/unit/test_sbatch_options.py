@@ -29,7 +29,9 @@ RESERVATIONS = (
     "ReservationName=maint StartTime=2026-12-01T00:00:00 EndTime=2026-12-02T00:00:00 Nodes=n[1-2] "
     "NodeCnt=2 PartitionName=(null) Flags=MAINT Users=root Accounts=(null) State=ACTIVE\n"
     "ReservationName=team StartTime=2026-12-01T00:00:00 EndTime=2026-12-02T00:00:00 Nodes=g2 NodeCnt=1 "
-    "PartitionName=gpu Flags=(null) Users=(null) Accounts=proj State=ACTIVE\n")
+    "PartitionName=gpu Flags=(null) Users=(null) Accounts=proj State=ACTIVE TRES=cpu=16,gres/gpu=8\n"
+    "ReservationName=cpuonly StartTime=2026-12-01T00:00:00 EndTime=2026-12-02T00:00:00 Nodes=g1 NodeCnt=1 "
+    "PartitionName=(null) Flags=IGNORE_JOBS,SPEC_NODES Users=alice Accounts=(null) State=ACTIVE TRES=cpu=16\n")
 
 
 def plan_of(*overrides, python="/env/bin/python"):
@@ -175,7 +177,7 @@ def test_site_options_pass_preflight(tmp_path):
     ([f"{S}.nodelist='n[1-2]'"], "nodelist", "2 nodes listed"),
     ([f"{S}.exclude='n[1-3]'"], "exclude", "leaves 0 node(s)"),
     # Reservations: exists, is yours, holds nodes of the partition.
-    ([f"{S}.reservation=nope"], "reservation", "no reservation 'nope' (reservations: maint, team"),
+    ([f"{S}.reservation=nope"], "reservation", "no reservation 'nope' (reservations: cpuonly, maint, team"),
     ([f"{S}.reservation=maint"], "reservation", "is for users root"),
     ([f"{S}.reservation=team", "cluster.account=proj"], "reservation", "holds 0 node(s) of partition 'debug'"),
     # A partition list: one that can run it is enough; none, and each says why.
@@ -196,6 +198,7 @@ def test_preflight_refuses_what_the_cluster_cannot_run(tmp_path, overrides, key,
     [f"{S}.mem_gb=0"],
     [f"{S}.partition=gpu", f"{S}.gres='gpu:h100:8,shard:4'"],
     [f"{S}.nodelist=n2", f"{S}.exclude=n1"],
+    [f"{S}.reservation=cpuonly", f"{S}.partition=gpu", f"{S}.gpus_per_node=a100:1"],  # alice's, on g1
 ])
 def test_preflight_accepts_what_the_cluster_can_run(tmp_path, overrides):
     assert found(tmp_path, *overrides, user="alice") == []
