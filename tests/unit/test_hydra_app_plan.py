@@ -1,8 +1,11 @@
-"""kind=hydra_app (launcher/kinds/hydra_app.py, jobs/kinds/hydra_app.py): the plan-time checks, the paths
-the plan records and the task's command line, and the bad-config corpus' hydra_app_* cases composed and
-planned in-process (cluster=local). End to end: tests/integration/test_hydra_app.py."""
+"""kind=hydra_app (launcher/kinds/hydra_app.py, jobs/kinds/hydra_app.py) and the Hydra launcher plugin's
+pure parts (hydra_plugins/launcher_slurm): the plan-time checks, the paths the plan records and the
+task's command line, hydra.launcher.* -> the stage's keys with hydra-submitit-launcher's aliases, and
+the bad-config corpus' hydra_app_* cases composed and planned in-process (cluster=local). End to end:
+tests/integration/test_hydra_app.py."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -142,3 +145,68 @@ def test_override_values_are_quoted_for_hydra():
     for value in ["/a/b", "/a b/c,d=e", "it's", "say \"hi\" it's", "[x]"]:
         assert parser.parse_override(f"hydra.run.dir={quote(value)}").value() == value
     assert key("++hydra/launcher@pkg=x") == "hydra/launcher" and key("~a.b") == "a.b"
+
+
+# -- the plugin: hydra.launcher.* -> the stage ---------------------------------------------------------
+def test_the_plugin_knows_every_stage_resource_by_its_own_name():
+    from hydra_plugins.launcher_slurm._settings import ALIASES, RESOURCES
+    from hydra_plugins.launcher_slurm.config import LauncherSlurmConf, RequeueConf
+    from launcher.schema import Requeue, Resources
+
+    assert RESOURCES == tuple(f.name for f in dataclasses.fields(Resources))
+    fields = {f.name for f in dataclasses.fields(LauncherSlurmConf)}
+    assert set(RESOURCES) | set(ALIASES) | {"throttle", "requeue", "env"} <= fields
+    assert {f.name for f in dataclasses.fields(RequeueConf)} == {f.name for f in dataclasses.fields(Requeue)}
+
+
+def test_submitit_names_are_aliases_of_the_stage_fields():
+    from hydra_plugins.launcher_slurm._settings import launcher_key, stage_settings
+
+    settings, origin, problems = stage_settings({
+        "timeout_min": 90, "tasks_per_node": 2, "cpus_per_task": 4, "gpus_per_node": 1, "mem_gb": 16,
+        "partition": "gpu", "account": "a", "qos": "q", "array_parallelism": 2, "max_num_timeout": 5,
+        "signal_delay_s": 60, "additional_parameters": {"mail-user": "me@x"}, "requeue": {"signal": "USR1"},
+        "env": {"A": "1"}, "cluster": "dev", "run_root": "runs", "nodes": None, "sbatch": {}})
+    assert problems == []
+    assert settings == {"resources": {"time": "90", "ntasks_per_node": 2, "cpus_per_task": 4, "gpus_per_node": 1,
+                                      "mem_gb": 16, "partition": "gpu", "account": "a", "qos": "q",
+                                      "sbatch": {"mail-user": "me@x"}},
+                        "requeue": {"signal": "USR1", "max": 5, "signal_delay_s": 60}, "throttle": 2,
+                        "env": {"A": "1"}}
+    assert launcher_key("resources.time", origin) == "hydra.launcher.timeout_min"
+    assert launcher_key("resources.sbatch.mail-user", origin) == "hydra.launcher.additional_parameters.mail-user"
+    assert launcher_key("requeue.signal", origin) == "hydra.launcher.requeue.signal"
+    assert launcher_key("resources.nodes", origin) is None
+
+
+def test_a_field_set_by_both_names_or_a_bad_timeout_is_a_problem():
+    from hydra_plugins.launcher_slurm._settings import stage_settings
+
+    _, _, problems = stage_settings({"time": "01:00:00", "timeout_min": 60, "throttle": 1, "array_parallelism": 2})
+    assert problems == [("hydra.launcher.timeout_min", "sets resources.time as hydra.launcher.time does: give one "
+                                                       "of them"),
+                        ("hydra.launcher.array_parallelism", "sets throttle as hydra.launcher.throttle does: give one "
+                                                             "of them")]
+    for bad in (0, 1.5, True, "60"):
+        assert stage_settings({"timeout_min": bad})[2][0][0] == "hydra.launcher.timeout_min"
+
+
+def test_the_multiruns_hydra_overrides_that_reach_the_tasks():
+    from hydra_plugins.launcher_slurm._submit import passed, stage_name
+
+    kept = ["hydra/launcher=launcher_slurm", "hydra.launcher.partition=gpu", "hydra.job.chdir=true",
+            "hydra/job_logging=disabled", "+hydra.job.env_set.X=1", "hydra.searchpath=[file:///x]"]
+    dropped = ["hydra.mode=MULTIRUN", "hydra/sweeper=basic", "hydra.sweeper.params.lr='1,2'", "hydra.sweep.dir=/x",
+               "hydra.run.dir=/y", "hydra.job.num=3", "hydra.job.id=1"]
+    assert [o for o in kept + dropped if passed(o)] == kept
+    assert stage_name("train") == "train" and stage_name("my app!") == "my_app_" and stage_name("_x") == "app_x"
+
+
+def test_the_snapshot_holds_the_apps_folder_widened_to_its_configs(tmp_path):
+    from hydra_plugins.launcher_slurm._submit import code_paths
+
+    app = str(tmp_path / "src" / "train.py")
+    assert code_paths(app, None, None, []) == [str(tmp_path / "src")]
+    assert code_paths(app, str(tmp_path / "src" / "conf"), None, []) == [str(tmp_path / "src")]
+    assert code_paths(app, str(tmp_path / "conf"), "/elsewhere/conf", [str(tmp_path / "src" / "lib"), "/lib"]) == \
+        [str(tmp_path), "/elsewhere/conf", "/lib"]

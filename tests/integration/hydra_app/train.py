@@ -2,7 +2,8 @@
 one step every `step_s`, keeping its count in its own output folder, and writes result.json there with
 what Hydra's job runtime told it. On its first attempt it can send its task the stop signal at
 `force_requeue_at` (as Slurm would before a time limit): the task forwards it, the app saves its count
-and exits non-zero, the task is requeued, and the next attempt continues from the count."""
+and exits non-zero, the task is requeued, and the next attempt continues from the count. With
+`fail_once` it fails the first time it runs in its folder (`launcher resume` then reruns it)."""
 import json
 import os
 import signal
@@ -27,6 +28,9 @@ def main(cfg) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
     with open(out / "attempts.txt", "a") as f:
         f.write(f"{start}\n")
+    if cfg.fail_once and not (out / "failed_once").exists():
+        (out / "failed_once").touch()
+        raise RuntimeError("failing once, as asked (fail_once=true)")
     i = start
     while i < cfg.steps:
         if stop:
