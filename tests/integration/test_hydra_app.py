@@ -153,4 +153,5 @@ def test_a_multirun_through_the_plugin_on_the_dev_cluster(dcli, tmp_path):
     assert st["state"] == "COMPLETED" and st["stages"][0]["tasks"]["completed"] == 4, st
     attempts = check_points(dcli, tmp_path, run_id, steps=8)
     assert all(len(a) == 2 and a[0] == 0 and a[1] >= 2 for a in attempts), attempts
-    assert "scontrol requeue" in dcli("logs", run_id, "train", "--task", "2").stderr
+    log = dcli("logs", run_id, "train", "--task", "2")
+    assert "scontrol requeue" in log.stdout + log.stderr
