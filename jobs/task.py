@@ -301,27 +301,29 @@ class Task:
         (self.tmp_out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
     def start_child(self, argv: List[str], env: Mapping[str, str], stop: str = "signal",
-                    stop_file: Optional[Path] = None, die_with_parent: bool = False) -> subprocess.Popen:
-        """Start the kind's child process tree in a session of its own (jobs/runtime/processes.py). The
-        stop request reaches it as a signal to its process group (stop="signal") or as `stop_file`
-        (stop="file"; default <checkpoint_dir>/STOP; a file an earlier attempt left is removed first).
-        At the deadline after a stop request its process group is SIGKILLed."""
+                    stop_file: Optional[Path] = None, die_with_parent: bool = False,
+                    cwd: Optional[Path] = None) -> subprocess.Popen:
+        """Start the kind's child process tree in a session of its own (jobs/runtime/processes.py), in
+        `cwd` (default: the task's own, the code snapshot). The stop request reaches it as a signal to
+        its process group (stop="signal") or as `stop_file` (stop="file"; default <checkpoint_dir>/STOP;
+        a file an earlier attempt left is removed first). At the deadline after a stop request its
+        process group is SIGKILLed."""
         if stop not in ("signal", "file"):
             raise ValueError(f"stop must be 'signal' or 'file', not {stop!r}")
         if stop == "file":
             stop_file = Path(stop_file or self.ctx.checkpoint_dir / "STOP")
             stop_file.unlink(missing_ok=True)  # a request of an earlier attempt
         self.stop_file = stop_file if stop == "file" else None
-        self.child = processes.start(argv, env, die_with_parent=die_with_parent)
+        self.child = processes.start(argv, env, die_with_parent=die_with_parent, cwd=cwd)
         if self.ctx.should_stop():  # the request came while it was starting: it has not seen it
             self._tell_child(signal.SIGTERM if self.terminated else self._stop_signal())
         return self.child
 
     def run_child(self, argv: List[str], env: Mapping[str, str], failure: str, stop: str = "signal",
-                  stop_file: Optional[Path] = None) -> None:
+                  stop_file: Optional[Path] = None, cwd: Optional[Path] = None) -> None:
         """start_child() and wait: Requeue if it failed after a stop request, RuntimeError(failure with
         {rc} filled in) if it failed otherwise."""
-        rc = self.start_child(argv, env, stop=stop, stop_file=stop_file).wait()
+        rc = self.start_child(argv, env, stop=stop, stop_file=stop_file, cwd=cwd).wait()
         if rc != 0 and self.ctx.should_stop():
             raise Requeue()
         if rc != 0:

@@ -54,6 +54,34 @@ def _register() -> None:
         cs.store(group="cluster", name=name, node=profile)
 
 
+def compose_plain(config: dict) -> dict:
+    """One point's config from plain values, without Hydra's composition (for a caller that runs inside
+    another Hydra app, whose global Hydra this must not touch: the launcher plugin). `config` holds the
+    root keys, with `cluster` the name of a profile (cluster_profiles/<name>.yaml). Typed by the schema
+    like `compose`, resolved, as plain dicts; ConfigError names the key."""
+    from omegaconf import OmegaConf
+
+    from launcher.schema import Cluster, Config
+
+    if not OmegaConf.has_resolver("abspath"):
+        OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(os.path.expanduser(str(p))))
+    name = str(config.get("cluster"))
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no cluster profile '{name}' (profiles in {PROFILES_DIR}: "
+                          f"{', '.join(available_profiles())})", key="cluster")
+    try:
+        profile = OmegaConf.merge(OmegaConf.structured(Cluster), OmegaConf.load(path))
+    except Exception as e:  # noqa: BLE001 - report which file is broken, with OmegaConf's words
+        raise ConfigError(f"cluster profile {path} is invalid: {e}", key="cluster") from e
+    config = {**config, "cluster": profile}
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), config)
+    except Exception as e:  # noqa: BLE001 - OmegaConf's ValidationError and friends, with the key
+        raise _composition_error(e) from e
+    return _plain(cfg)
+
+
 def _config_loader():
     """Hydra's config loader (initialized once per process): glob() sweeps list a group's options with it."""
     from hydra.core.global_hydra import GlobalHydra

@@ -50,6 +50,12 @@ class Prepared:
 def prepare(overrides: Sequence[str], multirun: bool) -> Prepared:
     """Compose every sweep point, build the plan, read the cluster and run preflight."""
     points, configs = compose_points(overrides, multirun)
+    return prepare_configs(configs, points)
+
+
+def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]]) -> Prepared:
+    """The same from configs composed elsewhere (one resolved config per point, launcher.compose; the
+    Hydra launcher plugin), each point named by its overrides."""
     _refuse_secrets(configs)
     plan = build_plan(configs, points)
     return _check(plan, configs, Path(configs[0]["run_root"]).resolve())
@@ -111,7 +117,8 @@ def _external_jobs(plan: Plan, slurm) -> List[ConfigError]:
     return errors
 
 
-def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[str], multirun: bool) -> None:
+def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[str], multirun: bool,
+               origin: Optional[dict] = None) -> None:
     run_dir.mkdir(parents=True)
     for i, cfg in enumerate(prep.configs):
         layout.atomic_write_json(run_dir / "config" / f"point-{i}.json", cfg)
@@ -121,7 +128,10 @@ def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[s
         "backend": prep.plan.cluster["backend"], "overrides": list(overrides), "multirun": multirun,
         "points": prep.plan.points, "chunk_size": prep.chunk_size, "code": code_version(),
         "accounting": prep.accounting, "config_dirs": [str(d) for d in configdirs.current()],
-        "campaign": prep.configs[0].get("campaign") or run_id})
+        "campaign": prep.configs[0].get("campaign") or run_id,
+        # who composed the configs: absent for the launcher's own conf tree (resume composes them again
+        # from `overrides`); else config/point-*.json are the configs, and resume reads them back
+        **({"origin": origin} if origin else {})})
 
 
 def _snapshot_and_record(plan: Plan, run_dir: Path) -> None:
@@ -154,13 +164,20 @@ def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path,
 
 
 def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print) -> tuple[Run, Prepared]:
-    prep = prepare(overrides, multirun)
+    return launch_prepared(prepare(overrides, multirun), overrides, multirun, echo=echo)
+
+
+def launch_prepared(prep: Prepared, overrides: Sequence[str], multirun: bool, echo: Callable = print,
+                    origin: Optional[dict] = None) -> tuple[Run, Prepared]:
+    """Write the run directory, snapshot the code and submit (prepare/prepare_configs made `prep`).
+    `origin`: where configs composed outside the conf tree came from (run.json; resume reads the
+    recorded configs back instead of composing `overrides` again)."""
     if prep.errors:
         raise ConfigErrors(prep.errors)
     name = prep.configs[0]["run_name"]
     run_id = new_run_id(prep.plan.pipeline, name)
     run = Run(prep.run_root / run_id)
-    _write_run(prep, run.path, run_id, overrides, multirun)
+    _write_run(prep, run.path, run_id, overrides, multirun, origin)
     runindex.record(run.path)  # `launcher status <id>` finds it from anywhere, whatever its run root
     try:
         _snapshot_and_record(prep.plan, run.path)
@@ -197,15 +214,7 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
     their dependencies. Refuses to mix outputs of a changed config unless `force`."""
     with run.locked():
         old = run.plan()
-        meta = run.meta
-        # the config directories the run was composed with, whatever --config-dir/$LAUNCHER_CONFIG_DIRS say now
-        configdirs.use(configdirs.checked(meta.get("config_dirs") or [], f"recorded in {run.path / 'run.json'}"))
-        # The conf tree as it is now, for the points recorded: shuffle() orders them anew on every expansion
-        # (Hydra's basic sweeper), and a point's array index must stay the one its markers were written under.
-        points = sweep_points(meta["overrides"], meta["multirun"])
-        if sorted(points) != sorted(old.points):
-            raise LauncherError(f"the sweep of run {run.id} no longer expands to the same points")
-        configs = compose_each(old.points)
+        configs = _configs_now(run, old)
         _refuse_secrets(configs)
         new = build_plan(configs, old.points)
         changed = sorted(set(new.stages) ^ set(old.stages)
@@ -246,6 +255,22 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         if run.submission_failed:  # its launch had rolled back; now it has jobs: a run again
             (run.path / SUBMISSION_FAILED).unlink(missing_ok=True)
         return ids
+
+
+def _configs_now(run: Run, old: Plan) -> List[dict]:
+    """The configs a resume plans with: the conf tree as it is now, for the points recorded (shuffle()
+    orders them anew on every expansion, Hydra's basic sweeper, and a point's array index must stay the
+    one its markers were written under); for a run whose configs were composed elsewhere (run.json
+    `origin`: the Hydra launcher plugin), the configs it recorded."""
+    meta = run.meta
+    if meta.get("origin"):
+        return [layout.read_json(run.path / "config" / f"point-{i}.json") for i in range(len(old.points))]
+    # the config directories the run was composed with, whatever --config-dir/$LAUNCHER_CONFIG_DIRS say now
+    configdirs.use(configdirs.checked(meta.get("config_dirs") or [], f"recorded in {run.path / 'run.json'}"))
+    points = sweep_points(meta["overrides"], meta["multirun"])
+    if sorted(points) != sorted(old.points):
+        raise LauncherError(f"the sweep of run {run.id} no longer expands to the same points")
+    return compose_each(old.points)
 
 
 def with_servers(plan, todo: Dict[str, List[int]], states: Dict[str, Dict[int, str]]) -> Dict[str, List[int]]:

@@ -73,15 +73,16 @@ class TaskHandle(Protocol):
         """result.json of the output now (run() returning a dict does the same)."""
 
     def run_child(self, argv: List[str], env: Mapping[str, str], failure: str, stop: str = "signal",
-                  stop_file: Optional[Path] = None) -> None:
-        """Run argv in a session of its own and wait. The stop request (the pre-timeout signal, or a
-        SIGTERM) reaches it as stop="signal": that signal, forwarded to its process group; or as
-        stop="file": `stop_file` (default <checkpoint_dir>/STOP, removed before the start) is created.
-        Raises Requeue when it failed after a stop request, RuntimeError(failure.format(rc=...)) when
-        it failed otherwise."""
+                  stop_file: Optional[Path] = None, cwd: Optional[Path] = None) -> None:
+        """Run argv in a session of its own (in `cwd`; default the task's, the code snapshot) and wait.
+        The stop request (the pre-timeout signal, or a SIGTERM) reaches it as stop="signal": that signal,
+        forwarded to its process group; or as stop="file": `stop_file` (default <checkpoint_dir>/STOP,
+        removed before the start) is created. Raises Requeue when it failed after a stop request,
+        RuntimeError(failure.format(rc=...)) when it failed otherwise."""
 
     def start_child(self, argv: List[str], env: Mapping[str, str], stop: str = "signal",
-                    stop_file: Optional[Path] = None, die_with_parent: bool = False) -> subprocess.Popen:
+                    stop_file: Optional[Path] = None, die_with_parent: bool = False,
+                    cwd: Optional[Path] = None) -> subprocess.Popen:
         """Start argv as run_child does, without waiting (a server): stop it with stop_child()."""
 
     def stop_child(self, grace: float, what: str = "the child") -> bool:

@@ -286,3 +286,24 @@ def test_an_unknown_group_option_gets_the_closest_one(override, near):
     group = override.split("=")[0]
     assert f"Could not find '{override.replace('=', '/')}'; did you mean '{near}'?" in msg
     assert f"(options in '{group}': " in msg and "schema" not in msg and "\n" not in msg
+
+
+def test_compose_plain_types_a_config_made_elsewhere_like_compose():
+    """compose_plain (the Hydra launcher plugin: no Hydra composition of ours inside the user's app):
+    the schema's defaults and types, the profile by name, resolved; the key of what is wrong."""
+    from launcher.compose import compose_plain
+
+    stage = {"kind": "command", "command": "echo ${pipeline.name}", "resources": {"time": "5"}}
+    cfg = compose_plain({"pipeline": {"name": "p", "stages": {"s": stage}}, "cluster": "local", "run_root": "/r"})
+    ref = compose(BASE)
+    assert cfg["cluster"] == ref["cluster"] and cfg["run_root"] == "/r" and cfg["sweep"] == ref["sweep"]
+    s = cfg["pipeline"]["stages"]["s"]
+    assert s["command"] == "echo p" and s["resources"]["time"] == "5" and s["requeue"] == {
+        "max": 3, "signal": "USR2", "signal_delay_s": 90, "term_grace_s": 25}
+    with pytest.raises(ConfigError) as e:
+        compose_plain({"pipeline": {"name": "p", "stages": {"s": {**stage, "resources": {"tme": "5"}}}},
+                       "cluster": "local"})
+    assert e.value.key == "pipeline.stages.s.resources.tme" and "did you mean 'time'?" in e.value.message
+    with pytest.raises(ConfigError) as e:
+        compose_plain({"pipeline": {"name": "p"}, "cluster": "nope"})
+    assert e.value.key == "cluster" and "no cluster profile 'nope'" in e.value.message
