@@ -199,3 +199,14 @@ def test_no_import_cycle_in_launcher_or_jobs():
     cycles = sorted({tuple(sorted((a, b))) for a in ours for b in graph.find_modules_directly_imported_by(a)
                      if b in ours and b != a and graph.chain_exists(importer=b, imported=a)})
     assert cycles == []
+
+
+def test_test_file_basenames_are_unique():
+    """tests/ has no __init__.py files: two test files with one basename (tests/unit/x.py and
+    tests/integration/x.py) make the whole-suite collection fail with "import file mismatch", which
+    neither tier alone shows (it happened twice)."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in (Path(__file__).resolve().parents[1]).rglob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []
