@@ -237,12 +237,12 @@ def _has(tree: tuple, kinds: Sequence[str]) -> bool:
 
 
 def _eval(tree: tuple, features: Set[str]) -> bool:
-    kind = tree[0]
-    if kind == "name":
+    op = tree[0]
+    if op == "name":
         return tree[1] in features
-    if kind == "and":
+    if op == "and":
         return all(_eval(t, features) for t in tree[1])
-    if kind == "or":
+    if op == "or":
         return any(_eval(t, features) for t in tree[1])
     return _eval(tree[1], features)  # count, match: what one node must have
 
@@ -260,14 +260,14 @@ def _collect_counts(tree: tuple, out: List[Tuple[tuple, int]]) -> None:
 
 def render_tree(tree: tuple) -> str:
     """A (sub-)expression back as text, for messages."""
-    kind = tree[0]
-    if kind == "name":
+    op = tree[0]
+    if op == "name":
         return tree[1]
-    if kind in ("and", "or"):
-        sep = "&" if kind == "and" else "|"
+    if op in ("and", "or"):
+        sep = "&" if op == "and" else "|"
         return sep.join(render_tree(t) if t[0] in ("name", "count", "match") else f"({render_tree(t)})"
                         for t in tree[1])
-    if kind == "match":
+    if op == "match":
         return f"[{render_tree(tree[1])}]"
     inner = render_tree(tree[1])
     return f"{inner if tree[1][0] in ('name', 'match') else f'({inner})'}*{tree[2]}"
