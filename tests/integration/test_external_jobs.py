@@ -14,8 +14,8 @@ SMOKE = ["pipeline=smoke", "cluster=dev"]
 
 def outside_job(env, *sbatch_args) -> str:
     """A job of its own (not the run's), held or not, as a user would have queued it."""
-    return slurm(env, "sbatch", "--parsable", "--partition=debug", "--time=00:02:00", *sbatch_args,
-                 "--wrap", "sleep 1").strip().split(";")[0]
+    return slurm(env, "sbatch", "--parsable", "--partition=debug", "--time=00:02:00", "--output=/dev/null",
+                 *sbatch_args, "--wrap", "sleep 1").strip().split(";")[0]
 
 
 def test_a_stage_waits_on_a_job_outside_the_run(dcli, dev_slurm):
@@ -37,8 +37,8 @@ def test_an_unknown_or_failed_outside_job_is_refused_before_submission(dcli, dev
     p = dcli("run", *SMOKE, r"+pipeline.stages.reduce.after={job\:99999999: afterok}", check=False)
     assert p.returncode == 1 and "stage 'reduce': pipeline.stages.reduce.after.job:99999999: no Slurm job 99999999" \
         in p.stderr, p.stderr
-    failed = slurm(dev_slurm, "sbatch", "--parsable", "--partition=debug", "--time=00:01:00", "--wrap",
-                   "exit 3").strip().split(";")[0]
+    failed = slurm(dev_slurm, "sbatch", "--parsable", "--partition=debug", "--time=00:01:00", "--output=/dev/null",
+                   "--wrap", "exit 3").strip().split(";")[0]
     deadline = time.time() + 60
     while time.time() < deadline and failed in queued(dev_slurm):
         time.sleep(0.5)
