@@ -20,7 +20,6 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from launcher.arrays import expand
 from launcher.errors import LauncherError, SubmissionError
-from launcher.slurm_limits import parse_tres
 from launcher.slurm_values import parse_time_min
 
 # sacct state → the launcher's task state
@@ -79,7 +78,6 @@ class Reservation:
     accounts: List[str]
     flags: List[str]
     state: str  # ACTIVE or INACTIVE
-    tres: Dict[str, int] = field(default_factory=dict)  # TRES= ('cpu=16', 'cpu=16,gres/gpu=4'): what it holds
 
 
 @dataclass
@@ -188,8 +186,7 @@ def parse_reservations(text: str) -> Dict[str, Reservation]:
             name=d["ReservationName"], nodes=expand_hostlist(d.get("Nodes", "")), node_spec=d.get("Nodes", ""),
             start=d.get("StartTime", ""), end=d.get("EndTime", ""),
             partition=None if d.get("PartitionName", "(null)") == "(null)" else d["PartitionName"],
-            users=items("Users"), accounts=items("Accounts"), flags=items("Flags"), state=d.get("State", ""),
-            tres=parse_tres(d.get("TRES", "")))
+            users=items("Users"), accounts=items("Accounts"), flags=items("Flags"), state=d.get("State", ""))
     return out
 
 
