@@ -24,6 +24,7 @@
                             trainer's checkpoints: hf checkpoint-<N>/, nanotron <step>/ + latest.txt)
     nanotron/<point>/       kind=pretrain, backend nanotron: config.yaml, tokenizer/
     accelerate/<point>.yaml kind=align: accelerate's launch config (rendered at submission)
+    progress/<task>.json    a running training/alignment task's live progress (jobs/runtime/progress.py)
     endpoints/<point>.json  kind=serve: host, port, model once the server answers; `stopped` when it ends
     datatrove/<hash>/<point>/     kind=preprocess (datatrove) stages, one folder per config:
       output/                     what the stage writes, one file set per rank ({output})
@@ -158,6 +159,11 @@ def checkpoint_dir(run_dir: Path, stage: str, task: int) -> Path:
 
 def accelerate_config(run_dir: Path, stage: str, point: int) -> Path:
     return stage_dir(run_dir, stage) / "accelerate" / f"{point}.yaml"
+
+
+def progress_path(run_dir: Path, stage: str, task: int) -> Path:
+    """A task's live progress file (jobs/runtime/progress.py says what is in it)."""
+    return stage_dir(run_dir, stage) / "progress" / f"{task}.json"
 
 
 def endpoint_file(run_dir: Path, stage: str, point: int) -> Path:
