@@ -57,6 +57,13 @@ def _no_site_defaults(tmp_path_factory):
     os.environ["LAUNCHER_SLURM_PROBE"] = "0"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _this_tree_first():
+    """The CLI the tests start (`python -m launcher` in a run root) imports this checkout's code, not
+    whichever tree .venv's editable install points at (a second worktree sharing one .venv)."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
 class CLI:
     def __init__(self, run_root: Path, env: dict | None = None):
         self.run_root = run_root
