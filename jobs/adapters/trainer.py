@@ -1,5 +1,6 @@
 """kind=pretrain, backend=hf: a small Llama-style model trained with transformers' Trainer on
-datatrove-tokenized folders, in one process on CPU or one GPU.
+datatrove-tokenized folders, in one process on CPU or one GPU, or data parallel (DDP) in the processes
+torchrun starts (train.parallelism.dp > 1; jobs/adapters/hf_ddp.py): gloo on CPU, NCCL on GPUs.
 
 Requeue-safe and deterministic across an interruption:
 - every checkpoint `<checkpoint_dir>/checkpoint-N` gets `launcher-complete.json` (written atomically,
@@ -9,7 +10,12 @@ Requeue-safe and deterministic across an interruption:
   (sequential sampler, no dropout), so the Trainer's batch skipping on resume lands on exactly the
   batches an uninterrupted run would see next, and optimizer/scheduler state come from the checkpoint;
 - on the stop signal (ctx.should_stop()) the current step is finished, saved and marked, then
-  ctx.requeue() raises Requeue.
+  ctx.requeue() raises Requeue. Under DDP every rank decides together (an all-reduce of the stop flag
+  each step: ranks that saw the signal a step apart would otherwise save different steps and hang),
+  rank 0 alone writes markers, logs, the model and the result.
+- DDP sees the same samples per step as one process with dp times the micro batch: accelerate gives
+  rank r the batches r, r+dp, ... of the sequential order, so the dp micro batches of a step are the
+  consecutive samples the single process would take (tests/integration/test_hf_ddp.py: equal losses).
 
 Heavy libraries (torch, transformers, datatrove) are imported inside the functions: this module is
 imported on the compute node, in the stage's environment.
@@ -31,22 +37,24 @@ EVAL_SAMPLES = 8  # final_loss: the first samples of the first data folder
 
 # -- plan -------------------------------------------------------------------------------------------
 def plan_steps(train: dict) -> dict:
-    """Steps, tokens per step and the checkpoint interval from the Train config (dp = 1)."""
+    """Steps, tokens per step and the checkpoint interval from the Train config; a step is dp (data
+    parallel replicas, train.parallelism.dp) x micro_batch x grad_accum samples of seq_len tokens."""
     micro, accum, seq = int(train["micro_batch"]), int(train["grad_accum"]), int(train["seq_len"])
+    dp = int((train.get("parallelism") or {}).get("dp", 1))
     for key, v in (("micro_batch", micro), ("grad_accum", accum), ("seq_len", seq)):
         if v < 1:
             raise ValueError(f"train.{key} must be >= 1 (it is {v})")
-    tokens_per_step = micro * accum * seq
+    tokens_per_step = dp * micro * accum * seq
     max_steps = int(train["tokens"]) // tokens_per_step
     if max_steps < 1:
-        raise ValueError(f"train.tokens ({train['tokens']}) is less than one step: micro_batch {micro} x grad_accum "
-                         f"{accum} x seq_len {seq} = {tokens_per_step} tokens per step")
+        raise ValueError(f"train.tokens ({train['tokens']}) is less than one step: dp {dp} x micro_batch {micro} x "
+                         f"grad_accum {accum} x seq_len {seq} = {tokens_per_step} tokens per step")
     every = int(train.get("checkpoint_every_tokens") or 0)
     interval = every // tokens_per_step if every > 0 else 0
     if every > 0 and interval < 1:
         raise ValueError(f"train.checkpoint_every_tokens ({every}) is less than one step ({tokens_per_step} tokens)")
     return {"tokens_per_step": tokens_per_step, "max_steps": max_steps, "interval": interval,
-            "samples_per_step": micro * accum, "save_steps": interval or max_steps}
+            "samples_per_step": dp * micro * accum, "save_steps": interval or max_steps, "dp": dp}
 
 
 def scheduler(opt: dict, max_steps: int) -> tuple[str, dict]:
@@ -198,18 +206,53 @@ def last_logged_loss(log_history: list) -> float | None:
     return None
 
 
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed process group; (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist_rank_world()[1] > 1:
+        dist.barrier()
+
+
+def _anyone_stops(ctx) -> bool:
+    """ctx.should_stop() of any rank (an all-reduce MAX of the flags): all ranks stop at the same step."""
+    import torch
+    import torch.distributed as dist
+
+    flag = ctx.should_stop()
+    if dist_rank_world()[1] == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _callbacks(ctx, tokenizer, plan: dict, log: Callable[[str], Any]):
-    """The Trainer callbacks: stop on the signal, mark saved checkpoints, log lines."""
+    """The Trainer callbacks: stop on the signal (together, under DDP), mark saved checkpoints (rank 0,
+    after every rank wrote its files), log lines. `.stopped` tells whether a stop request ended it."""
     from transformers import TrainerCallback
 
     max_steps, tps, interval = plan["max_steps"], plan["tokens_per_step"], plan["interval"]
 
     class LauncherCallback(TrainerCallback):
+        stopped = False
+
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step >= max_steps:
                 control.should_log = True  # the last loss, for the final marker and the result
-            elif ctx.should_stop():
+            elif _anyone_stops(ctx):
                 log(f"stop requested at step {state.global_step}/{max_steps}: saving checkpoint-{state.global_step}")
+                self.stopped = True
                 control.should_log = True
                 control.should_save = True
                 control.should_training_stop = True
@@ -218,13 +261,17 @@ def _callbacks(ctx, tokenizer, plan: dict, log: Callable[[str], Any]):
         def on_save(self, args, state, control, **kwargs):
             step = state.global_step
             path = Path(args.output_dir) / f"checkpoint-{step}"
-            # Each checkpoint is a loadable HF model folder: evaluation scores them one by one.
-            tokenizer.save_pretrained(str(path))
-            reason = "final" if step >= max_steps else "interval" if interval and step % interval == 0 else "stop"
-            loss = last_logged_loss(state.log_history)
-            mark(path, {"step": step, "tokens": step * tps, "loss": loss, "reason": reason, "max_steps": max_steps})
-            log(f"checkpoint-{step} saved and marked complete ({reason}; {step * tps:,} tokens"
-                f"{'' if loss is None else f', loss {loss:.4f}'})")
+            _barrier()  # every rank's files (rng_state_<rank>.pth) are written before the marker
+            if dist_rank_world()[0] == 0:
+                # Each checkpoint is a loadable HF model folder: evaluation scores them one by one.
+                tokenizer.save_pretrained(str(path))
+                reason = "final" if step >= max_steps else "interval" if interval and step % interval == 0 else "stop"
+                loss = last_logged_loss(state.log_history)
+                mark(path, {"step": step, "tokens": step * tps, "loss": loss, "reason": reason,
+                            "max_steps": max_steps})
+                log(f"checkpoint-{step} saved and marked complete ({reason}; {step * tps:,} tokens"
+                    f"{'' if loss is None else f', loss {loss:.4f}'})")
+            _barrier()  # marked before any rank goes on (a stopping rank checks the marker)
             return control
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -243,6 +290,25 @@ def _callbacks(ctx, tokenizer, plan: dict, log: Callable[[str], Any]):
 
 
 # -- the stage --------------------------------------------------------------------------------------
+def _join_process_group(dp: int, cuda: bool) -> int:
+    """Under DDP (dp > 1), join torchrun's process group (gloo on CPU, NCCL on GPUs) before anything
+    else, checking that torchrun started dp processes; returns this process's rank (0 without DDP).
+    Raises RuntimeError when the world size torchrun set differs from train.parallelism.dp."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if dp == 1 and world == 1:
+        return 0
+    if world != dp:
+        raise RuntimeError(f"train.parallelism.dp is {dp} but torchrun started {world} process(es)")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_rank()
+
+
 def _tokenizer(tokenizer: str, m: dict) -> tuple[Any, int, int]:
     """(tokenizer, vocabulary size, bytes per token id): the data stage's tokenizer.json, <|endoftext|>
     as EOS; the vocabulary is train.model.vocab_size (at least the tokenizer's)."""
@@ -299,7 +365,8 @@ def _resume(ckpt_dir: Path, ctx, tps: int, log: Callable[[str], Any]):
 
 
 def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: bool):
-    """transformers' TrainingArguments of the stage's train section (dp = 1)."""
+    """transformers' TrainingArguments of the stage's train section; under DDP (plan["dp"] > 1) the
+    process group torchrun's environment describes (gloo on CPU, NCCL on GPUs)."""
     from transformers import TrainingArguments
 
     opt, max_steps = train["optimizer"], plan["max_steps"]
@@ -317,7 +384,8 @@ def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: boo
         seed=seed, data_seed=seed, train_sampling_strategy="sequential", remove_unused_columns=False,
         report_to="none", dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=True,
         use_cpu=not cuda, bf16=cuda and dtype in ("bfloat16", "bf16"), fp16=cuda and dtype in ("float16", "fp16"),
-        restore_callback_states_from_checkpoint=False, ignore_data_skip=False)
+        restore_callback_states_from_checkpoint=False, ignore_data_skip=False,
+        ddp_backend=("nccl" if cuda else "gloo") if plan["dp"] > 1 else None, ddp_find_unused_parameters=False)
 
 
 def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable, log: Callable[[str], Any]):
@@ -339,15 +407,16 @@ def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable
     if resume and model.config.tie_word_embeddings:
         log("(a warning that lm_head.weight is missing from the checkpoint is expected: it is tied to the "
             "input embeddings)")
+    launcher_cb = _callbacks(ctx, tok, plan, log)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
-                      callbacks=[*callbacks, _callbacks(ctx, tok, plan, log)])
+                      callbacks=[*callbacks, launcher_cb])
     trainer.remove_callback(PrinterCallback)  # our own log lines instead of dicts
     trainer.remove_callback(ProgressCallback)
     trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
     final_step = trainer.state.global_step
     if final_step < max_steps:
         saved = ckpt_dir / f"checkpoint-{final_step}" / MARKER
-        if not ctx.should_stop():
+        if not launcher_cb.stopped:
             raise RuntimeError(f"training stopped at step {final_step} of {max_steps} without a stop request")
         if not saved.is_file():
             raise RuntimeError(f"training stopped at step {final_step} but checkpoint-{final_step} is not marked")
@@ -379,11 +448,13 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
 
     started = time.time()
     transformers.utils.logging.disable_progress_bar()  # log lines, not progress bars, in the task log
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        torch.set_num_threads(max(1, int(os.environ["SLURM_CPUS_PER_TASK"])))
+    if os.environ.get("SLURM_CPUS_PER_TASK"):  # shared by the processes torchrun started on this node
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, int(os.environ["SLURM_CPUS_PER_TASK"]) // per_node))
     cuda = torch.cuda.is_available()
     m = train["model"]
     plan = plan_steps(train)
+    rank = _join_process_group(plan["dp"], cuda)
     max_steps, tps, seq_len = plan["max_steps"], plan["tokens_per_step"], int(train["seq_len"])
     seed = int(train.get("seed", 1))
     if seq_len > int(m["max_position_embeddings"]):
@@ -398,7 +469,11 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
     model = LlamaForCausalLM(llama_config(m, vocab, tok.eos_token_id))
     params = sum(p.numel() for p in model.parameters())
     ckpt_dir = Path(ctx.checkpoint_dir)
-    resume = _resume(ckpt_dir, ctx, tps, log)
+    # Rank 0 sets incomplete checkpoints aside first; then every rank finds the same newest one.
+    resume = _resume(ckpt_dir, ctx, tps, log) if rank == 0 else None
+    _barrier()
+    if rank != 0:
+        resume = _resume(ckpt_dir, ctx, tps, lambda _msg: None)
     log(f"model: {params:,} parameters (hidden {m['hidden_size']}, {m['num_layers']} layers, vocab {vocab}); "
         f"{max_steps} steps of {tps:,} tokens (micro_batch {train['micro_batch']} x grad_accum "
         f"{train['grad_accum']} x seq_len {seq_len}), checkpoint every "
@@ -409,6 +484,8 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
     train_seconds = time.time() - t0
     if not (ckpt_dir / f"checkpoint-{max_steps}" / MARKER).is_file():
         raise RuntimeError(f"training reached step {final_step} but checkpoint-{max_steps} was not saved and marked")
+    if rank != 0:  # rank 0 writes the model and the result
+        return {"rank": rank, "final_step": final_step}
     model_dir = _save_outputs(ctx, model, tok, log_history)
     final_loss = mean_loss(model, fixed)
     complete, _ = scan_checkpoints(ckpt_dir)
@@ -423,6 +500,7 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
         "checkpoints": [s for s, _ in complete if reasons[s] != "stop"],
         "stop_checkpoints": [s for s, _ in complete if reasons[s] == "stop"],
         "checkpoint_dir": str(ckpt_dir), "model_dir": str(model_dir), "device": "cuda" if cuda else "cpu",
+        "dp": plan["dp"],
     }
     log(f"done: step {final_step}, {result['tokens']:,} tokens, train loss {result['final_train_loss']}, "
         f"fixed-set loss {final_loss:.5f}, {result['tokens_per_s']:,} tokens/s over {train_seconds:.1f} s")

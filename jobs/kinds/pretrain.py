@@ -1,6 +1,7 @@
 """kind=pretrain: resolve the run folders the stage names, then train with the stage's backend.
 
-- hf: transformers' Trainer in this process (jobs/adapters/trainer.py), checkpoints ckpt/<task>/checkpoint-N.
+- hf: transformers' Trainer in this process (jobs/adapters/trainer.py), checkpoints ckpt/<task>/checkpoint-N;
+  with train.parallelism.dp > 1 under torchrun on every node, DDP (jobs/adapters/hf_ddp.py).
 - nanotron: one torchrun per node running nanotron's run_train.py (jobs/adapters/nanotron.py).
 The result names the campaign and this sweep point's overrides and seed: what evaluation and reports
 group by. Standard library only at import: the heavy libraries are imported by the backend that needs them.
@@ -8,7 +9,7 @@ group by. Standard library only at import: the heavy libraries are imported by t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from jobs.adapters import nanotron
 
@@ -16,14 +17,20 @@ reruns_when_complete = False
 resolves_hub_references = True
 
 
-def run(task) -> Dict[str, Any]:
+def run(task) -> Optional[Dict[str, Any]]:
     """kind=pretrain for one task (= one sweep point)."""
     train = task.payload["train"]
     data, tokenizer = nanotron.inputs(task.spec, task.point, train)
     missing = [f for f in data if not Path(f).is_dir()]
     if missing:
         raise FileNotFoundError(f"train.data: tokenized folder(s) not found: {', '.join(missing)}")
-    if train["backend"] == "hf":
+    if train["backend"] == "hf" and train["parallelism"]["dp"] > 1:
+        from jobs.adapters import hf_ddp
+
+        result = hf_ddp.launch(task, train, data, tokenizer)
+        if result is None:  # not the first node: rank 0 there writes the model and the result
+            return None
+    elif train["backend"] == "hf":
         from jobs.adapters.trainer import train as train_hf
 
         task.export_environment()

@@ -22,7 +22,7 @@ from launcher.placeholders import check_placeholders, plain_paths
 
 class TrainBackend(str, Enum):
     nanotron = "nanotron"  # 4D-parallel, multi-node, GPU only (srun + torchrun)
-    hf = "hf"  # transformers' Trainer, one process, CPU or one GPU: small models, tests, the local demo
+    hf = "hf"  # transformers' Trainer: one process, or DDP under torchrun (dp > 1, CPU or GPUs): small models
 
 
 class LrSchedule(str, Enum):
@@ -210,17 +210,32 @@ def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
         bad("train.model.experts_top_k", f"{model['experts_top_k']} > num_experts {model['num_experts']}")
 
     if train["backend"] == "hf":
-        for f in DEGREES:
-            if par[f] != 1:
-                bad(f"train.parallelism.{f}", f"backend=hf trains in one process: {f} must be 1 "
-                                              f"(got {par[f]}); use backend=nanotron for parallel training")
-        if r["nodes"] != 1 or r["gpus_per_node"] > 1:
-            bad("resources", f"backend=hf runs on one node with at most one GPU (got nodes={r['nodes']}, "
-                             f"gpus_per_node={r['gpus_per_node']})")
+        _check_hf_layout(par, r, bad)
         if model["num_experts"]:
             bad("train.model.num_experts", "mixture-of-experts models need backend=nanotron")
         return
     _check_nanotron(name, st, bad)
+
+
+def hf_processes_per_node(par: Dict[str, Any], resources: Dict[str, Any]) -> int:
+    """backend=hf: processes torchrun starts per node (DDP, one model replica each): dp / nodes."""
+    return max(1, par["dp"] // max(1, resources["nodes"]))
+
+
+def _check_hf_layout(par: Dict[str, Any], r: Dict[str, Any], bad) -> None:
+    """backend=hf is data parallel only (transformers' Trainer under torchrun: DDP, gloo on CPU, NCCL on
+    GPUs): dp processes, the same number on every node, one GPU each where the nodes have GPUs."""
+    for f in DEGREES[1:]:
+        if par[f] != 1:
+            bad(f"train.parallelism.{f}", f"backend=hf is data parallel only: {f} must be 1 (got {par[f]}); "
+                                          f"use backend=nanotron for tensor, pipeline or context parallelism")
+    dp, nodes, gpus = par["dp"], r["nodes"], r["gpus_per_node"]
+    if dp % nodes:
+        bad("train.parallelism.dp", f"backend=hf starts dp/nodes processes per node: dp={dp} is not a multiple of "
+                                    f"nodes={nodes}")
+    elif gpus and dp != nodes * gpus:
+        bad("train.parallelism.dp", f"backend=hf trains one process per GPU: dp must be nodes x gpus_per_node = "
+                                    f"{nodes} x {gpus} = {nodes * gpus} (got {dp})")
 
 
 def _check_optimizer(train: Dict[str, Any], per_step: int, bad) -> None:
@@ -386,7 +401,8 @@ class Pretrain(Kind):
         ("optimizer.schedule", {"wsd": ("optimizer.decay_fraction",), "cosine": (), "linear": ()})]}
 
     def multi_process(self, st: Dict[str, Any]) -> bool:
-        return st["train"]["backend"] == "nanotron"  # torchrun on every node; hf trains in one process
+        # torchrun on every node: nanotron always, hf when data parallel (DDP); else hf trains in-process
+        return st["train"]["backend"] == "nanotron" or st["train"]["parallelism"]["dp"] > 1
 
     def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
         return st["train"]["backend"] == "hf"  # nanotron's checkpoints need a convert stage first
@@ -420,7 +436,7 @@ class Pretrain(Kind):
                 "overrides": plan.points}  # each run's overrides (data=raw seed=2), into its result
 
     def files(self, plan, stage, run_dir: Path, run_id: str) -> Dict[Path, str]:
-        if not self.multi_process(stage.payloads[0]):
+        if stage.payloads[0]["train"]["backend"] != "nanotron":
             return {}
         from jobs import layout
 

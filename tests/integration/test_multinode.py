@@ -167,3 +167,45 @@ def test_down_leaves_nothing_even_after_a_node_was_killed_under_a_job(dev_slurm_
     t0 = time.perf_counter()
     assert subprocess.run([SCRIPT, "up", "--nodes", "3"], capture_output=True, timeout=60).returncode == 0
     print(f"down {down_s:.2f} s, cold up {up_s:.2f} s, warm up {time.perf_counter() - t0:.2f} s")
+
+
+@pytest.fixture(scope="module")
+def hf_data(cpu_python, tmp_path_factory) -> dict:
+    """Tiny tokenized folders (tests/integration/hf_train_helper.py) on the filesystem all nodes share."""
+    from test_train_hf import helper
+
+    out = tmp_path_factory.mktemp("mn-hf-data")
+    helper(cpu_python, "data", str(out / "d"))
+    return json.loads((out / "d" / "data.json").read_text())
+
+
+def _train_run(cli: CLI, data: dict, *overrides: str) -> tuple[dict, str]:
+    """pipeline=train (hf backend, tiny model) on the multi-node cluster: (result.json, the task log)."""
+    cli("run", "pipeline=train", "cluster=dev-mn", f"pipeline.vars.data={data['a']}",
+        f"pipeline.vars.tokenizer={data['tokenizer']}", "model=tiny", "~pipeline.stages.evaluate",
+        "pipeline.vars.tokens=8192", "pipeline.vars.checkpoint_every_tokens=4096",
+        "pipeline.stages.train.train.seq_len=32", "pipeline.stages.train.train.log_every_steps=1",
+        "pipeline.stages.train.resources.mem_gb=3", *overrides)
+    st = cli.wait(timeout=600, poll=1)
+    logs = cli("logs", "latest", "train", check=False)
+    assert st["state"] == "COMPLETED", (st, logs.stdout[-3000:], logs.stderr[-3000:])
+    out = layout.output_dir(cli.run_dir(), "train", 0, 0)
+    losses = {e["step"]: e["loss"] for e in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+              if "loss" in e}
+    return {**json.loads((out / "result.json").read_text()), "losses": losses}, logs.stdout + logs.stderr
+
+
+@pytest.mark.slow
+def test_hf_ddp_on_two_nodes_trains_like_one_process_with_the_same_global_batch(mcli, hf_data):
+    """issue 19 item 3: the hf backend under torchrun on 2 nodes x 1 process (DDP, gloo), the rendezvous
+    on the allocation's first node; losses equal to one process with twice the micro batch."""
+    one, _ = _train_run(mcli, hf_data, "pipeline.stages.train.train.micro_batch=4")
+    two, text = _train_run(mcli, hf_data, "pipeline.stages.train.train.micro_batch=2",
+                           "pipeline.stages.train.train.parallelism.dp=2", "pipeline.stages.train.resources.nodes=2")
+    assert two["dp"] == 2 and two["tokens"] == one["tokens"] == 8192 and two["final_step"] == one["final_step"]
+    assert sorted(one["losses"]) == sorted(two["losses"]) and len(one["losses"]) == one["final_step"]
+    worst = max(abs(one["losses"][s] - two["losses"][s]) / one["losses"][s] for s in one["losses"])
+    assert worst < 1e-3, (worst, one["losses"], two["losses"])
+    m = re.findall(r"torchrun: rendezvous (\S+):\d+ \(c10d.*this is node (\d) \((\S+)\)", text)
+    assert {node for node, _, _ in m} == {h for _, r, h in m if r == "0"}, m  # hosted by node 0
+    assert len({h for _, _, h in m}) == 2, m  # two nodes took part

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from launcher import kinds
 from launcher.kinds import pretrain
 from launcher.compose import compose, sweep_points
 from launcher.errors import ConfigErrors
@@ -60,11 +61,27 @@ def test_each_invalid_layout_names_its_key_and_a_valid_setting(overrides, key, w
         assert w in errors[key], errors[key]
 
 
-def test_hf_backend_trains_in_one_process():
+def test_hf_backend_is_data_parallel_only():
     errors = errors_of(f"{T}.parallelism.tp=2", "pipeline.stages.train.resources.gpus_per_node=2",
                        base=["pipeline=ablation", "cluster=local"])
-    assert "backend=hf trains in one process" in errors[f"{T}.parallelism.tp"]
-    assert "pipeline.stages.train.resources" in errors
+    assert "backend=hf is data parallel only" in errors[f"{T}.parallelism.tp"]
+    assert "dp must be nodes x gpus_per_node = 1 x 2 = 2 (got 1)" in errors[f"{T}.parallelism.dp"]
+
+
+def test_hf_backend_data_parallel_layouts():
+    """dp processes, dp/nodes per node (one per GPU where there are GPUs); torchrun on every node."""
+    errors = errors_of(f"{T}.parallelism.dp=3", "pipeline.stages.train.resources.nodes=2",
+                       base=["pipeline=ablation", "cluster=local"])
+    assert "dp=3 is not a multiple of nodes=2" in errors[f"{T}.parallelism.dp"]
+    p = plan_of(f"{T}.parallelism.dp=2", base=["pipeline=ablation", "cluster=local"])
+    st = p.stages["train"]
+    assert kinds.get("pretrain").multi_process(st.payloads[0])
+    assert pretrain.hf_processes_per_node(st.payloads[0]["train"]["parallelism"], st.resources) == 2
+    one = plan_of(base=["pipeline=ablation", "cluster=local"]).stages["train"]
+    # the global batch counts every replica
+    assert pretrain.schedule(st.payloads[0]["train"])["tokens_per_step"] == \
+        2 * pretrain.schedule(one.payloads[0]["train"])["tokens_per_step"]
+    assert not kinds.get("pretrain").multi_process(one.payloads[0])  # dp=1: in-process, as before
 
 
 def test_vocab_size_is_checked_against_a_tokenizer_file(tmp_path):
