@@ -209,7 +209,7 @@ def _result(order: dict, trainer, dataset, resume, ckpt_dir: Path, folder: Path,
             "seconds": round(time.time() - started, 2), "resumed_from": resume[0] if resume else None,
             "checkpoints": [s for s, _ in complete], "lora": bool(a["lora"]["enabled"]),
             "model_dir": str(Path(order.get("final_output_dir") or order["output_dir"]) / folder),
-            "device": "cuda" if cuda else "cpu"}
+            "device": "cuda" if cuda else "cpu", "num_processes": trainer.accelerator.num_processes}
 
 
 def main() -> int:

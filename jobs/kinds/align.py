@@ -47,6 +47,11 @@ def run(task) -> None:
         "checkpoint_dir": str(task.ctx.checkpoint_dir),
         "stop_file": str(stop_file), "restarts": task.restarts})
     env.setdefault("HF_HUB_OFFLINE", "1")  # the model and data are local: never wait on a hub
+    if len(hosts) > 1 and not task.spec.get("resources", {}).get("gpus_per_node"):
+        # Several CPU nodes (MULTI_CPU): accelerate's launcher starts one process per node and leaves
+        # its rank to MPI's variables; these are the ones accelerate reads first (utils/environment.py
+        # get_cpu_distributed_information), with its --main_process_ip/port as the rendezvous.
+        env.update({"RANK": str(rank), "WORLD_SIZE": str(len(hosts)), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
     cmd = accelerate.argv(task, hosts, rank, port)
     task.log(f"align: {a['trainer']} on {a['model']}; node {rank} of {len(hosts)}, main process "
              f"{hosts[0]}:{port}")

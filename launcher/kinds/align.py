@@ -86,8 +86,6 @@ def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
         bad("resources.ntasks_per_node", "must be 1: one `accelerate launch` per node starts the processes "
                                          "(align.nproc_per_node)")
     gpus = r["gpus_per_node"]
-    if gpus == 0 and r["nodes"] > 1:
-        bad("resources.nodes", f"{r['nodes']} nodes without GPUs: multi-node alignment needs GPUs (gpus_per_node)")
     nproc = a["nproc_per_node"]
     if nproc is not None and (nproc < 1 or (gpus and nproc > gpus) or (not gpus and nproc != 1)):
         bad("align.nproc_per_node", f"{nproc} process(es) per node with {gpus} GPU(s) per node: use 1.."
@@ -172,7 +170,9 @@ def accelerate_config(align: Dict[str, Any], resources: Dict[str, Any]) -> Dict[
     cfg: Dict[str, Any] = templating.yaml_defaults("accelerate_defaults.yaml")  # the fixed keys, in order
     cfg.update({"num_machines": nodes, "num_processes": nodes * nproc, "use_cpu": not gpus,
                 "mixed_precision": "bf16" if bf16 else "fp16" if fp16 else "no",
-                "distributed_type": "NO" if nodes * nproc == 1 else "MULTI_GPU"})
+                # MULTI_CPU: one process per node, ranks from the environment jobs/kinds/align.py sets
+                # (accelerate's CPU launcher leaves them to MPI; accelerate/state.py reads RANK, WORLD_SIZE)
+                "distributed_type": "NO" if nodes * nproc == 1 else "MULTI_GPU" if gpus else "MULTI_CPU"})
     unset = [k for k, v in cfg.items() if v is None]
     assert not unset, f"templates/accelerate_defaults.yaml leaves {unset} to the stage, which did not set them"
     if align["deepspeed_zero"] is not None:

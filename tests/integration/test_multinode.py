@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI, ROOT, slurm, wait_for
+from conftest import CLI, ROOT, job_of, slurm, wait_for
 
 from jobs import layout
 
@@ -49,21 +49,23 @@ def test_sbatch_on_two_nodes_runs_srun_across_both(dev_slurm_mn, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_stage_on_two_nodes_all_reduces_with_the_rendezvous_on_the_first(mcli, cpu_python):
-    """pipeline=distributed (kind torchrun, jobs.demo.dist_probe, gloo) on 2 nodes x 2 processes."""
-    mcli("run", "pipeline=distributed", "cluster=dev-mn", "pipeline.vars.nodes=2", "pipeline.vars.nproc_per_node=2",
-         "pipeline.stages.probe.resources.mem_gb=4")
+def test_torchrun_stage_on_three_nodes_all_reduces_with_the_rendezvous_on_the_first(mcli, cpu_python):
+    """pipeline=distributed (kind torchrun, jobs.demo.dist_probe, gloo) on 3 nodes x 2 processes: the
+    srun + torchrun path nanotron's launch takes (issue 19 item 3)."""
+    mcli("run", "pipeline=distributed", "cluster=dev-mn", "pipeline.vars.nodes=3", "pipeline.vars.nproc_per_node=2",
+         "pipeline.stages.probe.resources.mem_gb=3")
     st = mcli.wait(timeout=300, poll=1)
     logs = mcli("logs", "latest", "probe", check=False)
     assert st["state"] == "COMPLETED", (st, logs.stdout[-3000:], logs.stderr[-3000:])
     out = layout.output_dir(mcli.run_dir(), "probe", 0, 0)
     ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank-*.json"))]
-    assert sorted(r["rank"] for r in ranks) == [0, 1, 2, 3]
-    assert {r["world_size"] for r in ranks} == {4} and {r["all_reduce"] for r in ranks} == {4.0}
+    assert sorted(r["rank"] for r in ranks) == [0, 1, 2, 3, 4, 5]
+    assert {r["world_size"] for r in ranks} == {6} and {r["all_reduce"] for r in ranks} == {6.0}
     nodes = {r["group_rank"]: set() for r in ranks}
     for r in ranks:
         nodes[r["group_rank"]].add(r["node"])
-    assert len(nodes) == 2 and all(len(v) == 1 for v in nodes.values()) and nodes[0] != nodes[1], ranks
+    assert len(nodes) == 3 and all(len(v) == 1 for v in nodes.values()), ranks
+    assert len(set().union(*nodes.values())) == 3, ranks  # three different nodes
     first = next(iter(nodes[0]))
     # every rank's store is on group 0's node, and the launcher put the rendezvous there
     assert {r["master_addr"] for r in ranks} == {first}, ranks
@@ -200,12 +202,79 @@ def test_hf_ddp_on_two_nodes_trains_like_one_process_with_the_same_global_batch(
     """issue 19 item 3: the hf backend under torchrun on 2 nodes x 1 process (DDP, gloo), the rendezvous
     on the allocation's first node; losses equal to one process with twice the micro batch."""
     one, _ = _train_run(mcli, hf_data, "pipeline.stages.train.train.micro_batch=4")
-    two, text = _train_run(mcli, hf_data, "pipeline.stages.train.train.micro_batch=2",
+    two, _ = _train_run(mcli, hf_data, "pipeline.stages.train.train.micro_batch=2",
                            "pipeline.stages.train.train.parallelism.dp=2", "pipeline.stages.train.resources.nodes=2")
     assert two["dp"] == 2 and two["tokens"] == one["tokens"] == 8192 and two["final_step"] == one["final_step"]
     assert sorted(one["losses"]) == sorted(two["losses"]) and len(one["losses"]) == one["final_step"]
     worst = max(abs(one["losses"][s] - two["losses"][s]) / one["losses"][s] for s in one["losses"])
     assert worst < 1e-3, (worst, one["losses"], two["losses"])
+    # each node's jobs.task logs into its own file (srun --output …_%t_log.out): read them all
+    text = "".join(p.read_text() for p in (mcli.run_dir() / "stages" / "train" / "logs").glob("*_log.*"))
     m = re.findall(r"torchrun: rendezvous (\S+):\d+ \(c10d.*this is node (\d) \((\S+)\)", text)
     assert {node for node, _, _ in m} == {h for _, r, h in m if r == "0"}, m  # hosted by node 0
     assert len({h for _, _, h in m}) == 2, m  # two nodes took part
+
+
+@pytest.mark.slow
+def test_trl_sft_through_accelerate_on_two_cpu_nodes(mcli, cpu_python, tmp_path):
+    """issue 19 item 3: accelerate's MULTI_CPU on 2 nodes (one process each, gloo): accelerate's CPU
+    launcher leaves the ranks to MPI; the launcher gives them from Slurm (jobs/kinds/align.py)."""
+    from chat_model_helper import make_chat_model
+
+    model = make_chat_model(cpu_python, tmp_path / "model")
+    subprocess.run([str(cpu_python), "-m", "jobs.demo.chat", str(tmp_path / "chat")], check=True, cwd=ROOT,
+                   capture_output=True, timeout=120)
+    mcli("run", "pipeline=align", "cluster=dev-mn", f"pipeline.vars.model={model}",
+         f"pipeline.vars.sft_data={tmp_path / 'chat' / 'sft.jsonl'}", f"pipeline.vars.dpo_data={tmp_path / 'chat' / 'dpo.jsonl'}",
+         "~pipeline.stages.dpo", "~pipeline.stages.serve", "~pipeline.stages.smoke",
+         "pipeline.vars.steps=6", "pipeline.stages.sft.align.checkpoint_every_steps=3",
+         "pipeline.stages.sft.align.chat_template=builtin", "pipeline.stages.sft.resources.nodes=2", check=True)
+    st = mcli.wait(timeout=600, poll=1)
+    text = "".join(p.read_text() for p in (mcli.run_dir() / "stages" / "sft" / "logs").glob("*_log.*"))
+    assert st["state"] == "COMPLETED", (st, text[-4000:])
+    result = json.loads((layout.output_dir(mcli.run_dir(), "sft", 0, 0) / "result.json").read_text())
+    assert result["num_processes"] == 2 and result["final_step"] == 6, result
+    assert re.search(r"node 0 of 2", text) and re.search(r"node 1 of 2", text), text[-3000:]
+
+
+@pytest.mark.extended
+def test_a_node_killed_mid_training_requeues_and_the_run_ends_like_an_uninterrupted_one(mcli, hf_data):
+    """issue 19 item 3: hf DDP on 2 of the 3 nodes; the second node is killed (slurmd, stepd and the
+    ranks: everything in its namespace) once a checkpoint is marked. The survivor's rank fails at once
+    (gloo: connection closed), Slurm declares the node dead (SlurmdTimeout) and requeues the job
+    (--requeue, NODE_FAIL); the next attempt runs on healthy nodes, resumes from the newest complete
+    checkpoint and ends with the loss of an uninterrupted run."""
+    common = ("pipeline.stages.train.train.micro_batch=2", "pipeline.stages.train.train.parallelism.dp=2",
+              "pipeline.stages.train.resources.nodes=2", "pipeline.vars.tokens=16384",
+              "pipeline.vars.checkpoint_every_tokens=2048")
+    whole, _ = _train_run(mcli, hf_data, *common)
+    mcli("run", "pipeline=train", "cluster=dev-mn", f"pipeline.vars.data={hf_data['a']}",
+         f"pipeline.vars.tokenizer={hf_data['tokenizer']}", "model=tiny", "~pipeline.stages.evaluate",
+         "pipeline.stages.train.train.seq_len=32", "pipeline.stages.train.train.log_every_steps=1",
+         "pipeline.stages.train.resources.mem_gb=3", *common)
+    run = mcli.run_dir()
+    ckpt = layout.checkpoint_dir(run, "train", 0)
+    wait_for(lambda: any((c / "launcher-complete.json").exists() for c in ckpt.glob("checkpoint-*")), 300,
+             "the first marked checkpoint", poll=0.2)
+    job = job_of(mcli, "train")
+    nodes = slurm(mcli.env, "scontrol", "show", "hostnames",
+                  slurm(mcli.env, "squeue", "-h", "-j", job, "-o", "%N").strip()).split()
+    assert len(nodes) == 2, nodes
+    victim = nodes[1]
+    pids = subprocess.run(["ip", "netns", "pids", f"labmn-{victim}"], capture_output=True, text=True).stdout.split()
+    subprocess.run(["kill", "-KILL", *pids], check=False)
+    try:
+        st = mcli.wait(timeout=900, poll=2)
+        text = "".join(p.read_text() for p in (run / "stages" / "train" / "logs").glob("*_log.*"))
+        assert st["state"] == "COMPLETED", (st, text[-4000:])
+        restarts, nodelist = slurm(mcli.env, "sacct", "-X", "-n", "-P", "-j", job, "-o", "Restarts,NodeList"
+                                   ).split()[-1].split("|")
+        last = slurm(mcli.env, "scontrol", "show", "hostnames", nodelist).split()
+        result = json.loads((layout.output_dir(run, "train", 0, 0) / "result.json").read_text())
+        assert int(restarts) >= 1 and result["resumed_from"], (restarts, result)  # requeued, resumed
+        assert victim not in last and len(last) == 2, (victim, last)  # the last attempt ran on healthy nodes
+        assert abs(result["final_loss"] - whole["final_loss"]) < 1e-4 * whole["final_loss"], (result, whole)
+    finally:
+        subprocess.run([SCRIPT, "up", "--nodes", "3"], capture_output=True, timeout=600)
+        wait_for(lambda: victim in slurm(mcli.env, "sinfo", "-h", "-N", "-t", "idle", "-o", "%N"), 120,
+                 f"{victim} back in service", poll=1)

@@ -59,7 +59,6 @@ def test_the_align_pipeline_plans_sft_then_dpo_then_a_server_and_its_client():
      ["ZeRO stage 1, 2 or 3"]),
     (["pipeline.vars.gpus=4", f"{S}.sft.align.nproc_per_node=8"], "sft", f"{S}.sft.align.nproc_per_node",
      ["8 process(es) per node with 4 GPU(s)"]),
-    ([f"{S}.sft.resources.nodes=2"], "sft", f"{S}.sft.resources.nodes", ["multi-node alignment needs GPUs"]),
     ([f"{S}.serve.serve.tensor_parallel=2"], "serve", f"{S}.serve.serve.tensor_parallel", ["without GPUs"]),
     (["pipeline.vars.gpus=2", "pipeline.vars.tensor_parallel=4"], "serve", f"{S}.serve.serve.tensor_parallel",
      ["use tensor_parallel <= 2"]),
@@ -94,6 +93,7 @@ def _cfg(**over):
 
 CASES = {
     "cpu_one_process": {},
+    "cpu_two_nodes": {"nodes": 2},
     "one_node_8_gpus_bf16": {"gpus_per_node": 8, "dtype": "bfloat16"},
     "two_nodes_8_gpus_zero3": {"gpus_per_node": 8, "nodes": 2, "deepspeed_zero": 3, "grad_accum": 4},
 }
@@ -133,6 +133,7 @@ def test_accelerate_loads_every_golden_with_its_own_config_class():
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got[str(GOLDEN / "two_nodes_8_gpus_zero3.yaml")] == ["DistributedType.DEEPSPEED", 16, 2]
     assert got[str(GOLDEN / "cpu_one_process.yaml")] == ["DistributedType.NO", 1, 1]
+    assert got[str(GOLDEN / "cpu_two_nodes.yaml")] == ["DistributedType.MULTI_CPU", 2, 2]
 
 
 def test_preflight_reads_every_line_of_the_data(tmp_path):
