@@ -36,7 +36,7 @@ from typing import Any, List, Mapping, Optional
 from jobs import layout
 from jobs.adapters import hub_refs as hub
 from jobs.context import Cancel, Requeue, TaskContext
-from jobs.runtime import endpoints, processes
+from jobs.runtime import allocation, endpoints, processes
 from jobs.runtime.log import log
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "run me again" for the local backend
@@ -423,6 +423,20 @@ class Task:
         log(f"{self.stage}[{self.task}] done in {time.time() - started:.1f} s")
         return 0
 
+    def lost_peer_nodes(self) -> List[str]:
+        """The other nodes of this multi-node Slurm allocation whose slurmd no longer answers ([] on one
+        node, on the local backend, or when Slurm's configuration cannot be read)."""
+        env = dict(os.environ)
+        if self.spec.get("backend") == "local" or int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1) < 2:
+            return []
+        try:
+            hosts = allocation.node_hosts(env)
+        except RuntimeError:
+            return []
+        port = allocation.slurmd_port(env)
+        me = hosts[allocation.node_rank(env)] if allocation.node_rank(env) < len(hosts) else None
+        return allocation.unreachable_nodes([h for h in hosts if h != me], port) if port else []
+
     def failed(self, e: BaseException, running: Path) -> int:
         """The work raised e (called while it is handled): a failure marker, then the running marker goes,
         exit 1 (e re-raised if it is not an Exception); after a SIGTERM, counted as stopped instead."""
@@ -433,6 +447,15 @@ class Task:
                 f"{type(e).__name__}: {e}")
             running.unlink(missing_ok=True)
             return self.requeue()
+        lost = self.lost_peer_nodes() if isinstance(e, Exception) else []
+        if lost:
+            # A peer node died under the step (its ranks with it): not the work's failure. Slurm ends the
+            # job NODE_FAIL once it notices and requeues it (--requeue); the next attempt resumes.
+            log(f"{self.stage}[{self.task}] stopped: node(s) {', '.join(lost)} of the allocation no longer answer "
+                f"({type(e).__name__}: {e}); no failure marker: Slurm requeues the job when it declares them down")
+            running.unlink(missing_ok=True)
+            shutil.rmtree(self.tmp_out, ignore_errors=True)
+            return 0
         self.write_failure("".join(traceback.format_exception(e)), exit_code=1)
         shutil.rmtree(self.tmp_out, ignore_errors=True)
         log(f"{self.stage}[{self.task}] failed: {e}")

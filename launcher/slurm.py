@@ -429,15 +429,28 @@ class Slurm:
             return {}
         if self.accounting is not False:
             try:
-                out = parse_sacct(self._query(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)]))
+                text = self._query(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)])
+                out = parse_sacct(text)
             except SlurmCommandError as e:
                 if _ACCOUNTING_DISABLED not in e.stderr + e.stdout:
                     raise
                 self.accounting = False
             else:
                 unknown = sorted(set(settled) & set(ids) - set(out), key=int)
-                return {**out, **self._squeue(unknown)} if unknown else out
+                out = {**out, **self._squeue(unknown)} if unknown else out
+                return self._after_node_failures(text, out)
         return self._squeue(ids)
+
+    def _after_node_failures(self, sacct_text: str, out: Dict[str, Dict[int, str]]) -> Dict[str, Dict[int, str]]:
+        """A task that ended NODE_FAIL is requeued by Slurm (our jobs are --requeue), but accounting can
+        show the NODE_FAIL record a moment before the requeued attempt's: the controller (one squeue,
+        only when a NODE_FAIL is seen) knows whether the task is queued again."""
+        failed = sorted({m.group(1) for line in sacct_text.splitlines()
+                         if (f := line.strip().split("|"))[-1].startswith("NODE_FAIL") and (m := _JOB_ID.match(f[0]))},
+                        key=int)
+        for job, tasks in (self._squeue(failed) if failed else {}).items():
+            out.setdefault(job, {}).update({i: st for i, st in tasks.items() if st != "failed"})
+        return out
 
     def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
         """Jobs outside the run (any user's, array or not): {job id: (its STATE words, whether slurmctld

@@ -52,3 +52,28 @@ def node_rank(env: Mapping[str, str]) -> int:
     if is_local(env):
         return 0
     return int(env.get("SLURM_NODEID") or env.get("SLURM_PROCID") or 0)
+
+
+def slurmd_port(env: Mapping[str, str] = os.environ) -> int | None:
+    """The cluster's SlurmdPort (`scontrol show config`; Slurm's default 6818 when it prints none), None
+    when scontrol does not answer."""
+    try:
+        p = subprocess.run(["scontrol", "show", "config"], env=dict(env), capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode != 0:
+        return None
+    m = re.search(r"^SlurmdPort\s*=\s*(\d+)", p.stdout, re.M)
+    return int(m.group(1)) if m else 6818
+
+
+def unreachable_nodes(hosts: list[str], port: int, timeout_s: float = 3.0) -> list[str]:
+    """The hosts whose slurmd accepts no TCP connection on `port` within timeout_s seconds: a node that
+    died (its slurmd with it) before Slurm noticed (SlurmdTimeout, 300 s by default)."""
+    lost = []
+    for host in hosts:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        except OSError:
+            lost.append(host)
+    return lost
