@@ -90,9 +90,13 @@ def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
         # Without accounting there are no associations to check (sacctmgr fails), and slurmctld takes
         # any --account/--qos as it is.
         accounting = info.accounting is not False
+        warnings: List[str] = []
         errors = preflight(plan, run_root, info, srun_help=slurm.srun_help, reservations=slurm.reservations,
                            associations=slurm.associations if accounting else None,
-                           limits=slurm.limits if accounting else None) + _external_jobs(plan, slurm)
+                           limits=slurm.limits if accounting else None, queued=slurm.queued,
+                           warnings=warnings) + _external_jobs(plan, slurm)
+        for line in warnings:  # limits that delay the run without refusing it
+            print(f"warning: {line}", file=sys.stderr)
     else:
         errors = preflight(plan, run_root, None)
     errors = path_errors(run_root) + errors

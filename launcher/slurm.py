@@ -88,6 +88,7 @@ class Partition:
     default: bool
     state: str
     nodes: List[Node] = field(default_factory=list)
+    qos: Optional[str] = None  # the partition's own QOS (QoS=; None for N/A): its limits hold over the job's
 
 
 @dataclass
@@ -97,6 +98,7 @@ class ClusterInfo:
     max_job_count: Optional[int] = None  # job records slurmctld holds; every array task is one
     # AccountingStorageType is not accounting_storage/none: sacct can answer (None: not said)
     accounting: Optional[bool] = None
+    cluster_name: Optional[str] = None  # ClusterName: which associations are this cluster's
 
     @property
     def default_partition(self) -> Optional[str]:
@@ -211,12 +213,15 @@ def parse_cluster_info(config: str, partitions: str, nodes: str) -> ClusterInfo:
         name = d["PartitionName"]
         parts[name] = Partition(name=name, max_time_min=None if mt in ("UNLIMITED", "INFINITE") else parse_time_min(mt),
                                 max_nodes=None if mn == "UNLIMITED" else int(mn), default=d.get("Default") == "YES",
-                                state=d.get("State", ""), nodes=[n for n in node_list if name in n.partitions])
+                                state=d.get("State", ""), nodes=[n for n in node_list if name in n.partitions],
+                                qos=None if d.get("QoS", "N/A") in ("N/A", "(null)", "") else d["QoS"])
     jc = re.search(r"^MaxJobCount\s*=\s*(\d+)", config, re.M)
     acct = re.search(r"^AccountingStorageType\s*=\s*(\S+)", config, re.M)
+    cluster = re.search(r"^ClusterName\s*=\s*(\S+)", config, re.M)
     return ClusterInfo(max_array_size=int(m.group(1)) if m else 1001, partitions=parts,
                        max_job_count=int(jc.group(1)) if jc else None,
-                       accounting=None if acct is None else acct.group(1) != "accounting_storage/none")
+                       accounting=None if acct is None else acct.group(1) != "accounting_storage/none",
+                       cluster_name=cluster.group(1) if cluster else None)
 
 
 def _job_states(text: str) -> Dict[str, Dict[int, str]]:
@@ -320,6 +325,8 @@ class Slurm:
             self.env["SLURM_CONF"] = cluster["slurm_conf"]
         self.calls: Dict[str, int] = {}  # how many times each client ran (benchmarks assert on it)
         self._limits = None  # Slurm.limits, asked once
+        self._queued = None  # Slurm.queued, asked once
+        self._cluster_name: Optional[str] = None  # from info(): which associations are this cluster's
         # False: the cluster has no accounting (recorded in run.json at launch): status asks squeue only.
         self.accounting = accounting
 
@@ -343,9 +350,11 @@ class Slurm:
         return self._run(argv, timeout)
 
     def info(self) -> ClusterInfo:
-        return parse_cluster_info(self._query(["scontrol", "show", "config"]),
+        info = parse_cluster_info(self._query(["scontrol", "show", "config"]),
                                   self._query(["scontrol", "-o", "show", "partition"]),
                                   self._query(["scontrol", "-o", "show", "node"]))
+        self._cluster_name = info.cluster_name
+        return info
 
     def srun_help(self) -> str:
         """`srun --help`: SPANK plugins add their options there (pyxis: --container-image)."""
@@ -362,16 +371,28 @@ class Slurm:
                                                "format=Account,QOS"]))
 
     def limits(self, user: str):
-        """The QOS and association limits `user` is held to (launcher/slurm_limits.py): two `sacctmgr`
-        calls, made once per Slurm object."""
+        """The QOS and association limits `user` is held to, and the user's DefaultAccount
+        (launcher/slurm_limits.py): two `sacctmgr` calls, made once per Slurm object. The associations
+        are this cluster's (ClusterName, once info() has read it): one database may serve several."""
         from launcher import slurm_limits
 
         if self._limits is None:
             self._limits = slurm_limits.parse_limits(
                 self._query(["sacctmgr", "-n", "-P", "show", "qos", f"format={slurm_limits.QOS_FORMAT}"]),
-                self._query(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}",
-                             f"format={slurm_limits.ASSOC_FORMAT}"]))
+                self._query(["sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
+                             f"format={slurm_limits.USER_FORMAT}"]), cluster=self._cluster_name)
         return self._limits
+
+    def queued(self, user: str):
+        """The user's jobs that count toward submit limits (pending, running, suspended; one line per
+        array task): one `squeue` call, made once per Slurm object, and only when a submit limit could
+        be reached (preflight.check_limits)."""
+        from launcher import slurm_limits
+
+        if self._queued is None:
+            self._queued = slurm_limits.parse_queued(self._query(
+                ["squeue", "-h", "-r", "-u", user, "-t", "pending,running,suspended", "-o", slurm_limits.QUEUED_FORMAT]))
+        return self._queued
 
     def submit(self, script: Path, dependency: Optional[str]) -> str:
         """Queue `script`; its job id. Never retried. When sbatch exits 0 the id is its `--parsable`
