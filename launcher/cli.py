@@ -490,6 +490,10 @@ def _main(argv=None) -> int:
     from launcher.errors import LauncherError
 
     try:
+        if args.verb in ("run", "plan"):
+            from launcher.hydra_settings import read_mode
+
+            args.overrides, args.multirun = read_mode(args.overrides, args.multirun)
         if getattr(args, "config_dir", None):
             from launcher import configdirs
 

@@ -55,6 +55,8 @@ import filelock
 from jobs.layout import atomic_write_json
 
 from launcher.argparsing import Parser
+from launcher.errors import NotFound
+from launcher.rundir import default_root
 from launcher.errors import LauncherError
 
 TAG = "# launcher-schedule:"
@@ -363,10 +365,6 @@ def _arg_value(args: List[str], key: str) -> Optional[str]:
     return value
 
 
-def _default_root() -> Path:
-    return Path(os.environ.get("LAUNCHER_RUN_ROOT", "runs")).resolve()
-
-
 def _profile(name: Optional[str]) -> dict:
     from launcher.compose import compose  # Hydra: only when installing
 
@@ -407,7 +405,7 @@ def install(args) -> int:
     profile = _profile(cluster_name)
     root = Path(args.root).resolve() if args.root else (
         Path(_arg_value(launcher_args, "run_root")).resolve() if _arg_value(launcher_args, "run_root")
-        else _default_root())
+        else default_root())
     sdir = root / "schedules" / name
     log_path = sdir / "scron.log"
     cwd = os.getcwd()
@@ -476,7 +474,7 @@ def remove(name: str, args) -> int:
         lines, blocks = parse_blocks(read_crontab(env))
         if name not in blocks:
             known = ", ".join(sorted(blocks)) or "none"
-            raise LauncherError(f"no schedule '{name}' in your scrontab (schedules: {known})")
+            raise NotFound(f"no schedule '{name}' in your scrontab (schedules: {known})")
         b = blocks[name]
         new = lines[:b["start"]] + lines[b["end"] + 1:]
         if b["start"] > 0 and b["start"] < len(lines) and not lines[b["start"] - 1].strip() and (

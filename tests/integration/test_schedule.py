@@ -177,7 +177,7 @@ def test_clear_errors(tmp_path, dev_slurm):
                           check=False)
     assert p.returncode != 0 and "invalid --cron '* * * *': 4 field(s), expected 5" in p.stderr
     p = launcher_schedule("--remove", f"no-such-{secrets.token_hex(3)}", cwd=tmp_path, env=env, check=False)
-    assert p.returncode == 1 and "no schedule 'no-such-" in p.stderr and "in your scrontab" in p.stderr
+    assert p.returncode == 66 and "no schedule 'no-such-" in p.stderr and "in your scrontab" in p.stderr
     p = launcher_schedule("bad name", "--cron", "* * * * *", "--", "--help", cwd=tmp_path, env=env, check=False)
     assert p.returncode == 1 and "invalid schedule name" in p.stderr
     # scrontab itself refuses when slurm.conf lacks ScronParameters=enable: say how to enable it
