@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher import exitcodes
+from launcher import completion, exitcodes
 from launcher.argparsing import Parser
 
 EPILOG = """\
@@ -49,6 +49,15 @@ def _version() -> str:
         return __version__
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata is not free, and every TAB of shell
+    completion builds the parser)."""
+
+    def __call__(self, parser, *_):
+        parser._print_message(f"{parser.prog} {_version()}\n", sys.stdout)
+        parser.exit()
+
+
 def _config_dir_arg(sp) -> None:
     sp.add_argument("--config-dir", action="append", default=[], metavar="DIR",
                     help="your own configs (pipeline/, data/, model/, cluster_profiles/, envs/), searched before "
@@ -64,7 +73,8 @@ def _add_cfg_and_configs(sub, plan) -> None:
                         "model, ...)", description="Without GROUP: each group and its options. With GROUP: each "
                         "option, its file, and the files of the same name it shadows (--config-dir and "
                         "$LAUNCHER_CONFIG_DIRS are searched before the package's configs).")
-    cf.add_argument("group", nargs="?", help="one group: its options and their files")
+    cf.add_argument("group", nargs="?", help="one group: its options and their files").completer = \
+        completion.complete_group
     _config_dir_arg(cf)
 
 
@@ -76,7 +86,7 @@ def _add_env_and_demo_corpus(sub) -> None:
     ev.add_argument("action", choices=["list", "build"])
     ev.add_argument("names", nargs="*", help="environments to build (default: every buildable one)")
     ev.add_argument("--cluster", help="cluster profile (default: $LAUNCHER_CLUSTER, else `cluster:` in "
-                    "~/.config/launcher/config.yaml, else local)")
+                    "~/.config/launcher/config.yaml, else local)").completer = completion.complete_profile
     ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
     _config_dir_arg(ev)
     dc = sub.add_parser("demo-corpus", help="write a small offline corpus with work for every data filter",
@@ -94,14 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
                "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def with_overrides(name: str, help: str):
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("-m", "--multirun", action="store_true",
                         help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
-        sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true")
+        sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true"
+                        ).completer = completion.complete_override
         _config_dir_arg(sp)
         return sp
 
@@ -111,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     def with_run(name: str, help: str):
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("run", help="run id (found wherever `run` put it), run directory, or 'latest' (the newest "
-                        "run under the run root)")
+                        "run under the run root)").completer = completion.complete_run
         sp.add_argument("--root", type=Path, help="run root to look in (default: $LAUNCHER_RUN_ROOT or ./runs)")
         return sp
 
@@ -123,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--wait", action="store_true", help="watch until the run ends")
     with_run("cancel", "cancel every queued or running job of the run")
     lg = with_run("logs", "print a task's stdout and stderr")
-    lg.add_argument("stage")
+    lg.add_argument("stage").completer = completion.complete_stage
     lg.add_argument("--task", type=int, default=0, help="global task index (default 0)")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the task ends")
     _add_env_and_demo_corpus(sub)
@@ -133,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     sm = with_run("summary", "documents and tokens in, out and removed for every datatrove block of the run")
     sm.add_argument("--json", action="store_true", help="machine-readable output")
     ins = with_run("inspect", "sample documents a filter of a datatrove stage removed or kept")
-    ins.add_argument("stage")
+    ins.add_argument("stage").completer = completion.complete_stage
     ins.add_argument("--filter", required=True, help="block class name (e.g. GopherQualityFilter) or index")
     which = ins.add_mutually_exclusive_group()
     which.add_argument("--removed", action="store_true", help="documents the filter removed (default)")
@@ -161,6 +172,12 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--root", type=Path, help="run root (default: $LAUNCHER_RUN_ROOT or ./runs)")
     rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
     rn.add_argument("--json", action="store_true", help="machine-readable output: a list, one object per run")
+    cp = sub.add_parser("completion", help="print the shell completion script (bash or zsh) to source",
+                        description="Tab completion of verbs, options, run ids, stage names and Hydra overrides "
+                        "(config groups and their options, root keys). bash: `source <(launcher completion bash)` "
+                        "(e.g. in ~/.bashrc); zsh: `source <(launcher completion zsh)` (in ~/.zshrc, after "
+                        "compinit).")
+    cp.add_argument("shell", choices=completion.SHELLS)
     return p
 
 
@@ -478,8 +495,14 @@ def _closed_pipe() -> int:
     return exitcodes.BROKEN_PIPE
 
 
+def cmd_completion(args) -> int:
+    print(completion.script(args.shell), end="")
+    return 0
+
+
 def _main(argv=None) -> int:
     parser = _parser()
+    completion.autocomplete(parser)  # a TAB of the shell (_ARGCOMPLETE set): answers and exits
     # `-m` may come after some overrides (launcher run pipeline=x -m a=1,2): overrides that argparse
     # left over are the rest of the list, in order.
     args, extra = parser.parse_known_args(argv)

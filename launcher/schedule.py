@@ -55,8 +55,9 @@ import filelock
 from jobs.layout import atomic_write_json
 
 from launcher.argparsing import Parser
+from launcher.completion import complete_profile
 from launcher.errors import NotFound
-from launcher.rundir import default_root
+from launcher.runroot import default_root
 from launcher.errors import LauncherError
 
 TAG = "# launcher-schedule:"
@@ -118,7 +119,7 @@ def _add_arguments(sp: argparse.ArgumentParser) -> None:
                     help="the launcher command line to run, after `--` (e.g. -- run pipeline=smoke cluster=dev)")
     sp.add_argument("--cron", help="when: 5 cron fields, e.g. '*/5 * * * *', or @hourly/@daily/@weekly/...")
     sp.add_argument("--cluster", help="cluster profile (SLURM_CONF, partition, account, qos, notify_url); "
-                    "default: cluster=... from ARGS, else the default profile")
+                    "default: cluster=... from ARGS, else the default profile").completer = complete_profile
     sp.add_argument("--root", type=Path, help="run root holding schedules/NAME/ (default: run_root=... from "
                     "ARGS, else $LAUNCHER_RUN_ROOT or ./runs)")
     sp.add_argument("--notify-url", help="POST {schedule, exit_code, log} here when a firing exits non-zero")
