@@ -25,6 +25,7 @@ examples:
   launcher demo-corpus && launcher run pipeline=data data=fineweb_like cluster=dev
   launcher summary latest
   launcher inspect latest clean --filter GopherQualityFilter --removed --n 5
+  source <(launcher completion bash)     # TAB completion (zsh: launcher completion zsh)
 
 Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
 Without cluster=: $LAUNCHER_CLUSTER, else `cluster:` in ~/.config/launcher/config.yaml, else local (which
