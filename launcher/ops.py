@@ -27,11 +27,11 @@ def backend_for(cluster: dict, run_dir: Path, accounting: Optional[bool] = None)
     """The scheduler of a cluster profile. `accounting`: False when the cluster is known to have no
     accounting (run.json), so status asks squeue only."""
     if cluster["backend"] == "local":
-        from launcher.local import Local
+        from launcher.local.backend import Local
 
         return Local(cluster, run_dir)
     if cluster["backend"] == "slurm":
-        from launcher.slurm import Slurm
+        from launcher.slurm.client import Slurm
 
         return Slurm(cluster, accounting=accounting)
     raise LauncherError(f"cluster.backend must be 'slurm' or 'local', got {cluster['backend']!r}")
@@ -337,7 +337,7 @@ def cancel(run: Run, echo: Callable = print) -> List[str]:
 
 
 def _short(tasks: List[int]) -> str:
-    from launcher.arrays import ranges
+    from launcher.sbatch.arrays import ranges
 
     s = ranges(tasks)
     return f"[{s}]" if len(s) < 60 else f"[{s[:57]}...]"

@@ -8,14 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from launcher import containers, kinds, sbatch_options, slurm_limits, snapshot
+from launcher import containers, kinds, snapshot
+from launcher.sbatch import options as sbatch_options
+from launcher.slurm import limits as slurm_limits
 from jobs.adapters import hub_refs
 from launcher.environments import build_state, interpreter_problems
 from launcher.errors import ConfigError
 from launcher.shell import bash_syntax_error
 from launcher.plan import Plan, StagePlan
-from launcher.slurm import ClusterInfo, Partition, Reservation, expand_hostlist
-from launcher.slurm_values import constraint_problem, mem_mb
+from launcher.slurm.client import ClusterInfo, Partition, Reservation, expand_hostlist
+from launcher.sbatch.values import constraint_problem, mem_mb
 
 
 def _key(stage: StagePlan, k: str) -> str:
@@ -354,7 +356,7 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
     """All problems found; empty means submit. `info` is None for the local backend. `srun_help`
     returns `srun --help` (called at most once, and only when a stage names a container image);
     `reservations` the cluster's reservations (called at most once, only when a stage names one);
-    `limits` the QOS and association limits of a user (launcher/slurm_limits.py; None without
+    `limits` the QOS and association limits of a user (launcher/slurm/limits.py; None without
     accounting)."""
     errors = check_common(plan, run_root)
     in_image = [s for s in plan.stages.values() if s.environment.get("container_image")]
@@ -427,7 +429,7 @@ def external_problems(plan: Plan, states: Dict[str, tuple]) -> tuple[List[Config
     would be cancelled at once: kill-on-invalid-dep). And the edges that hold already on a job that
     slurmctld no longer holds (ended longer than MinJobAge ago; sbatch would refuse to name it):
     [(stage, job id, why)], submitted without that dependency."""
-    from launcher.slurm import STATE_MAP
+    from launcher.slurm.client import STATE_MAP
 
     errors, met = [], []
     for name, stage in plan.stages.items():

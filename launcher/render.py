@@ -9,8 +9,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
-from launcher import containers, kinds, sbatch_options, snapshot
-from launcher.arrays import array_spec, chunk_of
+from launcher import containers, kinds, snapshot
+from launcher.sbatch import options as sbatch_options
+from launcher.sbatch.arrays import array_spec, chunk_of
 from launcher.plan import Plan, StagePlan
 
 
@@ -105,7 +106,7 @@ def job_name(plan: Plan, stage: StagePlan, run_id: str) -> str:
 def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> str:
     from submitit.slurm.slurm import _make_sbatch_string
 
-    from launcher.slurm_values import mem_flag
+    from launcher.sbatch.values import mem_flag
 
     stage = plan.stages[req.stage]
     (r, time_min), cl, rq, env = stage.resources_of(req.group), plan.cluster, stage.requeue, stage.environment

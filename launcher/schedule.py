@@ -209,7 +209,7 @@ def validate_cron(spec: str) -> str:
 # ----------------------------------------------------------------------------- scrontab I/O
 
 def _slurm_env(slurm_conf: Optional[str] = None) -> Dict[str, str]:
-    """The environment for Slurm clients: enclosing-allocation SLURM_* dropped (as launcher.slurm), and
+    """The environment for Slurm clients: enclosing-allocation SLURM_* dropped (as launcher.slurm.client), and
     SLURM_CONF from the profile unless the caller's shell sets one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
     if slurm_conf and "SLURM_CONF" not in os.environ:

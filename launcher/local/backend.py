@@ -1,5 +1,5 @@
 """The embedded default (cluster=local): the same sbatch scripts and dependency strings as on Slurm,
-run on this machine by a small detached scheduler process (launcher.local_driver) that implements
+run on this machine by a small detached scheduler process (launcher.local.driver) that implements
 arrays, %N throttles, afterok/afterany/afternotok/aftercorr with kill-invalid-depend semantics, time
 limits with the pre-timeout signal, and requeue. `run` returns at once; the shell may close."""
 from __future__ import annotations
@@ -16,13 +16,13 @@ from filelock import FileLock
 from jobs import layout
 
 from launcher.compose import PROJECT_ROOT
-from launcher.local_driver import TERMINAL
+from launcher.local.driver import TERMINAL
 
-# The driver imports this very launcher. Not `python -m launcher.local_driver`: that puts the shell's
+# The driver imports this very launcher. Not `python -m launcher.local.driver`: that puts the shell's
 # working directory first on sys.path, and a `launcher` or `jobs` folder there (another checkout, a
 # user's package) would run in its place. `-c` puts '' there instead, which goes.
 DRIVER = (f"import sys; sys.path[:] = [{str(PROJECT_ROOT)!r}] + [p for p in sys.path if p]; "
-          "from launcher.local_driver import main; main()")
+          "from launcher.local.driver import main; main()")
 
 
 def _alive(pid: int) -> bool:
@@ -97,8 +97,8 @@ class Local:
         return out
 
     def _indices(self, jid: str) -> list:
-        from launcher.arrays import expand
-        from launcher.local_driver import sbatch_directives
+        from launcher.sbatch.arrays import expand
+        from launcher.local.driver import sbatch_directives
 
         spec = layout.read_json(self.dir / "jobs" / f"{jid}.json", {}) or {}
         try:

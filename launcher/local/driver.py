@@ -1,6 +1,6 @@
-"""The local scheduler process (cluster=local): `python -m launcher.local_driver <local dir> <slots>`.
+"""The local scheduler process (cluster=local): `python -m launcher.local.driver <local dir> <slots>`.
 
-It reads job files written by launcher.local.Local.submit (an sbatch script plus a Slurm dependency
+It reads job files written by launcher.local.backend.Local.submit (an sbatch script plus a Slurm dependency
 string), runs array tasks as `bash <script>` with the array index in the environment, and keeps
 state.json (it is its only writer). It exits when every task it knows has ended."""
 from __future__ import annotations
@@ -24,8 +24,8 @@ from filelock import FileLock
 from jobs import layout
 from jobs.task import CANCEL_EXIT, REQUEUE_EXIT
 
-from launcher.arrays import expand
-from launcher.slurm_values import time_limit_min
+from launcher.sbatch.arrays import expand
+from launcher.sbatch.values import time_limit_min
 
 TERMINAL = {"completed", "failed", "cancelled"}
 # Like Slurm's KillWait: `launcher cancel` and the time limit send SIGTERM to the task's process

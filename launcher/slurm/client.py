@@ -18,9 +18,9 @@ from typing import Dict, Iterable, List, Optional
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from launcher.arrays import expand
+from launcher.sbatch.arrays import expand
 from launcher.errors import LauncherError, SubmissionError
-from launcher.slurm_values import parse_time_min
+from launcher.sbatch.values import parse_time_min
 
 # sacct state → the launcher's task state
 STATE_MAP = {
@@ -362,9 +362,9 @@ class Slurm:
                                                "format=Account,QOS"]))
 
     def limits(self, user: str):
-        """The QOS and association limits `user` is held to (launcher/slurm_limits.py): two `sacctmgr`
+        """The QOS and association limits `user` is held to (launcher/slurm/limits.py): two `sacctmgr`
         calls, made once per Slurm object."""
-        from launcher import slurm_limits
+        from launcher.slurm import limits as slurm_limits
 
         if self._limits is None:
             self._limits = slurm_limits.parse_limits(

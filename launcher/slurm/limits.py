@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from launcher.slurm_values import time_seconds
+from launcher.sbatch.values import time_seconds
 
 QOS_FORMAT = "Name,MaxTRES,MaxTRESPU,GrpTRES,MaxWall,MaxSubmitPU"
 ASSOC_FORMAT = "Account,Partition,DefaultQOS,MaxTRES,GrpTRES,MaxWall,MaxSubmit"
@@ -89,7 +89,7 @@ def parse_limits(qos_text: str, assoc_text: str) -> AccountingLimits:
 
 def job_tres(resources: dict) -> Dict[str, int]:
     """What one array task of a stage asks for, in Slurm's TRES names (mem in MB; 0 when not given)."""
-    from launcher.slurm_values import mem_mb
+    from launcher.sbatch.values import mem_mb
 
     nodes = resources["nodes"]
     cpus = nodes * resources["ntasks_per_node"] * resources["cpus_per_task"]

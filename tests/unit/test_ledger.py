@@ -12,11 +12,11 @@ import pytest
 from jobs import layout
 from launcher.compose import compose
 from launcher.errors import LauncherError, SubmissionError
-from launcher.local_driver import expand_pattern
+from launcher.local.driver import expand_pattern
 from launcher.plan import build_plan
 from launcher.render import filename_pattern, unsafe_path_reason
 from launcher.rundir import Run
-from launcher.slurm import Slurm, parse_associations, parse_cluster_info, parse_sacct, parse_sbatch, parse_squeue
+from launcher.slurm.client import Slurm, parse_associations, parse_cluster_info, parse_sacct, parse_sbatch, parse_squeue
 from launcher.status import collect
 
 BANNER = "*** lab_cluster | account balance: 1234.5 GPU_h | maintenance 2026-12-01 ***"
@@ -258,7 +258,7 @@ def test_resume_refuses_an_edge_it_cannot_pass_to_sbatch(tmp_path):
 
 
 def test_local_job_the_driver_will_never_run_is_lost(tmp_path):
-    from launcher.local import Local
+    from launcher.local.backend import Local
 
     local = Local({"max_parallel": 1}, tmp_path)
     (tmp_path / "local" / "jobs").mkdir(parents=True)

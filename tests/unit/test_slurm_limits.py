@@ -1,4 +1,4 @@
-"""QOS and association limits (launcher/slurm_limits.py): read from sacctmgr's parsable output (sample
+"""QOS and association limits (launcher/slurm/limits.py): read from sacctmgr's parsable output (sample
 of Slurm 22.05, with a site banner), and a stage over one of them refused before submission with the
 limit and its source named (such a job is not refused by sbatch: it pends forever)."""
 import pytest
@@ -6,8 +6,8 @@ import pytest
 from launcher.compose import compose
 from launcher.plan import build_plan
 from launcher.preflight import preflight
-from launcher.slurm import parse_cluster_info
-from launcher.slurm_limits import applicable, job_tres, parse_limits, parse_tres
+from launcher.slurm.client import parse_cluster_info
+from launcher.slurm.limits import applicable, job_tres, parse_limits, parse_tres
 
 QOS = ("Welcome to the cluster! Quota: 12 GPU-h left\n"
        "normal|||||\n"
