@@ -16,7 +16,7 @@ from launcher.environments import build_state, interpreter_problems
 from launcher.errors import ConfigError
 from launcher.shell import bash_syntax_error
 from launcher.plan import Plan, StagePlan
-from launcher.slurm.client import ClusterInfo, Partition, Reservation, expand_hostlist
+from launcher.slurm.facts import ClusterInfo, Partition, Reservation, expand_hostlist
 from launcher.sbatch.values import constraint_problem, mem_mb
 
 
@@ -429,7 +429,7 @@ def external_problems(plan: Plan, states: Dict[str, tuple]) -> tuple[List[Config
     would be cancelled at once: kill-on-invalid-dep). And the edges that hold already on a job that
     slurmctld no longer holds (ended longer than MinJobAge ago; sbatch would refuse to name it):
     [(stage, job id, why)], submitted without that dependency."""
-    from launcher.slurm.client import STATE_MAP
+    from launcher.slurm.accounting import STATE_MAP
 
     errors, met = [], []
     for name, stage in plan.stages.items():

@@ -16,7 +16,9 @@ from launcher.local.driver import expand_pattern
 from launcher.plan import build_plan
 from launcher.render import filename_pattern, unsafe_path_reason
 from launcher.rundir import Run
-from launcher.slurm.client import Slurm, parse_associations, parse_cluster_info, parse_sacct, parse_sbatch, parse_squeue
+from launcher.slurm.accounting import parse_associations, parse_sacct, parse_squeue
+from launcher.slurm.client import Slurm, parse_sbatch
+from launcher.slurm.facts import parse_cluster_info
 from launcher.status import collect
 
 BANNER = "*** lab_cluster | account balance: 1234.5 GPU_h | maintenance 2026-12-01 ***"

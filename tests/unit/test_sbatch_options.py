@@ -13,7 +13,8 @@ from launcher.errors import ConfigErrors
 from launcher.plan import build_plan
 from launcher.preflight import preflight
 from launcher.render import build_requests, render_script
-from launcher.slurm.client import Slurm, parse_cluster_info, parse_reservations
+from launcher.slurm.client import Slurm
+from launcher.slurm.facts import parse_cluster_info, parse_reservations
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CONFIG = "MaxArraySize = 1001\n"

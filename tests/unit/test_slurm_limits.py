@@ -6,7 +6,7 @@ import pytest
 from launcher.compose import compose
 from launcher.plan import build_plan
 from launcher.preflight import preflight
-from launcher.slurm.client import parse_cluster_info
+from launcher.slurm.facts import parse_cluster_info
 from launcher.slurm.limits import applicable, job_tres, parse_limits, parse_tres
 
 QOS = ("Welcome to the cluster! Quota: 12 GPU-h left\n"

@@ -3,7 +3,7 @@ submitit's rounding, the stop signals sbatch takes, and constraint expressions a
 plus the cluster facts they are checked against (features, typed GRES, reservations)."""
 import pytest
 
-from launcher.slurm.client import expand_hostlist, parse_cluster_info, parse_gres, parse_reservations
+from launcher.slurm.facts import expand_hostlist, parse_cluster_info, parse_gres, parse_reservations
 from launcher.sbatch.values import (constraint_problem, mem_flag, mem_mb, mem_problem, parse_constraint, parse_time_min, signal_problem, time_limit_min,
                                    time_problem)
 
