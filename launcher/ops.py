@@ -14,7 +14,8 @@ from launcher.compose import compose_each, compose_points, sweep_points
 from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from launcher.plan import Plan, build_plan
 from launcher.preflight import preflight
-from launcher.render import JobRequest, build_requests, unsafe_path_reason, write_stage_files
+from launcher.render import JobRequest, build_requests, write_stage_files
+from launcher.sbatch.lognames import unsafe_path_reason
 from launcher.rundir import SUBMISSION_FAILED, Run, code_version, new_run_id
 from launcher.status import ACTIVE, RunStatus, collect, parent_tasks
 from launcher.submit import submit_all

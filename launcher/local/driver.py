@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import getpass
 import signal
@@ -25,6 +24,7 @@ from jobs import layout
 from jobs.task import CANCEL_EXIT, REQUEUE_EXIT
 
 from launcher.sbatch.arrays import expand
+from launcher.sbatch.lognames import expand_pattern
 from launcher.sbatch.values import time_limit_min
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -43,24 +43,6 @@ def sbatch_directives(script: str) -> Dict[str, str]:
                 k, _, v = tok.lstrip("-").partition("=")
                 out[k] = v
     return out
-
-
-def expand_pattern(pattern: str, fields: Dict[str, str]) -> str:
-    """A Slurm filename pattern (sbatch(1), "filename pattern") with the given fields filled in:
-    %% is one %, %<c> is fields[c] (an optional zero-padding width before c applies to numbers),
-    an unknown %<c> stays as it is, and a pattern with a backslash expands nothing (backslashes dropped)."""
-    if "\\" in pattern:
-        return pattern.replace("\\", "")
-    return re.sub(r"%(\d*)([%A-Za-z])", lambda m: _field(m.group(1), m.group(2), fields, m.group(0)), pattern)
-
-
-def _field(width: str, c: str, fields: Dict[str, str], raw: str) -> str:
-    if c == "%":
-        return "%" + width if width else "%"
-    value = fields.get(c)
-    if value is None:
-        return raw
-    return value.zfill(min(int(width), 10)) if width and value.isdigit() else value
 
 
 def parse_dependency(dep: str) -> List[Tuple[str, List[str]]]:

@@ -12,9 +12,8 @@ import pytest
 from jobs import layout
 from launcher.compose import compose
 from launcher.errors import LauncherError, SubmissionError
-from launcher.local.driver import expand_pattern
 from launcher.plan import build_plan
-from launcher.render import filename_pattern, unsafe_path_reason
+from launcher.sbatch.lognames import expand_pattern, filename_pattern, log_stem, unsafe_path_reason
 from launcher.rundir import Run
 from launcher.slurm.accounting import parse_associations, parse_sacct, parse_squeue
 from launcher.slurm.client import Slurm, parse_sbatch
@@ -279,6 +278,15 @@ def test_filename_patterns_escape_percent_and_refuse_backslash():
     assert expand_pattern("/r/%x/%4a/%q", fields) == "/r/run.s/0003/%q"
     assert unsafe_path_reason("/r/a%x") is None
     assert "backslash" in unsafe_path_reason("/r/a\\b") and "control" in unsafe_path_reason("/r/a\nb")
+
+
+def test_the_log_a_script_names_is_the_one_launcher_logs_reads():
+    """One naming (sbatch/lognames.log_stem): the batch script's --output pattern, expanded for a task
+    (by Slurm, or the local driver), is the file `launcher logs` opens for that task."""
+    fields = {"A": "12", "a": "3", "t": "0"}
+    assert log_stem(rank=0) == "%A_%a_0_log" and log_stem() == "%A_%a_%t_log"
+    assert expand_pattern(f"/r/{log_stem(rank=0)}.out", fields) == f"/r/{log_stem(12, 3, 0)}.out" == "/r/12_3_0_log.out"
+    assert expand_pattern(f"/r/{log_stem()}.err", fields) == "/r/12_3_0_log.err"
 
 
 def test_scrontab_log_path_is_escaped(tmp_path, monkeypatch):
