@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from launcher import ignored, kinds, snapshot
+from launcher import backends, ignored, kinds, snapshot
 from launcher.sbatch import options as sbatch_options
 from launcher.environments import resolve as resolve_environment
 from jobs import layout
@@ -301,7 +301,7 @@ def _split_external(plain, points, errors: List[ConfigError]) -> tuple[list, Dic
             elif kind not in EXTERNAL_KINDS:
                 errors.append(ConfigError(f"{kind} pairs the tasks of two arrays of this run; on a job outside it "
                                           f"use {', '.join(EXTERNAL_KINDS)}", stage=name, key=key))
-            elif backend != "slurm":
+            elif backend not in backends.names() or not backends.get(backend).waits_on_jobs:
                 errors.append(ConfigError(f"waits on Slurm job {job}, and cluster '{plain[0]['cluster']['name']}' "
                                           f"(backend {backend}) runs no Slurm jobs: use a Slurm profile (cluster=...) "
                                           f"or remove the entry", stage=name, key=key))
@@ -393,7 +393,7 @@ def _check_cluster(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
     def bad(key: str, msg: str) -> None:
         errors.append(ConfigError(msg, key=key))
 
-    for key, value, choices in (("cluster.backend", cl["backend"], ("slurm", "local")),
+    for key, value, choices in (("cluster.backend", cl["backend"], tuple(backends.names())),
                                 ("cluster.hub_fetch", cl.get("hub_fetch", "auto"), ("auto", "never"))):
         if value not in choices:
             bad(key, f"must be {' or '.join(choices)}, got {value!r}")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from launcher import containers, kinds, snapshot
+from launcher import backends, containers, kinds, snapshot
 from launcher.sbatch import options as sbatch_options
 from launcher.slurm import limits as slurm_limits
 from jobs.adapters import hub_refs
@@ -296,7 +296,7 @@ def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[Conf
             by_env.setdefault((env["python"], tuple(env["imports"])), []).append(stage.name)
         where = (f"cluster.environments.{env['name']}" if env["name"] else "cluster")
         image = env["container_image"]
-        if image and plan.cluster["backend"] == "local":
+        if image and not backends.get(plan.cluster["backend"]).runs_containers:
             errors.append(ConfigError("container images need Slurm with pyxis; cluster=local runs none",
                                       stage=stage.name, key=f"{where}.container_image"))
         elif image and (image.startswith(("/", ".")) or image.endswith(".sqsh")) and not os.path.exists(image):

@@ -9,7 +9,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
-from launcher import containers, kinds, snapshot
+from launcher import backends, containers, kinds, snapshot
 from launcher.sbatch import options as sbatch_options
 from launcher.sbatch.arrays import array_spec, chunk_of
 from launcher.sbatch.lognames import filename_pattern, log_stem
@@ -153,7 +153,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     command = f"{shlex.quote(env['python'])} -u -m jobs.task {shlex.quote(str(spec))}"
     site_kw, site_extra = sbatch_options.submitit_parameters(r)
     extra = {**site_extra, **extra}  # the launcher's own options last (the plan refused them in the map)
-    if cl["backend"] != "local":  # srun delivers --signal to the task; the local driver signals it
+    if backends.get(cl["backend"]).srun_steps:  # srun delivers --signal to the task; the local driver signals it
         command = shlex.join(["srun", "--unbuffered", "--output", f"{pattern}/{log_stem()}.out",
                               "--error", f"{pattern}/{log_stem()}.err", *srun_args]) + " " + command
     return _make_sbatch_string(

@@ -9,14 +9,18 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 from filelock import FileLock
 
 from jobs import layout
 
-from launcher.compose import PROJECT_ROOT
+from launcher.backends import Facts
 from launcher.local.driver import TERMINAL
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout this launcher runs from
+# Array indices of a run are cut in chunks of this size; the driver has no limit of its own.
+MAX_ARRAY_SIZE = 1_000_000
 
 # The driver imports this very launcher. Not `python -m launcher.local.driver`: that puts the shell's
 # working directory first on sys.path, and a `launcher` or `jobs` folder there (another checkout, a
@@ -40,7 +44,16 @@ def _alive(pid: int) -> bool:
 
 
 class Local:
-    def __init__(self, cluster: dict, run_dir: Path):
+    """The Backend protocol (launcher/backends.py) on this machine: job files in <run>/local/, one
+    detached driver that runs them."""
+
+    name = "local"
+    poll_s = 2.0
+    srun_steps = False  # the driver signals the task itself (launcher/local/driver.py signal_steps)
+    runs_containers = False  # no pyxis here
+    waits_on_jobs = False  # no job outside the run exists for it
+
+    def __init__(self, cluster: dict, run_dir: Path, accounting: Optional[bool] = None):
         self.dir = Path(run_dir) / "local"
         self.max_parallel = cluster.get("max_parallel") or os.cpu_count() or 1
         self.calls: Dict[str, int] = {}
@@ -76,6 +89,13 @@ class Local:
                                         close_fds=True)
                 layout.atomic_write_text(self.dir / "driver.pid", f"{proc.pid}\n")
         return str(job_id)
+
+    def facts(self) -> Facts:
+        """Nothing to ask: this machine has no partitions, limits or accounting."""
+        return Facts(max_array_size=MAX_ARRAY_SIZE)
+
+    def checks(self, facts: Facts) -> Dict[str, Optional[Callable]]:
+        return {}
 
     # The local scheduler is the only one: a job it does not know and will not load is lost at once.
     lost_grace_s = 0.0
