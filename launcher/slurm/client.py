@@ -51,6 +51,17 @@ def parse_sbatch(stdout: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
+def client_env(slurm_conf: Optional[str] = None) -> Dict[str, str]:
+    """The environment every Slurm client runs with (sbatch, sacct, squeue, scontrol, sacctmgr, scrontab).
+    Inside an salloc/sbatch allocation the shell carries SLURM_* variables (job id, node list, memory,
+    tasks) that sbatch would read as options of the new job: dropped, SLURM_CONF kept. SLURM_CONF from
+    the profile (`slurm_conf`) unless the caller's shell sets one."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+    if slurm_conf and "SLURM_CONF" not in os.environ:
+        env["SLURM_CONF"] = slurm_conf
+    return env
+
+
 def _transient(e: BaseException) -> bool:
     """Worth asking again: a client that failed or timed out, except for the answers that are final."""
     if not isinstance(e, SlurmCommandError):
@@ -70,9 +81,7 @@ class Slurm:
     lost_grace_s = 120.0
 
     def __init__(self, cluster: dict, accounting: Optional[bool] = None):
-        # Inside an salloc/sbatch allocation the shell carries SLURM_* variables (job id, node list,
-        # memory, tasks) that sbatch would read as options of the new job: drop them, keep SLURM_CONF.
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+        self.env = client_env(cluster.get("slurm_conf"))
         # SBATCH_* input variables (sbatch(1), INPUT ENVIRONMENT VARIABLES) override the script's
         # #SBATCH lines: SBATCH_PARTITION=debug would send a job preflight checked against another
         # partition. Dropped too, so what preflight checked is what sbatch reads; `dropped` names them
@@ -80,8 +89,6 @@ class Slurm:
         self.dropped = sorted(k for k in self.env if k.startswith("SBATCH_"))
         for k in self.dropped:
             del self.env[k]
-        if cluster.get("slurm_conf") and "SLURM_CONF" not in os.environ:
-            self.env["SLURM_CONF"] = cluster["slurm_conf"]
         self.calls: Dict[str, int] = {}  # how many times each client ran (benchmarks assert on it)
         self._limits = None  # Slurm.limits, asked once
         # False: the cluster has no accounting (recorded in run.json at launch): status asks squeue only.

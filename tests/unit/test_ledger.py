@@ -296,7 +296,7 @@ def test_scrontab_log_path_is_escaped(tmp_path, monkeypatch):
     written = {}
     monkeypatch.setattr(schedule, "read_crontab", lambda env: "")
     monkeypatch.setattr(schedule, "write_crontab", lambda text, env: written.setdefault("text", text))
-    monkeypatch.setattr(schedule, "_crontab_lock", __import__("contextlib").nullcontext)
+    monkeypatch.setattr(schedule, "crontab_lock", __import__("contextlib").nullcontext)
     root = tmp_path / "r%x"
     parser = schedule._ScheduleParser(prog="t")
     schedule._add_arguments(parser)
