@@ -183,10 +183,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _watch(run, prep_poll: float = 0) -> int:
-    from launcher import ops
+    from launcher import backends, ops
     from launcher.reports.display import watch
 
-    poll = prep_poll or (2.0 if run.meta.get("backend") == "local" else 10.0)
+    poll = prep_poll or backends.get(run.meta.get("backend") or "slurm").poll_s
     return watch(lambda: ops.status(run), poll).exit_code
 
 

@@ -10,6 +10,7 @@ from jobs import layout
 
 from launcher.errors import LauncherError, NotFound
 from launcher.rundir import Run
+from launcher.sbatch.lognames import log_stem
 
 
 def log_files(run: Run, stage: str, task: int) -> List[Path]:
@@ -22,7 +23,7 @@ def log_files(run: Run, stage: str, task: int) -> List[Path]:
     if rec is None:
         raise LauncherError(f"task {task} of stage '{stage}' was never submitted")
     logs = layout.stage_dir(run.path, stage) / "logs"
-    stem = f"{rec['job_id']}_{task - rec['offset']}_0_log"  # submitit's %A_%a_%t naming
+    stem = log_stem(rec["job_id"], task - rec["offset"], 0)  # what the batch script's --output names
     return [logs / f"{stem}.out", logs / f"{stem}.err"]
 
 

@@ -8,14 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from launcher import containers, kinds, sbatch_options, slurm_limits, snapshot
+from launcher import backends, containers, kinds, snapshot
+from launcher.sbatch import options as sbatch_options
+from launcher.slurm import limits as slurm_limits
 from jobs.adapters import hub_refs
 from launcher.environments import build_state, interpreter_problems
 from launcher.errors import ConfigError
 from launcher.shell import bash_syntax_error
 from launcher.plan import Plan, StagePlan
-from launcher.slurm import ClusterInfo, Partition, Reservation, expand_hostlist
-from launcher.slurm_values import constraint_problem, mem_mb
+from launcher.slurm.facts import ClusterInfo, Partition, Reservation, expand_hostlist
+from launcher.sbatch.values import constraint_problem, mem_mb
 
 
 def _key(stage: StagePlan, k: str) -> str:
@@ -294,7 +296,7 @@ def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[Conf
             by_env.setdefault((env["python"], tuple(env["imports"])), []).append(stage.name)
         where = (f"cluster.environments.{env['name']}" if env["name"] else "cluster")
         image = env["container_image"]
-        if image and plan.cluster["backend"] == "local":
+        if image and not backends.get(plan.cluster["backend"]).runs_containers:
             errors.append(ConfigError("container images need Slurm with pyxis; cluster=local runs none",
                                       stage=stage.name, key=f"{where}.container_image"))
         elif image and (image.startswith(("/", ".")) or image.endswith(".sqsh")) and not os.path.exists(image):
@@ -356,7 +358,7 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
     """All problems found; empty means submit. `info` is None for the local backend. `srun_help`
     returns `srun --help` (called at most once, and only when a stage names a container image);
     `reservations` the cluster's reservations (called at most once, only when a stage names one);
-    `limits` the QOS and association limits of a user (launcher/slurm_limits.py; None without
+    `limits` the QOS and association limits of a user (launcher/slurm/limits.py; None without
     accounting); `queued` the user's queued jobs (called at most once, only when a submit limit may be
     reached). What only delays the run (a limit on jobs running at once) is appended to `warnings`."""
     errors = check_common(plan, run_root)
@@ -471,7 +473,7 @@ def external_problems(plan: Plan, states: Dict[str, tuple]) -> tuple[List[Config
     would be cancelled at once: kill-on-invalid-dep). And the edges that hold already on a job that
     slurmctld no longer holds (ended longer than MinJobAge ago; sbatch would refuse to name it):
     [(stage, job id, why)], submitted without that dependency."""
-    from launcher.slurm import STATE_MAP
+    from launcher.slurm.accounting import STATE_MAP
 
     errors, met = [], []
     for name, stage in plan.stages.items():

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.local_driver import Driver, Job, Task, parse_dependency, sbatch_directives
+from launcher.local.driver import Driver, Job, Task, parse_dependency, sbatch_directives
 
 
 def job(jid, states, deps=""):

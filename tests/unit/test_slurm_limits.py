@@ -1,4 +1,4 @@
-"""QOS and association limits (launcher/slurm_limits.py): read from sacctmgr's parsable output (sample
+"""QOS and association limits (launcher/slurm/limits.py): read from sacctmgr's parsable output (sample
 of Slurm 22.05, with a site banner), and a stage over one of them refused before submission with the
 limit and its source named (such a job is not refused by sbatch: it pends forever). The partition's own
 QOS holds over the job's (unless that one has OverPartQOS), and both over the association; a job
@@ -9,8 +9,8 @@ import pytest
 from launcher.compose import compose
 from launcher.plan import build_plan
 from launcher.preflight import preflight
-from launcher.slurm import parse_cluster_info
-from launcher.slurm_limits import (QueuedJob, applicable, counts_toward, job_tres, parse_limits, parse_queued,
+from launcher.slurm.facts import parse_cluster_info
+from launcher.slurm.limits import (QueuedJob, applicable, counts_toward, job_tres, parse_limits, parse_queued,
                                    parse_tres)
 
 # sacctmgr -n -P show qos format=Name,Flags,MaxTRES,MaxTRESPU,GrpTRES,MaxWall,MaxSubmitPU,GrpSubmit,MaxJobsPU,GrpJobs

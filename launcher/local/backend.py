@@ -1,5 +1,5 @@
 """The embedded default (cluster=local): the same sbatch scripts and dependency strings as on Slurm,
-run on this machine by a small detached scheduler process (launcher.local_driver) that implements
+run on this machine by a small detached scheduler process (launcher.local.driver) that implements
 arrays, %N throttles, afterok/afterany/afternotok/aftercorr with kill-invalid-depend semantics, time
 limits with the pre-timeout signal, and requeue. `run` returns at once; the shell may close."""
 from __future__ import annotations
@@ -9,20 +9,24 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 from filelock import FileLock
 
 from jobs import layout
 
-from launcher.compose import PROJECT_ROOT
-from launcher.local_driver import TERMINAL
+from launcher.backends import Facts
+from launcher.local.driver import TERMINAL
 
-# The driver imports this very launcher. Not `python -m launcher.local_driver`: that puts the shell's
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout this launcher runs from
+# Array indices of a run are cut in chunks of this size; the driver has no limit of its own.
+MAX_ARRAY_SIZE = 1_000_000
+
+# The driver imports this very launcher. Not `python -m launcher.local.driver`: that puts the shell's
 # working directory first on sys.path, and a `launcher` or `jobs` folder there (another checkout, a
 # user's package) would run in its place. `-c` puts '' there instead, which goes.
 DRIVER = (f"import sys; sys.path[:] = [{str(PROJECT_ROOT)!r}] + [p for p in sys.path if p]; "
-          "from launcher.local_driver import main; main()")
+          "from launcher.local.driver import main; main()")
 
 
 def _alive(pid: int) -> bool:
@@ -40,7 +44,16 @@ def _alive(pid: int) -> bool:
 
 
 class Local:
-    def __init__(self, cluster: dict, run_dir: Path):
+    """The Backend protocol (launcher/backends.py) on this machine: job files in <run>/local/, one
+    detached driver that runs them."""
+
+    name = "local"
+    poll_s = 2.0
+    srun_steps = False  # the driver signals the task itself (launcher/local/driver.py signal_steps)
+    runs_containers = False  # no pyxis here
+    waits_on_jobs = False  # no job outside the run exists for it
+
+    def __init__(self, cluster: dict, run_dir: Path, accounting: Optional[bool] = None):
         self.dir = Path(run_dir) / "local"
         self.max_parallel = cluster.get("max_parallel") or os.cpu_count() or 1
         self.calls: Dict[str, int] = {}
@@ -77,6 +90,13 @@ class Local:
                 layout.atomic_write_text(self.dir / "driver.pid", f"{proc.pid}\n")
         return str(job_id)
 
+    def facts(self) -> Facts:
+        """Nothing to ask: this machine has no partitions, limits or accounting."""
+        return Facts(max_array_size=MAX_ARRAY_SIZE)
+
+    def checks(self, facts: Facts) -> Dict[str, Optional[Callable]]:
+        return {}
+
     # The local scheduler is the only one: a job it does not know and will not load is lost at once.
     lost_grace_s = 0.0
 
@@ -97,8 +117,8 @@ class Local:
         return out
 
     def _indices(self, jid: str) -> list:
-        from launcher.arrays import expand
-        from launcher.local_driver import sbatch_directives
+        from launcher.sbatch.arrays import expand
+        from launcher.local.driver import sbatch_directives
 
         spec = layout.read_json(self.dir / "jobs" / f"{jid}.json", {}) or {}
         try:

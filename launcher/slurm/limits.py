@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from launcher.slurm_values import time_seconds
+from launcher.sbatch.values import time_seconds
 
 QOS_FORMAT = "Name,Flags,MaxTRES,MaxTRESPU,GrpTRES,MaxWall,MaxSubmitPU,GrpSubmit,MaxJobsPU,GrpJobs"
 # `sacctmgr show user <name> withassoc`: the user's fields (DefaultAccount), then one line per association
@@ -147,7 +147,7 @@ def parse_queued(text: str) -> List[QueuedJob]:
 
 def job_tres(resources: dict) -> Dict[str, int]:
     """What one array task of a stage asks for, in Slurm's TRES names (mem in MB; 0 when not given)."""
-    from launcher.slurm_values import mem_mb
+    from launcher.sbatch.values import mem_mb
 
     nodes = resources["nodes"]
     cpus = nodes * resources["ntasks_per_node"] * resources["cpus_per_task"]

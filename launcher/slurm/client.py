@@ -1,7 +1,8 @@
-"""Talking to Slurm: submit with `sbatch --parsable`, one batched `sacct` per status (`squeue` where
-accounting is disabled, or for jobs sacct does not know), one `scancel`, and the cluster facts
-preflight needs (three `scontrol` calls; reservations are a fourth, made only when asked for:
-`Slurm.reservations`).
+"""Talking to Slurm: the one place that runs its clients (with the environment cleaned of an enclosing
+allocation's SLURM_* and of SBATCH_* overrides). Submit with `sbatch --parsable`, one batched `sacct`
+per status (`squeue` where accounting is disabled, or for jobs sacct does not know), one `scancel`, and
+the cluster facts preflight needs (three `scontrol` calls, parsed in facts.py; reservations are a
+fourth, made only when asked for: `Slurm.reservations`). Job states are parsed in accounting.py.
 
 Sites wrap the clients (account balance lines, banners, notices), so every parser here reads only the
 lines that have its expected shape and ignores the rest: an sbatch that prints a notice still yields
@@ -12,32 +13,15 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from launcher.arrays import expand
 from launcher.errors import LauncherError, SubmissionError
-from launcher.slurm_values import parse_time_min
+from launcher.slurm.accounting import JOB_ID, parse_associations, parse_job_words, parse_sacct, parse_squeue
+from launcher.slurm.facts import ClusterInfo, Reservation, parse_cluster_info, parse_reservations
 
-# sacct state → the launcher's task state
-STATE_MAP = {
-    "PENDING": "pending", "REQUEUED": "pending", "REQUEUE_FED": "pending", "REQUEUE_HOLD": "pending",
-    "RESIZING": "pending", "SUSPENDED": "pending", "PREEMPTED": "pending",
-    "RUNNING": "running", "COMPLETING": "running", "CONFIGURING": "running", "STAGE_OUT": "running",
-    "SIGNALING": "running",
-    "COMPLETED": "completed",
-    "CANCELLED": "cancelled",
-    "FAILED": "failed", "TIMEOUT": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
-    "BOOT_FAIL": "failed", "DEADLINE": "failed", "REVOKED": "failed", "SPECIAL_EXIT": "failed",
-    "STOPPED": "running",
-}
-# A job (or array task) id as sacct -X and squeue -r print it: 12, 12_3, 12_[4-7%2] (pending tasks not
-# yet split off), 12+0 (heterogeneous component: not ours, never matched as an array task).
-_JOB_ID = re.compile(r"^(\d+)(?:_(\d+|\[[0-9,:%\-]+\]))?$")
-_STATE = re.compile(r"^[A-Z_]+$")
 # `sbatch --parsable`: "<jobid>" or "<jobid>;<cluster>" (sbatch(1), --parsable).
 _PARSABLE = re.compile(r"^(\d+)(?:;\S+)?$")
 # The controller's answer to `squeue -j` when it knows none of the ids (slurm_strerror(ESLURM_INVALID_JOB_ID)).
@@ -50,61 +34,6 @@ _ACCOUNTING_DISABLED = "accounting storage is disabled"
 QUERY_ATTEMPTS = 3
 
 
-@dataclass
-class Node:
-    name: str
-    cpus: int
-    mem_mb: int
-    gpus: int
-    partitions: List[str]
-    state: str
-    features: List[str] = field(default_factory=list)  # AvailableFeatures: what --constraint may name
-    # Gres by name and type: 'gpu:a100:4,gpu:h100:4,shard:8' -> {'gpu': {'a100': 4, 'h100': 4}, 'shard': {'': 8}}
-    # ('' for an untyped count). What --gres=gpu:<type>:N may ask for.
-    gres: Dict[str, Dict[str, int]] = field(default_factory=dict)
-
-
-@dataclass
-class Reservation:
-    """One `scontrol -o show reservation` record: what --reservation=<name> may use, and when."""
-
-    name: str
-    nodes: List[str]  # expanded host names ('' list for none)
-    node_spec: str  # Nodes= as Slurm printed it (a hostlist expression)
-    start: str
-    end: str
-    partition: Optional[str]
-    users: List[str]
-    accounts: List[str]
-    flags: List[str]
-    state: str  # ACTIVE or INACTIVE
-
-
-@dataclass
-class Partition:
-    name: str
-    max_time_min: Optional[int]  # None: UNLIMITED
-    max_nodes: Optional[int]
-    default: bool
-    state: str
-    nodes: List[Node] = field(default_factory=list)
-    qos: Optional[str] = None  # the partition's own QOS (QoS=; None for N/A): its limits hold over the job's
-
-
-@dataclass
-class ClusterInfo:
-    max_array_size: int
-    partitions: Dict[str, Partition]
-    max_job_count: Optional[int] = None  # job records slurmctld holds; every array task is one
-    # AccountingStorageType is not accounting_storage/none: sacct can answer (None: not said)
-    accounting: Optional[bool] = None
-    cluster_name: Optional[str] = None  # ClusterName: which associations are this cluster's
-
-    @property
-    def default_partition(self) -> Optional[str]:
-        return next((p.name for p in self.partitions.values() if p.default), None)
-
-
 class SlurmCommandError(LauncherError):
     """A Slurm client exited non-zero or did not answer in time."""
 
@@ -112,160 +41,6 @@ class SlurmCommandError(LauncherError):
         self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
         what = "did not answer in time" if returncode is None else f"failed ({returncode})"
         super().__init__(f"`{' '.join(argv[:3])} ...` {what}: {stderr.strip() or stdout.strip()}")
-
-
-def _kv(line: str) -> Dict[str, str]:
-    """`scontrol -o` record → dict. Values never contain spaces except the last free-text fields."""
-    out = {}
-    for tok in line.split():
-        if "=" in tok:
-            k, v = tok.split("=", 1)
-            out[k] = v
-    return out
-
-
-def _gpus(gres: str) -> int:
-    """'gpu:4', 'gpu:a100:8(S:0-1)', 'gpu:h100:4,shard:8' → GPU count."""
-    return sum(parse_gres(gres).get("gpu", {}).values())
-
-
-def parse_gres(gres: str) -> Dict[str, Dict[str, int]]:
-    """A node's Gres= ('gpu:a100:8(S:0-1),gpu:4,shard:8', '(null)') → {name: {type or '': count}}.
-    Slurm prints name[:type][:count][(S:sockets)]; a missing count is 1 (gres.conf(5))."""
-    out: Dict[str, Dict[str, int]] = {}
-    for item in re.split(r",(?![^(]*\))", gres or ""):  # commas inside (S:0-1,3) are not separators
-        item = item.split("(")[0].strip()
-        if not item or item == "null":
-            continue
-        parts = item.split(":")
-        count = 1
-        if len(parts) > 1 and re.fullmatch(r"\d+[KMGTP]?", parts[-1]):
-            count = _count(parts.pop())
-        kind = parts[1] if len(parts) > 1 else ""
-        out.setdefault(parts[0], {})
-        out[parts[0]][kind] = out[parts[0]].get(kind, 0) + count
-    return out
-
-
-def _count(text: str) -> int:
-    mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "P": 1024 ** 5}
-    return int(text[:-1]) * mult[text[-1]] if text[-1] in mult else int(text)
-
-
-def _features(value: str) -> List[str]:
-    return [] if value in ("", "(null)") else [f for f in value.split(",") if f]
-
-
-def expand_hostlist(spec: str) -> List[str]:
-    """A Slurm hostlist ('node[01-03,07],gpu5') → host names, without calling `scontrol show hostnames`."""
-    out: List[str] = []
-    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", spec or ""):
-        m = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part)
-        if not m:
-            out.append(part)
-            continue
-        head, ranges, tail = m.groups()
-        for r in ranges.split(","):
-            lo, _, hi = r.partition("-")
-            for i in range(int(lo), int(hi or lo) + 1):
-                out.append(f"{head}{str(i).zfill(len(lo))}{tail}")
-    return [h for h in out if h and h != "(null)"]
-
-
-def parse_reservations(text: str) -> Dict[str, Reservation]:
-    """`scontrol -o show reservation` → {name: Reservation}; 'No reservations in the system' → {}."""
-    out = {}
-    for line in text.splitlines():
-        d = _kv(line)
-        if "ReservationName" not in d:
-            continue
-
-        def items(k: str) -> List[str]:
-            v = d.get(k, "")
-            return [] if v in ("", "(null)") else v.split(",")
-
-        out[d["ReservationName"]] = Reservation(
-            name=d["ReservationName"], nodes=expand_hostlist(d.get("Nodes", "")), node_spec=d.get("Nodes", ""),
-            start=d.get("StartTime", ""), end=d.get("EndTime", ""),
-            partition=None if d.get("PartitionName", "(null)") == "(null)" else d["PartitionName"],
-            users=items("Users"), accounts=items("Accounts"), flags=items("Flags"), state=d.get("State", ""))
-    return out
-
-
-def parse_cluster_info(config: str, partitions: str, nodes: str) -> ClusterInfo:
-    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", config, re.M)
-    node_list = []
-    for line in nodes.splitlines():
-        if not line.startswith("NodeName="):  # a site's banner around the records
-            continue
-        d = _kv(line)
-        node_list.append(Node(name=d["NodeName"], cpus=int(d.get("CPUTot", 0)), mem_mb=int(d.get("RealMemory", 0)),
-                              gpus=_gpus(d.get("Gres", "")), partitions=d.get("Partitions", "").split(","),
-                              state=d.get("State", ""), features=_features(d.get("AvailableFeatures", "")),
-                              gres=parse_gres(d.get("Gres", ""))))
-    parts = {}
-    for line in partitions.splitlines():
-        if not line.startswith("PartitionName="):
-            continue
-        d = _kv(line)
-        mt = d.get("MaxTime", "UNLIMITED")
-        mn = d.get("MaxNodes", "UNLIMITED")
-        name = d["PartitionName"]
-        parts[name] = Partition(name=name, max_time_min=None if mt in ("UNLIMITED", "INFINITE") else parse_time_min(mt),
-                                max_nodes=None if mn == "UNLIMITED" else int(mn), default=d.get("Default") == "YES",
-                                state=d.get("State", ""), nodes=[n for n in node_list if name in n.partitions],
-                                qos=None if d.get("QoS", "N/A") in ("N/A", "(null)", "") else d["QoS"])
-    jc = re.search(r"^MaxJobCount\s*=\s*(\d+)", config, re.M)
-    acct = re.search(r"^AccountingStorageType\s*=\s*(\S+)", config, re.M)
-    cluster = re.search(r"^ClusterName\s*=\s*(\S+)", config, re.M)
-    return ClusterInfo(max_array_size=int(m.group(1)) if m else 1001, partitions=parts,
-                       max_job_count=int(jc.group(1)) if jc else None,
-                       accounting=None if acct is None else acct.group(1) != "accounting_storage/none",
-                       cluster_name=cluster.group(1) if cluster else None)
-
-
-def _job_states(text: str) -> Dict[str, Dict[int, str]]:
-    """Lines `<job id>|<STATE>[ by <uid>]` → {array job id: {array index: task state}}. Lines of another
-    shape (a site's banner) are ignored; so are jobs that are not array tasks (we only submit arrays)."""
-    out: Dict[str, Dict[int, str]] = {}
-    for line in text.splitlines():
-        fields = line.strip().split("|")
-        if len(fields) != 2 or not fields[1]:
-            continue
-        m = _JOB_ID.match(fields[0])
-        word = fields[1].split()[0]
-        if not m or not _STATE.match(word) or m.group(2) is None:
-            continue
-        base, idx = m.group(1), m.group(2)
-        state = STATE_MAP.get(word, "pending")
-        for i in expand(idx) if idx.startswith("[") else [int(idx)]:
-            out.setdefault(base, {})[i] = state
-    return out
-
-
-def parse_sacct(text: str) -> Dict[str, Dict[int, str]]:
-    """`sacct -X -n -P -o JobID,State` → {array job id: {array index: task state}}.
-    Pending array tasks not yet split off appear as one line `123_[4-7%2]`."""
-    return _job_states(text)
-
-
-def parse_squeue(text: str) -> Dict[str, Dict[int, str]]:
-    """`squeue -h -r -t all -o %i|%T` → {array job id: {array index: task state}}. `-r` lists each
-    pending array task on its own line; `-t all` keeps jobs that ended less than MinJobAge ago."""
-    return _job_states(text)
-
-
-def parse_job_words(text: str) -> Dict[str, List[str]]:
-    """Lines `<job id>|<STATE>[ by <uid>]` of any job, array or not → {job id: [STATE of each line]}
-    (an array job: one per task line). Lines of another shape are ignored."""
-    out: Dict[str, List[str]] = {}
-    for line in text.splitlines():
-        fields = line.strip().split("|")
-        m = _JOB_ID.match(fields[0]) if len(fields) == 2 and fields[1] else None
-        word = fields[1].split()[0] if m else ""
-        if m and _STATE.match(word):
-            out.setdefault(m.group(1), []).append(word)
-    return out
 
 
 def parse_sbatch(stdout: str) -> Optional[str]:
@@ -276,20 +51,15 @@ def parse_sbatch(stdout: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
-def parse_associations(text: str) -> tuple[set, set]:
-    """`sacctmgr -n -P show assoc format=Account,QOS` → (accounts, qos names); other lines ignored."""
-    accounts, qos = set(), set()
-    name = re.compile(r"^[A-Za-z0-9_.\-]+$")
-    for line in text.splitlines():
-        fields = line.strip().split("|")
-        if len(fields) != 2 or not name.match(fields[0]):
-            continue
-        names = [x for x in fields[1].split(",") if x]
-        if not all(name.match(x) for x in names):
-            continue
-        accounts.add(fields[0])
-        qos.update(names)
-    return accounts, qos
+def client_env(slurm_conf: Optional[str] = None) -> Dict[str, str]:
+    """The environment every Slurm client runs with (sbatch, sacct, squeue, scontrol, sacctmgr, scrontab).
+    Inside an salloc/sbatch allocation the shell carries SLURM_* variables (job id, node list, memory,
+    tasks) that sbatch would read as options of the new job: dropped, SLURM_CONF kept. SLURM_CONF from
+    the profile (`slurm_conf`) unless the caller's shell sets one."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+    if slurm_conf and "SLURM_CONF" not in os.environ:
+        env["SLURM_CONF"] = slurm_conf
+    return env
 
 
 def _transient(e: BaseException) -> bool:
@@ -311,9 +81,7 @@ class Slurm:
     lost_grace_s = 120.0
 
     def __init__(self, cluster: dict, accounting: Optional[bool] = None):
-        # Inside an salloc/sbatch allocation the shell carries SLURM_* variables (job id, node list,
-        # memory, tasks) that sbatch would read as options of the new job: drop them, keep SLURM_CONF.
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+        self.env = client_env(cluster.get("slurm_conf"))
         # SBATCH_* input variables (sbatch(1), INPUT ENVIRONMENT VARIABLES) override the script's
         # #SBATCH lines: SBATCH_PARTITION=debug would send a job preflight checked against another
         # partition. Dropped too, so what preflight checked is what sbatch reads; `dropped` names them
@@ -321,8 +89,6 @@ class Slurm:
         self.dropped = sorted(k for k in self.env if k.startswith("SBATCH_"))
         for k in self.dropped:
             del self.env[k]
-        if cluster.get("slurm_conf") and "SLURM_CONF" not in os.environ:
-            self.env["SLURM_CONF"] = cluster["slurm_conf"]
         self.calls: Dict[str, int] = {}  # how many times each client ran (benchmarks assert on it)
         self._limits = None  # Slurm.limits, asked once
         self._queued = None  # Slurm.queued, asked once
@@ -372,9 +138,9 @@ class Slurm:
 
     def limits(self, user: str):
         """The QOS and association limits `user` is held to, and the user's DefaultAccount
-        (launcher/slurm_limits.py): two `sacctmgr` calls, made once per Slurm object. The associations
+        (launcher/slurm/limits.py): two `sacctmgr` calls, made once per Slurm object. The associations
         are this cluster's (ClusterName, once info() has read it): one database may serve several."""
-        from launcher import slurm_limits
+        from launcher.slurm import limits as slurm_limits
 
         if self._limits is None:
             self._limits = slurm_limits.parse_limits(
@@ -387,7 +153,7 @@ class Slurm:
         """The user's jobs that count toward submit limits (pending, running, suspended; one line per
         array task): one `squeue` call, made once per Slurm object, and only when a submit limit could
         be reached (preflight.check_limits)."""
-        from launcher import slurm_limits
+        from launcher.slurm import limits as slurm_limits
 
         if self._queued is None:
             self._queued = slurm_limits.parse_queued(self._query(
@@ -435,7 +201,7 @@ class Slurm:
         ids = []
         for line in out.splitlines():
             jid, _, command = line.strip().partition("|")
-            m = _JOB_ID.match(jid)
+            m = JOB_ID.match(jid)
             if m and command == str(script) and m.group(1) not in ids:
                 ids.append(m.group(1))
         return ids

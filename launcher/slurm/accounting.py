@@ -1,0 +1,86 @@
+"""Job states from Slurm's accounting and queue (`sacct -X -n -P -o JobID,State`, `squeue -h -r -t all
+-o %i|%T`) and the user's associations (`sacctmgr show assoc`): parsers only (client.py runs the calls).
+Lines of another shape (a site's banner) are ignored."""
+from __future__ import annotations
+
+import re
+from typing import Dict, List
+
+from launcher.sbatch.arrays import expand
+
+# sacct state → the launcher's task state
+STATE_MAP = {
+    "PENDING": "pending", "REQUEUED": "pending", "REQUEUE_FED": "pending", "REQUEUE_HOLD": "pending",
+    "RESIZING": "pending", "SUSPENDED": "pending", "PREEMPTED": "pending",
+    "RUNNING": "running", "COMPLETING": "running", "CONFIGURING": "running", "STAGE_OUT": "running",
+    "SIGNALING": "running",
+    "COMPLETED": "completed",
+    "CANCELLED": "cancelled",
+    "FAILED": "failed", "TIMEOUT": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed", "DEADLINE": "failed", "REVOKED": "failed", "SPECIAL_EXIT": "failed",
+    "STOPPED": "running",
+}
+# A job (or array task) id as sacct -X and squeue -r print it: 12, 12_3, 12_[4-7%2] (pending tasks not
+# yet split off), 12+0 (heterogeneous component: not ours, never matched as an array task).
+JOB_ID = re.compile(r"^(\d+)(?:_(\d+|\[[0-9,:%\-]+\]))?$")
+_STATE = re.compile(r"^[A-Z_]+$")
+
+
+def _job_states(text: str) -> Dict[str, Dict[int, str]]:
+    """Lines `<job id>|<STATE>[ by <uid>]` → {array job id: {array index: task state}}. Lines of another
+    shape (a site's banner) are ignored; so are jobs that are not array tasks (we only submit arrays)."""
+    out: Dict[str, Dict[int, str]] = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 2 or not fields[1]:
+            continue
+        m = JOB_ID.match(fields[0])
+        word = fields[1].split()[0]
+        if not m or not _STATE.match(word) or m.group(2) is None:
+            continue
+        base, idx = m.group(1), m.group(2)
+        state = STATE_MAP.get(word, "pending")
+        for i in expand(idx) if idx.startswith("[") else [int(idx)]:
+            out.setdefault(base, {})[i] = state
+    return out
+
+
+def parse_sacct(text: str) -> Dict[str, Dict[int, str]]:
+    """`sacct -X -n -P -o JobID,State` → {array job id: {array index: task state}}.
+    Pending array tasks not yet split off appear as one line `123_[4-7%2]`."""
+    return _job_states(text)
+
+
+def parse_squeue(text: str) -> Dict[str, Dict[int, str]]:
+    """`squeue -h -r -t all -o %i|%T` → {array job id: {array index: task state}}. `-r` lists each
+    pending array task on its own line; `-t all` keeps jobs that ended less than MinJobAge ago."""
+    return _job_states(text)
+
+
+def parse_job_words(text: str) -> Dict[str, List[str]]:
+    """Lines `<job id>|<STATE>[ by <uid>]` of any job, array or not → {job id: [STATE of each line]}
+    (an array job: one per task line). Lines of another shape are ignored."""
+    out: Dict[str, List[str]] = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        m = JOB_ID.match(fields[0]) if len(fields) == 2 and fields[1] else None
+        word = fields[1].split()[0] if m else ""
+        if m and _STATE.match(word):
+            out.setdefault(m.group(1), []).append(word)
+    return out
+
+
+def parse_associations(text: str) -> tuple[set, set]:
+    """`sacctmgr -n -P show assoc format=Account,QOS` → (accounts, qos names); other lines ignored."""
+    accounts, qos = set(), set()
+    name = re.compile(r"^[A-Za-z0-9_.\-]+$")
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 2 or not name.match(fields[0]):
+            continue
+        names = [x for x in fields[1].split(",") if x]
+        if not all(name.match(x) for x in names):
+            continue
+        accounts.add(fields[0])
+        qos.update(names)
+    return accounts, qos
