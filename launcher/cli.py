@@ -202,10 +202,10 @@ def cmd_plan(args) -> int:
 
         raise UsageError("--resolve and --package go with --cfg job|all")
     from launcher import ops
-    from launcher.reports.display import console, plan_table
+    from launcher.reports.display import console, plan_table, show
 
     prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
-    console.print(plan_table(prep.plan, requests, prep.chunk_size))
+    show(plan_table(prep.plan, requests, prep.chunk_size))
     for text in stage_summaries(prep.plan, plan_dir):
         console.print(text, markup=False, highlight=False)
     console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
@@ -264,7 +264,7 @@ def cmd_schedule(args) -> int:
 
 def cmd_status(args) -> int:
     from launcher import ops
-    from launcher.reports.display import console, status_table
+    from launcher.reports.display import show, status_table
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -272,9 +272,11 @@ def cmd_status(args) -> int:
         return _watch(run)
     st = ops.status(run)
     if args.json:
-        print(json.dumps(st.to_json(), indent=1))
+        from launcher.status_view import status_json
+
+        print(json.dumps(status_json(st), indent=1))
     else:
-        console.print(status_table(st))
+        show(status_table(st))
     return st.exit_code
 
 
@@ -311,7 +313,7 @@ def cmd_env(args) -> int:
 
     from launcher import environments
     from launcher.compose import compose
-    from launcher.reports.display import console
+    from launcher.reports.display import console, show
 
     from launcher.sitedefault import default_cluster
 
@@ -335,13 +337,13 @@ def cmd_env(args) -> int:
             "ok" if os.path.exists(python) else "missing")
         t.add_row(name, python, state, ", ".join(e.get("imports") or []), e.get("container_image") or "-",
                   ", ".join(users.get(name, [])) or "-")
-    console.print(t)
+    show(t)
     return 0
 
 
 def cmd_summary(args) -> int:
     from launcher.reports import data_report
-    from launcher.reports.display import console
+    from launcher.reports.display import console, show
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -351,7 +353,7 @@ def cmd_summary(args) -> int:
     elif not summary:
         console.print(f"run {run.id} has no datatrove (kind=preprocess) stages")
     for table in ([] if args.json else data_report.summary_tables(summary)):
-        console.print(table)
+        show(table)
     return 0
 
 
@@ -381,7 +383,7 @@ def cmd_endpoints(args) -> int:
 
     from rich.table import Table
 
-    from launcher.reports.display import console
+    from launcher.reports.display import show
     from launcher.endpoints import endpoints
     from launcher.rundir import resolve_run
 
@@ -398,7 +400,7 @@ def cmd_endpoints(args) -> int:
         t.add_row(r["stage"], str(r["point"]), f"[{color}]{r['state']}[/]", r.get("url") or f"{r['host']}:{r['port']}",
                   r.get("model", ""), str(r.get("job_id", "")),
                   time.strftime("%H:%M:%S", time.localtime(since)) if since else "")
-    console.print(t if rows else "no serve stage of this run has started")
+    show(t if rows else "no serve stage of this run has started")
     return 0
 
 
@@ -413,7 +415,7 @@ def cmd_runs(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from launcher.reports.display import STYLE, console
+    from launcher.reports.display import STYLE, console, show
     from launcher.rundir import default_root, list_runs
     from launcher.status import recorded_state
 
@@ -434,7 +436,7 @@ def cmd_runs(args) -> int:
                       "" if r["campaign"] == r["run"] else r["campaign"],
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])), str(r["points"]),
                       str(r["jobs"]))
-        console.print(t)
+        show(t)
     for line in _failed_schedules(root):
         if args.json:  # stdout stays one JSON document
             print(line, file=sys.stderr)

@@ -1,5 +1,6 @@
 """Talking to Slurm: submit with `sbatch --parsable`, one batched `sacct` per status (`squeue` where
-accounting is disabled, or for jobs sacct does not know), one `scancel`, and the cluster facts
+accounting is disabled, and as a second call only for the jobs sacct says have pending tasks, whose
+live Reason only slurmctld knows, or does not know at all), one `scancel`, and the cluster facts
 preflight needs (three `scontrol` calls; reservations are a fourth, made only when asked for:
 `Slurm.reservations`).
 
@@ -18,8 +19,9 @@ from typing import Dict, Iterable, List, Optional
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from launcher.answer import Answer
 from launcher.arrays import expand
-from launcher.errors import LauncherError, SubmissionError
+from launcher.errors import SchedulerUnavailable, SubmissionError
 from launcher.slurm_values import parse_time_min
 
 # sacct state → the launcher's task state
@@ -38,6 +40,11 @@ STATE_MAP = {
 # yet split off), 12+0 (heterogeneous component: not ours, never matched as an array task).
 _JOB_ID = re.compile(r"^(\d+)(?:_(\d+|\[[0-9,:%\-]+\]))?$")
 _STATE = re.compile(r"^[A-Z_]+$")
+# What squeue/sacct print for "no reason" (job_reason_string(WAIT_NO_REASON) is "None").
+_NO_REASON = {"", "None", "(null)"}
+# The status query's formats: the task state and why it is in that state (squeue(1) %r; sacct(1) Reason).
+SACCT_FORMAT = "JobID,State,Reason"
+SQUEUE_FORMAT = "%i|%T|%r"
 # `sbatch --parsable`: "<jobid>" or "<jobid>;<cluster>" (sbatch(1), --parsable).
 _PARSABLE = re.compile(r"^(\d+)(?:;\S+)?$")
 # The controller's answer to `squeue -j` when it knows none of the ids (slurm_strerror(ESLURM_INVALID_JOB_ID)).
@@ -103,8 +110,8 @@ class ClusterInfo:
         return next((p.name for p in self.partitions.values() if p.default), None)
 
 
-class SlurmCommandError(LauncherError):
-    """A Slurm client exited non-zero or did not answer in time."""
+class SlurmCommandError(SchedulerUnavailable):
+    """A Slurm client exited non-zero or did not answer in time (exit 69: Slurm unavailable)."""
 
     def __init__(self, argv: List[str], returncode: Optional[int], stdout: str, stderr: str):
         self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
@@ -219,13 +226,14 @@ def parse_cluster_info(config: str, partitions: str, nodes: str) -> ClusterInfo:
                        accounting=None if acct is None else acct.group(1) != "accounting_storage/none")
 
 
-def _job_states(text: str) -> Dict[str, Dict[int, str]]:
-    """Lines `<job id>|<STATE>[ by <uid>]` → {array job id: {array index: task state}}. Lines of another
-    shape (a site's banner) are ignored; so are jobs that are not array tasks (we only submit arrays)."""
-    out: Dict[str, Dict[int, str]] = {}
+def _job_states(text: str) -> Answer:
+    """Lines `<job id>|<STATE>[ by <uid>][|<Reason>]` → Answer ({array job id: {array index: task
+    state}}, with the reasons). Lines of another shape (a site's banner) are ignored; so are jobs that
+    are not array tasks (we only submit arrays). A reason of None ('None', '(null)', empty) is left out."""
+    out = Answer()
     for line in text.splitlines():
         fields = line.strip().split("|")
-        if len(fields) != 2 or not fields[1]:
+        if len(fields) not in (2, 3) or not fields[1]:
             continue
         m = _JOB_ID.match(fields[0])
         word = fields[1].split()[0]
@@ -233,21 +241,42 @@ def _job_states(text: str) -> Dict[str, Dict[int, str]]:
             continue
         base, idx = m.group(1), m.group(2)
         state = STATE_MAP.get(word, "pending")
+        reason = fields[2].strip() if len(fields) == 3 else ""
         for i in expand(idx) if idx.startswith("[") else [int(idx)]:
             out.setdefault(base, {})[i] = state
+            if reason not in _NO_REASON:
+                out.reasons.setdefault(base, {})[i] = reason
     return out
 
 
-def parse_sacct(text: str) -> Dict[str, Dict[int, str]]:
-    """`sacct -X -n -P -o JobID,State` → {array job id: {array index: task state}}.
-    Pending array tasks not yet split off appear as one line `123_[4-7%2]`."""
+def parse_sacct(text: str) -> Answer:
+    """`sacct -X -n -P -o JobID,State,Reason` → {array job id: {array index: task state}} (an Answer).
+    Pending array tasks not yet split off appear as one line `123_[4-7%2]`. sacct's Reason is "the last
+    reason a job was blocked from running for something other than Priority or Resources" (sacct(1)):
+    kept, but a pending task's live reason comes from squeue (Slurm.query)."""
     return _job_states(text)
 
 
-def parse_squeue(text: str) -> Dict[str, Dict[int, str]]:
-    """`squeue -h -r -t all -o %i|%T` → {array job id: {array index: task state}}. `-r` lists each
+def parse_squeue(text: str) -> Answer:
+    """`squeue -h -r -t all -o %i|%T|%r` → {array job id: {array index: task state}} (an Answer, with
+    each task's reason: why a pending task waits, e.g. Priority, Resources, Dependency). `-r` lists each
     pending array task on its own line; `-t all` keeps jobs that ended less than MinJobAge ago."""
     return _job_states(text)
+
+
+def merge_answers(base: Answer, live: Answer) -> Answer:
+    """sacct's answer with squeue's laid over it, task by task: for a task squeue lists, slurmctld's
+    state and reason win (accounting lags it; a reason squeue does not give is dropped, not left stale)."""
+    out = Answer({j: dict(t) for j, t in base.items()}, {j: dict(r) for j, r in base.reasons.items()})
+    for job, tasks in live.items():
+        for i, state in tasks.items():
+            out.setdefault(job, {})[i] = state
+            reason = live.reasons.get(job, {}).get(i)
+            if reason:
+                out.reasons.setdefault(job, {})[i] = reason
+            else:
+                out.reasons.get(job, {}).pop(i, None)
+    return out
 
 
 def parse_job_words(text: str) -> Dict[str, List[str]]:
@@ -327,7 +356,7 @@ class Slurm:
         """Run a client once; its stdout. SlurmCommandError when it fails or times out."""
         self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
         if shutil.which(argv[0], path=self.env.get("PATH")) is None:
-            raise LauncherError(f"`{argv[0]}` not found: is this a Slurm login node? (cluster=local runs without Slurm)")
+            raise SchedulerUnavailable(f"`{argv[0]}` not found: is this a Slurm login node? (cluster=local runs without Slurm)")
         try:
             p = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as e:
@@ -419,24 +448,30 @@ class Slurm:
                 ids.append(m.group(1))
         return ids
 
-    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Dict[str, Dict[int, str]]:
-        """Task states of array jobs: {job id: {array index: state}}; a job the scheduler does not know
-        is absent. One sacct call. Jobs in `settled` (submitted longer than lost_grace_s ago) that sacct
-        does not report are asked of squeue (a second call, only then). Without accounting (sacct says
-        it is disabled, or run.json says so): one squeue call."""
+    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Answer:
+        """Task states of array jobs: {job id: {array index: state}} (an Answer, with `reasons`); a job
+        the scheduler does not know is absent. One sacct call (JobID, State, Reason). A second call,
+        squeue, only when sacct's answer needs it: for the jobs with pending tasks (why each waits:
+        sacct never records Priority or Resources and keeps an older reason, sacct(1) Reason; and
+        slurmctld knows of a start that accounting has not recorded yet) and for the jobs in `settled`
+        (submitted longer than lost_grace_s ago) that sacct does not report. So a run with nothing
+        pending costs one slurmdbd query and no slurmctld query. Without accounting (sacct says it is
+        disabled, or run.json says so): one squeue call, reasons included."""
         ids = sorted(set(job_ids), key=int)
         if not ids:
-            return {}
+            return Answer()
         if self.accounting is not False:
             try:
-                out = parse_sacct(self._query(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)]))
+                out = parse_sacct(self._query(["sacct", "-X", "-n", "-P", "-o", SACCT_FORMAT, "-j", ",".join(ids)]))
             except SlurmCommandError as e:
                 if _ACCOUNTING_DISABLED not in e.stderr + e.stdout:
                     raise
                 self.accounting = False
             else:
-                unknown = sorted(set(settled) & set(ids) - set(out), key=int)
-                return {**out, **self._squeue(unknown)} if unknown else out
+                unknown = set(settled) & set(ids) - set(out)
+                pending = {j for j, tasks in out.items() if "pending" in tasks.values()}
+                ask = sorted(unknown | pending, key=int)
+                return merge_answers(out, self._squeue(ask)) if ask else out
         return self._squeue(ids)
 
     def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
@@ -461,15 +496,17 @@ class Slurm:
                     raise
         return {**{j: (w, False) for j, w in ended.items() if j in rest}, **{j: (w, True) for j, w in held.items()}}
 
-    def _squeue(self, ids: List[str]) -> Dict[str, Dict[int, str]]:
-        """States of the jobs slurmctld still holds (pending, running, or ended under MinJobAge ago)."""
+    def _squeue(self, ids: List[str]) -> Answer:
+        """States and reasons of the jobs slurmctld still holds (pending, running, or ended under
+        MinJobAge ago)."""
         if not ids:
-            return {}
+            return Answer()
         try:
-            return parse_squeue(self._query(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(ids)]))
+            return parse_squeue(self._query(["squeue", "-h", "-r", "-t", "all", "-o", SQUEUE_FORMAT,
+                                             "-j", ",".join(ids)]))
         except SlurmCommandError as e:
             if _INVALID_JOB_ID in e.stderr + e.stdout:  # it knows none of them
-                return {}
+                return Answer()
             raise
 
     def cancel(self, job_ids: Iterable[str]) -> None:

@@ -1,11 +1,15 @@
-"""Tables for plan and status, and the live progress view of `wait=true`."""
+"""Tables for plan and status, and the live progress view of `wait=true`. Every table of the CLI goes
+through `show`: drawn by rich to the terminal's width on a terminal, plain text otherwise (one row per
+line, columns separated by a tab: `cut -f2`, `awk -F'\t'`), or as $LAUNCHER_FORMAT (table|plain) says."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, List
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from launcher import exitcodes
 from launcher.plan import Plan
@@ -22,6 +26,45 @@ class _Console(Console):
 
 console = _Console(highlight=False, width=None if Console().is_terminal else 160)
 STYLE = {"COMPLETED": "green", "SKIPPED": "dim", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red"}
+FORMATS = ("table", "plain")
+
+
+def plain_output() -> bool:
+    """Tables as plain text: $LAUNCHER_FORMAT=plain, or (unset) when stdout is not a terminal."""
+    fmt = os.environ.get("LAUNCHER_FORMAT", "")
+    if fmt in FORMATS:
+        return fmt == "plain"
+    return not console.is_terminal
+
+
+def _cell(x) -> str:
+    """A table cell as plain text: rich markup and styles dropped, tabs and newlines made spaces, '-' for
+    an empty cell (so that whitespace-splitting awk still counts the columns right)."""
+    text = Text.from_markup(x).plain if isinstance(x, str) else x.plain if isinstance(x, Text) else str(x)
+    return " ".join(text.replace("\t", " ").split()) or "-"
+
+
+def plain_table(t: Table) -> str:
+    """A rich Table as plain text: '# <title>', a header row, one line per row, '# <caption>'; the
+    columns separated by one tab."""
+    lines = [f"# {_cell(t.title)}"] if t.title else []
+    lines.append("\t".join(_cell(c.header) for c in t.columns))
+    cols = [list(c.cells) for c in t.columns]
+    lines += ["\t".join(_cell(col[i]) for col in cols) for i in range(t.row_count)]
+    if t.caption:
+        lines.append(f"# {_cell(t.caption)}")
+    return "\n".join(lines)
+
+
+def show(x) -> None:
+    """Print a table (or any renderable) the way the output wants it: rich on a terminal, plain text
+    (plain_table) when piped or with LAUNCHER_FORMAT=plain. A string is printed as it is."""
+    if isinstance(x, Table) and plain_output():
+        print(plain_table(x), flush=True)
+    elif isinstance(x, str) and plain_output():
+        print(Text.from_markup(x).plain, flush=True)
+    else:
+        console.print(x)
 
 
 def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table:
@@ -60,14 +103,22 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
 
 
 def status_table(st: RunStatus) -> Table:
+    """One row per stage: state, task counts, its jobs, why its pending tasks wait and the progress of
+    a running training task (status_view)."""
+    from launcher.status_view import pending_summary, stage_progress
+
     t = Table(title=f"run {st.run}: [{STYLE.get(st.state, '')}]{st.state}[/]", title_justify="left")
     counted = ("completed", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
     for col in ("stage", "state", "total", "done", *counted[1:], "jobs"):
         t.add_column(col, justify="left" if col in ("stage", "state", "jobs") else "right")
+    t.add_column("waiting", overflow="fold")
+    t.add_column("progress", overflow="fold")
+    now = time.time()
     for s in st.stages.values():
         c = s.counts
         t.add_row(s.name, f"[{STYLE.get(s.state, '')}]{s.state}[/]", str(c["total"]), *(str(c[k]) for k in counted),
-                  ",".join(s.job_ids[-4:]) + (" …" if len(s.job_ids) > 4 else ""))
+                  ",".join(s.job_ids[-4:]) + (" …" if len(s.job_ids) > 4 else ""), pending_summary(s),
+                  stage_progress(st.path, s, now))
     return t
 
 
@@ -91,6 +142,6 @@ def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
             console.print(f"[{time.strftime('%H:%M:%S')}] {st.state:<9} {line}")
             last = line
         if st.exit_code != exitcodes.RUNNING:
-            console.print(status_table(st))
+            show(status_table(st))
             return st
         time.sleep(poll_s)
