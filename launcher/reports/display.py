@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, List
+from typing import Callable, List, Optional
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -24,9 +25,14 @@ class _Console(Console):
         raise BrokenPipeError
 
 
-console = _Console(highlight=False, width=None if Console().is_terminal else 160)
+# Not a terminal: lines are not wrapped at a made-up width (a log, a pipe: one line per line).
+_TTY = Console().is_terminal
+console = _Console(highlight=False, width=None if _TTY else 160, soft_wrap=not _TTY)
 STYLE = {"COMPLETED": "green", "SKIPPED": "dim", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red"}
 FORMATS = ("table", "plain")
+# The status table's count columns on a terminal, squeue-short (plain output keeps the full names).
+SHORT = {"running": "run", "pending": "pend", "failed": "fail", "cancelled": "canc", "skipped": "skip",
+         "missing": "miss"}
 
 
 def plain_output() -> bool:
@@ -56,15 +62,34 @@ def plain_table(t: Table) -> str:
     return "\n".join(lines)
 
 
+def fit(t: Table, width: Optional[int] = None, short: int = 14, least: int = 10) -> Table:
+    """Fit a table to the terminal (`width`, default the console's) by wrapping only its long columns: a
+    column whose header and cells are all at most `short` characters never wraps and keeps its width
+    (rich would otherwise squeeze every column alike and cut 'RUNNING' to 'RU…'); a longer one keeps
+    `least` characters at least and wraps (or ellipsizes, as the column says) in what is left. When
+    even that does not fit, the table is left to rich's own squeezing."""
+    widths = [max([len(_cell(c.header))] + [len(_cell(x)) for x in c.cells]) for c in t.columns]
+    need = sum(w if w <= short else least for w in widths) + 2 * len(widths) + 2
+    if need > (width or console.width):
+        return t
+    for c, w in zip(t.columns, widths):
+        if w <= short:
+            c.no_wrap, c.min_width = True, w
+        else:
+            c.min_width = max(c.min_width or 0, least)
+    return t
+
+
 def show(x) -> None:
-    """Print a table (or any renderable) the way the output wants it: rich on a terminal, plain text
-    (plain_table) when piped or with LAUNCHER_FORMAT=plain. A string is printed as it is."""
+    """Print a table (or any renderable) the way the output wants it: rich on a terminal, fitted to
+    its width (fit), plain text (plain_table) when piped or with LAUNCHER_FORMAT=plain. A string is
+    printed as it is."""
     if isinstance(x, Table) and plain_output():
         print(plain_table(x), flush=True)
     elif isinstance(x, str) and plain_output():
         print(Text.from_markup(x).plain, flush=True)
     else:
-        console.print(x)
+        console.print(fit(x) if isinstance(x, Table) else x)
 
 
 def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table:
@@ -102,21 +127,28 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
     return t
 
 
-def status_table(st: RunStatus) -> Table:
+def status_table(st: RunStatus, plain: bool = None) -> Table:
     """One row per stage: state, task counts, its jobs, why its pending tasks wait and the progress of
-    a running training task (status_view)."""
+    a running training task (status_view). Plain (piped; default: plain_output()): every count column,
+    always in the same order, for awk/cut. On a terminal: 'done' as completed/total and only the count
+    columns that are not 0 in every stage, so that the table fits the terminal."""
     from launcher.status_view import pending_summary, stage_progress
 
-    t = Table(title=f"run {st.run}: [{STYLE.get(st.state, '')}]{st.state}[/]", title_justify="left")
+    plain = plain_output() if plain is None else plain
+    t = Table(title=f"run {st.run}: [{STYLE.get(st.state, '')}]{st.state}[/]", title_justify="left",
+              **({} if plain else {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}))
     counted = ("completed", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
-    for col in ("stage", "state", "total", "done", *counted[1:], "jobs"):
-        t.add_column(col, justify="left" if col in ("stage", "state", "jobs") else "right")
+    shown = counted[1:] if plain else [k for k in counted[1:] if any(s.counts[k] for s in st.stages.values())]
+    for col in ("stage", "state", *(("total", "done") if plain else ("done",)), *shown, "jobs"):
+        t.add_column(col if plain else SHORT.get(col, col),
+                     justify="left" if col in ("stage", "state", "jobs") else "right")
     t.add_column("waiting", overflow="fold")
     t.add_column("progress", overflow="fold")
     now = time.time()
     for s in st.stages.values():
         c = s.counts
-        t.add_row(s.name, f"[{STYLE.get(s.state, '')}]{s.state}[/]", str(c["total"]), *(str(c[k]) for k in counted),
+        done = [str(c["total"]), str(c["completed"])] if plain else [f"{c['completed']}/{c['total']}"]
+        t.add_row(s.name, f"[{STYLE.get(s.state, '')}]{s.state}[/]", *done, *(str(c[k]) for k in shown),
                   ",".join(s.job_ids[-4:]) + (" …" if len(s.job_ids) > 4 else ""), pending_summary(s),
                   stage_progress(st.path, s, now))
     return t

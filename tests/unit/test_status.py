@@ -211,6 +211,25 @@ def test_status_table_shows_why_and_progress_and_is_plain_when_piped(tmp_path, m
     assert not set("│┃━─┏┡") & set(text)
 
 
+def test_on_a_terminal_the_status_table_fits_its_width(tmp_path):
+    from rich.console import Console
+
+    from launcher.reports.display import fit, status_table
+
+    run, plan = make_run(tmp_path)
+    layout.atomic_write_json(layout.progress_path(tmp_path, "shards", 0),
+                             {"step": 3, "total_steps": 10, "tokens_per_s": 31000.0, "loss": 2.5, "started": 0.0,
+                              "time": 9e12})
+    st = collect(run, Answer(Reply({"7": {0: "running", 1: "pending", 2: "pending", 3: "pending"}},
+                                   reasons={"7": {1: "QOSMaxGRESPerUser", 2: "Priority", 3: "Priority"}})))
+    c = Console(width=80, record=True)
+    c.print(fit(status_table(st, plain=False), width=80))
+    lines = c.export_text().splitlines()
+    assert max(map(len, lines)) <= 80 and any("shards" in x and "RUNNING" in x for x in lines), lines
+    assert any(x.startswith(" checkpointing") for x in lines) and "progress" in lines[2], lines
+    assert "canc" not in lines[2] and "pend" in lines[2]  # only the counts that are not 0 somewhere
+
+
 def test_plain_output_follows_the_terminal_unless_launcher_format_says(monkeypatch):
     from launcher.reports import display
 
