@@ -34,6 +34,8 @@ $LAUNCHER_CONFIG_DIRS (DIR/pipeline/, DIR/cluster_profiles/, ...: searched first
 (default $LAUNCHER_RUN_ROOT, else ./runs); the other verbs look there (or in --root). `latest` is the
 newest run under that root; a run id is also found wherever `run` put it (an index of your runs under
 $XDG_STATE_HOME/launcher, default ~/.local/state/launcher; $LAUNCHER_STATE_DIR moves it).
+Tables fit the terminal; piped, they are plain text (tab-separated, one row per line);
+LAUNCHER_FORMAT=plain|table overrides that.
 
 """ + exitcodes.HELP
 
@@ -115,14 +117,18 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--root", type=Path, help="run root to look in (default: $LAUNCHER_RUN_ROOT or ./runs)")
         return sp
 
-    st = with_run("status", "per-stage state and task counts; exit 0 completed, 1 failed, 2 still going")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st = with_run("status", "per-stage state and task counts, why pending tasks wait (Slurm's Reason) and the "
+                  "progress of running training tasks; exit 0 completed, 1 failed, 2 still going, 69 Slurm did "
+                  "not answer")
+    st.add_argument("--json", action="store_true", help="machine-readable output: per stage, sweep point and array "
+                    "task (state, reason, restarts, log paths, progress); docs/status-and-logs.md")
     st.add_argument("--watch", action="store_true", help="refresh until the run ends")
     rs = with_run("resume", "resubmit exactly the unfinished tasks (failed, cancelled, never submitted)")
     rs.add_argument("--force", action="store_true", help="accept a changed config: rerun the changed stages")
     rs.add_argument("--wait", action="store_true", help="watch until the run ends")
     with_run("cancel", "cancel every queued or running job of the run")
-    lg = with_run("logs", "print a task's stdout and stderr")
+    lg = with_run("logs", "print a task's stdout and stderr (their paths first, on stderr); a task without a "
+                  "log says why")
     lg.add_argument("stage")
     lg.add_argument("--task", type=int, default=0, help="global task index (default 0)")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the task ends")
