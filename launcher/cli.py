@@ -35,7 +35,7 @@ $LAUNCHER_CONFIG_DIRS (DIR/pipeline/, DIR/cluster_profiles/, ...: searched first
 newest run under that root; a run id is also found wherever `run` put it (an index of your runs under
 $XDG_STATE_HOME/launcher, default ~/.local/state/launcher; $LAUNCHER_STATE_DIR moves it).
 Tables fit the terminal; piped, they are plain text (tab-separated, one row per line);
-LAUNCHER_FORMAT=plain|table overrides that.
+--format plain|table (or $LAUNCHER_FORMAT) overrides that.
 
 """ + exitcodes.HELP
 
@@ -49,6 +49,12 @@ def _version() -> str:
         from launcher import __version__
 
         return __version__
+
+
+def _format_arg(sp) -> None:
+    sp.add_argument("--format", choices=["table", "plain"], help="tables drawn for a terminal, or plain text "
+                    "(tab-separated, one row per line); default: table on a terminal, plain when piped "
+                    "($LAUNCHER_FORMAT sets it too)")
 
 
 def _config_dir_arg(sp) -> None:
@@ -81,6 +87,7 @@ def _add_env_and_demo_corpus(sub) -> None:
                     "~/.config/launcher/config.yaml, else local)")
     ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
     _config_dir_arg(ev)
+    _format_arg(ev)
     dc = sub.add_parser("demo-corpus", help="write a small offline corpus with work for every data filter",
                         description="English prose from the Python standard library's docstrings, plus "
                         "non-English, spam/boilerplate and near-duplicate documents (ground truth in "
@@ -105,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
         sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true")
         _config_dir_arg(sp)
+        _format_arg(sp)
         return sp
 
     with_overrides("run", "compose, plan, preflight and submit; print the run id and exit (wait=true to watch)")
@@ -115,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("run", help="run id (found wherever `run` put it), run directory, or 'latest' (the newest "
                         "run under the run root)")
         sp.add_argument("--root", type=Path, help="run root to look in (default: $LAUNCHER_RUN_ROOT or ./runs)")
+        _format_arg(sp)
         return sp
 
     st = with_run("status", "per-stage state and task counts, why pending tasks wait (Slurm's Reason) and the "
@@ -167,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--root", type=Path, help="run root (default: $LAUNCHER_RUN_ROOT or ./runs)")
     rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
     rn.add_argument("--json", action="store_true", help="machine-readable output: a list, one object per run")
+    _format_arg(rn)
     return p
 
 
@@ -497,6 +507,10 @@ def _main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from launcher.errors import LauncherError
 
+    if getattr(args, "format", None):
+        from launcher.reports import display
+
+        display.FORMAT = args.format
     try:
         if getattr(args, "config_dir", None):
             from launcher import configdirs
@@ -509,6 +523,9 @@ def _main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted (submitted jobs keep running; see `launcher status`)", file=sys.stderr)
         return exitcodes.INTERRUPTED
+    finally:
+        if getattr(args, "format", None):  # main() called again in one process (tests) starts afresh
+            display.FORMAT = ""
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Tables for plan and status, and the live progress view of `wait=true`. Every table of the CLI goes
 through `show`: drawn by rich to the terminal's width on a terminal, plain text otherwise (one row per
-line, columns separated by a tab: `cut -f2`, `awk -F'\t'`), or as $LAUNCHER_FORMAT (table|plain) says."""
+line, columns separated by a tab: `cut -f2`, `awk -F'\t'`), or as --format / $LAUNCHER_FORMAT (table|plain) say."""
 from __future__ import annotations
 
 import os
@@ -35,9 +35,13 @@ SHORT = {"running": "run", "pending": "pend", "failed": "fail", "cancelled": "ca
          "missing": "miss"}
 
 
+FORMAT = ""  # the command line's --format (table|plain); '' when not given
+
+
 def plain_output() -> bool:
-    """Tables as plain text: $LAUNCHER_FORMAT=plain, or (unset) when stdout is not a terminal."""
-    fmt = os.environ.get("LAUNCHER_FORMAT", "")
+    """Tables as plain text: --format plain (FORMAT), else $LAUNCHER_FORMAT=plain, else (neither given)
+    when stdout is not a terminal."""
+    fmt = FORMAT or os.environ.get("LAUNCHER_FORMAT", "")
     if fmt in FORMATS:
         return fmt == "plain"
     return not console.is_terminal

@@ -267,3 +267,17 @@ def test_a_slurm_query_error_exits_69_not_1(tmp_path, monkeypatch):
     assert "69" in exitcodes.HELP and "Slurm did not answer" in exitcodes.HELP
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no Slurm client at all: unavailable too
     assert main(["status", str(tmp_path)]) == 69
+
+
+def test_format_flag_overrides_the_terminal_choice(tmp_path, capsys):
+    from launcher.cli import main
+    from launcher.reports import display
+
+    run, plan = make_run(tmp_path / "runs" / "r1")
+    layout.atomic_write_json(run.path / "run.json", {"id": "r1", "created": 1.0, "pipeline": "smoke"})
+    assert main(["runs", "--root", str(tmp_path / "runs"), "--format", "table"]) == 0
+    drawn = capsys.readouterr().out
+    assert "┃ run" in drawn and "\t" not in drawn and display.FORMAT == ""  # reset after the verb
+    assert main(["runs", "--root", str(tmp_path / "runs"), "--format", "plain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split("\t")[:2] == ["run", "state"] and lines[2].startswith("r1\tUNFINISHED\tsmoke")
