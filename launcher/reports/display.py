@@ -166,7 +166,7 @@ def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
         with Live(console=console, refresh_per_second=4) as live:
             while True:
                 st = get_status()
-                live.update(status_table(st))
+                live.update(fit(status_table(st)))
                 if st.exit_code != exitcodes.RUNNING:
                     return st
                 time.sleep(poll_s)
