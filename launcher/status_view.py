@@ -114,13 +114,17 @@ def _counts(states: List[str]) -> Dict[str, int]:
 
 
 def _restarts(run_dir: Path, s: StageStatus, task: int, state: str) -> Optional[int]:
-    """Requeues of a task: the scheduler's count, else what its completion or failure marker recorded."""
+    """Requeues of a task: the scheduler's count (local backend), else what the task recorded in its
+    marker: the completion or failure marker, or the running marker of its current attempt."""
     if task in s.restarts:
         return s.restarts[task]
-    suffix = {"completed": "done", "failed": "failed"}.get(state)
+    suffix = {"completed": "done", "failed": "failed", "running": f"running-{s.jobs.get(task)}"}.get(state)
     if suffix is None:
         return None
-    rec = layout.read_json(layout.marker_path(run_dir, s.name, s.hash, task, suffix), None)
+    try:  # a running marker written before markers had content is empty: not known
+        rec = layout.read_json(layout.marker_path(run_dir, s.name, s.hash, task, suffix), None)
+    except (OSError, ValueError):
+        return None
     return rec.get("restarts") if isinstance(rec, dict) else None
 
 

@@ -1,5 +1,7 @@
 """`launcher status` and `launcher logs` on the local backend say why tasks wait, show a running task's
 progress, and say why a task has no log (issue 18 item 4). A few seconds: 3 throttled 2-second tasks."""
+import json
+import time
 
 from conftest import CLI
 
@@ -15,6 +17,22 @@ stages:
   broken: {kind: command, command: "exit 3"}
   never: {kind: command, after: {broken: afterok}, command: "echo never"}
 """
+
+
+def running_markers(run_dir, stage, timeout=5.0) -> list:
+    """The content of the stage's running markers, as soon as one is there (a task may end meanwhile)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = []
+        for p in (run_dir / "stages" / stage / "markers").glob("*/*.running-*"):
+            try:
+                found.append(json.loads(p.read_text()))
+            except FileNotFoundError:
+                continue
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
 
 
 def test_status_says_why_tasks_wait_and_logs_why_a_task_has_none(tmp_path):
@@ -39,6 +57,7 @@ def test_status_says_why_tasks_wait_and_logs_why_a_task_has_none(tmp_path):
     assert after["array"][0]["reason"] == "Dependency" and after["array"][0]["waiting_for"] == ["slow"]
     running = [t for t in slow["array"] if t["state"] == "running"]
     assert running and running[0]["progress"]["step"] == 120, slow["array"]
+    assert [m["restarts"] for m in running_markers(run_dir, "slow")] == [0]  # the attempt's (jobs/task.py)
     assert running[0]["log"]["stdout"] == str(run_dir / "stages" / "slow" / "logs" / f"{running[0]['job']}_0_log.out")
 
     table = cli("status", "latest", check=False)  # piped: plain text, one tab-separated row per stage

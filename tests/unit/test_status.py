@@ -157,6 +157,7 @@ def test_status_json_per_point_and_per_task_with_logs_restarts_and_progress(tmp_
     run.append_ledger({"job_id": "9", "stage": "shards", "chunk": 0, "offset": 2, "tasks": [2], "batch": "r1"})
     h = plan.stages["shards"].hash
     layout.atomic_write_json(layout.marker_path(tmp_path, "shards", h, 0), {"restarts": 1})
+    layout.atomic_write_json(layout.marker_path(tmp_path, "shards", h, 1, "running-7_1"), {"restarts": 2})
     layout.atomic_write_json(layout.progress_path(tmp_path, "shards", 1),
                              {"step": 120, "total_steps": 1000, "tokens_per_s": 3100.0, "loss": 2.3141,
                               "started": 1000.0, "time": 1060.0})
@@ -173,6 +174,7 @@ def test_status_json_per_point_and_per_task_with_logs_restarts_and_progress(tmp_
     t0, t1, t2, t3 = shards["array"]
     keys = {"task", "point", "index", "state", "job", "reason", "waiting_for", "why", "restarts", "log", "progress"}
     assert all(set(t) == keys for t in shards["array"])
+    assert t1["restarts"] == 2  # the running attempt's marker (jobs/task.py writes it)
     assert t0["restarts"] == 1 and t0["log"]["stdout"] == str(tmp_path / "stages/shards/logs/7_0_0_log.out")
     assert t2["job"] == "9_0" and t2["reason"] == "Resources" and t2["log"]["stderr"].endswith("logs/9_0_0_log.err")
     assert t1["progress"] == {"step": 120, "total_steps": 1000, "tokens": None, "tokens_per_s": 3100.0,
