@@ -9,6 +9,7 @@ from typing import Callable, List, Optional
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -152,14 +153,19 @@ def status_table(st: RunStatus, plain: bool = None) -> Table:
     for s in st.stages.values():
         c = s.counts
         done = [str(c["total"]), str(c["completed"])] if plain else [f"{c['completed']}/{c['total']}"]
-        t.add_row(s.name, f"[{STYLE.get(s.state, '')}]{s.state}[/]", *done, *(str(c[k]) for k in shown),
-                  ",".join(s.job_ids[-4:]) + (" …" if len(s.job_ids) > 4 else ""), pending_summary(s),
-                  stage_progress(st.path, s, now))
+        # Scheduler reasons and hostlists hold brackets ('ReqNodeNotAvail, UnavailableNodes:gpu[1-2]'):
+        # escaped, so rich shows them rather than reading them as markup.
+        t.add_row(escape(s.name), f"[{STYLE.get(s.state, '')}]{s.state}[/]", *done, *(str(c[k]) for k in shown),
+                  ",".join(s.job_ids[-4:]) + (" …" if len(s.job_ids) > 4 else ""), escape(pending_summary(s)),
+                  escape(stage_progress(st.path, s, now)))
     return t
 
 
 def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
-    """Refresh until the run is no longer going. A live table on a terminal, one line per change in logs."""
+    """Refresh until the run is no longer going. A live table on a terminal, one line per change in logs
+    (completed/total per stage, and why its pending tasks wait)."""
+    from launcher.status_view import pending_summary
+
     if console.is_terminal:
         from rich.live import Live
 
@@ -173,9 +179,10 @@ def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
     last = None
     while True:
         st = get_status()
-        line = "  ".join(f"{s.name}:{s.counts['completed']}/{s.total}" for s in st.stages.values())
+        line = "  ".join(f"{s.name}:{s.counts['completed']}/{s.total}"
+                         + (f" ({w})" if (w := pending_summary(s)) else "") for s in st.stages.values())
         if line != last:
-            console.print(f"[{time.strftime('%H:%M:%S')}] {st.state:<9} {line}")
+            console.print(f"[{time.strftime('%H:%M:%S')}] {st.state:<9} {line}", markup=False)
             last = line
         if st.exit_code != exitcodes.RUNNING:
             show(status_table(st))

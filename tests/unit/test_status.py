@@ -283,3 +283,15 @@ def test_format_flag_overrides_the_terminal_choice(tmp_path, capsys):
     assert main(["runs", "--root", str(tmp_path / "runs"), "--format", "plain"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split("\t")[:2] == ["run", "state"] and lines[2].startswith("r1\tUNFINISHED\tsmoke")
+
+
+def test_brackets_of_a_reason_are_shown_not_read_as_markup(tmp_path):
+    from launcher.reports.display import plain_table, status_table
+
+    run, plan = make_run(tmp_path)
+    st = collect(run, Answer(Reply({"7": {0: "pending", 1: "pending", 2: "pending", 3: "pending"}},
+                                   reasons={"7": {0: "ReqNodeNotAvail, UnavailableNodes:gpu[1-2]",
+                                                  1: "ReqNodeNotAvail, UnavailableNodes:gpu[1-2]",
+                                                  2: "Reservation [maint]", 3: "Reservation [maint]"}})))
+    row = plain_table(status_table(st, plain=True)).splitlines()[2]  # [maint] would be a rich style tag
+    assert "2 ReqNodeNotAvail, UnavailableNodes:gpu[1-2], 2 Reservation [maint]" in row, row
