@@ -415,20 +415,19 @@ def list_schedules(args) -> int:
     if not rows:
         print("no launcher schedules in your scrontab")
         return 0
-    table = [("name", "cron", "command", "last fire", "last exit", "state", "next")]
+    from rich.table import Table
+
+    from launcher.reports.display import show
+
+    table = Table(box=None, header_style="bold")
+    for col in ("name", "cron", "command", "last fire", "last exit", "state", "next"):
+        table.add_column(col, overflow="ellipsis" if col == "command" else "fold")
     for r in rows:
-        table.append((r["name"], r["cron"] or "?", _short(r["command"], 60),
-                      (r["last_start"] or "-").replace("T", " ")[:19],
+        table.add_row(r["name"], r["cron"] or "?", r["command"], (r["last_start"] or "-").replace("T", " ")[:19],
                       "-" if r["last_status"] is None else f"{r['last_exit']} ({r['last_status']})",
-                      r["state"], (r["next"] or "-").replace("T", " ")))
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+                      r["state"], (r["next"] or "-").replace("T", " "))
+    show(table)
     return 0
-
-
-def _short(s: str, n: int) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 # ----------------------------------------------------------------------------- fire (on the compute node)

@@ -15,6 +15,7 @@ from filelock import FileLock
 
 from jobs import layout
 
+from launcher.answer import Answer
 from launcher.backends import Facts
 from launcher.local.driver import TERMINAL
 
@@ -100,20 +101,25 @@ class Local:
     # The local scheduler is the only one: a job it does not know and will not load is lost at once.
     lost_grace_s = 0.0
 
-    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Dict[str, Dict[int, str]]:
-        """{job id: {array index: state}} from the driver's state.json; a job the driver has not loaded
-        yet is pending while a driver runs, and absent (unknown: lost) once none does."""
+    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Answer:
+        """{job id: {array index: state}} (an Answer, with each task's restarts and a pending task's
+        reason) from the driver's state.json; a job the driver has not loaded yet is pending while a
+        driver runs, and absent (unknown: lost) once none does."""
         self.calls["query"] = self.calls.get("query", 0) + 1
         state = layout.read_json(self.dir / "state.json", {}) or {}
         driver_gone = self.driver_pid() is None
-        out: Dict[str, Dict[int, str]] = {}
-        for jid in job_ids:
-            tasks = state.get(str(jid))
+        out = Answer()
+        for jid in map(str, job_ids):
+            tasks = state.get(jid)
             if tasks:
-                out[str(jid)] = {int(i): ("failed" if driver_gone and t["state"] not in TERMINAL else t["state"])
-                                 for i, t in tasks.items()}
+                out[jid] = {int(i): ("failed" if driver_gone and t["state"] not in TERMINAL else t["state"])
+                            for i, t in tasks.items()}
+                out.restarts[jid] = {int(i): t.get("restarts", 0) for i, t in tasks.items()}
+                reasons = {int(i): t["reason"] for i, t in tasks.items() if t.get("reason") and not driver_gone}
+                if reasons:
+                    out.reasons[jid] = reasons
             elif not driver_gone and (self.dir / "jobs" / f"{jid}.json").exists():
-                out[str(jid)] = {i: "pending" for i in self._indices(str(jid))}
+                out[jid] = {i: "pending" for i in self._indices(jid)}
         return out
 
     def _indices(self, jid: str) -> list:

@@ -88,6 +88,15 @@ def group_alive(pgid: int) -> bool:
         return True
 
 
+def waiting_reason(verdict: str, throttled: bool) -> str:
+    """Why a pending task did not start, in the words squeue's %r uses for the same cause: Dependency
+    (a parent it waits on has not ended as needed), JobArrayTaskLimit (the array's %N throttle is
+    reached), else Resources (every slot, max_parallel, is taken)."""
+    if verdict == "wait":
+        return "Dependency"
+    return "JobArrayTaskLimit" if throttled else "Resources"
+
+
 @dataclass
 class Task:
     state: str = "pending"
@@ -97,6 +106,7 @@ class Task:
     started: float = 0.0
     signalled: bool = False
     killed_at: float = 0.0
+    reason: str = ""  # why a pending task waits, in Slurm's words (Dependency, JobArrayTaskLimit, Resources)
 
 
 @dataclass
@@ -254,15 +264,24 @@ class Driver:
                     continue
                 verdict = self.dependency_verdict(idx, job)
                 if verdict == "never":  # kill_invalid_depend
-                    t.state, self.dirty = "cancelled", True
+                    t.state, t.reason, self.dirty = "cancelled", "", True
                 elif verdict == "ok" and running < self.slots and (job.throttle is None or job_running < job.throttle):
                     self.start(job, idx, t)
+                    t.reason = ""
                     running, job_running = running + 1, job_running + 1
+                else:
+                    self._wait(t, waiting_reason(verdict, job.throttle is not None and job_running >= job.throttle))
+
+    def _wait(self, t: Task, reason: str) -> None:
+        if t.reason != reason:  # state.json is rewritten only when something changed
+            t.reason, self.dirty = reason, True
 
     def save(self) -> None:
         if self.dirty:
             state = {j.id: {str(i): {"state": "running" if t.state in ("cancelling", "timeout") else t.state,
-                                     "restarts": t.restarts, "exit": t.exit} for i, t in j.tasks.items()}
+                                     "restarts": t.restarts, "exit": t.exit,
+                                     **({"reason": t.reason} if t.state == "pending" and t.reason else {})}
+                            for i, t in j.tasks.items()}
                      for j in self.jobs.values()}
             try:
                 layout.atomic_write_json(self.dir / "state.json", state)

@@ -1,11 +1,12 @@
-"""Job states from Slurm's accounting and queue (`sacct -X -n -P -o JobID,State`, `squeue -h -r -t all
--o %i|%T`) and the user's associations (`sacctmgr show assoc`): parsers only (client.py runs the calls).
+"""Job states from Slurm's accounting and queue (`sacct -X -n -P -o JobID,State,Reason`, `squeue -h -r -t
+all -o %i|%T|%r`) and the user's associations (`sacctmgr show assoc`): parsers only (client.py runs the calls).
 Lines of another shape (a site's banner) are ignored."""
 from __future__ import annotations
 
 import re
 from typing import Dict, List
 
+from launcher.answer import Answer
 from launcher.sbatch.arrays import expand
 
 # sacct state → the launcher's task state
@@ -24,15 +25,21 @@ STATE_MAP = {
 # yet split off), 12+0 (heterogeneous component: not ours, never matched as an array task).
 JOB_ID = re.compile(r"^(\d+)(?:_(\d+|\[[0-9,:%\-]+\]))?$")
 _STATE = re.compile(r"^[A-Z_]+$")
+# What squeue/sacct print for "no reason" (job_reason_string(WAIT_NO_REASON) is "None").
+_NO_REASON = {"", "None", "(null)"}
+# The status query's formats: the task state and why it is in that state (squeue(1) %r; sacct(1) Reason).
+SACCT_FORMAT = "JobID,State,Reason"
+SQUEUE_FORMAT = "%i|%T|%r"
 
 
-def _job_states(text: str) -> Dict[str, Dict[int, str]]:
-    """Lines `<job id>|<STATE>[ by <uid>]` → {array job id: {array index: task state}}. Lines of another
-    shape (a site's banner) are ignored; so are jobs that are not array tasks (we only submit arrays)."""
-    out: Dict[str, Dict[int, str]] = {}
+def _job_states(text: str) -> Answer:
+    """Lines `<job id>|<STATE>[ by <uid>][|<Reason>]` → Answer ({array job id: {array index: task
+    state}}, with the reasons). Lines of another shape (a site's banner) are ignored; so are jobs that
+    are not array tasks (we only submit arrays). A reason of None ('None', '(null)', empty) is left out."""
+    out = Answer()
     for line in text.splitlines():
         fields = line.strip().split("|")
-        if len(fields) != 2 or not fields[1]:
+        if len(fields) not in (2, 3) or not fields[1]:
             continue
         m = JOB_ID.match(fields[0])
         word = fields[1].split()[0]
@@ -40,21 +47,42 @@ def _job_states(text: str) -> Dict[str, Dict[int, str]]:
             continue
         base, idx = m.group(1), m.group(2)
         state = STATE_MAP.get(word, "pending")
+        reason = fields[2].strip() if len(fields) == 3 else ""
         for i in expand(idx) if idx.startswith("[") else [int(idx)]:
             out.setdefault(base, {})[i] = state
+            if reason not in _NO_REASON:
+                out.reasons.setdefault(base, {})[i] = reason
     return out
 
 
-def parse_sacct(text: str) -> Dict[str, Dict[int, str]]:
-    """`sacct -X -n -P -o JobID,State` → {array job id: {array index: task state}}.
-    Pending array tasks not yet split off appear as one line `123_[4-7%2]`."""
+def parse_sacct(text: str) -> Answer:
+    """`sacct -X -n -P -o JobID,State,Reason` → {array job id: {array index: task state}} (an Answer).
+    Pending array tasks not yet split off appear as one line `123_[4-7%2]`. sacct's Reason is "the last
+    reason a job was blocked from running for something other than Priority or Resources" (sacct(1)):
+    kept, but a pending task's live reason comes from squeue (Slurm.query)."""
     return _job_states(text)
 
 
-def parse_squeue(text: str) -> Dict[str, Dict[int, str]]:
-    """`squeue -h -r -t all -o %i|%T` → {array job id: {array index: task state}}. `-r` lists each
+def parse_squeue(text: str) -> Answer:
+    """`squeue -h -r -t all -o %i|%T|%r` → {array job id: {array index: task state}} (an Answer, with
+    each task's reason: why a pending task waits, e.g. Priority, Resources, Dependency). `-r` lists each
     pending array task on its own line; `-t all` keeps jobs that ended less than MinJobAge ago."""
     return _job_states(text)
+
+
+def merge_answers(base: Answer, live: Answer) -> Answer:
+    """sacct's answer with squeue's laid over it, task by task: for a task squeue lists, slurmctld's
+    state and reason win (accounting lags it; a reason squeue does not give is dropped, not left stale)."""
+    out = Answer({j: dict(t) for j, t in base.items()}, {j: dict(r) for j, r in base.reasons.items()})
+    for job, tasks in live.items():
+        for i, state in tasks.items():
+            out.setdefault(job, {})[i] = state
+            reason = live.reasons.get(job, {}).get(i)
+            if reason:
+                out.reasons.setdefault(job, {})[i] = reason
+            else:
+                out.reasons.get(job, {}).pop(i, None)
+    return out
 
 
 def parse_job_words(text: str) -> Dict[str, List[str]]:

@@ -2,7 +2,9 @@
 allocation's SLURM_* and of SBATCH_* overrides). Submit with `sbatch --parsable`, one batched `sacct`
 per status (`squeue` where accounting is disabled, or for jobs sacct does not know), one `scancel`, and
 the cluster facts preflight needs (three `scontrol` calls, parsed in facts.py; reservations are a
-fourth, made only when asked for: `Slurm.reservations`). Job states are parsed in accounting.py.
+fourth, made only when asked for: `Slurm.reservations`). Job states are parsed in accounting.py. A
+status asks squeue as a second call only for the jobs sacct says have pending tasks (their live Reason
+only slurmctld knows) or does not know at all.
 
 Sites wrap the clients (account balance lines, banners, notices), so every parser here reads only the
 lines that have its expected shape and ignores the rest: an sbatch that prints a notice still yields
@@ -18,8 +20,10 @@ from typing import Dict, Iterable, List, Optional
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from launcher.errors import LauncherError, SubmissionError
-from launcher.slurm.accounting import JOB_ID, parse_associations, parse_job_words, parse_sacct, parse_squeue
+from launcher.errors import SchedulerUnavailable, SubmissionError
+from launcher.answer import Answer
+from launcher.slurm.accounting import (JOB_ID, SACCT_FORMAT, SQUEUE_FORMAT, merge_answers, parse_associations,
+                                       parse_job_words, parse_sacct, parse_squeue)
 from launcher.slurm.facts import ClusterInfo, Reservation, parse_cluster_info, parse_reservations
 
 # `sbatch --parsable`: "<jobid>" or "<jobid>;<cluster>" (sbatch(1), --parsable).
@@ -34,8 +38,8 @@ _ACCOUNTING_DISABLED = "accounting storage is disabled"
 QUERY_ATTEMPTS = 3
 
 
-class SlurmCommandError(LauncherError):
-    """A Slurm client exited non-zero or did not answer in time."""
+class SlurmCommandError(SchedulerUnavailable):
+    """A Slurm client exited non-zero or did not answer in time (exit 69: Slurm unavailable)."""
 
     def __init__(self, argv: List[str], returncode: Optional[int], stdout: str, stderr: str):
         self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
@@ -100,7 +104,7 @@ class Slurm:
         """Run a client once; its stdout. SlurmCommandError when it fails or times out."""
         self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
         if shutil.which(argv[0], path=self.env.get("PATH")) is None:
-            raise LauncherError(f"`{argv[0]}` not found: is this a Slurm login node? (cluster=local runs without Slurm)")
+            raise SchedulerUnavailable(f"`{argv[0]}` not found: is this a Slurm login node? (cluster=local runs without Slurm)")
         try:
             p = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as e:
@@ -206,24 +210,30 @@ class Slurm:
                 ids.append(m.group(1))
         return ids
 
-    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Dict[str, Dict[int, str]]:
-        """Task states of array jobs: {job id: {array index: state}}; a job the scheduler does not know
-        is absent. One sacct call. Jobs in `settled` (submitted longer than lost_grace_s ago) that sacct
-        does not report are asked of squeue (a second call, only then). Without accounting (sacct says
-        it is disabled, or run.json says so): one squeue call."""
+    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Answer:
+        """Task states of array jobs: {job id: {array index: state}} (an Answer, with `reasons`); a job
+        the scheduler does not know is absent. One sacct call (JobID, State, Reason). A second call,
+        squeue, only when sacct's answer needs it: for the jobs with pending tasks (why each waits:
+        sacct never records Priority or Resources and keeps an older reason, sacct(1) Reason; and
+        slurmctld knows of a start that accounting has not recorded yet) and for the jobs in `settled`
+        (submitted longer than lost_grace_s ago) that sacct does not report. So a run with nothing
+        pending costs one slurmdbd query and no slurmctld query. Without accounting (sacct says it is
+        disabled, or run.json says so): one squeue call, reasons included."""
         ids = sorted(set(job_ids), key=int)
         if not ids:
-            return {}
+            return Answer()
         if self.accounting is not False:
             try:
-                out = parse_sacct(self._query(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)]))
+                out = parse_sacct(self._query(["sacct", "-X", "-n", "-P", "-o", SACCT_FORMAT, "-j", ",".join(ids)]))
             except SlurmCommandError as e:
                 if _ACCOUNTING_DISABLED not in e.stderr + e.stdout:
                     raise
                 self.accounting = False
             else:
-                unknown = sorted(set(settled) & set(ids) - set(out), key=int)
-                return {**out, **self._squeue(unknown)} if unknown else out
+                unknown = set(settled) & set(ids) - set(out)
+                pending = {j for j, tasks in out.items() if "pending" in tasks.values()}
+                ask = sorted(unknown | pending, key=int)
+                return merge_answers(out, self._squeue(ask)) if ask else out
         return self._squeue(ids)
 
     def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
@@ -248,15 +258,17 @@ class Slurm:
                     raise
         return {**{j: (w, False) for j, w in ended.items() if j in rest}, **{j: (w, True) for j, w in held.items()}}
 
-    def _squeue(self, ids: List[str]) -> Dict[str, Dict[int, str]]:
-        """States of the jobs slurmctld still holds (pending, running, or ended under MinJobAge ago)."""
+    def _squeue(self, ids: List[str]) -> Answer:
+        """States and reasons of the jobs slurmctld still holds (pending, running, or ended under
+        MinJobAge ago)."""
         if not ids:
-            return {}
+            return Answer()
         try:
-            return parse_squeue(self._query(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(ids)]))
+            return parse_squeue(self._query(["squeue", "-h", "-r", "-t", "all", "-o", SQUEUE_FORMAT,
+                                             "-j", ",".join(ids)]))
         except SlurmCommandError as e:
             if _INVALID_JOB_ID in e.stderr + e.stdout:  # it knows none of them
-                return {}
+                return Answer()
             raise
 
     def cancel(self, job_ids: Iterable[str]) -> None:

@@ -304,10 +304,10 @@ def test_scrontab_entries_fire_never_overlap_notify_and_are_removed_alone(tmp_pa
         assert rows[quick]["command"] == f"launcher run pipeline=smoke cluster=dev run_root={runs}"
         assert rows[failing]["last_exit"] == 66 and rows[failing]["last_status"] == "failed"
         assert rows[slow]["last_exit"] == 0 and rows[slow]["skipped"] >= 1
-        table = launcher_schedule("--list", cwd=tmp_path, env=env).stdout
-        assert table.splitlines()[0].split() == ["name", "cron", "command", "last", "fire", "last", "exit", "state",
-                                                 "next"]
-        line = next(x for x in table.splitlines() if x.startswith(failing + " "))
+        table = launcher_schedule("--list", cwd=tmp_path, env=env).stdout  # piped: plain, tab-separated
+        assert table.splitlines()[0].split("\t") == ["name", "cron", "command", "last fire", "last exit", "state",
+                                                     "next"]
+        line = next(x for x in table.splitlines() if x.startswith(failing + "\t"))
         assert "* * * * *" in line and "launcher status no-such-run" in line and "66 (failed)" in line
 
         # --- --remove: that entry only
