@@ -36,6 +36,9 @@ sys.path.insert(0, str(ROOT))
 HELPER = ROOT / "benchmarks" / "gpu_check_helper.py"
 PROFILE = "local-gpu"  # cluster_profiles/local-gpu.yaml
 PEAK_TFLOPS = 989.0  # its gpu_peak_tflops: H100/H200 SXM dense bf16, NVIDIA's datasheet
+# The local scheduler process names its module on its command line (launcher/local/backend.py DRIVER):
+# cleanup waits for it to exit. tests/unit/test_gpu_check.py checks the two agree.
+DRIVER_MODULE = "launcher.local.driver"
 
 # Sizes per mode. gpu: the 100m preset's shape (conf/model/100m.yaml) with a 32k vocabulary (the
 # tokenizer made here has `tokenizer_vocab` tokens; the model's vocabulary may be larger), sequences
@@ -254,7 +257,7 @@ def checkpoint_markers(run_dir: Path, stage: str) -> Dict[int, dict]:
 
 def processes_naming(root: Path, needle: str = " -m jobs.task ") -> List[int]:
     """Pids of the running processes whose command line holds `needle` and names a path under `root`
-    (" -m jobs.task ": a task; "launcher.local_driver": a run's local scheduler, launcher/local.py)."""
+    (" -m jobs.task ": a task; DRIVER_MODULE: a run's local scheduler, launcher/local/backend.py DRIVER)."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -449,7 +452,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ok = all(row[-1].startswith("ok") for row in rows) and len(rows) == len(only)
     if ok and not a.keep:  # data, runs, checkpoints; a failed run's stay for a look
         deadline = time.time() + 30  # a run's local scheduler writes its state once more as it exits
-        while processes_naming(work, "launcher.local_driver") and time.time() < deadline:
+        while processes_naming(work, DRIVER_MODULE) and time.time() < deadline:
             time.sleep(0.2)
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1

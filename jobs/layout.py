@@ -18,7 +18,8 @@
                                   stage's config hash in the path keeps markers of another config
                                   from counting, and one listdir gives a stage's completed tasks
     markers/<hash>/<task>.failed  last failure (best effort: a SIGKILLed task leaves none)
-    markers/<hash>/<task>.running-<jobid>_<index>  while the task works (status: accounting lags)
+    markers/<hash>/<task>.running-<jobid>_<index>  while the task works (status: accounting lags);
+                                  {restarts, started, host} of the attempt
     out/<point>/<task>/     task output, renamed into place only when the task succeeded
     ckpt/<task>/            task checkpoint state, survives requeues (kind=pretrain: the
                             trainer's checkpoints: hf checkpoint-<N>/, nanotron <step>/ + latest.txt)

@@ -387,11 +387,12 @@ class Task:
         log(f"python {sys.executable} (sys.prefix {sys.prefix}), code {code}, working directory {os.getcwd()}")
         started = time.time()
         self.install_signal_handlers()
-        # Accounting learns of a start late; this file lets status see the task running now.
+        # Accounting learns of a start late; this file lets status see the task running now, and
+        # which attempt it is (sacct keeps no restart count; `status --json` reads it from here).
         running = layout.marker_path(self.run_dir, self.stage, self.hash, self.task, f"running-{self.job_id}")
         try:
-            running.parent.mkdir(parents=True, exist_ok=True)
-            running.touch()
+            layout.atomic_write_json(running, {"restarts": self.restarts, "started": started,
+                                               "host": socket.gethostname()})
         except OSError:
             pass
         try:

@@ -10,6 +10,20 @@ from launcher import exitcodes
 
 
 class Parser(argparse.ArgumentParser):
+    def _print_message(self, message, file=None):
+        # argparse drops every OSError of this write (`--help | head -1` would exit 0 with its help
+        # lost): a closed stdout propagates, and cli.main exits 141 quietly as every verb does there.
+        if message:
+            file = file or sys.stderr
+            try:
+                file.write(message)
+                if file is sys.stdout:
+                    file.flush()  # fails here, inside the parser, not at the interpreter's exit
+            except BrokenPipeError:
+                raise
+            except (AttributeError, OSError):
+                pass
+
     def error(self, message: str):
         self.print_usage(sys.stderr)
         self.exit(exitcodes.USAGE, f"{self.prog}: error: {message}\n")

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher import exitcodes
+from launcher import completion, exitcodes
 from launcher.argparsing import Parser
 
 EPILOG = """\
@@ -25,6 +25,7 @@ examples:
   launcher demo-corpus && launcher run pipeline=data data=fineweb_like cluster=dev
   launcher summary latest
   launcher inspect latest clean --filter GopherQualityFilter --removed --n 5
+  source <(launcher completion bash)     # TAB completion (zsh: launcher completion zsh)
 
 Overrides are Hydra overrides: key=value, group=option (pipeline=..., cluster=...), +new.key=value.
 Without cluster=: $LAUNCHER_CLUSTER, else `cluster:` in ~/.config/launcher/config.yaml, else local (which
@@ -34,6 +35,8 @@ $LAUNCHER_CONFIG_DIRS (DIR/pipeline/, DIR/cluster_profiles/, ...: searched first
 (default $LAUNCHER_RUN_ROOT, else ./runs); the other verbs look there (or in --root). `latest` is the
 newest run under that root; a run id is also found wherever `run` put it (an index of your runs under
 $XDG_STATE_HOME/launcher, default ~/.local/state/launcher; $LAUNCHER_STATE_DIR moves it).
+Tables fit the terminal; piped, they are plain text (tab-separated, one row per line);
+--format plain|table (or $LAUNCHER_FORMAT) overrides that.
 
 """ + exitcodes.HELP
 
@@ -47,6 +50,21 @@ def _version() -> str:
         from launcher import __version__
 
         return __version__
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata is not free, and every TAB of shell
+    completion builds the parser)."""
+
+    def __call__(self, parser, *_):
+        parser._print_message(f"{parser.prog} {_version()}\n", sys.stdout)
+        parser.exit()
+
+
+def _format_arg(sp) -> None:
+    sp.add_argument("--format", choices=["table", "plain"], help="tables drawn for a terminal, or plain text "
+                    "(tab-separated, one row per line); default: table on a terminal, plain when piped "
+                    "($LAUNCHER_FORMAT sets it too)")
 
 
 def _config_dir_arg(sp) -> None:
@@ -64,7 +82,8 @@ def _add_cfg_and_configs(sub, plan) -> None:
                         "model, ...)", description="Without GROUP: each group and its options. With GROUP: each "
                         "option, its file, and the files of the same name it shadows (--config-dir and "
                         "$LAUNCHER_CONFIG_DIRS are searched before the package's configs).")
-    cf.add_argument("group", nargs="?", help="one group: its options and their files")
+    cf.add_argument("group", nargs="?", help="one group: its options and their files").completer = \
+        completion.complete_group
     _config_dir_arg(cf)
 
 
@@ -76,9 +95,10 @@ def _add_env_and_demo_corpus(sub) -> None:
     ev.add_argument("action", choices=["list", "build"])
     ev.add_argument("names", nargs="*", help="environments to build (default: every buildable one)")
     ev.add_argument("--cluster", help="cluster profile (default: $LAUNCHER_CLUSTER, else `cluster:` in "
-                    "~/.config/launcher/config.yaml, else local)")
+                    "~/.config/launcher/config.yaml, else local)").completer = completion.complete_profile
     ev.add_argument("--force", action="store_true", help="reinstall even if up to date")
     _config_dir_arg(ev)
+    _format_arg(ev)
     dc = sub.add_parser("demo-corpus", help="write a small offline corpus with work for every data filter",
                         description="English prose from the Python standard library's docstrings, plus "
                         "non-English, spam/boilerplate and near-duplicate documents (ground truth in "
@@ -94,15 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
                "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def with_overrides(name: str, help: str):
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("-m", "--multirun", action="store_true",
                         help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
-        sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true")
+        sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true"
+                        ).completer = completion.complete_override
         _config_dir_arg(sp)
+        _format_arg(sp)
         return sp
 
     with_overrides("run", "compose, plan, preflight and submit; print the run id and exit (wait=true to watch)")
@@ -111,19 +133,24 @@ def _parser() -> argparse.ArgumentParser:
     def with_run(name: str, help: str):
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("run", help="run id (found wherever `run` put it), run directory, or 'latest' (the newest "
-                        "run under the run root)")
+                        "run under the run root)").completer = completion.complete_run
         sp.add_argument("--root", type=Path, help="run root to look in (default: $LAUNCHER_RUN_ROOT or ./runs)")
+        _format_arg(sp)
         return sp
 
-    st = with_run("status", "per-stage state and task counts; exit 0 completed, 1 failed, 2 still going")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st = with_run("status", "per-stage state and task counts, why pending tasks wait (Slurm's Reason) and the "
+                  "progress of running training tasks; exit 0 completed, 1 failed, 2 still going, 69 Slurm did "
+                  "not answer")
+    st.add_argument("--json", action="store_true", help="machine-readable output: per stage, sweep point and array "
+                    "task (state, reason, restarts, log paths, progress); docs/status-and-logs.md")
     st.add_argument("--watch", action="store_true", help="refresh until the run ends")
     rs = with_run("resume", "resubmit exactly the unfinished tasks (failed, cancelled, never submitted)")
     rs.add_argument("--force", action="store_true", help="accept a changed config: rerun the changed stages")
     rs.add_argument("--wait", action="store_true", help="watch until the run ends")
     with_run("cancel", "cancel every queued or running job of the run")
-    lg = with_run("logs", "print a task's stdout and stderr")
-    lg.add_argument("stage")
+    lg = with_run("logs", "print a task's stdout and stderr (their paths first, on stderr); a task without a "
+                  "log says why")
+    lg.add_argument("stage").completer = completion.complete_stage
     lg.add_argument("--task", type=int, default=0, help="global task index (default 0)")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the task ends")
     _add_env_and_demo_corpus(sub)
@@ -133,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     sm = with_run("summary", "documents and tokens in, out and removed for every datatrove block of the run")
     sm.add_argument("--json", action="store_true", help="machine-readable output")
     ins = with_run("inspect", "sample documents a filter of a datatrove stage removed or kept")
-    ins.add_argument("stage")
+    ins.add_argument("stage").completer = completion.complete_stage
     ins.add_argument("--filter", required=True, help="block class name (e.g. GopherQualityFilter) or index")
     which = ins.add_mutually_exclusive_group()
     which.add_argument("--removed", action="store_true", help="documents the filter removed (default)")
@@ -153,6 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     from launcher.schedule import register as register_schedule
 
     register_schedule(sub)
+    _add_runs_and_completion(sub)
+    return p
+
+
+def _add_runs_and_completion(sub) -> None:
     rn = sub.add_parser("runs", help="list runs, newest first, with their state as the run directory records it",
                         description="Runs under the run root, newest first. state, from the run directory alone "
                         "(no scheduler query): COMPLETED, FAILED (a task failed; others may still run), or "
@@ -161,14 +193,20 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--root", type=Path, help="run root (default: $LAUNCHER_RUN_ROOT or ./runs)")
     rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
     rn.add_argument("--json", action="store_true", help="machine-readable output: a list, one object per run")
-    return p
+    _format_arg(rn)
+    cp = sub.add_parser("completion", help="print the shell completion script (bash or zsh) to source",
+                        description="Tab completion of verbs, options, run ids, stage names and Hydra overrides "
+                        "(config groups and their options, root keys). bash: `source <(launcher completion bash)` "
+                        "(e.g. in ~/.bashrc); zsh: `source <(launcher completion zsh)` (in ~/.zshrc, after "
+                        "compinit).")
+    cp.add_argument("shell", choices=completion.SHELLS)
 
 
 def _watch(run, prep_poll: float = 0) -> int:
-    from launcher import ops
+    from launcher import backends, ops
     from launcher.reports.display import watch
 
-    poll = prep_poll or (2.0 if run.meta.get("backend") == "local" else 10.0)
+    poll = prep_poll or backends.get(run.meta.get("backend") or "slurm").poll_s
     return watch(lambda: ops.status(run), poll).exit_code
 
 
@@ -202,10 +240,10 @@ def cmd_plan(args) -> int:
 
         raise UsageError("--resolve and --package go with --cfg job|all")
     from launcher import ops
-    from launcher.reports.display import console, plan_table
+    from launcher.reports.display import console, plan_table, show
 
     prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
-    console.print(plan_table(prep.plan, requests, prep.chunk_size))
+    show(plan_table(prep.plan, requests, prep.chunk_size))
     for text in stage_summaries(prep.plan, plan_dir):
         console.print(text, markup=False, highlight=False)
     console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
@@ -264,7 +302,7 @@ def cmd_schedule(args) -> int:
 
 def cmd_status(args) -> int:
     from launcher import ops
-    from launcher.reports.display import console, status_table
+    from launcher.reports.display import show, status_table
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -272,9 +310,11 @@ def cmd_status(args) -> int:
         return _watch(run)
     st = ops.status(run)
     if args.json:
-        print(json.dumps(st.to_json(), indent=1))
+        from launcher.status_view import status_json
+
+        print(json.dumps(status_json(st), indent=1))
     else:
-        console.print(status_table(st))
+        show(status_table(st))
     return st.exit_code
 
 
@@ -311,7 +351,7 @@ def cmd_env(args) -> int:
 
     from launcher import environments
     from launcher.compose import compose
-    from launcher.reports.display import console
+    from launcher.reports.display import console, show
 
     from launcher.sitedefault import default_cluster
 
@@ -335,13 +375,13 @@ def cmd_env(args) -> int:
             "ok" if os.path.exists(python) else "missing")
         t.add_row(name, python, state, ", ".join(e.get("imports") or []), e.get("container_image") or "-",
                   ", ".join(users.get(name, [])) or "-")
-    console.print(t)
+    show(t)
     return 0
 
 
 def cmd_summary(args) -> int:
     from launcher.reports import data_report
-    from launcher.reports.display import console
+    from launcher.reports.display import console, show
     from launcher.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
@@ -351,7 +391,7 @@ def cmd_summary(args) -> int:
     elif not summary:
         console.print(f"run {run.id} has no datatrove (kind=preprocess) stages")
     for table in ([] if args.json else data_report.summary_tables(summary)):
-        console.print(table)
+        show(table)
     return 0
 
 
@@ -381,7 +421,7 @@ def cmd_endpoints(args) -> int:
 
     from rich.table import Table
 
-    from launcher.reports.display import console
+    from launcher.reports.display import show
     from launcher.endpoints import endpoints
     from launcher.rundir import resolve_run
 
@@ -398,7 +438,7 @@ def cmd_endpoints(args) -> int:
         t.add_row(r["stage"], str(r["point"]), f"[{color}]{r['state']}[/]", r.get("url") or f"{r['host']}:{r['port']}",
                   r.get("model", ""), str(r.get("job_id", "")),
                   time.strftime("%H:%M:%S", time.localtime(since)) if since else "")
-    console.print(t if rows else "no serve stage of this run has started")
+    show(t if rows else "no serve stage of this run has started")
     return 0
 
 
@@ -413,7 +453,7 @@ def cmd_runs(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from launcher.reports.display import STYLE, console
+    from launcher.reports.display import STYLE, console, show
     from launcher.rundir import default_root, list_runs
     from launcher.status import recorded_state
 
@@ -434,7 +474,7 @@ def cmd_runs(args) -> int:
                       "" if r["campaign"] == r["run"] else r["campaign"],
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])), str(r["points"]),
                       str(r["jobs"]))
-        console.print(t)
+        show(t)
     for line in _failed_schedules(root):
         if args.json:  # stdout stays one JSON document
             print(line, file=sys.stderr)
@@ -478,8 +518,14 @@ def _closed_pipe() -> int:
     return exitcodes.BROKEN_PIPE
 
 
+def cmd_completion(args) -> int:
+    print(completion.script(args.shell), end="")
+    return 0
+
+
 def _main(argv=None) -> int:
     parser = _parser()
+    completion.autocomplete(parser)  # a TAB of the shell (_ARGCOMPLETE set): answers and exits
     # `-m` may come after some overrides (launcher run pipeline=x -m a=1,2): overrides that argparse
     # left over are the rest of the list, in order.
     args, extra = parser.parse_known_args(argv)
@@ -489,7 +535,15 @@ def _main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from launcher.errors import LauncherError
 
+    if getattr(args, "format", None):
+        from launcher.reports import display
+
+        display.FORMAT = args.format
     try:
+        if args.verb in ("run", "plan"):
+            from launcher.hydra_settings import read_mode
+
+            args.overrides, args.multirun = read_mode(args.overrides, args.multirun)
         if getattr(args, "config_dir", None):
             from launcher import configdirs
 
@@ -501,6 +555,9 @@ def _main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted (submitted jobs keep running; see `launcher status`)", file=sys.stderr)
         return exitcodes.INTERRUPTED
+    finally:
+        if getattr(args, "format", None):  # main() called again in one process (tests) starts afresh
+            display.FORMAT = ""
 
 
 if __name__ == "__main__":

@@ -18,6 +18,13 @@ class NotFound(LauncherError):
     exit_code = exitcodes.NOT_FOUND
 
 
+class SchedulerUnavailable(LauncherError):
+    """The scheduler could not be asked (exit 69, EX_UNAVAILABLE): a Slurm client failed, timed out or
+    is missing. Not "the run failed" (1): a polling loop waits and asks again."""
+
+    exit_code = exitcodes.UNAVAILABLE
+
+
 class UsageError(LauncherError):
     """The command line asks for something that cannot be (exit 64), e.g. a config directory that is not one."""
 

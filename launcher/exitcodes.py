@@ -6,6 +6,9 @@ FAILED = 1        # the run FAILED, or the verb stopped on an error (config erro
 RUNNING = 2       # status/--wait: the run is still RUNNING or PENDING
 USAGE = 64        # EX_USAGE: unknown verb or flag, missing argument, an override Hydra cannot parse
 NOT_FOUND = 66    # EX_NOINPUT: no such run (id, directory, or `latest` in an empty run root), stage or task
+# EX_UNAVAILABLE: a Slurm client (sacct, squeue, scontrol, ...) failed, timed out after its retries, or
+# is not installed: the run's state is unknown, which a polling loop must not read as "failed" (1).
+UNAVAILABLE = 69
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); submitted jobs keep running
 BROKEN_PIPE = 141  # stdout closed by its reader (`| head`): 128 + SIGPIPE, as for a tool killed by SIGPIPE
 
@@ -16,5 +19,6 @@ exit codes (every verb; "the run" for status, status --watch, resume --wait, run
   {RUNNING}    the run is still pending or running
   {USAGE}   usage error: unknown verb or flag, missing argument, an override that does not parse
   {NOT_FOUND}   no such run, stage or task
+  {UNAVAILABLE}   Slurm did not answer (squeue/sacct/scontrol failed or timed out): the run's state is unknown
   {INTERRUPTED}  interrupted (Ctrl-C); {BROKEN_PIPE}  stdout closed early (`| head`), quietly
 """

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 from launcher.errors import ConfigError
 
 HONOURED = ("hydra.searchpath", "hydra.sweeper.params", "hydra.job.env_set")
+MODES = ("RUN", "MULTIRUN")  # hydra.types.RunMode
 
 _READ = ("the hydra settings read are hydra.searchpath, hydra.sweeper.params (with -m) and "
          "+hydra.job.env_set.NAME=value")
@@ -56,7 +57,7 @@ _WHY = [
     ("hydra.hydra_logging", _LOGGING),
     ("hydra/job_logging", _LOGGING),
     ("hydra/hydra_logging", _LOGGING),
-    ("hydra.mode", "a sweep is asked for with -m/--multirun"),
+    ("hydra.mode", "a sweep is asked for with -m/--multirun (or hydra.mode=MULTIRUN on the command line)"),
     ("hydra.help", _HELP),
     ("hydra.hydra_help", _HELP),
     ("hydra/help", _HELP),
@@ -85,6 +86,26 @@ def problem(key: str, choice: Any = None) -> Optional[str]:
             return why
     return f"has no meaning for `launcher run` (it composes with Hydra and submits detached Slurm arrays, " \
            f"without Hydra's job runtime); {_READ}"
+
+
+def read_mode(overrides: List[str], multirun: bool) -> tuple[List[str], bool]:
+    """`hydra.mode=MULTIRUN` on the command line is `-m`, as in Hydra (`hydra.mode=RUN` is its default,
+    and -m wins over it, as Hydra's --multirun does): (the overrides without it, multirun). A value
+    that is not a RunMode is a usage error naming the key."""
+    from launcher.errors import OverrideError
+
+    rest = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if not sep or key.lstrip("+") != "hydra.mode":
+            rest.append(o)
+            continue
+        value = value.strip().strip("'\"")
+        if value not in MODES:
+            raise OverrideError(f"{' or '.join(MODES)}, got {value!r} (Hydra's RunMode; -m is MULTIRUN)",
+                                key="hydra.mode")
+        multirun = multirun or value == "MULTIRUN"
+    return rest, multirun
 
 
 def _leaves(key: str, value: Any) -> List[str]:

@@ -9,32 +9,24 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from launcher import configdirs, runindex
+from launcher import backends, configdirs, runindex
 from launcher.compose import compose_each, compose_points, sweep_points
 from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from launcher.plan import Plan, build_plan
 from launcher.preflight import preflight
-from launcher.render import JobRequest, build_requests, unsafe_path_reason, write_stage_files
+from launcher.render import JobRequest, build_requests, write_stage_files
+from launcher.sbatch.lognames import unsafe_path_reason
 from launcher.rundir import SUBMISSION_FAILED, Run, code_version, new_run_id
 from launcher.status import ACTIVE, RunStatus, collect, parent_tasks
 from launcher.submit import submit_all
 
-LOCAL_MAX_ARRAY = 1_000_000
 RESUMABLE = ("failed", "cancelled", "lost", "missing")
 
 
 def backend_for(cluster: dict, run_dir: Path, accounting: Optional[bool] = None):
-    """The scheduler of a cluster profile. `accounting`: False when the cluster is known to have no
-    accounting (run.json), so status asks squeue only."""
-    if cluster["backend"] == "local":
-        from launcher.local import Local
-
-        return Local(cluster, run_dir)
-    if cluster["backend"] == "slurm":
-        from launcher.slurm import Slurm
-
-        return Slurm(cluster, accounting=accounting)
-    raise LauncherError(f"cluster.backend must be 'slurm' or 'local', got {cluster['backend']!r}")
+    """The scheduler of a cluster profile (launcher/backends.py). `accounting`: False when the cluster
+    is known to have no accounting (run.json), so status asks squeue only."""
+    return backends.for_cluster(cluster, run_dir, accounting=accounting)
 
 
 @dataclass
@@ -79,38 +71,31 @@ def _refuse_secrets(configs: list) -> None:
 
 
 def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
-    info = None
-    if plan.cluster["backend"] == "slurm":
-        slurm = backend_for(plan.cluster, run_root)
-        info = slurm.info()
-        if slurm.dropped:
-            print(f"warning: {', '.join(slurm.dropped)} in this shell would override what preflight checked; sbatch "
-                  f"is called without them (set site defaults in the cluster profile: cluster.resources, "
-                  f"cluster.account, cluster.partition)", file=sys.stderr)
-        # Without accounting there are no associations to check (sacctmgr fails), and slurmctld takes
-        # any --account/--qos as it is.
-        accounting = info.accounting is not False
-        errors = preflight(plan, run_root, info, srun_help=slurm.srun_help, reservations=slurm.reservations,
-                           associations=slurm.associations if accounting else None,
-                           limits=slurm.limits if accounting else None) + _external_jobs(plan, slurm)
-    else:
-        errors = preflight(plan, run_root, None)
+    backend = backend_for(plan.cluster, run_root)
+    facts = backend.facts()
+    for warning in facts.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    warnings: List[str] = []
+    errors = (preflight(plan, run_root, facts.info, warnings=warnings, **backend.checks(facts))
+              + _external_jobs(plan, backend))
+    for line in warnings:  # limits that delay the run without refusing it
+        print(f"warning: {line}", file=sys.stderr)
     errors = path_errors(run_root) + errors
-    chunk = plan.cluster.get("max_array_size") or (info.max_array_size if info else LOCAL_MAX_ARRAY)
+    chunk = plan.cluster.get("max_array_size") or facts.max_array_size
     return Prepared(plan=plan, configs=configs, run_root=run_root, chunk_size=chunk, errors=errors,
-                    accounting=info.accounting if info else None)
+                    accounting=facts.accounting)
 
 
-def _external_jobs(plan: Plan, slurm) -> List[ConfigError]:
+def _external_jobs(plan: Plan, backend) -> List[ConfigError]:
     """Jobs outside the run that stages wait on (after: {job:N: kind}) exist and can satisfy the edge
     (one squeue call, and sacct for the ones slurmctld no longer holds); an edge that holds already on a
     job slurmctld has forgotten is not passed to sbatch (which would refuse it), and said on stderr."""
     from launcher.preflight import external_problems
 
     jobs = {j for s in plan.stages.values() for j in s.external}
-    if not jobs:
+    if not jobs:  # the plan refuses them on a backend that does not wait on jobs (waits_on_jobs)
         return []
-    errors, met = external_problems(plan, slurm.job_states(jobs))
+    errors, met = external_problems(plan, backend.job_states(jobs))
     for stage, job, why in met:
         del plan.stages[stage].external[job]
         print(f"note: stage '{stage}': {why}; submitted without that dependency", file=sys.stderr)
@@ -337,7 +322,7 @@ def cancel(run: Run, echo: Callable = print) -> List[str]:
 
 
 def _short(tasks: List[int]) -> str:
-    from launcher.arrays import ranges
+    from launcher.sbatch.arrays import ranges
 
     s = ranges(tasks)
     return f"[{s}]" if len(s) < 60 else f"[{s[:57]}...]"

@@ -11,7 +11,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from launcher import ignored, kinds, sbatch_options, snapshot
+from launcher import backends, ignored, kinds, snapshot
+from launcher.sbatch import options as sbatch_options
 from launcher.environments import resolve as resolve_environment
 from jobs import layout
 from jobs.adapters import hub_refs
@@ -19,7 +20,7 @@ from jobs.adapters import hub_refs
 from launcher.errors import ConfigError, ConfigErrors
 from launcher.kinds import Problems
 from launcher.placeholders import walk
-from launcher.slurm_values import (MAX_SIGNAL_DELAY_S, mem_problem, parse_time_min, signal_problem,  # noqa: F401
+from launcher.sbatch.values import (MAX_SIGNAL_DELAY_S, mem_problem, parse_time_min, signal_problem,  # noqa: F401
                                    time_limit_min, time_problem)
 
 # What must be equal across sweep points: one array job carries one resource request and one
@@ -300,7 +301,7 @@ def _split_external(plain, points, errors: List[ConfigError]) -> tuple[list, Dic
             elif kind not in EXTERNAL_KINDS:
                 errors.append(ConfigError(f"{kind} pairs the tasks of two arrays of this run; on a job outside it "
                                           f"use {', '.join(EXTERNAL_KINDS)}", stage=name, key=key))
-            elif backend != "slurm":
+            elif backend not in backends.names() or not backends.get(backend).waits_on_jobs:
                 errors.append(ConfigError(f"waits on Slurm job {job}, and cluster '{plain[0]['cluster']['name']}' "
                                           f"(backend {backend}) runs no Slurm jobs: use a Slurm profile (cluster=...) "
                                           f"or remove the entry", stage=name, key=key))
@@ -341,7 +342,7 @@ def _structure(st: Dict[str, Any], external: Dict[str, str]) -> Dict[str, Any]:
 
 def _resolve_resources(plain: Sequence[Dict[str, Any]], errors: List[ConfigError]) -> List[Dict[str, Any]]:
     """Every stage's resources with the profile's defaults applied and gpus_per_node split into a
-    count and a type (launcher/sbatch_options.py resolve), before any kind reads them; a value that
+    count and a type (launcher/sbatch/options.py resolve), before any kind reads them; a value that
     cannot be read is an error here (once, for the first point) and a count of 0 after."""
     out = []
     for i, cfg in enumerate(plain):
@@ -392,7 +393,7 @@ def _check_cluster(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
     def bad(key: str, msg: str) -> None:
         errors.append(ConfigError(msg, key=key))
 
-    for key, value, choices in (("cluster.backend", cl["backend"], ("slurm", "local")),
+    for key, value, choices in (("cluster.backend", cl["backend"], tuple(backends.names())),
                                 ("cluster.hub_fetch", cl.get("hub_fetch", "auto"), ("auto", "never"))):
         if value not in choices:
             bad(key, f"must be {' or '.join(choices)}, got {value!r}")
@@ -551,7 +552,7 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
     for k in ("nodes", "ntasks_per_node", "cpus_per_task"):
         if r[k] < 1:
             bad(f"resources.{k}", f"must be >= 1, got {r[k]}")
-    # In the units Slurm enforces, after rendering's rounding (launcher/slurm_values.py).
+    # In the units Slurm enforces, after rendering's rounding (launcher/sbatch/values.py).
     if r["mem_gb"] is not None and (msg := mem_problem(r["mem_gb"], all_memory=True)):
         bad("resources.mem_gb", msg)
     time_min = None

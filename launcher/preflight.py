@@ -8,14 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from launcher import containers, kinds, sbatch_options, slurm_limits, snapshot
+from launcher import backends, containers, kinds, snapshot
+from launcher.sbatch import options as sbatch_options
+from launcher.slurm import limits as slurm_limits
 from jobs.adapters import hub_refs
 from launcher.environments import build_state, interpreter_problems
 from launcher.errors import ConfigError
 from launcher.shell import bash_syntax_error
 from launcher.plan import Plan, StagePlan
-from launcher.slurm import ClusterInfo, Partition, Reservation, expand_hostlist
-from launcher.slurm_values import constraint_problem, mem_mb
+from launcher.slurm.facts import ClusterInfo, Partition, Reservation, expand_hostlist
+from launcher.sbatch.values import constraint_problem, mem_mb
 
 
 def _key(stage: StagePlan, k: str) -> str:
@@ -294,7 +296,7 @@ def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[Conf
             by_env.setdefault((env["python"], tuple(env["imports"])), []).append(stage.name)
         where = (f"cluster.environments.{env['name']}" if env["name"] else "cluster")
         image = env["container_image"]
-        if image and plan.cluster["backend"] == "local":
+        if image and not backends.get(plan.cluster["backend"]).runs_containers:
             errors.append(ConfigError("container images need Slurm with pyxis; cluster=local runs none",
                                       stage=stage.name, key=f"{where}.container_image"))
         elif image and (image.startswith(("/", ".")) or image.endswith(".sqsh")) and not os.path.exists(image):
@@ -350,12 +352,15 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
               associations: Optional[Callable[[str], tuple]] = None,
               srun_help: Optional[Callable[[], str]] = None,
               reservations: Optional[Callable[[], Dict[str, Reservation]]] = None,
-              limits: Optional[Callable[[str], slurm_limits.AccountingLimits]] = None) -> List[ConfigError]:
+              limits: Optional[Callable[[str], slurm_limits.AccountingLimits]] = None,
+              queued: Optional[Callable[[str], List[slurm_limits.QueuedJob]]] = None,
+              warnings: Optional[List[str]] = None) -> List[ConfigError]:
     """All problems found; empty means submit. `info` is None for the local backend. `srun_help`
     returns `srun --help` (called at most once, and only when a stage names a container image);
     `reservations` the cluster's reservations (called at most once, only when a stage names one);
-    `limits` the QOS and association limits of a user (launcher/slurm_limits.py; None without
-    accounting)."""
+    `limits` the QOS and association limits of a user (launcher/slurm/limits.py; None without
+    accounting); `queued` the user's queued jobs (called at most once, only when a submit limit may be
+    reached). What only delays the run (a limit on jobs running at once) is appended to `warnings`."""
     errors = check_common(plan, run_root)
     in_image = [s for s in plan.stages.values() if s.environment.get("container_image")]
     if info and srun_help and in_image:
@@ -382,7 +387,11 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
         errors += (check_slurm_stage(stage, plan.cluster, info, held, getpass.getuser()) if info
                    else check_local_stage(stage, plan.cluster))
     if info and limits:
-        errors += check_limits(plan, info, limits(getpass.getuser()))
+        found, notes = check_limits(plan, info, limits(getpass.getuser()),
+                                    queued and (lambda: queued(getpass.getuser())))
+        errors += found
+        if warnings is not None:
+            warnings += notes
     if info and associations:
         wanted = {(s.name, k, s.resources[k] or plan.cluster.get(k)) for s in plan.stages.values()
                   for k in ("account", "qos")}
@@ -397,23 +406,60 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
     return errors
 
 
-def check_limits(plan: Plan, info: ClusterInfo, limits: slurm_limits.AccountingLimits) -> List[ConfigError]:
-    """Each stage's array task against the QOS and association limits it is held to; the run's task
-    count against MaxSubmitJobs, once, under its biggest stage."""
+def check_limits(plan: Plan, info: ClusterInfo, limits: slurm_limits.AccountingLimits,
+                 queued: Optional[Callable[[], List[slurm_limits.QueuedJob]]] = None) -> tuple[List[ConfigError], List[str]]:
+    """Each stage's array task against the QOS and association limits it is held to (the partition's
+    QOS, the job's, the association: slurm_limits.applicable). Then each limit on jobs once for the run:
+    the tasks of every stage held to it against a submit limit (with the user's jobs already queued,
+    from `queued`, called at most once and only when the run alone fits), an error under the biggest of
+    those stages; against a running-jobs limit, a warning. Returns (errors, warnings)."""
     errors: List[ConfigError] = []
-    total = sum(s.total_tasks for s in plan.stages.values())
-    biggest = max(plan.stages.values(), key=lambda s: s.total_tasks, default=None)
-    biggest = biggest and biggest.name
-    for stage in (view for s in plan.stages.values() for view in s.group_views()):
-        r = stage.resources
-        partition = (r["partition"] or plan.cluster.get("partition") or info.default_partition or "").split(",")[0]
-        held = slurm_limits.applicable(limits, r["account"] or plan.cluster.get("account"), partition,
-                                       r["qos"] or plan.cluster.get("qos"))
-        for k, msg in slurm_limits.limit_problems(slurm_limits.job_tres(r), stage.time_min,
-                                                  total if stage.name == biggest else 0, held):
-            key = f"pipeline.stages.{stage.name}.{k}" if k == "tasks" else _key(stage, k)
-            errors.append(ConfigError(msg, stage=stage.name, key=key))
-    return _unique(errors)  # a stage cut by resource group is seen once per group
+    counted: Dict[str, tuple] = {}  # limit source -> (Limits, [(stage, tasks, tasks at once)])
+    for stage in plan.stages.values():
+        for g, view in enumerate(stage.group_views()):
+            r = view.resources
+            partition = (r["partition"] or plan.cluster.get("partition") or info.default_partition or "").split(",")[0]
+            part = info.partitions.get(partition)
+            held = slurm_limits.applicable(limits, r["account"] or plan.cluster.get("account"), partition,
+                                           r["qos"] or plan.cluster.get("qos"), part.qos if part else None)
+            for k, msg in slurm_limits.limit_problems(slurm_limits.job_tres(r), view.time_min, held):
+                errors.append(ConfigError(msg, stage=stage.name, key=_key(view, k)))
+            tasks = stage.tasks_per_point * (stage.groups.count(g) if stage.groups else stage.points)
+            for lim in held:  # the limits a level above hides for one stage it may not for another
+                kept, rows = counted.get(lim.source, (lim, []))
+                counted[lim.source] = (lim if _caps(lim) > _caps(kept) else kept,
+                                       rows + [(stage.name, tasks, min(tasks, stage.throttle or tasks))])
+    return _unique(errors) + _submit_problems(counted, queued), _running_warnings(counted)
+
+
+def _caps(lim: slurm_limits.Limits) -> int:
+    return sum(c is not None for c in (lim.max_submit, lim.grp_submit, lim.max_jobs, lim.grp_jobs))
+
+
+def _submit_problems(counted: Dict[str, tuple], queued) -> List[ConfigError]:
+    errors, mine = [], None
+    for lim, stages in counted.values():
+        caps = [c for c in (lim.max_submit, lim.grp_submit) if c is not None]
+        total = sum(n for _, n, _ in stages)
+        if not caps:
+            continue
+        why = slurm_limits.submit_problem(lim, total, None)
+        if why is None and queued is not None:  # the run alone fits: the jobs already queued may not leave room
+            mine = queued() if mine is None else mine
+            why = slurm_limits.submit_problem(lim, total, mine)
+        if why:
+            biggest = max(stages, key=lambda s: s[1])[0]
+            errors.append(ConfigError(why, stage=biggest, key=f"pipeline.stages.{biggest}.tasks"))
+    return errors
+
+
+def _running_warnings(counted: Dict[str, tuple]) -> List[str]:
+    at_once: Dict[str, Dict[str, int]] = {}
+    for source, (_, stages) in counted.items():
+        for name, _, n in stages:  # a stage cut by resource group: its groups may run together
+            at_once.setdefault(source, {})[name] = at_once.get(source, {}).get(name, 0) + n
+    return [w for source, (lim, _) in counted.items()
+            if (w := slurm_limits.running_warning(lim, list(at_once[source].items())))]
 
 
 def _key_for(plan: Plan, stage: str, k: str) -> str:
@@ -427,7 +473,7 @@ def external_problems(plan: Plan, states: Dict[str, tuple]) -> tuple[List[Config
     would be cancelled at once: kill-on-invalid-dep). And the edges that hold already on a job that
     slurmctld no longer holds (ended longer than MinJobAge ago; sbatch would refuse to name it):
     [(stage, job id, why)], submitted without that dependency."""
-    from launcher.slurm import STATE_MAP
+    from launcher.slurm.accounting import STATE_MAP
 
     errors, met = [], []
     for name, stage in plan.stages.items():

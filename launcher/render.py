@@ -9,8 +9,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
-from launcher import containers, kinds, sbatch_options, snapshot
-from launcher.arrays import array_spec, chunk_of
+from launcher import backends, containers, kinds, snapshot
+from launcher.sbatch import options as sbatch_options
+from launcher.sbatch.arrays import array_spec, chunk_of
+from launcher.sbatch.lognames import filename_pattern, log_stem
 from launcher.plan import Plan, StagePlan
 
 
@@ -105,7 +107,7 @@ def job_name(plan: Plan, stage: StagePlan, run_id: str) -> str:
 def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> str:
     from submitit.slurm.slurm import _make_sbatch_string
 
-    from launcher.slurm_values import mem_flag
+    from launcher.sbatch.values import mem_flag
 
     stage = plan.stages[req.stage]
     (r, time_min), cl, rq, env = stage.resources_of(req.group), plan.cluster, stage.requeue, stage.environment
@@ -147,13 +149,13 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
     # rewrite %j and %t anywhere in the path, so --output/--error and the srun line are given here.
     logs = layout.stage_dir(run_dir, stage.name) / "logs"
     pattern = filename_pattern(logs)
-    extra.update(output=f"{pattern}/%A_%a_0_log.out", error=f"{pattern}/%A_%a_0_log.err")
+    extra.update(output=f"{pattern}/{log_stem(rank=0)}.out", error=f"{pattern}/{log_stem(rank=0)}.err")
     command = f"{shlex.quote(env['python'])} -u -m jobs.task {shlex.quote(str(spec))}"
     site_kw, site_extra = sbatch_options.submitit_parameters(r)
     extra = {**site_extra, **extra}  # the launcher's own options last (the plan refused them in the map)
-    if cl["backend"] != "local":  # srun delivers --signal to the task; the local driver signals it
-        command = shlex.join(["srun", "--unbuffered", "--output", f"{pattern}/%A_%a_%t_log.out",
-                              "--error", f"{pattern}/%A_%a_%t_log.err", *srun_args]) + " " + command
+    if backends.get(cl["backend"]).srun_steps:  # srun delivers --signal to the task; the local driver signals it
+        command = shlex.join(["srun", "--unbuffered", "--output", f"{pattern}/{log_stem()}.out",
+                              "--error", f"{pattern}/{log_stem()}.err", *srun_args]) + " " + command
     return _make_sbatch_string(
         command=command,
         folder=logs,
@@ -178,24 +180,6 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         map_count=len(req.indices),  # the real --array is in `extra`
         additional_parameters=extra,
     )
-
-
-def filename_pattern(path: Path) -> str:
-    """A literal path as a Slurm filename pattern (sbatch and srun --output/--error/--input): every `%`
-    doubled, since Slurm expands %x, %j, %A... and reads %% as one % (sbatch(1), filename pattern).
-    A backslash cannot be escaped (Slurm then expands nothing and drops it): unsafe_path_reason
-    refuses such paths before anything is written."""
-    return str(path).replace("%", "%%")
-
-
-def unsafe_path_reason(path: str) -> Optional[str]:
-    """Why Slurm could not be given this path in a filename pattern or an #SBATCH line; None if it can."""
-    if "\\" in path:
-        return ("contains a backslash: Slurm then expands no filename pattern in the log paths (and drops "
-                "the backslash), so no task log would be where the launcher looks")
-    if any(ord(c) < 32 for c in path):
-        return "contains a control character (a newline ends an #SBATCH line)"
-    return None
 
 
 def multi_process(stage: StagePlan) -> bool:

@@ -17,16 +17,13 @@ from launcher import runindex
 from launcher.compose import PROJECT_ROOT
 from launcher.errors import LauncherError, NotFound
 from launcher.plan import Plan
+from launcher.runroot import default_root  # noqa: F401 - the verbs import it from here
 
 LOCK_TIMEOUT_S = 120
 # Written into a run directory whose launch failed before anything stayed queued (a submission rolled
 # back, a failure while writing the run): the directory is kept for diagnosis, but it is not a run
 # that `latest` or `launcher runs` pick. A resume that submits it later removes the file.
 SUBMISSION_FAILED = "submission-failed.json"
-
-
-def default_root() -> Path:
-    return Path(os.environ.get("LAUNCHER_RUN_ROOT", "runs")).resolve()
 
 
 class Run:

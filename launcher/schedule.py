@@ -40,12 +40,10 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -55,18 +53,16 @@ import filelock
 from jobs.layout import atomic_write_json
 
 from launcher.argparsing import Parser
+from launcher.completion import complete_profile
+from launcher.errors import NotFound
+from launcher.runroot import default_root
 from launcher.errors import LauncherError
 
-TAG = "# launcher-schedule:"
-END_TAG = "# launcher-schedule-end:"
 JOB_PREFIX = "launcher-schedule."
-DISABLED_PREFIXES = ("#DISABLED: ", "#BAD: ")  # what `scrontab -l` puts before lines Slurm disabled
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_TIME = "00:30:00"
 DEFAULT_MEM = "2G"
 NOTIFY_TIMEOUT_S = 10
-ENABLE_HINT = ("an administrator must add `ScronParameters=enable` to slurm.conf and run `scontrol reconfigure` "
-               "(on the dev cluster: scripts/dev-slurm up)")
 
 EPILOG = """\
 examples:
@@ -116,7 +112,7 @@ def _add_arguments(sp: argparse.ArgumentParser) -> None:
                     help="the launcher command line to run, after `--` (e.g. -- run pipeline=smoke cluster=dev)")
     sp.add_argument("--cron", help="when: 5 cron fields, e.g. '*/5 * * * *', or @hourly/@daily/@weekly/...")
     sp.add_argument("--cluster", help="cluster profile (SLURM_CONF, partition, account, qos, notify_url); "
-                    "default: cluster=... from ARGS, else the default profile")
+                    "default: cluster=... from ARGS, else the default profile").completer = complete_profile
     sp.add_argument("--root", type=Path, help="run root holding schedules/NAME/ (default: run_root=... from "
                     "ARGS, else $LAUNCHER_RUN_ROOT or ./runs)")
     sp.add_argument("--notify-url", help="POST {schedule, exit_code, log} here when a firing exits non-zero")
@@ -206,151 +202,6 @@ def validate_cron(spec: str) -> str:
     return spec
 
 
-# ----------------------------------------------------------------------------- scrontab I/O
-
-def _slurm_env(slurm_conf: Optional[str] = None) -> Dict[str, str]:
-    """The environment for Slurm clients: enclosing-allocation SLURM_* dropped (as launcher.slurm), and
-    SLURM_CONF from the profile unless the caller's shell sets one."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
-    if slurm_conf and "SLURM_CONF" not in os.environ:
-        env["SLURM_CONF"] = slurm_conf
-    return env
-
-
-def _scrontab(argv: List[str], env: Dict[str, str]) -> subprocess.CompletedProcess:
-    if shutil.which("scrontab", path=env.get("PATH")) is None:
-        raise LauncherError("`scrontab` not found: it comes with Slurm's clients (Debian 12's slurm-client "
-                            "lacks it; scripts/dev-slurm up builds it for the dev cluster)")
-    try:
-        p = subprocess.run(["scrontab", *argv], env=env, capture_output=True, text=True, timeout=60,
-                           stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise LauncherError("`scrontab` did not answer in 60 s: is slurmctld up?") from e
-    if p.returncode != 0 and "scrontab is disabled" in p.stderr:
-        raise LauncherError(f"scrontab is not enabled on this cluster: {ENABLE_HINT}")
-    if p.returncode != 0 and "configuration source" in p.stderr:
-        raise LauncherError("scrontab found no Slurm configuration: set SLURM_CONF or pass --cluster NAME "
-                            "(a profile that names slurm_conf)")
-    return p
-
-
-def read_crontab(env: Dict[str, str]) -> str:
-    """The user's scrontab as `scrontab -l` prints it ('' when there is none)."""
-    p = _scrontab(["-l"], env)
-    if p.returncode != 0:
-        if p.stdout.startswith("no crontab for"):  # exit 1, on stdout
-            return ""
-        raise LauncherError(f"`scrontab -l` failed ({p.returncode}): {(p.stderr or p.stdout).strip()}")
-    return p.stdout
-
-
-def write_crontab(text: str, env: Dict[str, str]) -> None:
-    """Install `text` as the user's whole scrontab (`scrontab -r` when nothing is left in it)."""
-    if not text.strip():
-        p = _scrontab(["-r"], env)
-        if p.returncode != 0:
-            raise LauncherError(f"`scrontab -r` failed ({p.returncode}): {(p.stderr or p.stdout).strip()}")
-        return
-    with tempfile.NamedTemporaryFile("w", prefix="launcher-scrontab-", suffix=".txt", delete=False) as f:
-        f.write(text if text.endswith("\n") else text + "\n")
-    try:
-        p = _scrontab([f.name], env)
-    finally:
-        os.unlink(f.name)
-    if p.returncode != 0:
-        # scrontab explains on stdout: "There are errors in your crontab." / "There was an issue with the
-        # job submission on lines 3-9 ... The error message was: ..."
-        raise LauncherError(f"scrontab refused the new crontab ({p.returncode}): "
-                            f"{' '.join((p.stdout + ' ' + p.stderr).split())}")
-
-
-@contextlib.contextmanager
-def _crontab_lock(timeout: float = 60):
-    """Serialises read-modify-write of this user's scrontab by launchers on this machine (filelock:
-    flock(2) on Unix). Raises LauncherError after `timeout` seconds."""
-    path = Path(tempfile.gettempdir()) / f"launcher-scrontab-{os.getuid()}.lock"
-    try:
-        with filelock.FileLock(path, timeout=timeout, mode=0o600):
-            yield
-    except filelock.Timeout:
-        raise LauncherError(f"another launcher has been editing your scrontab for {timeout:.0f} s ({path})") from None
-
-
-# ----------------------------------------------------------------------------- blocks
-
-def _undisabled(line: str) -> tuple[str, bool]:
-    for prefix in DISABLED_PREFIXES:
-        if line.startswith(prefix):
-            return line[len(prefix):], True
-    return line, False
-
-
-def _is_entry(line: str) -> bool:
-    s = line.strip()
-    return bool(s) and not s.startswith("#") and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\s*=", s)
-
-
-def parse_blocks(text: str) -> tuple[List[str], Dict[str, dict]]:
-    """(lines, {name: block}); a block has its first and last line index, meta, cron, command, disabled.
-    A block runs from its tag to its end tag; one whose end tag was edited away ends at its entry."""
-    lines = text.splitlines()
-    blocks: Dict[str, dict] = {}
-    i = 0
-    while i < len(lines):
-        line, disabled = _undisabled(lines[i])
-        if not line.startswith(TAG + " "):
-            i += 1
-            continue
-        name, _, meta_text = line[len(TAG) + 1:].strip().partition(" ")
-        try:
-            meta = json.loads(meta_text) if meta_text.strip() else {}
-        except json.JSONDecodeError:
-            meta = {}
-        block = {"name": name, "start": i, "end": None, "meta": meta if isinstance(meta, dict) else {},
-                 "cron": None, "command": None, "disabled": disabled}
-        entry_at = None
-        j = i + 1
-        while j < len(lines):
-            body, dis = _undisabled(lines[j])
-            if body.startswith(TAG + " "):
-                break
-            if body.strip() == f"{END_TAG} {name}":
-                block["end"] = j
-                break
-            if entry_at is None and _is_entry(body):
-                entry_at = j
-                block["disabled"] = block["disabled"] or dis
-                m = re.match(r"^\s*(@\w+|(?:\S+\s+){4}\S+)\s+(.*)$", body)
-                block["cron"], block["command"] = (m.group(1), m.group(2)) if m else (None, body)
-            j += 1
-        if block["end"] is None:
-            block["end"] = entry_at if entry_at is not None else i
-        blocks[name] = block
-        i = block["end"] + 1
-    return lines, blocks
-
-
-def launcher_args_of(command: Optional[str]) -> List[str]:
-    """The launcher arguments in a block's command line (after `fire NAME ... --`)."""
-    try:
-        words = shlex.split(command or "")
-    except ValueError:
-        return []
-    if "fire" in words and "--" in words[words.index("fire"):]:
-        return words[words.index("--", words.index("fire")) + 1:]
-    return []
-
-
-def render_block(name: str, cron: str, meta: dict, options: List[str], argv: List[str],
-                 slurm_conf: Optional[str] = None) -> List[str]:
-    """The scrontab lines of one entry (templates/scrontab_entry.j2): tag, #SCRON options, the cron line
-    running `argv` (shell-quoted) with SLURM_CONF set when given, end tag."""
-    from jobs.runtime import templating
-
-    return templating.render("scrontab_entry.j2", name=name, cron=cron, meta=meta, options=options, argv=argv,
-                             slurm_conf=slurm_conf).splitlines()
-
-
 # ----------------------------------------------------------------------------- install / remove / list
 
 def _arg_value(args: List[str], key: str) -> Optional[str]:
@@ -361,10 +212,6 @@ def _arg_value(args: List[str], key: str) -> Optional[str]:
         if sep and k == key:
             value = v
     return value
-
-
-def _default_root() -> Path:
-    return Path(os.environ.get("LAUNCHER_RUN_ROOT", "runs")).resolve()
 
 
 def _profile(name: Optional[str]) -> dict:
@@ -389,6 +236,7 @@ def with_site_settings(launcher_args: List[str]) -> List[str]:
 
 
 def install(args) -> int:
+    from launcher.slurm import client, scrontab  # here: not at every launcher start (completion)
     name = args.name
     if not NAME_RE.match(name):
         raise LauncherError(f"invalid schedule name '{name}': letters, digits, '.', '_', '-' (at most 64), "
@@ -407,7 +255,7 @@ def install(args) -> int:
     profile = _profile(cluster_name)
     root = Path(args.root).resolve() if args.root else (
         Path(_arg_value(launcher_args, "run_root")).resolve() if _arg_value(launcher_args, "run_root")
-        else _default_root())
+        else default_root())
     sdir = root / "schedules" / name
     log_path = sdir / "scron.log"
     cwd = os.getcwd()
@@ -432,11 +280,10 @@ def install(args) -> int:
             raise LauncherError(f"schedule: scrontab cannot take whitespace in an option: {o!r}")
     argv = [sys.executable, "-m", "launcher.schedule", "fire", name, "--dir", str(sdir), "--", *launcher_args]
     meta = {"dir": str(sdir), "cwd": cwd, "cluster": profile.get("name"), "installed": _now()}
-    block = render_block(name, cron, meta, options, argv, profile.get("slurm_conf"))
-
-    env = _slurm_env(profile.get("slurm_conf"))
-    with _crontab_lock():
-        lines, blocks = parse_blocks(read_crontab(env))
+    block = scrontab.render_block(name, cron, meta, options, argv, profile.get("slurm_conf"))
+    env = client.client_env(profile.get("slurm_conf"))
+    with scrontab.crontab_lock():
+        lines, blocks = scrontab.parse_blocks(scrontab.read_crontab(env))
         # scrontab substitutes $NAME in commands with the crontab's own variable lines (NAME=value).
         defined = {m.group(1) for line in lines
                    for m in [re.match(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", line)] if m}
@@ -459,7 +306,7 @@ def install(args) -> int:
         else:
             new = lines + ([""] if lines and lines[-1].strip() else []) + block
             verb = "installed"
-        write_crontab("\n".join(new) + "\n", env)
+        scrontab.write_crontab("\n".join(new) + "\n", env)
     pending = [j for j in _queue(env).get(JOB_PREFIX + name, []) if j["state"] == "PENDING"]
     print(f"schedule {name} {verb}: '{cron}' -> launcher {shlex.join(launcher_args)}")
     if pending:
@@ -471,18 +318,20 @@ def install(args) -> int:
 
 
 def remove(name: str, args) -> int:
-    env = _slurm_env(_cluster_conf(args))
-    with _crontab_lock():
-        lines, blocks = parse_blocks(read_crontab(env))
+    from launcher.slurm import client, scrontab  # here: not at every launcher start (completion)
+
+    env = client.client_env(_cluster_conf(args))
+    with scrontab.crontab_lock():
+        lines, blocks = scrontab.parse_blocks(scrontab.read_crontab(env))
         if name not in blocks:
             known = ", ".join(sorted(blocks)) or "none"
-            raise LauncherError(f"no schedule '{name}' in your scrontab (schedules: {known})")
+            raise NotFound(f"no schedule '{name}' in your scrontab (schedules: {known})")
         b = blocks[name]
         new = lines[:b["start"]] + lines[b["end"] + 1:]
         if b["start"] > 0 and b["start"] < len(lines) and not lines[b["start"] - 1].strip() and (
                 b["end"] + 1 >= len(lines) or not lines[b["end"] + 1].strip()):
             new = lines[:b["start"] - 1] + lines[b["end"] + 1:]  # and the blank line install added
-        write_crontab("\n".join(new) + "\n" if any(x.strip() for x in new) else "", env)
+        scrontab.write_crontab("\n".join(new) + "\n" if any(x.strip() for x in new) else "", env)
     print(f"schedule {name} removed (a firing still running finishes; history kept in {b['meta'].get('dir', '?')})")
     return 0
 
@@ -523,7 +372,9 @@ def read_history(sdir: Path) -> List[dict]:
 
 
 def schedules(env: Dict[str, str]) -> List[dict]:
-    _, blocks = parse_blocks(read_crontab(env))
+    from launcher.slurm import scrontab  # here: not at every launcher start (completion)
+
+    _, blocks = scrontab.parse_blocks(scrontab.read_crontab(env))
     queue = _queue(env)
     rows = []
     for name, b in blocks.items():
@@ -542,8 +393,8 @@ def schedules(env: Dict[str, str]) -> List[dict]:
             state = "scheduled"
         else:
             state = "not queued"
-        rows.append({"name": name, "cron": b["cron"], "args": launcher_args_of(b["command"]),
-                     "command": "launcher " + shlex.join(launcher_args_of(b["command"])),
+        rows.append({"name": name, "cron": b["cron"], "args": scrontab.launcher_args_of(b["command"]),
+                     "command": "launcher " + shlex.join(scrontab.launcher_args_of(b["command"])),
                      "dir": b["meta"].get("dir"), "state": state, "jobs": jobs,
                      "next": pending[-1]["start"] if pending else None,
                      "last_start": last.get("start") if last else None,
@@ -555,27 +406,28 @@ def schedules(env: Dict[str, str]) -> List[dict]:
 
 
 def list_schedules(args) -> int:
-    rows = schedules(_slurm_env(_cluster_conf(args)))
+    from launcher.slurm import client  # here: not at every launcher start (completion)
+
+    rows = schedules(client.client_env(_cluster_conf(args)))
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     if not rows:
         print("no launcher schedules in your scrontab")
         return 0
-    table = [("name", "cron", "command", "last fire", "last exit", "state", "next")]
+    from rich.table import Table
+
+    from launcher.reports.display import show
+
+    table = Table(box=None, header_style="bold")
+    for col in ("name", "cron", "command", "last fire", "last exit", "state", "next"):
+        table.add_column(col, overflow="ellipsis" if col == "command" else "fold")
     for r in rows:
-        table.append((r["name"], r["cron"] or "?", _short(r["command"], 60),
-                      (r["last_start"] or "-").replace("T", " ")[:19],
+        table.add_row(r["name"], r["cron"] or "?", r["command"], (r["last_start"] or "-").replace("T", " ")[:19],
                       "-" if r["last_status"] is None else f"{r['last_exit']} ({r['last_status']})",
-                      r["state"], (r["next"] or "-").replace("T", " ")))
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+                      r["state"], (r["next"] or "-").replace("T", " "))
+    show(table)
     return 0
-
-
-def _short(s: str, n: int) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 # ----------------------------------------------------------------------------- fire (on the compute node)

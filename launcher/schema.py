@@ -33,7 +33,7 @@ class Resources:
     constraint: Optional[str] = None
     exclusive: bool = False
     # sbatch options of the same names (sbatch(1)); null: the profile's default (cluster.resources),
-    # else not given. Checked in launcher/sbatch_options.py, rendered through submitit's parameters.
+    # else not given. Checked in launcher/sbatch/options.py, rendered through submitit's parameters.
     gres: Optional[str] = None  # "gpu:a100:8", "gpu:1,shard:2": name[:type][:count], per node
     gpus_per_task: Optional[int] = None
     cpus_per_gpu: Optional[int] = None

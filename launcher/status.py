@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from jobs import layout
@@ -42,6 +43,14 @@ class StageStatus:
     job_ids: List[str]
     # (job id, chunk) of jobs still pending/running: resume makes new work depend on them
     active_jobs: List[Tuple[str, int]] = field(default_factory=list)
+    # What the same scheduler query said, by task (only where it said something):
+    jobs: Dict[int, str] = field(default_factory=dict)  # the newest job that covers it: "<job id>_<index>"
+    reasons: Dict[int, str] = field(default_factory=dict)  # why a pending task waits (Slurm's word)
+    restarts: Dict[int, int] = field(default_factory=dict)  # requeues the scheduler counted
+    # A pending task that waits on its dependency: the parent stages (or outside jobs) not done yet.
+    waiting_for: Dict[int, List[str]] = field(default_factory=dict)
+    tasks_per_point: int = 1  # task t is task t % tasks_per_point of sweep point t // tasks_per_point
+    hash: str = ""  # the stage's config hash: its markers are under stages/<name>/markers/<hash>/
 
     @property
     def counts(self) -> Dict[str, int]:
@@ -57,6 +66,7 @@ class StageStatus:
 class RunStatus:
     run: str
     stages: Dict[str, StageStatus]
+    path: Optional[Path] = None  # the run directory (logs, progress files)
 
     @property
     def state(self) -> str:
@@ -67,10 +77,6 @@ class RunStatus:
     def exit_code(self) -> int:
         """0: completed, 1: something failed and nothing is left running, 2: still going."""
         return {"COMPLETED": exitcodes.OK, "FAILED": exitcodes.FAILED}.get(self.state, exitcodes.RUNNING)
-
-    def to_json(self) -> dict:
-        return {"run": self.run, "state": self.state, "stages": [
-            {"name": s.name, "state": s.state, "tasks": s.counts, "job_ids": s.job_ids} for s in self.stages.values()]}
 
 
 def summarize(states) -> str:
@@ -136,8 +142,47 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
     for name, st in plan.stages.items():
         active = sorted({(latest[name][t][0], latest[name][t][2]) for t, s in states[name].items() if s in ACTIVE})
         stages[name] = StageStatus(name=name, total=st.total_tasks, tasks=states[name], job_ids=job_ids[name],
-                                   active_jobs=active)
-    return RunStatus(run=run.id, stages=stages)
+                                   active_jobs=active, tasks_per_point=st.tasks_per_point, hash=st.hash,
+                                   **_details(plan, name, states, latest[name], sched))
+    return RunStatus(run=run.id, stages=stages, path=run.path)
+
+
+def _details(plan: Plan, name: str, states: Dict[str, Dict[int, str]], latest: Dict[int, Tuple[str, int, int]],
+             sched) -> dict:
+    """StageStatus's per-task fields from the ledger and the scheduler's answer (an Answer carries
+    reasons and restarts; a plain {job: {index: state}} carries none)."""
+    reasons_of = getattr(sched, "reasons", {})
+    restarts_of = getattr(sched, "restarts", {})
+    jobs, reasons, restarts, waiting = {}, {}, {}, {}
+    for t, (jid, idx, _) in latest.items():
+        jobs[t] = f"{jid}_{idx}"
+        if idx in restarts_of.get(jid, {}):
+            restarts[t] = restarts_of[jid][idx]
+        if states[name][t] != "pending":
+            continue
+        reason = reasons_of.get(jid, {}).get(idx)
+        if reason:
+            reasons[t] = reason
+        if reason in (None, "Dependency"):
+            parents = waited_on(plan, name, t, states)
+            if not parents and reason == "Dependency":  # then it is an outside job (after: {job:N: ...})
+                parents = [f"job {j}" for j in plan.stages[name].external]
+            if parents:
+                waiting[t] = parents
+    return {"jobs": jobs, "reasons": reasons, "restarts": restarts, "waiting_for": waiting}
+
+
+def waited_on(plan: Plan, stage: str, task: int, states: Dict[str, Dict[int, str]]) -> List[str]:
+    """The parents a pending task's dependency still waits for: each parent stage with a task it waits
+    on (parent_tasks) that is not done, as 'stage', or 'stage[i]' when it is one task."""
+    out = []
+    st = plan.stages[stage]
+    for d in st.deps:
+        open_tasks = [p for p in parent_tasks(plan, stage, d.kind, d.parent, task)
+                      if states[d.parent][p] not in DONE]
+        if open_tasks:
+            out.append(d.parent if len(open_tasks) > 1 else f"{d.parent}[{open_tasks[0]}]")
+    return out
 
 
 class _RunDirOnly:

@@ -153,7 +153,7 @@ def test_resume_completes_a_submission_that_was_killed_halfway(cli, monkeypatch)
     import os
 
     from launcher import ops
-    from launcher.local import Local
+    from launcher.local.backend import Local
 
     real_submit, calls = Local.submit, []
 
@@ -202,7 +202,7 @@ def test_resume_of_a_shuffled_sweep_keeps_each_points_index(cli):
 def test_real_time_limit_requeues_and_ends_with_exact_count_locally(cli):
     """The local twin of test_dev_slurm's time-limit test: a 1-minute limit, the pre-timeout USR2 50 s
     ahead of it (at 10 s), 15 s of work: signal -> checkpoint -> requeue -> continue, until done. The
-    signal must reach the task, not kill its batch shell (launcher.local_driver.signal_steps)."""
+    signal must reach the task, not kill its batch shell (launcher.local.driver.signal_steps)."""
     ck = "pipeline.stages.checkpointing"
     cli("run", "pipeline=smoke", "cluster=local", "wait=true", "poll_s=0.5", f"{ck}.resources.time=1",
         f"{ck}.params.step_s=0.25", f"{ck}.params.target=60", f"{ck}.params.force_requeue_at=null",

@@ -23,6 +23,8 @@ import pytest
 from conftest import slurm
 
 from launcher import schedule as sched
+from launcher.slurm import scrontab
+from launcher.slurm.client import client_env
 
 
 def _wired() -> bool:
@@ -109,15 +111,15 @@ def test_cron_specs_are_checked_as_slurm_2205_parses_them():
 def test_blocks_are_found_and_other_lines_kept():
     text = "\n".join([
         "# someone's own line", "FOO=bar", "0 0 1 1 * /bin/true",
-        *sched.render_block("a", "* * * * *", {"dir": "/x/a"}, ["--job-name=launcher-schedule.a"],
+        *scrontab.render_block("a", "* * * * *", {"dir": "/x/a"}, ["--job-name=launcher-schedule.a"],
                             ["/py", "-m", "launcher.schedule", "fire", "a", "--dir", "/x/a", "--", "run",
                              "pipeline.x=a b"]),
         "#DISABLED: # launcher-schedule: b {}",
         "#DISABLED: */5 * * * * exec /py -m launcher.schedule fire b --dir /x/b -- --help",
         "# trailing"])
-    lines, blocks = sched.parse_blocks(text)
+    lines, blocks = scrontab.parse_blocks(text)
     assert set(blocks) == {"a", "b"}
-    assert sched.launcher_args_of(blocks["a"]["command"]) == ["run", "pipeline.x=a b"]
+    assert scrontab.launcher_args_of(blocks["a"]["command"]) == ["run", "pipeline.x=a b"]
     assert blocks["a"]["cron"] == "* * * * *" and blocks["a"]["meta"] == {"dir": "/x/a"}
     assert blocks["b"]["disabled"] and blocks["b"]["cron"] == "*/5 * * * *"
     kept = [x for i, x in enumerate(lines) if not any(b["start"] <= i <= b["end"] for b in blocks.values())]
@@ -177,7 +179,7 @@ def test_clear_errors(tmp_path, dev_slurm):
                           check=False)
     assert p.returncode != 0 and "invalid --cron '* * * *': 4 field(s), expected 5" in p.stderr
     p = launcher_schedule("--remove", f"no-such-{secrets.token_hex(3)}", cwd=tmp_path, env=env, check=False)
-    assert p.returncode == 1 and "no schedule 'no-such-" in p.stderr and "in your scrontab" in p.stderr
+    assert p.returncode == 66 and "no schedule 'no-such-" in p.stderr and "in your scrontab" in p.stderr
     p = launcher_schedule("bad name", "--cron", "* * * * *", "--", "--help", cwd=tmp_path, env=env, check=False)
     assert p.returncode == 1 and "invalid schedule name" in p.stderr
     # scrontab itself refuses when slurm.conf lacks ScronParameters=enable: say how to enable it
@@ -222,21 +224,21 @@ def test_scrontab_entries_fire_never_overlap_notify_and_are_removed_alone(tmp_pa
     unrelated = ["# an unrelated line of the user's own (test_schedule " + tag + ")",
                  f"#SCRON --job-name=unrelated-{tag} --time=1",
                  f"0 0 1 1 * /bin/true unrelated-{tag}"]
-    senv = sched._slurm_env(dev_slurm["SLURM_CONF"])
+    senv = client_env(dev_slurm["SLURM_CONF"])
     senv["SLURM_CONF"] = dev_slurm["SLURM_CONF"]
     hook = Hook()
 
     def crontab() -> str:
-        return sched.read_crontab(senv)
+        return scrontab.read_crontab(senv)
 
     def jobs(name: str) -> list:
         out = slurm(env, "squeue", "-h", "-n", sched.JOB_PREFIX + name, "-o", "%i|%T")
         return sorted(tuple(x.split("|")) for x in out.splitlines())
 
     try:
-        with sched._crontab_lock():  # plant the user's own entry first
+        with scrontab.crontab_lock():  # plant the user's own entry first
             text = crontab()
-            sched.write_crontab(text + ("\n" if text and not text.endswith("\n") else "") + "\n".join(unrelated) + "\n",
+            scrontab.write_crontab(text + ("\n" if text and not text.endswith("\n") else "") + "\n".join(unrelated) + "\n",
                                 senv)
         common = ["--cluster", "dev", "--time", "00:05:00"]
         t_install = time.time()
@@ -253,7 +255,7 @@ def test_scrontab_entries_fire_never_overlap_notify_and_are_removed_alone(tmp_pa
         text = crontab()
         for line in unrelated:
             assert line in text.splitlines()
-        _, blocks = sched.parse_blocks(text)
+        _, blocks = scrontab.parse_blocks(text)
         assert {quick, failing, slow} <= set(blocks)
         assert f"#SCRON --job-name={sched.JOB_PREFIX}{quick}" in text
         assert f"#SCRON --output={runs}/schedules/{quick}/scron.log" in text
@@ -302,19 +304,19 @@ def test_scrontab_entries_fire_never_overlap_notify_and_are_removed_alone(tmp_pa
         assert rows[quick]["command"] == f"launcher run pipeline=smoke cluster=dev run_root={runs}"
         assert rows[failing]["last_exit"] == 66 and rows[failing]["last_status"] == "failed"
         assert rows[slow]["last_exit"] == 0 and rows[slow]["skipped"] >= 1
-        table = launcher_schedule("--list", cwd=tmp_path, env=env).stdout
-        assert table.splitlines()[0].split() == ["name", "cron", "command", "last", "fire", "last", "exit", "state",
-                                                 "next"]
-        line = next(x for x in table.splitlines() if x.startswith(failing + " "))
+        table = launcher_schedule("--list", cwd=tmp_path, env=env).stdout  # piped: plain, tab-separated
+        assert table.splitlines()[0].split("\t") == ["name", "cron", "command", "last fire", "last exit", "state",
+                                                     "next"]
+        line = next(x for x in table.splitlines() if x.startswith(failing + "\t"))
         assert "* * * * *" in line and "launcher status no-such-run" in line and "66 (failed)" in line
 
         # --- --remove: that entry only
         before = crontab().splitlines()
         launcher_schedule("--remove", quick, cwd=tmp_path, env=env)
         after_lines = crontab().splitlines()
-        _, blocks = sched.parse_blocks("\n".join(after_lines))
+        _, blocks = scrontab.parse_blocks("\n".join(after_lines))
         assert quick not in blocks and {failing, slow} <= set(blocks)
-        b = sched.parse_blocks("\n".join(before))[1][quick]
+        b = scrontab.parse_blocks("\n".join(before))[1][quick]
         assert after_lines == [x for i, x in enumerate(before) if not b["start"] <= i <= b["end"]
                                and not (i == b["start"] - 1 and not x.strip())]
         for line in unrelated:
@@ -322,13 +324,13 @@ def test_scrontab_entries_fire_never_overlap_notify_and_are_removed_alone(tmp_pa
         wait_for(f"{quick}'s job to leave the queue", lambda: all(s != "PENDING" for _, s in jobs(quick)), timeout=20)
     finally:
         hook.close()
-        with sched._crontab_lock():
-            lines, blocks = sched.parse_blocks(crontab())
+        with scrontab.crontab_lock():
+            lines, blocks = scrontab.parse_blocks(crontab())
             drop = {i for n, b in blocks.items() if n.startswith(f"t{tag}-") for i in range(b["start"], b["end"] + 1)}
             keep = [x for i, x in enumerate(lines) if i not in drop and x not in unrelated]
             while keep and not keep[-1].strip():
                 keep.pop()
-            sched.write_crontab("\n".join(keep) + "\n" if any(x.strip() for x in keep) else "", senv)
+            scrontab.write_crontab("\n".join(keep) + "\n" if any(x.strip() for x in keep) else "", senv)
         # firings still running (and the runs they submitted) are this test's: cancel them
         ids = [i for n in (quick, failing, slow) for i, _ in jobs(n)]
         for d in (runs, slow_runs):

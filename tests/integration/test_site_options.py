@@ -121,3 +121,48 @@ def test_a_request_over_a_qos_limit_is_refused_before_it_could_pend_forever(dcli
     assert f"20 min is over QOS '{tiny_qos}' MaxWall (10 min)" in p.stderr, p.stderr
     dcli("run", *SMOKE, f"{S}.qos={tiny_qos}")  # within the limits: queued
     assert dcli.wait(timeout=180)["state"] == "COMPLETED"
+
+
+@pytest.fixture
+def partition_qos(dev_slurm):
+    """Partition gpu gets its own QOS (a per-job CPU limit, one running job per user), whatever the job's
+    QOS; the partition's QOS is restored to none afterwards (`QOS=` empty removes it)."""
+    env = {**os.environ, **dev_slurm}
+
+    def run(*argv):
+        return subprocess.run(list(argv), env=env, capture_output=True, text=True)
+
+    run("sacctmgr", "-i", "add", "qos", "launcher-part", "MaxTRESPerJob=cpu=1", "MaxJobsPerUser=1")
+    p = run("scontrol", "update", "PartitionName=gpu", "QOS=launcher-part")
+    assert p.returncode == 0, p.stderr
+    yield "launcher-part"
+    run("scontrol", "update", "PartitionName=gpu", "QOS=")
+    if "QoS=launcher-part" in run("scontrol", "-o", "show", "partition", "gpu").stdout:
+        run("scontrol", "reconfigure")  # slurm.conf's partitions again, as `up` made them
+    run("sacctmgr", "-i", "delete", "qos", "launcher-part")
+
+
+def test_the_partition_qos_is_checked_over_the_job_qos(dcli, dev_slurm, partition_qos):
+    """A job in partition gpu is held to the partition's QOS (Slurm's hierarchy: partition QOS first):
+    over its MaxTRESPerJob Slurm lets it pend (QOSMax...), so preflight refuses it naming the partition
+    and the QOS; its MaxJobsPerUser only delays a run (a warning with the number); the same request in
+    partition debug, which has no QOS, passes."""
+    sb = slurm(dev_slurm, "sbatch", "--parsable", "--partition=gpu", "--cpus-per-task=2", "--wrap=true").strip()
+    try:  # what the check stands for: Slurm takes the job and leaves it pending on the partition's QOS
+        reason = ""
+        for _ in range(20):
+            reason = slurm(dev_slurm, "squeue", "-h", "-j", sb.split(";")[0], "-o", "%r").strip()
+            if reason.startswith("QOS"):
+                break
+            time.sleep(0.5)
+        assert reason.startswith("QOSMax"), reason
+    finally:
+        slurm(dev_slurm, "scancel", sb.split(";")[0])
+    p = dcli("plan", *SMOKE, f"{S}.partition=gpu", f"{S}.cpus_per_task=2", check=False)
+    assert p.returncode == 1, p.stderr
+    assert (f"cpu=2, over partition gpu's QOS '{partition_qos}' MaxTRES (per job) cpu=1" in p.stderr), p.stderr
+    dcli("plan", *SMOKE, f"{S}.cpus_per_task=2")  # partition debug: no partition QOS
+    p = dcli("run", *SMOKE, f"{S}.partition=gpu")
+    assert (f"warning: partition gpu's QOS '{partition_qos}' MaxJobsPerUser=1: at most 1 job(s) run at once, so the "
+            f"tasks of shards (4 at once) beyond that wait" in p.stderr), p.stderr
+    assert dcli.wait(timeout=180)["state"] == "COMPLETED"

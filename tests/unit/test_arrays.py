@@ -1,6 +1,6 @@
 import pytest
 
-from launcher.arrays import array_spec, expand, group_by_chunk, ranges
+from launcher.sbatch.arrays import array_spec, expand, group_by_chunk, ranges
 
 
 @pytest.mark.parametrize("indices,spec", [

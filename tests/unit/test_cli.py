@@ -127,7 +127,7 @@ def test_runs_json_lists_runs_with_their_state_from_the_run_directory(tmp_path, 
     from launcher.compose import compose
     from launcher.plan import build_plan
     from launcher.rundir import Run
-    from launcher.slurm import Slurm
+    from launcher.slurm.client import Slurm
 
     plan = build_plan([compose(["pipeline=smoke", "cluster=dev"])], [[]])
     for created, run_id in enumerate(("done", "broken", "queued")):

@@ -12,7 +12,7 @@ from launcher.compose import PROJECT_ROOT, compose
 from launcher.plan import build_plan
 from launcher.preflight import preflight
 from launcher.render import build_requests, render_script
-from launcher.slurm import ClusterInfo, Node, Partition
+from launcher.slurm.facts import ClusterInfo, Node, Partition
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 IMG = "+cluster.environments={img: {container_image: /img/base.sqsh, python: /usr/bin/python3}}"

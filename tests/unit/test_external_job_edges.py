@@ -12,7 +12,7 @@ from launcher.errors import ConfigErrors
 from launcher.plan import build_plan
 from launcher.preflight import external_problems
 from launcher.render import build_requests
-from launcher.slurm import Slurm
+from launcher.slurm.client import Slurm
 from launcher.submit import dependency_string
 
 WAIT = r"+pipeline.stages.reduce.after={job\:12345: afterok}"

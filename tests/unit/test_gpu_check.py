@@ -4,6 +4,7 @@ jobs/layout.py and jobs/runtime/checkpoints.py write it. The checks themselves n
 CPU: `scripts/gpu-check --cpu`, docs/gpu-check.md)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_processes_are_found_by_their_command_line(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", code, "-m", "jobs.task", "/elsewhere/spec.json"])
     try:
         assert g.processes_naming(tmp_path) == [task.pid]
-        assert g.processes_naming(tmp_path, "launcher.local_driver") == []
+        assert g.processes_naming(tmp_path, g.DRIVER_MODULE) == []
     finally:
         for p in (task, other):
             p.kill()
@@ -120,3 +121,12 @@ def test_a_failed_check_says_why_from_the_failure_marker(tmp_path):
     (tmp_path / "runs" / "sft").mkdir(parents=True)
     (tmp_path / "runs" / "sft" / "launcher.log").write_text("composing\nerror: stage 'sft': cluster.environments.gpu-trl.python: cannot import trl\n")
     assert g.where(r, "sft", {"run_dir": None}).startswith("launcher: error: stage 'sft'")
+
+
+def test_the_local_scheduler_is_found_by_the_module_its_start_line_names():
+    """Cleanup waits for the run's local scheduler by the module name on its command line: the name
+    gpu_check looks for is the one launcher/local/backend.py starts (a move of the driver breaks this)."""
+    from launcher.local import backend
+
+    assert f"from {g.DRIVER_MODULE} import main" in backend.DRIVER
+    assert importlib.util.find_spec(g.DRIVER_MODULE) is not None

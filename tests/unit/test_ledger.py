@@ -12,11 +12,12 @@ import pytest
 from jobs import layout
 from launcher.compose import compose
 from launcher.errors import LauncherError, SubmissionError
-from launcher.local_driver import expand_pattern
 from launcher.plan import build_plan
-from launcher.render import filename_pattern, unsafe_path_reason
+from launcher.sbatch.lognames import expand_pattern, filename_pattern, log_stem, unsafe_path_reason
 from launcher.rundir import Run
-from launcher.slurm import Slurm, parse_associations, parse_cluster_info, parse_sacct, parse_sbatch, parse_squeue
+from launcher.slurm.accounting import parse_associations, parse_sacct, parse_squeue
+from launcher.slurm.client import Slurm, parse_sbatch
+from launcher.slurm.facts import parse_cluster_info
 from launcher.status import collect
 
 BANNER = "*** lab_cluster | account balance: 1234.5 GPU_h | maintenance 2026-12-01 ***"
@@ -258,7 +259,7 @@ def test_resume_refuses_an_edge_it_cannot_pass_to_sbatch(tmp_path):
 
 
 def test_local_job_the_driver_will_never_run_is_lost(tmp_path):
-    from launcher.local import Local
+    from launcher.local.backend import Local
 
     local = Local({"max_parallel": 1}, tmp_path)
     (tmp_path / "local" / "jobs").mkdir(parents=True)
@@ -279,6 +280,15 @@ def test_filename_patterns_escape_percent_and_refuse_backslash():
     assert "backslash" in unsafe_path_reason("/r/a\\b") and "control" in unsafe_path_reason("/r/a\nb")
 
 
+def test_the_log_a_script_names_is_the_one_launcher_logs_reads():
+    """One naming (sbatch/lognames.log_stem): the batch script's --output pattern, expanded for a task
+    (by Slurm, or the local driver), is the file `launcher logs` opens for that task."""
+    fields = {"A": "12", "a": "3", "t": "0"}
+    assert log_stem(rank=0) == "%A_%a_0_log" and log_stem() == "%A_%a_%t_log"
+    assert expand_pattern(f"/r/{log_stem(rank=0)}.out", fields) == f"/r/{log_stem(12, 3, 0)}.out" == "/r/12_3_0_log.out"
+    assert expand_pattern(f"/r/{log_stem()}.err", fields) == "/r/12_3_0_log.err"
+
+
 def test_scrontab_log_path_is_escaped(tmp_path, monkeypatch):
     """`launcher schedule` writes its entry's --output as a Slurm pattern: a % of the run root doubled."""
     from launcher import schedule
@@ -286,7 +296,7 @@ def test_scrontab_log_path_is_escaped(tmp_path, monkeypatch):
     written = {}
     monkeypatch.setattr(schedule, "read_crontab", lambda env: "")
     monkeypatch.setattr(schedule, "write_crontab", lambda text, env: written.setdefault("text", text))
-    monkeypatch.setattr(schedule, "_crontab_lock", __import__("contextlib").nullcontext)
+    monkeypatch.setattr(schedule, "crontab_lock", __import__("contextlib").nullcontext)
     root = tmp_path / "r%x"
     parser = schedule._ScheduleParser(prog="t")
     schedule._add_arguments(parser)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.local_driver import Driver, Job, Task, parse_dependency, sbatch_directives
+from launcher.local.driver import Driver, Job, Task, parse_dependency, sbatch_directives
 
 
 def job(jid, states, deps=""):
@@ -41,6 +41,26 @@ def test_aftercorr_index_the_parent_lacks_waits_for_the_whole_parent():
     assert verdict({1: "completed", 3: "running"}, "aftercorr", idx=0, child_indices=(0, 1)) == "wait"
     assert verdict({1: "completed", 3: "completed"}, "aftercorr", idx=0) == "ok"
     assert verdict({1: "completed", 3: "failed"}, "aftercorr", idx=2) == "never"
+
+
+def test_a_pending_task_records_why_it_waits_in_slurms_words(tmp_path):
+    """Dependency (a parent not done), JobArrayTaskLimit (the array's %N), Resources (no free slot): what
+    `launcher status` shows; the reason goes once the task starts, and state.json carries it."""
+    d = Driver.__new__(Driver)
+    d.dir, d.slots, d.dirty = tmp_path, 1, False
+    d.jobs = {"1": job("1", {0: "running", 1: "pending"}), "2": job("2", {0: "pending"}, "afterok:1"),
+              "3": job("3", {0: "pending"})}
+    d.jobs["1"].throttle = 1
+    d.schedule()
+    assert [d.jobs[j].tasks[i].reason for j, i in (("1", 1), ("2", 0), ("3", 0))] == [
+        "JobArrayTaskLimit", "Dependency", "Resources"]
+    assert d.dirty
+    d.save()
+    import json
+
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["2"]["0"] == {"state": "pending", "restarts": 0, "exit": None, "reason": "Dependency"}
+    assert "reason" not in state["1"]["0"]  # a running task waits for nothing
 
 
 def test_parses_what_the_sbatch_script_says():

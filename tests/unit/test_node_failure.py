@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from jobs.runtime import allocation
-from launcher.slurm import Slurm
+from launcher.slurm.client import Slurm
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from launcher.errors import ConfigErrors
 from launcher.plan import build_plan
 from launcher.preflight import preflight
 from launcher.render import build_requests, render_script, stage_spec
-from launcher.slurm import parse_cluster_info
+from launcher.slurm.facts import parse_cluster_info
 
 R = "pipeline.stages.reduce.resources"
 

@@ -1,4 +1,4 @@
-"""The sbatch options beyond the core resources (launcher/sbatch_options.py): typed per stage and as
+"""The sbatch options beyond the core resources (launcher/sbatch/options.py): typed per stage and as
 profile defaults (cluster.resources), the checked pass-through map `resources.sbatch`, how they render
 (through submitit's own parameters), and what preflight checks of them against the cluster's nodes,
 GRES types, reservations and partitions (sample `scontrol -o` output of Slurm 22.05)."""
@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from launcher import sbatch_options
+from launcher.sbatch import options as sbatch_options
 from launcher.compose import PROJECT_ROOT, compose
 from launcher.errors import ConfigErrors
 from launcher.plan import build_plan
 from launcher.preflight import preflight
 from launcher.render import build_requests, render_script
-from launcher.slurm import Slurm, parse_cluster_info, parse_reservations
+from launcher.slurm.client import Slurm
+from launcher.slurm.facts import parse_cluster_info, parse_reservations
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CONFIG = "MaxArraySize = 1001\n"

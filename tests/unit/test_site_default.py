@@ -29,7 +29,16 @@ def planned(tmp_path) -> dict:
 def test_launcher_cluster_chooses_the_profile_and_is_recorded(tmp_path, monkeypatch, slurm_host):
     monkeypatch.setenv(sitedefault.ENV, "dev")
     (slurm_host / "sinfo").write_text("#!/bin/sh\nexit 7\n")  # never asked: the choice is not local by default
-    main(["plan", "pipeline=smoke", f"run_root={tmp_path}"])  # 1 here: no dev cluster to preflight against
+    # A stand-in controller for preflight (this test must not depend on whether the dev cluster is up):
+    # one idle node in partition debug; accounting off, so no sacctmgr is asked.
+    (slurm_host / "scontrol").write_text(
+        "#!/bin/sh\ncase \"$*\" in\n"
+        "  'show config') printf 'MaxArraySize = 1001\\nAccountingStorageType = accounting_storage/none\\n' ;;\n"
+        "  '-o show partition') echo 'PartitionName=debug Default=YES MaxTime=UNLIMITED Nodes=n1 State=UP' ;;\n"
+        "  '-o show node') echo 'NodeName=n1 CPUTot=8 RealMemory=16000 Partitions=debug State=IDLE' ;;\n"
+        "  *) exit 1 ;;\nesac\n")
+    (slurm_host / "scontrol").chmod(0o755)
+    main(["plan", "pipeline=smoke", f"run_root={tmp_path}"])
     meta = planned(tmp_path)
     assert meta["cluster"] == "dev" and meta["overrides"][0] == "cluster=dev"  # resume composes the same
 

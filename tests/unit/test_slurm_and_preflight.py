@@ -4,7 +4,8 @@ import pytest
 from launcher.compose import compose
 from launcher.plan import build_plan
 from launcher.preflight import preflight
-from launcher.slurm import parse_cluster_info, parse_sacct
+from launcher.slurm.accounting import parse_sacct
+from launcher.slurm.facts import parse_cluster_info
 
 CONFIG = "Configuration data as of 2026-11-23T10:00:00\nMaxArraySize            = 1001\nMaxJobCount = 20000\n"
 PARTITIONS = (

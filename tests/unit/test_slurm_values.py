@@ -1,10 +1,10 @@
-"""What Slurm makes of a value (launcher/slurm_values.py): time limits in whole minutes, --mem after
+"""What Slurm makes of a value (launcher/sbatch/values.py): time limits in whole minutes, --mem after
 submitit's rounding, the stop signals sbatch takes, and constraint expressions against node features;
 plus the cluster facts they are checked against (features, typed GRES, reservations)."""
 import pytest
 
-from launcher.slurm import expand_hostlist, parse_cluster_info, parse_gres, parse_reservations
-from launcher.slurm_values import (constraint_problem, mem_flag, mem_mb, mem_problem, parse_constraint, parse_time_min, signal_problem, time_limit_min,
+from launcher.slurm.facts import expand_hostlist, parse_cluster_info, parse_gres, parse_reservations
+from launcher.sbatch.values import (constraint_problem, mem_flag, mem_mb, mem_problem, parse_constraint, parse_time_min, signal_problem, time_limit_min,
                                    time_problem)
 
 

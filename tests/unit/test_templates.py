@@ -9,7 +9,7 @@ import pytest
 
 from jobs.runtime import templating
 from launcher import snapshot
-from launcher.schedule import parse_blocks, render_block
+from launcher.slurm.scrontab import parse_blocks, render_block
 
 
 def test_a_missing_variable_is_an_error_not_an_empty_string():

@@ -1,13 +1,12 @@
-"""The local scheduler process (cluster=local): `python -m launcher.local_driver <local dir> <slots>`.
+"""The local scheduler process (cluster=local): `python -m launcher.local.driver <local dir> <slots>`.
 
-It reads job files written by launcher.local.Local.submit (an sbatch script plus a Slurm dependency
+It reads job files written by launcher.local.backend.Local.submit (an sbatch script plus a Slurm dependency
 string), runs array tasks as `bash <script>` with the array index in the environment, and keeps
 state.json (it is its only writer). It exits when every task it knows has ended."""
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import getpass
 import signal
@@ -24,8 +23,9 @@ from filelock import FileLock
 from jobs import layout
 from jobs.task import CANCEL_EXIT, REQUEUE_EXIT
 
-from launcher.arrays import expand
-from launcher.slurm_values import time_limit_min
+from launcher.sbatch.arrays import expand
+from launcher.sbatch.lognames import expand_pattern
+from launcher.sbatch.values import time_limit_min
 
 TERMINAL = {"completed", "failed", "cancelled"}
 # Like Slurm's KillWait: `launcher cancel` and the time limit send SIGTERM to the task's process
@@ -43,24 +43,6 @@ def sbatch_directives(script: str) -> Dict[str, str]:
                 k, _, v = tok.lstrip("-").partition("=")
                 out[k] = v
     return out
-
-
-def expand_pattern(pattern: str, fields: Dict[str, str]) -> str:
-    """A Slurm filename pattern (sbatch(1), "filename pattern") with the given fields filled in:
-    %% is one %, %<c> is fields[c] (an optional zero-padding width before c applies to numbers),
-    an unknown %<c> stays as it is, and a pattern with a backslash expands nothing (backslashes dropped)."""
-    if "\\" in pattern:
-        return pattern.replace("\\", "")
-    return re.sub(r"%(\d*)([%A-Za-z])", lambda m: _field(m.group(1), m.group(2), fields, m.group(0)), pattern)
-
-
-def _field(width: str, c: str, fields: Dict[str, str], raw: str) -> str:
-    if c == "%":
-        return "%" + width if width else "%"
-    value = fields.get(c)
-    if value is None:
-        return raw
-    return value.zfill(min(int(width), 10)) if width and value.isdigit() else value
 
 
 def parse_dependency(dep: str) -> List[Tuple[str, List[str]]]:
@@ -106,6 +88,15 @@ def group_alive(pgid: int) -> bool:
         return True
 
 
+def waiting_reason(verdict: str, throttled: bool) -> str:
+    """Why a pending task did not start, in the words squeue's %r uses for the same cause: Dependency
+    (a parent it waits on has not ended as needed), JobArrayTaskLimit (the array's %N throttle is
+    reached), else Resources (every slot, max_parallel, is taken)."""
+    if verdict == "wait":
+        return "Dependency"
+    return "JobArrayTaskLimit" if throttled else "Resources"
+
+
 @dataclass
 class Task:
     state: str = "pending"
@@ -115,6 +106,7 @@ class Task:
     started: float = 0.0
     signalled: bool = False
     killed_at: float = 0.0
+    reason: str = ""  # why a pending task waits, in Slurm's words (Dependency, JobArrayTaskLimit, Resources)
 
 
 @dataclass
@@ -272,15 +264,24 @@ class Driver:
                     continue
                 verdict = self.dependency_verdict(idx, job)
                 if verdict == "never":  # kill_invalid_depend
-                    t.state, self.dirty = "cancelled", True
+                    t.state, t.reason, self.dirty = "cancelled", "", True
                 elif verdict == "ok" and running < self.slots and (job.throttle is None or job_running < job.throttle):
                     self.start(job, idx, t)
+                    t.reason = ""
                     running, job_running = running + 1, job_running + 1
+                else:
+                    self._wait(t, waiting_reason(verdict, job.throttle is not None and job_running >= job.throttle))
+
+    def _wait(self, t: Task, reason: str) -> None:
+        if t.reason != reason:  # state.json is rewritten only when something changed
+            t.reason, self.dirty = reason, True
 
     def save(self) -> None:
         if self.dirty:
             state = {j.id: {str(i): {"state": "running" if t.state in ("cancelling", "timeout") else t.state,
-                                     "restarts": t.restarts, "exit": t.exit} for i, t in j.tasks.items()}
+                                     "restarts": t.restarts, "exit": t.exit,
+                                     **({"reason": t.reason} if t.state == "pending" and t.reason else {})}
+                            for i, t in j.tasks.items()}
                      for j in self.jobs.values()}
             try:
                 layout.atomic_write_json(self.dir / "state.json", state)

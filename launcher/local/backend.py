@@ -1,5 +1,5 @@
 """The embedded default (cluster=local): the same sbatch scripts and dependency strings as on Slurm,
-run on this machine by a small detached scheduler process (launcher.local_driver) that implements
+run on this machine by a small detached scheduler process (launcher.local.driver) that implements
 arrays, %N throttles, afterok/afterany/afternotok/aftercorr with kill-invalid-depend semantics, time
 limits with the pre-timeout signal, and requeue. `run` returns at once; the shell may close."""
 from __future__ import annotations
@@ -9,20 +9,25 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 from filelock import FileLock
 
 from jobs import layout
 
-from launcher.compose import PROJECT_ROOT
-from launcher.local_driver import TERMINAL
+from launcher.answer import Answer
+from launcher.backends import Facts
+from launcher.local.driver import TERMINAL
 
-# The driver imports this very launcher. Not `python -m launcher.local_driver`: that puts the shell's
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout this launcher runs from
+# Array indices of a run are cut in chunks of this size; the driver has no limit of its own.
+MAX_ARRAY_SIZE = 1_000_000
+
+# The driver imports this very launcher. Not `python -m launcher.local.driver`: that puts the shell's
 # working directory first on sys.path, and a `launcher` or `jobs` folder there (another checkout, a
 # user's package) would run in its place. `-c` puts '' there instead, which goes.
 DRIVER = (f"import sys; sys.path[:] = [{str(PROJECT_ROOT)!r}] + [p for p in sys.path if p]; "
-          "from launcher.local_driver import main; main()")
+          "from launcher.local.driver import main; main()")
 
 
 def _alive(pid: int) -> bool:
@@ -40,7 +45,16 @@ def _alive(pid: int) -> bool:
 
 
 class Local:
-    def __init__(self, cluster: dict, run_dir: Path):
+    """The Backend protocol (launcher/backends.py) on this machine: job files in <run>/local/, one
+    detached driver that runs them."""
+
+    name = "local"
+    poll_s = 2.0
+    srun_steps = False  # the driver signals the task itself (launcher/local/driver.py signal_steps)
+    runs_containers = False  # no pyxis here
+    waits_on_jobs = False  # no job outside the run exists for it
+
+    def __init__(self, cluster: dict, run_dir: Path, accounting: Optional[bool] = None):
         self.dir = Path(run_dir) / "local"
         self.max_parallel = cluster.get("max_parallel") or os.cpu_count() or 1
         self.calls: Dict[str, int] = {}
@@ -77,28 +91,40 @@ class Local:
                 layout.atomic_write_text(self.dir / "driver.pid", f"{proc.pid}\n")
         return str(job_id)
 
+    def facts(self) -> Facts:
+        """Nothing to ask: this machine has no partitions, limits or accounting."""
+        return Facts(max_array_size=MAX_ARRAY_SIZE)
+
+    def checks(self, facts: Facts) -> Dict[str, Optional[Callable]]:
+        return {}
+
     # The local scheduler is the only one: a job it does not know and will not load is lost at once.
     lost_grace_s = 0.0
 
-    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Dict[str, Dict[int, str]]:
-        """{job id: {array index: state}} from the driver's state.json; a job the driver has not loaded
-        yet is pending while a driver runs, and absent (unknown: lost) once none does."""
+    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Answer:
+        """{job id: {array index: state}} (an Answer, with each task's restarts and a pending task's
+        reason) from the driver's state.json; a job the driver has not loaded yet is pending while a
+        driver runs, and absent (unknown: lost) once none does."""
         self.calls["query"] = self.calls.get("query", 0) + 1
         state = layout.read_json(self.dir / "state.json", {}) or {}
         driver_gone = self.driver_pid() is None
-        out: Dict[str, Dict[int, str]] = {}
-        for jid in job_ids:
-            tasks = state.get(str(jid))
+        out = Answer()
+        for jid in map(str, job_ids):
+            tasks = state.get(jid)
             if tasks:
-                out[str(jid)] = {int(i): ("failed" if driver_gone and t["state"] not in TERMINAL else t["state"])
-                                 for i, t in tasks.items()}
+                out[jid] = {int(i): ("failed" if driver_gone and t["state"] not in TERMINAL else t["state"])
+                            for i, t in tasks.items()}
+                out.restarts[jid] = {int(i): t.get("restarts", 0) for i, t in tasks.items()}
+                reasons = {int(i): t["reason"] for i, t in tasks.items() if t.get("reason") and not driver_gone}
+                if reasons:
+                    out.reasons[jid] = reasons
             elif not driver_gone and (self.dir / "jobs" / f"{jid}.json").exists():
-                out[str(jid)] = {i: "pending" for i in self._indices(str(jid))}
+                out[jid] = {i: "pending" for i in self._indices(jid)}
         return out
 
     def _indices(self, jid: str) -> list:
-        from launcher.arrays import expand
-        from launcher.local_driver import sbatch_directives
+        from launcher.sbatch.arrays import expand
+        from launcher.local.driver import sbatch_directives
 
         spec = layout.read_json(self.dir / "jobs" / f"{jid}.json", {}) or {}
         try:

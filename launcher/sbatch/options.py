@@ -8,7 +8,7 @@ import difflib
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from launcher.slurm_values import mem_problem
+from launcher.sbatch.values import mem_problem
 
 # Typed fields that a profile may default (schema.ResourceDefaults); `sbatch` merges key by key.
 DEFAULTABLE = ("gres", "gpus_per_task", "cpus_per_gpu", "mem_per_cpu_gb", "mem_per_gpu_gb", "reservation", "nodelist",
@@ -250,7 +250,7 @@ def submitit_parameters(r: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, An
     fields of a checked stage: submitit's own parameters where it has them (gres, gpus_per_task,
     mem_per_cpu, mem_per_gpu, comment, exclude, nodelist, mail_type, mail_user), the
     others and the pass-through map as additional parameters (submitit shell-quotes every value)."""
-    from launcher.slurm_values import mem_flag
+    from launcher.sbatch.values import mem_flag
 
     kw = {k: r.get(k) for k in ("gres", "gpus_per_task", "comment", "exclude", "nodelist", "mail_type", "mail_user")}
     kw["mem_per_cpu"] = mem_flag(r["mem_per_cpu_gb"]) if r.get("mem_per_cpu_gb") is not None else None

@@ -1,0 +1,77 @@
+"""The scheduler a cluster profile names (cluster.backend): the Backend protocol and the registry.
+
+BUILTIN maps a backend's name to its class, imported only when asked for (like launcher/kinds), so
+this module imports neither launcher.slurm nor launcher.local, and both may import Facts from it. What
+differs between schedulers is an attribute or a method here; nothing outside launcher/slurm/ and
+launcher/local/ compares cluster.backend with a name."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Protocol
+
+from launcher.errors import LauncherError
+
+BUILTIN: Dict[str, str] = {"slurm": "launcher.slurm.backend:SlurmBackend", "local": "launcher.local.backend:Local"}
+
+
+@dataclass
+class Facts:
+    """What preflight checks a run against, read once per submission (Backend.facts)."""
+
+    info: Any = None  # launcher.slurm.facts.ClusterInfo (partitions, nodes, MaxArraySize...); None: no cluster to ask
+    max_array_size: int = 1_000_000  # array indices must stay under it: the run is cut in chunks of this size
+    accounting: Optional[bool] = None  # the scheduler keeps accounting (recorded in run.json); None: not known
+    warnings: List[str] = field(default_factory=list)  # printed as "warning: ..." before preflight's problems
+
+
+class Backend(Protocol):
+    """A scheduler, as the verbs use it. Class attributes say what it can do; instances talk to it."""
+
+    name: ClassVar[str]
+    poll_s: ClassVar[float]  # `--wait`/`watch`: seconds between status queries
+    srun_steps: ClassVar[bool]  # the batch script starts its task with srun (which delivers --signal); else the
+    #                             backend signals the task itself
+    runs_containers: ClassVar[bool]  # a container image (pyxis) can run
+    waits_on_jobs: ClassVar[bool]  # a stage may wait on a job outside the run (after: {job:N: kind})
+    lost_grace_s: float  # a job the scheduler does not report is pending this long after submission, then lost
+
+    def submit(self, script: Path, dependency: Optional[str]) -> str:
+        """Queue one batch script (after `dependency`, Slurm's --dependency syntax); its job id."""
+
+    def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Dict[str, Dict[int, str]]:
+        """{job id: {array index: task state}}; a job the scheduler does not know is absent."""
+
+    def cancel(self, job_ids: Iterable[str]) -> None:
+        """Cancel these jobs (every task of each)."""
+
+    def facts(self) -> Facts:
+        """The cluster facts preflight checks the run against."""
+
+    def checks(self, facts: Facts) -> Dict[str, Optional[Callable]]:
+        """The scheduler's own checks, as preflight's keyword arguments (srun_help, reservations,
+        associations, limits): each called at most once, only when a stage needs it."""
+
+    def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
+        """Jobs outside the run: {job id: (STATE words, still held by the controller)} (waits_on_jobs only)."""
+
+
+def names() -> List[str]:
+    """Every backend a profile may name."""
+    return list(BUILTIN)
+
+
+def get(name: str) -> type:
+    """The class of a backend, its module imported now. LauncherError for a name that is none."""
+    where = BUILTIN.get(name)
+    if where is None:
+        raise LauncherError(f"cluster.backend must be {' or '.join(repr(n) for n in BUILTIN)}, got {name!r}")
+    module, _, attr = where.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def for_cluster(cluster: dict, run_dir: Path, accounting: Optional[bool] = None) -> Backend:
+    """The scheduler of a cluster profile, for a run (or run root) folder. `accounting`: False when the
+    cluster is known to have no accounting (run.json), so status asks squeue only."""
+    return get(cluster["backend"])(cluster, run_dir, accounting=accounting)

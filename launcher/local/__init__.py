@@ -1,0 +1,2 @@
+"""The local backend (cluster=local): the Backend (backend.py) and the detached scheduler process it
+starts (driver.py), which runs the same sbatch scripts as Slurm. Imports nothing of launcher.slurm."""

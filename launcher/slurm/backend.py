@@ -1,0 +1,37 @@
+"""The Slurm backend (cluster.backend=slurm): the Backend protocol (launcher/backends.py) over the
+clients of client.py. What it adds to them: the cluster facts preflight reads and the checks it hands
+preflight."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from launcher.backends import Facts
+from launcher.slurm.client import Slurm
+
+
+class SlurmBackend(Slurm):
+    name = "slurm"
+    poll_s = 10.0
+    srun_steps = True
+    runs_containers = True
+    waits_on_jobs = True
+
+    def __init__(self, cluster: dict, run_dir: Optional[Path] = None, accounting: Optional[bool] = None):
+        super().__init__(cluster, accounting=accounting)
+
+    def facts(self) -> Facts:
+        """Three `scontrol` calls (Slurm.info), and a warning for the SBATCH_* variables dropped."""
+        info = self.info()
+        warnings = [f"{', '.join(self.dropped)} in this shell would override what preflight checked; sbatch "
+                    f"is called without them (set site defaults in the cluster profile: cluster.resources, "
+                    f"cluster.account, cluster.partition)"] if self.dropped else []
+        return Facts(info=info, max_array_size=info.max_array_size, accounting=info.accounting, warnings=warnings)
+
+    def checks(self, facts: Facts) -> Dict[str, Optional[Callable]]:
+        # Without accounting there are no associations to check (sacctmgr fails), and slurmctld takes
+        # any --account/--qos as it is.
+        accounting = facts.accounting is not False
+        return {"srun_help": self.srun_help, "reservations": self.reservations,
+                "associations": self.associations if accounting else None,
+                "limits": self.limits if accounting else None, "queued": self.queued}
