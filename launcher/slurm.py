@@ -439,6 +439,24 @@ class Slurm:
                 return {**out, **self._squeue(unknown)} if unknown else out
         return self._squeue(ids)
 
+    def usage(self, job_ids: Iterable[str]) -> Dict[str, list]:
+        """What the jobs used, {job or array task id: [accounting.Attempt, oldest first]}: ONE sacct call
+        over every id (--duplicates: the earlier attempts of requeued jobs too, with their steps; the
+        fields launcher/accounting.py reads). LauncherError when the cluster keeps no accounting."""
+        from launcher.accounting import SACCT_FIELDS, parse_usage
+
+        ids = sorted(set(job_ids), key=int)
+        if not ids:
+            return {}
+        try:
+            text = self._query(["sacct", "-n", "-P", "--duplicates", "-o", ",".join(SACCT_FIELDS), "-j", ",".join(ids)])
+        except SlurmCommandError as e:
+            if _ACCOUNTING_DISABLED in e.stderr + e.stdout:
+                raise LauncherError("`launcher usage` needs Slurm's accounting: sacct says accounting storage is "
+                                    "disabled on this cluster (AccountingStorageType)") from e
+            raise
+        return parse_usage(text)
+
     def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
         """Jobs outside the run (any user's, array or not): {job id: (its STATE words, whether slurmctld
         still holds it)}. One squeue call; one sacct call for the ids it does not hold (ended longer than

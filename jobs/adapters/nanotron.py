@@ -128,7 +128,8 @@ def run_nanotron(task, train: Dict[str, Any], tokenizer: str) -> Dict[str, Any]:
              f"(requeue {task.restarts}/{limit}), config {config}")
     gpus = task.spec["resources"]["gpus_per_node"]
     progress = NanotronProgress(layout.progress_path(task.run_dir, task.stage, task.task),
-                                task.spec["schedules"][task.point]["tokens_per_step"], checkpoints, total_steps=steps,
+                                task.spec["schedules"][task.point]["tokens_per_step"], checkpoints, complete_steps,
+                                total_steps=steps,
                                 first_step=resume or 0, rank=task.rank)
     launch(task, [entry, "--config-file", str(config)], nproc_per_node=gpus, port_base=task.spec["rdzv_port_base"],
            on_line=progress.feed)

@@ -14,14 +14,14 @@ logging.iteration_step_info_interval steps:
 Numbers there are human-formatted (3 significant digits, K/M/B/T suffixes), so step and total come
 from the line and tokens from step x the schedule's exact tokens per step; loss is lm_loss. A
 checkpoint is reported when latest.txt of the checkpoints folder names a complete step
-(jobs.adapters.nanotron.complete_steps), checked on each iteration line. On a multi-node job every
+(jobs.adapters.nanotron.complete_steps, passed in), checked on each iteration line. On a multi-node job every
 node reads its own output; only the node of nanotron's logging rank sees these lines, so one writes.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from jobs.runtime.progress import StepProgress
 
@@ -58,11 +58,13 @@ def parse_line(line: str) -> Optional[Dict[str, Any]]:
 class NanotronProgress:
     """feed(line) for every line nanotron prints; writes the task's progress file (jobs/runtime/progress.py)."""
 
-    def __init__(self, path: Path, tokens_per_step: int, checkpoints: Path, total_steps: Optional[int] = None,
+    def __init__(self, path: Path, tokens_per_step: int, checkpoints: Path,
+                 complete_steps: Callable[[Path], List[int]], total_steps: Optional[int] = None,
                  first_step: int = 0, min_interval_s: Optional[float] = None, rank: int = 0):
         self.progress = StepProgress(path, total_steps=total_steps, min_interval_s=min_interval_s, rank=rank)
         self.tokens_per_step = int(tokens_per_step)
         self.checkpoints = Path(checkpoints)
+        self.complete_steps = complete_steps  # jobs.adapters.nanotron.complete_steps: the steps saved whole
         self.first_step = first_step
         self.started = False
         self.checkpoint: Optional[int] = None
@@ -81,12 +83,10 @@ class NanotronProgress:
         self._check_checkpoint()
 
     def _check_checkpoint(self) -> None:
-        from jobs.adapters.nanotron import complete_steps
-
         try:
             latest = int((self.checkpoints / "latest.txt").read_text().strip())
         except (OSError, ValueError):
             return
-        if latest != self.checkpoint and latest in complete_steps(self.checkpoints):
+        if latest != self.checkpoint and latest in self.complete_steps(self.checkpoints):
             self.checkpoint = latest
             self.progress.checkpoint(str(self.checkpoints / str(latest)))

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from jobs import layout
+from jobs.adapters.nanotron import complete_steps
 from jobs.adapters.nanotron_progress import NanotronProgress, human_number, parse_line
 from jobs.runtime import processes
 from jobs.runtime.progress import StepProgress, eta_s, interval_s, read_progress
@@ -84,8 +85,8 @@ def test_nanotron_progress_from_lines_and_latest_txt(tmp_path):
     step10 = ckpts / "10"
     step10.mkdir(parents=True)
     path = layout.progress_path(tmp_path, "train", 0)
-    reader = NanotronProgress(path, tokens_per_step=4096, checkpoints=ckpts, total_steps=100, first_step=5,
-                              min_interval_s=0)
+    reader = NanotronProgress(path, tokens_per_step=4096, checkpoints=ckpts, complete_steps=complete_steps,
+                              total_steps=100, first_step=5, min_interval_s=0)
     reader.feed("unrelated line\n")
     assert read_progress(path) is None
     reader.feed(LINE)
