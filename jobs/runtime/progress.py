@@ -151,3 +151,17 @@ def eta_s(rec: Dict[str, Any], now: Optional[float] = None) -> Optional[float]:
     if elapsed <= 0:
         return None
     return max(0.0, (total - step) * elapsed / done)
+
+
+def summary(rec: Optional[Dict[str, Any]], now: Optional[float] = None) -> Optional[Dict[str, Any]]:
+    """What a status line shows of a record (None without one): step, total_steps, tokens,
+    tokens_per_s, loss, last_checkpoint, eta_s (at this attempt's rate, counted from the last write:
+    eta_s(rec) less the time since) and age_s (seconds since the last write: a hang shows as a growing
+    age). `now`: Unix time (default time.time())."""
+    if not rec or "time" not in rec:
+        return None
+    now = time.time() if now is None else now
+    eta = eta_s(rec)
+    age = max(0.0, now - rec["time"])
+    out = {k: rec.get(k) for k in ("step", "total_steps", "tokens", "tokens_per_s", "loss", "last_checkpoint")}
+    return {**out, "eta_s": None if eta is None else max(0.0, eta - age), "age_s": round(age, 1)}

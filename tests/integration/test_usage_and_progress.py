@@ -83,3 +83,23 @@ def test_training_progress_rises_while_it_runs_and_ends_at_the_last_step(cli, to
     train = train_usage()
     assert train["tasks"] == 1 and train["elapsed_s"] > 1 and train["cpu_used_hours"] > 0
     assert 0 < train["mem_efficiency"] < 1  # peak RSS of the task's processes / its --mem
+
+
+@pytest.mark.extended  # ~1-2 min (accelerate + TRL); the CI tier checks TRL's progress in test_align_serve's demo
+def test_alignment_progress_through_trl(cli, cpu_python, tmp_path):
+    """SFT (TRL through accelerate) writes the same file from the world's process zero: the final record
+    names the last step, TRL's token count (input_ids gathered over processes) and the last checkpoint."""
+    from chat_model_helper import make_chat_model
+
+    model = make_chat_model(cpu_python, tmp_path / "model")
+    subprocess.run([str(cpu_python), "-m", "jobs.demo.chat", str(tmp_path / "chat"), "--sft", "32", "--dpo", "8"],
+                   check=True, capture_output=True, timeout=120)
+    cli("run", "pipeline=align", "cluster=local", "~pipeline.stages.dpo", "~pipeline.stages.serve",
+        "~pipeline.stages.smoke", f"pipeline.vars.model={model}", f"pipeline.vars.sft_data={tmp_path}/chat/sft.jsonl",
+        f"pipeline.vars.dpo_data={tmp_path}/chat/dpo.jsonl", "pipeline.vars.steps=4",
+        "pipeline.stages.sft.align.checkpoint_every_steps=2", "pipeline.stages.sft.align.micro_batch=2",
+        "pipeline.stages.sft.align.chat_template=builtin")  # the built-in one marks the assistant turns
+    assert cli.wait(timeout=300)["state"] == "COMPLETED"
+    rec = read_progress(layout.progress_path(cli.run_dir(), "sft", 0))
+    assert rec["step"] == rec["total_steps"] == 4 and rec["first_step"] == 0 and rec["tokens"] > 0
+    assert isinstance(rec["loss"], float) and rec["last_checkpoint"].endswith("checkpoint-4")

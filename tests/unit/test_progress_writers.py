@@ -130,3 +130,12 @@ def test_a_second_write_of_the_same_step_keeps_the_rate(tmp_path):
     clock.t += 1
     assert p.step(2, tokens=500, force=True)  # the end of training: same tokens
     assert read_progress(path)["tokens_per_s"] == 50.0
+
+
+def test_summary_for_a_status_line():
+    from jobs.runtime.progress import summary
+
+    rec = {"started": 0.0, "time": 100.0, "step": 25, "total_steps": 100, "loss": 2.0, "tokens_per_s": 10.0}
+    s = summary(rec, now=130.0)
+    assert s["eta_s"] == pytest.approx(270.0) and s["age_s"] == 30.0 and s["step"] == 25 and s["loss"] == 2.0
+    assert summary(None) is None and summary({"step": 1}) is None
