@@ -20,12 +20,13 @@ cost (what ran past their last checkpoint is lost; a training that checkpointed 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 # The sacct fields Slurm.usage asks for, in this order (-P: '|'-separated, one record per line).
 SACCT_FIELDS = ("JobID", "State", "ElapsedRaw", "AllocCPUS", "TotalCPU", "AllocTRES", "TRESUsageInTot", "MaxRSS",
-                "Start")
+                "Start", "Submit")
 # A job (12), an array task (12_3) or a heterogeneous component (12+0), then an optional step (.batch, .0).
 _JOB = re.compile(r"^(\d+(?:_\d+|\+\d+)?)(?:\.(.+))?$")
 # sacct's sizes: a number and a unit (K, M, G, T, P: powers of 1024); a bare number is bytes.
@@ -47,6 +48,7 @@ class Attempt:
     cpu_used_s: Optional[float] = None
     mem_used: Optional[int] = None
     start: str = ""
+    submit: str = ""  # sacct's Submit (local time, ISO): an older job that had the same id is told apart by it
 
 
 def parse_duration(text: str) -> Optional[float]:
@@ -111,7 +113,7 @@ def parse_usage(text: str) -> Dict[str, List[Attempt]]:
             tres = parse_tres(f[5])
             a = Attempt(job=job, state=f[1].split()[0] if f[1].strip() else "", elapsed_s=float(_int(f[2])),
                         cpus=_int(f[3]), gpus=tres_gpus(tres), mem_alloc=parse_size(tres.get("mem", "")),
-                        cpu_used_s=parse_duration(f[4]), start=f[8].strip())
+                        cpu_used_s=parse_duration(f[4]), start=f[8].strip(), submit=f[9].strip())
             out.setdefault(job, []).append(a)
             steps[id(a)] = []
         elif out.get(job):
@@ -120,6 +122,30 @@ def parse_usage(text: str) -> Dict[str, List[Attempt]]:
         for a in attempts:
             _add_steps(a, steps[id(a)])
         attempts.sort(key=lambda a: (not a.start[:1].isdigit(), a.start))  # Unknown/None starts last
+    return out
+
+
+def submitted_at(a: Attempt) -> Optional[float]:
+    """The attempt's Submit as Unix time (sacct prints local time), None when unknown."""
+    try:
+        return time.mktime(time.strptime(a.submit, "%Y-%m-%dT%H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
+
+
+def since(attempts: Dict[str, List[Attempt]], submitted: Dict[str, float],
+          slack_s: float = 300) -> Dict[str, List[Attempt]]:
+    """Only the attempts of the jobs the run submitted: `sacct --duplicates` also lists an older job
+    that had the same id (ids restart after a controller lost its state, or wrap at MaxJobId). An attempt
+    submitted more than `slack_s` before its array job's ledger record (`submitted`: array job id ->
+    Unix time; clocks of login node and controller differ a little) is not ours. A requeued attempt
+    keeps its job's Submit, so it stays."""
+    out = {}
+    for job, found in attempts.items():
+        t0 = submitted.get(re.split(r"[_+]", job)[0])
+        kept = [a for a in found if t0 is None or (submitted_at(a) or t0) >= t0 - slack_s]
+        if kept:
+            out[job] = kept
     return out
 
 

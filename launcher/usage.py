@@ -62,7 +62,8 @@ def attempts_of(runs: List[Run]) -> Dict[str, Dict[str, list]]:
             by_cluster.setdefault(json.dumps(cluster, sort_keys=True, default=str), []).append(run)
     for key, group in by_cluster.items():
         ids = {j.split("_")[0] for r in group for j in task_map(r)}
-        found = backend_for(json.loads(key), group[0].path).usage(ids)
+        submitted = {rec["job_id"]: rec.get("time", 0.0) for r in group for rec in r.submissions()}
+        found = accounting.since(backend_for(json.loads(key), group[0].path).usage(ids), submitted)
         for run in group:
             mine = task_map(run)
             out[run.id] = {j: a for j, a in found.items() if j in mine}

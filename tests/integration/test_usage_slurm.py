@@ -4,6 +4,7 @@ computation from this test's own `sacct` call: per stage, elapsed seconds, alloc
 requeues itself once)."""
 import json
 import re
+import time
 
 import pytest
 from conftest import slurm, wait_for
@@ -25,15 +26,16 @@ def cpu_seconds(text: str) -> float:
 def by_hand(env, ledger) -> dict:
     """{stage: {elapsed_s, cpu_hours, gpu_hours, cpu_used_s, requeues}} from one `sacct -D` of the run's jobs."""
     stage_of = {r["job_id"]: r["stage"] for r in ledger if "job_id" in r}
-    out = slurm(env, "sacct", "-n", "-P", "-D", "-o", "JobID,ElapsedRaw,AllocCPUS,AllocTRES,TotalCPU,State",
+    first = min(r["time"] for r in ledger if "job_id" in r) - 300  # older jobs that had the same ids: not ours
+    out = slurm(env, "sacct", "-n", "-P", "-D", "-o", "JobID,ElapsedRaw,AllocCPUS,AllocTRES,TotalCPU,State,Submit",
                 "-j", ",".join(stage_of))
     per = {s: {"elapsed_s": 0, "cpu_hours": 0.0, "gpu_hours": 0.0, "cpu_used_s": 0.0, "records": 0, "ids": set()}
            for s in set(stage_of.values())}
     for line in out.splitlines():
-        jid, elapsed, cpus, tres, total_cpu, state = line.split("|")
+        jid, elapsed, cpus, tres, total_cpu, state, submit = line.split("|")
         job = jid.split(".")[0]
         base = re.split(r"[_+]", job)[0]
-        if base not in stage_of or "[" in job:
+        if base not in stage_of or "[" in job or time.mktime(time.strptime(submit, "%Y-%m-%dT%H:%M:%S")) < first:
             continue
         st = per[stage_of[base]]
         if "." in jid:  # a step: its CPU time (seff sums the steps)

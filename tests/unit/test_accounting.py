@@ -3,39 +3,40 @@ several steps, an array (with tasks still pending), a requeued task whose earlie
 --duplicates shows, a GPU job's AllocTRES, a site banner. Numbers as seff computes them."""
 import pytest
 
+from launcher import accounting
 from launcher.accounting import SACCT_FIELDS, parse_duration, parse_size, parse_usage, summarize
 
 pytestmark = pytest.mark.unit
 
 assert SACCT_FIELDS == ("JobID", "State", "ElapsedRaw", "AllocCPUS", "TotalCPU", "AllocTRES", "TRESUsageInTot",
-                        "MaxRSS", "Start")
+                        "MaxRSS", "Start", "Submit")
 
 STEPS = """\
 Welcome to the cluster! Maintenance on Friday.
-100|COMPLETED|600|4|20:00.001|billing=4,cpu=4,mem=8G,node=1|||2026-12-01T05:00:00
-100.batch|COMPLETED|600|4|05:00.000|cpu=4,mem=8G,node=1|cpu=00:05:00,energy=0,fs/disk=1234,mem=1024M,pages=0,vmem=2G|1024M|2026-12-01T05:00:00
-100.extern|COMPLETED|600|4|00:00.001|billing=4,cpu=4,mem=8G,node=1|cpu=00:00:00,energy=0,fs/disk=0,mem=4K,pages=0,vmem=4K|4K|2026-12-01T05:00:00
-100.0|COMPLETED|590|4|15:00.000|cpu=4,mem=8G,node=1|cpu=00:15:00,energy=0,fs/disk=99,mem=2G,pages=0,vmem=3G|2G|2026-12-01T05:00:05
+100|COMPLETED|600|4|20:00.001|billing=4,cpu=4,mem=8G,node=1|||2026-12-01T05:00:00|2026-12-01T04:59:00
+100.batch|COMPLETED|600|4|05:00.000|cpu=4,mem=8G,node=1|cpu=00:05:00,energy=0,fs/disk=1234,mem=1024M,pages=0,vmem=2G|1024M|2026-12-01T05:00:00|2026-12-01T04:59:00
+100.extern|COMPLETED|600|4|00:00.001|billing=4,cpu=4,mem=8G,node=1|cpu=00:00:00,energy=0,fs/disk=0,mem=4K,pages=0,vmem=4K|4K|2026-12-01T05:00:00|2026-12-01T04:59:00
+100.0|COMPLETED|590|4|15:00.000|cpu=4,mem=8G,node=1|cpu=00:15:00,energy=0,fs/disk=99,mem=2G,pages=0,vmem=3G|2G|2026-12-01T05:00:05|2026-12-01T04:59:00
 """
 
 ARRAY = """\
-200_0|COMPLETED|120|2|01:00.000|billing=2,cpu=2,mem=1G,node=1|||2026-12-01T05:00:00
-200_0.batch|COMPLETED|120|2|01:00.000|cpu=2,mem=1G,node=1|cpu=00:01:00,mem=512M|512M|2026-12-01T05:00:00
-200_1|FAILED|60|2|00:30.000|billing=2,cpu=2,mem=1G,node=1|||2026-12-01T05:00:00
-200_1.batch|FAILED|60|2|00:30.000|cpu=2,mem=1G,node=1|cpu=00:00:30,mem=256M|256M|2026-12-01T05:00:00
-200_[2-3]|PENDING|0|2|00:00:00|billing=2,cpu=2,mem=1G,node=1|||Unknown
+200_0|COMPLETED|120|2|01:00.000|billing=2,cpu=2,mem=1G,node=1|||2026-12-01T05:00:00|2026-12-01T04:59:00
+200_0.batch|COMPLETED|120|2|01:00.000|cpu=2,mem=1G,node=1|cpu=00:01:00,mem=512M|512M|2026-12-01T05:00:00|2026-12-01T04:59:00
+200_1|FAILED|60|2|00:30.000|billing=2,cpu=2,mem=1G,node=1|||2026-12-01T05:00:00|2026-12-01T04:59:00
+200_1.batch|FAILED|60|2|00:30.000|cpu=2,mem=1G,node=1|cpu=00:00:30,mem=256M|256M|2026-12-01T05:00:00|2026-12-01T04:59:00
+200_[2-3]|PENDING|0|2|00:00:00|billing=2,cpu=2,mem=1G,node=1|||Unknown|2026-12-01T04:59:00
 """
 
 REQUEUED = """\
-300_0|REQUEUED|100|1|01:40.000|billing=1,cpu=1,mem=2G,node=1|||2026-12-01T05:00:00
-300_0.batch|CANCELLED|100|1|01:40.000|cpu=1,mem=2G,node=1|cpu=00:01:40,mem=1G|1G|2026-12-01T05:00:00
-300_0|COMPLETED|50|1|00:25.000|billing=1,cpu=1,mem=2G,node=1|||2026-12-01T05:02:00
-300_0.batch|COMPLETED|50|1|00:25.000|cpu=1,mem=2G,node=1|cpu=00:00:25,mem=1536M|1536M|2026-12-01T05:02:00
+300_0|REQUEUED|100|1|01:40.000|billing=1,cpu=1,mem=2G,node=1|||2026-12-01T05:00:00|2026-12-01T04:59:00
+300_0.batch|CANCELLED|100|1|01:40.000|cpu=1,mem=2G,node=1|cpu=00:01:40,mem=1G|1G|2026-12-01T05:00:00|2026-12-01T04:59:00
+300_0|COMPLETED|50|1|00:25.000|billing=1,cpu=1,mem=2G,node=1|||2026-12-01T05:02:00|2026-12-01T04:59:00
+300_0.batch|COMPLETED|50|1|00:25.000|cpu=1,mem=2G,node=1|cpu=00:00:25,mem=1536M|1536M|2026-12-01T05:02:00|2026-12-01T04:59:00
 """
 
 GPU = """\
-400_0|RUNNING|3600|16|1-00:00:00|billing=16,cpu=16,gres/gpu:a100=2,gres/gpu=2,mem=64G,node=1|||2026-12-01T04:00:00
-400_1|CANCELLED by 1000|1800|16|00:00:00|billing=16,cpu=16,gres/gpu:a100=2,mem=64G,node=1|||2026-12-01T04:00:00
+400_0|RUNNING|3600|16|1-00:00:00|billing=16,cpu=16,gres/gpu:a100=2,gres/gpu=2,mem=64G,node=1|||2026-12-01T04:00:00|2026-12-01T04:59:00
+400_1|CANCELLED by 1000|1800|16|00:00:00|billing=16,cpu=16,gres/gpu:a100=2,mem=64G,node=1|||2026-12-01T04:00:00|2026-12-01T04:59:00
 """
 
 
@@ -86,6 +87,21 @@ def test_attempts_are_ordered_by_start_whatever_order_sacct_prints():
     lines = REQUEUED.splitlines()
     jobs = parse_usage("\n".join(lines[2:] + lines[:2]))
     assert [a.state for a in jobs["300_0"]] == ["REQUEUED", "COMPLETED"]
+
+
+def test_an_older_job_that_had_the_same_id_is_not_ours():
+    """sacct --duplicates also lists an earlier job with the same id (the controller's ids restarted):
+    attempts submitted well before the run's ledger record are dropped; a requeued attempt keeps its
+    job's Submit and stays."""
+    import time
+
+    old = "300_0|COMPLETED|9000|8|00:00:00|billing=8,cpu=8,mem=2G,node=1|||2026-10-01T05:00:00|2026-10-01T04:00:00\n"
+    jobs = parse_usage(old + REQUEUED)
+    assert len(jobs["300_0"]) == 3
+    ledger = time.mktime(time.strptime("2026-12-01T04:59:30", "%Y-%m-%dT%H:%M:%S"))
+    kept = accounting.since(jobs, {"300": ledger})
+    assert [a.state for a in kept["300_0"]] == ["REQUEUED", "COMPLETED"]
+    assert summarize(kept)["requeues"] == 1
 
 
 def test_gpu_hours_come_from_alloc_tres():
