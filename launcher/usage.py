@@ -93,7 +93,7 @@ def usage(target: str, root: Optional[Path] = None) -> Dict[str, Any]:
     """`launcher usage --json`: {"target", "title", "runs": [run_usage()], "total"}."""
     runs, title = runs_of(target, root)
     found = attempts_of(runs)
-    every = {j: a for r in runs for j, a in found[r.id].items()}
+    every = {f"{r.id}/{j}": a for r in runs for j, a in found[r.id].items()}  # local job ids repeat across runs
     planned = sum(r.plan().gpu_hours for r in runs)
     return {"target": target, "title": title, "runs": [run_usage(r, found[r.id]) for r in runs],
             "total": {**accounting.summarize(every), "planned_gpu_hours": _finite(planned)}}
