@@ -59,15 +59,15 @@ def tokenized(cpu_python, tmp_path_factory) -> dict:
 
 
 def test_training_progress_rises_while_it_runs_and_ends_at_the_last_step(cli, tokenized):
-    steps = 30  # ~2 steps/s on a busy 2-core machine: seconds, and several progress writes
-    cli.env["LAUNCHER_PROGRESS_INTERVAL_S"] = "0.2"  # the jobs inherit it through the local scheduler
+    steps = 40  # 2 to 50 steps/s on 2 cores, busy or not: seconds, and several progress writes
+    cli.env["LAUNCHER_PROGRESS_INTERVAL_S"] = "0.1"  # the jobs inherit it through the local scheduler
     t = "pipeline.stages.train"
     cli("run", "pipeline=train", "cluster=local", "model=tiny", "~pipeline.stages.evaluate",
         f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
         f"{t}.train.seq_len=32", f"{t}.train.micro_batch=2", f"{t}.train.log_every_steps=10",
         f"pipeline.vars.tokens={steps * 64}", f"pipeline.vars.checkpoint_every_tokens={steps * 32}")
     path = layout.progress_path(cli.run_dir(), "train", 0)
-    seen = []  # the steps read while training goes on (the file is rewritten every 0.2 s here)
+    seen = []  # the steps read while training goes on (the file is rewritten every 0.1 s here)
     deadline = time.time() + 180
     while time.time() < deadline and len(set(seen)) < 2:
         rec = read_progress(path) or {}
