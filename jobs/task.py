@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 from jobs import layout
 from jobs.adapters import hub_refs as hub
@@ -81,6 +81,7 @@ class Task:
             inputs={p: layout.output_dir(self.run_dir, p, self.point) for p in spec["parents"]},
             restart_count=self.restarts)
         self.child: subprocess.Popen | None = None  # the kind's child process tree (start_child)
+        self.tee: threading.Thread | None = None  # copies a piped child's stdout (start_child on_line)
         self.stop_file: Path | None = None  # the child learns of the stop request from this file (stop="file")
         self.terminated = False  # a SIGTERM came that this task did not ask for (see _on_sigterm)
         self.ending = False  # this task asked Slurm to end this attempt (its requeue, its scancel)
@@ -302,7 +303,7 @@ class Task:
 
     def start_child(self, argv: List[str], env: Mapping[str, str], stop: str = "signal",
                     stop_file: Optional[Path] = None, die_with_parent: bool = False,
-                    cwd: Optional[Path] = None) -> subprocess.Popen:
+                    cwd: Optional[Path] = None, on_line: Optional[Callable[[str], Any]] = None) -> subprocess.Popen:
         """Start the kind's child process tree in a session of its own (jobs/runtime/processes.py), in
         `cwd` (default: the task's own, the code snapshot). The stop request reaches it as a signal to
         its process group (stop="signal") or as `stop_file` (stop="file"; default <checkpoint_dir>/STOP;
@@ -314,16 +315,22 @@ class Task:
             stop_file = Path(stop_file or self.ctx.checkpoint_dir / "STOP")
             stop_file.unlink(missing_ok=True)  # a request of an earlier attempt
         self.stop_file = stop_file if stop == "file" else None
-        self.child = processes.start(argv, env, die_with_parent=die_with_parent, cwd=cwd)
+        sys.stdout.flush()  # what this task printed comes before the child's lines
+        piped = {"stdout": subprocess.PIPE} if on_line else {}
+        self.child = processes.start(argv, env, die_with_parent=die_with_parent, cwd=cwd, **piped)
+        self.tee = processes.tee_lines(self.child.stdout, on_line) if on_line else None
         if self.ctx.should_stop():  # the request came while it was starting: it has not seen it
             self._tell_child(signal.SIGTERM if self.terminated else self._stop_signal())
         return self.child
 
     def run_child(self, argv: List[str], env: Mapping[str, str], failure: str, stop: str = "signal",
-                  stop_file: Optional[Path] = None, cwd: Optional[Path] = None) -> None:
+                  stop_file: Optional[Path] = None, cwd: Optional[Path] = None,
+                  on_line: Optional[Callable[[str], Any]] = None) -> None:
         """start_child() and wait: Requeue if it failed after a stop request, RuntimeError(failure with
         {rc} filled in) if it failed otherwise."""
-        rc = self.start_child(argv, env, stop=stop, stop_file=stop_file, cwd=cwd).wait()
+        rc = self.start_child(argv, env, stop=stop, stop_file=stop_file, cwd=cwd, on_line=on_line).wait()
+        if self.tee is not None:
+            self.tee.join(timeout=10)  # the child's last lines (a final progress record) are read
         if rc != 0 and self.ctx.should_stop():
             raise Requeue()
         if rc != 0:

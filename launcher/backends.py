@@ -35,13 +35,19 @@ class Backend(Protocol):
     #                             backend signals the task itself
     runs_containers: ClassVar[bool]  # a container image (pyxis) can run
     waits_on_jobs: ClassVar[bool]  # a stage may wait on a job outside the run (after: {job:N: kind})
+    accounting_spans_runs: ClassVar[bool]  # one usage() query can answer for every run of the cluster
     lost_grace_s: float  # a job the scheduler does not report is pending this long after submission, then lost
 
     def submit(self, script: Path, dependency: Optional[str]) -> str:
         """Queue one batch script (after `dependency`, Slurm's --dependency syntax); its job id."""
 
     def query(self, job_ids: Iterable[str], settled: Iterable[str] = ()) -> Dict[str, Dict[int, str]]:
-        """{job id: {array index: task state}}; a job the scheduler does not know is absent."""
+        """{job id: {array index: task state}} (an Answer: with `reasons`, why pending tasks wait); a job
+        the scheduler does not know is absent."""
+
+    def usage(self, job_ids: Iterable[str]) -> Dict[str, list]:
+        """What the jobs used: {job or array task id: [launcher.costs.Attempt, oldest first]} (one
+        accounting query; `launcher usage`)."""
 
     def cancel(self, job_ids: Iterable[str]) -> None:
         """Cancel these jobs (every task of each)."""
@@ -51,7 +57,7 @@ class Backend(Protocol):
 
     def checks(self, facts: Facts) -> Dict[str, Optional[Callable]]:
         """The scheduler's own checks, as preflight's keyword arguments (srun_help, reservations,
-        associations, limits): each called at most once, only when a stage needs it."""
+        associations, limits, queued): each called at most once, only when a stage needs it."""
 
     def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
         """Jobs outside the run: {job id: (STATE words, still held by the controller)} (waits_on_jobs only)."""

@@ -180,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     from launcher.schedule import register as register_schedule
 
     register_schedule(sub)
+    from launcher.usage import register as register_usage
+
+    register_usage(sub)
     _add_runs_and_completion(sub)
     return p
 
@@ -289,15 +292,33 @@ def cmd_report(args) -> int:
         raise LauncherError(f"no evaluation results yet in {', '.join(r.id for r in runs)} (kind=evaluate stages "
                             f"write stages/<stage>/evals/<point>/step-<N>.json)")
     out = args.out or root / "reports" / (runs[0].id if len(runs) == 1 and title.startswith("run") else args.target)
-    html = write_report(table, out, title)
+    html = write_report(table, out, title, costs=_costs(runs))
     console.print(f"{len(files)} checkpoint result(s), {len(table)} row(s) from {len(runs)} run(s) -> {html}")
     return 0
+
+
+def _costs(runs) -> dict | None:
+    """The report's cost per variant (launcher/usage.py), or None with a note when the scheduler cannot say."""
+    from launcher.errors import LauncherError
+    from launcher.usage import cost_per_variant
+
+    try:
+        return cost_per_variant(runs)
+    except LauncherError as e:
+        print(f"note: no cost per variant in the report: {e}", file=sys.stderr)
+        return None
 
 
 def cmd_schedule(args) -> int:
     from launcher.schedule import cmd_schedule as schedule
 
     return schedule(args)
+
+
+def cmd_usage(args) -> int:
+    from launcher.usage import cmd_usage as usage
+
+    return usage(args)
 
 
 def cmd_status(args) -> int:

@@ -16,6 +16,13 @@ COLUMNS = ("campaign", "run_id", "point", "variant", "seed", "step", "tokens", "
            "random_baseline", "higher_is_better")
 
 
+def variant(overrides: List[List[str]], point: int) -> str:
+    """The overrides that tell this run's data variant from the others (the seed aside): the result
+    rows' `variant`, and `launcher report`'s cost per variant."""
+    varying = {o for p in overrides for o in p if any(o not in q for q in overrides)}
+    return " ".join(o for o in overrides[point] if o in varying and not o.startswith("seed=")) or "all"
+
+
 def results_dir(run_dir: Path, stage: str, point: int) -> Path:
     """Where the result files of one sweep point of an evaluation stage are."""
     return layout.stage_dir(run_dir, stage) / "evals" / str(point)

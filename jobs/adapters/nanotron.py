@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from jobs import layout
 from jobs.adapters import tokenizer_files
+from jobs.adapters.nanotron_progress import NanotronProgress
 from jobs.runtime.log import log as task_log
 
 # What nanotron writes into <checkpoints>/<step>/, model_config.json last (trainer.save_checkpoint):
@@ -126,7 +127,12 @@ def run_nanotron(task, train: Dict[str, Any], tokenizer: str) -> Dict[str, Any]:
     task_log(f"nanotron: {'resuming from step ' + str(resume) if resume is not None else 'starting from scratch'} "
              f"(requeue {task.restarts}/{limit}), config {config}")
     gpus = task.spec["resources"]["gpus_per_node"]
-    launch(task, [entry, "--config-file", str(config)], nproc_per_node=gpus, port_base=task.spec["rdzv_port_base"])
+    progress = NanotronProgress(layout.progress_path(task.run_dir, task.stage, task.task),
+                                task.spec["schedules"][task.point]["tokens_per_step"], checkpoints, complete_steps,
+                                total_steps=steps,
+                                first_step=resume or 0, rank=task.rank)
+    launch(task, [entry, "--config-file", str(config)], nproc_per_node=gpus, port_base=task.spec["rdzv_port_base"],
+           on_line=progress.feed)
     saved = complete_steps(checkpoints)
     return {"backend": "nanotron", "final_step": saved[-1] if saved else None, "resumed_from": resume, "steps": steps,
             "checkpoints": saved, "checkpoints_path": str(checkpoints), "config": str(config)}

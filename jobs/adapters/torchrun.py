@@ -58,11 +58,13 @@ def torchrun_argv(python: str, hosts: list[str], nproc_per_node: int, job_id: st
 
 
 def launch(task, target: list[str], nproc_per_node: int, port_base: int, extra_env: dict | None = None, *,
-           python: str | None = None) -> None:
+           python: str | None = None, on_line=None) -> None:
     """Run `target` under torchrun on this node and wait. `task` is a jobs.kinds.base.TaskHandle (it
     needs .spec, .job_id, .environment(), .run_child()). Raises Requeue if torchrun ended after the stop
     signal, RuntimeError if it failed otherwise (a dead rank: --max-restarts=0; the sbatch's
-    `srun --kill-on-bad-exit=1` then ends the other nodes)."""
+    `srun --kill-on-bad-exit=1` then ends the other nodes). `on_line`: every line the ranks print on
+    stdout, handed over as it comes (a progress reader: jobs/adapters/nanotron_progress.py); the lines
+    still reach the task's log."""
     spec = getattr(task, "spec", None) or {}
     env = task.environment()
     env.update({str(k): str(v) for k, v in (extra_env or {}).items()})
@@ -96,4 +98,5 @@ def launch(task, target: list[str], nproc_per_node: int, port_base: int, extra_e
         f"process(es), this is node {rank} ({hosts[rank]})")
     log("torchrun: " + " ".join(argv))
     task.run_child(argv, env, f"torchrun exited with status {{rc}} on node {rank} ({hosts[rank]}); the "
-                              f"failing rank's error is in this task's log above", stop="signal")
+                              f"failing rank's error is in this task's log above", stop="signal",
+                   on_line=on_line)

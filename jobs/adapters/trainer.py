@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from jobs import layout
+from jobs.adapters.trainer_progress import progress_callback
 from jobs.runtime.checkpoints import MARKER, mark, resume_point, scan as scan_checkpoints
 
 EOS = "<|endoftext|>"  # the data stage's end-of-document token (jobs.adapters.datatrove_blocks.EOS)
@@ -408,8 +409,10 @@ def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable
         log("(a warning that lm_head.weight is missing from the checkpoint is expected: it is tied to the "
             "input embeddings)")
     launcher_cb = _callbacks(ctx, tok, plan, log)
+    # The progress callback comes after the one that marks checkpoints: the checkpoint it names is complete.
+    progress = progress_callback(layout.progress_path(ctx.run_dir, ctx.stage, ctx.task), plan["tokens_per_step"])
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
-                      callbacks=[*callbacks, launcher_cb])
+                      callbacks=[*callbacks, launcher_cb, progress])
     trainer.remove_callback(PrinterCallback)  # our own log lines instead of dicts
     trainer.remove_callback(ProgressCallback)
     trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)

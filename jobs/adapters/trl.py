@@ -23,6 +23,7 @@ from pathlib import Path
 
 from jobs.runtime import checkpoints, templating
 from jobs import layout
+from jobs.adapters.trainer_progress import progress_callback
 
 STOP_EXIT = 75
 # name -> (trainer class, config class) in trl; and the columns each jsonl line must have
@@ -114,6 +115,15 @@ def _callback(order: dict, tokenizer, stop_file: Path):
             return control
 
     return AlignCallback()
+
+
+def _callbacks(order: dict, tokenizer, stop_file: Path) -> list:
+    """The stop/checkpoint callback, then the live progress one (world process zero writes the task's
+    progress file, order["progress_file"]; it names a checkpoint only once the first one marked it)."""
+    found = [_callback(order, tokenizer, stop_file)]
+    if order.get("progress_file"):
+        found.append(progress_callback(Path(order["progress_file"])))
+    return found
 
 
 def _precision(a: dict, cuda: bool) -> tuple[bool, bool]:
@@ -242,7 +252,7 @@ def main() -> int:
     resume = _resume(ckpt_dir, rank0)
     trainer = getattr(trl, TRAINERS[kind][0])(model=model, args=config, train_dataset=dataset,
                                               processing_class=tokenizer, peft_config=peft_config,
-                                              callbacks=[_callback(order, tokenizer, stop_file)])
+                                              callbacks=_callbacks(order, tokenizer, stop_file))
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     lora = a["lora"]

@@ -7,6 +7,8 @@ PROBE_BACKEND=nccl uses the GPUs. Knobs, for tests:
   PROBE_FAIL_RANK=<r>      rank r exits with status 3 after the all-reduce (a dying rank)
   PROBE_WAIT_SIGNAL=USR2   after writing its file, wait for that signal; on it write
                            rank-<RANK>.stopped.json (a "checkpoint") and exit 0
+Rank 0 writes the task's live progress file (jobs/runtime/progress.py): step 0 of 1 once the process
+group is up, step 1 of 1 after the all-reduce (under a launcher task: $LAUNCHER_RUN_DIR is set).
 """
 from __future__ import annotations
 
@@ -17,6 +19,23 @@ import socket
 import sys
 import time
 from pathlib import Path
+
+
+def _progress(rank: int):
+    """Rank 0's progress writer, started at step 0 of 1; None on other ranks or outside a launcher task."""
+    if rank != 0 or not os.environ.get("LAUNCHER_RUN_DIR"):
+        return None
+    try:
+        from jobs import layout
+        from jobs.runtime.progress import StepProgress
+    except ImportError:  # run as a script without the launcher's code on sys.path
+        return None
+
+    path = layout.progress_path(Path(os.environ["LAUNCHER_RUN_DIR"]), os.environ["LAUNCHER_STAGE"],
+                                int(os.environ["LAUNCHER_TASK"]))
+    progress = StepProgress(path, total_steps=1)
+    progress.start(0)
+    return progress
 
 
 def main() -> int:
@@ -32,6 +51,7 @@ def main() -> int:
 
     backend = os.environ.get("PROBE_BACKEND", "gloo")  # nccl: checks the GPUs' interconnect too
     dist.init_process_group(backend)
+    progress = _progress(rank)
     t = torch.ones(1)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
@@ -43,6 +63,8 @@ def main() -> int:
         "master_addr": os.environ.get("MASTER_ADDR"), "master_port": os.environ.get("MASTER_PORT"),
         "all_reduce": t.item(),
     }
+    if progress:
+        progress.step(1, force=True)
     tmp = out / f".rank-{rank}.json.tmp"
     tmp.write_text(json.dumps(record) + "\n")
     os.replace(tmp, out / f"rank-{rank}.json")

@@ -45,7 +45,8 @@ def run(task) -> None:
     env["LAUNCHER_ALIGN_ORDER"] = json.dumps({
         "align": a, "output_dir": str(task.ctx.output_dir), "final_output_dir": str(task.final_out),
         "checkpoint_dir": str(task.ctx.checkpoint_dir),
-        "stop_file": str(stop_file), "restarts": task.restarts})
+        "stop_file": str(stop_file), "restarts": task.restarts,
+        "progress_file": str(layout.progress_path(task.run_dir, task.stage, task.task))})
     env.setdefault("HF_HUB_OFFLINE", "1")  # the model and data are local: never wait on a hub
     if len(hosts) > 1 and not task.spec.get("resources", {}).get("gpus_per_node"):
         # Several CPU nodes (MULTI_CPU): accelerate's launcher starts one process per node and leaves

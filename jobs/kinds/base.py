@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, runtime_checkable
 
 from jobs.context import TaskContext
 
@@ -73,16 +73,18 @@ class TaskHandle(Protocol):
         """result.json of the output now (run() returning a dict does the same)."""
 
     def run_child(self, argv: List[str], env: Mapping[str, str], failure: str, stop: str = "signal",
-                  stop_file: Optional[Path] = None, cwd: Optional[Path] = None) -> None:
+                  stop_file: Optional[Path] = None, cwd: Optional[Path] = None,
+                  on_line: Optional[Callable[[str], Any]] = None) -> None:
         """Run argv in a session of its own (in `cwd`; default the task's, the code snapshot) and wait.
         The stop request (the pre-timeout signal, or a SIGTERM) reaches it as stop="signal": that signal,
         forwarded to its process group; or as stop="file": `stop_file` (default <checkpoint_dir>/STOP,
         removed before the start) is created. Raises Requeue when it failed after a stop request,
-        RuntimeError(failure.format(rc=...)) when it failed otherwise."""
+        RuntimeError(failure.format(rc=...)) when it failed otherwise. on_line: the child's stdout is
+        piped, copied to the task's log line by line and each line handed to on_line (progress readers)."""
 
     def start_child(self, argv: List[str], env: Mapping[str, str], stop: str = "signal",
                     stop_file: Optional[Path] = None, die_with_parent: bool = False,
-                    cwd: Optional[Path] = None) -> subprocess.Popen:
+                    cwd: Optional[Path] = None, on_line: Optional[Callable[[str], Any]] = None) -> subprocess.Popen:
         """Start argv as run_child does, without waiting (a server): stop it with stop_child()."""
 
     def stop_child(self, grace: float, what: str = "the child") -> bool:

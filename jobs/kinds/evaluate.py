@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from jobs import layout
-from jobs.adapters.eval_results import results_dir, write_table
+from jobs.adapters.eval_results import results_dir, variant, write_table
 from jobs.runtime import polling
 from jobs.runtime.checkpoints import MARKER
 
@@ -47,12 +47,6 @@ def training_ended(spec: Dict[str, Any], point: int, ask_slurm: bool = True) -> 
     """The parent's task for this point has ended (layout.task_ended)."""
     return layout.task_ended(Path(spec["run_dir"]), spec["parents"][0], spec["parent_hash"], point, spec["backend"],
                              ask_slurm)
-
-
-def variant(overrides: List[List[str]], point: int) -> str:
-    """The overrides that tell this run's data variant from the others (the seed aside)."""
-    varying = {o for p in overrides for o in p if any(o not in q for q in overrides)}
-    return " ".join(o for o in overrides[point] if o in varying and not o.startswith("seed=")) or "all"
 
 
 def run(task) -> Dict[str, Any]:

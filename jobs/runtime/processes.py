@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -40,6 +42,34 @@ def start(argv: Sequence[str], env: Optional[Mapping[str, str]] = None, *, die_w
         return subprocess.Popen(list(argv), env=None if env is None else dict(env),
                                 preexec_fn=_own_session_dying_with_parent, **popen)
     return subprocess.Popen(list(argv), env=None if env is None else dict(env), start_new_session=True, **popen)
+
+
+def tee_lines(stream, on_line: Callable[[str], object], sink=None) -> threading.Thread:
+    """Copy a child's output pipe (`stream`, binary) to `sink` (binary; default this process's stdout,
+    i.e. the task's log) line by line, and hand each line (text, undecodable bytes replaced) to
+    `on_line`. A daemon thread; it ends at the pipe's EOF. An exception in `on_line` is printed once
+    and the copying goes on: a reader that stopped would leave the child blocked on a full pipe."""
+    out = sink or sys.stdout.buffer
+
+    def pump() -> None:
+        failed = False
+        for raw in iter(stream.readline, b""):
+            try:
+                out.write(raw)
+                out.flush()
+            except (OSError, ValueError):
+                pass
+            if not failed:
+                try:
+                    on_line(raw.decode("utf-8", "replace"))
+                except Exception as e:  # noqa: BLE001 - advisory reader, never the child's problem
+                    failed = True
+                    print(f"output reader: {e!r}; the child's lines are copied, no longer read", flush=True)
+        stream.close()
+
+    t = threading.Thread(target=pump, name="tee-lines", daemon=True)
+    t.start()
+    return t
 
 
 def session_pids(sid: int) -> list[int]:

@@ -5,8 +5,10 @@ limits with the pre-timeout signal, and requeue. `run` returns at once; the shel
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional
@@ -53,6 +55,7 @@ class Local:
     srun_steps = False  # the driver signals the task itself (launcher/local/driver.py signal_steps)
     runs_containers = False  # no pyxis here
     waits_on_jobs = False  # no job outside the run exists for it
+    accounting_spans_runs = False  # each run's driver keeps its own records
 
     def __init__(self, cluster: dict, run_dir: Path, accounting: Optional[bool] = None):
         self.dir = Path(run_dir) / "local"
@@ -122,6 +125,39 @@ class Local:
                 out[jid] = {i: "pending" for i in self._indices(jid)}
         return out
 
+    def usage(self, job_ids: Iterable[str]) -> Dict[str, list]:
+        """{"<job>_<index>": [accounting.Attempt, oldest first]} from the driver's records (state.json:
+        each ended attempt's start, end, exit, CPU time and peak RSS from wait4(2); a running attempt
+        counts up to now) and the job's sbatch directives (cpus, memory, GPUs asked for). Tasks that
+        never started have no attempt. No scheduler call: the local driver is the only record."""
+        from launcher.costs import Attempt
+        from launcher.local.driver import sbatch_directives
+
+        self.calls["usage"] = self.calls.get("usage", 0) + 1
+        state = layout.read_json(self.dir / "state.json", {}) or {}
+        now, out = time.time(), {}
+        for jid in sorted(set(map(str, job_ids)), key=int):
+            spec = layout.read_json(self.dir / "jobs" / f"{jid}.json", {}) or {}
+            try:
+                d = sbatch_directives(Path(spec["script"]).read_text())
+            except (KeyError, OSError):
+                d = {}
+            cpus = int(d.get("cpus-per-task") or 1) * int(d.get("ntasks-per-node") or 1) * int(d.get("nodes") or 1)
+            mem = _mem_bytes(d.get("mem") or "")
+            gpus = _gres_gpus(d)
+            for idx, task in (state.get(jid) or {}).items():
+                records = list(task.get("attempts") or [])
+                if task.get("started") is not None:  # running now
+                    records.append({"started": task["started"], "ended": now, "state": "RUNNING"})
+                out[f"{jid}_{idx}"] = [Attempt(
+                    job=f"{jid}_{idx}", state=str(r.get("state", "")).upper(), cpus=cpus, gpus=gpus,
+                    elapsed_s=max(0.0, r["ended"] - r["started"]), cpu_used_s=r.get("cpu_s"),
+                    mem_alloc=mem,
+                    mem_used=r["max_rss_kb"] * 1024 if r.get("max_rss_kb") is not None else None,
+                    start=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(r["started"])))
+                    for r in records]
+        return out
+
     def _indices(self, jid: str) -> list:
         from launcher.sbatch.arrays import expand
         from launcher.local.driver import sbatch_directives
@@ -137,3 +173,19 @@ class Local:
         ids = sorted(set(job_ids))
         if ids:
             layout.atomic_write_json(self.dir / "cancel" / f"{uuid.uuid4().hex}.json", ids)
+
+
+def _gres_gpus(directives: Dict[str, str]) -> int:
+    """GPUs per node x nodes of an sbatch script's --gres=gpu[:type]:N or --gpus-per-node (0: none)."""
+    per_node = directives.get("gpus-per-node") or ""
+    m = re.search(r"(?:^|,)gpu(?::[^:,]+)?:(\d+)", directives.get("gres") or "")
+    n = int(m.group(1)) if m else int(per_node.rsplit(":", 1)[-1]) if per_node.rsplit(":", 1)[-1].isdigit() else 0
+    return n * int(directives.get("nodes") or 1)
+
+
+def _mem_bytes(value: str) -> Optional[int]:
+    """sbatch --mem ('3GB', '1024MB', '2G', '500': MB by default, sbatch(1)) -> bytes; None if absent or 0."""
+    m = re.match(r"^(\d+)([KMGT]?)B?$", value.strip().upper())
+    if not m or int(m.group(1)) == 0:
+        return None
+    return int(m.group(1)) * 1024 ** ({"K": 1, "M": 2, "G": 3, "T": 4}[m.group(2) or "M"])

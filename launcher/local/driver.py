@@ -97,6 +97,30 @@ def waiting_reason(verdict: str, throttled: bool) -> str:
     return "JobArrayTaskLimit" if throttled else "Resources"
 
 
+def reap(t: "Task") -> Optional[int]:
+    """The exit status of the task's batch shell once it ended (Popen.poll's convention: -N for signal
+    N), else None. Reaped with wait4(2) rather than poll() for its resource usage (t.rusage), which
+    covers the shell and every descendant that was waited for: the task's CPU time at no extra cost."""
+    if t.proc.returncode is not None:
+        return t.proc.returncode
+    try:
+        pid, status, usage = os.wait4(t.proc.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere: no usage to read
+        return t.proc.poll()
+    if pid == 0:
+        return None
+    t.proc.returncode, t.rusage = os.waitstatus_to_exitcode(status), usage
+    return t.proc.returncode
+
+
+def attempt_record(t: "Task", now: float) -> dict:
+    """The ended attempt's record (Task.attempts)."""
+    u = t.rusage
+    t.rusage = None
+    return {"started": round(t.started, 3), "ended": round(now, 3), "exit": t.exit, "state": t.state,
+            "cpu_s": round(u.ru_utime + u.ru_stime, 3) if u else None, "max_rss_kb": u.ru_maxrss if u else None}
+
+
 @dataclass
 class Task:
     state: str = "pending"
@@ -107,6 +131,13 @@ class Task:
     signalled: bool = False
     killed_at: float = 0.0
     reason: str = ""  # why a pending task waits, in Slurm's words (Dependency, JobArrayTaskLimit, Resources)
+
+
+    # Ended attempts: {"started", "ended" (Unix s), "exit", "cpu_s" (user + system CPU of the batch
+    # shell and every process it and its children waited for, from wait4(2)), "max_rss_kb" (the
+    # largest of them), "state"}: what `launcher usage` reads on this backend.
+    attempts: List[dict] = field(default_factory=list)
+    rusage: Optional[object] = field(default=None, repr=False)  # of the attempt just reaped
 
 
 @dataclass
@@ -152,7 +183,7 @@ class Driver:
             for i, old in self.previous.get(spec["id"], {}).items():
                 t = self.jobs[spec["id"]].tasks[int(i)]
                 t.state = old["state"] if old["state"] in TERMINAL else "failed"
-                t.restarts, t.exit = old["restarts"], old["exit"]
+                t.restarts, t.exit, t.attempts = old["restarts"], old["exit"], old.get("attempts", [])
             found = self.dirty = True
         return found
 
@@ -220,7 +251,7 @@ class Driver:
             for t in job.tasks.values():
                 if t.proc is None:
                     continue
-                rc = t.proc.poll()
+                rc = reap(t)
                 if rc is not None and t.state in ("cancelling", "timeout") and group_alive(t.proc.pid):
                     # The batch shell ended on the SIGTERM but the task's processes are still saving
                     # their checkpoint: the task ends when they do (a Slurm job ends when its cgroup is
@@ -253,6 +284,7 @@ class Driver:
                     t.state = "failed"
                 else:
                     t.state = "completed"
+                t.attempts.append(attempt_record(t, now))
 
     def schedule(self) -> None:
         running = sum(t.state in ("running", "cancelling", "timeout") for j in self.jobs.values()
@@ -279,7 +311,8 @@ class Driver:
     def save(self) -> None:
         if self.dirty:
             state = {j.id: {str(i): {"state": "running" if t.state in ("cancelling", "timeout") else t.state,
-                                     "restarts": t.restarts, "exit": t.exit,
+                                     "restarts": t.restarts, "exit": t.exit, "attempts": t.attempts,
+                                     **({"started": t.started} if t.proc is not None else {}),
                                      **({"reason": t.reason} if t.state == "pending" and t.reason else {})}
                             for i, t in j.tasks.items()}
                      for j in self.jobs.values()}

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Optional
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from launcher.errors import SchedulerUnavailable, SubmissionError
+from launcher.errors import LauncherError, SchedulerUnavailable, SubmissionError
 from launcher.answer import Answer
 from launcher.slurm.accounting import (JOB_ID, SACCT_FORMAT, SQUEUE_FORMAT, merge_answers, node_failed, parse_associations,
                                        parse_job_words, parse_sacct, parse_squeue)
@@ -238,6 +238,24 @@ class Slurm:
                 ask = sorted(unknown | pending | node_failed(text), key=int)
                 return merge_answers(out, self._squeue(ask)) if ask else out
         return self._squeue(ids)
+
+    def usage(self, job_ids: Iterable[str]) -> Dict[str, list]:
+        """What the jobs used, {job or array task id: [costs.Attempt, oldest first]}: ONE sacct call
+        over every id (--duplicates: the earlier attempts of requeued jobs too, with their steps; the
+        fields launcher/costs.py reads). LauncherError when the cluster keeps no accounting."""
+        from launcher.costs import SACCT_FIELDS, parse_usage
+
+        ids = sorted(set(job_ids), key=int)
+        if not ids:
+            return {}
+        try:
+            text = self._query(["sacct", "-n", "-P", "--duplicates", "-o", ",".join(SACCT_FIELDS), "-j", ",".join(ids)])
+        except SlurmCommandError as e:
+            if _ACCOUNTING_DISABLED in e.stderr + e.stdout:
+                raise LauncherError("`launcher usage` needs Slurm's accounting: sacct says accounting storage is "
+                                    "disabled on this cluster (AccountingStorageType)") from e
+            raise
+        return parse_usage(text)
 
     def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
         """Jobs outside the run (any user's, array or not): {job id: (its STATE words, whether slurmctld

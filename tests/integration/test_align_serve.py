@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from jobs import layout
+from jobs.runtime.progress import read_progress
 from conftest import CLI, ROOT, job_of, slurm, wait_for
 from chat_model_helper import make_broken_model, make_chat_model
 
@@ -117,6 +118,11 @@ def test_a_forced_requeue_of_sft_resumes_from_its_last_checkpoint(demo_on_slurm)
     assert json.loads(marker.read_text())["restarts"] >= 1
     assert result["resumed_from"] is not None and result["resumed_from"] >= 8
     assert result["final_step"] == 48
+    # the live progress file (TRL through jobs/adapters/trainer_progress.py) of the resumed attempt
+    progress = read_progress(layout.progress_path(run, "sft", 0))
+    assert progress["step"] == progress["total_steps"] == 48 and progress["first_step"] == result["resumed_from"]
+    assert isinstance(progress["loss"], float) and progress["tokens"] == result["tokens"] > 0
+    assert progress["last_checkpoint"].endswith("checkpoint-48")
     log = "".join(p.read_text() for p in (run / "stages/sft/logs").glob("*.err"))
     assert f"resuming from checkpoint-{result['resumed_from']}" in log
 

@@ -55,11 +55,12 @@ def fake_slurm(tmp_path):
     return env
 
 
-def run(task, cpu_python, job_id: str, **probe_env):
+def run(task, cpu_python, job_id: str, on_line=None, **probe_env):
     task._env.update(SLURM_JOB_ID=job_id)
     t0 = time.perf_counter()
     try:
-        launch.launch(task, [PROBE], nproc_per_node=2, port_base=20000, extra_env=probe_env, python=str(cpu_python))
+        launch.launch(task, [PROBE], nproc_per_node=2, port_base=20000, extra_env=probe_env, python=str(cpu_python),
+                      on_line=on_line)
     finally:
         elapsed = time.perf_counter() - t0
     return elapsed
@@ -70,8 +71,11 @@ def ranks(out: Path) -> list:
 
 
 def test_two_ranks_meet_and_all_reduce(tmp_path, cpu_python, fake_slurm):
-    task = StandIn(tmp_path, fake_slurm)
-    elapsed = run(task, cpu_python, str(700000 + os.getpid() % 1000))
+    task, lines = StandIn(tmp_path, fake_slurm), []
+    # with a line reader (as nanotron's progress has): the ranks' stdout is piped through it, every line
+    elapsed = run(task, cpu_python, str(700000 + os.getpid() % 1000), on_line=lines.append)
+    assert sorted(x.split(":")[0] for x in lines if x.startswith("probe rank")) == ["probe rank 0/2 on " + HOST,
+                                                                                 "probe rank 1/2 on " + HOST]
     got = ranks(task.ctx.output_dir)
     assert sorted(r["rank"] for r in got) == [0, 1] and sorted(r["local_rank"] for r in got) == [0, 1]
     assert {r["world_size"] for r in got} == {2} and {r["all_reduce"] for r in got} == {2.0}

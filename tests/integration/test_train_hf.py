@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from hf_train_helper import tiny_train
 
+from jobs import layout
+from jobs.runtime.progress import read_progress
+
 HELPER = Path(__file__).with_name("hf_train_helper.py")
 
 # 40 steps of 2 x 2 x 32 = 128 tokens, a checkpoint every 10 steps
@@ -132,6 +135,11 @@ def test_trains_marks_every_checkpoint_and_writes_a_loadable_model(first, second
         for f in ("model.safetensors", "config.json", "optimizer.pt", "scheduler.pt", "trainer_state.json",
                   "tokenizer.json"):
             assert (ckpts / f"checkpoint-{n}" / f).is_file(), (n, f)
+    # the live progress file (jobs/adapters/trainer_progress.py): the last step, forced, with its checkpoint
+    progress = read_progress(layout.progress_path(root / "A", "pretrain", 0))
+    assert progress["step"] == progress["total_steps"] == 40 and progress["tokens"] == 40 * 128
+    assert isinstance(progress["loss"], float) and progress["first_step"] == 0 and progress["tokens_per_s"] > 0
+    assert progress["last_checkpoint"] == str(ckpts / "checkpoint-40") and progress["time"] >= progress["started"]
     out = root / "A" / "out-A"
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in (out / "model").iterdir()}
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -158,6 +166,8 @@ def test_interrupted_run_resumes_to_the_same_weights(first, second, root):
     assert any(line.startswith("resuming from checkpoint-17 (step 17, 2,176 tokens)") for line in second["B2"]["log"])
     assert b2["resumed_from"] == 17 and b2["final_step"] == a["final_step"] == 40
     assert b2["checkpoints"] == [10, 20, 30, 40] and b2["stop_checkpoints"] == [17]
+    progress = read_progress(layout.progress_path(root / "B", "pretrain", 0))  # the resumed attempt's
+    assert progress["first_step"] == 17 and progress["step"] == 40 and progress["tokens"] == 40 * 128
     print(f"final_loss A {a['final_loss']!r}  B (interrupted at 17) {b2['final_loss']!r}")
     assert abs(b2["final_loss"] - a["final_loss"]) < 1e-5
     assert second["A-B2"]["max_abs_diff"] < 1e-6, second["A-B2"]

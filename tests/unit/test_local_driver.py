@@ -59,7 +59,7 @@ def test_a_pending_task_records_why_it_waits_in_slurms_words(tmp_path):
     import json
 
     state = json.loads((tmp_path / "state.json").read_text())
-    assert state["2"]["0"] == {"state": "pending", "restarts": 0, "exit": None, "reason": "Dependency"}
+    assert state["2"]["0"] == {"state": "pending", "restarts": 0, "exit": None, "attempts": [], "reason": "Dependency"}
     assert "reason" not in state["1"]["0"]  # a running task waits for nothing
 
 

@@ -262,3 +262,19 @@ def test_import_is_light():
             "print(sorted(m for m in ('matplotlib', 'numpy', 'torch') if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.strip() == "[]"
+
+
+def test_write_report_shows_the_cost_per_variant(tmp_path):
+    costs = {"data=A": {"tasks": 3, "elapsed_s": 7200.0, "gpu_hours": 4.0, "cpu_hours": 16.0, "cpu_efficiency": 0.5,
+                        "mem_efficiency": 0.25, "requeues": 1},
+             "data=B": {"tasks": 3, "elapsed_s": 3600.0, "gpu_hours": 2.0, "cpu_hours": 8.0, "cpu_efficiency": None,
+                        "mem_efficiency": None, "requeues": 0}}
+    index = write_report(make_rows(), tmp_path / "r", "campaign c1", costs=costs)
+    p = Tables()
+    p.feed(index.read_text(encoding="utf-8"))
+    head, *body = p.tables["cost"]
+    assert head[0] == "variant" and head[3] == "GPU-hours"
+    assert body[0][:4] == ["data=A", "3", "2.00", "4.00"] and body[1][5] == "—"
+    assert json.loads((tmp_path / "r" / "cost.json").read_text()) == costs
+    without = write_report(make_rows(), tmp_path / "r2", "campaign c1")
+    assert "Cost per variant" not in without.read_text(encoding="utf-8")
