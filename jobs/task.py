@@ -78,7 +78,7 @@ class Task:
             run_dir=self.run_dir, run_id=spec["run_id"], stage=self.stage, task=self.task, index=self.index,
             num_tasks=spec["tasks_per_point"], point=self.point, params=self.payload.get("params") or {},
             output_dir=self.tmp_out, checkpoint_dir=layout.checkpoint_dir(self.run_dir, self.stage, self.task),
-            inputs={p: layout.output_dir(self.run_dir, p, self.point) for p in spec["parents"]},
+            inputs={p: layout.output_dir(self.run_dir, p, layout.point_of(spec, p, self.point)) for p in spec["parents"]},
             restart_count=self.restarts)
         self.child: subprocess.Popen | None = None  # the kind's child process tree (start_child)
         self.stop_file: Path | None = None  # the child learns of the stop request from this file (stop="file")

@@ -57,8 +57,18 @@ def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]]) -> Pre
     """The same from configs composed elsewhere (one resolved config per point, launcher.compose; the
     Hydra launcher plugin), each point named by its overrides."""
     _refuse_secrets(configs)
-    plan = build_plan(configs, points)
-    return _check(plan, configs, Path(configs[0]["run_root"]).resolve())
+    run_root = Path(configs[0]["run_root"]).resolve()
+    plan = keyed(build_plan(configs, points), run_root)
+    return _check(plan, configs, run_root)
+
+
+def keyed(plan: Plan, run_root: Path) -> Plan:
+    """The plan with its content keys and shared points (launcher/keys.py), from the files as they are
+    now (launcher/key_facts.py)."""
+    from launcher import key_facts, keys
+
+    keys.assign(plan, key_facts.gather(plan, str(run_root)))
+    return plan
 
 
 def path_errors(run_root: Path) -> List[ConfigError]:
@@ -144,7 +154,9 @@ def _snapshot_and_record(plan: Plan, run_dir: Path) -> None:
 
 
 def all_tasks(plan: Plan) -> Dict[str, List[int]]:
-    return {name: list(range(s.total_tasks)) for name, s in plan.stages.items()}
+    """The tasks a new run submits: per stage, those of the points that compute their own key (a
+    shared point reads the output of the point that computes it)."""
+    return {name: s.run_tasks() for name, s in plan.stages.items()}
 
 
 def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path, List[JobRequest]]:
@@ -216,7 +228,7 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         old = run.plan()
         configs = _configs_now(run, old)
         _refuse_secrets(configs)
-        new = build_plan(configs, old.points)
+        new = keyed(build_plan(configs, old.points), run.path.parent)
         changed = sorted(set(new.stages) ^ set(old.stages)
                          | {n for n in new.stages if n in old.stages and new.stages[n].hash != old.stages[n].hash})
         if changed and not force:
@@ -236,7 +248,8 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         backend = run_backend(run, plan)
         st = collect(run, backend, strict=True)  # every job it depends on is one the scheduler knows
         states = {name: s_.tasks for name, s_ in st.stages.items()}
-        todo = {name: [t for t, s in tasks.items() if s in RESUMABLE] for name, tasks in states.items()}
+        todo = {name: [t for t, s in tasks.items() if s in RESUMABLE and plan.stages[name].task_of(t) == t]
+                for name, tasks in states.items()}  # a shared task is its computing task's copy
         todo = with_servers(plan, todo, states)
         if not any(todo.values()):
             echo(f"nothing to resume: run {run.id} is {st.state.lower()} "

@@ -33,6 +33,10 @@ class Dep:
     parent: str
     kind: str  # the Slurm dependency kind actually used
     declared: str  # what the config said (differs when a sweep turns afterok into aftercorr)
+    # Why `kind` is not what a sweep would make of `declared`: "shared" when the child's points map to
+    # parent points of other indices (shared points, launcher/keys.py), so the edge waits on the whole
+    # parent array instead of pairing array indices (aftercorr).
+    note: str = ""
 
 
 @dataclass
@@ -57,10 +61,31 @@ class StagePlan:
     group_resources: List[Dict[str, Any]] = field(default_factory=list)
     group_time_min: List[Optional[int]] = field(default_factory=list)
     external: Dict[str, str] = field(default_factory=dict)  # job id outside the run -> dependency kind (after.job:N)
+    # Content identity (launcher/keys.py, docs/content-keys.md): each point's key, and the point whose
+    # task computes it (shared[p] == p: its own; empty: every point its own, a plan from before keys).
+    keys: List[str] = field(default_factory=list)
+    shared: List[int] = field(default_factory=list)
 
     @property
     def total_tasks(self) -> int:
         return self.tasks_per_point * self.points
+
+    def point_of(self, point: int) -> int:
+        """The sweep point whose tasks compute this point's output (itself unless shared)."""
+        return self.shared[point] if self.shared else point
+
+    def task_of(self, task: int) -> int:
+        """The global task that computes this task's output: the same index within the sharing point."""
+        point, index = self.split(task)
+        return self.point_of(point) * self.tasks_per_point + index
+
+    def run_tasks(self) -> List[int]:
+        """The global tasks that are submitted: every task of each point that computes its own key."""
+        return [t for t in range(self.total_tasks) if self.task_of(t) == t]
+
+    @property
+    def distinct_points(self) -> int:
+        return len(set(self.shared)) if self.shared else self.points
 
     def split(self, task: int) -> tuple[int, int]:
         """Global array task → (sweep point, task within the point)."""

@@ -64,7 +64,7 @@ def build_requests(plan: Plan, todo: Dict[str, Iterable[int]], chunk_size: int,
                     deps.append((d.kind, d.parent, keys[d.parent](part_tasks[0])))
                 elif plan.independent:  # this point's parent tasks only (parts are per point)
                     parent = plan.stages[d.parent]
-                    point = part_tasks[0] // stage.tasks_per_point
+                    point = parent.point_of(part_tasks[0] // stage.tasks_per_point)  # the point computing it
                     first = point * parent.tasks_per_point
                     deps += [(d.kind, d.parent, p) for p in
                              dict.fromkeys(keys[d.parent](t) for t in range(first, first + parent.tasks_per_point))]
@@ -230,6 +230,9 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
                if kinds.get(plan.stages[d.parent].kind).provides_endpoint and d.kind == "after"]
     if servers:  # a client: waits for each server's endpoint before it runs
         spec["servers"] = {s.name: {"hash": s.hash, **kinds.get(s.kind).client_spec(s)} for s in servers}
+    shared = {n: s.shared for n, s in plan.stages.items() if s.shared}
+    if shared:  # points that read another point's output (launcher/keys.py): jobs/layout.py point_of
+        spec["shared_points"] = shared
     if stage.groups:  # a sweep that changes the resources: each point's own (jobs/task.py picks it)
         spec["point_resources"] = [stage.group_resources[g] for g in stage.groups]
     if kind.multi_process(stage.payloads[0]):

@@ -13,6 +13,9 @@ A task is
 - lost: its job is unknown to the scheduler (sacct and squeue) longer than the backend's grace after
   submission (accounting purged, a lost record): resumable, like missing;
 - missing: never submitted (or rolled back).
+A task of a sweep point that shares its key with an earlier point (launcher/keys.py) is not
+submitted: it has the state of the task that computes it (StagePlan.task_of), and StageStatus.shared
+says which.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class StageStatus:
     job_ids: List[str]
     # (job id, chunk) of jobs still pending/running: resume makes new work depend on them
     active_jobs: List[Tuple[str, int]] = field(default_factory=list)
+    shared: Dict[int, int] = field(default_factory=dict)  # task -> the task that computes it (shared points)
 
     @property
     def counts(self) -> Dict[str, int]:
@@ -113,7 +117,7 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
     states: Dict[str, Dict[int, str]] = {}
     for name, st in plan.stages.items():
         m, tasks = marks[name], {}
-        for t in range(st.total_tasks):
+        for t in st.run_tasks():
             if t in m.done:
                 tasks[t] = "completed"
             elif t not in latest[name]:
@@ -129,15 +133,23 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
                 if s == "pending" and m.running.get(t) == f"{jid}_{idx}":
                     s = "running"  # the task says so; accounting has not caught up yet
                 tasks[t] = "failed" if s == "completed" else s  # exited 0 but left no marker
-        states[name] = tasks
+        states[name] = _with_shared(st, tasks)
     _mark_skipped(plan, states)
+    states = {name: _with_shared(st, states[name]) for name, st in plan.stages.items()}
 
     stages = {}
     for name, st in plan.stages.items():
-        active = sorted({(latest[name][t][0], latest[name][t][2]) for t, s in states[name].items() if s in ACTIVE})
+        active = sorted({(latest[name][t][0], latest[name][t][2]) for t, s in states[name].items()
+                         if s in ACTIVE and st.task_of(t) == t})
         stages[name] = StageStatus(name=name, total=st.total_tasks, tasks=states[name], job_ids=job_ids[name],
-                                   active_jobs=active)
+                                   active_jobs=active, shared={t: st.task_of(t) for t in range(st.total_tasks)
+                                                               if st.task_of(t) != t})
     return RunStatus(run=run.id, stages=stages)
+
+
+def _with_shared(st, tasks: Dict[int, str]) -> Dict[int, str]:
+    """Every task's state, a shared task's being that of the task computing it; in task order."""
+    return {t: tasks[st.task_of(t)] for t in range(st.total_tasks)}
 
 
 class _RunDirOnly:
@@ -178,7 +190,7 @@ def parent_tasks(plan: Plan, stage: str, kind: str, parent: str, task: int) -> L
         return [task]
     if plan.independent:  # sweep.independent: the same point's parent tasks (render.build_requests)
         per = plan.stages[parent].tasks_per_point
-        point = task // plan.stages[stage].tasks_per_point
+        point = plan.stages[parent].point_of(task // plan.stages[stage].tasks_per_point)  # its computing point
         return list(range(point * per, (point + 1) * per))
     return list(range(total))
 

@@ -43,10 +43,14 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
             res.append(f"{s.group_count} resource sets (one array job each)")
         if s.environment.get("name"):
             res.append(f"env {s.environment['name']}")
-        tasks = f"{s.points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
+        tasks = f"{s.distinct_points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
+        if s.distinct_points != s.points:  # equal content keys: one task set per key (launcher/keys.py)
+            tasks += f" ({s.points} points)"
         if s.throttle:
             tasks += f" %{s.throttle}"
-        deps = ", ".join([f"{d.parent}:{d.kind}" + (f" (declared {d.declared})" if d.kind != d.declared else "")
+        deps = ", ".join([f"{d.parent}:{d.kind}" + (f" (declared {d.declared}; shared points: whole array)"
+                                                    if d.note == "shared" else
+                                                    f" (declared {d.declared})" if d.kind != d.declared else "")
                           for d in s.deps] + [f"job {j}:{k}" for j, k in s.external.items()]) or "-"
         if s.singleton:
             deps += " +singleton"
