@@ -1,0 +1,59 @@
+"""Shared sweep points on cluster=local: the ablation's shape (data variants x seeds; a data stage per
+variant, a tokenizer for all, a training per point) with command stages, so it runs in seconds. Points
+with equal content keys run once; every point reads the right output; status, logs and resume see
+the shared tasks."""
+import json
+
+from conftest import stage_counts
+
+from jobs import layout
+
+PIPELINE = """\
+defaults: [schema, _self_]
+name: shape
+vars: {data: x, seed: 1}
+stages:
+  data:        # per data variant (2 tasks per point, like a datatrove stage's ranks)
+    kind: command
+    tasks: 2
+    command: echo "${pipeline.vars.data}-$LAUNCHER_TASK_INDEX" > "$LAUNCHER_OUTPUT_DIR/docs.txt"
+  tokenizer:   # the same for every point
+    kind: command
+    command: echo tok > "$LAUNCHER_OUTPUT_DIR/tok.txt"
+  train:       # per point
+    kind: command
+    after: {data: afterok, tokenizer: afterok}
+    command: >-
+      cat "$LAUNCHER_INPUT_DATA/0/docs.txt" "$LAUNCHER_INPUT_DATA/1/docs.txt" "$LAUNCHER_INPUT_TOKENIZER/0/tok.txt"
+      > "$LAUNCHER_OUTPUT_DIR/read.txt"; echo "seed ${pipeline.vars.seed}" >> "$LAUNCHER_OUTPUT_DIR/read.txt"
+"""
+
+
+def test_points_with_equal_keys_run_once_and_every_point_reads_its_data(cli, tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "pipeline").mkdir(parents=True)
+    (conf / "pipeline" / "shape.yaml").write_text(PIPELINE)
+    cli("run", "-m", "--config-dir", str(conf), "pipeline=shape", "cluster=local", "pipeline.vars.data=x,y",
+        "pipeline.vars.seed=1,2", "wait=true", "poll_s=0.3")
+    run = cli.run_dir()
+    submitted = {}
+    for rec in cli.ledger():
+        if "job_id" in rec:
+            submitted.setdefault(rec["stage"], []).extend(rec["tasks"])
+    # points: 0 x/1, 1 x/2, 2 y/1, 3 y/2 -> data: points 0 and 2 (2 tasks each), tokenizer: point 0
+    assert submitted == {"data": [0, 1, 4, 5], "tokenizer": [0], "train": [0, 1, 2, 3]}
+    for point, (variant, seed) in enumerate([("x", 1), ("x", 2), ("y", 1), ("y", 2)]):
+        read = (layout.output_dir(run, "train", point, 0) / "read.txt").read_text().split("\n")
+        assert read[:4] == [f"{variant}-0", f"{variant}-1", "tok", f"seed {seed}"], (point, read)
+    assert not (layout.output_dir(run, "data", 1)).exists()  # nothing computed twice
+    plan = json.loads((run / "plan.json").read_text())
+    stages = {s["name"]: s for s in plan["stages"]}
+    assert stages["data"]["shared"] == [0, 0, 2, 2] and stages["tokenizer"]["shared"] == [0, 0, 0, 0]
+    assert {d["parent"]: (d["kind"], d["note"]) for d in stages["train"]["deps"]} == \
+        {"data": ("afterok", ""), "tokenizer": ("afterok", "shared")}
+    st = cli.status()
+    assert st["state"] == "COMPLETED"
+    assert stage_counts(st)["data"]["completed"] == 8  # a shared task shows its computing task's state
+    # the logs of a shared task are those of the task that computed it
+    assert cli("logs", "latest", "data", "--task", "6").returncode == 0
+    assert "nothing to resume" in cli("resume", "latest").stdout
