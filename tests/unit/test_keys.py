@@ -183,3 +183,19 @@ def test_explain_lists_every_part_with_its_digest():
     assert "(computed by point 0)" in lines[len(lines) // 2]
     named = {line.split()[0] for line in lines if line.startswith("  ")}
     assert named == {"config", "inputs_of_stages", "code", "node_code", "environment", "external_inputs"}
+
+
+def test_the_ablation_sweep_plans_its_data_stages_once_per_variant_and_the_tokenizer_once():
+    """`launcher plan -m pipeline=ablation data=fineweb_like,raw seed=1,2 cluster=local` (issue 20)."""
+    points = sweep_points(["pipeline=ablation", "cluster=local", "data=fineweb_like,raw", "seed=1,2"], True)
+    plan = build_plan([compose(p) for p in points], points)
+    keys.assign(plan, key_facts.gather(plan, "/tmp/launcher-keys-root"))
+    tasks = all_tasks(plan)
+    for name in ("clean", "dedup.signatures", "dedup.buckets", "dedup.clusters", "dedup.filter", "tokenize", "merge"):
+        s = plan.stages[name]
+        assert s.distinct_points == 2 and s.shared == [0, 0, 2, 2], name
+        assert len(tasks[name]) == 2 * s.tasks_per_point, name
+    assert plan.stages["tokenizer"].shared == [0, 0, 0, 0] and tasks["tokenizer"] == [0]
+    assert len(set(plan.stages["train"].keys)) == 4 and tasks["train"] == [0, 1, 2, 3]
+    assert {d.parent: (d.kind, d.note) for d in plan.stages["train"].deps} == \
+        {"merge": ("afterok", "shared"), "tokenizer": ("afterok", "shared")}
