@@ -19,7 +19,7 @@ import glob
 import hashlib
 import os
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Tuple
 
 from launcher import environments, snapshot
 from launcher.errors import LauncherError
