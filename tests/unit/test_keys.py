@@ -199,3 +199,15 @@ def test_the_ablation_sweep_plans_its_data_stages_once_per_variant_and_the_token
     assert len(set(plan.stages["train"].keys)) == 4 and tasks["train"] == [0, 1, 2, 3]
     assert {d.parent: (d.kind, d.note) for d in plan.stages["train"].deps} == \
         {"merge": ("afterok", "shared"), "tokenizer": ("afterok", "shared")}
+
+
+def test_plan_explain_key_prints_the_parts_and_refuses_an_unknown_stage(capsys, tmp_path):
+    from launcher.cli import main
+
+    args = ["plan", "-m", "pipeline=smoke", "cluster=local", f"run_root={tmp_path}", "+pipeline.stages.fanout.env.X=a,b"]
+    assert main([*args, "--explain-key", "reduce"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("reduce point 0") and "(computed by point 0)" in out and "inputs_of_stages" in out
+    assert not (tmp_path / "plans").exists()  # writes nothing
+    assert main([*args, "--explain-key", "nope"]) != 0
+    assert "--explain-key: the plan has no stage 'nope'" in capsys.readouterr().err
