@@ -27,6 +27,7 @@ from launcher.keys import HUB_PREFIX, Facts, digest, input_candidates
 from launcher.plan import Plan
 
 SMALL_FILE = 1 << 20  # bytes: files up to this size are identified by content
+MAX_FOLDER_FILES = 200_000  # a folder with more is identified by its first ones (a login node stats them all)
 
 
 def gather(plan: Plan, run_root: str) -> Facts:
@@ -106,7 +107,8 @@ def input_identity(s: str) -> Tuple[str, str] | None:
         for top, dirs, files in os.walk(path):
             dirs.sort()
             for f in sorted(files):
-                st = _stat(os.path.join(top, f))
-                entries.append([os.path.relpath(os.path.join(top, f), path), st])
+                entries.append([os.path.relpath(os.path.join(top, f), path), _stat(os.path.join(top, f))])
+            if len(entries) > MAX_FOLDER_FILES:
+                return digest(entries), f"folder {path} (its first {len(entries)} files in walk order: paths, sizes, mtimes)"
         return digest(entries), f"folder {path} ({len(entries)} files: paths, sizes, mtimes)"
     return None
