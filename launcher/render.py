@@ -135,7 +135,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         in_container, teardown = containers.batch_lines()
         setup += in_container
     # throttle is per sweep point, like tasks: K points may run K times as many tasks at once
-    points = len({t // stage.tasks_per_point for t in req.tasks}) if stage.groups else stage.points
+    points = len({t // stage.tasks_per_point for t in req.tasks}) if stage.groups else stage.distinct_points
     throttle = min(stage.throttle * points, stage.total_tasks) if stage.throttle else None
     extra = {"array": array_spec(req.indices, throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
     if rq["max"] > 0:

@@ -74,7 +74,8 @@ class RunStatus:
 
     def to_json(self) -> dict:
         return {"run": self.run, "state": self.state, "stages": [
-            {"name": s.name, "state": s.state, "tasks": s.counts, "job_ids": s.job_ids} for s in self.stages.values()]}
+            {"name": s.name, "state": s.state, "tasks": s.counts, "job_ids": s.job_ids, "shared": len(s.shared)}
+            for s in self.stages.values()]}
 
 
 def summarize(states) -> str:

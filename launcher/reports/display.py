@@ -70,7 +70,8 @@ def status_table(st: RunStatus) -> Table:
         t.add_column(col, justify="left" if col in ("stage", "state", "jobs") else "right")
     for s in st.stages.values():
         c = s.counts
-        t.add_row(s.name, f"[{STYLE.get(s.state, '')}]{s.state}[/]", str(c["total"]), *(str(c[k]) for k in counted),
+        total = f"{c['total']} ({len(s.shared)} shared)" if s.shared else str(c["total"])  # shared: a computing task's state
+        t.add_row(s.name, f"[{STYLE.get(s.state, '')}]{s.state}[/]", total, *(str(c[k]) for k in counted),
                   ",".join(s.job_ids[-4:]) + (" …" if len(s.job_ids) > 4 else ""))
     return t
 

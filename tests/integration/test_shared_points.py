@@ -11,12 +11,16 @@ from jobs import layout
 PIPELINE = """\
 defaults: [schema, _self_]
 name: shape
-vars: {data: x, seed: 1}
+vars: {data: x, seed: 1, fail: none}
 stages:
   data:        # per data variant (2 tasks per point, like a datatrove stage's ranks)
     kind: command
     tasks: 2
-    command: echo "${pipeline.vars.data}-$LAUNCHER_TASK_INDEX" > "$LAUNCHER_OUTPUT_DIR/docs.txt"
+    command: |
+      if [ "$LAUNCHER_POINT-$LAUNCHER_TASK_INDEX" = "${pipeline.vars.fail}" ] && [ ! -e "$LAUNCHER_CHECKPOINT_DIR/once" ]; then
+        touch "$LAUNCHER_CHECKPOINT_DIR/once"; exit 3
+      fi
+      echo "${pipeline.vars.data}-$LAUNCHER_TASK_INDEX" > "$LAUNCHER_OUTPUT_DIR/docs.txt"
   tokenizer:   # the same for every point
     kind: command
     command: echo tok > "$LAUNCHER_OUTPUT_DIR/tok.txt"
@@ -30,14 +34,25 @@ stages:
 
 
 def test_points_with_equal_keys_run_once_and_every_point_reads_its_data(cli, tmp_path):
+    """Task 1 of the y variant (point 2) fails once: the trainings (afterok on the whole data array) are
+    cancelled, resume resubmits that one data task and the trainings, and everything reads right."""
     conf = tmp_path / "conf"
     (conf / "pipeline").mkdir(parents=True)
     (conf / "pipeline" / "shape.yaml").write_text(PIPELINE)
-    cli("run", "-m", "--config-dir", str(conf), "pipeline=shape", "cluster=local", "pipeline.vars.data=x,y",
-        "pipeline.vars.seed=1,2", "wait=true", "poll_s=0.3")
+    p = cli("run", "-m", "--config-dir", str(conf), "pipeline=shape", "cluster=local", "pipeline.vars.data=x,y",
+            "pipeline.vars.seed=1,2", "pipeline.vars.fail=2-1", "wait=true", "poll_s=0.3", check=False)
+    assert p.returncode == 1
+    counts = stage_counts(cli.status())
+    assert counts["data"]["failed"] == 2 and counts["data"]["completed"] == 6  # task 5, and 7 that shares it
+    assert counts["train"]["cancelled"] == 4 and counts["tokenizer"]["completed"] == 4
+    before = len(cli.ledger())
+    cli("resume", "latest")
+    assert [(r["stage"], r["tasks"]) for r in cli.ledger()[before:] if "job_id" in r] == \
+        [("data", [5]), ("train", [0, 1, 2, 3])]
+    assert cli.wait()["state"] == "COMPLETED"
     run = cli.run_dir()
     submitted = {}
-    for rec in cli.ledger():
+    for rec in cli.ledger()[:before]:
         if "job_id" in rec:
             submitted.setdefault(rec["stage"], []).extend(rec["tasks"])
     # points: 0 x/1, 1 x/2, 2 y/1, 3 y/2 -> data: points 0 and 2 (2 tasks each), tokenizer: point 0
@@ -54,6 +69,8 @@ def test_points_with_equal_keys_run_once_and_every_point_reads_its_data(cli, tmp
     st = cli.status()
     assert st["state"] == "COMPLETED"
     assert stage_counts(st)["data"]["completed"] == 8  # a shared task shows its computing task's state
+    assert {s["name"]: s["shared"] for s in st["stages"]} == {"data": 4, "tokenizer": 3, "train": 0}
     # the logs of a shared task are those of the task that computed it
-    assert cli("logs", "latest", "data", "--task", "6").returncode == 0
+    logs = cli("logs", "latest", "data", "--task", "6")
+    assert logs.returncode == 0 and "no log yet" not in logs.stderr
     assert "nothing to resume" in cli("resume", "latest").stdout
