@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-m", "--multirun", action="store_true",
                         help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
         sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true")
+        sp.add_argument("--rerun", action="append", metavar="STAGE[,STAGE]",
+                        help="compute these stages (and every stage after them) again although another run under "
+                             "the run root has their output (docs/content-keys.md)")
         _config_dir_arg(sp)
         return sp
 
@@ -181,13 +184,19 @@ def cmd_run(args) -> int:
     from launcher.sitedefault import with_cluster
 
     t0 = time.perf_counter()
-    run, prep = ops.launch(with_cluster(args.overrides, refuse_local=True), args.multirun, echo=console.print)
+    run, prep = ops.launch(with_cluster(args.overrides, refuse_local=True), args.multirun, echo=console.print,
+                           rerun=_rerun(args))
     console.print(f"run {run.id}: {len(run.submissions())} job(s) submitted in {time.perf_counter() - t0:.2f} s")
     console.print(f"run dir: {run.path}")
     console.print(f"next:    launcher status {run.id}    launcher logs {run.id} <stage>    launcher resume {run.id}")
     if prep.configs[0]["wait"]:
         return _watch(run, prep.configs[0]["poll_s"])
     return 0
+
+
+def _rerun(args) -> list:
+    """--rerun a,b (repeatable) as stage names."""
+    return [n for value in args.rerun or [] for n in value.split(",") if n]
 
 
 def cmd_plan(args) -> int:
@@ -208,7 +217,7 @@ def cmd_plan(args) -> int:
 
     if args.explain_key:
         return _explain_key(args)
-    prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
+    prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun, _rerun(args))
     console.print(plan_table(prep.plan, requests, prep.chunk_size))
     for line in shared_points(prep.plan):
         console.print(line, markup=False, highlight=False)
@@ -254,7 +263,10 @@ def shared_points(plan) -> list:
     from launcher import keys
 
     lines = [f"  {name}: points {m}" for name, s in plan.stages.items() if (m := keys.mapping(s))]
-    return ["shared points (equal content keys; point<-the point whose tasks compute it):", *lines] if lines else []
+    out = ["shared points (equal content keys; point<-the point whose tasks compute it):", *lines] if lines else []
+    cached = [f"  {name}: point {p} <- {src['run']} point {src['point']}" for name, s in plan.stages.items()
+              for p, src in s.cached.items()]
+    return out + (["cached (completed by another run, read there, not submitted):", *cached] if cached else [])
 
 
 def stage_summaries(plan, plan_dir: Path) -> list:

@@ -47,18 +47,22 @@ class Prepared:
     accounting: Optional[bool] = None  # the cluster keeps accounting (sacct answers); None: not known
 
 
-def prepare(overrides: Sequence[str], multirun: bool) -> Prepared:
-    """Compose every sweep point, build the plan, read the cluster and run preflight."""
+def prepare(overrides: Sequence[str], multirun: bool, rerun: Sequence[str] = ()) -> Prepared:
+    """Compose every sweep point, build the plan, read the cluster and run preflight. `rerun`: stages
+    computed again although another run has their output (launcher/cache.py)."""
     points, configs = compose_points(overrides, multirun)
-    return prepare_configs(configs, points)
+    return prepare_configs(configs, points, rerun)
 
 
-def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]]) -> Prepared:
+def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun: Sequence[str] = ()) -> Prepared:
     """The same from configs composed elsewhere (one resolved config per point, launcher.compose; the
     Hydra launcher plugin), each point named by its overrides."""
+    from launcher import cache
+
     _refuse_secrets(configs)
     run_root = Path(configs[0]["run_root"]).resolve()
     plan = keyed(build_plan(configs, points), run_root)
+    cache.apply(plan, run_root, rerun)
     return _check(plan, configs, run_root)
 
 
@@ -159,9 +163,10 @@ def all_tasks(plan: Plan) -> Dict[str, List[int]]:
     return {name: s.run_tasks() for name, s in plan.stages.items()}
 
 
-def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path, List[JobRequest]]:
+def make_plan(overrides: Sequence[str], multirun: bool,
+              rerun: Sequence[str] = ()) -> tuple[Prepared, Path, List[JobRequest]]:
     """Everything `run` does except submitting: scripts go to <run_root>/plans/<id>/."""
-    prep = prepare(overrides, multirun)
+    prep = prepare(overrides, multirun, rerun)
     if any(e.key == "run_root" for e in prep.errors):  # the scripts would have nowhere to go
         raise ConfigErrors(prep.errors)
     run_id = new_run_id(prep.plan.pipeline, "plan")
@@ -175,8 +180,9 @@ def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path,
     return prep, plan_dir, requests
 
 
-def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print) -> tuple[Run, Prepared]:
-    return launch_prepared(prepare(overrides, multirun), overrides, multirun, echo=echo)
+def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print,
+           rerun: Sequence[str] = ()) -> tuple[Run, Prepared]:
+    return launch_prepared(prepare(overrides, multirun, rerun), overrides, multirun, echo=echo)
 
 
 def launch_prepared(prep: Prepared, overrides: Sequence[str], multirun: bool, echo: Callable = print,
@@ -236,6 +242,10 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
                 f"the config of stage(s) {', '.join(changed)} changed since run {run.id} was launched; resuming "
                 f"would mix outputs of two configs. Rerun with --force to run those stages (and the stages after "
                 f"them) with the new config; markers of the old config stay under stages/<stage>/markers/<hash>.")
+        if changed:  # the changed stages' points may have been computed by another run since
+            from launcher import cache
+
+            cache.apply(new, run.path.parent, skip=run.path)
         plan = new if changed else old
         if changed:
             layout.atomic_write_json(run.path / f"plan.{int(time.time())}.json", old.to_json())
@@ -308,7 +318,7 @@ def holds(kind: str, parent_states: List[str]) -> bool:
     """Whether a Slurm dependency of this kind is satisfied by parent tasks in these (final) states
     (sbatch(1), --dependency): what resume relies on when it submits a task without that edge."""
     if kind in ("afterok", "aftercorr"):
-        return all(s == "completed" for s in parent_states)
+        return all(s in ("completed", "cached") for s in parent_states)
     if kind == "afternotok":
         return any(s in ("failed", "cancelled", "lost") for s in parent_states)
     if kind == "afterany":

@@ -65,6 +65,10 @@ class StagePlan:
     # task computes it (shared[p] == p: its own; empty: every point its own, a plan from before keys).
     keys: List[str] = field(default_factory=list)
     shared: List[int] = field(default_factory=list)
+    cache: bool = True  # config `cache`: its points may reuse another run's output of their key
+    # Points whose output another run of the run root completed (launcher/cache.py): {point (as text,
+    # a JSON key): {"run": run dir, "point": its point there, "hash": its stage hash there}}. Not submitted.
+    cached: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def total_tasks(self) -> int:
@@ -80,8 +84,13 @@ class StagePlan:
         return self.point_of(point) * self.tasks_per_point + index
 
     def run_tasks(self) -> List[int]:
-        """The global tasks that are submitted: every task of each point that computes its own key."""
-        return [t for t in range(self.total_tasks) if self.task_of(t) == t]
+        """The global tasks this run computes: every task of each point that computes its own key and
+        has no cached output (those are `cached_tasks`)."""
+        return [t for t in range(self.total_tasks) if self.task_of(t) == t and str(self.split(t)[0]) not in self.cached]
+
+    def cached_tasks(self) -> List[int]:
+        """The global tasks whose point's output another run computed (launcher/cache.py)."""
+        return [t for t in range(self.total_tasks) if self.task_of(t) == t and str(self.split(t)[0]) in self.cached]
 
     @property
     def distinct_points(self) -> int:
@@ -233,7 +242,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         stages[name] = StagePlan(
             name=name, kind=st["kind"], tasks_per_point=st["tasks"], points=n_points, throttle=st["throttle"],
             time_min=time_limit_min(st["resources"]["time"]), resources=dict(st["resources"]),
-            requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps,
+            requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps, cache=st.get("cache", True),
             hash=_digest([structure, payloads, parent_hashes]), payloads=payloads, environment=environment,
             groups=groups, group_resources=group_resources,
             group_time_min=[time_limit_min(r["time"]) for r in group_resources], external=external.get(name, {}))

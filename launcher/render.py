@@ -233,6 +233,9 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
     shared = {n: s.shared for n, s in plan.stages.items() if s.shared}
     if shared:  # points that read another point's output (launcher/keys.py): jobs/layout.py point_of
         spec["shared_points"] = shared
+    cached = {n: s.cached for n, s in plan.stages.items() if s.cached}
+    if cached:  # points another run computed (launcher/cache.py): jobs/layout.py located
+        spec["cached_outputs"] = cached
     if stage.groups:  # a sweep that changes the resources: each point's own (jobs/task.py picks it)
         spec["point_resources"] = [stage.group_resources[g] for g in stage.groups]
     if kind.multi_process(stage.payloads[0]):

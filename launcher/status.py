@@ -1,6 +1,8 @@
 """Task states from the run directory (markers) plus ONE scheduler query for the rest.
 
 A task is
+- cached: another run under the run root completed this point's content key (launcher/cache.py): the
+  run reads that output and never submits the task;
 - completed: it has its completion marker (the only proof of success: a job that exited 0 without
   one counts as failed);
 - running / pending: the scheduler says so (or the task's running marker does, while accounting lags);
@@ -30,9 +32,9 @@ from launcher import exitcodes
 from launcher.plan import Plan
 from launcher.rundir import Run
 
-STATES = ("completed", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
+STATES = ("completed", "cached", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
 ACTIVE = {"running", "pending"}
-DONE = {"completed", "skipped"}  # nothing left to do for these
+DONE = {"completed", "cached", "skipped"}  # nothing left to do for these
 # Tasks that did not run; if their dependency can never hold, they are skipped instead.
 NOT_RUN = {"cancelled", "lost", "missing"}
 
@@ -134,6 +136,7 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
                 if s == "pending" and m.running.get(t) == f"{jid}_{idx}":
                     s = "running"  # the task says so; accounting has not caught up yet
                 tasks[t] = "failed" if s == "completed" else s  # exited 0 but left no marker
+        tasks.update({t: "cached" for t in st.cached_tasks()})
         states[name] = _with_shared(st, tasks)
     _mark_skipped(plan, states)
     states = {name: _with_shared(st, states[name]) for name, st in plan.stages.items()}

@@ -46,6 +46,8 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
         tasks = f"{s.distinct_points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
         if s.distinct_points != s.points:  # equal content keys: one task set per key (launcher/keys.py)
             tasks += f" ({s.points} points)"
+        if s.cached:  # another run computed these points' keys (launcher/cache.py): not submitted
+            tasks += f", {len(s.cached)} cached"
         if s.throttle:
             tasks += f" %{s.throttle}"
         deps = ", ".join([f"{d.parent}:{d.kind}" + (f" (declared {d.declared}; shared points: whole array)"
@@ -65,7 +67,7 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
 
 def status_table(st: RunStatus) -> Table:
     t = Table(title=f"run {st.run}: [{STYLE.get(st.state, '')}]{st.state}[/]", title_justify="left")
-    counted = ("completed", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
+    counted = ("completed", "cached", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
     for col in ("stage", "state", "total", "done", *counted[1:], "jobs"):
         t.add_column(col, justify="left" if col in ("stage", "state", "jobs") else "right")
     for s in st.stages.values():

@@ -3,6 +3,7 @@ variant, a tokenizer for all, a training per point) with command stages, so it r
 with equal content keys run once; every point reads the right output; status, logs and resume see
 the shared tasks."""
 import json
+import os
 
 from conftest import stage_counts
 
@@ -11,11 +12,12 @@ from jobs import layout
 PIPELINE = """\
 defaults: [schema, _self_]
 name: shape
-vars: {data: x, seed: 1, fail: none}
+vars: {data: x, seed: 1, fail: none, corpus: /nonexistent}
 stages:
   data:        # per data variant (2 tasks per point, like a datatrove stage's ranks)
     kind: command
     tasks: 2
+    env: {CORPUS: "${pipeline.vars.corpus}"}
     command: |
       if [ "$LAUNCHER_POINT-$LAUNCHER_TASK_INDEX" = "${pipeline.vars.fail}" ] && [ ! -e "$LAUNCHER_CHECKPOINT_DIR/once" ]; then
         touch "$LAUNCHER_CHECKPOINT_DIR/once"; exit 3
@@ -74,3 +76,48 @@ def test_points_with_equal_keys_run_once_and_every_point_reads_its_data(cli, tmp
     logs = cli("logs", "latest", "data", "--task", "6")
     assert logs.returncode == 0 and "no log yet" not in logs.stderr
     assert "nothing to resume" in cli("resume", "latest").stdout
+
+
+def submitted_by(cli, run="latest"):
+    out = {}
+    for rec in cli.ledger(run):
+        if "job_id" in rec:
+            out.setdefault(rec["stage"], []).extend(rec["tasks"])
+    return out
+
+
+def test_a_second_run_reads_what_the_first_computed_and_a_touched_input_or_rerun_computes_again(cli, tmp_path):
+    """Across runs (issue 20 item 3): the same command again submits nothing and is COMPLETED from the
+    cache; a touched input document reruns the data stages and the trainings (not the tokenizer);
+    --rerun tokenizer reruns it and the trainings, which read the data another run computed."""
+    conf = tmp_path / "conf"
+    (conf / "pipeline").mkdir(parents=True)
+    (conf / "pipeline" / "shape.yaml").write_text(PIPELINE)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "doc.jsonl").write_text("{}\n")
+    cmd = ("run", "-m", "--config-dir", str(conf), "pipeline=shape", "cluster=local", "pipeline.vars.data=x,y",
+           "pipeline.vars.seed=1,2", f"pipeline.vars.corpus={corpus}", "wait=true", "poll_s=0.3")
+    cli(*cmd)
+    first = cli.run_dir()
+    out = cli(*cmd).stdout
+    assert "0 job(s) submitted" in out and submitted_by(cli) == {}
+    st = cli.status()
+    assert st["state"] == "COMPLETED"
+    counts = stage_counts(st)
+    assert counts["data"]["cached"] == 8 and counts["tokenizer"]["cached"] == 4 and counts["train"]["cached"] == 4
+    plan = {s["name"]: s for s in json.loads((cli.run_dir() / "plan.json").read_text())["stages"]}
+    assert plan["train"]["cached"]["3"] == {"run": str(first), "point": 3, "hash": plan["train"]["hash"]}
+
+    os.utime(corpus / "doc.jsonl", (1, 1))  # touched: same content, another time
+    cli(*cmd)
+    touched = cli.run_dir()
+    assert submitted_by(cli) == {"data": [0, 1, 4, 5], "train": [0, 1, 2, 3]}
+    cli(*cmd, "--rerun", "tokenizer")
+    assert submitted_by(cli) == {"tokenizer": [0], "train": [0, 1, 2, 3]}
+    spec = json.loads((layout.stage_dir(cli.run_dir(), "train") / "spec.json").read_text())
+    assert {p: layout.located(spec, "data", p)[0] for p in range(4)} == {p: touched for p in range(4)}
+    for point, (variant, seed) in enumerate([("x", 1), ("x", 2), ("y", 1), ("y", 2)]):
+        read = (layout.output_dir(cli.run_dir(), "train", point, 0) / "read.txt").read_text().split("\n")
+        assert read[:4] == [f"{variant}-0", f"{variant}-1", "tok", f"seed {seed}"], (point, read)
+    assert cli("run", *cmd[1:], "--rerun", "nope", check=False).returncode != 0
