@@ -108,9 +108,10 @@ def key_of(point_parts: Dict[str, Tuple[str, Any]]) -> str:
 
 
 def shares(plan: Plan, stage: StagePlan) -> bool:
-    """Whether the stage's points may share tasks: its kind allows it (not a server, not a publication)
-    and it is no server's client (a client's point meets its own point's server)."""
-    if not kinds.get(stage.kind).shares_points:
+    """Whether the stage's points may share tasks: its kind allows it (not a server, not a publication),
+    the stage does not say `cache: false` (its output is not determined by its key: a timing, a live
+    endpoint's answers) and it is no server's client (a client's point meets its own point's server)."""
+    if not kinds.get(stage.kind).shares_points or not stage.cache:
         return False
     return not any(kinds.get(plan.stages[d.parent].kind).provides_endpoint for d in stage.deps)
 

@@ -211,3 +211,11 @@ def test_plan_explain_key_prints_the_parts_and_refuses_an_unknown_stage(capsys, 
     assert not (tmp_path / "plans").exists()  # writes nothing
     assert main([*args, "--explain-key", "nope"]) != 0
     assert "--explain-key: the plan has no stage 'nope'" in capsys.readouterr().err
+
+
+def test_a_stage_with_cache_false_never_shares_its_points():
+    plan = keyed("pipeline.stages.reduce.resources.time=00:05:00,00:07:00", "pipeline.stages.reduce.cache=false",
+                  multirun=True)
+    assert plan.stages["shards"].shared == [0, 0]  # the time limit is not in the key
+    assert plan.stages["reduce"].keys[0] == plan.stages["reduce"].keys[1] and plan.stages["reduce"].shared == []
+    assert plan.stages["reduce"].run_tasks() == [0, 1]
