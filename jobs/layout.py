@@ -20,7 +20,10 @@
     markers/<hash>/<task>.failed  last failure (best effort: a SIGKILLed task leaves none)
     markers/<hash>/<task>.running-<jobid>_<index>  while the task works (status: accounting lags);
                                   {restarts, started, host} of the attempt
-    out/<point>/<task>/     task output, renamed into place only when the task succeeded
+    out/<point>/<task>/     task output, renamed into place only when the task succeeded; a point
+                            whose content key an earlier point has (spec.json "shared_points") has
+                            none: its readers use the computing point's (point_of); a point
+                            another run computed ("cached_outputs") is read there (located)
     ckpt/<task>/            task checkpoint state, survives requeues (kind=pretrain: the
                             trainer's checkpoints: hf checkpoint-<N>/, nanotron <step>/ + latest.txt)
     nanotron/<point>/       kind=pretrain, backend nanotron: config.yaml, tokenizer/
@@ -78,6 +81,24 @@ def endpoint_variables(stage: str) -> tuple[str, str]:
     return base, base + "_MODEL"
 
 
+def point_of(spec: dict, stage: str, point: int) -> int:
+    """The sweep point whose task computes `stage`'s output for `point`: itself, unless the plan found
+    the two points' content keys equal (spec "shared_points", launcher/keys.py), then the first such."""
+    shared = (spec.get("shared_points") or {}).get(stage)
+    return shared[point] if shared else point
+
+
+def located(spec: dict, stage: str, point: int) -> tuple[Path, str | None, int]:
+    """Where `stage`'s output for `point` is: (run dir, stage hash there, point there). This run's,
+    at the point that computes it (point_of), unless another run computed it (spec "cached_outputs",
+    launcher/cache.py: read it there, never write it)."""
+    point = point_of(spec, stage, point)
+    source = ((spec.get("cached_outputs") or {}).get(stage) or {}).get(str(point))
+    if source:
+        return Path(source["run"]), source["hash"], int(source["point"])
+    return Path(spec["run_dir"]), (spec.get("stage_hashes") or {}).get(stage), point
+
+
 class Folders:
     """The run folders a stage's config may name through placeholders, for one sweep point.
     spec: a stage spec (run_dir, stage, parents, stage_hashes)."""
@@ -88,10 +109,11 @@ class Folders:
 
     def of(self, stage: str, part: str) -> Path:
         where = (self.spec.get("stage_outputs") or {}).get(stage, "datatrove")
+        run_dir, stage_hash, point = located(self.spec, stage, self.point)  # shared or cached: where it is
         if where == "datatrove" or part != "output":
-            return datatrove_dir(self.run_dir, stage, self.spec["stage_hashes"][stage], self.point, part)
+            return datatrove_dir(run_dir, stage, stage_hash or self.spec["stage_hashes"][stage], point, part)
         # other kinds: the task's output folder (one task per point), or the point's (several)
-        return output_dir(self.run_dir, stage, self.point, 0 if where == "task" else None)
+        return output_dir(run_dir, stage, point, 0 if where == "task" else None)
 
     def fill(self, node: Any) -> Any:
         return map_strings(node, lambda x: PLACEHOLDER.sub(lambda m: str(self._folder(*m.groups())), x))

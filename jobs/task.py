@@ -56,6 +56,12 @@ def _job_id() -> str:
     return os.environ.get("SLURM_JOB_ID") or os.environ.get("LAUNCHER_JOB_ID", "local")
 
 
+def _where(spec: dict, stage: str, point: int) -> tuple[Path, str, int]:
+    """(run dir, stage, point) of a parent's output folder: shared or cached (layout.located)."""
+    run_dir, _, at = layout.located(spec, stage, point)
+    return run_dir, stage, at
+
+
 class Task:
     """One array task: what jobs/kinds/base.py's TaskHandle describes, and the runner around the kind's
     work (markers, signals, requeue)."""
@@ -78,7 +84,7 @@ class Task:
             run_dir=self.run_dir, run_id=spec["run_id"], stage=self.stage, task=self.task, index=self.index,
             num_tasks=spec["tasks_per_point"], point=self.point, params=self.payload.get("params") or {},
             output_dir=self.tmp_out, checkpoint_dir=layout.checkpoint_dir(self.run_dir, self.stage, self.task),
-            inputs={p: layout.output_dir(self.run_dir, p, self.point) for p in spec["parents"]},
+            inputs={p: layout.output_dir(*_where(spec, p, self.point)) for p in spec["parents"]},
             restart_count=self.restarts)
         self.child: subprocess.Popen | None = None  # the kind's child process tree (start_child)
         self.tee: threading.Thread | None = None  # copies a piped child's stdout (start_child on_line)

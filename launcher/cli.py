@@ -78,6 +78,8 @@ def _add_cfg_and_configs(sub, plan) -> None:
                       "--cfg does (job: without the hydra node; all: with it), and exit; writes nothing")
     plan.add_argument("--resolve", action="store_true", help="with --cfg: resolve the interpolations")
     plan.add_argument("--package", metavar="KEY", help="with --cfg: only this key, e.g. pipeline.stages.shards")
+    plan.add_argument("--explain-key", metavar="STAGE", help="print each sweep point's content key of STAGE and "
+                      "the parts it covers, each with its digest (docs/content-keys.md), and exit; writes nothing")
     cf = sub.add_parser("configs", help="list the config groups and their options (pipeline, cluster, data, "
                         "model, ...)", description="Without GROUP: each group and its options. With GROUP: each "
                         "option, its file, and the files of the same name it shadows (--config-dir and "
@@ -123,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="expand sweep overrides (a=1,2,3 b=x,y) into array tasks of the same jobs")
         sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. pipeline=smoke cluster=dev wait=true"
                         ).completer = completion.complete_override
+        sp.add_argument("--rerun", action="append", metavar="STAGE[,STAGE]",
+                        help="compute these stages (and every stage after them) again although another run under "
+                             "the run root has their output (docs/content-keys.md)")
         _config_dir_arg(sp)
         _format_arg(sp)
         return sp
@@ -220,13 +225,19 @@ def cmd_run(args) -> int:
     from launcher.sitedefault import with_cluster
 
     t0 = time.perf_counter()
-    run, prep = ops.launch(with_cluster(args.overrides, refuse_local=True), args.multirun, echo=console.print)
+    run, prep = ops.launch(with_cluster(args.overrides, refuse_local=True), args.multirun, echo=console.print,
+                           rerun=_rerun(args))
     console.print(f"run {run.id}: {len(run.submissions())} job(s) submitted in {time.perf_counter() - t0:.2f} s")
     console.print(f"run dir: {run.path}")
     console.print(f"next:    launcher status {run.id}    launcher logs {run.id} <stage>    launcher resume {run.id}")
     if prep.configs[0]["wait"]:
         return _watch(run, prep.configs[0]["poll_s"])
     return 0
+
+
+def _rerun(args) -> list:
+    """--rerun a,b (repeatable) as stage names."""
+    return [n for value in args.rerun or [] for n in value.split(",") if n]
 
 
 def cmd_plan(args) -> int:
@@ -245,8 +256,12 @@ def cmd_plan(args) -> int:
     from launcher import ops
     from launcher.reports.display import console, plan_table, show
 
-    prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun)
+    if args.explain_key:
+        return _explain_key(args)
+    prep, plan_dir, requests = ops.make_plan(args.overrides, args.multirun, _rerun(args))
     show(plan_table(prep.plan, requests, prep.chunk_size))
+    for line in shared_points(prep.plan):
+        console.print(line, markup=False, highlight=False)
     for text in stage_summaries(prep.plan, plan_dir):
         console.print(text, markup=False, highlight=False)
     console.print(f"sbatch scripts written under {plan_dir}/stages/<stage>/scripts/ (dependencies are passed "
@@ -260,6 +275,39 @@ def cmd_plan(args) -> int:
 
         raise ConfigErrors(prep.errors)
     return 0
+
+
+def _explain_key(args) -> int:
+    """`launcher plan --explain-key STAGE`: the key's parts, composed and planned as `plan` does (no
+    preflight, nothing written)."""
+    from pathlib import Path as P
+
+    from launcher import key_facts, keys
+    from launcher.compose import compose_points
+    from launcher.errors import UsageError
+    from launcher.plan import build_plan
+
+    points, configs = compose_points(args.overrides, args.multirun)
+    plan = build_plan(configs, points)
+    stage = plan.aliases.get(args.explain_key, args.explain_key)
+    if stage not in plan.stages:
+        raise UsageError(f"--explain-key: the plan has no stage '{args.explain_key}' (stages: {', '.join(plan.stages)})")
+    facts = key_facts.gather(plan, str(P(configs[0]["run_root"]).resolve()))
+    keys.assign(plan, facts)
+    print("\n".join(keys.explain(plan, facts, stage)))
+    return 0
+
+
+def shared_points(plan) -> list:
+    """One line per stage whose sweep points share tasks: which point computes which (plan.json has
+    the same as each stage's `shared`)."""
+    from launcher import keys
+
+    lines = [f"  {name}: points {m}" for name, s in plan.stages.items() if (m := keys.mapping(s))]
+    out = ["shared points (equal content keys; point<-the point whose tasks compute it):", *lines] if lines else []
+    cached = [f"  {name}: point {p} <- {src['run']} point {src['point']}" for name, s in plan.stages.items()
+              for p, src in s.cached.items()]
+    return out + (["cached (completed by another run, read there, not submitted):", *cached] if cached else [])
 
 
 def stage_summaries(plan, plan_dir: Path) -> list:

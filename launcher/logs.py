@@ -18,6 +18,7 @@ def log_files(run: Run, stage: str, task: int) -> List[Path]:
         raise NotFound(f"run {run.id} has no stage '{stage}' (stages: {', '.join(plan.stages)})")
     if not 0 <= task < plan.stages[stage].total_tasks:
         raise NotFound(f"stage '{stage}' has tasks 0..{plan.stages[stage].total_tasks - 1}, not {task}")
+    task = plan.stages[stage].task_of(task)  # a shared point's task: the one that computes it
     rec = next((r for r in reversed(run.submissions()) if r["stage"] == stage and task in r["tasks"]), None)
     if rec is None:
         raise LauncherError(f"task {task} of stage '{stage}' was never submitted")

@@ -39,18 +39,32 @@ class Prepared:
     accounting: Optional[bool] = None  # the cluster keeps accounting (sacct answers); None: not known
 
 
-def prepare(overrides: Sequence[str], multirun: bool) -> Prepared:
-    """Compose every sweep point, build the plan, read the cluster and run preflight."""
+def prepare(overrides: Sequence[str], multirun: bool, rerun: Sequence[str] = ()) -> Prepared:
+    """Compose every sweep point, build the plan, read the cluster and run preflight. `rerun`: stages
+    computed again although another run has their output (launcher/cache.py)."""
     points, configs = compose_points(overrides, multirun)
-    return prepare_configs(configs, points)
+    return prepare_configs(configs, points, rerun)
 
 
-def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]]) -> Prepared:
+def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun: Sequence[str] = ()) -> Prepared:
     """The same from configs composed elsewhere (one resolved config per point, launcher.compose; the
     Hydra launcher plugin), each point named by its overrides."""
+    from launcher import cache
+
     _refuse_secrets(configs)
-    plan = build_plan(configs, points)
-    return _check(plan, configs, Path(configs[0]["run_root"]).resolve())
+    run_root = Path(configs[0]["run_root"]).resolve()
+    plan = keyed(build_plan(configs, points), run_root)
+    cache.apply(plan, run_root, rerun)
+    return _check(plan, configs, run_root)
+
+
+def keyed(plan: Plan, run_root: Path) -> Plan:
+    """The plan with its content keys and shared points (launcher/keys.py), from the files as they are
+    now (launcher/key_facts.py)."""
+    from launcher import key_facts, keys
+
+    keys.assign(plan, key_facts.gather(plan, str(run_root)))
+    return plan
 
 
 def path_errors(run_root: Path) -> List[ConfigError]:
@@ -129,12 +143,15 @@ def _snapshot_and_record(plan: Plan, run_dir: Path) -> None:
 
 
 def all_tasks(plan: Plan) -> Dict[str, List[int]]:
-    return {name: list(range(s.total_tasks)) for name, s in plan.stages.items()}
+    """The tasks a new run submits: per stage, those of the points that compute their own key (a
+    shared point reads the output of the point that computes it)."""
+    return {name: s.run_tasks() for name, s in plan.stages.items()}
 
 
-def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path, List[JobRequest]]:
+def make_plan(overrides: Sequence[str], multirun: bool,
+              rerun: Sequence[str] = ()) -> tuple[Prepared, Path, List[JobRequest]]:
     """Everything `run` does except submitting: scripts go to <run_root>/plans/<id>/."""
-    prep = prepare(overrides, multirun)
+    prep = prepare(overrides, multirun, rerun)
     if any(e.key == "run_root" for e in prep.errors):  # the scripts would have nowhere to go
         raise ConfigErrors(prep.errors)
     run_id = new_run_id(prep.plan.pipeline, "plan")
@@ -148,8 +165,9 @@ def make_plan(overrides: Sequence[str], multirun: bool) -> tuple[Prepared, Path,
     return prep, plan_dir, requests
 
 
-def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print) -> tuple[Run, Prepared]:
-    return launch_prepared(prepare(overrides, multirun), overrides, multirun, echo=echo)
+def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print,
+           rerun: Sequence[str] = ()) -> tuple[Run, Prepared]:
+    return launch_prepared(prepare(overrides, multirun, rerun), overrides, multirun, echo=echo)
 
 
 def launch_prepared(prep: Prepared, overrides: Sequence[str], multirun: bool, echo: Callable = print,
@@ -201,7 +219,7 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         old = run.plan()
         configs = _configs_now(run, old)
         _refuse_secrets(configs)
-        new = build_plan(configs, old.points)
+        new = keyed(build_plan(configs, old.points), run.path.parent)
         changed = sorted(set(new.stages) ^ set(old.stages)
                          | {n for n in new.stages if n in old.stages and new.stages[n].hash != old.stages[n].hash})
         if changed and not force:
@@ -209,6 +227,10 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
                 f"the config of stage(s) {', '.join(changed)} changed since run {run.id} was launched; resuming "
                 f"would mix outputs of two configs. Rerun with --force to run those stages (and the stages after "
                 f"them) with the new config; markers of the old config stay under stages/<stage>/markers/<hash>.")
+        if changed:  # the changed stages' points may have been computed by another run since
+            from launcher import cache
+
+            cache.apply(new, run.path.parent, skip=run.path)
         plan = new if changed else old
         if changed:
             layout.atomic_write_json(run.path / f"plan.{int(time.time())}.json", old.to_json())
@@ -221,7 +243,8 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         backend = run_backend(run, plan)
         st = collect(run, backend, strict=True)  # every job it depends on is one the scheduler knows
         states = {name: s_.tasks for name, s_ in st.stages.items()}
-        todo = {name: [t for t, s in tasks.items() if s in RESUMABLE] for name, tasks in states.items()}
+        todo = {name: [t for t, s in tasks.items() if s in RESUMABLE and plan.stages[name].task_of(t) == t]
+                for name, tasks in states.items()}  # a shared task is its computing task's copy
         todo = with_servers(plan, todo, states)
         if not any(todo.values()):
             echo(f"nothing to resume: run {run.id} is {st.state.lower()} "
@@ -280,7 +303,7 @@ def holds(kind: str, parent_states: List[str]) -> bool:
     """Whether a Slurm dependency of this kind is satisfied by parent tasks in these (final) states
     (sbatch(1), --dependency): what resume relies on when it submits a task without that edge."""
     if kind in ("afterok", "aftercorr"):
-        return all(s == "completed" for s in parent_states)
+        return all(s in ("completed", "cached") for s in parent_states)
     if kind == "afternotok":
         return any(s in ("failed", "cancelled", "lost") for s in parent_states)
     if kind == "afterany":

@@ -34,6 +34,10 @@ class Dep:
     parent: str
     kind: str  # the Slurm dependency kind actually used
     declared: str  # what the config said (differs when a sweep turns afterok into aftercorr)
+    # Why `kind` is not what a sweep would make of `declared`: "shared" when the child's points map to
+    # parent points of other indices (shared points, launcher/keys.py), so the edge waits on the whole
+    # parent array instead of pairing array indices (aftercorr).
+    note: str = ""
 
 
 @dataclass
@@ -58,10 +62,40 @@ class StagePlan:
     group_resources: List[Dict[str, Any]] = field(default_factory=list)
     group_time_min: List[Optional[int]] = field(default_factory=list)
     external: Dict[str, str] = field(default_factory=dict)  # job id outside the run -> dependency kind (after.job:N)
+    # Content identity (launcher/keys.py, docs/content-keys.md): each point's key, and the point whose
+    # task computes it (shared[p] == p: its own; empty: every point its own, a plan from before keys).
+    keys: List[str] = field(default_factory=list)
+    shared: List[int] = field(default_factory=list)
+    cache: bool = True  # config `cache`: its points may reuse another run's output of their key
+    # Points whose output another run of the run root completed (launcher/cache.py): {point (as text,
+    # a JSON key): {"run": run dir, "point": its point there, "hash": its stage hash there}}. Not submitted.
+    cached: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def total_tasks(self) -> int:
         return self.tasks_per_point * self.points
+
+    def point_of(self, point: int) -> int:
+        """The sweep point whose tasks compute this point's output (itself unless shared)."""
+        return self.shared[point] if self.shared else point
+
+    def task_of(self, task: int) -> int:
+        """The global task that computes this task's output: the same index within the sharing point."""
+        point, index = self.split(task)
+        return self.point_of(point) * self.tasks_per_point + index
+
+    def run_tasks(self) -> List[int]:
+        """The global tasks this run computes: every task of each point that computes its own key and
+        has no cached output (those are `cached_tasks`)."""
+        return [t for t in range(self.total_tasks) if self.task_of(t) == t and str(self.split(t)[0]) not in self.cached]
+
+    def cached_tasks(self) -> List[int]:
+        """The global tasks whose point's output another run computed (launcher/cache.py)."""
+        return [t for t in range(self.total_tasks) if self.task_of(t) == t and str(self.split(t)[0]) in self.cached]
+
+    @property
+    def distinct_points(self) -> int:
+        return len(set(self.shared)) if self.shared else self.points
 
     def split(self, task: int) -> tuple[int, int]:
         """Global array task → (sweep point, task within the point)."""
@@ -209,7 +243,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         stages[name] = StagePlan(
             name=name, kind=st["kind"], tasks_per_point=st["tasks"], points=n_points, throttle=st["throttle"],
             time_min=time_limit_min(st["resources"]["time"]), resources=dict(st["resources"]),
-            requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps,
+            requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps, cache=st.get("cache", True),
             hash=_digest([structure, payloads, parent_hashes]), payloads=payloads, environment=environment,
             groups=groups, group_resources=group_resources,
             group_time_min=[time_limit_min(r["time"]) for r in group_resources], external=external.get(name, {}))

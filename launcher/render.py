@@ -66,7 +66,7 @@ def build_requests(plan: Plan, todo: Dict[str, Iterable[int]], chunk_size: int,
                     deps.append((d.kind, d.parent, keys[d.parent](part_tasks[0])))
                 elif plan.independent:  # this point's parent tasks only (parts are per point)
                     parent = plan.stages[d.parent]
-                    point = part_tasks[0] // stage.tasks_per_point
+                    point = parent.point_of(part_tasks[0] // stage.tasks_per_point)  # the point computing it
                     first = point * parent.tasks_per_point
                     deps += [(d.kind, d.parent, p) for p in
                              dict.fromkeys(keys[d.parent](t) for t in range(first, first + parent.tasks_per_point))]
@@ -137,7 +137,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         in_container, teardown = containers.batch_lines()
         setup += in_container
     # throttle is per sweep point, like tasks: K points may run K times as many tasks at once
-    points = len({t // stage.tasks_per_point for t in req.tasks}) if stage.groups else stage.points
+    points = len({t // stage.tasks_per_point for t in req.tasks}) if stage.groups else stage.distinct_points
     throttle = min(stage.throttle * points, stage.total_tasks) if stage.throttle else None
     extra = {"array": array_spec(req.indices, throttle), "signal": f"{rq['signal']}@{rq['signal_delay_s']}"}
     if rq["max"] > 0:
@@ -214,6 +214,12 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
                if kinds.get(plan.stages[d.parent].kind).provides_endpoint and d.kind == "after"]
     if servers:  # a client: waits for each server's endpoint before it runs
         spec["servers"] = {s.name: {"hash": s.hash, **kinds.get(s.kind).client_spec(s)} for s in servers}
+    shared = {n: s.shared for n, s in plan.stages.items() if s.shared}
+    if shared:  # points that read another point's output (launcher/keys.py): jobs/layout.py point_of
+        spec["shared_points"] = shared
+    cached = {n: s.cached for n, s in plan.stages.items() if s.cached}
+    if cached:  # points another run computed (launcher/cache.py): jobs/layout.py located
+        spec["cached_outputs"] = cached
     if stage.groups:  # a sweep that changes the resources: each point's own (jobs/task.py picks it)
         spec["point_resources"] = [stage.group_resources[g] for g in stage.groups]
     if kind.multi_process(stage.payloads[0]):

@@ -122,6 +122,9 @@ STAGE_HEAD = [
     ("throttle", Optional[int], None),  # at most this many tasks of a sweep point at once (%N x points)
     ("after", Dict[str, EdgeKind], field(default_factory=dict)),  # parent stage -> dependency kind
     ("singleton", bool, False),  # one job of this stage at a time across runs (--dependency=singleton)
+    # false: never reuse another run's output of the same content key (docs/content-keys.md); serving
+    # and publishing never are
+    ("cache", bool, True),
     ("command", Optional[str], None),  # kind=command: bash script, run with `bash -euo pipefail -c`
     ("target", Optional[str], None),  # kind=python: "package.module:function"
     ("params", Dict[str, Any], field(default_factory=dict)),  # handed to the callable as ctx.params

@@ -1,6 +1,8 @@
 """Task states from the run directory (markers) plus ONE scheduler query for the rest.
 
 A task is
+- cached: another run under the run root completed this point's content key (launcher/cache.py): the
+  run reads that output and never submits the task;
 - completed: it has its completion marker (the only proof of success: a job that exited 0 without
   one counts as failed);
 - running / pending: the scheduler says so (or the task's running marker does, while accounting lags);
@@ -13,6 +15,9 @@ A task is
 - lost: its job is unknown to the scheduler (sacct and squeue) longer than the backend's grace after
   submission (accounting purged, a lost record): resumable, like missing;
 - missing: never submitted (or rolled back).
+A task of a sweep point that shares its key with an earlier point (launcher/keys.py) is not
+submitted: it has the state of the task that computes it (StagePlan.task_of), and StageStatus.shared
+says which.
 """
 from __future__ import annotations
 
@@ -28,9 +33,9 @@ from launcher import exitcodes
 from launcher.plan import Plan
 from launcher.rundir import Run
 
-STATES = ("completed", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
+STATES = ("completed", "cached", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
 ACTIVE = {"running", "pending"}
-DONE = {"completed", "skipped"}  # nothing left to do for these
+DONE = {"completed", "cached", "skipped"}  # nothing left to do for these
 # Tasks that did not run; if their dependency can never hold, they are skipped instead.
 NOT_RUN = {"cancelled", "lost", "missing"}
 
@@ -51,6 +56,7 @@ class StageStatus:
     waiting_for: Dict[int, List[str]] = field(default_factory=dict)
     tasks_per_point: int = 1  # task t is task t % tasks_per_point of sweep point t // tasks_per_point
     hash: str = ""  # the stage's config hash: its markers are under stages/<name>/markers/<hash>/
+    shared: Dict[int, int] = field(default_factory=dict)  # task -> the task that computes it (shared points)
 
     @property
     def counts(self) -> Dict[str, int]:
@@ -119,7 +125,7 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
     states: Dict[str, Dict[int, str]] = {}
     for name, st in plan.stages.items():
         m, tasks = marks[name], {}
-        for t in range(st.total_tasks):
+        for t in st.run_tasks():
             if t in m.done:
                 tasks[t] = "completed"
             elif t not in latest[name]:
@@ -135,14 +141,18 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
                 if s == "pending" and m.running.get(t) == f"{jid}_{idx}":
                     s = "running"  # the task says so; accounting has not caught up yet
                 tasks[t] = "failed" if s == "completed" else s  # exited 0 but left no marker
-        states[name] = tasks
+        tasks.update({t: "cached" for t in st.cached_tasks()})
+        states[name] = _with_shared(st, tasks)
     _mark_skipped(plan, states)
+    states = {name: _with_shared(st, states[name]) for name, st in plan.stages.items()}
 
     stages = {}
     for name, st in plan.stages.items():
-        active = sorted({(latest[name][t][0], latest[name][t][2]) for t, s in states[name].items() if s in ACTIVE})
+        active = sorted({(latest[name][t][0], latest[name][t][2]) for t, s in states[name].items()
+                         if s in ACTIVE and st.task_of(t) == t})
         stages[name] = StageStatus(name=name, total=st.total_tasks, tasks=states[name], job_ids=job_ids[name],
                                    active_jobs=active, tasks_per_point=st.tasks_per_point, hash=st.hash,
+                                   shared={t: st.task_of(t) for t in range(st.total_tasks) if st.task_of(t) != t},
                                    **_details(plan, name, states, latest[name], sched))
     return RunStatus(run=run.id, stages=stages, path=run.path)
 
@@ -185,6 +195,11 @@ def waited_on(plan: Plan, stage: str, task: int, states: Dict[str, Dict[int, str
     return out
 
 
+def _with_shared(st, tasks: Dict[int, str]) -> Dict[int, str]:
+    """Every task's state, a shared task's being that of the task computing it; in task order."""
+    return {t: tasks[st.task_of(t)] for t in range(st.total_tasks)}
+
+
 class _RunDirOnly:
     """A scheduler that knows no job: what `recorded_state` asks instead of Slurm."""
 
@@ -223,7 +238,7 @@ def parent_tasks(plan: Plan, stage: str, kind: str, parent: str, task: int) -> L
         return [task]
     if plan.independent:  # sweep.independent: the same point's parent tasks (render.build_requests)
         per = plan.stages[parent].tasks_per_point
-        point = task // plan.stages[stage].tasks_per_point
+        point = plan.stages[parent].point_of(task // plan.stages[stage].tasks_per_point)  # its computing point
         return list(range(point * per, (point + 1) * per))
     return list(range(total))
 

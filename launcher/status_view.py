@@ -158,7 +158,9 @@ def stage_json(run_dir: Path, s: StageStatus, now: float) -> Dict[str, Any]:
             "failed": [t for t in sorted(s.tasks) if s.tasks[t] == "failed"],
             "cancelled": [t for t in sorted(s.tasks) if s.tasks[t] == "cancelled"],
             "pending_reasons": dict(Counter(x["reason"] or "unknown" for x in tasks if x["state"] == "pending")),
-            "points": points, "array": tasks}
+            "points": points, "array": tasks,
+            # shared sweep points: {task: the task that computes it} (docs/content-keys.md)
+            "shared": {str(t): c for t, c in sorted(s.shared.items())}}
 
 
 def status_json(st: RunStatus, now: Optional[float] = None) -> Dict[str, Any]:

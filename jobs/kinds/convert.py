@@ -22,8 +22,9 @@ def run(task) -> Dict[str, Any]:
 
     parent = task.spec["parents"][0]
     train = task.spec["parent_train"]
-    checkpoints = layout.checkpoint_dir(task.run_dir, parent, task.task)
-    tokenizer = layout.nanotron_dir(task.run_dir, parent, task.point) / "tokenizer"
+    run_dir, _, point = layout.located(task.spec, parent, task.point)  # shared or cached; one task per point
+    checkpoints = layout.checkpoint_dir(run_dir, parent, point)
+    tokenizer = layout.nanotron_dir(run_dir, parent, point) / "tokenizer"
     home = os.environ.get("NANOTRON_HOME", "")
     if not (Path(home) / "examples" / "llama" / "convert_nanotron_to_hf.py").is_file():
         raise FileNotFoundError(f"NANOTRON_HOME={home!r} has no examples/llama/convert_nanotron_to_hf.py (set it in the "

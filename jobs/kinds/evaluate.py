@@ -29,7 +29,8 @@ resolves_hub_references = True
 def checkpoints(spec: Dict[str, Any], point: int) -> List[Tuple[int, Path]]:
     """(step, folder) of the parent's complete checkpoints on the token interval, oldest first."""
     parent = spec["parents"][0]
-    folder = layout.checkpoint_dir(Path(spec["run_dir"]), parent, point)
+    run_dir, _, at = layout.located(spec, parent, point)  # a shared or cached training's
+    folder = layout.checkpoint_dir(run_dir, parent, at)
     if spec["parent_kind"] in ("pretrain", "align"):  # Trainer's checkpoint-N, with a marker, files intact
         from jobs.runtime.checkpoints import scan as scan_checkpoints
 
@@ -45,8 +46,9 @@ SQUEUE_EVERY_S = 120  # markers are read every poll; the controller is asked at 
 
 def training_ended(spec: Dict[str, Any], point: int, ask_slurm: bool = True) -> bool:
     """The parent's task for this point has ended (layout.task_ended)."""
-    return layout.task_ended(Path(spec["run_dir"]), spec["parents"][0], spec["parent_hash"], point, spec["backend"],
-                             ask_slurm)
+    parent = spec["parents"][0]
+    run_dir, stage_hash, at = layout.located(spec, parent, point)  # a shared or cached training's
+    return layout.task_ended(run_dir, parent, stage_hash or spec["parent_hash"], at, spec["backend"], ask_slurm)
 
 
 def run(task) -> Dict[str, Any]:

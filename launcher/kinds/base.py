@@ -83,6 +83,9 @@ class Kind:
     output_layout: str = "task"
     # Its strings may name other stages' outputs ({input:<stage>}): the spec carries their hashes.
     reads_stage_outputs: bool = False
+    # Sweep points with equal content keys may share one task (launcher/keys.py). False for work whose
+    # effect is not its output folder: a server (clients meet it per point), a publication.
+    shares_points: bool = True
 
     @property
     def runner(self) -> str:
@@ -178,10 +181,39 @@ class Kind:
         """downloads_hub_refs: the hub references (jobs.adapters.hub_refs.Ref) it downloads."""
         return []
 
+    # -- content keys (launcher/keys.py) -------------------------------------------------------------
+    def reads_from(self, payload: Dict[str, Any], parents: List[str]) -> List[str]:
+        """The stages whose outputs a task of this kind can read (their keys go into its key): every
+        parent (a task gets LAUNCHER_INPUT_<PARENT> for each) and any stage its strings name
+        ({input:<stage>}). A kind whose work sees folders only through placeholders narrows it."""
+        return list(dict.fromkeys(parents + placeholder_stages(payload, parents)))
+
+    def code_modules(self, payload: Dict[str, Any]) -> Optional[List[str]]:
+        """Top-level import names of `pipeline.code` its work can run; None: every code path (a shell
+        command or a library config may import any of them)."""
+        return None
+
     # -- `launcher plan` ------------------------------------------------------------------------------
     def describe(self, plan, stage, plan_dir: Path) -> List[str]:
         """Paragraphs `launcher plan` prints for this stage."""
         return []
+
+
+def placeholder_stages(payload: Dict[str, Any], parents: List[str]) -> List[str]:
+    """The stages a payload's strings name through folder placeholders: {input} is the first parent,
+    {input:<stage>} that stage (an expanded stage's name as written: keys.py resolves aliases)."""
+    from jobs import layout
+
+    found: List[str] = []
+
+    def note(text: str) -> str:
+        for what, ref in layout.PLACEHOLDER.findall(text):
+            if what == "input" and (ref or parents):
+                found.append(ref or parents[0])
+        return text
+
+    layout.map_strings(payload, note)
+    return list(dict.fromkeys(found))
 
 
 # Preflight reads a data file line by line up to this many bytes (~2-5 s of JSON parsing on a login

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Tuple
 from jobs.layout import PLACEHOLDER
 
 from launcher.errors import ConfigError
-from launcher.kinds.base import Kind, Problems
+from launcher.kinds.base import Kind, Problems, placeholder_stages
 from launcher.placeholders import check_placeholders, walk
 
 ONE_RANK_BLOCKS = ("TrainTokenizer",)  # blocks that raise unless world_size == 1 (jobs/adapters/datatrove_blocks.py)
@@ -61,6 +61,12 @@ class Preprocess(Kind):
             return dict(cfg, pipeline=dict(cfg["pipeline"], stages=stages))
 
         return [flat(cfg) for cfg in plain], {}
+
+    def reads_from(self, payload: Dict[str, Any], parents: List[str]) -> List[str]:
+        """Datatrove blocks see other stages' folders only through placeholders: a parent no block
+        names is an ordering edge, not an input (the ablation's tokenizer waits for dedup but reads
+        the raw documents)."""
+        return placeholder_stages(payload, parents)
 
     def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
         """Blocks are {_target_: ...} dicts and their folder placeholders name stages this one waits for."""

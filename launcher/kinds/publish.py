@@ -82,6 +82,7 @@ def _spec_for(plan, stage, plan_dir) -> Dict[str, Any]:
 
 class PublishKind(Kind):
     name = "publish"
+    shares_points = False  # its effect is the hub repository, not its output folder
     section, schema = "publish", Publish
     payload_keys = ("publish",)
     hub_access = "write"

@@ -102,6 +102,7 @@ class ServeKind(Kind):
     payload_keys = ("serve",)
     provides_endpoint = True
     reruns_when_complete = True
+    shares_points = False  # each point's clients meet their own server
     reads_stage_outputs = True
 
     def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:

@@ -116,10 +116,16 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
             res.append(f"{s.group_count} resource sets (one array job each)")
         if s.environment.get("name"):
             res.append(f"env {s.environment['name']}")
-        tasks = f"{s.points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
+        tasks = f"{s.distinct_points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
+        if s.distinct_points != s.points:  # equal content keys: one task set per key (launcher/keys.py)
+            tasks += f" ({s.points} points)"
+        if s.cached:  # another run computed these points' keys (launcher/cache.py): not submitted
+            tasks += f", {len(s.cached)} cached"
         if s.throttle:
             tasks += f" %{s.throttle}"
-        deps = ", ".join([f"{d.parent}:{d.kind}" + (f" (declared {d.declared})" if d.kind != d.declared else "")
+        deps = ", ".join([f"{d.parent}:{d.kind}" + (f" (declared {d.declared}; shared points: whole array)"
+                                                    if d.note == "shared" else
+                                                    f" (declared {d.declared})" if d.kind != d.declared else "")
                           for d in s.deps] + [f"job {j}:{k}" for j, k in s.external.items()]) or "-"
         if s.singleton:
             deps += " +singleton"
@@ -142,7 +148,7 @@ def status_table(st: RunStatus, plain: bool = None) -> Table:
     plain = plain_output() if plain is None else plain
     t = Table(title=f"run {st.run}: [{STYLE.get(st.state, '')}]{st.state}[/]", title_justify="left",
               **({} if plain else {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}))
-    counted = ("completed", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
+    counted = ("completed", "cached", "skipped", "running", "pending", "failed", "cancelled", "lost", "missing")
     shown = counted[1:] if plain else [k for k in counted[1:] if any(s.counts[k] for s in st.stages.values())]
     for col in ("stage", "state", *(("total", "done") if plain else ("done",)), *shown, "jobs"):
         t.add_column(col if plain else SHORT.get(col, col),
@@ -152,7 +158,9 @@ def status_table(st: RunStatus, plain: bool = None) -> Table:
     now = time.time()
     for s in st.stages.values():
         c = s.counts
-        done = [str(c["total"]), str(c["completed"])] if plain else [f"{c['completed']}/{c['total']}"]
+        # shared: tasks of points whose content key an earlier point has (they read its output)
+        shared = f" ({len(s.shared)} shared)" if s.shared else ""
+        done = [str(c["total"]), str(c["completed"])] if plain else [f"{c['completed']}/{c['total']}{shared}"]
         # Scheduler reasons and hostlists hold brackets ('ReqNodeNotAvail, UnavailableNodes:gpu[1-2]'):
         # escaped, so rich shows them rather than reading them as markup.
         t.add_row(escape(s.name), f"[{STYLE.get(s.state, '')}]{s.state}[/]", *done, *(str(c[k]) for k in shown),

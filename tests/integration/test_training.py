@@ -11,7 +11,7 @@ import pytest
 from jobs import layout
 from jobs.demo.corpus import make_corpus
 
-from conftest import CLI, slurm
+from conftest import CLI, job_of, slurm
 
 pytestmark = pytest.mark.slow
 
@@ -87,12 +87,41 @@ def test_a_campaign_is_one_array_job_per_stage(campaign, dev_slurm):
     assert tasks == {f"{job}_{i}": "COMPLETED" for i in range(4)}, tasks
     plan = json.loads((campaign.run_dir() / "plan.json").read_text())
     train = next(s for s in plan["stages"] if s["name"] == "train")
-    assert {d["parent"]: d["kind"] for d in train["deps"]} == {"merge": "aftercorr", "tokenizer": "aftercorr"}
+    # the data stages' points are shared (one per variant, the tokenizer one for all): a training waits on
+    # the whole parent arrays (launcher/keys.py), not on the parent task of its own index
+    assert {d["parent"]: (d["kind"], d["note"]) for d in train["deps"]} == \
+        {"merge": ("afterok", "shared"), "tokenizer": ("afterok", "shared")}
     runs = results(campaign)
     assert {r["campaign"] for r in runs} == {"abl-test"}
     assert json.loads((campaign.run_dir() / "run.json").read_text())["campaign"] == "abl-test"
     variants = [(next(o for o in r["overrides"] if o.startswith("data=")), r["seed"]) for r in runs]
     assert variants == [("data=fineweb_like", 1), ("data=fineweb_like", 2), ("data=raw", 1), ("data=raw", 2)]
+
+
+@pytest.mark.extended  # ~11 min for the campaign; the CI tier trains through test_evaluation's campaign and test_train_hf
+def test_the_data_stages_run_once_per_variant_and_every_training_reads_its_variant(campaign, dev_slurm):
+    """Issue 20, item 2: sacct shows the data stages with tasks for 2 distinct keys (data variants), not 4
+    (points), the tokenizer with 1; the 4 trainings read their variant's merged data."""
+    run = campaign.run_dir()
+    plan = {s["name"]: s for s in json.loads((run / "plan.json").read_text())["stages"]}
+    data_stages = ["clean", "dedup.signatures", "dedup.buckets", "dedup.clusters", "dedup.filter", "tokenize", "merge"]
+    for name in data_stages + ["tokenizer"]:
+        job = job_of(campaign, name)
+        out = slurm(dev_slurm, "sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job)
+        tasks = [line.split("|") for line in out.splitlines() if line.strip()]
+        distinct = 1 if name == "tokenizer" else 2
+        assert len(tasks) == distinct * plan[name]["tasks_per_point"], (name, tasks)
+        assert all(state == "COMPLETED" for _, state in tasks), (name, tasks)
+        assert len(set(plan[name]["keys"])) == distinct and plan[name]["shared"] == \
+            ([0, 0, 0, 0] if name == "tokenizer" else [0, 0, 2, 2])
+    spec = json.loads((layout.stage_dir(run, "train") / "spec.json").read_text())
+    merged = {p: layout.Folders(spec, p).of("merge", "output") for p in range(4)}
+    assert merged[0] == merged[1] != merged[2] == merged[3]
+    assert all(list(folder.glob("*.ds")) for folder in merged.values())
+    # the variant a training was given is its own point's
+    variants = [next(o for o in r["overrides"] if o.startswith("data=")) for r in results(campaign)]
+    assert variants == ["data=fineweb_like", "data=fineweb_like", "data=raw", "data=raw"]
+    assert merged[0].parts[-2] == "0" and merged[2].parts[-2] == "2"
 
 
 @pytest.mark.extended  # ~11 min for the campaign; the CI tier trains through test_evaluation's campaign and test_train_hf

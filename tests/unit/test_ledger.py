@@ -292,11 +292,12 @@ def test_the_log_a_script_names_is_the_one_launcher_logs_reads():
 def test_scrontab_log_path_is_escaped(tmp_path, monkeypatch):
     """`launcher schedule` writes its entry's --output as a Slurm pattern: a % of the run root doubled."""
     from launcher import schedule
+    from launcher.slurm import scrontab
 
     written = {}
-    monkeypatch.setattr(schedule, "read_crontab", lambda env: "")
-    monkeypatch.setattr(schedule, "write_crontab", lambda text, env: written.setdefault("text", text))
-    monkeypatch.setattr(schedule, "crontab_lock", __import__("contextlib").nullcontext)
+    monkeypatch.setattr(scrontab, "read_crontab", lambda env: "")
+    monkeypatch.setattr(scrontab, "write_crontab", lambda text, env: written.setdefault("text", text))
+    monkeypatch.setattr(scrontab, "crontab_lock", __import__("contextlib").nullcontext)
     root = tmp_path / "r%x"
     parser = schedule._ScheduleParser(prog="t")
     schedule._add_arguments(parser)
