@@ -241,3 +241,12 @@ def test_duplicate_ids_in_a_shard_are_refused_naming_the_key(tmp_path, no_vllm):
     f = write_jsonl(tmp_path / "p.jsonl", [{"id": "same", "prompt": "a"}, {"id": "same", "prompt": "b"}])
     with pytest.raises(runner.GenerateConfigError, match="generate.id_key: request id 'same' appears twice"):
         runner.run(fake_task(tmp_path, 0, 1, gen_config(f)))
+
+
+def test_the_task_refuses_more_tensor_parallelism_than_the_gpus_it_sees(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    task = fake_task(tmp_path, 0, 1, {})
+    task.spec["gpus"] = 4
+    with pytest.raises(runner.GenerateConfigError, match="generate.tensor_parallel_size: 4 but this node shows "
+                                                         "the task 2 GPU"):
+        runner.load_llm(task, {"tensor_parallel_size": 4}, "/m")
