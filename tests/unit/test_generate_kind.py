@@ -250,3 +250,28 @@ def test_the_task_refuses_more_tensor_parallelism_than_the_gpus_it_sees(tmp_path
     with pytest.raises(runner.GenerateConfigError, match="generate.tensor_parallel_size: 4 but this node shows "
                                                          "the task 2 GPU"):
         runner.load_llm(task, {"tensor_parallel_size": 4}, "/m")
+
+
+def test_results_of_another_config_are_moved_aside_not_mixed_in(tmp_path, monkeypatch, no_vllm):
+    f = write_jsonl(tmp_path / "p.jsonl", [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(2)])
+    g = gen_config(f)
+    monkeypatch.setattr(runner, "load_llm", lambda task, g, model: FakeLLM())
+    runner.run(fake_task(tmp_path, 0, 1, g))
+    g2 = dict(g, prompt="Other: {{ prompt }}")
+    llm = FakeLLM()
+    monkeypatch.setattr(runner, "load_llm", lambda task, g, model: llm)
+    second = fake_task(tmp_path, 0, 1, g2, restarts=1)
+    result = runner.run(second)
+    assert llm.calls == [["Other: p0", "Other: p1"]] and result["resumed_with"] == 0
+    assert (second.ctx.checkpoint_dir / "generations.jsonl.stale-0").exists()
+
+
+def test_llm_arguments_on_cpu_turn_off_compilation_and_chunked_prefill_and_keep_them_on_gpus():
+    from jobs.adapters import vllm
+
+    g = {"tensor_parallel_size": 2, "dtype": "bfloat16", "max_model_len": 512, "llm_args": {"seed": 3}}
+    assert vllm.llm_kwargs(g, "/m", 0) == {"model": "/m", "tensor_parallel_size": 2, "dtype": "bfloat16",
+                                           "max_model_len": 512, "enforce_eager": True,
+                                           "enable_chunked_prefill": False, "seed": 3}
+    assert vllm.llm_kwargs(g, "/m", 4) == {"model": "/m", "tensor_parallel_size": 2, "dtype": "bfloat16",
+                                           "max_model_len": 512, "seed": 3}
