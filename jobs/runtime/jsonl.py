@@ -34,6 +34,12 @@ def read(path: str | Path) -> List[Any]:
 def append(path: str | Path, record: Dict[str, Any], *, fsync: bool = False, sort_keys: bool = True) -> None:
     """Append one record as one line. fsync: flush it to storage before returning (a ledger that must
     say what was done even if the machine dies next)."""
+    extend(path, [record], fsync=fsync, sort_keys=sort_keys)
+
+
+def extend(path: str | Path, records: List[Dict[str, Any]], *, fsync: bool = False, sort_keys: bool = True) -> None:
+    """Append records, one line each, in one write and one flush (a batch of results): a writer killed
+    meanwhile leaves whole lines and at most one torn last line, which read() skips."""
     path = Path(path)
     with open(path, "a+b") as f:
         if f.tell() > 0:
@@ -41,7 +47,7 @@ def append(path: str | Path, record: Dict[str, Any], *, fsync: bool = False, sor
             torn = f.read(1) != b"\n"
         else:
             torn = False
-        f.write((b"\n" if torn else b"") + (json.dumps(record, sort_keys=sort_keys) + "\n").encode("utf-8"))
+        f.write((b"\n" if torn else b"") + "".join(json.dumps(r, sort_keys=sort_keys) + "\n" for r in records).encode("utf-8"))
         f.flush()
         if fsync:
             os.fsync(f.fileno())
