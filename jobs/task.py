@@ -36,7 +36,8 @@ from typing import Any, List, Mapping, Optional
 from jobs import layout
 from jobs.adapters import hub_refs as hub
 from jobs.context import Cancel, Requeue, TaskContext
-from jobs.runtime import endpoints, processes
+from jobs.runtime import endpoints, processes, stacks
+from jobs.runtime.watchdog import Watchdog
 from jobs.runtime.log import log
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "run me again" for the local backend
@@ -85,6 +86,9 @@ class Task:
         self.terminated = False  # a SIGTERM came that this task did not ask for (see _on_sigterm)
         self.ending = False  # this task asked Slurm to end this attempt (its requeue, its scancel)
         self._deadlines: list[threading.Timer] = []
+        self.watchdog: Watchdog | None = None  # the hang watchdog (payload "watchdog"), while the work runs
+        self.stalled = False  # the watchdog killed the work: requeue it
+        self.in_job_restarts = 0  # restarts the child's launcher still does itself (torchrun --max-restarts)
 
     # -- signals -------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -155,6 +159,43 @@ class Task:
         if self.child is not None and self.child.poll() is None:
             processes.kill(self.child)
         os._exit(self.requeue())
+
+    # -- the hang watchdog ------------------------------------------------------------------------
+    def start_watchdog(self) -> None:
+        """Watch this task's progress file when the stage has watchdog.stall_s (launcher/watchdog.py)."""
+        w = self.payload.get("watchdog")
+        if w and w.get("stall_s"):
+            path = layout.progress_path(self.run_dir, self.stage, self.task)
+            self.watchdog = Watchdog(path, w["stall_s"], w["startup_s"], self._on_stall).start()
+            log(f"watchdog: {path} must advance every {w['stall_s']:g} s ({w['startup_s']:g} s for the first "
+                f"write of an attempt; {w['restarts']} in-job restart(s), then requeue)")
+
+    def _on_stall(self, why: str) -> bool:
+        """The work stopped making progress: its stacks into this log, then an in-job restart (kill the
+        ranks; their launcher starts them again) while the launcher has restarts left, else kill the
+        step and requeue. True: keep watching (restarted in the job)."""
+        if self.ctx.should_stop():
+            return False  # already checkpointing and stopping: the stop deadline ends it
+        log(f"watchdog: {why}")
+        child = self.child
+        if child is None or child.poll() is not None:  # the work runs in this process
+            stacks.dump_self(log)
+            self.stalled = True
+            log("watchdog: ending this attempt and requeueing")
+            os._exit(self.requeue())
+        stacks.dump_tree(child.pid, log)
+        workers = [p for p in stacks.descendants(child.pid) if stacks.catches(p)]
+        if self.in_job_restarts > 0 and workers:
+            self.in_job_restarts -= 1
+            log(f"watchdog: killing {len(workers)} rank(s) {workers}; their launcher restarts them in this job "
+                f"({self.in_job_restarts} in-job restart(s) left)")
+            stacks.kill_sessions(workers)
+            return True
+        self.stalled = True
+        log("watchdog: killing the step; the task requeues")
+        stacks.kill_sessions(stacks.descendants(child.pid))
+        processes.kill(child)
+        return False
 
     def job_state(self) -> tuple[str, int] | None:
         """(JobState, Restarts) of this task's job, from one `scontrol -o show job`; None if Slurm did not
@@ -287,6 +328,7 @@ class Task:
             "LAUNCHER_OUTPUT_DIR": str(c.output_dir), "LAUNCHER_CHECKPOINT_DIR": str(c.checkpoint_dir),
             "LAUNCHER_RESTART_COUNT": str(c.restart_count), "LAUNCHER_PARAMS": json.dumps(c.params),
             "LAUNCHER_STOP_SIGNAL": self.spec["requeue"]["signal"], "LAUNCHER_BACKEND": self.spec["backend"],
+            "LAUNCHER_PROGRESS_FILE": str(layout.progress_path(c.run_dir, c.stage, c.task)),
         })
         for parent, path in c.inputs.items():  # stage "tok-2.b" -> LAUNCHER_INPUT_TOK_2_B
             env[layout.input_variable(parent)] = str(path)
@@ -324,7 +366,7 @@ class Task:
         """start_child() and wait: Requeue if it failed after a stop request, RuntimeError(failure with
         {rc} filled in) if it failed otherwise."""
         rc = self.start_child(argv, env, stop=stop, stop_file=stop_file, cwd=cwd).wait()
-        if rc != 0 and self.ctx.should_stop():
+        if rc != 0 and (self.ctx.should_stop() or self.stalled):
             raise Requeue()
         if rc != 0:
             raise RuntimeError(failure.format(rc=rc))
@@ -398,12 +440,15 @@ class Task:
             if unloadable is not None:
                 raise unloadable
             self.prepare(code, runner)
+            self.start_watchdog()
             try:
                 result = runner.run(self)
                 if result is not None:
                     self.write_result(result)
             finally:
                 self._cancel_deadlines()
+                if self.watchdog is not None:
+                    self.watchdog.stop()
             if self.terminated:  # ended after a SIGTERM: its output is not trusted to be whole
                 log(f"{self.stage}[{self.task}] returned after SIGTERM: no completion marker")
                 raise Requeue()

@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from launcher import ignored, kinds, sbatch_options, snapshot
+from launcher import ignored, kinds, sbatch_options, snapshot, watchdog
 from launcher.environments import resolve as resolve_environment
 from jobs import layout
 from jobs.adapters import hub_refs
@@ -317,6 +317,8 @@ def _payload(cfg: Dict[str, Any], name: str, keys, errors: List[ConfigError]) ->
     every stage had them in its own env (a stage that sets one of them to another value: an error)."""
     st = cfg["pipeline"]["stages"][name]
     payload = {k: st[k] for k in keys}
+    if (w := watchdog.payload(st)) is not None:  # only when on: other stages keep their hashes
+        payload["watchdog"] = w
     extra = env_set(cfg)
     if extra:
         for k, v in extra.items():
@@ -575,6 +577,7 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
             f"{rq['term_grace_s']} s must be at least 1 and shorter than the time limit"
             + (f" ({time_min * 60} s)" if time_min is not None else "")
             + "; keep it below Slurm's KillWait (default 30 s) and any preemption GraceTime")
+    watchdog.check(name, st, errors)
 
 
 def _slurm_edge(name, st, parent, parent_st, declared, n_points, errors) -> str:

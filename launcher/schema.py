@@ -93,6 +93,18 @@ class Requeue:
 
 
 @dataclass
+class Watchdog:
+    """The hang watchdog of a training stage (kinds with Kind.hang_watchdog): when its live progress
+    file (jobs/runtime/progress.py) stops advancing for `stall_s` seconds, the task's runner dumps every
+    rank's Python stacks into the task log, kills the ranks and restarts them in the job (torchrun,
+    `restarts` times), then kills the step and requeues it. Off while stall_s is null."""
+
+    stall_s: Optional[float] = None  # no progress write for this long (s) = hung; > the write interval
+    startup_s: float = 600.0  # before the first progress write of an attempt: imports, loading, rendezvous
+    restarts: int = 1  # in-job restarts (torchrun --max-restarts) before the step is killed and requeued
+
+
+@dataclass
 class Model:
     """A Llama-style decoder (root group `model`: conf/model/<preset>.yaml). num_experts > 0 makes it a
     mixture of experts (nanotron's qwen2 MoE config)."""
@@ -136,6 +148,7 @@ STAGE_TAIL = [
     ("env", Dict[str, str], field(default_factory=dict)),  # extra environment for this stage's tasks
     ("resources", Resources, field(default_factory=Resources)),
     ("requeue", Requeue, field(default_factory=Requeue)),
+    ("watchdog", Watchdog, field(default_factory=Watchdog)),
 ]
 
 

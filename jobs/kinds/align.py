@@ -46,6 +46,8 @@ def run(task) -> None:
         "align": a, "output_dir": str(task.ctx.output_dir), "final_output_dir": str(task.final_out),
         "checkpoint_dir": str(task.ctx.checkpoint_dir),
         "stop_file": str(stop_file), "restarts": task.restarts})
+    if (task.payload.get("watchdog") or {}).get("stall_s"):
+        env["LAUNCHER_WATCHDOG"] = "1"  # each rank registers the stack dump (jobs/runtime/stacks.py)
     env.setdefault("HF_HUB_OFFLINE", "1")  # the model and data are local: never wait on a hub
     cmd = accelerate.argv(task, hosts, rank, port)
     task.log(f"align: {a['trainer']} on {a['model']}; node {rank} of {len(hosts)}, main process "

@@ -26,6 +26,9 @@ from typing import Any, Dict, Optional
 
 from jobs import layout
 
+# How often a writer rewrites the file by default (s): the hang watchdog's watchdog.stall_s must be longer.
+WRITE_INTERVAL_S = 5.0
+
 FIELDS = ("step", "total_steps", "tokens", "tokens_per_s", "loss", "last_checkpoint", "time", "started", "rank")
 
 
@@ -38,7 +41,7 @@ class ProgressWriter:
     read-only filesystem) are swallowed after the first warning: progress is advisory, the work is not.
     """
 
-    def __init__(self, path: Path, min_interval_s: float = 5.0, clock=time.time):
+    def __init__(self, path: Path, min_interval_s: float = WRITE_INTERVAL_S, clock=time.time):
         self.path = Path(path)
         self.min_interval_s = float(min_interval_s)
         self._clock = clock
