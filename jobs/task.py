@@ -36,7 +36,9 @@ from typing import Any, List, Mapping, Optional
 from jobs import layout
 from jobs.adapters import hub_refs as hub
 from jobs.context import Cancel, Requeue, TaskContext
-from jobs.runtime import endpoints, processes, stacks
+from jobs.runtime import endpoints, health, processes, stacks
+from jobs.runtime.allocation import node_hosts, node_rank
+from jobs.runtime.ports import rdzv_port
 from jobs.runtime.watchdog import Watchdog
 from jobs.runtime.log import log
 
@@ -55,6 +57,14 @@ def _job_id() -> str:
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     return os.environ.get("SLURM_JOB_ID") or os.environ.get("LAUNCHER_JOB_ID", "local")
+
+
+class BadNodes(Exception):
+    """The health check found bad nodes in this task's allocation: requeue it without them."""
+
+    def __init__(self, nodes: dict):
+        super().__init__(", ".join(nodes))
+        self.nodes = nodes
 
 
 class Task:
@@ -197,6 +207,70 @@ class Task:
         processes.kill(child)
         return False
 
+    # -- the node health check ----------------------------------------------------------------------
+    def health_gate(self) -> None:
+        """Check this node (and, on the first node, decide for all) before the work when the spec has
+        "health_check" (launcher/health.py). Raises BadNodes (bad nodes: requeue without them),
+        RuntimeError (a collective failure no node can be blamed for) or Requeue (a node that got no
+        decision from the first node: it stops, the first node requeues)."""
+        cfg = self.spec.get("health_check")
+        if not cfg:
+            return
+        env = self.environment()
+        hosts, rank = node_hosts(env), node_rank(env)
+        port = rdzv_port(env.get("SLURM_JOB_ID") or self.job_id, self.spec.get("rdzv_port_base", 20000))
+        folder = layout.health_dir(self.run_dir, self.stage) / f"{self.job_id}-{self.restarts}"
+        decision = health.run_check(cfg, folder, self.run_dir, hosts, rank, port, sys.executable, log)
+        if decision is None:
+            log("health: no decision from the first node in time; stopping (the first node requeues or fails)")
+            raise Requeue()
+        if decision["bad"]:
+            for node, why in decision["bad"].items():
+                log(f"health: node {node} is bad: {'; '.join(why)}")
+            raise BadNodes(decision["bad"])
+        if decision["fault"]:
+            raise RuntimeError(f"node health check: {decision['fault']}")
+        log(f"health: {len(hosts)} node(s) passed")
+
+    def health_requeues(self) -> int:
+        """Requeues this task spent on bad nodes (not counted against requeue.max)."""
+        path = layout.health_dir(self.run_dir, self.stage) / f"{self.task}.requeues"
+        return int((layout.read_json(path) or {}).get("requeues", 0))
+
+    def requeue_without(self, bad: dict) -> int:
+        """The first node: record the bad nodes in the run (bad-nodes/, every later submission excludes
+        them), and requeue this task without them (requeuehold, ExcNodeList, release: Slurm changes
+        ExcNodeList of a pending job) without spending requeue.max, at most health_check.max_requeues
+        times. Other nodes: exit 0 (the first node's requeue ends them)."""
+        if self.rank != 0:
+            return 0
+        for node, why in bad.items():
+            layout.atomic_write_json(layout.bad_node_file(self.run_dir, node), {
+                "node": node, "problems": why, "stage": self.stage, "task": self.task, "job_id": self.job_id,
+                "time": time.time()})
+        spent, limit = self.health_requeues(), int(self.spec["health_check"]["max_requeues"])
+        if spent >= limit:
+            raise RuntimeError(f"node health check: bad node(s) {', '.join(bad)} after {spent} requeue(s) for bad "
+                               f"nodes (cluster.health_check.max_requeues={limit})")
+        layout.atomic_write_json(layout.health_dir(self.run_dir, self.stage) / f"{self.task}.requeues",
+                                 {"requeues": spent + 1})
+        excluded = sorted(set(layout.bad_nodes(self.run_dir)) | set(bad)
+                          | {x for x in ((self.spec.get("resources") or {}).get("exclude") or "").split(",") if x})
+        self.ending = True
+        if os.environ.get("LAUNCHER_IN_CONTAINER") == "1":  # no Slurm clients in the image
+            log(f"health: requeue without counting; the batch script requeues (later submissions exclude "
+                f"{','.join(excluded)}; this requeue cannot)")
+            return REQUEUE_EXIT
+        log(f"health: requeue {spent + 1}/{limit} for bad nodes (not counted against requeue.max), "
+            f"excluding {','.join(excluded)}")
+        subprocess.run(["scontrol", "requeuehold", self.job_id], check=True, timeout=60)
+        p = subprocess.run(["scontrol", "update", f"JobId={self.job_id}", f"ExcNodeList={','.join(excluded)}"],
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode:
+            log(f"health: scontrol update ExcNodeList failed: {(p.stderr or p.stdout).strip()[-300:]}")
+        subprocess.run(["scontrol", "release", self.job_id], check=False, timeout=60)
+        return REQUEUE_EXIT
+
     def job_state(self) -> tuple[str, int] | None:
         """(JobState, Restarts) of this task's job, from one `scontrol -o show job`; None if Slurm did not
         answer. Read token by token: a site's wrapper may print banners around the record."""
@@ -262,7 +336,7 @@ class Task:
         if self.rank != 0:
             log(f"rank {self.rank} stopped; the first rank's runner decides whether the job is requeued")
             return 0
-        limit = self.spec["requeue"]["max"]
+        limit = self.spec["requeue"]["max"] + self.health_requeues()  # requeues for bad nodes do not count
         if self.restarts >= limit:
             self.write_failure(f"stopped by the time limit or preemption after {self.restarts} requeue(s) "
                                f"(requeue.max={limit})", exit_code=1)
@@ -439,6 +513,7 @@ class Task:
         try:
             if unloadable is not None:
                 raise unloadable
+            self.health_gate()
             self.prepare(code, runner)
             self.start_watchdog()
             try:
@@ -457,6 +532,12 @@ class Task:
         except Requeue:
             running.unlink(missing_ok=True)
             return self.requeue()
+        except BadNodes as e:
+            running.unlink(missing_ok=True)
+            try:
+                return self.requeue_without(e.nodes)
+            except Exception as err:  # noqa: BLE001 - out of requeues for bad nodes: a failure
+                return self.failed(err, running)
         except Cancel as e:
             log(f"{self.stage}[{self.task}] cancelled: {e}")
             running.unlink(missing_ok=True)

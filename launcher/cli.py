@@ -275,6 +275,8 @@ def cmd_status(args) -> int:
         print(json.dumps(st.to_json(), indent=1))
     else:
         console.print(status_table(st))
+        for node, why in st.bad_nodes.items():  # the node health check's (excluded from later jobs)
+            console.print(f"bad node {node}: {'; '.join(why)} (excluded from this run's jobs)", markup=False)
     return st.exit_code
 
 

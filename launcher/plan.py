@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from launcher import ignored, kinds, sbatch_options, snapshot, watchdog
+from launcher import health, ignored, kinds, sbatch_options, snapshot, watchdog
 from launcher.environments import resolve as resolve_environment
 from jobs import layout
 from jobs.adapters import hub_refs
@@ -178,6 +178,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
                                   key=f"pipeline.stages.{cycle[0]}.after"))
     _check_clients(stages_cfg, errors)
     _check_ports(first["cluster"], stages_cfg, errors)
+    health.check(first["cluster"], errors)
     ancestors: Dict[str, set] = {}
     for name in order:
         ancestors[name] = set(graph[name]).union(*(ancestors[p] for p in graph[name]))

@@ -57,6 +57,8 @@ class StageStatus:
 class RunStatus:
     run: str
     stages: Dict[str, StageStatus]
+    # nodes the run's health checks found bad ({node: why}): excluded from the run's later submissions
+    bad_nodes: Dict[str, List[str]] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -70,7 +72,8 @@ class RunStatus:
 
     def to_json(self) -> dict:
         return {"run": self.run, "state": self.state, "stages": [
-            {"name": s.name, "state": s.state, "tasks": s.counts, "job_ids": s.job_ids} for s in self.stages.values()]}
+            {"name": s.name, "state": s.state, "tasks": s.counts, "job_ids": s.job_ids} for s in self.stages.values()],
+            "bad_nodes": self.bad_nodes}
 
 
 def summarize(states) -> str:
@@ -137,7 +140,8 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
         active = sorted({(latest[name][t][0], latest[name][t][2]) for t, s in states[name].items() if s in ACTIVE})
         stages[name] = StageStatus(name=name, total=st.total_tasks, tasks=states[name], job_ids=job_ids[name],
                                    active_jobs=active)
-    return RunStatus(run=run.id, stages=stages)
+    bad = {node: rec.get("problems") or [] for node, rec in layout.bad_nodes(run.path).items()}
+    return RunStatus(run=run.id, stages=stages, bad_nodes=bad)
 
 
 class _RunDirOnly:

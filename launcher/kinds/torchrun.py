@@ -22,6 +22,7 @@ class Torchrun(Kind):
     section, schema = "launch", Launch
     payload_keys = ("launch",)
     hang_watchdog = True
+    health_imports = ("torch",)
 
     def multi_process(self, st: Dict[str, Any]) -> bool:
         return True
