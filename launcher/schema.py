@@ -208,7 +208,8 @@ class HealthCheck:
     recorded in the run, excluded from the task's requeue and from later submissions of the run."""
 
     enabled: bool = True
-    min_free_gb: float = 1.0  # free space under the run directory, GB
+    min_free_gb: float = 1.0  # free space under the run directory and each scratch folder, GB
+    scratch_dirs: List[str] = field(default_factory=list)  # node-local folders the work uses (/tmp, /scratch)
     min_allreduce_gbps: float = 0.05  # the all-reduce's bandwidth floor across the nodes, GB/s (> 0)
     allreduce_mb: float = 16.0  # size of the all-reduced buffer, MB
     timeout_s: float = 120.0  # for the whole check (imports, rendezvous, the other nodes' reports)

@@ -34,7 +34,7 @@ def writable(folder: Path) -> Optional[str]:
             os.fsync(f.fileno())
         probe.unlink()
     except OSError as e:
-        return f"run directory not writable ({folder}): {e.strerror or e}"
+        return f"{folder} is not writable: {e.strerror or e}"
     return None
 
 
@@ -90,9 +90,10 @@ def gpus(want: int, timeout: float) -> List[str]:
 
 def local_problems(cfg: Dict[str, Any], run_dir: Path, python: str) -> List[str]:
     """Every check of this node alone (no collective): the problems found, [] when healthy."""
-    folder = Path(run_dir) / "stages"
-    found = [writable(folder), free_space(folder, float(cfg["min_free_gb"])),
-             imports(python, list(cfg.get("imports") or []), float(cfg["timeout_s"]) / 2)]
+    found = []
+    for folder in [Path(run_dir) / "stages", *map(Path, cfg.get("scratch_dirs") or [])]:
+        found += [writable(folder), free_space(folder, float(cfg["min_free_gb"]))]
+    found.append(imports(python, list(cfg.get("imports") or []), float(cfg["timeout_s"]) / 2))
     return [p for p in found if p] + gpus(int(cfg.get("gpus_per_node") or 0), 60)
 
 

@@ -59,7 +59,7 @@ def test_an_unwritable_run_directory_and_too_little_space(tmp_path):
     assert health.writable(tmp_path / "stages") is None
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert "run directory not writable" in health.writable(blocker / "stages")
+    assert "stages is not writable" in health.writable(blocker / "stages")
     assert health.free_space(tmp_path, 0) is None
     assert "below health_check.min_free_gb=1e+12" in health.free_space(tmp_path, 1e12)
 
@@ -89,6 +89,11 @@ def test_run_check_on_one_node_reports_and_decides(tmp_path):
     bad = {**cfg, "min_free_gb": 1e12}
     d = health.run_check(bad, folder, tmp_path, ["n1"], 0, 29999, sys.executable, lines.append)
     assert list(d["bad"]) == ["n1"] and "min_free_gb" in d["bad"]["n1"][0]
+    scratch = tmp_path / "file"
+    scratch.write_text("")  # a scratch folder that cannot be made
+    d = health.run_check({**cfg, "scratch_dirs": [str(scratch / "s")]}, folder, tmp_path, ["n1"], 0, 29999,
+                         sys.executable, lines.append)
+    assert d["bad"]["n1"][0].startswith(f"{scratch / 's'} is not writable")
 
 
 # -- login side ----------------------------------------------------------------------------------------
