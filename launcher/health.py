@@ -27,7 +27,8 @@ def check(cluster: Dict[str, Any], errors: List[ConfigError]) -> None:
 def spec_part(cluster: Dict[str, Any], stage) -> Optional[Dict[str, Any]]:
     """What a task's spec says of the health check, or None when its tasks skip it: only on Slurm, for a
     task that spans several nodes (a multi-process kind: one jobs.task per node) or asks for GPUs.
-    `imports`: the modules its interpreter must import (Kind.health_imports)."""
+    `imports`: the modules its interpreter must import (Kind.health_imports); `across_nodes`: every node
+    runs the check and they meet (else the task checks the node it runs on)."""
     h = cluster.get("health_check") or {}
     if cluster.get("backend") != "slurm" or not h.get("enabled", True):
         return None
@@ -35,7 +36,9 @@ def spec_part(cluster: Dict[str, Any], stage) -> Optional[Dict[str, Any]]:
     multi_node = r.get("nodes", 1) > 1 and kind.multi_process(stage.payloads[0])
     if not multi_node and not r.get("gpus_per_node"):
         return None
-    return {**h, "imports": list(kind.health_imports), "gpus_per_node": int(r.get("gpus_per_node") or 0)}
+    # across_nodes: one jobs.task per node checks and the nodes meet; else the task checks its own node
+    return {**h, "imports": list(kind.health_imports), "gpus_per_node": int(r.get("gpus_per_node") or 0),
+            "across_nodes": multi_node}
 
 
 def exclude_bad_nodes(plan, run_dir: Path) -> List[str]:

@@ -115,8 +115,14 @@ def test_which_tasks_check_their_nodes():
     two = plan_of("cluster=dev", "pipeline.vars.nodes=2")
     part = login_health.spec_part(two.cluster, two.stages["probe"])
     assert part["imports"] == ["torch"] and part["min_allreduce_gbps"] > 0 and part["gpus_per_node"] == 0
+    assert part["across_nodes"] is True
     gpu = plan_of("cluster=dev", "pipeline.stages.probe.resources.gpus_per_node=1")
     assert login_health.spec_part(gpu.cluster, gpu.stages["probe"])["gpus_per_node"] == 1
+    assert login_health.spec_part(gpu.cluster, gpu.stages["probe"])["across_nodes"] is False
+    cmd = build_plan([compose(["pipeline=smoke", "cluster=dev", "pipeline.stages.fanout.resources.nodes=2",
+                               "pipeline.stages.fanout.resources.gpus_per_node=1"])], [[]])
+    part = login_health.spec_part(cmd.cluster, cmd.stages["fanout"])
+    assert part["across_nodes"] is False and part["imports"] == []  # one jobs.task: its own node only
     off = plan_of("cluster=dev", "pipeline.vars.nodes=2", "cluster.health_check.enabled=false")
     assert login_health.spec_part(off.cluster, off.stages["probe"]) is None
 
@@ -148,3 +154,19 @@ def test_only_the_first_node_records_and_requeues_and_the_budget_for_bad_nodes_e
         t.requeue_without({"n2": ["full"]})
     assert layout.bad_nodes(tmp_path)["n2"]["problems"] == ["full"]  # recorded for later submissions anyway
     assert t.health_requeues() == 0
+
+
+def test_the_gate_of_a_task_on_one_node_passes_or_names_its_node(tmp_path):
+    import socket
+
+    from jobs.task import BadNodes
+
+    t = task_on(tmp_path, rank=0)
+    t.restarts = 0
+    t.spec["health_check"] = {"min_free_gb": 0, "timeout_s": 30, "imports": ["json"], "gpus_per_node": 0,
+                              "min_allreduce_gbps": 1, "allreduce_mb": 1, "max_requeues": 2, "across_nodes": False}
+    t.health_gate()  # passes
+    t.spec["health_check"]["imports"] = ["no_such_module_xyz"]
+    with pytest.raises(BadNodes) as e:
+        t.health_gate()
+    assert list(e.value.nodes) == [socket.gethostname()] and "no_such_module_xyz" in e.value.nodes[socket.gethostname()][0]
