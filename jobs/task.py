@@ -71,6 +71,11 @@ class Task:
     """One array task: what jobs/kinds/base.py's TaskHandle describes, and the runner around the kind's
     work (markers, signals, requeue)."""
 
+    # Class defaults (stand-ins built without __init__ read them too):
+    watchdog: Watchdog | None = None  # the hang watchdog (payload "watchdog"), while the work runs
+    stalled = False  # the watchdog killed the work: requeue it
+    in_job_restarts = 0  # restarts the child's launcher still does itself (torchrun --max-restarts)
+
     def __init__(self, spec: dict):
         self.task = _env_int("LAUNCHER_TASK_OFFSET") + _env_int("SLURM_ARRAY_TASK_ID", "LAUNCHER_ARRAY_TASK_ID")
         self.point, self.index = divmod(self.task, spec["tasks_per_point"])
@@ -96,9 +101,6 @@ class Task:
         self.terminated = False  # a SIGTERM came that this task did not ask for (see _on_sigterm)
         self.ending = False  # this task asked Slurm to end this attempt (its requeue, its scancel)
         self._deadlines: list[threading.Timer] = []
-        self.watchdog: Watchdog | None = None  # the hang watchdog (payload "watchdog"), while the work runs
-        self.stalled = False  # the watchdog killed the work: requeue it
-        self.in_job_restarts = 0  # restarts the child's launcher still does itself (torchrun --max-restarts)
 
     # -- signals -------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
