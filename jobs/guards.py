@@ -65,6 +65,11 @@ class NodeGuards:
         workers = [p for p in stacks.descendants(child.pid) if stacks.catches(p)]
         if self.in_job_restarts > 0 and workers:
             self.in_job_restarts -= 1
+            # From now on a failing launcher (its restarts spent) ends in a requeue, not a failure.
+            self.stalled = True
+            if self.rank != 0:  # every node saw the same file: one node's kill restarts the group on all
+                log("watchdog: the first node kills the ranks; torchrun restarts the group on every node")
+                return True
             log(f"watchdog: killing {len(workers)} rank(s) {workers}; their launcher restarts them in this job "
                 f"({self.in_job_restarts} in-job restart(s) left)")
             stacks.kill_sessions(workers)

@@ -192,3 +192,32 @@ def test_the_watchdog_reaches_the_payload_only_when_on_so_other_hashes_stay():
     assert "watchdog" not in off.payloads[0]
     assert on.payloads[0]["watchdog"] == {"stall_s": 60.0, "startup_s": 600.0, "restarts": 1}
     assert on.hash != off.hash
+
+
+# -- the task's reaction (jobs/guards.py) -------------------------------------------------------------
+IN_PROCESS = """import sys, threading, time
+from pathlib import Path
+from jobs.context import TaskContext
+from jobs.task import Task
+run = Path(sys.argv[1])
+t = Task.__new__(Task)
+t.run_dir, t.stage, t.task, t.rank, t.restarts, t.job_id, t.terminated = run, "train", 0, 0, 0, "local_1", False
+t.child = None
+t.spec = {"backend": "local", "requeue": {"max": 3}}
+t.tmp_out = run / "partial"
+t.ctx = TaskContext(run_dir=run, run_id="r", stage="train", task=0, index=0, num_tasks=1, point=0, params={},
+                    output_dir=t.tmp_out, checkpoint_dir=run / "ckpt", inputs={}, restart_count=0)
+def stuck_in_training():
+    threading.Timer(0.5, t._on_stall, args=("no progress for 9 s",)).start()
+    time.sleep(30)
+stuck_in_training()
+"""
+
+
+def test_work_in_the_task_process_dumps_its_own_stacks_and_requeues(tmp_path):
+    """The hf backend trains in jobs.task itself: the watchdog thread prints the stuck main thread's
+    stack and ends the process with the requeue exit (75 on the local backend)."""
+    p = subprocess.run([sys.executable, "-c", IN_PROCESS, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 75, p.stderr[-3000:]
+    assert "watchdog: no progress for 9 s" in p.stderr and "in stuck_in_training" in p.stderr, p.stderr[-3000:]
+    assert "requeue 1/3 (local scheduler)" in p.stderr
