@@ -91,7 +91,9 @@ class NodeGuards:
             return
         env = dict(os.environ)
         # Without one jobs.task per node, only the node this task runs on can be checked.
-        hosts, rank = (node_hosts(env), node_rank(env)) if cfg.get("across_nodes") else ([socket.gethostname()], 0)
+        # Slurm's name for this node (what ExcNodeList and --exclude take), not necessarily its hostname.
+        here = env.get("SLURMD_NODENAME") or socket.gethostname()
+        hosts, rank = (node_hosts(env), node_rank(env)) if cfg.get("across_nodes") else ([here], 0)
         port = rdzv_port(env.get("SLURM_JOB_ID") or self.job_id, self.spec.get("rdzv_port_base", 20000))
         folder = layout.health_dir(self.run_dir, self.stage) / f"{self.job_id}-{self.restarts}"
         decision = health.run_check(cfg, folder, self.run_dir, hosts, rank, port, sys.executable, log)
