@@ -10,6 +10,7 @@
                             and one per rolled-back submission {rolled_back: [job ids], error}
   submission-failed.json    only when the launch failed before anything stayed queued: not a run then
                             (`latest` and `launcher runs` skip it; a resume that submits it removes it)
+  bad-nodes/<node>.json     nodes a health check found bad: every later submission of the run excludes them
   stages/<stage>/
     spec.json               what a task needs to run (written at plan time)
     scripts/<sub>-<chunk>.sbatch
@@ -29,6 +30,8 @@
     nanotron/<point>/       kind=pretrain, backend nanotron: config.yaml, tokenizer/
     accelerate/<point>.yaml kind=align: accelerate's launch config (rendered at submission)
     progress/<task>.json    a running training/alignment task's live progress (jobs/runtime/progress.py)
+    health/<job>/<node>.json  the node health check (jobs/runtime/health.py): each node's report, and
+                            decision.json by the first node; health/<task>.requeues: requeues for bad nodes
     endpoints/<point>.json  kind=serve: host, port, model once the server answers; `stopped` when it ends
     datatrove/<hash>/<point>/     kind=preprocess (datatrove) stages, one folder per config:
       output/                     what the stage writes, one file set per rank ({output})
@@ -187,6 +190,29 @@ def accelerate_config(run_dir: Path, stage: str, point: int) -> Path:
 def progress_path(run_dir: Path, stage: str, task: int) -> Path:
     """A task's live progress file (jobs/runtime/progress.py says what is in it)."""
     return stage_dir(run_dir, stage) / "progress" / f"{task}.json"
+
+
+def bad_node_file(run_dir: Path, node: str) -> Path:
+    """A node a health check found bad (jobs/runtime/health.py): excluded from the run's later jobs."""
+    return Path(run_dir) / "bad-nodes" / f"{node}.json"
+
+
+def bad_nodes(run_dir: Path) -> dict:
+    """{node: record} of the run's bad nodes (one listing, one small read each)."""
+    folder = Path(run_dir) / "bad-nodes"
+    out = {}
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out[p.stem] = json.loads(p.read_text())
+        except (OSError, ValueError):
+            out[p.stem] = {}
+    return out
+
+
+def health_dir(run_dir: Path, stage: str) -> Path:
+    """stages/<stage>/health/: per job the nodes' reports and the first node's decision; per task the
+    requeues spent on bad nodes (<task>.requeues, not counted against requeue.max)."""
+    return stage_dir(run_dir, stage) / "health"
 
 
 def endpoint_file(run_dir: Path, stage: str, point: int) -> Path:

@@ -36,10 +36,10 @@ from typing import Any, Callable, List, Mapping, Optional
 from jobs import layout
 from jobs.adapters import hub_refs as hub
 from jobs.context import Cancel, Requeue, TaskContext
+from jobs.guards import REQUEUE_EXIT, BadNodes, NodeGuards
 from jobs.runtime import allocation, endpoints, processes
 from jobs.runtime.log import log
 
-REQUEUE_EXIT = 75  # EX_TEMPFAIL: "run me again" for the local backend
 CANCEL_EXIT = 76  # "count me as cancelled" for the local backend (on Slurm the task scancels itself)
 
 
@@ -62,7 +62,7 @@ def _where(spec: dict, stage: str, point: int) -> tuple[Path, str, int]:
     return run_dir, stage, at
 
 
-class Task:
+class Task(NodeGuards):
     """One array task: what jobs/kinds/base.py's TaskHandle describes, and the runner around the kind's
     work (markers, signals, requeue)."""
 
@@ -228,7 +228,7 @@ class Task:
         if self.rank != 0:
             log(f"rank {self.rank} stopped; the first rank's runner decides whether the job is requeued")
             return 0
-        limit = self.spec["requeue"]["max"]
+        limit = self.spec["requeue"]["max"] + self.health_requeues()  # requeues for bad nodes do not count
         if self.restarts >= limit:
             self.write_failure(f"stopped by the time limit or preemption after {self.restarts} requeue(s) "
                                f"(requeue.max={limit})", exit_code=1)
@@ -294,6 +294,7 @@ class Task:
             "LAUNCHER_OUTPUT_DIR": str(c.output_dir), "LAUNCHER_CHECKPOINT_DIR": str(c.checkpoint_dir),
             "LAUNCHER_RESTART_COUNT": str(c.restart_count), "LAUNCHER_PARAMS": json.dumps(c.params),
             "LAUNCHER_STOP_SIGNAL": self.spec["requeue"]["signal"], "LAUNCHER_BACKEND": self.spec["backend"],
+            "LAUNCHER_PROGRESS_FILE": str(layout.progress_path(c.run_dir, c.stage, c.task)),
         })
         for parent, path in c.inputs.items():  # stage "tok-2.b" -> LAUNCHER_INPUT_TOK_2_B
             env[layout.input_variable(parent)] = str(path)
@@ -337,7 +338,7 @@ class Task:
         rc = self.start_child(argv, env, stop=stop, stop_file=stop_file, cwd=cwd, on_line=on_line).wait()
         if self.tee is not None:
             self.tee.join(timeout=10)  # the child's last lines (a final progress record) are read
-        if rc != 0 and self.ctx.should_stop():
+        if rc != 0 and (self.ctx.should_stop() or self.stalled):
             raise Requeue()
         if rc != 0:
             raise RuntimeError(failure.format(rc=rc))
@@ -411,13 +412,17 @@ class Task:
         try:
             if unloadable is not None:
                 raise unloadable
+            self.health_gate()
             self.prepare(code, runner)
+            self.start_watchdog()
             try:
                 result = runner.run(self)
                 if result is not None:
                     self.write_result(result)
             finally:
                 self._cancel_deadlines()
+                if self.watchdog is not None:
+                    self.watchdog.stop()
             if self.terminated:  # ended after a SIGTERM: its output is not trusted to be whole
                 log(f"{self.stage}[{self.task}] returned after SIGTERM: no completion marker")
                 raise Requeue()
@@ -426,6 +431,12 @@ class Task:
         except Requeue:
             running.unlink(missing_ok=True)
             return self.requeue()
+        except BadNodes as e:
+            running.unlink(missing_ok=True)
+            try:
+                return self.requeue_without(e.nodes)
+            except Exception as err:  # noqa: BLE001 - out of requeues for bad nodes: a failure
+                return self.failed(err, running)
         except Cancel as e:
             log(f"{self.stage}[{self.task}] cancelled: {e}")
             running.unlink(missing_ok=True)

@@ -35,6 +35,7 @@ class Backend(Protocol):
     #                             backend signals the task itself
     runs_containers: ClassVar[bool]  # a container image (pyxis) can run
     waits_on_jobs: ClassVar[bool]  # a stage may wait on a job outside the run (after: {job:N: kind})
+    node_health_checks: ClassVar[bool]  # tasks run on nodes that can be bad: the health check applies
     accounting_spans_runs: ClassVar[bool]  # one usage() query can answer for every run of the cluster
     lost_grace_s: float  # a job the scheduler does not report is pending this long after submission, then lost
 

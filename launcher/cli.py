@@ -384,6 +384,8 @@ def cmd_status(args) -> int:
         print(json.dumps(status_json(st), indent=1))
     else:
         show(status_table(st))
+        for node, why in st.bad_nodes.items():  # the node health check's (excluded from later jobs)
+            print(f"bad node {node}: {'; '.join(why)} (excluded from this run's jobs)")
     return st.exit_code
 
 

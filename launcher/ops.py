@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from launcher import backends, configdirs, runindex
+from launcher import backends, configdirs, health, runindex
 from launcher.compose import compose_each, compose_points, sweep_points
 from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from launcher.plan import Plan, build_plan
@@ -253,6 +253,8 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
         active = {name: s_.active_jobs for name, s_ in st.stages.items() if s_.active_jobs}
         check_dependencies(plan, todo, states, active)
         chunk = run.meta.get("chunk_size") or prep.chunk_size
+        if bad := health.exclude_bad_nodes(plan, run.path):
+            echo(f"  excluding the node(s) a health check found bad: {','.join(bad)}")
         requests = build_requests(plan, todo, chunk, active_parents=active)
         batch = f"r{len({r.get('batch') for r in run.ledger()})}"
         write_stage_files(plan, run.path, run.id, requests, tag=batch)

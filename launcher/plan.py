@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from launcher import backends, ignored, kinds, snapshot
+from launcher import backends, health, ignored, kinds, snapshot, watchdog
 from launcher.sbatch import options as sbatch_options
 from launcher.environments import resolve as resolve_environment
 from jobs import layout
@@ -213,6 +213,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
                                   key=f"pipeline.stages.{cycle[0]}.after"))
     _check_clients(stages_cfg, errors)
     _check_ports(first["cluster"], stages_cfg, errors)
+    health.check(first["cluster"], errors)
     ancestors: Dict[str, set] = {}
     for name in order:
         ancestors[name] = set(graph[name]).union(*(ancestors[p] for p in graph[name]))
@@ -352,6 +353,8 @@ def _payload(cfg: Dict[str, Any], name: str, keys, errors: List[ConfigError]) ->
     every stage had them in its own env (a stage that sets one of them to another value: an error)."""
     st = cfg["pipeline"]["stages"][name]
     payload = {k: st[k] for k in keys}
+    if (w := watchdog.payload(st)) is not None:  # only when on: other stages keep their hashes
+        payload["watchdog"] = w
     extra = env_set(cfg)
     if extra:
         for k, v in extra.items():
@@ -610,6 +613,7 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
             f"{rq['term_grace_s']} s must be at least 1 and shorter than the time limit"
             + (f" ({time_min * 60} s)" if time_min is not None else "")
             + "; keep it below Slurm's KillWait (default 30 s) and any preemption GraceTime")
+    watchdog.check(name, st, errors)
 
 
 def _slurm_edge(name, st, parent, parent_st, declared, n_points, errors) -> str:

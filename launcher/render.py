@@ -9,7 +9,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
-from launcher import backends, containers, kinds, snapshot
+from launcher import backends, containers, health, kinds, snapshot
 from launcher.sbatch import options as sbatch_options
 from launcher.sbatch.arrays import array_spec, chunk_of
 from launcher.sbatch.lognames import filename_pattern, log_stem
@@ -225,6 +225,10 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
     if kind.multi_process(stage.payloads[0]):
         spec["resources"] = stage.resources
         spec["rdzv_port_base"] = plan.cluster.get("rdzv_port_base", 20000)
+    if (check := health.spec_part(plan.cluster, stage)) is not None:  # each node checked before the work
+        spec["health_check"] = check
+        spec.setdefault("resources", stage.resources)
+        spec.setdefault("rdzv_port_base", plan.cluster.get("rdzv_port_base", 20000))
     spec.update(kind.spec_extra(plan, stage))
     return spec
 

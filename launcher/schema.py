@@ -93,6 +93,18 @@ class Requeue:
 
 
 @dataclass
+class Watchdog:
+    """The hang watchdog of a training stage (kinds with Kind.hang_watchdog): when its live progress
+    file (jobs/runtime/progress.py) stops advancing for `stall_s` seconds, the task's runner dumps every
+    rank's Python stacks into the task log, kills the ranks and restarts them in the job (torchrun,
+    `restarts` times), then kills the step and requeues it. Off while stall_s is null."""
+
+    stall_s: Optional[float] = None  # no progress write for this long (s) = hung; > the write interval
+    startup_s: float = 600.0  # before the first progress write of an attempt: imports, loading, rendezvous
+    restarts: int = 1  # in-job restarts (torchrun --max-restarts) before the step is killed and requeued
+
+
+@dataclass
 class Model:
     """A Llama-style decoder (root group `model`: conf/model/<preset>.yaml). num_experts > 0 makes it a
     mixture of experts (nanotron's qwen2 MoE config)."""
@@ -139,6 +151,7 @@ STAGE_TAIL = [
     ("env", Dict[str, str], field(default_factory=dict)),  # extra environment for this stage's tasks
     ("resources", Resources, field(default_factory=Resources)),
     ("requeue", Requeue, field(default_factory=Requeue)),
+    ("watchdog", Watchdog, field(default_factory=Watchdog)),
 ]
 
 
@@ -191,6 +204,22 @@ class Environment:
 
 
 @dataclass
+class HealthCheck:
+    """cluster.health_check: a short check of every node before the work of a multi-node or GPU task
+    (jobs/runtime/health.py): run directory writable, free space, the stage's interpreter imports its
+    libraries, nvidia-smi GPU count and ECC, a gloo all-reduce across the nodes. A failing node is
+    recorded in the run, excluded from the task's requeue and from later submissions of the run."""
+
+    enabled: bool = True
+    min_free_gb: float = 1.0  # free space under the run directory and each scratch folder, GB
+    scratch_dirs: List[str] = field(default_factory=list)  # node-local folders the work uses (/tmp, /scratch)
+    min_allreduce_gbps: float = 0.05  # the all-reduce's bandwidth floor across the nodes, GB/s (> 0)
+    allreduce_mb: float = 16.0  # size of the all-reduced buffer, MB
+    timeout_s: float = 120.0  # for the whole check (imports, rendezvous, the other nodes' reports)
+    max_requeues: int = 3  # requeues for bad nodes (not counted against requeue.max) before the task fails
+
+
+@dataclass
 class Cluster:
     name: str = MISSING
     backend: str = "slurm"  # slurm | local
@@ -219,6 +248,7 @@ class Cluster:
     gpu_peak_tflops: float = 989.0
     expected_mfu: float = 0.35
     rdzv_port_base: int = 20000  # torchrun rendezvous port = base + job id % 10000
+    health_check: HealthCheck = field(default_factory=HealthCheck)
     notify_url: Optional[str] = None  # `launcher schedule`: a webhook POSTed when a scheduled firing fails
     # Hugging Face Hub. Stages reach no hub (HF_HUB_OFFLINE=1) except kind fetch. A stage string
     # `hf://org/name[@revision]` is a repo in hub_cache (HF_HUB_CACHE of every task): the plan adds a

@@ -73,6 +73,8 @@ class RunStatus:
     run: str
     stages: Dict[str, StageStatus]
     path: Optional[Path] = None  # the run directory (logs, progress files)
+    # nodes the run's health checks found bad ({node: why}): excluded from the run's later submissions
+    bad_nodes: Dict[str, List[str]] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -154,7 +156,8 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
                                    active_jobs=active, tasks_per_point=st.tasks_per_point, hash=st.hash,
                                    shared={t: st.task_of(t) for t in range(st.total_tasks) if st.task_of(t) != t},
                                    **_details(plan, name, states, latest[name], sched))
-    return RunStatus(run=run.id, stages=stages, path=run.path)
+    bad = {node: rec.get("problems") or [] for node, rec in layout.bad_nodes(run.path).items()}
+    return RunStatus(run=run.id, stages=stages, path=run.path, bad_nodes=bad)
 
 
 def _details(plan: Plan, name: str, states: Dict[str, Dict[int, str]], latest: Dict[int, Tuple[str, int, int]],

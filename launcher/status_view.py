@@ -169,4 +169,5 @@ def status_json(st: RunStatus, now: Optional[float] = None) -> Dict[str, Any]:
     now = time.time() if now is None else now
     return {"schema": SCHEMA, "run": st.run, "path": str(st.path) if st.path else None, "state": st.state,
             "exit_code": st.exit_code, "time": round(now, 3),
-            "stages": [stage_json(st.path, s, now) for s in st.stages.values()]}
+            "stages": [stage_json(st.path, s, now) for s in st.stages.values()],
+            "bad_nodes": st.bad_nodes}  # {node: [problems]}: the health check's, excluded from later jobs

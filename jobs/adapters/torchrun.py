@@ -20,7 +20,8 @@ _TORCHRUN_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"]
 
 
 def torchrun_argv(python: str, hosts: list[str], nproc_per_node: int, job_id: str, port: int, target: list[str],
-                  *, node_rank: int = 0, stop_signal: str = "USR2", shutdown_timeout: int | None = None) -> list[str]:
+                  *, node_rank: int = 0, stop_signal: str = "USR2", shutdown_timeout: int | None = None,
+                  max_restarts: int = 0) -> list[str]:
     """torchrun for one node of `hosts` (Slurm order; node_rank = SLURM_NODEID).
 
     `target` is what follows torchrun's options: `script.py args…`, `-m module args…`, or
@@ -38,6 +39,9 @@ def torchrun_argv(python: str, hosts: list[str], nproc_per_node: int, job_id: st
     - --shutdown-timeout: how long torchrun then waits before SIGKILLing workers (default 30 s): set
       below jobs.task's own grace so checkpointing workers are not cut short by torchrun, and torchrun
       is not cut short by jobs.task.
+    - --max-restarts: 0 (a dead rank fails the step, and srun --kill-on-bad-exit ends the other
+      nodes), or the hang watchdog's in-job restarts (watchdog.restarts): torchrun then restarts the
+      whole worker group, on every node, when a rank dies or the watchdog kills the ranks of a hang.
     Not used: --tee/--redirects write per-rank files into --log-dir with random sub-folder names; the
     ranks' output stays in the task's Slurm log. --role only names the worker group.
     """
@@ -51,10 +55,24 @@ def torchrun_argv(python: str, hosts: list[str], nproc_per_node: int, job_id: st
             f"--nnodes={len(hosts)}", f"--nproc-per-node={nproc_per_node}",
             "--rdzv-backend=c10d", f"--rdzv-endpoint={hosts[0]}:{port}", f"--rdzv-id={job_id}",
             f"--rdzv-conf=is_host={1 if node_rank == 0 else 0}", f"--local-addr={hosts[node_rank]}",
-            "--max-restarts=0", f"--signals-to-handle={','.join(signals)}"]
+            f"--max-restarts={int(max_restarts)}", f"--signals-to-handle={','.join(signals)}"]
     if shutdown_timeout is not None:
         argv.append(f"--shutdown-timeout={int(shutdown_timeout)}")
     return argv + list(target)
+
+
+def watched(task, target: list[str]) -> tuple[list[str], int]:
+    """(target, torchrun --max-restarts) for the stage's hang watchdog (payload "watchdog"): each rank
+    starts through jobs.runtime.rankmain, which registers the stack dump the watchdog asks for, and
+    torchrun restarts the group `watchdog.restarts` times; the task learns how many (in_job_restarts).
+    Without a watchdog: the target as it is, no restarts. A `--no-python` target is not wrapped."""
+    w = (getattr(task, "payload", None) or {}).get("watchdog")
+    if not w or not w.get("stall_s"):
+        return list(target), 0
+    task.in_job_restarts = int(w["restarts"])
+    if target and target[0] == "--no-python":
+        return list(target), task.in_job_restarts
+    return ["-m", "jobs.runtime.rankmain"] + list(target), task.in_job_restarts
 
 
 def launch(task, target: list[str], nproc_per_node: int, port_base: int, extra_env: dict | None = None, *,
@@ -89,11 +107,19 @@ def launch(task, target: list[str], nproc_per_node: int, port_base: int, extra_e
     graces = [int(requeue["signal_delay_s"]) - 5] if "signal_delay_s" in requeue else []
     graces += [int(requeue["term_grace_s"])] if "term_grace_s" in requeue else []
     shutdown_timeout = max(1, min(graces) - 5) if graces else None
+    target, restarts = watched(task, target)
     argv = torchrun_argv(python or sys.executable, hosts, nproc_per_node, job_id, port, target,
-                         node_rank=rank, stop_signal=stop_signal, shutdown_timeout=shutdown_timeout)
+                         node_rank=rank, stop_signal=stop_signal, shutdown_timeout=shutdown_timeout,
+                         max_restarts=restarts)
     # torchrun sets its workers' MASTER_ADDR/PORT itself (rank 0's --local-addr and a port of its
     # choosing); these are for whatever reads them outside the workers.
     env["MASTER_ADDR"], env["MASTER_PORT"] = hosts[0], str(port)
+    if restarts:
+        # torchrun's agent shares its rendezvous TCPStore with the workers by default; a restarted group
+        # then reads the keys of the killed one (gloo: dead peers' addresses) and hangs in
+        # init_process_group, measured here in 1 of 2 restarts (pytorch/pytorch#135712). Off: a
+        # new store per round.
+        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     log(f"torchrun: rendezvous {hosts[0]}:{port} (c10d, id {job_id}), {len(hosts)} node(s) x {nproc_per_node} "
         f"process(es), this is node {rank} ({hosts[rank]})")
     log("torchrun: " + " ".join(argv))

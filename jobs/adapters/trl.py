@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from jobs.runtime import checkpoints, templating
+from jobs.runtime import checkpoints, stacks, templating
 from jobs import layout
 from jobs.adapters.trainer_progress import progress_callback
 
@@ -223,6 +223,8 @@ def _result(order: dict, trainer, dataset, resume, ckpt_dir: Path, folder: Path,
 
 
 def main() -> int:
+    if os.environ.get("LAUNCHER_WATCHDOG") == "1":  # the hang watchdog may ask for this rank's stacks
+        stacks.register_dump()
     import datasets
     import torch
     import transformers

@@ -47,6 +47,8 @@ def run(task) -> None:
         "checkpoint_dir": str(task.ctx.checkpoint_dir),
         "stop_file": str(stop_file), "restarts": task.restarts,
         "progress_file": str(layout.progress_path(task.run_dir, task.stage, task.task))})
+    if (task.payload.get("watchdog") or {}).get("stall_s"):
+        env["LAUNCHER_WATCHDOG"] = "1"  # each rank registers the stack dump (jobs/runtime/stacks.py)
     env.setdefault("HF_HUB_OFFLINE", "1")  # the model and data are local: never wait on a hub
     if len(hosts) > 1 and not task.spec.get("resources", {}).get("gpus_per_node"):
         # Several CPU nodes (MULTI_CPU): accelerate's launcher starts one process per node and leaves

@@ -46,6 +46,8 @@ def interval_s() -> float:
     except ValueError:
         return DEFAULT_INTERVAL_S
     return value if value >= 0 else DEFAULT_INTERVAL_S
+# The hang watchdog's watchdog.stall_s must be longer than the writers' default interval (s).
+WRITE_INTERVAL_S = DEFAULT_INTERVAL_S
 
 
 class ProgressWriter:
@@ -57,7 +59,7 @@ class ProgressWriter:
     read-only filesystem) are swallowed after the first warning: progress is advisory, the work is not.
     """
 
-    def __init__(self, path: Path, min_interval_s: float = 5.0, clock=time.time):
+    def __init__(self, path: Path, min_interval_s: float = WRITE_INTERVAL_S, clock=time.time):
         self.path = Path(path)
         self.min_interval_s = float(min_interval_s)
         self._clock = clock

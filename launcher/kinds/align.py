@@ -268,6 +268,8 @@ class AlignKind(Kind):
     name = "align"
     section, schema = "align", Align
     payload_keys = ("align",)
+    hang_watchdog = True
+    health_imports = ("torch", "trl", "accelerate")
     reads_stage_outputs = True
     only_for = {"align": [
         ("trainer", {"dpo": ("beta",), "sft": ("assistant_only_loss",)}),

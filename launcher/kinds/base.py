@@ -81,6 +81,11 @@ class Kind:
     # How its output folder is laid out: "task" (one folder per task) or "datatrove" (one datatrove
     # folder per sweep point, keyed by the stage hash).
     output_layout: str = "task"
+    # Its tasks train and write the live progress file (jobs/runtime/progress.py): the stage may set
+    # `watchdog.stall_s` (the hang watchdog: stacks, kill, in-job restart, requeue; launcher/watchdog.py).
+    hang_watchdog: bool = False
+    # Modules its interpreter must import on every node before the work (the node health check).
+    health_imports: Tuple[str, ...] = ()
     # Its strings may name other stages' outputs ({input:<stage>}): the spec carries their hashes.
     reads_stage_outputs: bool = False
     # Sweep points with equal content keys may share one task (launcher/keys.py). False for work whose

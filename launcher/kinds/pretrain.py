@@ -392,6 +392,8 @@ class Pretrain(Kind):
     name = "pretrain"
     section, schema = "train", Train
     payload_keys = ("train",)
+    hang_watchdog = True
+    health_imports = ("torch",)
     reads_stage_outputs = True
     # jobs/adapters/trainer.py reads none of the nanotron ones; launcher/nanotron_config.py renders all of them.
     only_for = {"train": [

@@ -21,6 +21,8 @@ class Torchrun(Kind):
     name = "torchrun"
     section, schema = "launch", Launch
     payload_keys = ("launch",)
+    hang_watchdog = True
+    health_imports = ("torch",)
 
     def multi_process(self, st: Dict[str, Any]) -> bool:
         return True

@@ -55,6 +55,7 @@ class Local:
     srun_steps = False  # the driver signals the task itself (launcher/local/driver.py signal_steps)
     runs_containers = False  # no pyxis here
     waits_on_jobs = False  # no job outside the run exists for it
+    node_health_checks = False  # this machine only
     accounting_spans_runs = False  # each run's driver keeps its own records
 
     def __init__(self, cluster: dict, run_dir: Path, accounting: Optional[bool] = None):

@@ -16,6 +16,7 @@ class SlurmBackend(Slurm):
     srun_steps = True
     runs_containers = True
     waits_on_jobs = True
+    node_health_checks = True
     accounting_spans_runs = True  # slurmdbd holds every job of the cluster: one sacct for all runs
 
     def __init__(self, cluster: dict, run_dir: Optional[Path] = None, accounting: Optional[bool] = None):

@@ -280,3 +280,56 @@ def test_a_node_killed_mid_training_requeues_and_the_run_ends_like_an_uninterrup
         subprocess.run([SCRIPT, "up", "--nodes", "3"], capture_output=True, timeout=600)
         wait_for(lambda: victim in slurm(mcli.env, "sinfo", "-h", "-N", "-t", "idle", "-o", "%N"), 120,
                  f"{victim} back in service", poll=1)
+
+
+def _node_mount_ns(env: dict, node: str) -> str:
+    """The mount namespace of a node's slurmd (job steps on the node inherit it)."""
+    lab = Path(env.get("DEV_SLURM_MN_DIR") or os.environ.get("DEV_SLURM_MN_DIR") or "/var/tmp/launcher-dev-slurm-mn")
+    pid = (lab / "run" / f"slurmd-{node}.pid").read_text().strip()
+    return f"/proc/{pid}/ns/mnt"
+
+
+@pytest.mark.slow
+def test_a_node_with_a_full_scratch_is_excluded_and_the_task_finishes_on_the_others(mcli, cpu_python, tmp_path):
+    """Node mn1 (Slurm's first pick) gets a full 1 MB tmpfs over the scratch folder, in its own mount
+    namespace only. The 2-node torchrun stage's health check finds it, records it, and requeues the task
+    without it (not spending requeue.max: 0 here); the task then runs on mn2+mn3; status names mn1."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    mnt = _node_mount_ns(mcli.env, "mn1")
+    subprocess.run(["nsenter", f"--mount={mnt}", "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(scratch)],
+                   check=True)
+    try:
+        subprocess.run(["nsenter", f"--mount={mnt}", "dd", "if=/dev/zero", f"of={scratch}/fill", "bs=64k"],
+                       capture_output=True)  # until ENOSPC
+        mcli("run", "pipeline=distributed", "cluster=dev-mn", "pipeline.vars.nodes=2", "pipeline.vars.nproc_per_node=1",
+             "pipeline.stages.probe.resources.mem_gb=4", "pipeline.stages.probe.requeue.max=0",
+             f"cluster.health_check.scratch_dirs=[{scratch}]", "cluster.health_check.min_free_gb=0.01")
+        st = mcli.wait(timeout=400, poll=1)
+        logs = mcli("logs", "latest", "probe", check=False)
+        text = logs.stdout + logs.stderr
+        assert st["state"] == "COMPLETED", (st, text[-4000:])
+        assert st["bad_nodes"].keys() == {"mn1"} and "min_free_gb" in st["bad_nodes"]["mn1"][0], st
+        ranks = [json.loads(p.read_text()) for p in layout.output_dir(mcli.run_dir(), "probe", 0, 0).glob("rank-*.json")]
+        assert {r["node"] for r in ranks} == {"mn2", "mn3"}, ranks
+        assert "bad node mn1" in mcli("status", "latest", check=False).stdout
+    finally:
+        subprocess.run(["nsenter", f"--mount={mnt}", "umount", str(scratch)], check=False)
+
+
+@pytest.mark.slow
+def test_a_rank_hung_in_a_collective_on_two_nodes_is_dumped_and_restarted(mcli, cpu_python):
+    """The hang watchdog across 2 nodes x 1 process (tests/integration/hang_train.py): rank 1 (on the second
+    node) stops joining the all-reduce in the first attempt; each node's runner dumps its rank's stacks,
+    kills it, torchrun restarts the group on both nodes, and the training completes."""
+    script = ROOT / "tests" / "integration" / "hang_train.py"
+    mcli("run", "pipeline=distributed", "cluster=dev-mn", "pipeline.vars.nodes=2", "pipeline.vars.nproc_per_node=1",
+         "pipeline.stages.probe.resources.mem_gb=4", f"pipeline.stages.probe.launch.script={script}",
+         "pipeline.stages.probe.watchdog.stall_s=8", "pipeline.stages.probe.watchdog.startup_s=120")
+    st = mcli.wait(timeout=400, poll=1)
+    logs = mcli("logs", "latest", "probe", check=False)
+    text = logs.stdout + logs.stderr
+    assert st["state"] == "COMPLETED", (st, text[-4000:])
+    assert text.count("watchdog: no progress for") >= 2, text[-4000:]  # both nodes saw the stall
+    assert re.search(r"line \d+ in sleep_instead_of_all_reduce", text) and re.search(r"line \d+ in all_reduce", text)
+    assert "their launcher restarts them in this job" in text and "the task requeues" not in text
