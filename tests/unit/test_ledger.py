@@ -3,7 +3,6 @@ path patterns (fake clients on PATH and fake scheduler answers: the edge cases m
 end-to-end cases run against the dev cluster in tests/integration/test_ledger_*.py."""
 import json
 import os
-import stat
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from launcher.slurm.accounting import parse_associations, parse_sacct, parse_squ
 from launcher.slurm.client import Slurm, parse_sbatch
 from launcher.slurm.facts import parse_cluster_info
 from launcher.status import collect
+from fake_slurm import calls, fake_clients
 
 BANNER = "*** lab_cluster | account balance: 1234.5 GPU_h | maintenance 2026-12-01 ***"
 
@@ -55,23 +55,6 @@ def test_sacctmgr_and_scontrol_banners_are_ignored():
     info = parse_cluster_info(config, partitions, nodes)
     assert list(info.partitions) == ["debug"] and [n.name for n in info.partitions["debug"].nodes] == ["n1"]
     assert info.accounting is False
-
-
-def fake_clients(tmp_path, monkeypatch, **scripts) -> Slurm:
-    """Slurm clients replaced by shell scripts (name -> body); each call is appended to calls.log."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for name, body in scripts.items():
-        f = bin_dir / name
-        f.write_text(f"#!/bin/bash\necho {name} \"$@\" >> {tmp_path}/calls.log\n{body}\n")
-        f.chmod(f.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)  # no real backoff in a unit test
-    return Slurm({"name": "fake"})
-
-
-def calls(tmp_path):
-    return (tmp_path / "calls.log").read_text().splitlines()
 
 
 def test_no_accounting_status_is_one_squeue_call(tmp_path, monkeypatch):

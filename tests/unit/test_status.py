@@ -1,8 +1,6 @@
 """Status from markers plus one scheduler answer (a fake scheduler: the edge cases of its answers); why
 tasks wait, per-task detail, progress, plain tables, `logs` without a log, exit 69 (issue 18 item 4)."""
 import json
-import os
-import stat
 
 from launcher import exitcodes
 from launcher.answer import Answer as Reply
@@ -12,6 +10,7 @@ from launcher.rundir import Run
 from launcher.slurm.accounting import parse_sacct, parse_squeue
 from launcher.slurm.client import Slurm
 from launcher.status import collect
+from fake_slurm import calls, fake_clients
 
 from jobs import layout
 
@@ -89,23 +88,6 @@ def test_squeue_and_sacct_reasons_are_parsed_with_the_states():
     assert sa["7"] == {0: "pending", 1: "pending", 2: "pending"} and sa["6"] == {0: "completed", 1: "cancelled"}
     assert sa.reasons == {"8": {0: "Dependency"}, "6": {1: "DependencyNeverSatisfied"}}
     assert parse_sacct("7_0|RUNNING") == {"7": {0: "running"}}  # the old two-field lines still read
-
-
-def fake_clients(tmp_path, monkeypatch, **scripts) -> Slurm:
-    """Slurm clients replaced by shell scripts (name -> body); each call is appended to calls.log."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for name, body in scripts.items():
-        f = bin_dir / name
-        f.write_text(f"#!/bin/bash\necho {name} \"$@\" >> {tmp_path}/calls.log\n{body}\n")
-        f.chmod(f.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)  # no real backoff in a unit test
-    return Slurm({"name": "fake"})
-
-
-def calls(tmp_path):
-    return (tmp_path / "calls.log").read_text().splitlines()
 
 
 def test_pending_tasks_get_their_reason_from_squeue_in_the_one_follow_up_call(tmp_path, monkeypatch):
