@@ -20,7 +20,7 @@ def outside_job(env) -> str:
 
 def pending_reasons(dcli, stage: str) -> list:
     st = next(s for s in dcli.status()["stages"] if s["name"] == stage)
-    return [(t["reason"], t["waiting_for"]) for t in st["array"] if t["state"] == "pending"]
+    return [(t["reason"], tuple(t["waiting_for"] or ())) for t in st["array"] if t["state"] == "pending"]
 
 
 def test_status_shows_why_tasks_wait_from_squeue(dcli, dev_slurm):
@@ -28,8 +28,8 @@ def test_status_shows_why_tasks_wait_from_squeue(dcli, dev_slurm):
     try:
         dcli("run", *SMOKE, fr"+pipeline.stages.shards.after={{job\:{held}: afterok}}")
         time.sleep(2)  # slurmctld's scheduler has looked at the new jobs
-        assert set(pending_reasons(dcli, "shards")) == {("Dependency", [f"job {held}"])}
-        assert set(pending_reasons(dcli, "reduce")) == {("Dependency", ["shards"])}
+        assert set(pending_reasons(dcli, "shards")) == {("Dependency", (f"job {held}",))}
+        assert set(pending_reasons(dcli, "reduce")) == {("Dependency", ("shards",))}
         table = dcli("status", "latest", check=False)
         assert table.returncode == 2 and f"4 waiting for job {held}" in table.stdout, table.stdout
         logs = dcli("logs", "latest", "shards", "--task", "1")

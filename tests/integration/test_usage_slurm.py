@@ -68,11 +68,11 @@ def test_usage_matches_a_hand_computation_from_sacct(dcli, dev_slurm):
     stages = {s["name"]: s for s in got["runs"][0]["stages"]}
     for name, h in hand.items():
         s = stages[name]
-        assert s["elapsed_s"] == h["elapsed_s"] > 0, (name, s, h)
+        assert s["elapsed_s"] == h["elapsed_s"], (name, s, h)  # sacct's whole seconds: 0 for an instant echo
         assert s["cpu_hours"] == pytest.approx(h["cpu_hours"], abs=1e-5)
         assert s["gpu_hours"] == pytest.approx(h["gpu_hours"], abs=1e-5)
         assert s["cpu_used_hours"] == pytest.approx(h["cpu_used_s"] / 3600, abs=1e-5)
         assert s["requeues"] == h["requeues"], (name, s, h)
     assert hand["reduce"]["gpu_hours"] > 0 and stages["reduce"]["planned_gpu_hours"] > 0
     assert stages["checkpointing"]["requeues"] >= 1 and stages["checkpointing"]["requeue_lost_s"] > 0
-    assert got["total"]["elapsed_s"] == sum(h["elapsed_s"] for h in hand.values())
+    assert got["total"]["elapsed_s"] == sum(h["elapsed_s"] for h in hand.values()) > 0
