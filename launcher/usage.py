@@ -151,7 +151,7 @@ COLUMNS = ("run", "stage", "tasks", "elapsed", "CPU-h", "GPU-h", "GPU-h plan max
 def cmd_usage(args) -> int:
     from rich.table import Table
 
-    from launcher.reports.display import console
+    from launcher.reports.display import show
 
     u = usage(args.target, args.root)
     if args.json:
@@ -168,7 +168,7 @@ def cmd_usage(args) -> int:
                  f"GPU-h (plan's upper bound {tot['planned_gpu_hours']} GPU-h), CPU efficiency "
                  f"{_pct(tot['cpu_efficiency'])}, memory efficiency {_pct(tot['mem_efficiency'])}, "
                  f"{tot['requeues']} requeue(s)")
-    console.print(t)
+    show(t)  # fitted on a terminal, plain text when piped or with --format plain
     return 0
 
 
@@ -184,3 +184,5 @@ def register(sub) -> None:
     sp.add_argument("target", help="run id, run dir, `latest`, or a campaign name")
     sp.add_argument("--root", type=Path, help="run root to look in (default: $LAUNCHER_RUN_ROOT or ./runs)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--format", choices=["table", "plain"], help="tables drawn for a terminal, or plain text "
+                    "(tab-separated); default: table on a terminal, plain when piped ($LAUNCHER_FORMAT too)")
