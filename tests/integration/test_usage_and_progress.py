@@ -38,8 +38,8 @@ def test_usage_of_a_local_run_from_the_drivers_records(cli):
     text = cli("usage", "latest").stdout
     assert "checkpointing" in text and "CPU eff" in text
     # a campaign: both runs' tasks (the local scheduler numbers each run's jobs from 1: they must not merge)
-    cli("run", "pipeline=smoke", "cluster=local", "wait=true", "poll_s=0.3", "campaign=nightly")
-    # the second night computes again (--rerun): an identical run would read the first one's outputs
+    # each night computes (--rerun): an identical run would read the outputs of the runs before it
+    cli("run", "--rerun", "shards", "pipeline=smoke", "cluster=local", "wait=true", "poll_s=0.3", "campaign=nightly")
     cli("run", "--rerun", "shards", "pipeline=smoke", "cluster=local", "wait=true", "poll_s=0.3", "campaign=nightly")
     c = usage(cli, "nightly")
     assert len(c["runs"]) == 2 and c["total"]["tasks"] == 16
