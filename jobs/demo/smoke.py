@@ -20,6 +20,7 @@ def reduce(ctx: TaskContext) -> dict:
     if expected is not None and len(values) != expected:
         raise RuntimeError(f"expected {expected} shard outputs in {shards_dir}, found {len(values)}")
     total = sum(v for _, v in values)
+    time.sleep(float(ctx.params.get("sleep_s", 0)))  # a task that lasts (tests of what a run cost)
     (ctx.output_dir / "total.txt").write_text(f"{total}\n")
     # what the task saw: its params (hub references resolved) and its hub settings
     return {"shards": len(values), "total": total, "params": ctx.params,

@@ -54,7 +54,7 @@ def by_hand(env, ledger) -> dict:
 
 def test_usage_matches_a_hand_computation_from_sacct(dcli, dev_slurm):
     dcli("run", "pipeline=smoke", "cluster=dev", "pipeline.stages.reduce.resources.partition=gpu",
-         "pipeline.stages.reduce.resources.gpus_per_node=1")
+         "pipeline.stages.reduce.resources.gpus_per_node=1", "+pipeline.stages.reduce.params.sleep_s=3")
     assert dcli.wait(timeout=240)["state"] == "COMPLETED"
     ids = [r["job_id"] for r in dcli.ledger() if "job_id" in r]
 
