@@ -74,5 +74,7 @@ def test_usage_matches_a_hand_computation_from_sacct(dcli, dev_slurm):
         assert s["cpu_used_hours"] == pytest.approx(h["cpu_used_s"] / 3600, abs=1e-5)
         assert s["requeues"] == h["requeues"], (name, s, h)
     assert hand["reduce"]["gpu_hours"] > 0 and stages["reduce"]["planned_gpu_hours"] > 0
-    assert stages["checkpointing"]["requeues"] >= 1 and stages["checkpointing"]["requeue_lost_s"] > 0
+    # checkpointing requeues itself once (its first attempt lasts under a second: sacct's whole seconds
+    # give it 0 lost); the requeue is counted as the hand count from sacct --duplicates says
+    assert stages["checkpointing"]["requeues"] >= 1 and stages["checkpointing"]["requeue_lost_s"] >= 0
     assert got["total"]["elapsed_s"] == sum(h["elapsed_s"] for h in hand.values())
