@@ -3,6 +3,7 @@ words (issue 18 item 4): a stage held by a dependency on a job outside the run s
 and what it waits for, a user-held array job JobHeldUser, a %1 throttle JobArrayTaskLimit; `logs` of such a
 task says why it has no log. (Parsing and the query: tests/unit/test_status.py; local: test_status_detail.py.)"""
 import time
+from pathlib import Path
 
 import pytest
 from conftest import job_of, slurm
@@ -27,7 +28,9 @@ def test_status_shows_why_tasks_wait_from_squeue(dcli, dev_slurm):
     held = outside_job(dev_slurm)
     try:
         dcli("run", *SMOKE, fr"+pipeline.stages.shards.after={{job\:{held}: afterok}}")
-        time.sleep(2)  # slurmctld's scheduler has looked at the new jobs
+        deadline = time.time() + 60  # slurmctld's scheduler looks at new jobs within seconds (Reason=None until then)
+        while time.time() < deadline and any(r is None for r, _ in pending_reasons(dcli, "shards")):
+            time.sleep(0.5)
         assert set(pending_reasons(dcli, "shards")) == {("Dependency", (f"job {held}",))}
         assert set(pending_reasons(dcli, "reduce")) == {("Dependency", ("shards",))}
         table = dcli("status", "latest", check=False)
@@ -51,8 +54,9 @@ def test_status_shows_why_tasks_wait_from_squeue(dcli, dev_slurm):
         st = dcli.wait(timeout=120)
         never = [t for s in st["stages"] for t in s["array"] if t["state"] == "cancelled"]
         assert never and all(t["log"]["stdout"].endswith(f"{t['job']}_0_log.out") for t in never)
-        stage = next(s["name"] for s in st["stages"] if any(t["state"] == "cancelled" for t in s["array"]))
-        task = next(t["task"] for s in st["stages"] if s["name"] == stage for t in s["array"] if t["state"] == "cancelled")
+        # a task cancelled before it started has no log file (one cancelled while running has one)
+        stage, task = next((s["name"], t["task"]) for s in st["stages"] for t in s["array"]
+                           if t["state"] == "cancelled" and not Path(t["log"]["stdout"]).exists())
         p = dcli("logs", "latest", stage, "--task", str(task))
         assert "no log for" in p.stderr and ("cancelled before it started" in p.stderr or "never ran" in p.stderr)
     finally:
