@@ -66,6 +66,11 @@ class ArrayTaskExecutor(PipelineExecutor):
 def run_rank(spec: Dict[str, Any], payload: Dict[str, Any], point: int, rank: int, tasks: int) -> Dict[str, Any]:
     """Build the blocks, run `rank` of `tasks`; return what the rank did (datatrove's stats)."""
     folders = layout.Folders(spec, point)
+    # URLFilter's tldextract fetches the Public Suffix List from publicsuffix.org when first used: on an
+    # offline compute node that is a failed request and a traceback per rank before it falls back to its
+    # bundled snapshot. An empty list of URLs is tldextract's own switch for "snapshot, no HTTP"; a
+    # value set in the stage's environment wins.
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     blocks = instantiate(folders.fill(payload["blocks"]))
     if payload.get("keep_removed", True):
         keep_removed(blocks, folders.of(spec["stage"], "removed"))

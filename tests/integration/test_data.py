@@ -149,6 +149,15 @@ def test_inspect_shows_what_a_named_filter_removed(finished):
     assert "foreign-" not in kept and kept.count('"kind": ') == 5
 
 
+def test_no_rank_reaches_for_the_network(finished):
+    """URLFilter's tldextract would fetch the Public Suffix List (a failed request and a traceback per rank
+    on an offline node): the data stage uses tldextract's bundled snapshot instead."""
+    logs = [f for f in finished.run_dir().rglob("*.err")] + [f for f in finished.run_dir().rglob("*.out")]
+    assert logs, "the run wrote no task logs"
+    noisy = [str(f) for f in logs if "publicsuffix" in f.read_text(errors="replace").lower()]
+    assert not noisy, noisy
+
+
 def test_killed_rank_is_rerun_alone_and_tokens_are_byte_identical(dcli, dev_slurm, corpus, finished):
     """scancel one rank of the filtering stage while it runs; resume reruns that rank (and what waited
     on it); the final tokens hash the same as the uninterrupted run's."""
