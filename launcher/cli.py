@@ -112,6 +112,15 @@ def _add_env_and_demo_corpus(sub) -> None:
     dc.add_argument("--seed", type=int, default=0)
 
 
+def _rank(value: str):
+    """--rank's value: 'all' or a rank number >= 0."""
+    if value == "all":
+        return value
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a rank (0, 1, ...) or 'all', not {value!r}")
+    return int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
                "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
@@ -158,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("stage").completer = completion.complete_stage
     lg.add_argument("--task", type=int, default=0, help="global task index (default 0)")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the task ends")
+    lg.add_argument("--rank", type=_rank, default=0, metavar="N|all",
+                    help="rank of a multi-node task (srun's %%t; default 0, the batch script's log), or all")
     _add_env_and_demo_corpus(sub)
     ep = with_run("endpoints", "the model servers of a run (kind=serve): URL, model, state (ready, starting, "
                                 "stopped, failed), checked with a /health request when ready")
@@ -414,7 +425,7 @@ def cmd_logs(args) -> int:
     from launcher.logs import show_logs
     from launcher.rundir import resolve_run
 
-    return show_logs(resolve_run(args.run, args.root), args.stage, args.task, args.follow)
+    return show_logs(resolve_run(args.run, args.root), args.stage, args.task, args.follow, args.rank)
 
 
 def cmd_env(args) -> int:

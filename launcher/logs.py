@@ -4,15 +4,17 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Union
 
 from launcher.errors import LauncherError, NotFound
 from launcher.rundir import Run
 from launcher.status import parent_tasks
-from launcher.status_view import task_log_paths, why
+from launcher.status_view import task_log_paths, task_ranks_logged, why
 
 
-def log_files(run: Run, stage: str, task: int) -> List[Path]:
+def task_job(run: Run, stage: str, task: int) -> str:
+    """The newest submission's '<array job>_<index>' of a stage's task (a shared point's task: the one
+    that computes it). Raises NotFound (no such stage or task), LauncherError (never submitted)."""
     plan = run.plan()
     if stage not in plan.stages:
         raise NotFound(f"run {run.id} has no stage '{stage}' (stages: {', '.join(plan.stages)})")
@@ -22,16 +24,32 @@ def log_files(run: Run, stage: str, task: int) -> List[Path]:
     rec = next((r for r in reversed(run.submissions()) if r["stage"] == stage and task in r["tasks"]), None)
     if rec is None:
         raise LauncherError(f"task {task} of stage '{stage}' was never submitted")
-    return list(task_log_paths(run.path, stage, f"{rec['job_id']}_{task - rec['offset']}"))
+    return f"{rec['job_id']}_{task - rec['offset']}"
 
 
-def show_logs(run: Run, stage: str, task: int, follow: bool) -> int:
+def log_files(run: Run, stage: str, task: int, rank: Union[int, str] = 0) -> List[Path]:
+    """[stdout, stderr] of one rank of a task (rank 0: the batch script's own), or of every rank that
+    wrote a log (rank 'all': rank 0's pair first). A multi-node task's ranks are srun's %t."""
+    job = task_job(run, stage, task)
+    ranks = (task_ranks_logged(run.path, stage, job) or [0]) if rank == "all" else [int(rank)]
+    return [f for r in ranks for f in task_log_paths(run.path, stage, job, r)]
+
+
+def show_logs(run: Run, stage: str, task: int, follow: bool, rank: Union[int, str] = 0) -> int:
     """Print the task's stdout to stdout and its stderr to stderr (following them with `follow` until
     the task ends). The paths go to stderr first, so stdout stays the log; a task without a log file
-    says why (pending and its reason, cancelled before it started, its parent failed, log removed)."""
-    files = log_files(run, stage, task)
-    for f, what in zip(files, ("stdout", "stderr")):
-        print(f"==> {stage}[{task}] {what}: {f}" + ("" if f.exists() else " (not there)"), file=sys.stderr)
+    says why (pending and its reason, cancelled before it started, its parent failed, log removed).
+    `rank`: which rank of a multi-node task (0, the batch script's, by default), or 'all'; when other
+    ranks wrote logs too, a line on stderr names them."""
+    files = log_files(run, stage, task, rank)
+    for f in files:
+        what = "stdout" if f.suffix == ".out" else "stderr"
+        label = f"{stage}[{task}]" + (f" rank {f.name.split('_')[2]}" if rank == "all" or rank != 0 else "")
+        print(f"==> {label} {what}: {f}" + ("" if f.exists() else " (not there)"), file=sys.stderr)
+    others = [r for r in task_ranks_logged(run.path, stage, task_job(run, stage, task)) if r != 0]
+    if rank == 0 and others:
+        print(f"==> ranks {', '.join(map(str, others))} of {stage}[{task}] wrote logs too: --rank N, or --rank all",
+              file=sys.stderr)
     offsets = {f: 0 for f in files}
 
     def pump() -> bool:

@@ -21,14 +21,23 @@ GLOSS = {"JobArrayTaskLimit": "throttled (array %N)", "Resources": "Resources (n
          "Priority": "Priority (others first)"}
 
 
-def task_log_paths(run_dir: Path, stage: str, job: str) -> Tuple[Path, Path]:
+def task_log_paths(run_dir: Path, stage: str, job: str, rank: int = 0) -> Tuple[Path, Path]:
     """(stdout, stderr) of array task `job` ('<job id>_<index>'): stages/<stage>/logs/<stem>.out and
-    .err, the batch script's own --output/--error (launcher/sbatch/lognames.py log_stem, rank 0); what
-    `launcher logs` prints."""
+    .err (launcher/sbatch/lognames.py log_stem). Rank 0's are the batch script's own --output/--error;
+    a multi-node task's other ranks (srun's %t) write their own; what `launcher logs` prints."""
     logs = layout.stage_dir(run_dir, stage) / "logs"
     array_job, index = job.rsplit("_", 1)
-    stem = log_stem(array_job, index, 0)
+    stem = log_stem(array_job, index, rank)
     return logs / f"{stem}.out", logs / f"{stem}.err"
+
+
+def task_ranks_logged(run_dir: Path, stage: str, job: str) -> List[int]:
+    """The ranks of array task `job` that wrote a log file, sorted (rank 0 first; [] when none did)."""
+    logs = layout.stage_dir(run_dir, stage) / "logs"
+    array_job, index = job.rsplit("_", 1)
+    found = {int(f.name.split("_")[2]) for f in logs.glob(log_stem(array_job, index, "*") + ".*")
+             if f.name.split("_")[2].isdigit()}
+    return sorted(found)
 
 
 def progress(run_dir: Path, stage: str, task: int, now: Optional[float] = None) -> Optional[Dict[str, Any]]:

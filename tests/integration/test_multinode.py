@@ -328,8 +328,10 @@ def test_a_rank_hung_in_a_collective_on_two_nodes_is_dumped_and_restarted(mcli, 
          "pipeline.stages.probe.resources.mem_gb=4", f"pipeline.stages.probe.launch.script={script}",
          "pipeline.stages.probe.watchdog.stall_s=8", "pipeline.stages.probe.watchdog.startup_s=120")
     st = mcli.wait(timeout=400, poll=1)
-    # each node's jobs.task logs into its own file (srun --output …_%t_log.*): `logs` shows node 0's
-    text = "".join(p.read_text() for p in (mcli.run_dir() / "stages" / "probe" / "logs").glob("*_log.*"))
+    # each node's jobs.task logs into its own file (srun --output …_%t_log.*): `logs --rank all` shows both
+    logs = mcli("logs", "latest", "probe", "--rank", "all")
+    text = logs.stdout + logs.stderr
+    assert "probe[0] rank 1 stdout" in logs.stderr, logs.stderr
     assert st["state"] == "COMPLETED", (st, text[-4000:])
     assert text.count("watchdog: no progress for") >= 2, text[-4000:]  # both nodes saw the stall
     assert re.search(r"line \d+ in sleep_instead_of_all_reduce", text) and re.search(r"line \d+ in all_reduce", text)
