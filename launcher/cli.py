@@ -338,7 +338,9 @@ def cmd_report(args) -> int:
 
     root = (args.root or default_root()).resolve()
     try:
-        runs, title = [resolve_run(args.target, root)], f"run {args.target}"
+        run = resolve_run(args.target, root)  # `latest` names the run it resolves to, in the title too
+        campaign = run.meta.get("campaign")
+        runs, title = [run], f"run {run.id}" + (f" (campaign {campaign})" if campaign else "")
     except LauncherError:
         runs = [r for r in list_runs(root) if r.meta.get("campaign") == args.target]
         title = f"campaign {args.target} ({len(runs)} run(s))"
@@ -346,7 +348,7 @@ def cmd_report(args) -> int:
         raise NotFound(f"{args.target!r} is neither a run nor a campaign under {root} "
                        f"(campaigns: {', '.join(sorted({r.meta.get('campaign', '') for r in list_runs(root)}))})")
     files = sorted(p for r in runs for p in (r.path / "stages").glob("*/evals/*/step-*.json"))
-    table = [row for p in files for row in rows(json.loads(p.read_text()))]
+    table = [row for p in files for row in stage_rows(p, rows(json.loads(p.read_text())), files)]
     if not table:
         raise LauncherError(f"no evaluation results yet in {', '.join(r.id for r in runs)} (kind=evaluate stages "
                             f"write stages/<stage>/evals/<point>/step-<N>.json)")
@@ -354,6 +356,17 @@ def cmd_report(args) -> int:
     html = write_report(table, out, title, costs=_costs(runs))
     console.print(f"{len(files)} checkpoint result(s), {len(table)} row(s) from {len(runs)} run(s) -> {html}")
     return 0
+
+
+def stage_rows(path, rows: list, files: list) -> list:
+    """The report's rows of one result file (stages/<stage>/evals/<point>/step-N.json): when the runs have
+    more than one evaluation stage (the demo scores the base and the aligned model), each row's variant
+    names its stage, so their curves and signal rows stay apart instead of merging into one."""
+    stages = {f.parents[2].name for f in files}
+    if len(stages) < 2:
+        return rows
+    stage = path.parents[2].name
+    return [dict(r, variant=stage if r["variant"] == "all" else f"{stage} · {r['variant']}") for r in rows]
 
 
 def _costs(runs) -> dict | None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 
@@ -278,3 +279,31 @@ def test_write_report_shows_the_cost_per_variant(tmp_path):
     assert json.loads((tmp_path / "r" / "cost.json").read_text()) == costs
     without = write_report(make_rows(), tmp_path / "r2", "campaign c1")
     assert "Cost per variant" not in without.read_text(encoding="utf-8")
+
+
+def _eval_result(run_dir: Path, stage: str, step: int, value: float) -> None:
+    out = run_dir / "stages" / stage / "evals" / "0"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"step-{step}.json").write_text(json.dumps({
+        "campaign": "", "run_id": run_dir.name, "point": 0, "variant": "all", "seed": 0, "step": step,
+        "tokens": step * 100, "metrics": {"demo|clean": {"acc": value, "acc_stderr": 0.01}},
+        "tasks": [{"name": "demo|clean", "random_baseline": 0.25, "higher_is_better": True}]}))
+
+
+def test_report_of_latest_names_the_run_and_keeps_evaluation_stages_apart(tmp_path, capsys):
+    """The demo scores the base and the aligned model in two evaluation stages of one run: two curves,
+    not one merged 'all'; and `report latest` is titled with the run it resolved to."""
+    from launcher.cli import main
+
+    assert main(["plan", "pipeline=smoke", "cluster=local", f"run_root={tmp_path}"]) == 0
+    run_dir = next((tmp_path / "plans").iterdir())
+    for step, base, aligned in ((10, 0.3, 0.5), (20, 0.35, 0.6)):
+        _eval_result(run_dir, "evaluate_base", step, base)
+        _eval_result(run_dir, "evaluate_aligned", step, aligned)
+    out = tmp_path / "report"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    rows = read_rows([out / "results.csv"])
+    assert {r["variant"] for r in rows} == {"evaluate_base", "evaluate_aligned"}
+    assert sorted(r["value"] for r in rows if r["variant"] == "evaluate_aligned") == [0.5, 0.6]
+    html = (out / "index.html").read_text()
+    assert f"run {run_dir.name}" in html and "run latest" not in html
