@@ -121,6 +121,16 @@ def _rank(value: str):
     return int(value)
 
 
+def _duration(value: str) -> float:
+    """--since's value in seconds (launcher/runs_db.py parse_since)."""
+    from launcher.runs_db import parse_since
+
+    try:
+        return parse_since(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="launcher", description="Run Hydra-configured LLM pipelines as chained "
                "Slurm array jobs (or locally with cluster=local).", epilog=EPILOG,
@@ -208,9 +218,17 @@ def _add_runs_and_completion(sub) -> None:
                         description="Runs under the run root, newest first. state, from the run directory alone "
                         "(no scheduler query): COMPLETED, FAILED (a task failed; others may still run), or "
                         "UNFINISHED (queued, running, or ended without a marker: `launcher status` asks the "
-                        "scheduler).")
+                        "scheduler). Served from an SQLite index of the run directories (in the state "
+                        "directory; the directories stay the truth), so thousands of runs answer in well "
+                        "under a second.")
     rn.add_argument("--root", type=Path, help="run root (default: $LAUNCHER_RUN_ROOT or ./runs)")
-    rn.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    rn.add_argument("-n", type=int, default=20, help="how many (default 20; 0: all)")
+    rn.add_argument("--campaign", help="only the runs of this campaign (run.json's campaign)")
+    rn.add_argument("--state", type=str.upper, choices=("COMPLETED", "FAILED", "UNFINISHED"),
+                    help="only runs in this state (case-insensitive)")
+    rn.add_argument("--since", type=_duration, metavar="AGE", help="only runs created within AGE: 90s, 30m, 12h, 7d, 2w")
+    rn.add_argument("--reindex", action="store_true",
+                    help="rebuild this run root's rows of the runs index (launcher/runs_db.py) from the run directories")
     rn.add_argument("--json", action="store_true", help="machine-readable output: a list, one object per run")
     _format_arg(rn)
     cp = sub.add_parser("completion", help="print the shell completion script (bash or zsh) to source",
@@ -548,15 +566,13 @@ def cmd_runs(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
+    from launcher import runs_db
     from launcher.reports.display import STYLE, console, show
-    from launcher.rundir import default_root, list_runs
-    from launcher.status import recorded_state
+    from launcher.rundir import default_root
 
     root = (args.root or default_root()).resolve()
-    rows = [{"run": run.id, "state": recorded_state(run), "pipeline": run.meta.get("pipeline", "?"),
-             "cluster": run.meta.get("cluster", "?"), "campaign": run.meta.get("campaign", run.id),
-             "created": run.meta.get("created", 0), "points": len(run.meta.get("points", [])),
-             "jobs": len(run.submissions()), "path": str(run.path)} for run in list_runs(root)[: args.n]]
+    rows = runs_db.runs(root, campaign=args.campaign, state=args.state, since_s=args.since,
+                        limit=args.n or None, reindex=args.reindex)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
