@@ -1,9 +1,11 @@
 """The scheduler a cluster profile names (cluster.backend): the Backend protocol and the registry.
 
 BUILTIN maps a backend's name to its class, imported only when asked for (like launcher/kinds), so
-this module imports neither launcher.slurm nor launcher.local, and both may import Facts from it. What
-differs between schedulers is an attribute or a method here; nothing outside launcher/slurm/ and
-launcher/local/ compares cluster.backend with a name."""
+this module imports neither launcher.slurm nor launcher.local, and both may import Facts and
+StageRequest from it. What differs between schedulers is an attribute or a method here; nothing
+outside launcher/slurm/ and launcher/local/ compares cluster.backend with a name. The checks of a
+request against the scheduler (check_stage, check_limits) are the backend's too: launcher/preflight.py
+keeps what every backend shares (environments, hub cache, run root, secrets)."""
 from __future__ import annotations
 
 import importlib
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Protocol
 
-from launcher.errors import LauncherError
+from launcher.errors import ConfigError, LauncherError
 
 BUILTIN: Dict[str, str] = {"slurm": "launcher.slurm.backend:SlurmBackend", "local": "launcher.local.backend:Local"}
 
@@ -24,6 +26,16 @@ class Facts:
     max_array_size: int = 1_000_000  # array indices must stay under it: the run is cut in chunks of this size
     accounting: Optional[bool] = None  # the scheduler keeps accounting (recorded in run.json); None: not known
     warnings: List[str] = field(default_factory=list)  # printed as "warning: ..." before preflight's problems
+
+
+class StageRequest(Protocol):
+    """What a backend's checks read of a stage: launcher.plan.StagePlan, one resource group at a time
+    (StagePlan.group_views). The backends are below the plan (pyproject.toml's layers), so they take
+    it by these attributes and do not import it."""
+
+    name: str
+    resources: Dict[str, Any]  # the stage's resources section (nodes, gpus_per_node, partition, mem_gb...)
+    time_min: Optional[int]  # the time limit in minutes; None: UNLIMITED
 
 
 class Backend(Protocol):
@@ -59,6 +71,22 @@ class Backend(Protocol):
     def checks(self, facts: Facts) -> Dict[str, Optional[Callable]]:
         """The scheduler's own checks, as preflight's keyword arguments (srun_help, reservations,
         associations, limits, queued): each called at most once, only when a stage needs it."""
+
+    @staticmethod
+    def check_stage(stage: StageRequest, cluster: dict, info: Any,
+                    reservations: Optional[Callable[[], Dict[str, Any]]] = None, user: str = "") -> List[ConfigError]:
+        """What the scheduler would refuse, or accept and never start, in one resource group of a stage
+        (launcher/slurm/checks.py: partitions, nodes, GRES, reservations; launcher/local/checks.py: this
+        machine's nodes and GPUs), each error naming the stage and key. `info`: Facts.info;
+        `reservations` (from `checks`) is called at most once a run, and only when a stage names one;
+        `user`: who submits."""
+
+    @staticmethod
+    def check_limits(plan: Any, info: Any, limits: Any,
+                     queued: Optional[Callable[[], list]] = None) -> tuple[List[ConfigError], List[str]]:
+        """The whole run against the scheduler's limits (`limits`: what checks()['limits'] returned for
+        the user; `queued`: the user's queued jobs, called at most once): (errors, warnings), a warning
+        for what only delays the run. Called only when `checks` gave a `limits`."""
 
     def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
         """Jobs outside the run: {job id: (STATE words, still held by the controller)} (waits_on_jobs only)."""

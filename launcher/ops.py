@@ -90,7 +90,7 @@ def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
     for warning in facts.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     warnings: List[str] = []
-    errors = (preflight(plan, run_root, facts.info, warnings=warnings, **backend.checks(facts))
+    errors = (preflight(plan, run_root, facts.info, warnings=warnings, backend=backend, **backend.checks(facts))
               + _external_jobs(plan, backend))
     for line in warnings:  # limits that delay the run without refusing it
         print(f"warning: {line}", file=sys.stderr)

@@ -11,14 +11,16 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from filelock import FileLock
 
 from jobs import layout
 
 from launcher.answer import Answer
-from launcher.backends import Facts
+from launcher.backends import Facts, StageRequest
+from launcher.errors import ConfigError
+from launcher.local import checks as local_checks
 from launcher.local.driver import TERMINAL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout this launcher runs from
@@ -101,6 +103,16 @@ class Local:
 
     def checks(self, facts: Facts) -> Dict[str, Optional[Callable]]:
         return {}
+
+    @staticmethod
+    def check_stage(stage: StageRequest, cluster: dict, info=None, reservations=None, user: str = "") -> List[ConfigError]:
+        """One machine (checks.py); no partitions or reservations to check against."""
+        return local_checks.check_stage(stage, cluster)
+
+    @staticmethod
+    def check_limits(plan, info, limits, queued=None) -> tuple[List[ConfigError], List[str]]:
+        """No limits on jobs here (checks() gives no `limits`, so preflight does not call it)."""
+        return [], []
 
     # The local scheduler is the only one: a job it does not know and will not load is lost at once.
     lost_grace_s = 0.0

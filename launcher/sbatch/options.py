@@ -1,7 +1,7 @@
 """The sbatch options a stage may ask for beyond the core resources: typed fields (gres, mem_per_cpu_gb,
 reservation, ...) and the checked pass-through map `resources.sbatch`. Pure functions, no Slurm call:
 each value is checked in the form sbatch(1) takes, before anything is written; the cluster-dependent
-checks (a GRES type, a reservation, node names) are preflight's (launcher/preflight.py)."""
+checks (a GRES type, a reservation, node names) are the Slurm backend's (launcher/slurm/checks.py)."""
 from __future__ import annotations
 
 import difflib

@@ -1,12 +1,13 @@
 """The Slurm backend (cluster.backend=slurm): the Backend protocol (launcher/backends.py) over the
-clients of client.py. What it adds to them: the cluster facts preflight reads and the checks it hands
-preflight."""
+clients of client.py. What it adds to them: the cluster facts preflight reads, the clients it hands
+preflight (`checks`), and the checks of the requests against those facts (checks.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from launcher.backends import Facts
+from launcher.slurm import checks as slurm_checks
 from launcher.slurm.client import Slurm
 
 
@@ -18,6 +19,10 @@ class SlurmBackend(Slurm):
     waits_on_jobs = True
     node_health_checks = True
     accounting_spans_runs = True  # slurmdbd holds every job of the cluster: one sacct for all runs
+
+    # Partitions, nodes, GRES, reservations; QOS and association limits (checks.py).
+    check_stage = staticmethod(slurm_checks.check_stage)
+    check_limits = staticmethod(slurm_checks.check_limits)
 
     def __init__(self, cluster: dict, run_dir: Optional[Path] = None, accounting: Optional[bool] = None):
         super().__init__(cluster, accounting=accounting)

@@ -156,7 +156,7 @@ class Slurm:
     def queued(self, user: str):
         """The user's jobs that count toward submit limits (pending, running, suspended; one line per
         array task): one `squeue` call, made once per Slurm object, and only when a submit limit could
-        be reached (preflight.check_limits)."""
+        be reached (checks.check_limits)."""
         from launcher.slurm import limits as slurm_limits
 
         if self._queued is None:

@@ -83,3 +83,58 @@ def test_the_backend_name_check_finds_each_form(code):
 
 def test_the_backend_name_check_leaves_other_names_alone():
     assert backend_tests('x = train["backend"] == "nanotron"\ny = params["cluster"] == "local"') == []
+
+
+# -- the stage checks are the backend's (Backend.check_stage; launcher/slurm/checks.py, launcher/local/checks.py)
+
+def _smoke(cluster: str, *overrides):
+    from launcher.compose import compose
+    from launcher.plan import build_plan
+
+    return build_plan([compose(["pipeline=smoke", f"cluster={cluster}", *overrides])], [[]])
+
+
+def test_preflight_reports_what_the_backends_check_stage_finds(tmp_path):
+    from launcher.errors import ConfigError
+    from launcher.preflight import preflight
+
+    seen = []
+
+    class Refusing:  # a scheduler of a test: refuses the stage 'reduce', whatever it asks for
+        @staticmethod
+        def check_stage(stage, cluster, info, reservations=None, user=""):
+            seen.append((stage.name, cluster["name"], info))
+            return [ConfigError("this scheduler refuses it", stage=stage.name,
+                                key=f"pipeline.stages.{stage.name}.resources.nodes")] if stage.name == "reduce" else []
+
+        @staticmethod
+        def check_limits(plan, info, limits, queued=None):
+            raise AssertionError("no `limits` was given: check_limits is not called")
+
+    plan = _smoke("local")
+    found = [(e.stage, e.key, e.message) for e in preflight(plan, tmp_path, None, backend=Refusing)]
+    assert found == [("reduce", "pipeline.stages.reduce.resources.nodes", "this scheduler refuses it")]
+    assert sorted(seen) == sorted((name, "local", None) for name in plan.stages)
+
+
+def test_a_local_run_is_not_checked_by_slurm(tmp_path, monkeypatch):
+    """Even with cluster facts at hand, cluster=local checks its one machine, not partitions or limits."""
+    from launcher.preflight import preflight
+    from launcher.slurm import checks as slurm_checks
+    from launcher.slurm.facts import ClusterInfo
+    from launcher.slurm.limits import AccountingLimits
+
+    def slurm(*args, **kwargs):
+        raise AssertionError("a Slurm check ran")
+
+    for owner in (slurm_checks, backends.get("slurm")):
+        monkeypatch.setattr(owner, "check_stage", slurm if owner is slurm_checks else staticmethod(slurm))
+        monkeypatch.setattr(owner, "check_limits", slurm if owner is slurm_checks else staticmethod(slurm))
+    info = ClusterInfo(max_array_size=1001, partitions={})
+    found = [(e.stage, e.key, e.message) for e in preflight(
+        _smoke("local", "pipeline.stages.reduce.resources.nodes=2"), tmp_path, info,
+        reservations=slurm, limits=lambda user: AccountingLimits(), queued=slurm)]
+    assert found == [("reduce", "pipeline.stages.reduce.resources.nodes",
+                      "2 nodes requested; cluster=local is one machine")]
+    with pytest.raises(AssertionError, match="a Slurm check ran"):  # the same plan on Slurm asks it
+        preflight(_smoke("dev"), tmp_path, info, limits=lambda user: AccountingLimits())
