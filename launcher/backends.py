@@ -73,6 +73,14 @@ class Backend(Protocol):
         associations, limits, queued): each called at most once, only when a stage needs it."""
 
     @staticmethod
+    def check_run(plan: Any, info: Any, srun_help: Optional[Callable[[], str]] = None,
+                  associations: Optional[Callable[[str], tuple]] = None, user: str = "") -> List[ConfigError]:
+        """The whole run against what the scheduler holds at all (launcher/slurm/checks.py check_run:
+        pyxis for container images, MaxArraySize, MaxJobCount, the user's accounts and QOS), each error
+        naming its key. `srun_help` and `associations` come from `checks` and are called only when a
+        stage needs them."""
+
+    @staticmethod
     def check_stage(stage: StageRequest, cluster: dict, info: Any,
                     reservations: Optional[Callable[[], Dict[str, Any]]] = None, user: str = "") -> List[ConfigError]:
         """What the scheduler would refuse, or accept and never start, in one resource group of a stage

@@ -176,29 +176,12 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
     one); `limits` the QOS and association limits of a user (launcher/slurm/limits.py; None without
     accounting); `queued` the user's queued jobs (called at most once, only when a submit limit may be
     reached). What only delays the run (a limit on jobs running at once) is appended to `warnings`.
-    `backend` checks each stage's request and the run's limits (Backend.check_stage, check_limits);
+    `backend` checks the run, each stage's request and the run's limits (Backend.check_run, check_stage,
+    check_limits);
     by default the class cluster.backend names (launcher/backends.py)."""
     backend = backend or backends.get(plan.cluster["backend"])
     errors = check_common(plan, run_root)
-    in_image = [s for s in plan.stages.values() if s.environment.get("container_image")]
-    if info and srun_help and in_image:
-        problem = containers.pyxis_problem(srun_help())
-        if problem:
-            for stage in in_image:
-                name = stage.environment["name"]
-                where = f"cluster.environments.{name}" if name else "cluster"
-                errors.append(ConfigError(problem, stage=stage.name, key=f"{where}.container_image"))
-    mine = plan.cluster.get("max_array_size")
-    big = [s.name for s in plan.stages.values() if info and s.total_tasks > info.max_array_size]
-    if info and mine and mine > info.max_array_size and big:  # sbatch refuses array indices >= MaxArraySize
-        errors.append(ConfigError(f"{mine} is over the cluster's MaxArraySize ({info.max_array_size}): sbatch would "
-                                  f"refuse the arrays it cuts {', '.join(big)} into", key="cluster.max_array_size"))
-    total = sum(s.total_tasks for s in plan.stages.values())
-    if info and info.max_job_count and total > info.max_job_count:
-        big = max(plan.stages.values(), key=lambda s: s.total_tasks)
-        errors.append(ConfigError(f"the run has {total} array tasks; slurmctld holds at most MaxJobCount="
-                                  f"{info.max_job_count} jobs, so it could never be queued whole",
-                                  stage=big.name, key=f"pipeline.stages.{big.name}.tasks"))
+    errors += backend.check_run(plan, info, srun_help, associations, getpass.getuser())
     # Asked the first time a stage names a reservation, not again (one scontrol call a run).
     held = functools.lru_cache(maxsize=None)(reservations) if reservations else None
     for stage in (view for s in plan.stages.values() for view in s.group_views()):
@@ -209,22 +192,7 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
         errors += found
         if warnings is not None:
             warnings += notes
-    if info and associations:
-        wanted = {(s.name, k, s.resources[k] or plan.cluster.get(k)) for s in plan.stages.values()
-                  for k in ("account", "qos")}
-        if any(v for _, _, v in wanted):
-            accounts, qos = associations(getpass.getuser())
-            for stage, k, v in sorted(wanted, key=str):
-                if v and v not in (accounts if k == "account" else qos):
-                    have = accounts if k == "account" else qos
-                    errors.append(ConfigError(f"{k} '{v}' is not available to {getpass.getuser()} "
-                                              f"(yours: {', '.join(sorted(have)) or 'none'})",
-                                              stage=stage, key=_key_for(plan, stage, k)))
     return errors
-
-
-def _key_for(plan: Plan, stage: str, k: str) -> str:
-    return f"pipeline.stages.{stage}.resources.{k}" if plan.stages[stage].resources[k] else f"cluster.{k}"
 
 
 def external_problems(plan: Plan, states: Dict[str, tuple]) -> tuple[List[ConfigError], List[tuple]]:

@@ -105,6 +105,11 @@ class Local:
         return {}
 
     @staticmethod
+    def check_run(plan, info=None, srun_help=None, associations=None, user: str = "") -> List[ConfigError]:
+        """Nothing the run as a whole could exceed here (array size: launcher/local/driver.py)."""
+        return []
+
+    @staticmethod
     def check_stage(stage: StageRequest, cluster: dict, info=None, reservations=None, user: str = "") -> List[ConfigError]:
         """One machine (checks.py); no partitions or reservations to check against."""
         return local_checks.check_stage(stage, cluster)

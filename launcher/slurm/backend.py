@@ -20,7 +20,9 @@ class SlurmBackend(Slurm):
     node_health_checks = True
     accounting_spans_runs = True  # slurmdbd holds every job of the cluster: one sacct for all runs
 
-    # Partitions, nodes, GRES, reservations; QOS and association limits (checks.py).
+    # pyxis, MaxArraySize, MaxJobCount, accounts; partitions, nodes, GRES, reservations; QOS and
+    # association limits (checks.py).
+    check_run = staticmethod(slurm_checks.check_run)
     check_stage = staticmethod(slurm_checks.check_stage)
     check_limits = staticmethod(slurm_checks.check_limits)
 

@@ -1,7 +1,8 @@
 """What Slurm would refuse, or accept and never start, in a run's requests: each stage (one resource
 group at a time) against the nodes, partitions and reservations of the cluster (facts.py), and the
-run against the QOS and association limits it is held to (limits.py). The Slurm backend's
-check_stage and check_limits (backend.py; launcher/preflight.py calls them through the Backend
+run against the QOS and association limits it is held to (limits.py), and against what the cluster
+holds at all (check_run: pyxis for container images, MaxArraySize, MaxJobCount, your accounts and QOS).
+The Slurm backend's check_run, check_stage and check_limits (backend.py; launcher/preflight.py calls them through the Backend
 protocol). Each error names the stage and its key (pipeline.stages.<name>.resources.<key>, or
 cluster.partition / pipeline.stages.<name>.tasks).
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
+from launcher import containers
 from launcher.backends import StageRequest
 from launcher.errors import ConfigError
 from launcher.sbatch import options as sbatch_options
@@ -270,3 +272,56 @@ def _running_warnings(counted: Dict[str, tuple]) -> List[str]:
             if (w := slurm_limits.running_warning(lim, list(at_once[source].items())))]
 
 
+
+
+def check_run(plan: Any, info: Optional[ClusterInfo], srun_help: Optional[Callable[[], str]] = None,
+              associations: Optional[Callable[[str], tuple]] = None, user: str = "") -> List[ConfigError]:
+    """The whole run against what the cluster holds at all: pyxis for the stages that name a container
+    image (`srun_help` returns `srun --help`, called only then), the profile's max_array_size against
+    MaxArraySize (sbatch refuses array indices >= it), the run's array tasks against MaxJobCount
+    (slurm.conf(5)), and every account and QOS a stage or the profile names against the user's
+    associations (`associations(user)` -> (accounts, qos), called only when one is named). The plan is
+    duck-typed: its `cluster` and `stages` (name, total_tasks, environment, resources). Without cluster
+    facts (`info` None) there is nothing to check against: []."""
+    errors: List[ConfigError] = []
+    if info is None:
+        return errors
+    in_image = [s for s in plan.stages.values() if s.environment.get("container_image")]
+    if srun_help and in_image:
+        problem = containers.pyxis_problem(srun_help())
+        if problem:
+            for stage in in_image:
+                name = stage.environment["name"]
+                where = f"cluster.environments.{name}" if name else "cluster"
+                errors.append(ConfigError(problem, stage=stage.name, key=f"{where}.container_image"))
+    mine = plan.cluster.get("max_array_size")
+    big = [s.name for s in plan.stages.values() if s.total_tasks > info.max_array_size]
+    if mine and mine > info.max_array_size and big:  # sbatch refuses array indices >= MaxArraySize
+        errors.append(ConfigError(f"{mine} is over the cluster's MaxArraySize ({info.max_array_size}): sbatch would "
+                                  f"refuse the arrays it cuts {', '.join(big)} into", key="cluster.max_array_size"))
+    total = sum(s.total_tasks for s in plan.stages.values())
+    if info.max_job_count and total > info.max_job_count:
+        most = max(plan.stages.values(), key=lambda s: s.total_tasks)
+        errors.append(ConfigError(f"the run has {total} array tasks; slurmctld holds at most MaxJobCount="
+                                  f"{info.max_job_count} jobs, so it could never be queued whole",
+                                  stage=most.name, key=f"pipeline.stages.{most.name}.tasks"))
+    return errors + check_associations(plan, associations, user)
+
+
+def check_associations(plan: Any, associations: Optional[Callable[[str], tuple]], user: str) -> List[ConfigError]:
+    """Every account and QOS a stage or the profile names, against the user's associations
+    (`associations(user)` -> (accounts, qos), sacctmgr; called only when one is named)."""
+    errors: List[ConfigError] = []
+    if not associations:
+        return errors
+    wanted = {(s.name, k, s.resources[k] or plan.cluster.get(k)) for s in plan.stages.values() for k in ("account", "qos")}
+    if not any(v for _, _, v in wanted):
+        return errors
+    accounts, qos = associations(user)
+    for stage, k, v in sorted(wanted, key=str):
+        have = accounts if k == "account" else qos
+        if v and v not in have:
+            key = f"pipeline.stages.{stage}.resources.{k}" if plan.stages[stage].resources[k] else f"cluster.{k}"
+            errors.append(ConfigError(f"{k} '{v}' is not available to {user} (yours: {', '.join(sorted(have)) or 'none'})",
+                                      stage=stage, key=key))
+    return errors

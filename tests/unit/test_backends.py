@@ -23,7 +23,7 @@ def test_each_backend_implements_the_protocol(name, tmp_path):
         assert isinstance(getattr(cls, attr), kind), attr
     backend = backends.for_cluster({"backend": name, "name": "x"}, tmp_path)
     assert isinstance(backend.lost_grace_s, float)
-    for method in ("submit", "query", "cancel", "facts", "checks", "check_stage", "check_limits"):
+    for method in ("submit", "query", "cancel", "facts", "checks", "check_run", "check_stage", "check_limits"):
         assert callable(getattr(backend, method)), method
     if cls.waits_on_jobs:
         assert callable(backend.job_states)
@@ -102,6 +102,11 @@ def test_preflight_reports_what_the_backends_check_stage_finds(tmp_path):
 
     class Refusing:  # a scheduler of a test: refuses the stage 'reduce', whatever it asks for
         @staticmethod
+        def check_run(plan, info, srun_help=None, associations=None, user=""):
+            seen.append(("the run", plan.cluster["name"], info))
+            return []
+
+        @staticmethod
         def check_stage(stage, cluster, info, reservations=None, user=""):
             seen.append((stage.name, cluster["name"], info))
             return [ConfigError("this scheduler refuses it", stage=stage.name,
@@ -114,7 +119,7 @@ def test_preflight_reports_what_the_backends_check_stage_finds(tmp_path):
     plan = _smoke("local")
     found = [(e.stage, e.key, e.message) for e in preflight(plan, tmp_path, None, backend=Refusing)]
     assert found == [("reduce", "pipeline.stages.reduce.resources.nodes", "this scheduler refuses it")]
-    assert sorted(seen) == sorted((name, "local", None) for name in plan.stages)
+    assert sorted(seen) == sorted((name, "local", None) for name in [*plan.stages, "the run"])
 
 
 def test_a_local_run_is_not_checked_by_slurm(tmp_path, monkeypatch):
