@@ -62,13 +62,16 @@ def size(path: Path) -> int:
     return total
 
 
-def references(run_dir: Path) -> Set[str]:
-    """The run directories (real paths) whose outputs this run reads (plan.json stages' `cached`)."""
+def references(run_dir: Path) -> Optional[Set[str]]:
+    """The run directories (real paths) whose outputs this run reads (plan.json stages' `cached`); None
+    when its plan cannot be read (then the run and everything are treated as read: nothing old goes)."""
     from jobs import layout
 
-    plan = layout.read_json(run_dir / "plan.json", {}) or {}
-    return {os.path.realpath(src["run"]) for st in (plan.get("stages") or {}).values()
-            for src in (st.get("cached") or {}).values() if isinstance(src, dict) and src.get("run")}
+    try:
+        stages = (layout.read_json(run_dir / "plan.json", {}) or {})["stages"]
+        return {os.path.realpath(src["run"]) for st in stages for src in (st.get("cached") or {}).values()}
+    except (KeyError, TypeError, AttributeError, ValueError, OSError):
+        return None
 
 
 def collect(root: Path, older_than_s: float, active: Callable[[Path], Optional[bool]],
@@ -87,10 +90,14 @@ def collect(root: Path, older_than_s: float, active: Callable[[Path], Optional[b
         if a is not False:
             busy.add(r)
     refs = {r: references(r) for r in runs}
+    if any(v is None for v in refs.values()):
+        notes += [f"{r}: its plan.json cannot be read: no old run is removed (it may read any)"
+                  for r in runs if refs[r] is None]
+        older_than_s = float("inf")
     created = {r: (layout.read_json(r / "run.json", {}) or {}).get("created") or now for r in runs}
     gone: Set[Path] = set()
     while True:  # an old run read only by runs that go too goes with them
-        kept_refs = {x for r in runs if r not in gone for x in refs[r]}
+        kept_refs = {x for r in runs if r not in gone for x in refs[r] or ()}
         more = {r for r in runs if r not in gone and r not in busy and now - created[r] > older_than_s
                 and os.path.realpath(r) not in kept_refs}
         if not more:
