@@ -173,3 +173,62 @@ def test_scorers_of_a_shared_training_and_sibling_evaluations():
     got = scored_by(Plan, Plan.stages["train"])
     assert got == {"0": ["stages/ev/evals/0", "stages/ev/evals/1", "stages/ev2/evals/0"],
                    "2": ["stages/ev/evals/2", "stages/ev2/evals/2"]}
+
+
+# -- gc ----------------------------------------------------------------------------------------------
+def make_run(root, name, days_old, reads=(), now=1_000_000_000.0):
+    import json
+
+    d = root / name
+    (d / "stages" / "s" / "out" / "0").mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({"id": name, "created": now - days_old * 86400}))
+    cached = {str(i): {"run": str(root / r), "point": 0, "hash": "h"} for i, r in enumerate(reads)}
+    (d / "plan.json").write_text(json.dumps({"stages": [{"name": "s", "cached": cached}]}))
+    return d
+
+
+def test_gc_old_runs_go_unless_a_kept_run_reads_them_and_chains_go_together(tmp_path):
+    from launcher import gc
+
+    now = 1_000_000_000.0
+    make_run(tmp_path, "a", 40)
+    b = make_run(tmp_path, "b", 35, reads=["a"])  # old, reads a: both go together
+    c = make_run(tmp_path, "c", 50)
+    make_run(tmp_path, "d", 1, reads=["c"])  # new, reads c: c stays
+    e = make_run(tmp_path, "e", 60)  # old but running: stays
+    partial = b / "stages" / "s" / "out" / "0" / ".0.partial-5-0"
+    partial.mkdir()
+    items, notes = gc.collect(tmp_path, 30 * 86400, lambda r: r == e, now=now)
+    assert sorted(i.path.name for i in items) == ["a", "b"]  # b's partial goes with b, not twice
+    assert any(n.startswith(f"{c}: old, but a run reads") for n in notes)
+    assert any(n.startswith(f"{e}: old, but a task of it is queued or running") for n in notes)
+
+
+def test_gc_leaves_a_run_whose_scheduler_does_not_answer_and_removes_partials_of_the_others(tmp_path):
+    from launcher import gc
+
+    a, b = make_run(tmp_path, "a", 1), make_run(tmp_path, "b", 1)
+    for r in (a, b):
+        (r / "stages" / "s" / "out" / "0" / ".0.partial-5-0").mkdir()
+        (r / "stages" / "s" / "ckpt" / "0" / "checkpoint-4.partial-20260101-000000").mkdir(parents=True)
+        (r / "stages" / "s" / "ckpt" / "0" / "checkpoint-6").mkdir()  # complete or not: resume's business
+    items, notes = gc.collect(tmp_path, 30 * 86400, lambda r: None if r == a else False, now=1_000_000_000.0)
+    assert sorted(str(i.path.relative_to(tmp_path)) for i in items) == [
+        "b/stages/s/ckpt/0/checkpoint-4.partial-20260101-000000", "b/stages/s/out/0/.0.partial-5-0"]
+    assert notes == [f"{a}: left alone: its scheduler did not answer"]
+
+
+@pytest.mark.parametrize("text,seconds", [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("2w", 14 * 86400),
+                                          ("45", 45 * 86400), ("10s", 10)])
+def test_gc_ages(text, seconds):
+    from launcher import gc
+
+    assert gc.parse_age(text) == seconds
+
+
+def test_gc_bad_age_is_a_usage_error():
+    from launcher import gc
+    from launcher.errors import UsageError
+
+    with pytest.raises(UsageError, match="--older-than"):
+        gc.parse_age("thirty days")
