@@ -99,3 +99,24 @@ def test_gc_dry_run_then_gc_frees_exactly_the_old_cache_entry_and_the_cancelled_
     assert [p.name for p in cli.run_root.iterdir() if p.name.startswith(".gc-")] == []
     p = cli("gc")
     assert "total: freed 0 bytes" in p.stdout, p.stdout
+
+
+@pytest.mark.extended  # ~1-2 min (accelerate + TRL)
+def test_align_keeps_the_newest_checkpoint_with_keep_last_1(cli, cpu_python, tmp_path):
+    """kind=align prunes in its TRL worker (jobs/adapters/trl.py) after each marked checkpoint: 6 steps, a
+    checkpoint every 2, no evaluation: only checkpoint-6 stays."""
+    from chat_model_helper import make_chat_model
+
+    model = make_chat_model(cpu_python, tmp_path / "model")
+    subprocess.run([str(cpu_python), "-m", "jobs.demo.chat", str(tmp_path / "chat"), "--sft", "32", "--dpo", "8"],
+                   check=True, capture_output=True, timeout=120)
+    cli("run", "pipeline=align", "cluster=local", "~pipeline.stages.dpo", "~pipeline.stages.serve",
+        "~pipeline.stages.smoke", f"pipeline.vars.model={model}", f"pipeline.vars.sft_data={tmp_path}/chat/sft.jsonl",
+        f"pipeline.vars.dpo_data={tmp_path}/chat/dpo.jsonl", "pipeline.vars.steps=6",
+        "pipeline.stages.sft.align.checkpoint_every_steps=2", "pipeline.stages.sft.align.micro_batch=2",
+        "pipeline.stages.sft.align.chat_template=builtin", "pipeline.stages.sft.retention.keep_last=1")
+    st = cli.wait(timeout=300)
+    logs = cli("logs", "latest", "sft", check=False)
+    assert st["state"] == "COMPLETED", (st, logs.stdout[-3000:], logs.stderr[-3000:])
+    assert sorted(p.name for p in layout.checkpoint_dir(cli.run_dir(), "sft", 0).glob("checkpoint-*")) == ["checkpoint-6"]
+    assert "retention: removed checkpoint(s) [2]" in logs.stdout + logs.stderr
