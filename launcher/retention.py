@@ -17,11 +17,13 @@ def check(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> None:
     r, key = st.get("retention") or {}, f"pipeline.stages.{name}.retention"
     if r.get("keep_last") is None and r.get("keep_every_tokens") is None:
         return
-    for k, what in (("keep_last", "checkpoints to keep (the newest one always stays: what a requeue resumes "
-                                  "from)"), ("keep_every_tokens", "tokens between checkpoints kept for good")):
+    for k, what in (("keep_last", "how many of the newest checkpoints to keep; the newest always stays: a requeue "
+                                  "resumes from it"),
+                    ("keep_every_tokens", "also keep the first checkpoint at or past each multiple of this many "
+                                          "tokens")):
         v = r.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            errors.append(ConfigError(f"must be a positive integer ({what}) or null, got {v!r}", stage=name,
+            errors.append(ConfigError(f"must be a positive integer or null, got {v!r} ({what})", stage=name,
                                       key=f"{key}.{k}"))
     kind = kinds.get(st["kind"]) if st["kind"] in kinds.names() else None
     if kind is not None and not kind.retains_checkpoints(st):
