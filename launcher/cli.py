@@ -231,6 +231,18 @@ def _add_runs_and_completion(sub) -> None:
                     help="rebuild this run root's rows of the runs index (launcher/runs_db.py) from the run directories")
     rn.add_argument("--json", action="store_true", help="machine-readable output: a list, one object per run")
     _format_arg(rn)
+    gc = sub.add_parser("gc", help="remove run outputs no run references any more: old cache entries, partial "
+                        "attempts; prints each path, its bytes and the total",
+                        description="Old cache entries: whole runs created more than --older-than ago that no "
+                        "remaining run reads from. Partial attempts: unfinished task outputs, checkpoints set aside "
+                        "as incomplete, interrupted checkpoint removals. A run with a queued or running task (one "
+                        "status query per run), and any run it reads from, is left alone. docs/disk.md")
+    gc.add_argument("--root", type=Path, help="run root (default: $LAUNCHER_RUN_ROOT or ./runs)")
+    gc.add_argument("--dry-run", action="store_true", help="print what would be freed; remove nothing")
+    gc.add_argument("--older-than", default="30d", metavar="AGE",
+                    help="a run older than this that no run reads from is removed whole (30d, 12h, 90m, 2w; "
+                         "default 30d)")
+    gc.add_argument("--json", action="store_true", help="machine-readable output (the list and the total)")
     cp = sub.add_parser("completion", help="print the shell completion script (bash or zsh) to source",
                         description="Tab completion of verbs, options, run ids, stage names and Hydra overrides "
                         "(config groups and their options, root keys). bash: `source <(launcher completion bash)` "
@@ -627,6 +639,18 @@ def _closed_pipe() -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     return exitcodes.BROKEN_PIPE
+
+
+def cmd_gc(args) -> int:
+    from launcher import gc
+    from launcher.rundir import default_root
+
+    root = (args.root or default_root()).resolve()
+    out = gc.gc(root, gc.parse_age(args.older_than), args.dry_run,
+                echo=(lambda _: None) if args.json else print)
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return 0
 
 
 def cmd_completion(args) -> int:

@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from launcher import backends, health, ignored, kinds, snapshot, watchdog
+from launcher import backends, health, ignored, kinds, retention, snapshot, watchdog
 from launcher.sbatch import options as sbatch_options
 from launcher.environments import resolve as resolve_environment
 from jobs import layout
@@ -355,6 +355,8 @@ def _payload(cfg: Dict[str, Any], name: str, keys, errors: List[ConfigError]) ->
     payload = {k: st[k] for k in keys}
     if (w := watchdog.payload(st)) is not None:  # only when on: other stages keep their hashes
         payload["watchdog"] = w
+    if (r := retention.payload(st)) is not None:  # the same: only when on
+        payload["retention"] = r
     extra = env_set(cfg)
     if extra:
         for k, v in extra.items():
@@ -614,6 +616,7 @@ def _check_stage(name: str, st: Dict[str, Any], key: str, errors: List[ConfigErr
             + (f" ({time_min * 60} s)" if time_min is not None else "")
             + "; keep it below Slurm's KillWait (default 30 s) and any preemption GraceTime")
     watchdog.check(name, st, errors)
+    retention.check(name, st, errors)
 
 
 def _slurm_edge(name, st, parent, parent_st, declared, n_points, errors) -> str:

@@ -105,6 +105,17 @@ class Watchdog:
 
 
 @dataclass
+class Retention:
+    """Checkpoint retention of a training stage (kinds with Kind.retains_checkpoints: pretrain with
+    backend hf, align): which `checkpoint-N` folders stay (jobs/runtime/retention.py). Off while both
+    are null. Whatever they say, the newest complete checkpoint (what a requeue resumes from) and every
+    checkpoint an evaluation stage has not scored yet stay."""
+
+    keep_last: Any = None  # the newest N checkpoints (a positive integer); null with keep_every_tokens set: 1
+    keep_every_tokens: Any = None  # also the first checkpoint at or past each multiple of this many tokens
+
+
+@dataclass
 class Model:
     """A Llama-style decoder (root group `model`: conf/model/<preset>.yaml). num_experts > 0 makes it a
     mixture of experts (nanotron's qwen2 MoE config)."""
@@ -152,6 +163,7 @@ STAGE_TAIL = [
     ("resources", Resources, field(default_factory=Resources)),
     ("requeue", Requeue, field(default_factory=Requeue)),
     ("watchdog", Watchdog, field(default_factory=Watchdog)),
+    ("retention", Retention, field(default_factory=Retention)),
 ]
 
 

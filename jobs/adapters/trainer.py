@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 from jobs import layout
 from jobs.adapters.trainer_progress import progress_callback
+from jobs.runtime import retention
 from jobs.runtime.checkpoints import MARKER, mark, resume_point, scan as scan_checkpoints
 
 EOS = "<|endoftext|>"  # the data stage's end-of-document token (jobs.adapters.datatrove_blocks.EOS)
@@ -272,6 +273,7 @@ def _callbacks(ctx, tokenizer, plan: dict, log: Callable[[str], Any]):
                             "max_steps": max_steps})
                 log(f"checkpoint-{step} saved and marked complete ({reason}; {step * tps:,} tokens"
                     f"{'' if loss is None else f', loss {loss:.4f}'})")
+                retention.prune_by(retention.from_env(), log)  # after the marker: the newest stays
             _barrier()  # marked before any rank goes on (a stopping rank checks the marker)
             return control
 

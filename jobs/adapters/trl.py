@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from jobs.runtime import checkpoints, stacks, templating
+from jobs.runtime import checkpoints, retention, stacks, templating
 from jobs import layout
 from jobs.adapters.trainer_progress import progress_callback
 
@@ -105,6 +105,7 @@ def _callback(order: dict, tokenizer, stop_file: Path):
                                     "trainer": order["align"]["trainer"]})
             log(f"checkpoint-{step} saved and marked complete ({reason}"
                 f"{'' if loss is None else f', loss {loss:.4f}'})")
+            retention.prune_by(retention.from_env(), log)  # after the marker: the newest stays
             return control
 
         def on_log(self, args, state, control, logs=None, **kwargs):

@@ -16,6 +16,7 @@ from typing import Any, Dict
 from jobs import layout
 from jobs.adapters import accelerate
 from jobs.runtime.allocation import is_local, node_hosts, node_rank
+from jobs.runtime import retention
 from jobs.runtime.ports import rdzv_port
 
 reruns_when_complete = False
@@ -49,6 +50,9 @@ def run(task) -> None:
         "progress_file": str(layout.progress_path(task.run_dir, task.stage, task.task))})
     if (task.payload.get("watchdog") or {}).get("stall_s"):
         env["LAUNCHER_WATCHDOG"] = "1"  # each rank registers the stack dump (jobs/runtime/stacks.py)
+    keep = retention.order(task.spec, task.stage, task.point, task.run_dir)
+    if keep:  # the worker's main process prunes after each marked checkpoint (jobs/adapters/trl.py)
+        env[retention.ENV] = json.dumps(keep)
     env.setdefault("HF_HUB_OFFLINE", "1")  # the model and data are local: never wait on a hub
     if len(hosts) > 1 and not task.spec.get("resources", {}).get("gpus_per_node"):
         # Several CPU nodes (MULTI_CPU): accelerate's launcher starts one process per node and leaves
@@ -61,4 +65,6 @@ def run(task) -> None:
     task.log("align: " + " ".join(cmd))
     task.run_child(cmd, env, f"accelerate launch exited with status {{rc}} on node {rank}; the trainer's "
                              f"error is in this task's log above", stop="file", stop_file=stop_file)
+    if rank == 0:
+        retention.prune_by(keep, task.log)  # at the end too: checkpoints an evaluation scored meanwhile
     return None  # the worker wrote result.json (main process)

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Tuple
 
 from jobs import layout
 from jobs.adapters.eval_results import results_dir, variant, write_table
-from jobs.runtime import polling
+from jobs.runtime import polling, retention
 from jobs.runtime.checkpoints import MARKER
 
 reruns_when_complete = False
@@ -64,6 +64,7 @@ def run(task) -> Dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     task.log(f"evaluate: point {point} ({variant(spec['overrides'], point)}, seed {spec['seeds'][point]}), tasks "
              f"{', '.join(t['name'] for t in tasks)}; following {spec['parents'][0]}")
+    keep = retention.order(spec, spec["parents"][0], point, task.run_dir)  # the training's, if it prunes
     asked = 0.0
     while True:
         ask = time.time() - asked >= SQUEUE_EVERY_S
@@ -74,10 +75,12 @@ def run(task) -> Dict[str, Any]:
             if task.ctx.should_stop():
                 task.ctx.requeue()
             score(task, tasks, step, folder, out_dir)
+            retention.prune_by(keep, task.log)  # scored: the training's rule may let it go now
         if ended and not todo:
             break
         if not todo and polling.until(task.ctx.should_stop, ev["poll_s"], 0.5):
             task.ctx.requeue()
+    retention.prune_by(keep, task.log)
     steps = write_table(out_dir, task.ctx.output_dir / "results.csv")
     task.log(f"evaluate: {len(steps)} checkpoint(s) scored: steps {steps}")
     return {"point": point, "steps": steps, "results": str(out_dir)}

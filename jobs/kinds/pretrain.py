@@ -8,10 +8,13 @@ group by. Standard library only at import: the heavy libraries are imported by t
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from jobs.adapters import nanotron
+from jobs.runtime import retention
 
 reruns_when_complete = False
 resolves_hub_references = True
@@ -24,6 +27,9 @@ def run(task) -> Optional[Dict[str, Any]]:
     missing = [f for f in data if not Path(f).is_dir()]
     if missing:
         raise FileNotFoundError(f"train.data: tokenized folder(s) not found: {', '.join(missing)}")
+    keep = retention.order(task.spec, task.stage, task.point, task.run_dir)
+    if keep:  # the trainer prunes after each marked checkpoint (every process reads it from here)
+        os.environ[retention.ENV] = json.dumps(keep)
     if train["backend"] == "hf" and train["parallelism"]["dp"] > 1:
         from jobs.adapters import hf_ddp
 
@@ -37,5 +43,6 @@ def run(task) -> Optional[Dict[str, Any]]:
         result = train_hf(task.ctx, train, data, tokenizer, log=task.log)
     else:
         result = nanotron.run_nanotron(task, train, tokenizer)
+    retention.prune_by(keep, task.log)  # and at the end: checkpoints an evaluation scored meanwhile
     return {"campaign": task.spec.get("campaign"), "overrides": task.spec["overrides"][task.point], "seed": train["seed"],
             **result}

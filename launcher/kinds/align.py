@@ -281,6 +281,9 @@ class AlignKind(Kind):
     def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
         return not st["align"]["lora"]["enabled"]  # adapter checkpoints are not models
 
+    def retains_checkpoints(self, st: Dict[str, Any]) -> bool:
+        return True
+
     def checkpoint_runs(self, plan, stage) -> Dict[str, List[Any]]:
         # tokens come from each checkpoint's marker
         return {"seeds": [p["align"]["seed"] for p in stage.payloads],

@@ -84,6 +84,9 @@ class Kind:
     # Its tasks train and write the live progress file (jobs/runtime/progress.py): the stage may set
     # `watchdog.stall_s` (the hang watchdog: stacks, kill, in-job restart, requeue; launcher/watchdog.py).
     hang_watchdog: bool = False
+    # It scores its one parent's checkpoints, writing stages/<stage>/evals/<point>/step-<N>.json: a
+    # parent's checkpoint retention keeps each checkpoint until it is scored (launcher/retention.py).
+    scores_checkpoints: bool = False
     # Modules its interpreter must import on every node before the work (the node health check).
     health_imports: Tuple[str, ...] = ()
     # Its strings may name other stages' outputs ({input:<stage>}): the spec carries their hashes.
@@ -137,6 +140,11 @@ class Kind:
 
     def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
         """Its checkpoints are whole Hugging Face models (an evaluate stage may follow it)."""
+        return False
+
+    def retains_checkpoints(self, st: Dict[str, Any]) -> bool:
+        """Its tasks write Trainer `checkpoint-N` folders with markers (jobs/runtime/checkpoints.py) and
+        prune them by `retention` (jobs/runtime/retention.py)."""
         return False
 
     def checkpoint_runs(self, plan, stage) -> Dict[str, List[Any]]:

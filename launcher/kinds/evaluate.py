@@ -33,6 +33,7 @@ class EvaluateKind(Kind):
     section, schema = "evaluate", Evaluate
     payload_keys = ("evaluate",)
     reads_stage_outputs = True
+    scores_checkpoints = True
 
     def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
         from launcher import kinds

@@ -409,6 +409,9 @@ class Pretrain(Kind):
     def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
         return st["train"]["backend"] == "hf"  # nanotron's checkpoints need a convert stage first
 
+    def retains_checkpoints(self, st: Dict[str, Any]) -> bool:
+        return st["train"]["backend"] == "hf"  # nanotron keeps <step>/ + latest.txt, its own layout
+
     def checkpoint_runs(self, plan, stage) -> Dict[str, List[Any]]:
         return {"seeds": [p["train"]["seed"] for p in stage.payloads],
                 "schedules": [schedule(p["train"]) for p in stage.payloads]}
