@@ -121,6 +121,17 @@ def _rank(value: str):
     return int(value)
 
 
+def _seconds(value: str) -> float:
+    """--interval's value: seconds > 0."""
+    try:
+        s = float(value)
+    except ValueError:
+        s = 0.0
+    if not s > 0 or s != s or s == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, not {value!r}")
+    return s
+
+
 def _duration(value: str) -> float:
     """--since's value in seconds (launcher/runs_db.py parse_since)."""
     from launcher.runs_db import parse_since
@@ -167,7 +178,10 @@ def _parser() -> argparse.ArgumentParser:
                   "not answer")
     st.add_argument("--json", action="store_true", help="machine-readable output: per stage, sweep point and array "
                     "task (state, reason, restarts, log paths, progress); docs/status-and-logs.md")
-    st.add_argument("--watch", action="store_true", help="refresh until the run ends")
+    st.add_argument("--watch", action="store_true", help="refresh until the run ends (the scheduler is asked less "
+                    "and less often while nothing changes, up to every 5 min; watchers of one run share each answer)")
+    st.add_argument("--interval", type=_seconds, metavar="S",
+                    help="with --watch: ask the scheduler every S seconds, without backing off")
     rs = with_run("resume", "resubmit exactly the unfinished tasks (failed, cancelled, never submitted)")
     rs.add_argument("--force", action="store_true", help="accept a changed config: rerun the changed stages")
     rs.add_argument("--wait", action="store_true", help="watch until the run ends")
@@ -251,12 +265,17 @@ def _add_runs_and_completion(sub) -> None:
     cp.add_argument("shell", choices=completion.SHELLS)
 
 
-def _watch(run, prep_poll: float = 0) -> int:
+def _watch(run, prep_poll: float = 0, interval: float | None = None) -> int:
+    """Watch until the run ends: the run directory every poll_s (the pipeline's, else the backend's),
+    the scheduler at a backed-off interval shared with the run's other watchers, or every `interval`
+    seconds exactly (--interval)."""
     from launcher import backends, ops
+    from launcher.backoff import Backoff
     from launcher.reports.display import watch
 
-    poll = prep_poll or backends.get(run.meta.get("backend") or "slurm").poll_s
-    return watch(lambda: ops.status(run), poll).exit_code
+    poll = interval or prep_poll or backends.get(run.meta.get("backend") or "slurm").poll_s
+    backoff = Backoff(poll, fixed=bool(interval), max_s=max(poll, 300.0))
+    return watch(lambda max_age_s: ops.status(run, max_age_s), backoff, poll).exit_code
 
 
 def cmd_run(args) -> int:
@@ -430,7 +449,7 @@ def cmd_status(args) -> int:
 
     run = resolve_run(args.run, args.root)
     if args.watch:
-        return _watch(run)
+        return _watch(run, interval=args.interval)
     st = ops.status(run)
     if args.json:
         from launcher.status_view import status_json

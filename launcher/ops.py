@@ -208,8 +208,16 @@ def run_backend(run: Run, plan: Optional[Plan] = None):
     return backend_for((plan or run.plan()).cluster, run.path, accounting=run.meta.get("accounting"))
 
 
-def status(run: Run) -> RunStatus:
-    return collect(run, run_backend(run))
+def status(run: Run, max_age_s: Optional[float] = None) -> RunStatus:
+    """The run's status from its markers and one scheduler query. `max_age_s` (watchers only): a
+    scheduler answer another watcher of this run got less than max_age_s ago is used instead of asking
+    again (launcher/status_cache.py); None asks."""
+    backend = run_backend(run)
+    if max_age_s:
+        from launcher.status_cache import SharedQueries
+
+        backend = SharedQueries(backend, run.path, max_age_s)
+    return collect(run, backend)
 
 
 def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from rich import box
 from rich.console import Console
@@ -17,6 +17,9 @@ from launcher import exitcodes
 from launcher.plan import Plan
 from launcher.render import JobRequest
 from launcher.status import RunStatus
+
+if TYPE_CHECKING:
+    from launcher.backoff import Backoff
 
 
 class _Console(Console):
@@ -169,24 +172,42 @@ def status_table(st: RunStatus, plain: bool = None) -> Table:
     return t
 
 
-def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
+def fingerprint(st: RunStatus) -> tuple:
+    """What a watcher compares between answers: every task's state and every pending task's reason."""
+    return tuple((s.name, tuple(sorted(s.tasks.items())), tuple(sorted(s.reasons.items()))) for s in st.stages.values())
+
+
+def watch(get_status: Callable[[float], RunStatus], backoff: "Backoff", tick_s: float) -> RunStatus:
     """Refresh until the run is no longer going. A live table on a terminal, one line per change in logs
-    (completed/total per stage, and why its pending tasks wait)."""
+    (completed/total per stage, and why its pending tasks wait). Every `tick_s` the run directory is
+    read again (markers, progress); `get_status(max_age_s)` asks the scheduler only when the run's
+    shared answer is older than the backoff's interval (launcher/backoff.py, status_cache.py), which
+    grows while nothing changes and drops back at the first change."""
     from launcher.status_view import pending_summary
+
+    seen = {"fp": None, "at": 0.0}
+
+    def step() -> RunStatus:
+        st = get_status(backoff.interval_s)
+        fp, now = fingerprint(st), time.monotonic()
+        if fp != seen["fp"] or now - seen["at"] >= backoff.interval_s:  # a change, or a fresh answer is due
+            backoff.observe(fp)
+            seen.update(fp=fp, at=now)
+        return st
 
     if console.is_terminal:
         from rich.live import Live
 
         with Live(console=console, refresh_per_second=4) as live:
             while True:
-                st = get_status()
+                st = step()
                 live.update(fit(status_table(st)))
                 if st.exit_code != exitcodes.RUNNING:
                     return st
-                time.sleep(poll_s)
+                time.sleep(tick_s)
     last = None
     while True:
-        st = get_status()
+        st = step()
         line = "  ".join(f"{s.name}:{s.counts['completed']}/{s.total}"
                          + (f" ({w})" if (w := pending_summary(s)) else "") for s in st.stages.values())
         if line != last:
@@ -195,4 +216,4 @@ def watch(get_status: Callable[[], RunStatus], poll_s: float) -> RunStatus:
         if st.exit_code != exitcodes.RUNNING:
             show(status_table(st))
             return st
-        time.sleep(poll_s)
+        time.sleep(tick_s)
