@@ -141,3 +141,30 @@ def test_a_label_the_data_lacks_fails_the_task_start_naming_stage_and_key(tmp_pa
         runner.check_counts("classifier", C, docs)
     assert str(e.value).startswith("stage 'classifier': pipeline.stages.classifier.classifier.labels:")
     assert "'bad' has 0" in str(e.value)
+
+
+# -- the ablation -------------------------------------------------------------------------------------------
+def test_the_quality_ablation_trains_one_classifier_for_both_variants_and_only_quality_filters_with_it():
+    from launcher import key_facts, keys
+    from launcher.compose import sweep_points
+
+    points = sweep_points(["pipeline=quality_ablation", "cluster=local", "data=quality,raw", "seed=1,2"], True)
+    plan = build_plan([compose(p) for p in points], points)
+    keys.assign(plan, key_facts.gather(plan, "/tmp/launcher-keys-root"))
+    assert plan.stages["classifier"].shared == [0, 0, 0, 0] and plan.stages["labelled"].shared == [0, 0, 0, 0]
+    clean = plan.stages["clean"]
+    filters = [[b["_target_"].rsplit(".", 1)[-1] for b in p["blocks"]] for p in clean.payloads]
+    assert filters[0] == ["JsonlReader", "URLFilter", "language_filter", "FastTextClassifierFilter", "JsonlWriter"]
+    assert filters[2] == ["JsonlReader", "JsonlWriter"]  # raw: no filter, the classifier is only an order
+    assert clean.shared == [0, 0, 2, 2]
+
+
+def test_the_quality_recipe_in_a_pipeline_without_a_classifier_stage_is_refused_by_name():
+    msg = build_plan_error("pipeline=ablation", "data=quality")
+    assert "pipeline.stages.clean.blocks.3.model_url" in msg and "'classifier' is not a stage this one waits for" in msg
+
+
+def build_plan_error(*overrides) -> str:
+    with pytest.raises(LauncherError) as e:
+        build_plan([compose(["cluster=local", *overrides])], [[]])
+    return str(e.value)
