@@ -38,13 +38,26 @@ def bad(stage: str, key: str, message: str) -> ClassifierConfigError:
     return ClassifierConfigError(f"stage '{stage}': pipeline.stages.{stage}.classifier.{key}: {message}")
 
 
+def field(rec: Dict[str, Any], key: str) -> Any:
+    """rec[key], else a dotted path into nested mappings ("input.text": a field a generate stage kept);
+    None when absent."""
+    if key in rec:
+        return rec[key]
+    node: Any = rec
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def labelled(records, c: Dict[str, Any]) -> Tuple[List[Tuple[str, str, str]], int]:
     """([(id, label, text)], count of records no label claims). Records without text are skipped."""
     label_of = {str(v): name for name, values in c["labels"].items() for v in values}
     out, unused = [], 0
     for _, rid, rec in records:
-        label = label_of.get(str(rec.get(c["label_key"])))
-        text = rec.get(c["text_key"])
+        label = label_of.get(str(field(rec, c["label_key"])))
+        text = field(rec, c["text_key"])
         if label is None or not isinstance(text, str) or not text.strip():
             unused += 1
             continue

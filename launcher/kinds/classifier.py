@@ -38,8 +38,8 @@ class Classifier:
     """kind=classifier: fasttext.train_supervised on labelled documents; metrics on a held-out split."""
 
     input: str = "{input}"  # a datatrove JSONL folder (a parent's output) or a .jsonl(.gz) file
-    text_key: str = "text"
-    label_key: str = "kind"  # a field of the record (datatrove metadata is flattened into it)
+    text_key: str = "text"  # a field of the record, or a dotted path (input.text)
+    label_key: str = "kind"  # the same (datatrove metadata is flattened into the record)
     labels: Dict[str, List[str]] = field(default_factory=dict)  # fastText label -> values of label_key
     held_out: float = 0.2  # share of each label's documents kept out of training (stratified)
     seed: int = 0  # the split and fastText's own seed (one thread: the same model every time)

@@ -97,6 +97,13 @@ def test_records_get_the_label_whose_values_hold_them_and_the_others_are_counted
     assert [(d[0], d[1]) for d in docs] == [("d0", "good"), ("d1", "bad"), ("d3", "good")] and unused == 2
 
 
+def test_text_and_label_may_be_dotted_paths_into_a_generate_output_line():
+    line = {"id": "q1", "completion": "4", "input": {"text": "a lesson on fractions"}}
+    docs, unused = runner.labelled([(0, "q1", line)], dict(C, text_key="input.text", label_key="completion",
+                                                           labels={"edu": ["4", "5"], "other": ["0", "1"]}))
+    assert docs == [("q1", "edu", "a lesson on fractions")] and unused == 0
+
+
 def test_the_split_is_stratified_deterministic_and_changes_with_the_seed():
     docs, _ = runner.labelled(records(["clean"] * 50 + ["spam"] * 10), C)
     train, test = runner.split(docs, 0.2, seed=0)
