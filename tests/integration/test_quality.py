@@ -67,3 +67,27 @@ def test_quality_pipeline_trains_measures_and_filters_the_spam(cli, cpu_python, 
                 "plain").stdout
     assert f"{by_classifier['spam']} document(s) removed" in shown and shown.count("spam-") == 3
     assert any(w in shown.lower() for w in ("cheap", "casino", "home", "lorem", "watches", "login")), shown
+
+
+@pytest.mark.extended  # ~5 min on 2 shared cores (two tiny trainings and their evaluations)
+def test_the_quality_ablation_compares_classifier_filtered_with_raw_data(cli, cpu_python, tmp_path):
+    """-m pipeline=quality_ablation data=quality,raw: one classifier for both points, the quality point's
+    clean stage filters with it (only spam removed by it), the raw point's keeps everything, and the
+    campaign report has both variants' scores."""
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, docs=600, shards=2, seed=0)
+    cli("run", "-m", "pipeline=quality_ablation", "data=quality,raw", "cluster=local", f"data.source={corpus}",
+        "data.tasks=1", "data.minhash.num_buckets=2", "pipeline.vars.tokens=65536",
+        "pipeline.vars.checkpoint_every_tokens=32768", "campaign=quality-abl", "wait=true", "poll_s=2", timeout=1500)
+    assert cli.status()["state"] == "COMPLETED"
+    run_dir = cli.run_dir()
+    assert [p.name for p in (run_dir / "stages" / "classifier" / "out").iterdir()] == ["0"]  # trained once
+    plan = json.loads((run_dir / "plan.json").read_text())
+    h = next(s["hash"] for s in plan["stages"] if s["name"] == "clean")
+    by_classifier = kinds_in(layout.datatrove_dir(run_dir, "clean", h, 0, "removed") / "3-FastTextClassifierFilter")
+    assert set(by_classifier) == {"spam"} and by_classifier["spam"] > 0, by_classifier
+    assert "spam" not in kinds_in(layout.datatrove_dir(run_dir, "clean", h, 0, "output"))
+    assert sum(kinds_in(layout.datatrove_dir(run_dir, "clean", h, 1, "output")).values()) == 600  # raw
+    cli("report", "quality-abl")
+    rows = (cli.run_root / "reports" / "quality-abl" / "results.csv").read_text()
+    assert "data=quality" in rows and "data=raw" in rows
