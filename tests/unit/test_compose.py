@@ -64,7 +64,7 @@ def test_a_later_override_still_wins_over_a_swept_one():
 GROUPS = [
     "pipeline=smoke",
     "cluster=local,dev",
-    "data=glob(*)",
+    "data=glob(*,exclude=quality)",  # two recipes: 16 points (data=quality needs pipeline=quality_ablation)
     f"+{CK}.params={{target: 5}},{{step_s: 0.1, extra: [1, 2]}}",  # mappings (+: a new key in params)
     "+pipeline.vars.note=\"se,cond\",${pipeline.description}",     # a quoted string; an interpolation
     "~pipeline.stages.fanout",
@@ -158,8 +158,8 @@ def test_a_quoted_sweep_value_reaches_a_command_as_text():
 # --- every sweep form Hydra documents ------------------------------------------------------------------
 
 @pytest.mark.parametrize("sweep, values", [
-    ("data=glob(*)", ["fineweb_like", "raw"]),
-    ("data=glob(*,exclude=raw)", ["fineweb_like"]),
+    ("data=glob(*)", ["fineweb_like", "quality", "raw"]),
+    ("data=glob(*,exclude=[raw,quality])", ["fineweb_like"]),
     ("cluster=glob(dev-*)", ["dev-mn", "dev-noacct"]),
     ("cluster=glob(*,exclude=[dev*,example*,*-gpu])", ["local"]),
     ("pipeline.vars.scale=range(1,4)", ["1", "2", "3"]),
@@ -178,7 +178,7 @@ def test_sweep_forms_expand_like_hydras_multirun(sweep, values):
 
 def test_a_glob_sweep_composes_each_option():
     _, configs = compose_points([*BASE, "data=glob(*)"], True)
-    assert [c["data"]["recipe"] for c in configs] == ["fineweb_like", "raw"]
+    assert [c["data"]["recipe"] for c in configs] == ["fineweb_like", "quality", "raw"]
 
 
 def test_shuffle_keeps_the_points():
