@@ -12,9 +12,10 @@ node embeds in one go (docs/cluster.md has the numbers and when to split it).
 Before submission a stage is refused, naming the stage and the key, when
   - cluster.k < 2, cluster.semdedup.threshold is outside (0, 1], cluster.embedding is neither "tfidf"
     nor {model: <folder>}, cluster.dims < 2, cluster.sample < k, tasks != 1;
-  - (preflight) a plain input path or model folder does not exist.
-k larger than the number of documents is checked at the task's start (only the node sees the data),
-with a message naming the stage and cluster.k."""
+  - (preflight) a plain input path or model folder does not exist, or k is larger than the number of
+    documents of a plain input path (read up to DATA_CHECK_MAX_BYTES).
+When only the node sees the data ({input} of a parent, a larger file), k larger than the number of
+documents is checked at the task's start, with the same message naming the stage and cluster.k."""
 from __future__ import annotations
 
 import os
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from jobs.layout import PLACEHOLDER
+from jobs.runtime import prompt_records
 
 from launcher.errors import ConfigError
-from launcher.kinds.base import Kind, Problems
+from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
 from launcher.placeholders import check_placeholders
 
 EMBEDDINGS = ("tfidf",)  # model-free choices; otherwise {model: <local HF folder>}
@@ -114,6 +116,25 @@ def plain(name: str, c: Dict[str, Any]) -> List[Tuple[str, str]]:
     return [(k, v) for k, v in out if v and not PLACEHOLDER.search(v) and "://" not in v]
 
 
+def count_documents(source: str, limit_bytes: int = DATA_CHECK_MAX_BYTES) -> Optional[int]:
+    """Non-empty lines of the input's files, None when they hold more than limit_bytes (uncompressed)
+    or cannot be read (the task reads them and says so)."""
+    import gzip
+
+    n, seen = 0, 0
+    try:
+        for f in prompt_records.input_files(source):
+            with (gzip.open(f, "rb") if f.name.endswith(".gz") else open(f, "rb")) as fh:
+                for line in fh:
+                    seen += len(line)
+                    if seen > limit_bytes:
+                        return None
+                    n += bool(line.strip())
+    except (OSError, EOFError):
+        return None
+    return n
+
+
 class ClusterKind(Kind):
     name = "cluster"
     section, schema = "cluster", Cluster
@@ -140,6 +161,10 @@ class ClusterKind(Kind):
                 elif k.endswith(".model") and not os.path.isfile(os.path.join(path, "config.json")):
                     errors[k] = ConfigError(f"{path} is not a Hugging Face model folder (no config.json)",
                                             stage=stage.name, key=k)
+                elif k.endswith(".input") and (n := count_documents(path)) is not None and n < payload["cluster"]["k"]:
+                    key = f"pipeline.stages.{stage.name}.cluster.k"
+                    errors[key] = ConfigError(f"k={payload['cluster']['k']} clusters but {path} holds {n} "
+                                              f"document(s): use k <= {n}", stage=stage.name, key=key)
         return list(errors.values())
 
     def targets(self, stage) -> List[Tuple[str, str]]:

@@ -73,6 +73,21 @@ def test_preflight_names_a_missing_model_folder(tmp_path):
     assert "no config.json" in str(kind.KIND.preflight(plan, plan.stages["topics"])[0])
 
 
+def test_preflight_counts_the_documents_of_a_plain_input_against_k(tmp_path):
+    from launcher.kinds import cluster as kind
+
+    data = tmp_path / "docs"
+    data.mkdir()
+    with gzip.open(data / "00000.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(5)) + "\n")
+    plan = plan_of(f"pipeline.stages.topics.cluster.input={data}")
+    (err,) = kind.KIND.preflight(plan, plan.stages["topics"])
+    assert err.key == "pipeline.stages.topics.cluster.k" and "holds 5 document(s): use k <= 5" in str(err)
+    assert kind.count_documents(str(data), limit_bytes=10) is None  # too big to count here: the task checks
+    five = plan_of(f"pipeline.stages.topics.cluster.input={data}", "pipeline.vars.k=5")
+    assert kind.KIND.preflight(five, five.stages["topics"]) == []
+
+
 # -- the dedup rule --------------------------------------------------------------------------------
 
 def unit(*angles_deg):
