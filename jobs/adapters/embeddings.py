@@ -12,6 +12,16 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
+def load_libraries(model: bool) -> None:
+    """Import what the steps use now (seconds of scipy/sklearn/torch imports on a busy node), so the
+    steps' timings in result.json measure the work, as a direct script that imports first does."""
+    import importlib
+
+    for name in ("sklearn.feature_extraction.text", "sklearn.decomposition", "sklearn.cluster",
+                 *(("torch", "transformers") if model else ())):
+        importlib.import_module(name)
+
+
 def tfidf_vectors(texts: Sequence[str], max_features: int) -> Tuple[Any, List[str]]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 

@@ -140,6 +140,7 @@ def run(task) -> Dict[str, Any]:
         raise bad(task.stage, "k", f"k={c['k']} clusters but {c['input']} holds {n} document(s): use k <= {n}")
     if c["sample"] and c["sample"] > n:
         c["sample"] = None  # more than there is: fit on all
+    embeddings.load_libraries(model=isinstance(c["embedding"], dict))
     t0 = time.time()
     emb, x, terms = embed(c, texts)
     t1 = time.time()
