@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 from collections import Counter
 from pathlib import Path
 
-from conftest import ROOT  # noqa: F401  (the tests' import path; the cpu environment lives under ROOT/.envs)
+import pytest
+
+from conftest import ROOT
+
+CPU_PYTHON = ROOT / ".envs" / "cpu" / "bin" / "python"
 
 FP_BOUND = 0.02  # removed clean documents outside every near-duplicate group, as a share of them
 
@@ -92,3 +97,21 @@ def test_topics_on_the_dev_cluster(dcli, dev_slurm):
     dcli("run", "pipeline=topics", "cluster=dev", timeout=600)
     assert dcli.wait(timeout=900)["state"] == "COMPLETED"
     check_against_truth(dcli.run_dir())
+
+
+@pytest.mark.slow
+@pytest.mark.extended
+def test_a_local_model_embeds_the_documents(cli, tmp_path):
+    """embedding: {model: <folder>} on the random tiny Llama of jobs/demo/tiny_model.py (mean pooling in the
+    cpu environment): the mechanics only, a random model's clusters mean nothing. ~2 min on 2 shared cores."""
+    if not CPU_PYTHON.exists():
+        pytest.skip("the cpu stage environment is not built (scripts/setup --envs)")
+    model = tmp_path / "model"
+    subprocess.run([str(CPU_PYTHON), "-m", "jobs.demo.tiny_model", str(model)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=600)
+    cli("run", "pipeline=topics", "cluster=local", "pipeline.vars.docs=200", "pipeline.vars.k=4",
+        f"pipeline.stages.topics.cluster.embedding={{model:{model},batch_size:16,max_length:64}}")
+    assert cli.wait(timeout=900)["state"] == "COMPLETED"
+    result = json.loads((cli.run_dir() / "stages" / "topics" / "out" / "0" / "0" / "result.json").read_text())
+    assert result["embedding"] == "model" and result["dims"] == 128  # the model's hidden size
+    assert result["documents"] == 200 and sum(result["cluster_sizes"]) == 200 and len(result["cluster_sizes"]) == 4
