@@ -40,20 +40,22 @@ def semdedup(emb, labels, threshold: float, block: int = 1024) -> Tuple[Any, Any
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)  # input order
         xc = x[members]
-        kept: List[int] = []  # positions within the cluster
+        kept = np.empty(len(members), dtype=np.int64)  # positions within the cluster, kept[:nk] filled
+        nk = 0
         for start in range(0, len(members), block):
             rows = xc[start:start + block] @ xc.T  # similarities of this block to the whole cluster
             for r in range(rows.shape[0]):
                 i = start + r
-                if kept:
-                    s = rows[r, kept]
+                if nk:
+                    s = rows[r, kept[:nk]]
                     j = int(np.argmax(s))
                     if s[j] > threshold:
                         keep[members[i]] = False
                         dup_of[members[i]] = members[kept[j]]
                         sim[members[i]] = s[j]
                         continue
-                kept.append(i)
+                kept[nk] = i
+                nk += 1
     return keep, dup_of, sim
 
 
