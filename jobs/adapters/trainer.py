@@ -365,9 +365,11 @@ def _resume(ckpt_dir: Path, ctx, tps: int, log: Callable[[str], Any]):
     return resume
 
 
-def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: bool):
+def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: bool, tracking: dict | None = None):
     """transformers' TrainingArguments of the stage's train section; under DDP (plan["dp"] > 1) the
-    process group torchrun's environment describes (gloo on CPU, NCCL on GPUs)."""
+    process group torchrun's environment describes (gloo on CPU, NCCL on GPUs). `tracking`: report_to and
+    run_name for transformers' tracker callbacks (jobs/adapters/tracking.py trainer_settings)."""
+    tracking = tracking or {}
     from transformers import TrainingArguments
 
     opt, max_steps = train["optimizer"], plan["max_steps"]
@@ -383,7 +385,8 @@ def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: boo
         save_strategy="steps", save_steps=plan["save_steps"], save_total_limit=None, save_only_model=False,
         logging_strategy="steps", logging_steps=max(1, int(train.get("log_every_steps") or 1)),
         seed=seed, data_seed=seed, train_sampling_strategy="sequential", remove_unused_columns=False,
-        report_to="none", dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=True,
+        report_to=tracking.get("report_to", "none"), run_name=tracking.get("run_name"),
+        dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=True,
         use_cpu=not cuda, bf16=cuda and dtype in ("bfloat16", "bf16"), fp16=cuda and dtype in ("float16", "fp16"),
         restore_callback_states_from_checkpoint=False, ignore_data_skip=False,
         ddp_backend=("nccl" if cuda else "gloo") if plan["dp"] > 1 else None, ddp_find_unused_parameters=False)
@@ -441,10 +444,12 @@ def _save_outputs(ctx, model, tok, log_history: list) -> Path:
 
 
 def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Callable[[str], Any] = print,
-          callbacks: Iterable = ()) -> dict:
+          callbacks: Iterable = (), tracking: dict | None = None) -> dict:
     """Train (or continue training) the model; returns the result (see module docstring).
 
-    `callbacks`: extra TrainerCallbacks, run before the launcher's own (monitoring, tests)."""
+    `callbacks`: extra TrainerCallbacks, run before the launcher's own (monitoring, tests). `tracking`:
+    jobs/adapters/tracking.py trainer_settings (its variables are exported here, in every rank's process,
+    before the Trainer builds transformers' tracker callback); None: no tracker."""
     import torch
     import transformers
     from transformers import LlamaForCausalLM
@@ -481,7 +486,8 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
         f"{max_steps} steps of {tps:,} tokens (micro_batch {train['micro_batch']} x grad_accum "
         f"{train['grad_accum']} x seq_len {seq_len}), checkpoint every "
         f"{plan['interval'] or max_steps} steps; {'cuda' if cuda else f'cpu, {torch.get_num_threads()} threads'}")
-    args = _training_args(train, plan, ckpt_dir, seed, cuda)
+    os.environ.update((tracking or {}).get("env") or {})
+    args = _training_args(train, plan, ckpt_dir, seed, cuda, tracking)
     t0 = time.time()
     model, log_history, final_step = _fit(ctx, model, args, dataset, tok, plan, resume, callbacks, log)
     train_seconds = time.time() - t0

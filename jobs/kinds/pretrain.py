@@ -24,17 +24,23 @@ def run(task) -> Optional[Dict[str, Any]]:
     missing = [f for f in data if not Path(f).is_dir()]
     if missing:
         raise FileNotFoundError(f"train.data: tokenized folder(s) not found: {', '.join(missing)}")
+    tracking = None
+    if train["backend"] == "hf":  # transformers' tracker callbacks (nanotron: none; launcher/tracking.py)
+        from jobs.adapters import tracking as trackers
+
+        tracking = (trackers.prepare(task.spec, task.point, log=task.log) if task.rank == 0
+                    else trackers.trainer_settings(task.spec, task.point))
     if train["backend"] == "hf" and train["parallelism"]["dp"] > 1:
         from jobs.adapters import hf_ddp
 
-        result = hf_ddp.launch(task, train, data, tokenizer)
+        result = hf_ddp.launch(task, train, data, tokenizer, tracking)
         if result is None:  # not the first node: rank 0 there writes the model and the result
             return None
     elif train["backend"] == "hf":
         from jobs.adapters.trainer import train as train_hf
 
         task.export_environment()
-        result = train_hf(task.ctx, train, data, tokenizer, log=task.log)
+        result = train_hf(task.ctx, train, data, tokenizer, log=task.log, tracking=tracking)
     else:
         result = nanotron.run_nanotron(task, train, tokenizer)
     return {"campaign": task.spec.get("campaign"), "overrides": task.spec["overrides"][task.point], "seed": train["seed"],
