@@ -2,11 +2,11 @@
 (run, stage, sweep point), from the spec's `tracking` part (launcher/tracking.py spec_part).
 
 - tensorboard: report_to=["tensorboard"], TENSORBOARD_LOGGING_DIR (transformers' TensorBoardCallback reads
-  it) = <base>/<point>; the launcher's config and the point's overrides as text and hparams in the same folder.
+  it) = <base>/<point>; the launcher's config and the point's overrides as text, the swept ones as hparams, same folder.
 - wandb: report_to=["wandb"], WANDB_MODE, WANDB_DIR=<base>/<point>, WANDB_PROJECT, WANDB_RUN_GROUP (the
   campaign), WANDB_TAGS (the run id), WANDB_NAME; WandbCallback logs TrainingArguments and the model config.
 - mlflow: report_to=["mlflow"], MLFLOW_TRACKING_URI (file:<base>/mlruns offline, tracking.uri online),
-  MLFLOW_EXPERIMENT_NAME, MLFLOW_TAGS (JSON: run id, campaign, stage, point, overrides), the run name through
+  MLFLOW_EXPERIMENT_NAME, MLFLOW_TAGS (JSON: run id, campaign, stage, point, its swept overrides), the run name through
   TrainingArguments.run_name; MLflowCallback logs TrainingArguments as params.
 
 <base> is tracking.dir/<run id>/<stage> when the profile names a shared folder, else
@@ -46,16 +46,22 @@ def run_name(spec: Dict[str, Any], point: int) -> str:
 
 
 def overrides(spec: Dict[str, Any], point: int) -> List[str]:
-    """The sweep point's overrides (key=value), [] outside a sweep."""
+    """Every override of the point's command line (the sweep's value for it included), [] if unknown."""
     points = spec["tracking"].get("points") or []
     return list(points[point]) if point < len(points) else []
 
 
+def sweep_point(spec: Dict[str, Any], point: int) -> List[str]:
+    """The overrides that tell this point from the sweep's others (seed=2, data=raw); [] outside a sweep."""
+    points = spec["tracking"].get("points") or []
+    return [o for o in overrides(spec, point) if any(o not in q for q in points)]
+
+
 def hparams(spec: Dict[str, Any], point: int) -> Dict[str, Any]:
-    """The sweep point as parameters: each override key=value (numbers as numbers), the run id, the stage
+    """The sweep point as parameters: each swept key=value (numbers as numbers), the run id, the stage
     and the point (what a hyperparameter table compares)."""
     out: Dict[str, Any] = {"launcher.run_id": spec["run_id"], "launcher.stage": spec["stage"], "launcher.point": point}
-    for o in overrides(spec, point):
+    for o in sweep_point(spec, point):
         k, sep, v = o.lstrip("+~").partition("=")
         if not sep:
             continue
@@ -91,7 +97,7 @@ def environment(spec: Dict[str, Any], point: int) -> Dict[str, str]:
     if b == "mlflow":
         uri = t["uri"] if t.get("mode") == "online" else f"file:{base_dir(spec) / 'mlruns'}"
         tags = {"launcher.run_id": spec["run_id"], "launcher.campaign": group, "launcher.stage": spec["stage"],
-                "launcher.point": str(point), "launcher.overrides": " ".join(overrides(spec, point))}
+                "launcher.point": str(point), "launcher.sweep_point": " ".join(sweep_point(spec, point))}
         return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": project, "MLFLOW_TAGS": json.dumps(tags),
                 "MLFLOW_FLATTEN_PARAMS": "TRUE"}
     raise ValueError(f"tracking.backend {b!r}: no writer on the node (tensorboard, wandb, mlflow)")
@@ -115,6 +121,7 @@ def write_tensorboard_config(spec: Dict[str, Any], point: int) -> Optional[Path]
     params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams(spec, point).items()}
     with SummaryWriter(log_dir=str(folder)) as w:
         w.add_text("launcher/config", "```\n" + json.dumps(point_config(spec, point), indent=1, default=str) + "\n```")
+        w.add_text("launcher/sweep_point", " ".join(sweep_point(spec, point)) or "(not a sweep)")
         w.add_text("launcher/overrides", " ".join(overrides(spec, point)) or "(none)")
         # add_hparams would write into a new subfolder; the summaries go into this folder's run instead
         for summary in hparams_summary(params, {}):

@@ -160,14 +160,18 @@ def test_mlflow_file_store_under_the_run_and_tags(tmp_path):
     assert env["MLFLOW_EXPERIMENT_NAME"] == "nightly"  # no project: the campaign
     tags = json.loads(env["MLFLOW_TAGS"])
     assert tags == {"launcher.run_id": "abl-20261201-1", "launcher.campaign": "nightly", "launcher.stage": "train",
-                    "launcher.point": "1", "launcher.overrides": "data=fineweb_like seed=2"}
+                    "launcher.point": "1", "launcher.sweep_point": "data=fineweb_like seed=2"}
     online = node.environment(spec_of(tmp_path, backend="mlflow", mode="online", uri="https://ml.example"), 0)
     assert online["MLFLOW_TRACKING_URI"] == "https://ml.example"
 
 
 def test_the_sweep_point_as_parameters(tmp_path):
     spec = spec_of(tmp_path, backend="tensorboard")
-    spec["tracking"]["points"][0] = ["data=raw", "seed=1", "pipeline.vars.lr=3e-4", "+x=y"]
+    spec["tracking"]["points"] = [["cluster=local", "data=raw", "seed=1", "pipeline.vars.lr=3e-4", "+x=y"],
+                                  ["cluster=local", "data=raw", "seed=2", "pipeline.vars.lr=1e-3", "+x=z"]]
+    assert node.sweep_point(spec, 0) == ["seed=1", "pipeline.vars.lr=3e-4", "+x=y"]  # what is the same is no axis
     assert node.hparams(spec, 0) == {"launcher.run_id": "abl-20261201-1", "launcher.stage": "train",
-                                     "launcher.point": 0, "data": "raw", "seed": 1, "pipeline.vars.lr": 3e-4, "x": "y"}
-    assert node.overrides(spec, 5) == []  # a point past the list (a plan from before): none
+                                     "launcher.point": 0, "seed": 1, "pipeline.vars.lr": 3e-4, "x": "y"}
+    assert node.overrides(spec, 5) == node.sweep_point(spec, 5) == []  # a point past the list: none
+    spec["tracking"]["points"] = [["cluster=local", "seed=1"]]
+    assert node.sweep_point(spec, 0) == [] and node.overrides(spec, 0) == ["cluster=local", "seed=1"]
