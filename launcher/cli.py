@@ -324,9 +324,10 @@ def shared_points(plan) -> list:
 def stage_summaries(plan, plan_dir: Path) -> list:
     """The paragraphs of each stage's kind (Kind.describe): a training stage's layout, tokens/step,
     steps and estimated GPU-hours, a server's endpoint, a publish stage's files and card..."""
-    from launcher import kinds
+    from launcher import kinds, tracking
 
-    return [text for s in plan.stages.values() for text in kinds.get(s.kind).describe(plan, s, plan_dir)]
+    return [text for s in plan.stages.values()
+            for text in kinds.get(s.kind).describe(plan, s, plan_dir) + tracking.describe(s.name, s.tracking)]
 
 
 def cmd_report(args) -> int:

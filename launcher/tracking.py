@@ -133,3 +133,17 @@ def target(stage_name: str, tracking: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(config key, target) the stage's interpreter must resolve for its backend (preflight)."""
     b = (tracking or {}).get("backend")
     return [(f"pipeline.stages.{stage_name}.tracking.backend", TARGETS[b])] if b in TARGETS else []
+
+
+def describe(stage_name: str, tracking: Dict[str, Any]) -> List[str]:
+    """`launcher plan`'s line for a tracked stage: backend, mode, project and where the runs go."""
+    if not tracking:
+        return []
+    where = (f"{tracking['dir']}/<run id>/{stage_name}" if tracking.get("dir")
+             else f"<run>/stages/{stage_name}/tracking")
+    where += "/mlruns (file store)" if tracking["backend"] == "mlflow" and tracking["mode"] == "offline" else "/<point>/"
+    if tracking["backend"] == "mlflow" and tracking["mode"] == "online":
+        where = tracking.get("uri", "")
+    project = f", project {tracking['project']}" if tracking.get("project") else ""
+    return [f"{stage_name}: tracking {tracking['backend']} ({tracking['mode']}{project}), one run per sweep point: "
+            f"{where}"]

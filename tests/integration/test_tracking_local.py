@@ -71,3 +71,69 @@ def test_tensorboard_event_files_hold_a_loss_curve_per_sweep_point(cli, cpu_pyth
         assert r["hparams"]["seed"] == seed and r["hparams"]["launcher.point"] == int(point), r["hparams"]
         assert r["hparams"]["launcher.run_id"] == cli.run_dir().name
     assert runs["0"]["loss"] != runs["1"]["loss"]  # two seeds, two runs (not one file read twice)
+
+
+def test_a_backend_whose_package_the_stage_environment_lacks_is_refused_before_submission(cli, tokenized):
+    """wandb is not in the cpu environment (docs/tracking.md): preflight imports its writer there and names
+    the stage, the key and what to do; nothing is submitted."""
+    p = cli("run", "pipeline=train", "cluster=local", "~pipeline.stages.evaluate",
+            f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
+            "pipeline.stages.train.tracking.backend=wandb", check=False)
+    assert p.returncode != 0
+    err = p.stderr + p.stdout
+    assert "pipeline.stages.train.tracking.backend" in err and "tracking.backend=wandb needs its package" in err, err
+    assert "wandb:init not found in environment 'cpu'" in err, err
+    assert not any((r / "submissions.jsonl").exists() for r in cli.run_root.iterdir()), "a run was submitted"
+
+
+@pytest.mark.slow
+@pytest.mark.extended  # ~2-3 min (lighteval on two checkpoints); the loss-curve test above is the CI tier's
+def test_evaluation_scores_are_scalars_at_each_checkpoints_step(cli, cpu_python, tokenized):
+    steps, t = 8, "pipeline.stages.train"
+    cli("run", "pipeline=train", "cluster=local", "model=tiny", "cluster.tracking.backend=tensorboard",
+        f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
+        f"{t}.train.seq_len=32", f"{t}.train.micro_batch=2", f"{t}.train.log_every_steps=2",
+        f"pipeline.vars.tokens={steps * 64}", f"pipeline.vars.checkpoint_every_tokens={steps * 32}",
+        f"{t}.train.optimizer.warmup_steps=2", "pipeline.stages.evaluate.evaluate.poll_s=1", "pipeline.stages.evaluate.evaluate.max_samples=8")
+    st = cli.wait(timeout=900)
+    assert st["state"] == "COMPLETED", st
+    folder = cli.run_dir() / "stages" / "evaluate" / "tracking"
+    p = subprocess.run([str(cpu_python), "-c", READ_EVAL, str(folder / "0")], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    scalars = json.loads(p.stdout.strip().splitlines()[-1])
+    assert scalars and all(tag.startswith("eval/") for tag in scalars), scalars
+    for tag, steps_seen in scalars.items():
+        assert steps_seen == [steps // 2, steps], (tag, steps_seen)  # each checkpoint once, at its step
+
+
+READ_EVAL = """
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+acc = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0})
+acc.Reload()
+print(json.dumps({t: sorted(e.step for e in acc.Scalars(t)) for t in acc.Tags()["scalars"]}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.extended  # ~1-2 min (accelerate + TRL)
+def test_alignment_logs_through_trls_trainer(cli, cpu_python, tmp_path):
+    """SFT through accelerate and TRL: transformers' TensorBoardCallback in TRL's trainer, from the world's
+    process zero, into the sft stage's folder of point 0."""
+    from chat_model_helper import make_chat_model
+
+    model = make_chat_model(cpu_python, tmp_path / "model")
+    subprocess.run([str(cpu_python), "-m", "jobs.demo.chat", str(tmp_path / "chat"), "--sft", "32", "--dpo", "8"],
+                   check=True, capture_output=True, timeout=120)
+    cli("run", "pipeline=align", "cluster=local", "~pipeline.stages.dpo", "~pipeline.stages.serve",
+        "~pipeline.stages.smoke", f"pipeline.vars.model={model}", f"pipeline.vars.sft_data={tmp_path}/chat/sft.jsonl",
+        f"pipeline.vars.dpo_data={tmp_path}/chat/dpo.jsonl", "pipeline.vars.steps=4",
+        "pipeline.stages.sft.align.log_every_steps=1", "pipeline.stages.sft.align.micro_batch=2",
+        "pipeline.stages.sft.align.chat_template=builtin", "pipeline.stages.sft.tracking.backend=tensorboard")
+    assert cli.wait(timeout=300)["state"] == "COMPLETED"
+    p = subprocess.run([str(cpu_python), "-c", READ_EVENTS, str(cli.run_dir() / "stages" / "sft" / "tracking")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = json.loads(p.stdout.strip().splitlines()[-1])
+    assert list(runs) == ["0"] and runs["0"]["loss_steps"] == [1, 2, 3, 4], runs

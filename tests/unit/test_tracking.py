@@ -127,6 +127,14 @@ def test_preflight_resolves_the_backends_writer_in_the_stage_environment():
     assert (f"{S}.train.tracking.backend", "mlflow:start_run") in stage_targets(plan.stages["train"])
 
 
+def test_launcher_plan_says_where_each_tracked_stage_logs():
+    assert tracking.describe("train", {}) == []
+    assert tracking.describe("train", {"backend": "tensorboard", "mode": "offline", "project": "abl"}) == [
+        "train: tracking tensorboard (offline, project abl), one run per sweep point: <run>/stages/train/tracking/<point>/"]
+    assert tracking.describe("sft", {"backend": "mlflow", "mode": "offline", "dir": "/shared/ml"})[0].endswith(
+        "/shared/ml/<run id>/sft/mlruns (file store)")
+
+
 # -- the node side: pure functions of the spec -------------------------------------------------------------
 def spec_of(tmp_path, **t):
     return {"run_id": "abl-20261201-1", "run_dir": str(tmp_path / "run"), "stage": "train", "campaign": "nightly",
