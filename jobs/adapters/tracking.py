@@ -4,7 +4,8 @@
 - tensorboard: report_to=["tensorboard"], TENSORBOARD_LOGGING_DIR (transformers' TensorBoardCallback reads
   it) = <base>/<point>; the launcher's config and the point's overrides as text, the swept ones as hparams, same folder.
 - wandb: report_to=["wandb"], WANDB_MODE, WANDB_DIR=<base>/<point>, WANDB_PROJECT, WANDB_RUN_GROUP (the
-  campaign), WANDB_TAGS (the run id), WANDB_NAME; WandbCallback logs TrainingArguments and the model config.
+  campaign), WANDB_TAGS (the run id), WANDB_NAME; WandbCallback logs TrainingArguments and the model config,
+  and params_callback adds the sweep point (wandb 0.31 refuses WANDB_CONFIG_PATHS as one path).
 - mlflow: report_to=["mlflow"], MLFLOW_TRACKING_URI (file:<base>/mlruns offline, tracking.uri online),
   MLFLOW_EXPERIMENT_NAME, MLFLOW_TAGS (JSON: run id, campaign, stage, point, its swept overrides), the run name through
   TrainingArguments.run_name; MLflowCallback logs TrainingArguments as params.
@@ -153,7 +154,30 @@ def trainer_settings(spec: Dict[str, Any], point: int) -> Dict[str, Any]:
     {"report_to": "none"} when the stage tracks nothing."""
     if not settings(spec):
         return {"report_to": "none"}
-    return {"report_to": report_to(spec), "run_name": run_name(spec, point), "env": environment(spec, point)}
+    out = {"report_to": report_to(spec), "run_name": run_name(spec, point), "env": environment(spec, point)}
+    if spec["tracking"]["backend"] == "wandb":  # the sweep point into the run's config (params_callback)
+        out["params"] = {**hparams(spec, point), "launcher.overrides": " ".join(overrides(spec, point))}
+    return out
+
+
+def params_callback(trainer: Dict[str, Any]):
+    """A transformers TrainerCallback that adds trainer_settings' "params" (the sweep point) to the W&B run's
+    config once WandbCallback has started the run (the Trainer calls the report_to callbacks before the
+    ones it is given); None when there is nothing to add. Imports transformers: stage environment only."""
+    params = (trainer or {}).get("params")
+    if not params:
+        return None
+    from transformers import TrainerCallback
+
+    class LauncherParams(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.run.config.update(params, allow_val_change=True)
+
+    return LauncherParams()
 
 
 def prepare(spec: Dict[str, Any], point: int, log=print) -> Dict[str, Any]:

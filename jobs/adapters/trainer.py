@@ -392,7 +392,16 @@ def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: boo
         ddp_backend=("nccl" if cuda else "gloo") if plan["dp"] > 1 else None, ddp_find_unused_parameters=False)
 
 
-def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable, log: Callable[[str], Any]):
+def _tracking_callbacks(tracking: dict | None) -> list:
+    """The launcher's additions to transformers' tracker callback (the sweep point into W&B's config)."""
+    from jobs.adapters.tracking import params_callback
+
+    cb = params_callback(tracking)
+    return [cb] if cb is not None else []
+
+
+def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable, log: Callable[[str], Any],
+         tracking: dict | None = None):
     """Train from `resume` (or scratch) to plan["max_steps"]: (model, log history, final step). Requeues
     (ctx.requeue()) when a stop request ended training early with its checkpoint saved and marked."""
     from transformers import LlamaForCausalLM, PrinterCallback, ProgressCallback, Trainer, default_data_collator
@@ -415,7 +424,7 @@ def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable
     # The progress callback comes after the one that marks checkpoints: the checkpoint it names is complete.
     progress = progress_callback(layout.progress_path(ctx.run_dir, ctx.stage, ctx.task), plan["tokens_per_step"])
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
-                      callbacks=[*callbacks, launcher_cb, progress])
+                      callbacks=[*callbacks, launcher_cb, progress, *_tracking_callbacks(tracking)])
     trainer.remove_callback(PrinterCallback)  # our own log lines instead of dicts
     trainer.remove_callback(ProgressCallback)
     trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
@@ -489,7 +498,7 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
     os.environ.update((tracking or {}).get("env") or {})
     args = _training_args(train, plan, ckpt_dir, seed, cuda, tracking)
     t0 = time.time()
-    model, log_history, final_step = _fit(ctx, model, args, dataset, tok, plan, resume, callbacks, log)
+    model, log_history, final_step = _fit(ctx, model, args, dataset, tok, plan, resume, callbacks, log, tracking)
     train_seconds = time.time() - t0
     if not (ckpt_dir / f"checkpoint-{max_steps}" / MARKER).is_file():
         raise RuntimeError(f"training reached step {final_step} but checkpoint-{max_steps} was not saved and marked")

@@ -24,6 +24,7 @@ from pathlib import Path
 from jobs.runtime import checkpoints, stacks, templating
 from jobs import layout
 from jobs.adapters.trainer_progress import progress_callback
+from jobs.adapters import tracking as trackers
 
 STOP_EXIT = 75
 # name -> (trainer class, config class) in trl; and the columns each jsonl line must have
@@ -259,7 +260,8 @@ def main() -> int:
     resume = _resume(ckpt_dir, rank0)
     trainer = getattr(trl, TRAINERS[kind][0])(model=model, args=config, train_dataset=dataset,
                                               processing_class=tokenizer, peft_config=peft_config,
-                                              callbacks=_callbacks(order, tokenizer, stop_file))
+                                              callbacks=_callbacks(order, tokenizer, stop_file)
+                                              + ([cb] if (cb := trackers.params_callback(tracking)) else []))
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     lora = a["lora"]

@@ -74,15 +74,15 @@ def test_tensorboard_event_files_hold_a_loss_curve_per_sweep_point(cli, cpu_pyth
 
 
 def test_a_backend_whose_package_the_stage_environment_lacks_is_refused_before_submission(cli, tokenized):
-    """wandb is not in the cpu environment (docs/tracking.md): preflight imports its writer there and names
+    """mlflow is not in the cpu environment (docs/tracking.md): preflight imports its writer there and names
     the stage, the key and what to do; nothing is submitted."""
     p = cli("run", "pipeline=train", "cluster=local", "~pipeline.stages.evaluate",
             f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
-            "pipeline.stages.train.tracking.backend=wandb", check=False)
+            "pipeline.stages.train.tracking.backend=mlflow", check=False)
     assert p.returncode != 0
     err = p.stderr + p.stdout
-    assert "pipeline.stages.train.tracking.backend" in err and "tracking.backend=wandb needs its package" in err, err
-    assert "wandb:init not found in environment 'cpu'" in err, err
+    assert "pipeline.stages.train.tracking.backend" in err and "tracking.backend=mlflow needs its package" in err, err
+    assert "mlflow:start_run not found in environment 'cpu'" in err, err
     assert not any((r / "submissions.jsonl").exists() for r in cli.run_root.iterdir()), "a run was submitted"
 
 
@@ -137,3 +137,35 @@ def test_alignment_logs_through_trls_trainer(cli, cpu_python, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     runs = json.loads(p.stdout.strip().splitlines()[-1])
     assert list(runs) == ["0"] and runs["0"]["loss_steps"] == [1, 2, 3, 4], runs
+
+
+@pytest.mark.slow
+def test_wandb_offline_runs_hold_the_config_and_the_metrics(cli, cpu_python, tokenized):
+    """tracking.backend=wandb, offline (the default): WandbCallback writes one offline run per sweep point
+    under <run>/stages/train/tracking/<point>/wandb/offline-run-*/, read back from its record log with wandb's
+    own protobuf records: the launcher's names (run, project, campaign as group, run id as tag), the sweep
+    point and TrainingArguments in its config, a loss curve in its history (`wandb sync` uploads it)."""
+    steps, t = 8, "pipeline.stages.train"
+    cli("run", "-m", "pipeline=train", "cluster=local", "model=tiny", "~pipeline.stages.evaluate", "seed=1,2",
+        f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
+        f"{t}.train.seq_len=32", f"{t}.train.micro_batch=2", f"{t}.train.log_every_steps=2",
+        f"{t}.train.optimizer.warmup_steps=2", f"pipeline.vars.tokens={steps * 64}",
+        f"pipeline.vars.checkpoint_every_tokens={steps * 64}", "cluster.tracking.backend=wandb",
+        "cluster.tracking.project=abl", "campaign=wb-test")
+    st = cli.wait(timeout=600)
+    assert st["state"] == "COMPLETED", st
+    run = cli.run_dir()
+    for point, seed in ((0, 1), (1, 2)):
+        (offline,) = (run / "stages" / "train" / "tracking" / str(point) / "wandb").glob("offline-run-*")
+        (log,) = offline.glob("run-*.wandb")
+        p = subprocess.run([str(cpu_python), str(HELPER.with_name("wandb_records.py")), str(log)],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-3000:]
+        rec = json.loads(p.stdout.strip().splitlines()[-1])
+        assert rec["run"] == {"name": f"{run.name}/train/p{point}", "project": "abl", "group": "wb-test",
+                              "tags": [run.name], "job_type": "train"}, rec["run"]
+        c = rec["config"]
+        assert c["seed"] == seed and c["launcher.point"] == point and c["launcher.run_id"] == run.name, c
+        assert c["max_steps"] == steps and f" seed={seed} " in c["launcher.overrides"]  # TrainingArguments too
+        curve = [(h["train/global_step"], h["train/loss"]) for h in rec["history"] if "train/loss" in h]
+        assert [s for s, _ in curve] == [2, 4, 6, 8] and all(v > 0 for _, v in curve), rec["history"]

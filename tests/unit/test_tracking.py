@@ -160,6 +160,9 @@ def test_wandb_offline_variables(tmp_path):
     assert env == {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "run/stages/train/tracking/0"),
                    "WANDB_PROJECT": "abl", "WANDB_RUN_GROUP": "nightly", "WANDB_NAME": "abl-20261201-1/train/p0",
                    "WANDB_TAGS": "abl-20261201-1", "WANDB_JOB_TYPE": "train", "WANDB_SILENT": "true"}
+    params = node.trainer_settings(spec_of(tmp_path, backend="wandb"), 1)["params"]
+    assert params["data"] == "fineweb_like" and params["seed"] == 2 and params["launcher.point"] == 1
+    assert "params" not in node.trainer_settings(spec_of(tmp_path, backend="tensorboard"), 1)
 
 
 def test_mlflow_file_store_under_the_run_and_tags(tmp_path):
