@@ -199,6 +199,9 @@ def _parser() -> argparse.ArgumentParser:
     from launcher.usage import register as register_usage
 
     register_usage(sub)
+    from launcher.sync import register as register_sync
+
+    register_sync(sub)
     _add_runs_and_completion(sub)
     return p
 
@@ -392,6 +395,12 @@ def cmd_usage(args) -> int:
     from launcher.usage import cmd_usage as usage
 
     return usage(args)
+
+
+def cmd_sync(args) -> int:
+    from launcher.sync import cmd_sync as sync
+
+    return sync(args)
 
 
 def cmd_status(args) -> int:

@@ -169,3 +169,6 @@ def test_wandb_offline_runs_hold_the_config_and_the_metrics(cli, cpu_python, tok
         assert c["max_steps"] == steps and f" seed={seed} " in c["launcher.overrides"]  # TrainingArguments too
         curve = [(h["train/global_step"], h["train/loss"]) for h in rec["history"] if "train/loss" in h]
         assert [s for s, _ in curve] == [2, 4, 6, 8] and all(v > 0 for _, v in curve), rec["history"]
+    # `launcher sync` would upload both points' offline runs with the stage's interpreter (no network here)
+    out = cli("sync", "latest", "--dry-run").stdout
+    assert f"would run: {cpu_python} -m wandb sync " in out and out.count("offline-run-") == 2, out

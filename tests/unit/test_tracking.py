@@ -186,3 +186,26 @@ def test_the_sweep_point_as_parameters(tmp_path):
     assert node.overrides(spec, 5) == node.sweep_point(spec, 5) == []  # a point past the list: none
     spec["tracking"]["points"] = [["cluster=local", "seed=1"]]
     assert node.sweep_point(spec, 0) == [] and node.overrides(spec, 0) == ["cluster=local", "seed=1"]
+
+
+# -- launcher sync -----------------------------------------------------------------------------------------
+def test_sync_finds_each_wandb_stages_offline_runs_and_uses_the_stages_python(tmp_path, capsys):
+    from launcher.cli import main
+    from launcher.sync import sync_commands
+
+    plan = plan_of(*TRAIN, f"{S}.train.tracking.backend=wandb")
+    run = tmp_path / "r1"
+    (run / "stages" / "train" / "tracking" / "0" / "wandb" / "offline-run-20261201_1-abc").mkdir(parents=True)
+    (run / "stages" / "train" / "tracking" / "0" / "wandb" / "latest-run").mkdir()  # wandb's link: not a run
+    (run / "plan.json").write_text(json.dumps(plan.to_json()))
+    (run / "run.json").write_text(json.dumps({"id": "r1", "created": 1}))
+    assert main(["sync", str(run), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    python = plan.stages["train"].environment["python"]
+    assert f"would run: {python} -m wandb sync {run}/stages/train/tracking/0/wandb/offline-run-20261201_1-abc" in out
+    assert sync_commands([{"backend": "wandb", "python": "p", "paths": []}]) == []  # nothing offline yet: no call
+    plain = tmp_path / "r2"
+    plain.mkdir()
+    (plain / "plan.json").write_text(json.dumps(plan_of(*TRAIN).to_json()))
+    (plain / "run.json").write_text(json.dumps({"id": "r2", "created": 1}))
+    assert main(["sync", str(plain)]) == 0 and "nothing to sync" in capsys.readouterr().out
