@@ -102,8 +102,8 @@ def check(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
             if cl.get("compute_offline", True):
                 bad("mode", f"tracking.mode=online, but cluster '{cl.get('name')}' says its compute nodes are "
                             f"offline (cluster.compute_offline: true): the {t['backend']} writer could not reach its "
-                            f"server. Use mode=offline and upload the offline runs from the login node "
-                            f"(docs/tracking.md), or set compute_offline: false in a profile whose nodes reach it")
+                            f"server. Use mode=offline and upload the offline runs from the login node (launcher sync; "
+                            f"docs/tracking.md), or set compute_offline: false in a profile whose nodes reach it")
                 continue
             if t["backend"] == "tensorboard":
                 bad("mode", "tensorboard writes event files only: mode=online means nothing to it (use offline)")
