@@ -94,6 +94,14 @@ def test_the_nanotron_backend_logs_to_no_tracker():
     assert "logs to no experiment tracker" in errs[("train", f"{S}.train.tracking.backend")]
 
 
+def test_a_sweep_over_tracking_is_refused():
+    points = [[f"{S}.train.tracking.backend=tensorboard"], [f"{S}.train.tracking.backend=none"]]
+    with pytest.raises(ConfigErrors) as e:
+        plan_of(*TRAIN, points=points)
+    (err,) = [x for x in e.value.errors if x.key == f"{S}.train.tracking"]
+    assert err.stage == "train" and "differs between sweep points" in err.message
+
+
 # -- what the plan and the spec carry ----------------------------------------------------------------------
 def test_a_stage_overrides_the_profile_key_by_key_and_the_hash_is_unchanged():
     plain = plan_of(*TRAIN)
