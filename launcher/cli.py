@@ -193,15 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("target", help="run id, run dir, `latest`, or a campaign name")
     rp.add_argument("--out", type=Path, help="output folder (default <run root>/reports/<target>)")
     rp.add_argument("--root", type=Path)
-    from launcher.schedule import register as register_schedule
+    from launcher import schedule, sync, usage
 
-    register_schedule(sub)
-    from launcher.usage import register as register_usage
-
-    register_usage(sub)
-    from launcher.sync import register as register_sync
-
-    register_sync(sub)
+    for verb in (schedule, usage, sync):  # verbs whose module registers its own parser
+        verb.register(sub)
     _add_runs_and_completion(sub)
     return p
 
