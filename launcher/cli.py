@@ -217,12 +217,10 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("target", help="run id, run dir, `latest`, or a campaign name")
     rp.add_argument("--out", type=Path, help="output folder (default <run root>/reports/<target>)")
     rp.add_argument("--root", type=Path)
-    from launcher.schedule import register as register_schedule
+    from launcher import schedule, sync, usage
 
-    register_schedule(sub)
-    from launcher.usage import register as register_usage
-
-    register_usage(sub)
+    for verb in (schedule, usage, sync):  # verbs whose module registers its own parser
+        verb.register(sub)
     _add_runs_and_completion(sub)
     return p
 
@@ -373,9 +371,10 @@ def shared_points(plan) -> list:
 def stage_summaries(plan, plan_dir: Path) -> list:
     """The paragraphs of each stage's kind (Kind.describe): a training stage's layout, tokens/step,
     steps and estimated GPU-hours, a server's endpoint, a publish stage's files and card..."""
-    from launcher import kinds
+    from launcher import kinds, tracking
 
-    return [text for s in plan.stages.values() for text in kinds.get(s.kind).describe(plan, s, plan_dir)]
+    return [text for s in plan.stages.values()
+            for text in kinds.get(s.kind).describe(plan, s, plan_dir) + tracking.describe(s.name, s.tracking)]
 
 
 def cmd_report(args) -> int:
@@ -440,6 +439,12 @@ def cmd_usage(args) -> int:
     from launcher.usage import cmd_usage as usage
 
     return usage(args)
+
+
+def cmd_sync(args) -> int:
+    from launcher.sync import cmd_sync as sync
+
+    return sync(args)
 
 
 def cmd_status(args) -> int:

@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from launcher import backends, health, ignored, kinds, retention, snapshot, watchdog
+from launcher import backends, health, ignored, kinds, retention, snapshot, tracking, watchdog
 from launcher.sbatch import options as sbatch_options
 from launcher.environments import resolve as resolve_environment
 from jobs import layout
@@ -70,6 +70,9 @@ class StagePlan:
     # Points whose output another run of the run root completed (launcher/cache.py): {point (as text,
     # a JSON key): {"run": run dir, "point": its point there, "hash": its stage hash there}}. Not submitted.
     cached: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # Experiment tracking (launcher/tracking.py resolve): the profile's default under the stage's keys;
+    # empty: none. Outside the hash: it changes what is logged, not what is computed.
+    tracking: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_tasks(self) -> int:
@@ -212,6 +215,8 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         errors.append(ConfigError(f"dependency cycle: {' -> '.join(reversed(cycle))}", stage=cycle[0],
                                   key=f"pipeline.stages.{cycle[0]}.after"))
     _check_clients(stages_cfg, errors)
+    for cfg in plain:  # every point: a sweep may set tracking keys
+        tracking.check(cfg, errors)
     _check_ports(first["cluster"], stages_cfg, errors)
     health.check(first["cluster"], errors)
     ancestors: Dict[str, set] = {}
@@ -247,7 +252,11 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
             requeue=dict(st["requeue"]), singleton=st["singleton"], deps=deps, cache=st.get("cache", True),
             hash=_digest([structure, payloads, parent_hashes]), payloads=payloads, environment=environment,
             groups=groups, group_resources=group_resources,
-            group_time_min=[time_limit_min(r["time"]) for r in group_resources], external=external.get(name, {}))
+            group_time_min=[time_limit_min(r["time"]) for r in group_resources], external=external.get(name, {}),
+            tracking=tracking.resolve(first, st))
+        if any(tracking.resolve(p, p["pipeline"]["stages"][name]) != stages[name].tracking for p in plain[1:]):
+            errors.append(ConfigError("tracking differs between sweep points; one stage logs one way (a point is "
+                                      "already its own tracked run)", stage=name, key=f"pipeline.stages.{name}.tracking"))
     _raise_if(errors)
     return Plan(pipeline=first["pipeline"]["name"], cluster=first["cluster"], points=[list(p) for p in points],
                 stages=stages, code=code, aliases=aliases, campaign=first.get("campaign"),

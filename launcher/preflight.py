@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
-from launcher import backends, containers, kinds, snapshot
+from launcher import backends, containers, kinds, snapshot, tracking
 from jobs.adapters import hub_refs
 from launcher.environments import build_state, interpreter_problems
 from launcher.errors import ConfigError
@@ -151,7 +151,10 @@ def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[Conf
         for name, key, target in wanted[k]:
             if target in found and target not in k[1]:
                 env = plan.stages[name].environment
-                errors.append(ConfigError(f"{target} not found in environment '{env['name'] or 'default'}' "
+                why = (f"tracking.backend={plan.stages[name].tracking['backend']} needs its package in the stage's "
+                       f"environment (conf/envs/<env>.txt; docs/tracking.md): " if key.endswith(".tracking.backend")
+                       else "")
+                errors.append(ConfigError(f"{why}{target} not found in environment '{env['name'] or 'default'}' "
                                           f"({env['python']}): {found[target]}", stage=name, key=key))
     return errors
 
@@ -159,7 +162,7 @@ def check_environments(plan: Plan, run_root: Optional[Path] = None) -> List[Conf
 def stage_targets(stage: StagePlan) -> List[tuple]:
     """(config key, target) a stage's tasks will resolve (Kind.targets: a python stage's function, the
     datatrove blocks of a preprocess stage, a trainer's classes...)."""
-    return list(dict.fromkeys(kinds.get(stage.kind).targets(stage)))
+    return list(dict.fromkeys(kinds.get(stage.kind).targets(stage) + tracking.target(stage.name, stage.tracking)))
 
 
 def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],

@@ -9,7 +9,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
-from launcher import backends, containers, health, kinds, retention, snapshot
+from launcher import backends, containers, health, kinds, retention, snapshot, tracking
 from launcher.sbatch import options as sbatch_options
 from launcher.sbatch.arrays import array_spec, chunk_of
 from launcher.sbatch.lognames import filename_pattern, log_stem
@@ -231,6 +231,8 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
         spec.setdefault("rdzv_port_base", plan.cluster.get("rdzv_port_base", 20000))
     if (keep := retention.spec_part(plan, stage)) is not None:  # a training that prunes, or its evaluation
         spec["retention"] = keep
+    if (t := tracking.spec_part(stage.tracking, run_id, plan.points)) is not None:
+        spec["tracking"] = t  # jobs/adapters/tracking.py: report_to, the writers' folders and names
     spec.update(kind.spec_extra(plan, stage))
     return spec
 

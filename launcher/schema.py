@@ -116,6 +116,23 @@ class Retention:
 
 
 @dataclass
+class Tracking:
+    """Experiment tracking (launcher/tracking.py, docs/tracking.md): `cluster.tracking` is the profile's
+    default, a stage's `tracking` overrides it key by key (null: the profile's). The trainers log through
+    transformers' own integrations (report_to), one tracked run per (run, stage, sweep point)."""
+
+    backend: Optional[str] = None  # tensorboard | wandb | mlflow | none (the profile's null: none)
+    project: Optional[str] = None  # W&B project / MLflow experiment; null: the campaign (else the run id)
+    mode: Optional[str] = None  # offline (default: event files, W&B offline runs, an MLflow file store) | online
+    # Where the writers write; null: <run>/stages/<stage>/tracking. A shared folder gets <run id>/<stage>/.
+    dir: Optional[str] = None
+    # online: the NAME of the variable holding the API key (a cluster secret; null: WANDB_API_KEY for
+    # wandb, MLFLOW_TRACKING_TOKEN for mlflow). Never its value.
+    api_key: Optional[str] = None
+    uri: Optional[str] = None  # mlflow online: the tracking server (MLFLOW_TRACKING_URI)
+
+
+@dataclass
 class Model:
     """A Llama-style decoder (root group `model`: conf/model/<preset>.yaml). num_experts > 0 makes it a
     mixture of experts (nanotron's qwen2 MoE config)."""
@@ -164,6 +181,7 @@ STAGE_TAIL = [
     ("requeue", Requeue, field(default_factory=Requeue)),
     ("watchdog", Watchdog, field(default_factory=Watchdog)),
     ("retention", Retention, field(default_factory=Retention)),
+    ("tracking", Tracking, field(default_factory=Tracking)),  # over cluster.tracking, key by key
 ]
 
 
@@ -269,6 +287,9 @@ class Cluster:
     hub_fetch: str = "auto"  # auto | never
     hub_partition: Optional[str] = None  # a partition whose nodes reach the hub (default: the profile's)
     hub_endpoint: Optional[str] = None  # HF_ENDPOINT for fetch and publish (a mirror); default huggingface.co
+    # Compute nodes reach no internet (most sites): tracking.mode=online is refused (launcher/tracking.py).
+    compute_offline: bool = True
+    tracking: Tracking = field(default_factory=Tracking)  # every tracking stage's default (docs/tracking.md)
 
 
 @dataclass

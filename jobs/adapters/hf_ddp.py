@@ -33,7 +33,8 @@ def _paths(ctx: TaskContext, job_id: str) -> tuple[Path, Path]:
     return base.with_suffix(".args.json"), base.with_suffix(".result.json")
 
 
-def launch(task, train: Dict[str, Any], data: Dict[str, float], tokenizer: str) -> Optional[Dict[str, Any]]:
+def launch(task, train: Dict[str, Any], data: Dict[str, float], tokenizer: str,
+           tracking: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
     """Train this task's model data parallel; the result on the first node, None on the others.
     Raises Requeue after a stop request the workers honoured, RuntimeError when a rank failed."""
     from jobs.adapters.torchrun import launch as torchrun
@@ -49,7 +50,7 @@ def launch(task, train: Dict[str, Any], data: Dict[str, float], tokenizer: str) 
                   if f.name != "stop_requested" for v in [getattr(ctx, f.name)]}
     ctx_fields["inputs"] = {k: str(v) for k, v in ctx.inputs.items()}
     layout.atomic_write_json(args_path, {"ctx": ctx_fields, "train": train, "data": data, "tokenizer": tokenizer,
-                                         "result": str(result_path),
+                                         "result": str(result_path), "tracking": tracking,
                                          "stop_signal": task.spec["requeue"]["signal"]})
     result_path.unlink(missing_ok=True)
     try:
@@ -94,7 +95,8 @@ def main(argv: Optional[list] = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     quiet = (lambda _msg: None) if rank else log  # one log line per event, not one per rank
     try:
-        result = train_hf(ctx, args["train"], args["data"], args["tokenizer"], log=quiet)
+        result = train_hf(ctx, args["train"], args["data"], args["tokenizer"], log=quiet,
+                          tracking=args.get("tracking"))
     except Requeue:
         return STOPPED_EXIT
     if rank == 0:

@@ -367,9 +367,11 @@ def _resume(ckpt_dir: Path, ctx, tps: int, log: Callable[[str], Any]):
     return resume
 
 
-def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: bool):
+def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: bool, tracking: dict | None = None):
     """transformers' TrainingArguments of the stage's train section; under DDP (plan["dp"] > 1) the
-    process group torchrun's environment describes (gloo on CPU, NCCL on GPUs)."""
+    process group torchrun's environment describes (gloo on CPU, NCCL on GPUs). `tracking`: report_to and
+    run_name for transformers' tracker callbacks (jobs/adapters/tracking.py trainer_settings)."""
+    tracking = tracking or {}
     from transformers import TrainingArguments
 
     opt, max_steps = train["optimizer"], plan["max_steps"]
@@ -385,13 +387,23 @@ def _training_args(train: dict, plan: dict, ckpt_dir: Path, seed: int, cuda: boo
         save_strategy="steps", save_steps=plan["save_steps"], save_total_limit=None, save_only_model=False,
         logging_strategy="steps", logging_steps=max(1, int(train.get("log_every_steps") or 1)),
         seed=seed, data_seed=seed, train_sampling_strategy="sequential", remove_unused_columns=False,
-        report_to="none", dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=True,
+        report_to=tracking.get("report_to", "none"), run_name=tracking.get("run_name"),
+        dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=True,
         use_cpu=not cuda, bf16=cuda and dtype in ("bfloat16", "bf16"), fp16=cuda and dtype in ("float16", "fp16"),
         restore_callback_states_from_checkpoint=False, ignore_data_skip=False,
         ddp_backend=("nccl" if cuda else "gloo") if plan["dp"] > 1 else None, ddp_find_unused_parameters=False)
 
 
-def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable, log: Callable[[str], Any]):
+def _tracking_callbacks(tracking: dict | None) -> list:
+    """The launcher's additions to transformers' tracker callback (the sweep point into W&B's config)."""
+    from jobs.adapters.tracking import params_callback
+
+    cb = params_callback(tracking)
+    return [cb] if cb is not None else []
+
+
+def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable, log: Callable[[str], Any],
+         tracking: dict | None = None):
     """Train from `resume` (or scratch) to plan["max_steps"]: (model, log history, final step). Requeues
     (ctx.requeue()) when a stop request ended training early with its checkpoint saved and marked."""
     from transformers import LlamaForCausalLM, PrinterCallback, ProgressCallback, Trainer, default_data_collator
@@ -414,7 +426,7 @@ def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable
     # The progress callback comes after the one that marks checkpoints: the checkpoint it names is complete.
     progress = progress_callback(layout.progress_path(ctx.run_dir, ctx.stage, ctx.task), plan["tokens_per_step"])
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
-                      callbacks=[*callbacks, launcher_cb, progress])
+                      callbacks=[*callbacks, launcher_cb, progress, *_tracking_callbacks(tracking)])
     trainer.remove_callback(PrinterCallback)  # our own log lines instead of dicts
     trainer.remove_callback(ProgressCallback)
     trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
@@ -443,10 +455,12 @@ def _save_outputs(ctx, model, tok, log_history: list) -> Path:
 
 
 def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Callable[[str], Any] = print,
-          callbacks: Iterable = ()) -> dict:
+          callbacks: Iterable = (), tracking: dict | None = None) -> dict:
     """Train (or continue training) the model; returns the result (see module docstring).
 
-    `callbacks`: extra TrainerCallbacks, run before the launcher's own (monitoring, tests)."""
+    `callbacks`: extra TrainerCallbacks, run before the launcher's own (monitoring, tests). `tracking`:
+    jobs/adapters/tracking.py trainer_settings (its variables are exported here, in every rank's process,
+    before the Trainer builds transformers' tracker callback); None: no tracker."""
     import torch
     import transformers
     from transformers import LlamaForCausalLM
@@ -483,9 +497,10 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
         f"{max_steps} steps of {tps:,} tokens (micro_batch {train['micro_batch']} x grad_accum "
         f"{train['grad_accum']} x seq_len {seq_len}), checkpoint every "
         f"{plan['interval'] or max_steps} steps; {'cuda' if cuda else f'cpu, {torch.get_num_threads()} threads'}")
-    args = _training_args(train, plan, ckpt_dir, seed, cuda)
+    os.environ.update((tracking or {}).get("env") or {})
+    args = _training_args(train, plan, ckpt_dir, seed, cuda, tracking)
     t0 = time.time()
-    model, log_history, final_step = _fit(ctx, model, args, dataset, tok, plan, resume, callbacks, log)
+    model, log_history, final_step = _fit(ctx, model, args, dataset, tok, plan, resume, callbacks, log, tracking)
     train_seconds = time.time() - t0
     if not (ckpt_dir / f"checkpoint-{max_steps}" / MARKER).is_file():
         raise RuntimeError(f"training reached step {final_step} but checkpoint-{max_steps} was not saved and marked")

@@ -24,6 +24,7 @@ from pathlib import Path
 from jobs.runtime import checkpoints, retention, stacks, templating
 from jobs import layout
 from jobs.adapters.trainer_progress import progress_callback
+from jobs.adapters import tracking as trackers
 
 STOP_EXIT = 75
 # name -> (trainer class, config class) in trl; and the columns each jsonl line must have
@@ -34,7 +35,7 @@ COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
 SET_BY_STAGE = ("output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "learning_rate", "warmup_steps", "max_length", "logging_steps",
                 "save_strategy", "save_steps", "save_total_limit", "seed", "data_seed", "bf16", "fp16", "use_cpu",
-                "report_to", "disable_tqdm", "dataloader_num_workers", "dataset_num_proc",
+                "report_to", "run_name", "disable_tqdm", "dataloader_num_workers", "dataset_num_proc",
                 "include_num_input_tokens_seen", "restore_callback_states_from_checkpoint", "assistant_only_loss",
                 "beta")
 # Used when the tokenizer has no chat template (align.chat_template null) or asked for ("builtin"):
@@ -163,8 +164,10 @@ def _model(a: dict, cuda: bool):
     return AutoModelForCausalLM.from_pretrained(a["model"], **model_kwargs), peft_config
 
 
-def _trainer_config(a: dict, kind: str, ckpt_dir: Path, cuda: bool):
-    """TRL's config of the trainer (SFTConfig, DPOConfig...) from the align section; align.trl adds to it."""
+def _trainer_config(a: dict, kind: str, ckpt_dir: Path, cuda: bool, tracking: dict | None = None):
+    """TRL's config of the trainer (SFTConfig, DPOConfig...) from the align section; align.trl adds to it.
+    `tracking`: report_to and run_name (jobs/adapters/tracking.py trainer_settings)."""
+    tracking = tracking or {}
     import trl
 
     config_cls = getattr(trl, TRAINERS[kind][1])
@@ -177,7 +180,8 @@ def _trainer_config(a: dict, kind: str, ckpt_dir: Path, cuda: bool):
         learning_rate=float(a["lr"]), warmup_steps=float(a["warmup_ratio"]), max_length=int(a["max_length"]),
         logging_steps=max(1, int(a["log_every_steps"])), save_strategy="steps", save_steps=every or 10**9,
         save_total_limit=None, seed=int(a["seed"]), data_seed=int(a["seed"]), bf16=bf16, fp16=fp16,
-        use_cpu=not cuda, report_to="none", disable_tqdm=True, dataloader_num_workers=0, dataset_num_proc=None,
+        use_cpu=not cuda, report_to=tracking.get("report_to", "none"), run_name=tracking.get("run_name"),
+        disable_tqdm=True, dataloader_num_workers=0, dataset_num_proc=None,
         include_num_input_tokens_seen=True, restore_callback_states_from_checkpoint=False,
         **extra, **(a.get("trl") or {}))
 
@@ -251,11 +255,14 @@ def main() -> int:
         tokenizer.pad_token = tokenizer.eos_token
     dataset = load_data(a["data"], kind, ckpt_dir / "datasets-cache")
     model, peft_config = _model(a, cuda)
-    config = _trainer_config(a, kind, ckpt_dir, cuda)
+    tracking = order.get("tracking") or {}
+    os.environ.update(tracking.get("env") or {})  # read by transformers' tracker callback as it is built
+    config = _trainer_config(a, kind, ckpt_dir, cuda, tracking)
     resume = _resume(ckpt_dir, rank0)
     trainer = getattr(trl, TRAINERS[kind][0])(model=model, args=config, train_dataset=dataset,
                                               processing_class=tokenizer, peft_config=peft_config,
-                                              callbacks=_callbacks(order, tokenizer, stop_file))
+                                              callbacks=_callbacks(order, tokenizer, stop_file)
+                                              + ([cb] if (cb := trackers.params_callback(tracking)) else []))
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     lora = a["lora"]

@@ -15,6 +15,7 @@ from typing import Any, Dict
 
 from jobs import layout
 from jobs.adapters import accelerate
+from jobs.adapters import tracking as trackers
 from jobs.runtime.allocation import is_local, node_hosts, node_rank
 from jobs.runtime import retention
 from jobs.runtime.ports import rdzv_port
@@ -43,10 +44,13 @@ def run(task) -> None:
     port = rdzv_port(task.job_id if is_local(env) else env.get("SLURM_JOB_ID", task.job_id),
                      task.spec.get("rdzv_port_base", 20000))
     stop_file = task.ctx.checkpoint_dir / f"STOP-{rank}"
+    # transformers' tracker callback in TRL's trainer (launcher/tracking.py); the first node writes the config
+    tracking = (trackers.prepare(task.spec, task.point, log=task.log) if rank == 0
+                else trackers.trainer_settings(task.spec, task.point))
     env["LAUNCHER_ALIGN_ORDER"] = json.dumps({
         "align": a, "output_dir": str(task.ctx.output_dir), "final_output_dir": str(task.final_out),
         "checkpoint_dir": str(task.ctx.checkpoint_dir),
-        "stop_file": str(stop_file), "restarts": task.restarts,
+        "stop_file": str(stop_file), "restarts": task.restarts, "tracking": tracking,
         "progress_file": str(layout.progress_path(task.run_dir, task.stage, task.task))})
     if (task.payload.get("watchdog") or {}).get("stall_s"):
         env["LAUNCHER_WATCHDOG"] = "1"  # each rank registers the stack dump (jobs/runtime/stacks.py)

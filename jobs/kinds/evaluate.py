@@ -102,6 +102,9 @@ def score(task, tasks: List[Dict[str, Any]], step: int, folder: Path, out_dir: P
         "variant": variant(spec["overrides"], point), "seed": spec["seeds"][point], "step": step,
         "tokens": tokens, "checkpoint": str(folder), "metrics": metrics, "tasks": tasks,
         "seconds": round(time.time() - t0, 2), "job_id": task.job_id})
+    from jobs.adapters import tracking  # the scores as metrics at the step (tracking.backend=tensorboard)
+
+    tracking.write_eval_scalars(spec, point, step, metrics)
     task.log(f"evaluate: step {step} ({tokens:,} tokens) scored in {time.time() - t0:.1f} s: "
              + ", ".join(f"{t}/{m}={v:.4f}" for t, ms in metrics.items() for m, v in ms.items()
                          if not m.endswith("_stderr") and isinstance(v, (int, float))))

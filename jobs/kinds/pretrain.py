@@ -30,17 +30,23 @@ def run(task) -> Optional[Dict[str, Any]]:
     keep = retention.order(task.spec, task.stage, task.point, task.run_dir)
     if keep:  # the trainer prunes after each marked checkpoint (every process reads it from here)
         os.environ[retention.ENV] = json.dumps(keep)
+    tracking = None
+    if train["backend"] == "hf":  # transformers' tracker callbacks (nanotron: none; launcher/tracking.py)
+        from jobs.adapters import tracking as trackers
+
+        tracking = (trackers.prepare(task.spec, task.point, log=task.log) if task.rank == 0
+                    else trackers.trainer_settings(task.spec, task.point))
     if train["backend"] == "hf" and train["parallelism"]["dp"] > 1:
         from jobs.adapters import hf_ddp
 
-        result = hf_ddp.launch(task, train, data, tokenizer)
+        result = hf_ddp.launch(task, train, data, tokenizer, tracking)
         if result is None:  # not the first node: rank 0 there writes the model and the result
             return None
     elif train["backend"] == "hf":
         from jobs.adapters.trainer import train as train_hf
 
         task.export_environment()
-        result = train_hf(task.ctx, train, data, tokenizer, log=task.log)
+        result = train_hf(task.ctx, train, data, tokenizer, log=task.log, tracking=tracking)
     else:
         result = nanotron.run_nanotron(task, train, tokenizer)
     retention.prune_by(keep, task.log)  # and at the end: checkpoints an evaluation scored meanwhile

@@ -278,6 +278,9 @@ class AlignKind(Kind):
     def multi_process(self, st: Dict[str, Any]) -> bool:
         return True  # accelerate on every node
 
+    def tracks(self, st: Dict[str, Any]) -> Tuple[str, ...]:
+        return ("tensorboard", "wandb", "mlflow")  # TRL's trainers are transformers' Trainer: report_to
+
     def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
         return not st["align"]["lora"]["enabled"]  # adapter checkpoints are not models
 

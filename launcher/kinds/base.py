@@ -7,6 +7,7 @@ Where each hook is called:
                             check_config, check_in_dag, sweep_keys, payload_keys, multi_process
     launcher/ignored.py     reads, only_for (options the kind would silently ignore)
     launcher/secrets.py     secret_variables
+    launcher/tracking.py    tracks
     launcher/render.py      environment (hub_access), multi_process (srun), spec_extra, client_spec,
                             files, runner, reads_stage_outputs, output_layout, provides_endpoint
     launcher/preflight.py   preflight, targets, downloads_hub_refs, fetched_refs
@@ -151,6 +152,10 @@ class Kind:
         """whole_model_checkpoints: {"seeds": [per sweep point], "schedules": [per point: tokens_per_step,
         ...]} that an evaluation of its checkpoints records (jobs/kinds/evaluate.py)."""
         raise NotImplementedError(f"kind {self.name} has no checkpoints to evaluate")
+
+    def tracks(self, st: Dict[str, Any]) -> Tuple[str, ...]:
+        """The experiment trackers its tasks log to (launcher/tracking.py: tracking.backend), () for none."""
+        return ()
 
     def secret_variables(self, name: str, st: Dict[str, Any]) -> Dict[str, str]:
         """{variable: config key} of the submitting shell's variables its tasks inherit as secrets."""

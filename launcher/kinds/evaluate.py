@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from jobs.adapters import eval_tasks
 from jobs.layout import PLACEHOLDER
@@ -73,6 +73,9 @@ class EvaluateKind(Kind):
                 p.add(f"evaluate.tasks.{i}.name", f"task name {t.get('name')!r} is used twice in this stage "
                                                   f"({names}); each task needs its own")
                 break
+
+    def tracks(self, st: Dict[str, Any]) -> Tuple[str, ...]:
+        return ("tensorboard",)  # each checkpoint's scores as scalars at its step (jobs/adapters/tracking.py)
 
     def spec_extra(self, plan, stage) -> Dict[str, Any]:
         """What it scores: the parent's checkpoints, and which variant (seed, schedule) each run is."""

@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING
 
@@ -405,6 +405,10 @@ class Pretrain(Kind):
     def multi_process(self, st: Dict[str, Any]) -> bool:
         # torchrun on every node: nanotron always, hf when data parallel (DDP); else hf trains in-process
         return st["train"]["backend"] == "nanotron" or st["train"]["parallelism"]["dp"] > 1
+
+    def tracks(self, st: Dict[str, Any]) -> Tuple[str, ...]:
+        # transformers' report_to integrations; nanotron's own logger is not wired (docs/tracking.md)
+        return ("tensorboard", "wandb", "mlflow") if st["train"]["backend"] == "hf" else ()
 
     def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
         return st["train"]["backend"] == "hf"  # nanotron's checkpoints need a convert stage first

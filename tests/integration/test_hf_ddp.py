@@ -130,10 +130,20 @@ def test_the_launcher_runs_a_data_parallel_hf_stage_on_the_local_backend(tmp_pat
         f"pipeline.vars.tokenizer={data['tokenizer']}", "model=tiny", "~pipeline.stages.evaluate",
         "pipeline.vars.tokens=16384", "pipeline.vars.checkpoint_every_tokens=8192",
         "pipeline.stages.train.train.micro_batch=2", "pipeline.stages.train.train.seq_len=32",
-        "pipeline.stages.train.train.parallelism.dp=2", "pipeline.stages.train.resources.cpus_per_task=2")
+        "pipeline.stages.train.train.parallelism.dp=2", "pipeline.stages.train.resources.cpus_per_task=2",
+        "pipeline.stages.train.tracking.backend=tensorboard")
     st = cli.wait(timeout=600)
     logs = cli("logs", "latest", "train", check=False)
     assert st["state"] == "COMPLETED", (st, logs.stdout[-4000:], logs.stderr[-4000:])
     result = json.loads((layout.output_dir(cli.run_dir(), "train", 0, 0) / "result.json").read_text())
     assert result["dp"] == 2 and result["tokens"] == 16384, result
     assert "1 node(s) x 2 process(es)" in logs.stdout + logs.stderr
+    # tracking (docs/tracking.md): rank 0 alone writes TensorBoard events (the launcher's config file + the
+    # Trainer's callback), a loss at every logged step of the global run
+    folder = cli.run_dir() / "stages" / "train" / "tracking" / "0"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2, sorted(p.name for p in folder.iterdir())
+    read = ("import sys; from tensorboard.backend.event_processing.event_accumulator import EventAccumulator as A; "
+            "a = A(sys.argv[1]); a.Reload(); print([e.step for e in a.Scalars('train/loss')])")
+    p = subprocess.run([str(cpu_python), "-c", read, str(folder)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == list(range(8, result["final_step"] + 1, 8)), p.stdout

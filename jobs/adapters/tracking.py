@@ -1,0 +1,193 @@
+"""Experiment tracking on the node: what transformers' own integrations need to log one tracked run per
+(run, stage, sweep point), from the spec's `tracking` part (launcher/tracking.py spec_part).
+
+- tensorboard: report_to=["tensorboard"], TENSORBOARD_LOGGING_DIR (transformers' TensorBoardCallback reads
+  it) = <base>/<point>; the launcher's config and the point's overrides as text, the swept ones as hparams, same folder.
+- wandb: report_to=["wandb"], WANDB_MODE, WANDB_DIR=<base>/<point>, WANDB_PROJECT, WANDB_RUN_GROUP (the
+  campaign), WANDB_TAGS (the run id), WANDB_NAME; WandbCallback logs TrainingArguments and the model config,
+  and params_callback adds the sweep point (wandb 0.31 refuses WANDB_CONFIG_PATHS as one path).
+- mlflow: report_to=["mlflow"], MLFLOW_TRACKING_URI (file:<base>/mlruns offline, tracking.uri online),
+  MLFLOW_EXPERIMENT_NAME, MLFLOW_TAGS (JSON: run id, campaign, stage, point, its swept overrides), the run name through
+  TrainingArguments.run_name; MLflowCallback logs TrainingArguments as params.
+
+<base> is tracking.dir/<run id>/<stage> when the profile names a shared folder, else
+<run>/stages/<stage>/tracking. Standard library only at import: the callers run in the stage's environment,
+the launcher's unit tests import it too; torch is imported by the TensorBoard writers alone."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from jobs import layout
+
+
+def settings(spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The stage's tracking (backend, project, mode, dir, ...), or None when it tracks nothing."""
+    t = spec.get("tracking") or {}
+    return t if t.get("backend") not in (None, "none") else None
+
+
+def base_dir(spec: Dict[str, Any]) -> Path:
+    """The stage's tracking folder (the points' folders are inside)."""
+    t = spec["tracking"]
+    if t.get("dir"):
+        return Path(t["dir"]) / spec["run_id"] / spec["stage"]
+    return layout.stage_dir(Path(spec["run_dir"]), spec["stage"]) / "tracking"
+
+
+def point_dir(spec: Dict[str, Any], point: int) -> Path:
+    """One sweep point's tracked run: TensorBoard's event files, W&B's offline run folder."""
+    return base_dir(spec) / str(point)
+
+
+def run_name(spec: Dict[str, Any], point: int) -> str:
+    """The tracked run's name: unique per (run, stage, point), readable in a W&B or MLflow table."""
+    return f"{spec['run_id']}/{spec['stage']}/p{point}"
+
+
+def overrides(spec: Dict[str, Any], point: int) -> List[str]:
+    """Every override of the point's command line (the sweep's value for it included), [] if unknown."""
+    points = spec["tracking"].get("points") or []
+    return list(points[point]) if point < len(points) else []
+
+
+def sweep_point(spec: Dict[str, Any], point: int) -> List[str]:
+    """The overrides that tell this point from the sweep's others (seed=2, data=raw); [] outside a sweep."""
+    points = spec["tracking"].get("points") or []
+    return [o for o in overrides(spec, point) if any(o not in q for q in points)]
+
+
+def hparams(spec: Dict[str, Any], point: int) -> Dict[str, Any]:
+    """The sweep point as parameters: each swept key=value (numbers as numbers), the run id, the stage
+    and the point (what a hyperparameter table compares)."""
+    out: Dict[str, Any] = {"launcher.run_id": spec["run_id"], "launcher.stage": spec["stage"], "launcher.point": point}
+    for o in sweep_point(spec, point):
+        k, sep, v = o.lstrip("+~").partition("=")
+        if not sep:
+            continue
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def report_to(spec: Dict[str, Any]) -> Any:
+    """TrainingArguments.report_to: ["tensorboard"] / ["wandb"] / ["mlflow"], or "none"."""
+    t = settings(spec)
+    return [t["backend"]] if t else "none"
+
+
+def environment(spec: Dict[str, Any], point: int) -> Dict[str, str]:
+    """The variables transformers' callback (and its library) read, for this point's tracked run."""
+    t = settings(spec)
+    if not t:
+        return {}
+    b, name, project = t["backend"], run_name(spec, point), t.get("project") or spec.get("campaign") or spec["run_id"]
+    group = spec.get("campaign") or spec["run_id"]
+    if b == "tensorboard":
+        return {"TENSORBOARD_LOGGING_DIR": str(point_dir(spec, point))}
+    if b == "wandb":
+        return {"WANDB_MODE": t.get("mode") or "offline", "WANDB_DIR": str(point_dir(spec, point)),
+                "WANDB_PROJECT": project, "WANDB_RUN_GROUP": group, "WANDB_NAME": name,
+                "WANDB_TAGS": spec["run_id"], "WANDB_JOB_TYPE": spec["stage"], "WANDB_SILENT": "true"}
+    if b == "mlflow":
+        uri = t["uri"] if t.get("mode") == "online" else f"file:{base_dir(spec) / 'mlruns'}"
+        tags = {"launcher.run_id": spec["run_id"], "launcher.campaign": group, "launcher.stage": spec["stage"],
+                "launcher.point": str(point), "launcher.sweep_point": " ".join(sweep_point(spec, point))}
+        return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": project, "MLFLOW_TAGS": json.dumps(tags),
+                "MLFLOW_FLATTEN_PARAMS": "TRUE"}
+    raise ValueError(f"tracking.backend {b!r}: no writer on the node (tensorboard, wandb, mlflow)")
+
+
+def point_config(spec: Dict[str, Any], point: int) -> Dict[str, Any]:
+    """The resolved config of this sweep point as the launcher recorded it (<run>/config/point-<i>.json)."""
+    return layout.read_json(Path(spec["run_dir"]) / "config" / f"point-{point}.json", {}) or {}
+
+
+def write_tensorboard_config(spec: Dict[str, Any], point: int) -> Optional[Path]:
+    """The resolved config (text) and the sweep point (hparams) into this point's TensorBoard folder, next
+    to the event files transformers' callback writes; None for another backend. Rank 0 only (the caller)."""
+    t = settings(spec)
+    if not t or t["backend"] != "tensorboard":
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    folder = point_dir(spec, point)
+    params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams(spec, point).items()}
+    with SummaryWriter(log_dir=str(folder)) as w:
+        w.add_text("launcher/config", "```\n" + json.dumps(point_config(spec, point), indent=1, default=str) + "\n```")
+        w.add_text("launcher/sweep_point", " ".join(sweep_point(spec, point)) or "(not a sweep)")
+        w.add_text("launcher/overrides", " ".join(overrides(spec, point)) or "(none)")
+        # add_hparams would write into a new subfolder; the summaries go into this folder's run instead
+        for summary in hparams_summary(params, {}):
+            w.file_writer.add_summary(summary)
+    return folder
+
+
+def write_eval_scalars(spec: Dict[str, Any], point: int, step: int, metrics: Dict[str, Dict[str, Any]]) -> int:
+    """One checkpoint's scores as TensorBoard scalars `eval/<task>/<metric>` at its training step (the
+    evaluation's tracked run is its own folder, under the evaluate stage). Returns the scalars written."""
+    t = settings(spec)
+    if not t or t["backend"] != "tensorboard":
+        return 0
+    from torch.utils.tensorboard import SummaryWriter
+
+    n = 0
+    with SummaryWriter(log_dir=str(point_dir(spec, point))) as w:
+        for task, ms in metrics.items():
+            for m, v in ms.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    w.add_scalar(f"eval/{task}/{m}", float(v), step)
+                    n += 1
+    return n
+
+
+def trainer_settings(spec: Dict[str, Any], point: int) -> Dict[str, Any]:
+    """What a Trainer of this point needs (jobs/adapters/trainer.py, trl.py): {"report_to": TrainingArguments
+    .report_to, "run_name": its run_name, "env": the variables to export before the Trainer is built};
+    {"report_to": "none"} when the stage tracks nothing."""
+    if not settings(spec):
+        return {"report_to": "none"}
+    out = {"report_to": report_to(spec), "run_name": run_name(spec, point), "env": environment(spec, point)}
+    if spec["tracking"]["backend"] == "wandb":  # the sweep point into the run's config (params_callback)
+        out["params"] = {**hparams(spec, point), "launcher.overrides": " ".join(overrides(spec, point))}
+    return out
+
+
+def params_callback(trainer: Dict[str, Any]):
+    """A transformers TrainerCallback that adds trainer_settings' "params" (the sweep point) to the W&B run's
+    config once WandbCallback has started the run (the Trainer calls the report_to callbacks before the
+    ones it is given); None when there is nothing to add. Imports transformers: stage environment only."""
+    params = (trainer or {}).get("params")
+    if not params:
+        return None
+    from transformers import TrainerCallback
+
+    class LauncherParams(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.run.config.update(params, allow_val_change=True)
+
+    return LauncherParams()
+
+
+def prepare(spec: Dict[str, Any], point: int, log=print) -> Dict[str, Any]:
+    """Before a point's training (its first process only): the folder made, the config written
+    (TensorBoard), a log line; returns trainer_settings."""
+    s = trainer_settings(spec, point)
+    if s["report_to"] == "none":
+        return s
+    point_dir(spec, point).mkdir(parents=True, exist_ok=True)
+    write_tensorboard_config(spec, point)
+    t = spec["tracking"]
+    log(f"tracking: {t['backend']} ({t.get('mode', 'offline')}) run {s['run_name']} in {point_dir(spec, point)}")
+    return s

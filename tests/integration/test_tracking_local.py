@@ -1,0 +1,174 @@
+"""On cluster=local: a two-point sweep of the hf training with `tracking.backend=tensorboard` writes one
+TensorBoard run per point under <run>/stages/train/tracking/<point>/, read back with TensorBoard's own
+event reader (EventAccumulator, in the stage's environment: the launcher's venv has no tensorboard): a loss
+curve of several steps per point, the launcher's config, the point's overrides and its swept ones as text, the latter
+as hparams."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HELPER = Path(__file__).with_name("hf_train_helper.py")
+
+# Run in the stage's interpreter: {point folder: {"loss_steps": [...], "text": [...]}} as JSON on stdout.
+READ_EVENTS = """
+import json, sys
+from pathlib import Path
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+out = {}
+for folder in sorted(Path(sys.argv[1]).iterdir()):
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    loss = acc.Scalars("train/loss") if "train/loss" in tags["scalars"] else []
+    texts = {t.removesuffix("/text_summary"): acc.Tensors(t)[0].tensor_proto.string_val[0].decode()
+             for t in tags["tensors"] if t.startswith("launcher/")}
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    hparams = {k: v.string_value or v.number_value for k, v in start.hparams.items()}
+    out[folder.name] = {"loss_steps": [e.step for e in loss], "loss": [e.value for e in loss],
+                        "scalars": tags["scalars"], "text": texts, "hparams": hparams}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def tokenized(cpu_python, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("tracking-data") / "d"
+    p = subprocess.run([str(cpu_python), str(HELPER), "data", str(out)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads((out / "data.json").read_text())
+
+
+@pytest.mark.slow
+def test_tensorboard_event_files_hold_a_loss_curve_per_sweep_point(cli, cpu_python, tokenized):
+    steps, t = 12, "pipeline.stages.train"
+    cli("run", "-m", "pipeline=train", "cluster=local", "model=tiny", "~pipeline.stages.evaluate", "seed=1,2",
+        f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
+        f"{t}.train.seq_len=32", f"{t}.train.micro_batch=2", f"{t}.train.log_every_steps=2",
+        f"pipeline.vars.tokens={steps * 64}", f"pipeline.vars.checkpoint_every_tokens={steps * 64}",
+        "cluster.tracking.backend=tensorboard", "campaign=tb-test")
+    st = cli.wait(timeout=600)
+    assert st["state"] == "COMPLETED", st
+    folder = cli.run_dir() / "stages" / "train" / "tracking"
+    p = subprocess.run([str(cpu_python), "-c", READ_EVENTS, str(folder)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = json.loads(p.stdout.strip().splitlines()[-1])
+    assert sorted(runs) == ["0", "1"], runs  # one tracked run per sweep point
+    for point, seed in (("0", 1), ("1", 2)):
+        r = runs[point]
+        assert r["loss_steps"] == list(range(2, steps + 1, 2)), r  # every logged step: a curve
+        assert all(v > 0 for v in r["loss"]) and "train/learning_rate" in r["scalars"], r
+        assert r["text"]["launcher/sweep_point"] == f"seed={seed}", r["text"]
+        assert f" seed={seed} " in r["text"]["launcher/overrides"] and "campaign=tb-test" in r["text"]["launcher/overrides"]
+        assert json.loads(r["text"]["launcher/config"].strip("`\n"))["seed"] == seed
+        assert r["hparams"]["seed"] == seed and r["hparams"]["launcher.point"] == int(point), r["hparams"]
+        assert r["hparams"]["launcher.run_id"] == cli.run_dir().name
+    assert runs["0"]["loss"] != runs["1"]["loss"]  # two seeds, two runs (not one file read twice)
+
+
+def test_a_backend_whose_package_the_stage_environment_lacks_is_refused_before_submission(cli, tokenized):
+    """mlflow is not in the cpu environment (docs/tracking.md): preflight imports its writer there and names
+    the stage, the key and what to do; nothing is submitted."""
+    p = cli("run", "pipeline=train", "cluster=local", "~pipeline.stages.evaluate",
+            f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
+            "pipeline.stages.train.tracking.backend=mlflow", check=False)
+    assert p.returncode != 0
+    err = p.stderr + p.stdout
+    assert "pipeline.stages.train.tracking.backend" in err and "tracking.backend=mlflow needs its package" in err, err
+    assert "mlflow:start_run not found in environment 'cpu'" in err, err
+    assert not any((r / "submissions.jsonl").exists() for r in cli.run_root.iterdir()), "a run was submitted"
+
+
+@pytest.mark.slow
+@pytest.mark.extended  # ~2-3 min (lighteval on two checkpoints); the loss-curve test above is the CI tier's
+def test_evaluation_scores_are_scalars_at_each_checkpoints_step(cli, cpu_python, tokenized):
+    steps, t = 8, "pipeline.stages.train"
+    cli("run", "pipeline=train", "cluster=local", "model=tiny", "cluster.tracking.backend=tensorboard",
+        f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
+        f"{t}.train.seq_len=32", f"{t}.train.micro_batch=2", f"{t}.train.log_every_steps=2",
+        f"pipeline.vars.tokens={steps * 64}", f"pipeline.vars.checkpoint_every_tokens={steps * 32}",
+        f"{t}.train.optimizer.warmup_steps=2", "pipeline.stages.evaluate.evaluate.poll_s=1", "pipeline.stages.evaluate.evaluate.max_samples=8")
+    st = cli.wait(timeout=900)
+    assert st["state"] == "COMPLETED", st
+    folder = cli.run_dir() / "stages" / "evaluate" / "tracking"
+    p = subprocess.run([str(cpu_python), "-c", READ_EVAL, str(folder / "0")], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    scalars = json.loads(p.stdout.strip().splitlines()[-1])
+    assert scalars and all(tag.startswith("eval/") for tag in scalars), scalars
+    for tag, steps_seen in scalars.items():
+        assert steps_seen == [steps // 2, steps], (tag, steps_seen)  # each checkpoint once, at its step
+
+
+READ_EVAL = """
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+acc = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0})
+acc.Reload()
+print(json.dumps({t: sorted(e.step for e in acc.Scalars(t)) for t in acc.Tags()["scalars"]}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.extended  # ~1-2 min (accelerate + TRL)
+def test_alignment_logs_through_trls_trainer(cli, cpu_python, tmp_path):
+    """SFT through accelerate and TRL: transformers' TensorBoardCallback in TRL's trainer, from the world's
+    process zero, into the sft stage's folder of point 0."""
+    from chat_model_helper import make_chat_model
+
+    model = make_chat_model(cpu_python, tmp_path / "model")
+    subprocess.run([str(cpu_python), "-m", "jobs.demo.chat", str(tmp_path / "chat"), "--sft", "32", "--dpo", "8"],
+                   check=True, capture_output=True, timeout=120)
+    cli("run", "pipeline=align", "cluster=local", "~pipeline.stages.dpo", "~pipeline.stages.serve",
+        "~pipeline.stages.smoke", f"pipeline.vars.model={model}", f"pipeline.vars.sft_data={tmp_path}/chat/sft.jsonl",
+        f"pipeline.vars.dpo_data={tmp_path}/chat/dpo.jsonl", "pipeline.vars.steps=4",
+        "pipeline.stages.sft.align.log_every_steps=1", "pipeline.stages.sft.align.micro_batch=2",
+        "pipeline.stages.sft.align.chat_template=builtin", "pipeline.stages.sft.tracking.backend=tensorboard")
+    assert cli.wait(timeout=300)["state"] == "COMPLETED"
+    p = subprocess.run([str(cpu_python), "-c", READ_EVENTS, str(cli.run_dir() / "stages" / "sft" / "tracking")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = json.loads(p.stdout.strip().splitlines()[-1])
+    assert list(runs) == ["0"] and runs["0"]["loss_steps"] == [1, 2, 3, 4], runs
+
+
+@pytest.mark.slow
+def test_wandb_offline_runs_hold_the_config_and_the_metrics(cli, cpu_python, tokenized):
+    """tracking.backend=wandb, offline (the default): WandbCallback writes one offline run per sweep point
+    under <run>/stages/train/tracking/<point>/wandb/offline-run-*/, read back from its record log with wandb's
+    own protobuf records: the launcher's names (run, project, campaign as group, run id as tag), the sweep
+    point and TrainingArguments in its config, a loss curve in its history (`wandb sync` uploads it)."""
+    steps, t = 8, "pipeline.stages.train"
+    cli("run", "-m", "pipeline=train", "cluster=local", "model=tiny", "~pipeline.stages.evaluate", "seed=1,2",
+        f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
+        f"{t}.train.seq_len=32", f"{t}.train.micro_batch=2", f"{t}.train.log_every_steps=2",
+        f"{t}.train.optimizer.warmup_steps=2", f"pipeline.vars.tokens={steps * 64}",
+        f"pipeline.vars.checkpoint_every_tokens={steps * 64}", "cluster.tracking.backend=wandb",
+        "cluster.tracking.project=abl", "campaign=wb-test")
+    st = cli.wait(timeout=600)
+    assert st["state"] == "COMPLETED", st
+    run = cli.run_dir()
+    for point, seed in ((0, 1), (1, 2)):
+        (offline,) = (run / "stages" / "train" / "tracking" / str(point) / "wandb").glob("offline-run-*")
+        (log,) = offline.glob("run-*.wandb")
+        p = subprocess.run([str(cpu_python), str(HELPER.with_name("wandb_records.py")), str(log)],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-3000:]
+        rec = json.loads(p.stdout.strip().splitlines()[-1])
+        assert rec["run"] == {"name": f"{run.name}/train/p{point}", "project": "abl", "group": "wb-test",
+                              "tags": [run.name], "job_type": "train"}, rec["run"]
+        c = rec["config"]
+        assert c["seed"] == seed and c["launcher.point"] == point and c["launcher.run_id"] == run.name, c
+        assert c["max_steps"] == steps and f" seed={seed} " in c["launcher.overrides"]  # TrainingArguments too
+        curve = [(h["train/global_step"], h["train/loss"]) for h in rec["history"] if "train/loss" in h]
+        assert [s for s, _ in curve] == [2, 4, 6, 8] and all(v > 0 for _, v in curve), rec["history"]
+    # `launcher sync` would upload both points' offline runs with the stage's interpreter (no network here)
+    out = cli("sync", "latest", "--dry-run").stdout
+    assert f"would run: {cpu_python} -m wandb sync " in out and out.count("offline-run-") == 2, out
