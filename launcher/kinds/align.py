@@ -372,7 +372,10 @@ def describe(name: str, payload: Dict[str, Any], resources: Dict[str, Any]) -> s
     return (f"{name}: TRL {a['trainer']} on {a['model']} with {a['data']}: {length}, {tuning}, micro_batch "
             f"{a['micro_batch']} x grad_accum {a['grad_accum']}\n  accelerate: {cfg['num_processes']} process(es) on "
             f"{cfg['num_machines']} node(s), {cfg['distributed_type']}"
-            + (f" ZeRO-{a['deepspeed_zero']}" if a["deepspeed_zero"] else "") + f", mixed precision {cfg['mixed_precision']}")
+            + (f" ZeRO-{a['deepspeed_zero']}" if a["deepspeed_zero"] else "") + f", mixed precision {cfg['mixed_precision']}"
+            + (f"\n  {a['num_generations']} completions of up to {a['max_completion_length']} tokens per prompt, "
+               f"scored by " + ", ".join(f"{what} {v}" for _, what, v in reward_entries(a))
+               if a["trainer"] in ONLINE else ""))
 
 
 class AlignKind(Kind):
