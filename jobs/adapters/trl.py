@@ -11,7 +11,8 @@ the stage's `align` section with its folders filled in, the output, checkpoint a
   it at each step end, agreed across ranks, so all stop at the same step; the checkpoint is saved and
   marked and the worker exits with STOP_EXIT.
 - Outputs (main process): model/ (LoRA merged in; trainer: reward, a sequence classifier with one
-  label), metrics.jsonl (the trainer's log), result.json.
+  label), metrics.jsonl (the trainer's log), result.json; with align.ema.decay, ema/ (the averaged
+  weights, also in each checkpoint: jobs/adapters/ema.py).
 - GRPO/RLOO sample completions with transformers' generate on the trained model (no vLLM) and score
   them with align.rewards: reward model folders and Python functions (reward_funcs below).
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from jobs.runtime import checkpoints, stacks, templating
 from jobs import layout
+from jobs.adapters import ema
 from jobs.adapters.trainer_progress import progress_callback
 
 STOP_EXIT = 75
@@ -153,10 +155,13 @@ def _callback(order: dict, tokenizer, stop_file: Path):
     return AlignCallback()
 
 
-def _callbacks(order: dict, tokenizer, stop_file: Path) -> list:
-    """The stop/checkpoint callback, then the live progress one (world process zero writes the task's
-    progress file, order["progress_file"]; it names a checkpoint only once the first one marked it)."""
-    found = [_callback(order, tokenizer, stop_file)]
+def _callbacks(order: dict, tokenizer, stop_file: Path, resume=None) -> list:
+    """The EMA of the weights (align.ema.decay; first: its weights join a checkpoint before it is
+    marked), the stop/checkpoint callback, then the live progress one (world process zero writes the
+    task's progress file, order["progress_file"]; it names a checkpoint only once the first one marked it)."""
+    decay = (order["align"].get("ema") or {}).get("decay")
+    found = [ema.ema_callback(float(decay), tokenizer, resume[1] if resume else None, log)] if decay else []
+    found.append(_callback(order, tokenizer, stop_file))
     if order.get("progress_file"):
         found.append(progress_callback(Path(order["progress_file"])))
     return found
@@ -321,7 +326,7 @@ def main() -> int:
     online = {"reward_funcs": reward_funcs(a)} if kind in ONLINE else {}
     trainer = getattr(trl, TRAINERS[kind][0])(model=model, args=config, train_dataset=dataset,
                                               processing_class=tokenizer, peft_config=peft_config,
-                                              callbacks=_callbacks(order, tokenizer, stop_file), **online)
+                                              callbacks=_callbacks(order, tokenizer, stop_file, resume), **online)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     lora = a["lora"]
@@ -341,6 +346,11 @@ def main() -> int:
         return 0
     folder = _save(trainer, tokenizer, lora, out)
     result = _result(order, trainer, dataset, resume, ckpt_dir, folder, (started, t0), cuda)
+    averaged = next((c.ema for c in trainer.callback_handler.callbacks if getattr(c, "ema", None) is not None), None)
+    if averaged is not None:  # the final average beside the model
+        ema.save(averaged, tokenizer, out / ema.EMA_DIR, float(a["ema"]["decay"]))
+        result["ema"] = {"decay": float(a["ema"]["decay"]), "steps": int(averaged.n_averaged.item()),
+                         "model_dir": str(Path(order.get("final_output_dir") or order["output_dir"]) / ema.EMA_DIR)}
     layout.atomic_write_json(out / "result.json", result)
     log(f"done: step {state.global_step}, loss {result['final_loss']}"
         + (f", reward margin {result['first_margin']:.4f} -> {result['final_margin']:.4f}"

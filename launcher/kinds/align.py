@@ -36,6 +36,14 @@ class Lora:
 
 
 @dataclass
+class Ema:
+    """An exponential moving average of the weights (jobs/adapters/ema.py): saved beside each checkpoint
+    (checkpoint-N/ema/) and the output (ema/)."""
+
+    decay: Optional[float] = None  # null: off; e.g. 0.99 (ema = decay * ema + (1 - decay) * weights, per step)
+
+
+@dataclass
 class Align:
     """kind=align: one TRL trainer on a Hugging Face model folder, launched through accelerate
     (one `accelerate launch` per node; processes per node = GPUs, or 1 on CPU)."""
@@ -65,6 +73,7 @@ class Align:
     seed: int = "${seed}"  # type: ignore[assignment]
     dtype: str = "bfloat16"  # on CPU training runs in float32
     lora: Lora = field(default_factory=Lora)
+    ema: Ema = field(default_factory=Ema)
     deepspeed_zero: Optional[int] = None  # 1, 2 or 3: DeepSpeed ZeRO through accelerate (GPU)
     nproc_per_node: Optional[int] = None  # default: resources.gpus_per_node, or 1 without GPUs
     log_every_steps: int = 5
@@ -137,8 +146,8 @@ def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
         bad("align.warmup_ratio", f"a share of the steps: must be in [0, 1), got {a['warmup_ratio']}")
     if a["trainer"] == "dpo" and not (math.isfinite(a["beta"]) and a["beta"] > 0):
         bad("align.beta", f"must be a number > 0, got {a['beta']}")
-    if a["trainer"] in ONLINE:
-        check_sampling(a, r, bad)
+    check_sampling(a, r, bad)
+    check_ema(a, (a.get("ema") or {}).get("decay"), bad)
     if a["lora"]["enabled"] and not 0 <= a["lora"]["dropout"] < 1:
         bad("align.lora.dropout", f"must be in [0, 1), got {a['lora']['dropout']}")
     for k in a["trl"]:
@@ -151,10 +160,26 @@ def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
                                   f"would fail on the node")
 
 
+def check_ema(a: Dict[str, Any], decay: Any, bad) -> None:
+    """align.ema.decay: null (off), or a share in (0, 1) of a whole model's weights on every process."""
+    if decay is None:
+        return
+    if not (isinstance(decay, (int, float)) and 0 < decay < 1):
+        bad("align.ema.decay", f"must be a number in (0, 1) or null, got {decay}")
+    elif a["lora"]["enabled"]:
+        bad("align.ema.decay", "the average is of the whole model's weights; with LoRA only the adapters "
+                               "train: set align.lora.enabled=false or align.ema.decay=null")
+    elif a["deepspeed_zero"] == 3:
+        bad("align.ema.decay", "ZeRO-3 shards the weights across processes; the average needs them whole "
+                               "(use deepspeed_zero 1 or 2)")
+
+
 def check_sampling(a: Dict[str, Any], r: Dict[str, Any], bad) -> None:
     """GRPO/RLOO: what TRL's GRPOConfig/RLOOConfig would refuse on the node. The generation batch
     (micro_batch x grad_accum x processes, TRL's default steps_per_generation = grad_accum) holds whole
-    groups of num_generations completions of one prompt."""
+    groups of num_generations completions of one prompt. Other trainers: nothing to check."""
+    if a["trainer"] not in ONLINE:
+        return
     n = a["num_generations"]
     if n < 2:
         bad("align.num_generations", f"must be >= 2 ({a['trainer']} compares the completions of one prompt with "

@@ -9,7 +9,8 @@ logged the mean reward of its completions at every step, and each reward functio
 reward rose (the mean of the last 4 logged steps over the first 4's). The last is seeded (seed 0,
 on CPU: the same numbers on every run here), with a reward that is easy to improve (brevity: shorter
 tokens pay, on a model that never ends early) and lr 1e-2: over 16 steps it went 2.61 -> 2.79 (the
-mean of 4). ~2.5 min on 2 shared cores."""
+mean of 4). GRPO keeps an EMA of its weights (align.ema.decay): each checkpoint and the output have
+it, loadable, and different from the trained weights. ~2.5 min on 2 shared cores."""
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ def test_reward_model_then_grpo_with_it_on_the_tiny_model(cli, cpu_python, tmp_p
                    cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True)
     p = cli("run", "pipeline=rlhf", "cluster=local", "wait=true", "poll_s=2", f"pipeline.vars.model={model}",
             f"pipeline.vars.pairs={chat}/dpo.jsonl", f"pipeline.vars.prompts={chat}/prompts.jsonl",
-            "pipeline.vars.reward_steps=4", timeout=600)
+            "pipeline.vars.reward_steps=4", "pipeline.stages.grpo.align.ema.decay=0.9", timeout=600)
     st = cli.status()
     assert st["state"] == "COMPLETED" and all(s["state"] == "COMPLETED" for s in st["stages"]), p.stdout[-3000:]
     run = cli.run_dir()
@@ -50,3 +51,17 @@ def test_reward_model_then_grpo_with_it_on_the_tiny_model(cli, cpu_python, tmp_p
     assert all(len(v) == 16 for v in grpo["reward_functions"].values())
     first, last = [sum(r for _, r in grpo["rewards"][i]) / 4 for i in (slice(0, 4), slice(-4, None))]
     assert last > first, grpo["rewards"]
+
+    # the EMA of GRPO's weights: beside every checkpoint (averaged over its steps) and the output
+    assert grpo["checkpoints"] == [4, 8, 12, 16] and grpo["ema"]["steps"] == 16
+    ckpt = run / "stages/grpo/ckpt/0"
+    for n in grpo["checkpoints"]:
+        state = json.loads((ckpt / f"checkpoint-{n}" / "ema" / "ema.json").read_text())
+        assert state == {"decay": 0.9, "steps": n}
+    code = ("import sys, json, torch; from transformers import AutoModelForCausalLM\n"
+            "e, m = (AutoModelForCausalLM.from_pretrained(p) for p in sys.argv[1:])\n"
+            "print(max((a - b).abs().max().item() for a, b in zip(e.parameters(), m.parameters())))")
+    out = subprocess.run([str(cpu_python), "-c", code, grpo["ema"]["model_dir"], grpo["model_dir"]],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert float(out.stdout.strip().splitlines()[-1]) > 0  # an average, not a copy of the last weights

@@ -50,8 +50,9 @@ def test_the_rlhf_pipeline_plans_a_reward_model_then_grpo_with_it():
     ([f"{G}.rewards=[]"], f"{G}.rewards", ["trainer grpo needs at least one reward function", "callable"]),
     ([f"{G}.trainer=rloo", f"{G}.rewards=[]"], f"{G}.rewards", ["trainer rloo needs at least one reward"]),
     ([f"{G}.num_generations=1"], f"{G}.num_generations", ["must be >= 2", "got 1"]),
-    # 8 prompts' completions per step do not split into groups of 3
-    ([f"{G}.num_generations=3"], f"{G}.num_generations", ["= 8)", "multiple of 3"]),
+    # 16 completions per step (micro_batch 16) do not split into groups of 3
+    ([f"{G}.num_generations=3"], f"{G}.num_generations", ["= 16)", "multiple of 3"]),
+    ([f"{G}.num_generations=4", f"{G}.micro_batch=6"], f"{G}.num_generations", ["= 6)", "multiple of 4"]),
     ([f"{G}.max_completion_length=0"], f"{G}.max_completion_length", ["must be >= 1"]),
     ([f"{S}.reward.align.trainer=sft", f"{S}.reward.align.data=/s.jsonl"], f"{G}.rewards.0.model",
      ["'reward' is kind=align trainer=sft, not a reward model", "trainer: reward"]),
@@ -66,6 +67,12 @@ def test_the_rlhf_pipeline_plans_a_reward_model_then_grpo_with_it():
     ([f"{S}.reward.align.num_generations=8"], f"{S}.reward.align.num_generations",
      ["only align.trainer=grpo/rloo reads it"]),
     ([f"{S}.reward.align.beta=0.5"], f"{S}.reward.align.beta", ["only align.trainer=dpo reads it"]),
+    # the EMA of the weights
+    ([f"{G}.ema.decay=1.0"], f"{G}.ema.decay", ["must be a number in (0, 1) or null, got 1.0"]),
+    ([f"{S}.reward.align.ema.decay=0"], f"{S}.reward.align.ema.decay", ["in (0, 1)"]),
+    ([f"{G}.ema.decay=0.99", f"{G}.lora.enabled=true"], f"{G}.ema.decay", ["with LoRA only the adapters train"]),
+    (["pipeline.vars.gpus=4", f"{G}.ema.decay=0.99", f"{G}.deepspeed_zero=3"], f"{G}.ema.decay",
+     ["ZeRO-3 shards the weights"]),
 ])
 def test_each_bad_input_names_its_stage_and_key(overrides, key, words):
     errs = errors_of(*overrides)
@@ -79,6 +86,8 @@ def test_a_reward_model_given_as_a_plain_path_or_a_reward_stage_plans():
     plan_of(f"{G}.rewards=[{{model: /shared/rm}}]")
     plan_of(f"{G}.trainer=rloo", f"{G}.micro_batch=2", f"{G}.num_generations=2")
     plan_of(f"{S}.reward.align.max_length=64")  # the reward trainer reads max_length
+    plan_of(f"{G}.ema.decay=0.99", f"{S}.reward.align.ema.decay=0.5")
+    plan_of("pipeline.vars.gpus=4", f"{G}.ema.decay=0.99", f"{G}.deepspeed_zero=2")
 
 
 def test_prompt_only_lines_for_grpo_and_rloo(tmp_path):
