@@ -419,7 +419,8 @@ class AlignKind(Kind):
         return True  # accelerate on every node
 
     def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
-        return not st["align"]["lora"]["enabled"]  # adapter checkpoints are not models
+        # adapter checkpoints are not models; a reward model's are classifiers, not language models
+        return not st["align"]["lora"]["enabled"] and st["align"]["trainer"] != "reward"
 
     def checkpoint_runs(self, plan, stage) -> Dict[str, List[Any]]:
         # tokens come from each checkpoint's marker

@@ -82,6 +82,17 @@ def test_each_bad_input_names_its_stage_and_key(overrides, key, words):
         assert w in errs[(stage, key)], errs[(stage, key)]
 
 
+def test_evaluating_a_reward_model_is_refused_and_evaluating_grpo_is_not():
+    demo = ["pipeline=demo", "cluster=local"]
+    with pytest.raises(ConfigErrors) as e:
+        build_plan(*(lambda pts: ([compose(p) for p in pts], pts))(sweep_points(
+            [*demo, f"~{S}.evaluate_aligned.after.dpo", f"+{S}.evaluate_aligned.after.reward=afterok"], False)))
+    msg = {(x.stage, x.key): x.message for x in e.value.errors}[("evaluate_aligned", f"{S}.evaluate_aligned.after")]
+    assert "not trainer: reward" in msg
+    pts = sweep_points([*demo, f"~{S}.evaluate_aligned.after.dpo", f"+{S}.evaluate_aligned.after.grpo=afterok"], False)
+    build_plan([compose(p) for p in pts], pts)
+
+
 def test_a_reward_model_given_as_a_plain_path_or_a_reward_stage_plans():
     plan_of(f"{G}.rewards=[{{model: /shared/rm}}]")
     plan_of(f"{G}.trainer=rloo", f"{G}.micro_batch=2", f"{G}.num_generations=2")
