@@ -237,6 +237,10 @@ def check_rewards(name: str, st: Dict[str, Any], stages: Dict[str, Dict[str, Any
                     what_it_is = f"kind={src.get('kind')}" + (f" trainer={trainer}" if trainer else "")
                     errors.append(ConfigError(f"'{ref}' is {what_it_is}, not a reward model: name the output of an "
                                               f"align stage with trainer: reward", stage=name, key=f"{key}.{i}.model"))
+                elif ((src["align"].get("lora") or {}).get("qlora")):
+                    errors.append(ConfigError(f"'{ref}' trains QLoRA adapters and saves only them (adapter/), not a "
+                                              f"reward model folder: set its align.lora.qlora=false",
+                                              stage=name, key=f"{key}.{i}.model"))
 
 
 def placeholder_strings(name: str, st: Dict[str, Any]) -> List[Tuple[str, str]]:

@@ -56,6 +56,8 @@ def test_the_rlhf_pipeline_plans_a_reward_model_then_grpo_with_it():
     ([f"{G}.max_completion_length=0"], f"{G}.max_completion_length", ["must be >= 1"]),
     ([f"{S}.reward.align.trainer=sft", f"{S}.reward.align.data=/s.jsonl"], f"{G}.rewards.0.model",
      ["'reward' is kind=align trainer=sft, not a reward model", "trainer: reward"]),
+    (["pipeline.vars.gpus=1", f"{S}.reward.align.lora.enabled=true", f"{S}.reward.align.lora.qlora=true"],
+     f"{G}.rewards.0.model", ["'reward' trains QLoRA adapters and saves only them"]),
     ([f"{G}.rewards=[{{callable: jobs.demo.rewards.brevity}}]"], f"{G}.rewards.0.callable",
      ["'jobs.demo.rewards.brevity' is not 'package.module:function'"]),
     ([f"{G}.rewards=[{{model: /r, callable: 'a:b'}}]"], f"{G}.rewards.0", ["(one key)"]),
