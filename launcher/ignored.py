@@ -83,16 +83,16 @@ def check(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
                 chosen = _get(st[section], chooser)
                 if chosen not in only:
                     continue
-                for value, fields in only.items():
-                    if chosen == value:
-                        continue
-                    for field in fields:
-                        got, default = _get(st[section], field), _get(defaults[section], field)
-                        if list(set_fields(got, default, "")):
-                            errors.append(ConfigError(
-                                f"is set ({_short(got)}) but only {section}.{chooser}={_show(value)} reads it; this "
-                                f"stage has {section}.{chooser}={_show(chosen)}, so it would be ignored",
-                                stage=name, key=f"{key}.{section}.{field}"))
+                # a field several values read (max_length: sft, dpo, reward) is refused only where none does
+                others = dict.fromkeys(f for value, fields in only.items() if value != chosen for f in fields)
+                for field in (f for f in others if f not in only[chosen]):
+                    got, default = _get(st[section], field), _get(defaults[section], field)
+                    if list(set_fields(got, default, "")):
+                        readers = "/".join(_show(v) for v, fields in only.items() if field in fields)
+                        errors.append(ConfigError(
+                            f"is set ({_short(got)}) but only {section}.{chooser}={readers} reads it; this "
+                            f"stage has {section}.{chooser}={_show(chosen)}, so it would be ignored",
+                            stage=name, key=f"{key}.{section}.{field}"))
 
 
 def _show(v: Any) -> str:

@@ -4,6 +4,8 @@ demo corpus (jobs/demo/corpus.py, training paragraphs only):
   sft.jsonl  {"messages": [user: "Complete the sentence: <its first words>", assistant: <the sentence>]}
   dpo.jsonl  {"prompt": [user ...], "chosen": [assistant: <the sentence>],
               "rejected": [assistant: <keyword spam of the same length>]}
+              (also the reward model's preference pairs)
+  prompts.jsonl  {"prompt": [user ...]}: the DPO examples' prompts, for GRPO/RLOO
 
 Deterministic for a seed. Standard library only: a `python` stage (jobs.demo.chat:stage) or
 `python -m jobs.demo.chat OUT_DIR`.
@@ -50,7 +52,8 @@ def write(out_dir: Path, sft: int = 256, dpo: int = 256, seed: int = 0) -> dict:
         spam = " ".join(rng.choice(SPAM_WORDS) for _ in s.split())
         dpo_lines.append({"prompt": [user(s)], "chosen": [{"role": "assistant", "content": s}],
                           "rejected": [{"role": "assistant", "content": spam}]})
-    for name, lines in (("sft.jsonl", sft_lines), ("dpo.jsonl", dpo_lines)):
+    prompt_lines = [{"prompt": x["prompt"]} for x in dpo_lines]
+    for name, lines in (("sft.jsonl", sft_lines), ("dpo.jsonl", dpo_lines), ("prompts.jsonl", prompt_lines)):
         layout.atomic_write_text(out_dir / name, "".join(json.dumps(x) + "\n" for x in lines))
     return {"sft": len(sft_lines), "dpo": len(dpo_lines), "folder": str(out_dir)}
 

@@ -33,6 +33,9 @@ def resolve(task) -> Dict[str, Any]:
         raise FileNotFoundError(f"align.data: {a['data']} does not exist")
     if a["chat_template"] not in (None, "builtin") and not Path(a["chat_template"]).is_file():
         raise FileNotFoundError(f"align.chat_template: {a['chat_template']} does not exist")
+    for i, entry in enumerate(a.get("rewards") or [] if a["trainer"] in ("grpo", "rloo") else []):
+        if "model" in entry and not (Path(entry["model"]) / "config.json").is_file():
+            raise FileNotFoundError(f"align.rewards.{i}.model: no Hugging Face model (config.json) in {entry['model']}")
     return a
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -17,6 +18,10 @@ from jobs.layout import PLACEHOLDER
 from launcher.errors import ConfigError
 from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
 from launcher.placeholders import check_placeholders
+
+# What only the sampling trainers read (launcher/ignored.py refuses it on the others).
+SAMPLING = ("rewards", "num_generations", "max_completion_length")
+
 
 @dataclass
 class Lora:
@@ -31,13 +36,22 @@ class Lora:
 
 
 @dataclass
+class Ema:
+    """An exponential moving average of the weights (jobs/adapters/ema.py): saved beside each checkpoint
+    (checkpoint-N/ema/) and the output (ema/)."""
+
+    decay: Optional[float] = None  # null: off; e.g. 0.99 (ema = decay * ema + (1 - decay) * weights, per step)
+
+
+@dataclass
 class Align:
     """kind=align: one TRL trainer on a Hugging Face model folder, launched through accelerate
     (one `accelerate launch` per node; processes per node = GPUs, or 1 on CPU)."""
 
-    trainer: str = "sft"  # sft | dpo (jobs/adapters/trl.py TRAINERS)
+    trainer: str = "sft"  # sft | dpo | reward | grpo | rloo (jobs/adapters/trl.py TRAINERS)
     model: str = "{input}/model"  # HF folder: a parent's output ({input}, {input:<stage>}) or a path
-    # jsonl: sft {"messages": [{role, content}, ...]}; dpo {"prompt": [...], "chosen": [...], "rejected": [...]}
+    # jsonl: sft {"messages": [{role, content}, ...]}; dpo and reward {"prompt": [...], "chosen": [...],
+    # "rejected": [...]} (reward: prompt optional); grpo and rloo {"prompt": [...]} (LINE_FORMAT below)
     data: Optional[str] = None
     chat_template: Optional[str] = None  # null: the tokenizer's own, else the built-in; "builtin"; or a .jinja file
     assistant_only_loss: bool = False  # sft: loss on the assistant's tokens only
@@ -50,9 +64,16 @@ class Align:
     warmup_ratio: float = 0.0
     checkpoint_every_steps: int = 0  # 0: at the end only (and on the stop signal)
     beta: float = 0.1  # dpo: the KL penalty
+    # grpo/rloo: the reward functions, summed: [{model: <reward model folder, e.g. "{input:reward}/model">},
+    # {callable: "package.module:function"}]; a function gets TRL's reward arguments (prompts, completions,
+    # completion_ids, the data's other columns) and returns one float per completion
+    rewards: List[Any] = field(default_factory=list)
+    num_generations: int = 4  # grpo/rloo: completions sampled per prompt (the group advantages compare)
+    max_completion_length: int = 64  # grpo/rloo: tokens per sampled completion
     seed: int = "${seed}"  # type: ignore[assignment]
     dtype: str = "bfloat16"  # on CPU training runs in float32
     lora: Lora = field(default_factory=Lora)
+    ema: Ema = field(default_factory=Ema)
     deepspeed_zero: Optional[int] = None  # 1, 2 or 3: DeepSpeed ZeRO through accelerate (GPU)
     nproc_per_node: Optional[int] = None  # default: resources.gpus_per_node, or 1 without GPUs
     log_every_steps: int = 5
@@ -60,11 +81,18 @@ class Align:
 
 
 # The trainers (jobs/adapters/trl.py TRAINERS: name -> TRL trainer and config class; COLUMNS: what each
-# jsonl line holds). A reward or GRPO trainer is one entry there and one line format here.
+# jsonl line holds). A new trainer is one entry there and one line format here.
 LINE_FORMAT = {
     "sft": '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}',
     "dpo": '{"prompt": [messages], "chosen": [messages], "rejected": [messages]}',
+    "reward": '{"prompt": [messages] (optional), "chosen": [messages], "rejected": [messages]}',
+    "grpo": '{"prompt": [messages]} or {"prompt": "text"}',
+    "rloo": '{"prompt": [messages]} or {"prompt": "text"}',
 }
+# The trainers that sample completions and score them with align.rewards.
+ONLINE = ("grpo", "rloo")
+# A callable reward: 'package.module:function' (jobs/runtime/targets.py resolves it in the stage's environment).
+CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> None:
@@ -118,6 +146,8 @@ def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
         bad("align.warmup_ratio", f"a share of the steps: must be in [0, 1), got {a['warmup_ratio']}")
     if a["trainer"] == "dpo" and not (math.isfinite(a["beta"]) and a["beta"] > 0):
         bad("align.beta", f"must be a number > 0, got {a['beta']}")
+    check_sampling(a, r, bad)
+    check_ema(a, (a.get("ema") or {}).get("decay"), bad)
     if a["lora"]["enabled"] and not 0 <= a["lora"]["dropout"] < 1:
         bad("align.lora.dropout", f"must be in [0, 1), got {a['lora']['dropout']}")
     for k in a["trl"]:
@@ -130,10 +160,96 @@ def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
                                   f"would fail on the node")
 
 
+def check_ema(a: Dict[str, Any], decay: Any, bad) -> None:
+    """align.ema.decay: null (off), or a share in (0, 1) of a whole model's weights on every process."""
+    if decay is None:
+        return
+    if not (isinstance(decay, (int, float)) and 0 < decay < 1):
+        bad("align.ema.decay", f"must be a number in (0, 1) or null, got {decay}")
+    elif a["lora"]["enabled"]:
+        bad("align.ema.decay", "the average is of the whole model's weights; with LoRA only the adapters "
+                               "train: set align.lora.enabled=false or align.ema.decay=null")
+    elif a["deepspeed_zero"] == 3:
+        bad("align.ema.decay", "ZeRO-3 shards the weights across processes; the average needs them whole "
+                               "(use deepspeed_zero 1 or 2)")
+
+
+def check_sampling(a: Dict[str, Any], r: Dict[str, Any], bad) -> None:
+    """GRPO/RLOO: what TRL's GRPOConfig/RLOOConfig would refuse on the node. The generation batch
+    (micro_batch x grad_accum x processes, TRL's default steps_per_generation = grad_accum) holds whole
+    groups of num_generations completions of one prompt. Other trainers: nothing to check."""
+    if a["trainer"] not in ONLINE:
+        return
+    n = a["num_generations"]
+    if n < 2:
+        bad("align.num_generations", f"must be >= 2 ({a['trainer']} compares the completions of one prompt with "
+                                     f"each other), got {n}")
+    elif (batch := a["micro_batch"] * a["grad_accum"] * r["nodes"]
+          * (a["nproc_per_node"] or r["gpus_per_node"] or 1)) % n:
+        bad("align.num_generations", f"the generation batch (micro_batch x grad_accum x processes = {batch}) must "
+                                     f"hold whole groups of {n} completions: make it a multiple of {n}")
+    if a["max_completion_length"] < 1:
+        bad("align.max_completion_length", f"must be >= 1, got {a['max_completion_length']}")
+
+
+def reward_entries(a: Dict[str, Any]) -> List[Tuple[int, str, Any]]:
+    """(index, 'model' or 'callable', value) of each align.rewards entry of the one form it has."""
+    out = []
+    for i, e in enumerate(a.get("rewards") or []):
+        if isinstance(e, dict) and len(e) == 1 and next(iter(e)) in ("model", "callable"):
+            out.append((i, *next(iter(e.items()))))
+    return out
+
+
+def check_rewards(name: str, st: Dict[str, Any], stages: Dict[str, Dict[str, Any]],
+                  errors: List[ConfigError]) -> None:
+    """align.rewards of a grpo/rloo stage: at least one; each {model: ...} or {callable: 'pkg.mod:fn'};
+    a model that is a stage's output ({input}, {input:<stage>}) is a reward stage's (trainer: reward).
+    Whether a callable resolves is checked in the stage's environment (targets below)."""
+    a, key = st["align"], f"pipeline.stages.{name}.align.rewards"
+    if a["trainer"] not in ONLINE:
+        return  # set on another trainer: launcher/ignored.py says it would be ignored
+    if not a["rewards"]:
+        errors.append(ConfigError(f"trainer {a['trainer']} needs at least one reward function: a list of "
+                                  f"{{model: <reward model folder, e.g. \"{{input:<reward stage>}}/model\">}} or "
+                                  f"{{callable: \"package.module:function\"}}", stage=name, key=key))
+        return
+    good = {i for i, _, _ in reward_entries(a)}
+    for i, e in enumerate(a["rewards"]):
+        if i not in good:
+            errors.append(ConfigError(f"each reward is {{model: <folder>}} or {{callable: \"package.module:function\"}}"
+                                      f" (one key), got {json_short(e)}", stage=name, key=f"{key}.{i}"))
+    for i, what, v in reward_entries(a):
+        if not isinstance(v, str) or not v:
+            errors.append(ConfigError(f"must be a non-empty string, got {json_short(v)}", stage=name,
+                                      key=f"{key}.{i}.{what}"))
+        elif what == "callable" and not CALLABLE.match(v):
+            errors.append(ConfigError(f"{v!r} is not 'package.module:function'", stage=name, key=f"{key}.{i}.callable"))
+        elif what == "model":
+            for m in PLACEHOLDER.finditer(v):
+                kind, ref = m.groups()
+                ref = ref or (next(iter(st["after"])) if kind == "input" and len(st["after"]) == 1 else None)
+                src = stages.get(ref) if kind == "input" and ref else None
+                if src is None:
+                    continue  # an unknown or ambiguous reference: check_placeholders says so
+                trainer = (src.get("align") or {}).get("trainer") if src.get("kind") == "align" else None
+                if trainer != "reward":
+                    what_it_is = f"kind={src.get('kind')}" + (f" trainer={trainer}" if trainer else "")
+                    errors.append(ConfigError(f"'{ref}' is {what_it_is}, not a reward model: name the output of an "
+                                              f"align stage with trainer: reward", stage=name, key=f"{key}.{i}.model"))
+                elif ((src["align"].get("lora") or {}).get("qlora")):
+                    errors.append(ConfigError(f"'{ref}' trains QLoRA adapters and saves only them (adapter/), not a "
+                                              f"reward model folder: set its align.lora.qlora=false",
+                                              stage=name, key=f"{key}.{i}.model"))
+
+
 def placeholder_strings(name: str, st: Dict[str, Any]) -> List[Tuple[str, str]]:
     key = f"pipeline.stages.{name}"
-    return [(f"{key}.align.model", st["align"]["model"]), (f"{key}.align.data", st["align"]["data"] or ""),
-            (f"{key}.align.chat_template", st["align"]["chat_template"] or "")]
+    a = st["align"]
+    models = [(f"{key}.align.rewards.{i}.model", v) for i, what, v in reward_entries(a)
+              if what == "model" and isinstance(v, str)] if a["trainer"] in ONLINE else []
+    return [(f"{key}.align.model", a["model"]), (f"{key}.align.data", a["data"] or ""),
+            (f"{key}.align.chat_template", a["chat_template"] or ""), *models]
 
 
 def local_inputs(name: str, payload: Dict[str, Any]) -> List[Tuple[str, str]]:
@@ -155,6 +271,9 @@ def targets(name: str, payload: Dict[str, Any]) -> List[Tuple[str, str]]:
         out.append((f"{key}.align.lora.qlora", "bitsandbytes.nn.Linear4bit"))
     if a["deepspeed_zero"] is not None:
         out.append((f"{key}.align.deepspeed_zero", "deepspeed.initialize"))
+    if a["trainer"] in ONLINE:  # imported and found callable in the stage's environment (not here)
+        out += [(f"{key}.align.rewards.{i}.callable", v) for i, what, v in reward_entries(a)
+                if what == "callable" and isinstance(v, str) and CALLABLE.match(v)]
     config = "trl." + TRAINERS.get(a["trainer"], TRAINERS["sft"])[1]
     out += [(f"{key}.align.trl.{k}", f"{config}#{k}") for k in a.get("trl") or {} if k not in SET_BY_STAGE]
     return out
@@ -195,8 +314,29 @@ def local_input_problem(key: str, path: str, payload: Dict[str, Any]) -> str:
         return f"{path} does not exist"
     if key.endswith(".model") and not os.path.isfile(os.path.join(path, "config.json")):
         return f"{path} is not a Hugging Face model folder (no config.json)"
+    if ".rewards." in key and (why := reward_model_problem(path)):
+        return why
     if key.endswith(".align.data"):
         return data_problem(path, payload["align"]["trainer"])
+    return ""
+
+
+def reward_model_problem(path: str) -> str:
+    """'' if the folder holds a reward model as TRL loads one (a sequence classifier with one label,
+    as trainer: reward saves it), else why not."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        return f"{path}/config.json cannot be read: {e}"
+    archs = cfg.get("architectures") or []
+    labels = cfg.get("num_labels", len(cfg.get("id2label") or {}) or None)
+    if not any(str(x).endswith("ForSequenceClassification") for x in archs) or labels not in (None, 1):
+        return (f"{path} is not a reward model (architectures {archs}, {labels} label(s)): a sequence "
+                f"classifier with one label, as an align stage with trainer: reward saves it")
     return ""
 
 
@@ -235,10 +375,10 @@ def data_problem(path: str, trainer: str, max_bytes: int = DATA_CHECK_MAX_BYTES)
 def _column_problem(trainer: str, value: Any) -> str:
     """'' if `value` has the shape TRL reads in this column: a list of chat messages ({role, content}),
     or (DPO's prompt, chosen, rejected) a plain string."""
-    if isinstance(value, str) and trainer == "dpo":
+    if isinstance(value, str) and value and trainer != "sft":
         return ""
     if not isinstance(value, list) or not value:
-        return "must be a non-empty list of messages" + (" or a string" if trainer == "dpo" else "")
+        return "must be a non-empty list of messages" + (" or a string" if trainer != "sft" else "")
     for i, m in enumerate(value):
         if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), (str, list))):
             return f"message {i} must be {{\"role\": <string>, \"content\": <string>}}, got {json_short(m)}"
@@ -261,7 +401,10 @@ def describe(name: str, payload: Dict[str, Any], resources: Dict[str, Any]) -> s
     return (f"{name}: TRL {a['trainer']} on {a['model']} with {a['data']}: {length}, {tuning}, micro_batch "
             f"{a['micro_batch']} x grad_accum {a['grad_accum']}\n  accelerate: {cfg['num_processes']} process(es) on "
             f"{cfg['num_machines']} node(s), {cfg['distributed_type']}"
-            + (f" ZeRO-{a['deepspeed_zero']}" if a["deepspeed_zero"] else "") + f", mixed precision {cfg['mixed_precision']}")
+            + (f" ZeRO-{a['deepspeed_zero']}" if a["deepspeed_zero"] else "") + f", mixed precision {cfg['mixed_precision']}"
+            + (f"\n  {a['num_generations']} completions of up to {a['max_completion_length']} tokens per prompt, "
+               f"scored by " + ", ".join(f"{what} {v}" for _, what, v in reward_entries(a))
+               if a["trainer"] in ONLINE else ""))
 
 
 class AlignKind(Kind):
@@ -272,7 +415,8 @@ class AlignKind(Kind):
     health_imports = ("torch", "trl", "accelerate")
     reads_stage_outputs = True
     only_for = {"align": [
-        ("trainer", {"dpo": ("beta",), "sft": ("assistant_only_loss",)}),
+        ("trainer", {"dpo": ("beta", "max_length"), "sft": ("assistant_only_loss", "max_length"),
+                     "reward": ("max_length",), "grpo": SAMPLING, "rloo": SAMPLING}),
         ("lora.enabled", {True: ("lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"), False: ()})]}
 
     def multi_process(self, st: Dict[str, Any]) -> bool:
@@ -282,7 +426,8 @@ class AlignKind(Kind):
         return ("tensorboard", "wandb", "mlflow")  # TRL's trainers are transformers' Trainer: report_to
 
     def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
-        return not st["align"]["lora"]["enabled"]  # adapter checkpoints are not models
+        # adapter checkpoints are not models; a reward model's are classifiers, not language models
+        return not st["align"]["lora"]["enabled"] and st["align"]["trainer"] != "reward"
 
     def retains_checkpoints(self, st: Dict[str, Any]) -> bool:
         return True
@@ -294,6 +439,7 @@ class AlignKind(Kind):
 
     def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
         check_align(p.stage, st, p.errors)
+        check_rewards(p.stage, st, stages, p.errors)
         check_placeholders(p.stage, st, placeholder_strings(p.stage, st), ancestors, p.errors)
 
     def files(self, plan, stage, run_dir: Path, run_id: str) -> Dict[Path, str]:

@@ -43,7 +43,8 @@ class EvaluateKind(Kind):
         if not (parent and kinds.get(parent["kind"]).whole_model_checkpoints(parent)):
             p.add("after", "kind=evaluate needs exactly one stage in `after` whose checkpoints are whole "
                            "models: a pretrain stage with backend=hf, a convert stage, or an align stage "
-                           "without LoRA (adapter checkpoints are not models)")
+                           "without LoRA (adapter checkpoints are not models) and not trainer: reward (its "
+                           "checkpoints are classifiers, not language models)")
         elif st["tasks"] != 1:
             p.add("tasks", f"must be 1 (one evaluation task per training run), got {st['tasks']}")
         self._check_tasks(p, st["evaluate"])
