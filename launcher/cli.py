@@ -199,15 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--json", action="store_true", help="machine-readable output")
     sm = with_run("summary", "documents and tokens in, out and removed for every datatrove block of the run")
     sm.add_argument("--json", action="store_true", help="machine-readable output")
-    ins = with_run("inspect", "sample documents a filter of a datatrove stage removed or kept")
-    ins.add_argument("stage").completer = completion.complete_stage
-    ins.add_argument("--filter", required=True, help="block class name (e.g. GopherQualityFilter) or index")
-    which = ins.add_mutually_exclusive_group()
-    which.add_argument("--removed", action="store_true", help="documents the filter removed (default)")
-    which.add_argument("--kept", action="store_true", help="documents the filter let through")
-    ins.add_argument("--n", type=int, default=5, help="how many (default 5)")
-    ins.add_argument("--point", type=int, default=0, help="sweep point (default 0)")
-    ins.add_argument("--chars", type=int, default=600, help="characters of text shown per document")
+    _add_inspect(with_run("inspect", "sample documents a filter of a datatrove stage removed or kept"))
     rp = sub.add_parser("report", help="HTML report of evaluation results: curves per data variant, the signal "
                                        "table of each benchmark (monotonicity, seed spread, separation, random)",
                         description="A run id/dir/latest, or a campaign name (every run whose run.json has "
@@ -223,6 +215,17 @@ def _parser() -> argparse.ArgumentParser:
         verb.register(sub)
     _add_runs_and_completion(sub)
     return p
+
+
+def _add_inspect(ins) -> None:
+    ins.add_argument("stage").completer = completion.complete_stage
+    ins.add_argument("--filter", required=True, help="block class name (e.g. GopherQualityFilter) or index")
+    which = ins.add_mutually_exclusive_group()
+    which.add_argument("--removed", action="store_true", help="documents the filter removed (default)")
+    which.add_argument("--kept", action="store_true", help="documents the filter let through")
+    ins.add_argument("--n", type=int, default=5, help="how many (default 5)")
+    ins.add_argument("--point", type=int, default=0, help="sweep point (default 0)")
+    ins.add_argument("--chars", type=int, default=600, help="characters of text shown per document")
 
 
 def _add_runs_and_completion(sub) -> None:
