@@ -6,9 +6,9 @@ from them, rebuilt from the files at any time (`launcher runs --reindex`, or by 
 What a query reads: one directory listing of the run root, and three stat() calls per run (run.json,
 submissions.jsonl, submission-failed.json: their sizes and mtimes are the row's signature). A row is
 read again from its directory when its signature changed (a verb wrote the run: run, resume, cancel,
-a failed launch) or when its state is UNFINISHED (tasks on compute nodes write markers without any
-verb: such a run can turn COMPLETED or FAILED at any time). COMPLETED and FAILED rows are otherwise
-served from the index, so a year of nightly runs costs the listing and the stats, not thousands of
+a failed launch) or, for an UNFINISHED run, when one of its marker folders changed (tasks on compute
+nodes write markers without any verb: such a run can turn COMPLETED or FAILED at any time; a marker
+is renamed into its folder, which changes the folder's mtime). Rows are otherwise served from the index, so a year of nightly runs costs the listing and the stats, not thousands of
 plan and marker reads. benchmarks/bench_runs_index.py measures it against the directory scan.
 
 SQLite's own locking serializes writers (two `runs` at once: one waits, up to 30 s); an index that cannot
@@ -31,8 +31,9 @@ from launcher.rundir import SUBMISSION_FAILED, Run, list_runs
 STATES = ("COMPLETED", "FAILED", "UNFINISHED")
 FIELDS = ("run", "state", "pipeline", "cluster", "campaign", "created", "points", "jobs", "path")
 _SIGNED = ("run.json", "submissions.jsonl", SUBMISSION_FAILED)
+SCHEMA_VERSION = 2  # PRAGMA user_version: an index of another layout is dropped and rebuilt
 SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
-    root TEXT NOT NULL, run TEXT NOT NULL, sig TEXT NOT NULL, state TEXT NOT NULL, pipeline TEXT,
+    root TEXT NOT NULL, run TEXT NOT NULL, sig TEXT NOT NULL, msig TEXT, state TEXT NOT NULL, pipeline TEXT,
     cluster TEXT, campaign TEXT, created REAL, points INTEGER, jobs INTEGER, path TEXT,
     PRIMARY KEY (root, run));
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (root, created DESC, run DESC);"""
@@ -87,6 +88,8 @@ def _connect() -> sqlite3.Connection:
     path = db_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(str(path), timeout=30)
+    if con.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        con.executescript(f"DROP TABLE IF EXISTS runs; PRAGMA user_version = {SCHEMA_VERSION};")
     con.executescript(SCHEMA)
     return con
 
@@ -107,11 +110,38 @@ def _signature(run_dir: str) -> Optional[str]:
     return "/".join(parts)
 
 
+MTIME_SLACK_NS = 2_000_000_000  # filesystems with coarse timestamps (ext3, some NFS servers: 1 s)
+
+
+def _marker_signature(run_dir: str) -> Optional[str]:
+    """The modification times of the run's marker folders (stages/<stage>/markers/<hash>/): a task's
+    marker is written beside and renamed into its folder, which changes the folder's mtime. An
+    UNFINISHED run whose markers and ledger did not change has not changed state. None when a folder
+    changed within the last MTIME_SLACK_NS (a second marker in the same timestamp tick would not change
+    it again): such a run is read again next time."""
+    parts, newest = [], 0
+    try:
+        stages = sorted(os.scandir(os.path.join(run_dir, "stages")), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return ""
+    for stage in stages:
+        try:
+            for h in sorted(os.scandir(os.path.join(stage.path, "markers")), key=lambda e: e.name):
+                mtime = h.stat().st_mtime_ns
+                parts.append(f"{stage.name}/{h.name}:{mtime}")
+                newest = max(newest, mtime)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    if time.time_ns() - newest < MTIME_SLACK_NS:  # a marker written in the same tick would not show
+        return None
+    return ",".join(parts)
+
+
 def _refresh(con: sqlite3.Connection, root: Path, reindex: bool) -> None:
     if reindex:
         con.execute("DELETE FROM runs WHERE root = ?", (str(root),))
-    known = {run: (sig, state) for run, sig, state in
-             con.execute("SELECT run, sig, state FROM runs WHERE root = ?", (str(root),))}
+    known = {run: (sig, state, msig) for run, sig, state, msig in
+             con.execute("SELECT run, sig, state, msig FROM runs WHERE root = ?", (str(root),))}
     try:
         names = [e.name for e in os.scandir(root) if e.is_dir()]
     except FileNotFoundError:
@@ -120,10 +150,16 @@ def _refresh(con: sqlite3.Connection, root: Path, reindex: bool) -> None:
         con.execute("DELETE FROM runs WHERE root = ? AND run = ?", (str(root), gone))
     base = str(root)
     for name in names:
-        sig = _signature(os.path.join(base, name))
+        path = os.path.join(base, name)
+        sig = _signature(path)
         old = known.get(name)
-        if old is not None and old[0] == sig and old[1] != "UNFINISHED":
-            continue
+        msig = None
+        if old is not None and old[0] == sig:
+            if old[1] != "UNFINISHED":
+                continue
+            msig = _marker_signature(path)
+            if msig is not None and msig == old[2]:
+                continue
         if sig is None or not sig.endswith("/-"):  # no run.json, or a launch that failed (submission-failed.json)
             if old is not None:  # a failed launch, or no longer a run
                 con.execute("DELETE FROM runs WHERE root = ? AND run = ?", (str(root), name))
@@ -132,9 +168,11 @@ def _refresh(con: sqlite3.Connection, root: Path, reindex: bool) -> None:
             row = row_of(Run(root / name))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # torn or foreign JSON: not listed now, read again next time
-        con.execute(f"INSERT OR REPLACE INTO runs (root, sig, {', '.join(FIELDS)}) VALUES "
-                    f"(?, ?, {', '.join('?' * len(FIELDS))})",
-                    (str(root), sig, *(_sql(row[f]) for f in FIELDS)))
+        if row["state"] == "UNFINISHED" and msig is None:
+            msig = _marker_signature(path)
+        con.execute(f"INSERT OR REPLACE INTO runs (root, sig, msig, {', '.join(FIELDS)}) VALUES "
+                    f"(?, ?, ?, {', '.join('?' * len(FIELDS))})",
+                    (str(root), sig, msig if row["state"] == "UNFINISHED" else None, *(_sql(row[f]) for f in FIELDS)))
 
 
 def _sql(value: Any) -> Any:

@@ -45,7 +45,8 @@ def complete(d):
 
 
 @pytest.fixture
-def root(tmp_path):
+def root(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs_db, "MTIME_SLACK_NS", 0)  # the test's markers are all written within a second
     r = tmp_path / "runs"
     now = time.time()
     make_run(r, "old-done", now - 30 * 86400, campaign="nightly", done=True)
@@ -81,11 +82,14 @@ def test_ended_runs_are_served_from_the_index_until_a_verb_writes_them(root, mon
     real = status.recorded_state
     monkeypatch.setattr(status, "recorded_state", lambda run: read.append(run.id) or real(run))
     runs_db.runs(root)
-    assert read == ["new-queued"]  # only the UNFINISHED one is read again
+    assert read == []  # nothing changed: not even the UNFINISHED run is read again
+    layout.atomic_write_json(layout.marker_path(root / "new-queued", "shards", plan().stages["shards"].hash, 0), {})
+    runs_db.runs(root)
+    assert read == ["new-queued"]  # a marker appeared in its folder: read again
     read.clear()
     Run(root / "old-done").append_ledger({"job_id": "9", "stage": "shards", "chunk": 0, "offset": 0, "tasks": [0]})
     rows = {r["run"]: r for r in runs_db.runs(root)}
-    assert sorted(read) == ["new-queued", "old-done"] and rows["old-done"]["jobs"] == 2
+    assert read == ["old-done"] and rows["old-done"]["jobs"] == 2
 
 
 def test_removed_runs_and_failed_launches_leave_the_list(root):
@@ -132,3 +136,16 @@ def test_cli_filters_and_a_bad_age(root, capsys):
         main(["runs", "--root", str(root), "--since", "a week"])
     assert e.value.code == 64
     assert "expected a duration like 90s, 30m, 12h, 7d or 2w, not 'a week'" in capsys.readouterr().err
+
+
+def test_a_marker_folder_changed_within_the_timestamp_slack_is_read_again(root, monkeypatch):
+    """On a filesystem with 1 s timestamps a second marker in the same second leaves the folder's mtime
+    as it was: a folder changed that recently gives no signature, so the run is read again next time."""
+    monkeypatch.setattr(runs_db, "MTIME_SLACK_NS", 3600 * 10**9)  # every folder counts as just changed
+    runs_db.runs(root)
+    read = []
+    real = status.recorded_state
+    monkeypatch.setattr(status, "recorded_state", lambda run: read.append(run.id) or real(run))
+    runs_db.runs(root)
+    runs_db.runs(root)
+    assert read == ["new-queued", "new-queued"]
