@@ -48,26 +48,14 @@ def bad(stage: str, key: str, message: str) -> ClusterConfigError:
 
 def read_documents(source: str, text_key: str, id_key: str) -> Tuple[List[Dict[str, Any]], List[str], List[str]]:
     """(records as read, their texts, their ids) of every document under `source`, in file order."""
-    files = prompt_records.input_files(source)
-    root = Path(source) if Path(source).is_dir() else None
     recs, texts, ids = [], [], []
-    for f in files:
-        name = str(f.relative_to(root)) if root else f.name
-        opener = gzip.open if f.name.endswith(".gz") else open
-        with opener(f, "rt", encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError as e:
-                    raise ValueError(f"{f} line {line_no + 1} is not JSON: {e}") from None
-                if not isinstance(rec, dict) or not isinstance(rec.get(text_key), str):
-                    raise ValueError(f"{f} line {line_no + 1} has no string field {text_key!r}")
-                rid = rec.get(id_key)
-                recs.append(rec)
-                texts.append(rec[text_key])
-                ids.append(str(rid) if rid not in (None, "") else f"{name}:{line_no}")
+    for f, line_no, fallback, rec in prompt_records.raw_records(source):
+        if not isinstance(rec.get(text_key), str):
+            raise ValueError(f"{f} line {line_no + 1} has no string field {text_key!r}")
+        rid = rec.get(id_key)
+        recs.append(rec)
+        texts.append(rec[text_key])
+        ids.append(str(rid) if rid not in (None, "") else fallback)
     return recs, texts, ids
 
 

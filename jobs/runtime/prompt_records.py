@@ -54,13 +54,12 @@ def _flatten(rec: Dict[str, Any]) -> Dict[str, Any]:
     return rec
 
 
-def file_records(source: str, id_key: str = "id") -> Iterator[Tuple[int, str, Dict[str, Any]]]:
-    """(global position, request id, record) of every record of a file or folder, in order. ValueError
-    names the file and line of a line that is not a JSON object."""
-    files = input_files(source)
+def raw_records(source: str) -> Iterator[Tuple[Path, int, str, Dict[str, Any]]]:
+    """(file, 0-based line number, the line's fallback id '<file>:<line>', record as read) of every
+    record of a file or folder, in order; blank lines skipped. ValueError names the file and line of a
+    line that is not a JSON object."""
     root = Path(source) if Path(source).is_dir() else None
-    pos = 0
-    for f in files:
+    for f in input_files(source):
         name = str(f.relative_to(root)) if root else f.name
         with _open(f) as fh:
             for line_no, line in enumerate(fh):
@@ -72,10 +71,17 @@ def file_records(source: str, id_key: str = "id") -> Iterator[Tuple[int, str, Di
                     raise ValueError(f"{f} line {line_no + 1} is not JSON: {e}") from None
                 if not isinstance(rec, dict):
                     raise ValueError(f"{f} line {line_no + 1} is not a JSON object: {line[:80]!r}")
-                rec = _flatten(rec)
-                rid = rec.get(id_key)
-                yield pos, (str(rid) if rid is not None and rid != "" else f"{name}:{line_no}"), rec
-                pos += 1
+                yield f, line_no, f"{name}:{line_no}", rec
+
+
+def file_records(source: str, id_key: str = "id") -> Iterator[Tuple[int, str, Dict[str, Any]]]:
+    """(global position, request id, record) of every record of a file or folder, in order, a datatrove
+    Document's metadata flattened into it. ValueError names the file and line of a line that is not a
+    JSON object."""
+    for pos, (_, _, fallback, rec) in enumerate(raw_records(source)):
+        rec = _flatten(rec)
+        rid = rec.get(id_key)
+        yield pos, (str(rid) if rid is not None and rid != "" else fallback), rec
 
 
 def seed_records(seeds: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
