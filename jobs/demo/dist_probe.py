@@ -68,8 +68,12 @@ def main() -> int:
     tmp = out / f".rank-{rank}.json.tmp"
     tmp.write_text(json.dumps(record) + "\n")
     os.replace(tmp, out / f"rank-{rank}.json")
-    print(f"probe rank {rank}/{record['world_size']} on {record['node']}: all_reduce={record['all_reduce']}",
-          flush=True)
+    # One write() of the whole line: under PYTHONUNBUFFERED print() writes the text and the newline apart,
+    # and the ranks share one pipe, so two ranks' lines could interleave ("...=2.0probe rank 1...").
+    # A write below PIPE_BUF (4 KiB) to a pipe is atomic (pipe(7)).
+    sys.stdout.write(f"probe rank {rank}/{record['world_size']} on {record['node']}: "
+                     f"all_reduce={record['all_reduce']}\n")
+    sys.stdout.flush()
 
     if os.environ.get("PROBE_FAIL_RANK", "") == str(rank):
         print(f"probe rank {rank}: failing on purpose (PROBE_FAIL_RANK)", file=sys.stderr, flush=True)
