@@ -248,7 +248,8 @@ def test_a_node_killed_mid_training_requeues_and_the_run_ends_like_an_uninterrup
               "pipeline.stages.train.resources.nodes=2", "pipeline.vars.tokens=16384",
               "pipeline.vars.checkpoint_every_tokens=2048")
     whole, _ = _train_run(mcli, hf_data, *common)
-    mcli("run", "pipeline=train", "cluster=dev-mn", f"pipeline.vars.data={hf_data['a']}",
+    # --rerun: the same config again would be the first run's output, taken from the cache (issue 20)
+    mcli("run", "--rerun", "train", "pipeline=train", "cluster=dev-mn", f"pipeline.vars.data={hf_data['a']}",
          f"pipeline.vars.tokenizer={hf_data['tokenizer']}", "model=tiny", "~pipeline.stages.evaluate",
          "pipeline.stages.train.train.seq_len=32", "pipeline.stages.train.train.log_every_steps=1",
          "pipeline.stages.train.resources.mem_gb=3", *common)
