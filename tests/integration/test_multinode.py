@@ -268,9 +268,14 @@ def test_a_node_killed_mid_training_requeues_and_the_run_ends_like_an_uninterrup
         st = mcli.wait(timeout=900, poll=2)
         text = "".join(p.read_text() for p in (run / "stages" / "train" / "logs").glob("*_log.*"))
         assert st["state"] == "COMPLETED", (st, text[-4000:])
-        # one line per attempt (--duplicates; Slurm 22.05's sacct has no Restarts field)
-        attempts = [line.split("|") for line in slurm(mcli.env, "sacct", "-X", "-n", "-P", "-D", "-j", job, "-o",
+        # one line per attempt (--duplicates; Slurm 22.05's sacct has no Restarts field). The markers say
+        # COMPLETED while the batch script is still ending: wait for accounting's last attempt to end too.
+        def attempts_now():
+            return [line.split("|") for line in slurm(mcli.env, "sacct", "-X", "-n", "-P", "-D", "-j", job, "-o",
                                                       "State,NodeList").split()]
+        wait_for(lambda: attempts_now()[-1][0] not in ("RUNNING", "COMPLETING", "PENDING"), 120,
+                 "the last attempt's end in sacct", poll=1)
+        attempts = attempts_now()
         last = slurm(mcli.env, "scontrol", "show", "hostnames", attempts[-1][1]).split()
         result = json.loads((layout.output_dir(run, "train", 0, 0) / "result.json").read_text())
         assert attempts[0][0] == "NODE_FAIL" and attempts[-1][0] == "COMPLETED", attempts  # Slurm requeued it
