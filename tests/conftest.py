@@ -226,3 +226,15 @@ def cpu_python() -> Path:
                        timeout=1800)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return ROOT / ".envs" / "cpu" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def tokenized(cpu_python, tmp_path_factory) -> dict:
+    """Tiny datatrove-tokenized folders and their tokenizer (tests/integration/hf_train_helper.py `data`,
+    in the cpu stage environment), made once a session; tests read them, never write them."""
+    out = tmp_path_factory.mktemp("hf-data") / "d"
+    helper = ROOT / "tests" / "integration" / "hf_train_helper.py"
+    p = subprocess.run([str(cpu_python), str(helper), "data", str(out)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads((out / "data.json").read_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -11,16 +10,7 @@ import pytest
 
 from jobs import layout
 
-HELPER = Path(__file__).with_name("hf_train_helper.py")
 
-
-@pytest.fixture(scope="module")
-def tokenized(cpu_python, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("retention-data") / "d"
-    p = subprocess.run([str(cpu_python), str(HELPER), "data", str(out)], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads((out / "data.json").read_text())
 
 
 def test_keep_last_2_ends_with_2_checkpoints_and_every_checkpoint_scored_once(cli, tokenized):

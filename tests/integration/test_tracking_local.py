@@ -6,7 +6,6 @@ as hparams."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -36,14 +35,6 @@ for folder in sorted(Path(sys.argv[1]).iterdir()):
 print(json.dumps(out))
 """
 
-
-@pytest.fixture(scope="module")
-def tokenized(cpu_python, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("tracking-data") / "d"
-    p = subprocess.run([str(cpu_python), str(HELPER), "data", str(out)], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads((out / "data.json").read_text())
 
 
 @pytest.mark.slow

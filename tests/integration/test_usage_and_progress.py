@@ -4,10 +4,8 @@ runs; at the end step == total_steps, a float loss, the last checkpoint), then i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +14,6 @@ from conftest import wait_for
 from jobs import layout
 from jobs.runtime.progress import read_progress
 
-HELPER = Path(__file__).with_name("hf_train_helper.py")
 
 
 def usage(cli, *args: str) -> dict:
@@ -49,14 +46,6 @@ def test_usage_of_a_local_run_from_the_drivers_records(cli):
 
     assert cost_per_variant(runs_of("nightly", cli.run_root)[0])["all"]["tasks"] == 16
 
-
-@pytest.fixture(scope="module")
-def tokenized(cpu_python, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("usage-data") / "d"
-    p = subprocess.run([str(cpu_python), str(HELPER), "data", str(out)], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads((out / "data.json").read_text())
 
 
 def test_training_progress_rises_while_it_runs_and_ends_at_the_last_step(cli, tokenized):

@@ -13,15 +13,7 @@ from launcher.errors import ConfigErrors
 from launcher.plan import build_plan
 from launcher.render import stage_spec
 
-S = "pipeline.stages"
-TRAIN = ["pipeline=train", "cluster=local", "pipeline.vars.data=/d", "pipeline.vars.tokenizer=/t"]
-
-
-def errors_of(*overrides):
-    cfg = compose(list(overrides))
-    with pytest.raises(ConfigErrors) as e:
-        build_plan([cfg], [[]])
-    return {(x.stage, x.key): x.message for x in e.value.errors}
+from plan_errors import S, TRAIN, errors_of
 
 
 def plan_of(*overrides, points=None):
