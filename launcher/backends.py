@@ -96,8 +96,11 @@ class Backend(Protocol):
         the user; `queued`: the user's queued jobs, called at most once): (errors, warnings), a warning
         for what only delays the run. Called only when `checks` gave a `limits`."""
 
-    def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
-        """Jobs outside the run: {job id: (STATE words, still held by the controller)} (waits_on_jobs only)."""
+    def check_external(self, plan: Any) -> tuple[List[ConfigError], List[tuple]]:
+        """The jobs outside the run that stages wait on (after: {job:N: kind}, waits_on_jobs only)
+        against the scheduler (launcher/slurm/checks.py check_external): (errors naming the stage and
+        `after.job:N` key, [(stage, job id, why)] for the edges that hold already and are submitted
+        without the dependency). A backend that does not wait on jobs returns ([], [])."""
 
 
 def names() -> List[str]:

@@ -104,12 +104,7 @@ def _external_jobs(plan: Plan, backend) -> List[ConfigError]:
     """Jobs outside the run that stages wait on (after: {job:N: kind}) exist and can satisfy the edge
     (one squeue call, and sacct for the ones slurmctld no longer holds); an edge that holds already on a
     job slurmctld has forgotten is not passed to sbatch (which would refuse it), and said on stderr."""
-    from launcher.preflight import external_problems
-
-    jobs = {j for s in plan.stages.values() for j in s.external}
-    if not jobs:  # the plan refuses them on a backend that does not wait on jobs (waits_on_jobs)
-        return []
-    errors, met = external_problems(plan, backend.job_states(jobs))
+    errors, met = backend.check_external(plan)
     for stage, job, why in met:
         del plan.stages[stage].external[job]
         print(f"note: stage '{stage}': {why}; submitted without that dependency", file=sys.stderr)

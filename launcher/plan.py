@@ -318,7 +318,7 @@ def _split_external(plain, points, errors: List[ConfigError]) -> tuple[list, Dic
     """The configs with the `job:<id>` entries taken out of every stage's `after` (copies: the configs
     are recorded as given), as the DAG and the kinds see only the run's own stages; and {stage: {job id:
     kind}}, checked: an id of digits, a kind sbatch can apply to another job, a Slurm cluster, the same
-    in every sweep point. Whether the job exists is preflight's question (preflight.external_problems)."""
+    in every sweep point. Whether the job exists is preflight's question (the backend's check_external, launcher/slurm/checks.py)."""
     out: Dict[str, Dict[str, str]] = {}
     stripped = []
     for i, cfg in enumerate(plain):

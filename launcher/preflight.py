@@ -1,8 +1,8 @@
 """Checks against the live cluster, before anything is submitted. Each error names stage and key.
 
 Here: what every backend shares (the run root, secrets, each stage's environment and targets, the hub
-cache, each kind's own preflight, jobs outside the run). What a scheduler would refuse in a stage's
-request is the backend's (Backend.check_stage, Backend.check_limits: launcher/slurm/checks.py,
+cache, each kind's own preflight). What a scheduler would refuse in a stage's
+request is the backend's (Backend.check_stage, check_limits, check_external: launcher/slurm/checks.py,
 launcher/local/checks.py), called through the protocol."""
 from __future__ import annotations
 
@@ -196,39 +196,3 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
         if warnings is not None:
             warnings += notes
     return errors
-
-
-def external_problems(plan: Plan, states: Dict[str, tuple]) -> tuple[List[ConfigError], List[tuple]]:
-    """Jobs outside the run that stages wait on (after: {job:N: kind}), against what Slurm says of them
-    (Slurm.job_states: {id: (STATE words, held by slurmctld)}). Problems: a job Slurm does not know
-    (sbatch would refuse the dependency), or one whose state means the edge can never hold (the stage
-    would be cancelled at once: kill-on-invalid-dep). And the edges that hold already on a job that
-    slurmctld no longer holds (ended longer than MinJobAge ago; sbatch would refuse to name it):
-    [(stage, job id, why)], submitted without that dependency."""
-    from launcher.slurm.accounting import STATE_MAP
-
-    errors, met = [], []
-    for name, stage in plan.stages.items():
-        for job, kind in stage.external.items():
-            key = f"pipeline.stages.{name}.after.job:{job}"
-            if job not in states:
-                errors.append(ConfigError(f"no Slurm job {job}: neither squeue nor sacct knows it, and sbatch would "
-                                          f"refuse a dependency on it", stage=name, key=key))
-                continue
-            words, held = states[job]
-            seen = [STATE_MAP.get(w, "pending") for w in words]
-            ended = all(s in ("completed", "failed", "cancelled") for s in seen)
-            bad = any(s in ("failed", "cancelled") for s in seen)
-            holds = {"afterok": ended and not bad, "afterany": ended, "afternotok": ended and bad,
-                     "after": any(s != "pending" for s in seen)}[kind]
-            never = (kind == "afterok" and bad) or (kind == "afternotok" and ended and not bad)
-            state = "/".join(sorted(set(words)))
-            if never:
-                errors.append(ConfigError(f"job {job} is {state}: {kind} can never hold, so Slurm would cancel the "
-                                          f"stage at once", stage=name, key=key))
-            elif not held and holds:
-                met.append((name, job, f"job {job} ended {state} and slurmctld no longer holds it: {kind} holds"))
-            elif not held:
-                errors.append(ConfigError(f"slurmctld no longer holds job {job} (sacct: {state}), so sbatch would "
-                                          f"refuse a dependency on it", stage=name, key=key))
-    return errors, met

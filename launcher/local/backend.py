@@ -119,6 +119,11 @@ class Local:
         """No limits on jobs here (checks() gives no `limits`, so preflight does not call it)."""
         return [], []
 
+    @staticmethod
+    def check_external(plan) -> tuple[List[ConfigError], List[tuple]]:
+        """No job outside the run exists here (the plan refuses such edges: waits_on_jobs is False)."""
+        return [], []
+
     # The local scheduler is the only one: a job it does not know and will not load is lost at once.
     lost_grace_s = 0.0
 

@@ -4,9 +4,10 @@ preflight (`checks`), and the checks of the requests against those facts (checks
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from launcher.backends import Facts
+from launcher.errors import ConfigError
 from launcher.slurm import checks as slurm_checks
 from launcher.slurm.client import Slurm
 
@@ -25,6 +26,12 @@ class SlurmBackend(Slurm):
     check_run = staticmethod(slurm_checks.check_run)
     check_stage = staticmethod(slurm_checks.check_stage)
     check_limits = staticmethod(slurm_checks.check_limits)
+
+    def check_external(self, plan) -> tuple[List[ConfigError], List[tuple]]:
+        """One squeue call (and sacct for what slurmctld forgot) for the jobs outside the run, then
+        checks.check_external."""
+        jobs = {j for s in plan.stages.values() for j in s.external}
+        return slurm_checks.check_external(plan, self.job_states(jobs)) if jobs else ([], [])
 
     def __init__(self, cluster: dict, run_dir: Optional[Path] = None, accounting: Optional[bool] = None):
         super().__init__(cluster, accounting=accounting)

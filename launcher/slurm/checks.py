@@ -2,7 +2,7 @@
 group at a time) against the nodes, partitions and reservations of the cluster (facts.py), and the
 run against the QOS and association limits it is held to (limits.py), and against what the cluster
 holds at all (check_run: pyxis for container images, MaxArraySize, MaxJobCount, your accounts and QOS).
-The Slurm backend's check_run, check_stage and check_limits (backend.py; launcher/preflight.py calls them through the Backend
+The Slurm backend's check_run, check_stage, check_limits and check_external (backend.py; launcher/preflight.py calls them through the Backend
 protocol). Each error names the stage and its key (pipeline.stages.<name>.resources.<key>, or
 cluster.partition / pipeline.stages.<name>.tasks).
 
@@ -20,6 +20,7 @@ from launcher.errors import ConfigError
 from launcher.sbatch import options as sbatch_options
 from launcher.sbatch.values import constraint_problem, mem_mb
 from launcher.slurm import limits as slurm_limits
+from launcher.slurm.accounting import STATE_MAP
 from launcher.slurm.facts import ClusterInfo, Partition, Reservation, expand_hostlist
 
 
@@ -325,3 +326,37 @@ def check_associations(plan: Any, associations: Optional[Callable[[str], tuple]]
             errors.append(ConfigError(f"{k} '{v}' is not available to {user} (yours: {', '.join(sorted(have)) or 'none'})",
                                       stage=stage, key=key))
     return errors
+
+
+def check_external(plan: Any, states: Dict[str, tuple]) -> tuple[List[ConfigError], List[tuple]]:
+    """Jobs outside the run that stages wait on (after: {job:N: kind}), against what Slurm says of them
+    (Slurm.job_states: {id: (STATE words, held by slurmctld)}; the backend asks them, backend.py). Problems: a job Slurm does not know
+    (sbatch would refuse the dependency), or one whose state means the edge can never hold (the stage
+    would be cancelled at once: kill-on-invalid-dep). And the edges that hold already on a job that
+    slurmctld no longer holds (ended longer than MinJobAge ago; sbatch would refuse to name it):
+    [(stage, job id, why)], submitted without that dependency."""
+    errors, met = [], []
+    for name, stage in plan.stages.items():
+        for job, kind in stage.external.items():
+            key = f"pipeline.stages.{name}.after.job:{job}"
+            if job not in states:
+                errors.append(ConfigError(f"no Slurm job {job}: neither squeue nor sacct knows it, and sbatch would "
+                                          f"refuse a dependency on it", stage=name, key=key))
+                continue
+            words, held = states[job]
+            seen = [STATE_MAP.get(w, "pending") for w in words]
+            ended = all(s in ("completed", "failed", "cancelled") for s in seen)
+            bad = any(s in ("failed", "cancelled") for s in seen)
+            holds = {"afterok": ended and not bad, "afterany": ended, "afternotok": ended and bad,
+                     "after": any(s != "pending" for s in seen)}[kind]
+            never = (kind == "afterok" and bad) or (kind == "afternotok" and ended and not bad)
+            state = "/".join(sorted(set(words)))
+            if never:
+                errors.append(ConfigError(f"job {job} is {state}: {kind} can never hold, so Slurm would cancel the "
+                                          f"stage at once", stage=name, key=key))
+            elif not held and holds:
+                met.append((name, job, f"job {job} ended {state} and slurmctld no longer holds it: {kind} holds"))
+            elif not held:
+                errors.append(ConfigError(f"slurmctld no longer holds job {job} (sacct: {state}), so sbatch would "
+                                          f"refuse a dependency on it", stage=name, key=key))
+    return errors, met

@@ -23,7 +23,8 @@ def test_each_backend_implements_the_protocol(name, tmp_path):
         assert isinstance(getattr(cls, attr), kind), attr
     backend = backends.for_cluster({"backend": name, "name": "x"}, tmp_path)
     assert isinstance(backend.lost_grace_s, float)
-    for method in ("submit", "query", "cancel", "facts", "checks", "check_run", "check_stage", "check_limits"):
+    for method in ("submit", "query", "cancel", "facts", "checks", "check_run", "check_stage", "check_limits",
+                   "check_external"):
         assert callable(getattr(backend, method)), method
     if cls.waits_on_jobs:
         assert callable(backend.job_states)

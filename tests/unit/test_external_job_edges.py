@@ -10,8 +10,9 @@ from launcher import ops
 from launcher.compose import compose
 from launcher.errors import ConfigErrors
 from launcher.plan import build_plan
-from launcher.preflight import external_problems
 from launcher.render import build_requests
+from launcher.slurm.backend import SlurmBackend
+from launcher.slurm.checks import check_external
 from launcher.slurm.client import Slurm
 from launcher.submit import dependency_string
 
@@ -74,7 +75,7 @@ def test_a_sweep_may_not_change_it():
 ])
 def test_preflight_reads_the_jobs_state(kind, words, held, error, met):
     plan, _ = plan_of(fr"+pipeline.stages.reduce.after={{job\:12345: {kind}}}")
-    errors, held_edges = external_problems(plan, {"12345": (words, held)})
+    errors, held_edges = check_external(plan, {"12345": (words, held)})
     assert [e.message for e in errors if error and error in e.message] or not error and not errors
     assert all(e.key == "pipeline.stages.reduce.after.job:12345" and e.stage == "reduce" for e in errors)
     assert bool(held_edges) is met
@@ -82,14 +83,17 @@ def test_preflight_reads_the_jobs_state(kind, words, held, error, met):
 
 def test_an_unknown_job_is_refused():
     plan, _ = plan_of(WAIT)
-    [e], _ = external_problems(plan, {})
+    [e], _ = check_external(plan, {})
     assert "no Slurm job 12345: neither squeue nor sacct knows it" in e.message
 
 
 def test_an_edge_that_holds_on_a_forgotten_job_is_not_passed(capsys):
     plan, _ = plan_of(WAIT)
 
-    class Known:
+    class Known(SlurmBackend):  # the Slurm backend's check_external over a canned squeue/sacct answer
+        def __init__(self):
+            pass
+
         def job_states(self, ids):
             assert set(ids) == {"12345"}
             return {"12345": (["COMPLETED"], False)}
