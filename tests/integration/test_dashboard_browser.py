@@ -1,13 +1,15 @@
 """`launcher dashboard` in a real headless browser (Debian's Chromium, driven by Playwright), against a
 run on cluster=local whose stage is running: the page shows the task's step from its progress file,
 follows it when the step advances (polling its JSON endpoint, without a reload), and logs no console
-error; the runs list and the campaign page load clean too. A screenshot is kept as an artifact
-(its path is printed; $DASHBOARD_ARTIFACTS moves it out of pytest's tmp dir).
+error; the runs list loads clean too, and the campaign page with the curve of an evaluation's result
+files. Screenshots are kept as artifacts (their paths are printed; $DASHBOARD_ARTIFACTS moves them out
+of pytest's tmp dir).
 
 The progress file is written by the real writer (jobs/runtime/progress.py ProgressWriter) for the
 running task: the training's own writers are tested in test_usage_and_progress.py."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -43,6 +45,17 @@ def _browser_or_skip():
             pytest.fail(f"no {CHROMIUM} on CI: scripts/setup should have installed Debian's chromium")
         pytest.skip(f"no {CHROMIUM} and no apt-get to install it")
     return sync_playwright
+
+
+def _results(run: Path, steps) -> None:
+    """Result files as a kind=evaluate stage writes them (jobs/adapters/eval_results.py reads them)."""
+    folder = run / "stages" / "eval" / "evals" / "0"
+    folder.mkdir(parents=True)
+    for step in steps:
+        (folder / f"step-{step}.json").write_text(json.dumps({
+            "campaign": run.name, "run_id": run.name, "point": 0, "variant": "all", "seed": 0, "step": step,
+            "tokens": 4096 * step, "tasks": [{"name": "hellaswag", "random_baseline": 0.25}],
+            "metrics": {"hellaswag": {"acc": 0.25 + step / 200, "acc_stderr": 0.01}}}))
 
 
 @pytest.fixture
@@ -100,13 +113,19 @@ def test_dashboard_follows_a_running_trainings_step_in_a_headless_browser(cli, d
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
 
-            page.click('a[href*="/campaigns/"]')  # its campaign page (curves and costs) loads clean too
-            page.locator("#live-campaign").wait_for(timeout=15_000)
+            _results(run, steps=(10, 20, 30))  # an evaluation's result files: the campaign page plots them
+            page.click('a[href*="/campaigns/"]')  # its campaign page (signal table, costs, curves)
+            curve = page.locator("#live-campaign figure img")
+            curve.wait_for(timeout=15_000)
+            page.wait_for_function("() => document.querySelector('#live-campaign figure img').naturalWidth > 0",
+                                   timeout=15_000)
+            assert page.locator("#signal").inner_text().count("hellaswag") == 1
             page.wait_for_timeout(1500)  # a few polls of the campaign's JSON
+            page.screenshot(path=str(shot.with_name("dashboard-campaign.png")), full_page=True)
             browser.close()
     finally:
         cli("cancel", "latest", check=False)
-    print(f"\ndashboard screenshot: {shot} (the step was on the page {seen_after:.1f} s after it was written)")
+    print(f"\ndashboard screenshots: {shot}, {shot.with_name('dashboard-campaign.png')} (the step was on the page {seen_after:.1f} s after it was written)")
     record_property("screenshot", str(shot))
     assert shot.stat().st_size > 10_000
     assert errors == [], errors

@@ -224,3 +224,25 @@ def test_cli_parses_the_options_and_refuses_a_missing_run_root(tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         main(["dashboard", "--refresh", "0"])
     assert e.value.code == 64 and "expected seconds > 0" in capsys.readouterr().err
+
+
+def test_a_runs_status_is_asked_at_a_watchers_pace_through_the_shared_answer(tmp_path, monkeypatch):
+    """Views.run asks ops.status with a watcher's max_age_s (the run's shared scheduler answer is reused
+    while younger): the backend's poll_s, backing off, or --interval exactly."""
+    from launcher import ops
+    from launcher.reports.dashboard_views import Views
+    from launcher.status import RunStatus
+
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "run.json").write_text(json.dumps({"backend": "local", "pipeline": "smoke", "campaign": "c"}))
+    asked = []
+
+    def status(run, max_age_s=None):
+        asked.append(max_age_s)
+        return RunStatus(run=run.id, stages={}, path=run.path)
+
+    monkeypatch.setattr(ops, "status", status)
+    view = Views(tmp_path, refresh_s=0.0).run("r1")
+    assert view["status"]["run"] == "r1" and view["meta"]["campaign"] == "c" and asked == [2.0]  # local poll_s
+    Views(tmp_path, interval_s=7.0, refresh_s=0.0).run("r1")
+    assert asked[-1] == 7.0
