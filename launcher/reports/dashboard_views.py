@@ -80,7 +80,8 @@ class Views:
         return Run(path)
 
     def run(self, run_id: str) -> Dict[str, Any]:
-        """{"meta": the run's run.json fields the page shows, "status": `status --json`'s document}."""
+        """{"meta": run.json's pipeline, cluster, backend, created, overrides, campaign and the number of
+        sweep points, "status": `status --json`'s document}."""
         run = self._run(run_id)
         return self._shared(("run", run_id), self.refresh_s, lambda: self._run_view(run))
 
@@ -89,8 +90,10 @@ class Views:
 
         if run.id not in self._paced:
             self._paced[run.id] = self._status_source(run)
-        meta = {k: run.meta.get(k) for k in ("pipeline", "cluster", "backend", "created", "overrides", "points")}
-        return {"meta": {**meta, "campaign": run.meta.get("campaign") or run.id}, "status": status_json(self._paced[run.id]())}
+        rec = run.meta
+        meta = {k: rec.get(k) for k in ("pipeline", "cluster", "backend", "created", "overrides")}
+        meta.update(points=len(rec.get("points") or [[]]), campaign=rec.get("campaign") or run.id)  # a count: sweeps are long
+        return {"meta": meta, "status": status_json(self._paced[run.id]())}
 
     def _status_source(self, run) -> Callable[[], Any]:
         """The run's status at a watcher's pace (what `launcher status --watch` does: cli._watch)."""

@@ -55,7 +55,7 @@ class FakeViews:
         status = json.loads(json.dumps(RUNNING))
         status["stages"][0]["array"][0]["progress"]["step"] = self.step
         return {"meta": {"pipeline": "train", "cluster": "local", "backend": "local", "created": 1.7e9,
-                         "overrides": ["model=tiny"], "points": [[]], "campaign": "nightly"}, "status": status}
+                         "overrides": ["model=tiny"], "points": 1, "campaign": "nightly"}, "status": status}
 
     def campaign(self, name):
         if name != "nightly":
@@ -243,6 +243,7 @@ def test_a_runs_status_is_asked_at_a_watchers_pace_through_the_shared_answer(tmp
 
     monkeypatch.setattr(ops, "status", status)
     view = Views(tmp_path, refresh_s=0.0).run("r1")
-    assert view["status"]["run"] == "r1" and view["meta"]["campaign"] == "c" and asked == [2.0]  # local poll_s
+    assert view["status"]["run"] == "r1" and view["meta"]["campaign"] == "c" and view["meta"]["points"] == 1
+    assert asked == [2.0]  # local poll_s
     Views(tmp_path, interval_s=7.0, refresh_s=0.0).run("r1")
     assert asked[-1] == 7.0
