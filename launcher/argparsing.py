@@ -35,3 +35,14 @@ class Parser(argparse.ArgumentParser):
             if close:
                 raise argparse.ArgumentError(action, f"invalid choice: {value!r} (did you mean {close[0]!r}?)")
         super()._check_value(action, value)
+
+
+def seconds(value: str) -> float:
+    """An option's value in seconds > 0 (`status --interval`, `dashboard --interval/--refresh`)."""
+    try:
+        s = float(value)
+    except ValueError:
+        s = 0.0
+    if not s > 0 or s != s or s == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, not {value!r}")
+    return s

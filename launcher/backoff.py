@@ -7,8 +7,11 @@ grows from 2 s towards 10 min while a job is watched); site admins ask for it be
 impact the performance of the controller")."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Callable, Generic, Optional, TypeVar
 
+T = TypeVar("T")
 MAX_S = 300.0  # ceiling: a watcher of a quiet run asks every 5 minutes
 FACTOR = 1.5
 
@@ -40,3 +43,25 @@ class Backoff:
         else:
             self.interval_s = min(self.max_s, self.interval_s * self.factor)
         return self.interval_s
+
+
+class Paced(Generic[T]):
+    """A watcher's source of answers: `get(max_age_s)` is called with the backoff's current interval (a
+    shared answer younger than that is reused: launcher/status_cache.py), and the backoff observes the
+    answer's `fingerprint` when it changed or when a fresh answer was due (an answer reused from the
+    cache says nothing new). What `status --watch`, `wait=true` and the dashboard each hold per run."""
+
+    def __init__(self, get: Callable[[float], T], fingerprint: Callable[[T], object], backoff: Backoff,
+                 clock: Optional[Callable[[], float]] = None):
+        self._get, self._fingerprint, self.backoff = get, fingerprint, backoff
+        self._clock = clock or (lambda: time.monotonic())  # looked up at each call (tests replace it)
+        self._fp: object = None
+        self._at = float("-inf")
+
+    def __call__(self) -> T:
+        answer = self._get(self.backoff.interval_s)
+        fp, now = self._fingerprint(answer), self._clock()
+        if fp != self._fp or now - self._at >= self.backoff.interval_s:
+            self.backoff.observe(fp)
+            self._fp, self._at = fp, now
+        return answer

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from launcher import completion, exitcodes
-from launcher.argparsing import Parser
+from launcher.argparsing import Parser, seconds
 
 EPILOG = """\
 examples:
@@ -24,6 +24,7 @@ examples:
   launcher logs latest shards --task 2 --follow
   launcher demo-corpus && launcher run pipeline=data data=fineweb_like cluster=dev
   launcher summary latest
+  launcher dashboard                     # live runs, progress, curves and costs at http://127.0.0.1:8765/
   launcher inspect latest clean --filter GopherQualityFilter --removed --n 5
   source <(launcher completion bash)     # TAB completion (zsh: launcher completion zsh)
 
@@ -121,17 +122,6 @@ def _rank(value: str):
     return int(value)
 
 
-def _seconds(value: str) -> float:
-    """--interval's value: seconds > 0."""
-    try:
-        s = float(value)
-    except ValueError:
-        s = 0.0
-    if not s > 0 or s != s or s == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, not {value!r}")
-    return s
-
-
 def _duration(value: str) -> float:
     """--since's value in seconds (launcher/runs_db.py parse_since)."""
     from launcher.runs_db import parse_since
@@ -180,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
                     "task (state, reason, restarts, log paths, progress); docs/status-and-logs.md")
     st.add_argument("--watch", action="store_true", help="refresh until the run ends (the scheduler is asked less "
                     "and less often while nothing changes, up to every 5 min; watchers of one run share each answer)")
-    st.add_argument("--interval", type=_seconds, metavar="S",
+    st.add_argument("--interval", type=seconds, metavar="S",
                     help="with --watch: ask the scheduler every S seconds, without backing off")
     rs = with_run("resume", "resubmit exactly the unfinished tasks (failed, cancelled, never submitted)")
     rs.add_argument("--force", action="store_true", help="accept a changed config: rerun the changed stages")
@@ -210,8 +200,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", type=Path, help="output folder (default <run root>/reports/<target>)")
     rp.add_argument("--root", type=Path)
     from launcher import schedule, sync, usage
+    from launcher.reports import dashboard
 
-    for verb in (schedule, usage, sync):  # verbs whose module registers its own parser
+    for verb in (schedule, usage, sync, dashboard):  # verbs whose module registers its own parser
         verb.register(sub)
     _add_runs_and_completion(sub)
     return p
@@ -381,55 +372,23 @@ def stage_summaries(plan, plan_dir: Path) -> list:
 
 
 def cmd_report(args) -> int:
+    from launcher.reports import campaign
     from launcher.reports.display import console
-    from launcher.errors import LauncherError, NotFound
+    from launcher.errors import LauncherError
     from launcher.reports.report import write_report
-    from launcher.rundir import default_root, list_runs, resolve_run
-    from jobs.adapters.eval_results import rows
+    from launcher.rundir import default_root
 
     root = (args.root or default_root()).resolve()
-    try:
-        run = resolve_run(args.target, root)  # `latest` names the run it resolves to, in the title too
-        campaign = run.meta.get("campaign")
-        runs, title = [run], f"run {run.id}" + (f" (campaign {campaign})" if campaign else "")
-    except LauncherError:
-        runs = [r for r in list_runs(root) if r.meta.get("campaign") == args.target]
-        title = f"campaign {args.target} ({len(runs)} run(s))"
-    if not runs:
-        raise NotFound(f"{args.target!r} is neither a run nor a campaign under {root} "
-                       f"(campaigns: {', '.join(sorted({r.meta.get('campaign', '') for r in list_runs(root)}))})")
-    files = sorted(p for r in runs for p in (r.path / "stages").glob("*/evals/*/step-*.json"))
-    table = [row for p in files for row in stage_rows(p, rows(json.loads(p.read_text())), files)]
+    runs, title = campaign.resolve(args.target, root)  # `latest` names the run it resolves to, in the title too
+    files = campaign.result_files(runs)
+    table = campaign.result_rows(files)
     if not table:
         raise LauncherError(f"no evaluation results yet in {', '.join(r.id for r in runs)} (kind=evaluate stages "
                             f"write stages/<stage>/evals/<point>/step-<N>.json)")
     out = args.out or root / "reports" / (runs[0].id if len(runs) == 1 and title.startswith("run") else args.target)
-    html = write_report(table, out, title, costs=_costs(runs))
+    html = write_report(table, out, title, costs=campaign.costs(runs))
     console.print(f"{len(files)} checkpoint result(s), {len(table)} row(s) from {len(runs)} run(s) -> {html}")
     return 0
-
-
-def stage_rows(path, rows: list, files: list) -> list:
-    """The report's rows of one result file (stages/<stage>/evals/<point>/step-N.json): when the runs have
-    more than one evaluation stage (the demo scores the base and the aligned model), each row's variant
-    names its stage, so their curves and signal rows stay apart instead of merging into one."""
-    stages = {f.parents[2].name for f in files}
-    if len(stages) < 2:
-        return rows
-    stage = path.parents[2].name
-    return [dict(r, variant=stage if r["variant"] == "all" else f"{stage} · {r['variant']}") for r in rows]
-
-
-def _costs(runs) -> dict | None:
-    """The report's cost per variant (launcher/usage.py), or None with a note when the scheduler cannot say."""
-    from launcher.errors import LauncherError
-    from launcher.usage import cost_per_variant
-
-    try:
-        return cost_per_variant(runs)
-    except LauncherError as e:
-        print(f"note: no cost per variant in the report: {e}", file=sys.stderr)
-        return None
 
 
 def cmd_schedule(args) -> int:
@@ -442,6 +401,12 @@ def cmd_usage(args) -> int:
     from launcher.usage import cmd_usage as usage
 
     return usage(args)
+
+
+def cmd_dashboard(args) -> int:
+    from launcher.reports.dashboard import cmd_dashboard as dashboard
+
+    return dashboard(args)
 
 
 def cmd_sync(args) -> int:

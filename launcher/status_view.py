@@ -61,7 +61,7 @@ def progress_text(p: Dict[str, Any]) -> str:
     if p.get("step") is not None:
         parts.append(f"step {p['step']}" + (f"/{p['total_steps']}" if p.get("total_steps") else ""))
     if p.get("tokens_per_s"):
-        parts.append(f"{_si(p['tokens_per_s'])} tok/s")
+        parts.append(f"{si(p['tokens_per_s'])} tok/s")
     if p.get("loss") is not None:
         parts.append(f"loss {p['loss']:.3g}")
     if p.get("eta_s") is not None:
@@ -83,7 +83,8 @@ def duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def _si(x: float) -> str:
+def si(x: float) -> str:
+    """1.2k, 3.4M, 5.0G: a rate or count in three figures."""
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= div:
             return f"{x / div:.1f}{unit}"

@@ -183,18 +183,10 @@ def watch(get_status: Callable[[float], RunStatus], backoff: "Backoff", tick_s: 
     read again (markers, progress); `get_status(max_age_s)` asks the scheduler only when the run's
     shared answer is older than the backoff's interval (launcher/backoff.py, status_cache.py), which
     grows while nothing changes and drops back at the first change."""
+    from launcher.backoff import Paced
     from launcher.status_view import pending_summary
 
-    seen = {"fp": None, "at": 0.0}
-
-    def step() -> RunStatus:
-        st = get_status(backoff.interval_s)
-        fp, now = fingerprint(st), time.monotonic()
-        if fp != seen["fp"] or now - seen["at"] >= backoff.interval_s:  # a change, or a fresh answer is due
-            backoff.observe(fp)
-            seen.update(fp=fp, at=now)
-        return st
-
+    step = Paced(get_status, fingerprint, backoff)
     if console.is_terminal:
         from rich.live import Live
 

@@ -35,7 +35,7 @@ import statistics
 from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Tuple, Union
 
 COLUMNS = ["campaign", "run_id", "point", "variant", "seed", "step", "tokens", "task", "metric", "value",
            "stderr", "random_baseline", "higher_is_better"]
@@ -225,6 +225,12 @@ def signal_table(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [_entry(t, m, rs) for (t, m), rs in _groups(rows).items()]
 
 
+def curves(rows: Iterable[Dict[str, Any]]) -> List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
+    """(signal_table's entry, the rows of its curves) per (task, metric), sorted: one figure each
+    (plot_curves), in the report and in `launcher dashboard`."""
+    return [(_entry(t, m, rs), rs) for (t, m), rs in _groups(rows).items()]
+
+
 # -- plots -----------------------------------------------------------------------------------------
 
 def _slug(s: str) -> str:
@@ -238,10 +244,10 @@ def _tokens(x: float) -> str:
     return f"{x:g}"
 
 
-def plot_curves(rows: List[Dict[str, Any]], entry: Dict[str, Any], path: Path) -> List[str]:
-    """One PNG for one (task, metric): per variant the mean over seeds against tokens, a min..max
-    band across seeds, and thin per-seed lines; the random baseline dashed. Returns the legend
-    labels of the mean curves (one per variant)."""
+def plot_curves(rows: List[Dict[str, Any]], entry: Dict[str, Any], path: Union[Path, BinaryIO]) -> List[str]:
+    """One PNG for one (task, metric), to a file path or a binary file object: per variant the mean over
+    seeds against tokens, a min..max band across seeds, and thin per-seed lines; the random baseline
+    dashed. Returns the legend labels of the mean curves (one per variant)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -314,14 +320,14 @@ def write_report(rows: Iterable[Dict[str, Any]], out_dir: Path, title: str,
     out_dir = Path(out_dir)
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    groups = _groups(rows)
-    table = [_entry(t, m, rs) for (t, m), rs in groups.items()]
+    pairs = curves(rows)
+    table = [e for e, _ in pairs]
 
     figures = []
-    for i, ((task, metric), rs) in enumerate(groups.items()):
-        name = f"{i:02d}_{_slug(task)}__{_slug(metric)}.png"
-        figures.append({"task": task, "metric": metric, "file": name,
-                        "labels": plot_curves(rs, table[i], plots / name)})
+    for i, (e, rs) in enumerate(pairs):
+        name = f"{i:02d}_{_slug(e['task'])}__{_slug(e['metric'])}.png"
+        figures.append({"task": e["task"], "metric": e["metric"], "file": name,
+                        "labels": plot_curves(rs, e, plots / name)})
 
     if costs is not None:
         (out_dir / "cost.json").write_text(json.dumps(costs, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

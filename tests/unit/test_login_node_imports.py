@@ -35,3 +35,12 @@ def test_help_does_not_even_import_hydra(tmp_path):
            "print('hydra' in sys.modules, 'submitit' in sys.modules, file=sys.stderr)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert p.stderr.strip().splitlines()[-1] == "False False"
+
+
+def test_dashboard_help_imports_neither_its_extra_nor_anything_heavy(tmp_path):
+    """The verb's parser is built at every start: Starlette and uvicorn are imported only to serve."""
+    assert loaded(["dashboard", "--help"], tmp_path) == []
+    code = "import sys\nfrom launcher.cli import main\ntry: main(['dashboard', '--help'])\nexcept SystemExit: pass\n" \
+           "print(sorted(m for m in ('starlette', 'uvicorn', 'matplotlib') if m in sys.modules), file=sys.stderr)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert p.stderr.strip().splitlines()[-1] == "[]"
