@@ -130,9 +130,11 @@ def write_tensorboard_config(spec: Dict[str, Any], point: int) -> Optional[Path]
     return folder
 
 
-def write_eval_scalars(spec: Dict[str, Any], point: int, step: int, metrics: Dict[str, Dict[str, Any]]) -> int:
-    """One checkpoint's scores as TensorBoard scalars `eval/<task>/<metric>` at its training step (the
-    evaluation's tracked run is its own folder, under the evaluate stage). Returns the scalars written."""
+def write_eval_scalars(spec: Dict[str, Any], point: int, step: int, metrics: Dict[str, Dict[str, Any]],
+                       prefix: str = "eval") -> int:
+    """One checkpoint's scores as TensorBoard scalars `<prefix>/<task>/<metric>` at its training step (the
+    evaluation's tracked run is its own folder, under the evaluate stage; prefix eval_ema for the moving
+    average of its weights). Returns the scalars written."""
     t = settings(spec)
     if not t or t["backend"] != "tensorboard":
         return 0
@@ -143,7 +145,7 @@ def write_eval_scalars(spec: Dict[str, Any], point: int, step: int, metrics: Dic
         for task, ms in metrics.items():
             for m, v in ms.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    w.add_scalar(f"eval/{task}/{m}", float(v), step)
+                    w.add_scalar(f"{prefix}/{task}/{m}", float(v), step)
                     n += 1
     return n
 
