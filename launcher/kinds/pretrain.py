@@ -360,6 +360,8 @@ def describe(name: str, train: Dict[str, Any], resources: Dict[str, Any], est: D
              f"{_human(train['tokens'])} tokens, checkpoint every {est['checkpoint_interval']:,} steps"]
     if train["backend"] == "nanotron":
         lines.append(f"  ~{est['gpu_hours']:,.1f} GPU-hours ({est['train_flops']:.2e} FLOPs)")
+    if (train.get("ema") or {}).get("decay"):
+        lines.append(f"  EMA of the weights (decay {train['ema']['decay']}) beside each checkpoint (docs/ema.md)")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ plan-time checks, which weights of a checkpoint an evaluation still has to score
 rows the report reads (an EMA curve apart from the raw one)."""
 import json
 
+from launcher import kinds
 from launcher.compose import compose
 from launcher.plan import build_plan
 
@@ -24,9 +25,11 @@ def test_nanotron_has_no_moving_average_and_says_so():
     assert "nanotron keeps no moving average" in errs[("train", K)], errs
 
 
-def test_hf_with_ema_plans_and_the_payload_carries_it():
+def test_hf_with_ema_plans_and_the_payload_carries_it(tmp_path):
     plan = build_plan([compose([*TRAIN, f"{S}.train.train.ema.decay=0.9"])], [[]])
     assert plan.stages["train"].payloads[0]["train"]["ema"] == {"decay": 0.9}
+    text = "\n".join(kinds.get("pretrain").describe(plan, plan.stages["train"], tmp_path))
+    assert "EMA of the weights (decay 0.9) beside each checkpoint" in text  # what `launcher plan` prints
 
 
 def test_a_checkpoint_with_ema_is_scored_twice_the_average_first(tmp_path):
