@@ -259,3 +259,30 @@ def test_a_requeued_attempt_finds_its_points_mlflow_run_again(cpu_python, tmp_pa
     assert p.returncode == 0, p.stderr[-3000:]
     first, again, other = json.loads(p.stdout.strip().splitlines()[-1])
     assert first == again != other
+
+
+@pytest.mark.slow
+def test_a_requeued_training_logs_on_into_its_one_mlflow_run(cpu_python, tokenized, tmp_path):
+    """A training stopped at step 4 (the stop signal's checkpoint) and resumed in a new process, as a requeue
+    runs it, with tracking.backend=mlflow: one MLflow run for the point, its loss history from both attempts
+    (MLflowCallback reattached through MLFLOW_RUN_ID, TrainingArguments logged twice with the same values)."""
+    from hf_train_helper import tiny_train
+
+    spec = {"run_id": "r1", "run_dir": str(tmp_path / "run"), "stage": "train", "campaign": "rq",
+            "tracking": {"backend": "mlflow", "mode": "offline", "points": [["seed=1"]]}}
+    job = {"kind": "train", "name": "T", "train": tiny_train(steps=8, every=4, seq_len=32, micro_batch=2, log_every=2),
+           "tokenizer": tokenized["tokenizer"], "data": {tokenized["a"]: 1.0}, "ckpt": str(tmp_path / "ckpt"),
+           "out": str(tmp_path / "out"), "tracking_spec": spec}
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "SLURM_CPUS_PER_TASK": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    for attempt, extra in enumerate(({"stop_at": 4}, {"restart": 1})):
+        (tmp_path / f"{attempt}.json").write_text(json.dumps([{**job, **extra}]))
+        p = subprocess.run([str(cpu_python), str(HELPER), "run", str(tmp_path / f"{attempt}.json"),
+                            str(tmp_path / f"{attempt}.out.json")], capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode == 0, p.stderr[-4000:]
+        res = json.loads((tmp_path / f"{attempt}.out.json").read_text())["T"]
+        assert res.get("requeue") if attempt == 0 else "result" in res, res
+    runs = read_mlflow(cpu_python, f"file:{tmp_path}/run/stages/train/tracking/mlruns")
+    assert [r["name"] for r in runs] == ["r1/train/p0"], runs  # one run over both attempts
+    assert [s for s, _ in runs[0]["history"]["loss"]] == [2, 4, 6, 8], runs[0]["history"]
+    assert runs[0]["status"] == "FINISHED" and runs[0]["params"]["launcher.point"] == "0"
