@@ -243,3 +243,11 @@ def test_sync_lists_mlflow_stores_and_needs_mlflow_somewhere_to_copy_them(tmp_pa
     with pytest.raises(sync.LauncherError) as e:
         sync.copy_mlflow(run / "stages/train/tracking/mlruns", "https://ml.example", str(tmp_path / "no-python"))
     assert "pip install '.[tracking]'" in str(e.value) and "no-python is not a file" in str(e.value)
+    # with the `tracking` extra installed here: copied in this process, no stage interpreter needed
+    from jobs.adapters import mlflow_store
+
+    calls = []
+    monkeypatch.setattr(sync.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(mlflow_store, "copy_store", lambda src, dst: calls.append((src, dst)) or {"copied": 3})
+    assert sync.copy_mlflow(tmp_path / "mlruns", "https://ml.example", "/none") == {"copied": 3}
+    assert calls == [(f"file:{tmp_path}/mlruns", "https://ml.example")]
