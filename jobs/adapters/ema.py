@@ -1,11 +1,13 @@
-"""An exponential moving average of a transformers/TRL Trainer's weights (align.ema.decay): torch's own
+"""An exponential moving average of a transformers/TRL Trainer's weights (align.ema.decay, and train.ema.decay
+of the hf pretraining: jobs/adapters/trainer.py; docs/ema.md): torch's own
 `AveragedModel` with `get_ema_multi_avg_fn(decay)` (ema = decay * ema + (1 - decay) * weights, after
 every optimizer step; the first step copies the weights), buffers averaged too.
 
 Saved beside each checkpoint as `checkpoint-N/ema/` (a loadable Hugging Face folder, its tokenizer,
 and `ema.json`: decay and the number of steps averaged), before the checkpoint is marked complete; a
 resumed run loads the averaged weights and that count back from the checkpoint it resumes from, so
-the average goes on as if never stopped. The final average is written to `out/<point>/0/ema/`.
+the average goes on as if never stopped. The final average is written to `out/<point>/0/ema/`. An
+evaluation scores each checkpoint's `ema/` beside its raw weights (jobs/kinds/evaluate.py).
 torch and transformers are imported inside the callback's factory (the node side only)."""
 from __future__ import annotations
 

@@ -6,9 +6,12 @@
 - wandb: report_to=["wandb"], WANDB_MODE, WANDB_DIR=<base>/<point>, WANDB_PROJECT, WANDB_RUN_GROUP (the
   campaign), WANDB_TAGS (the run id), WANDB_NAME; WandbCallback logs TrainingArguments and the model config,
   and params_callback adds the sweep point (wandb 0.31 refuses WANDB_CONFIG_PATHS as one path).
-- mlflow: report_to=["mlflow"], MLFLOW_TRACKING_URI (file:<base>/mlruns offline, tracking.uri online),
-  MLFLOW_EXPERIMENT_NAME, MLFLOW_TAGS (JSON: run id, campaign, stage, point, its swept overrides), the run name through
-  TrainingArguments.run_name; MLflowCallback logs TrainingArguments as params.
+- mlflow: report_to=["mlflow"], MLFLOW_TRACKING_URI (file:<base>/mlruns offline, with MLFLOW_ALLOW_FILE_STORE,
+  tracking.uri online), MLFLOW_EXPERIMENT_NAME, MLFLOW_TAGS (JSON: run id, campaign, stage, point, its swept
+  overrides), the run name through TrainingArguments.run_name, MLFLOW_RUN_ID: the point's one run, made by
+  jobs/adapters/mlflow_store.py with the sweep point and the stage's config as params; MLflowCallback adds
+  TrainingArguments and the model config as params and the training's metrics. An evaluation logs its
+  scores into its own run per point.
 
 <base> is tracking.dir/<run id>/<stage> when the profile names a shared folder, else
 <run>/stages/<stage>/tracking. Standard library only at import: the callers run in the stage's environment,
@@ -96,12 +99,36 @@ def environment(spec: Dict[str, Any], point: int) -> Dict[str, str]:
                 "WANDB_PROJECT": project, "WANDB_RUN_GROUP": group, "WANDB_NAME": name,
                 "WANDB_TAGS": spec["run_id"], "WANDB_JOB_TYPE": spec["stage"], "WANDB_SILENT": "true"}
     if b == "mlflow":
-        uri = t["uri"] if t.get("mode") == "online" else f"file:{base_dir(spec) / 'mlruns'}"
-        tags = {"launcher.run_id": spec["run_id"], "launcher.campaign": group, "launcher.stage": spec["stage"],
-                "launcher.point": str(point), "launcher.sweep_point": " ".join(sweep_point(spec, point))}
-        return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": project, "MLFLOW_TAGS": json.dumps(tags),
-                "MLFLOW_FLATTEN_PARAMS": "TRUE"}
+        env = {"MLFLOW_TRACKING_URI": mlflow_uri(spec), "MLFLOW_EXPERIMENT_NAME": project,
+               "MLFLOW_TAGS": json.dumps(mlflow_tags(spec, point)), "MLFLOW_FLATTEN_PARAMS": "TRUE"}
+        if t.get("mode") != "online":  # MLflow 3 refuses a file store without it (jobs/adapters/mlflow_store.py)
+            env["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        return env
     raise ValueError(f"tracking.backend {b!r}: no writer on the node (tensorboard, wandb, mlflow)")
+
+
+def mlflow_uri(spec: Dict[str, Any]) -> str:
+    """The stage's MLflow tracking URI: its file store under the run (offline), or tracking.uri (online)."""
+    t = spec["tracking"]
+    return t["uri"] if t.get("mode") == "online" else f"file:{base_dir(spec) / 'mlruns'}"
+
+
+def mlflow_tags(spec: Dict[str, Any], point: int) -> Dict[str, str]:
+    """The tags of the point's MLflow run; run id, stage and point identify it (mlflow_store.point_run)."""
+    return {"launcher.run_id": spec["run_id"], "launcher.campaign": spec.get("campaign") or spec["run_id"],
+            "launcher.stage": spec["stage"], "launcher.point": str(point),
+            "launcher.sweep_point": " ".join(sweep_point(spec, point))}
+
+
+def mlflow_run(spec: Dict[str, Any], point: int) -> str:
+    """The id of the point's MLflow run, created the first time with its parameters (the sweep point, the
+    stage's resolved config) and found again on every later attempt (jobs/adapters/mlflow_store.py)."""
+    from jobs.adapters import mlflow_store
+
+    t = spec["tracking"]
+    return mlflow_store.point_run(mlflow_uri(spec), t.get("project") or spec.get("campaign") or spec["run_id"],
+                                  run_name(spec, point), mlflow_tags(spec, point), point_config(spec, point),
+                                  hparams(spec, point))
 
 
 def point_config(spec: Dict[str, Any], point: int) -> Dict[str, Any]:
@@ -130,10 +157,17 @@ def write_tensorboard_config(spec: Dict[str, Any], point: int) -> Optional[Path]
     return folder
 
 
-def write_eval_scalars(spec: Dict[str, Any], point: int, step: int, metrics: Dict[str, Dict[str, Any]]) -> int:
-    """One checkpoint's scores as TensorBoard scalars `eval/<task>/<metric>` at its training step (the
-    evaluation's tracked run is its own folder, under the evaluate stage). Returns the scalars written."""
+def write_eval_scalars(spec: Dict[str, Any], point: int, step: int, metrics: Dict[str, Dict[str, Any]],
+                       prefix: str = "eval") -> int:
+    """One checkpoint's scores as TensorBoard scalars `<prefix>/<task>/<metric>` at its training step (the
+    evaluation's tracked run is its own folder, under the evaluate stage; prefix eval_ema for the moving
+    average of its weights), or as MLflow metrics of the same names in the evaluation's run of this point.
+    Returns the scalars written."""
     t = settings(spec)
+    if t and t["backend"] == "mlflow":  # into the evaluation's own run of this point
+        from jobs.adapters import mlflow_store
+
+        return mlflow_store.log_eval(mlflow_uri(spec), mlflow_run(spec, point), step, metrics, prefix)
     if not t or t["backend"] != "tensorboard":
         return 0
     from torch.utils.tensorboard import SummaryWriter
@@ -143,7 +177,7 @@ def write_eval_scalars(spec: Dict[str, Any], point: int, step: int, metrics: Dic
         for task, ms in metrics.items():
             for m, v in ms.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    w.add_scalar(f"eval/{task}/{m}", float(v), step)
+                    w.add_scalar(f"{prefix}/{task}/{m}", float(v), step)
                     n += 1
     return n
 
@@ -182,12 +216,15 @@ def params_callback(trainer: Dict[str, Any]):
 
 def prepare(spec: Dict[str, Any], point: int, log=print) -> Dict[str, Any]:
     """Before a point's training (its first process only): the folder made, the config written
-    (TensorBoard), a log line; returns trainer_settings."""
+    (TensorBoard), the point's MLflow run found or created (MLFLOW_RUN_ID), a log line; returns
+    trainer_settings."""
     s = trainer_settings(spec, point)
     if s["report_to"] == "none":
         return s
     point_dir(spec, point).mkdir(parents=True, exist_ok=True)
     write_tensorboard_config(spec, point)
     t = spec["tracking"]
+    if t["backend"] == "mlflow":  # MLflowCallback logs into the point's one run, on every attempt
+        s["env"]["MLFLOW_RUN_ID"] = mlflow_run(spec, point)
     log(f"tracking: {t['backend']} ({t.get('mode', 'offline')}) run {s['run_name']} in {point_dir(spec, point)}")
     return s

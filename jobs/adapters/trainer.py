@@ -16,6 +16,8 @@ Requeue-safe and deterministic across an interruption:
 - DDP sees the same samples per step as one process with dp times the micro batch: accelerate gives
   rank r the batches r, r+dp, ... of the sequential order, so the dp micro batches of a step are the
   consecutive samples the single process would take (tests/integration/test_hf_ddp.py: equal losses).
+- train.ema.decay: the moving average of the weights (jobs/adapters/ema.py) joins each checkpoint as ema/
+  before it is marked, comes back from the checkpoint resumed from, and ends in out/ema/ (docs/ema.md).
 
 Heavy libraries (torch, transformers, datatrove) are imported inside the functions: this module is
 imported on the compute node, in the stage's environment.
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from jobs import layout
+from jobs.adapters import ema
 from jobs.adapters.trainer_progress import progress_callback
 from jobs.runtime import retention
 from jobs.runtime.checkpoints import MARKER, mark, resume_point, scan as scan_checkpoints
@@ -402,6 +405,29 @@ def _tracking_callbacks(tracking: dict | None) -> list:
     return [cb] if cb is not None else []
 
 
+def _ema_callback(train: dict, tok, resume, log: Callable[[str], Any]) -> list:
+    """train.ema.decay: the moving average's callback (jobs/adapters/ema.py), restored from the checkpoint
+    the run resumes from; [] when off. It goes before the callback that marks checkpoints complete."""
+    decay = (train.get("ema") or {}).get("decay")
+    return [ema.ema_callback(float(decay), tok, resume[1] if resume else None, log)] if decay else []
+
+
+def _save_ema(train: dict, averaging: list, tok, out: Path, ckpt_dir: Path, final_step: int) -> dict | None:
+    """The final average into out/ema/ (rank 0): the callback's, or, when the run had nothing left to train,
+    the final checkpoint's; its {decay, steps, model_dir} for the result, None when EMA is off."""
+    if not averaging:
+        return None
+    import shutil
+
+    folder, averaged = out / ema.EMA_DIR, averaging[0].ema
+    if averaged is not None:
+        ema.save(averaged, tok, folder, float(train["ema"]["decay"]))
+    else:
+        shutil.copytree(ckpt_dir / f"checkpoint-{final_step}" / ema.EMA_DIR, folder, dirs_exist_ok=True)
+    state = json.loads((folder / ema.EMA_STATE).read_text())
+    return {"decay": state["decay"], "steps": state["steps"], "model_dir": str(folder)}
+
+
 def _fit(ctx, model, args, dataset, tok, plan: dict, resume, callbacks: Iterable, log: Callable[[str], Any],
          tracking: dict | None = None):
     """Train from `resume` (or scratch) to plan["max_steps"]: (model, log history, final step). Requeues
@@ -500,7 +526,9 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
     os.environ.update((tracking or {}).get("env") or {})
     args = _training_args(train, plan, ckpt_dir, seed, cuda, tracking)
     t0 = time.time()
-    model, log_history, final_step = _fit(ctx, model, args, dataset, tok, plan, resume, callbacks, log, tracking)
+    averaging = _ema_callback(train, tok, resume, log)
+    model, log_history, final_step = _fit(ctx, model, args, dataset, tok, plan, resume, [*callbacks, *averaging],
+                                          log, tracking)
     train_seconds = time.time() - t0
     if not (ckpt_dir / f"checkpoint-{max_steps}" / MARKER).is_file():
         raise RuntimeError(f"training reached step {final_step} but checkpoint-{max_steps} was not saved and marked")
@@ -520,7 +548,7 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
         "checkpoints": [s for s, _ in complete if reasons[s] != "stop"],
         "stop_checkpoints": [s for s, _ in complete if reasons[s] == "stop"],
         "checkpoint_dir": str(ckpt_dir), "model_dir": str(model_dir), "device": "cuda" if cuda else "cpu",
-        "dp": plan["dp"],
+        "dp": plan["dp"], "ema": _save_ema(train, averaging, tok, Path(ctx.output_dir), ckpt_dir, final_step),
     }
     log(f"done: step {final_step}, {result['tokens']:,} tokens, train loss {result['final_train_loss']}, "
         f"fixed-set loss {final_loss:.5f}, {result['tokens_per_s']:,} tokens/s over {train_seconds:.1f} s")

@@ -7,7 +7,9 @@ run still gets its last checkpoints scored). Each result is one file, written at
 stages/<stage>/evals/<point>/step-<N>.json: a checkpoint with a result is never scored again, so
 a requeued trainer, a restarted evaluation or a rerun never adds a second result, and a missed
 checkpoint is back-filled. A checkpoint without its marker (partial) or saved on a stop signal
-(off the token interval) is never scored. At the end the run's rows go to out/<point>/0/results.csv
+(off the token interval) is never scored. A checkpoint that holds the moving average of its weights
+(`ema/`, train.ema / align.ema: jobs/adapters/ema.py) has those scored too, first, into step-<N>-ema.json:
+step-<N>.json, written last, still says the checkpoint is done (retention reads it). At the end the run's rows go to out/<point>/0/results.csv
 (the table `launcher report` reads; jobs/adapters/eval_results.py). Standard library at import; lighteval is
 imported when used.
 """
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from jobs import layout
-from jobs.adapters.eval_results import results_dir, variant, write_table
+from jobs.adapters import ema
+from jobs.adapters.eval_results import result_name, results_dir, variant, write_table
 from jobs.runtime import polling, retention
 from jobs.runtime.checkpoints import MARKER
 
@@ -72,9 +75,10 @@ def run(task) -> Dict[str, Any]:
         ended = training_ended(spec, point, ask)  # before listing: a checkpoint written just before the end counts
         todo = [(s, p) for s, p in checkpoints(spec, point) if not (out_dir / f"step-{s}.json").exists()]
         for step, folder in todo:
-            if task.ctx.should_stop():
-                task.ctx.requeue()
-            score(task, tasks, step, folder, out_dir)
+            for weights, model in models(folder, out_dir, step):
+                if task.ctx.should_stop():
+                    task.ctx.requeue()
+                score(task, tasks, step, model, out_dir, weights)
             retention.prune_by(keep, task.log)  # scored: the training's rule may let it go now
         if ended and not todo:
             break
@@ -86,25 +90,36 @@ def run(task) -> Dict[str, Any]:
     return {"point": point, "steps": steps, "results": str(out_dir)}
 
 
-def score(task, tasks: List[Dict[str, Any]], step: int, folder: Path, out_dir: Path) -> None:
-    """Score one checkpoint with lighteval; its result file, written atomically, says it is done."""
+def models(folder: Path, out_dir: Path, step: int) -> List[Tuple[str, Path]]:
+    """(weights, model folder) of a checkpoint still to score: its moving average ("ema", when it has one
+    and it has no result yet), then its raw weights ("raw", whose result says the checkpoint is done)."""
+    averaged = folder / ema.EMA_DIR
+    first = [("ema", averaged)] if (averaged / ema.EMA_STATE).is_file() and not \
+        (out_dir / result_name(step, "ema")).exists() else []
+    return first + [("raw", folder)]
+
+
+def score(task, tasks: List[Dict[str, Any]], step: int, folder: Path, out_dir: Path, weights: str = "raw") -> None:
+    """Score one checkpoint's weights (raw, or its moving average: ema) with lighteval; its result file,
+    written atomically, says it is done."""
     from jobs.adapters.lighteval import evaluate
 
     spec, ev, point = task.spec, task.payload["evaluate"], task.point
     t0 = time.time()
-    work = layout.stage_dir(task.run_dir, task.stage) / "work" / str(point) / str(step)
+    work = layout.stage_dir(task.run_dir, task.stage) / "work" / str(point) / f"{step}{'-ema' if weights == 'ema' else ''}"
     metrics = evaluate(str(folder), tasks, str(work), batch_size=ev["batch_size"], max_samples=ev["max_samples"],
                        log=task.log)
     tokens_per_step = spec["schedules"][point]["tokens_per_step"]
-    tokens = (layout.read_json(folder / MARKER, {}) or {}).get("tokens") or step * tokens_per_step
-    layout.atomic_write_json(out_dir / f"step-{step}.json", {
+    marker = (folder.parent if weights == "ema" else folder) / MARKER
+    tokens = (layout.read_json(marker, {}) or {}).get("tokens") or step * tokens_per_step
+    layout.atomic_write_json(out_dir / result_name(step, weights), {
         "campaign": spec["campaign"], "run_id": spec["run_id"], "point": point,
         "variant": variant(spec["overrides"], point), "seed": spec["seeds"][point], "step": step,
         "tokens": tokens, "checkpoint": str(folder), "metrics": metrics, "tasks": tasks,
-        "seconds": round(time.time() - t0, 2), "job_id": task.job_id})
+        "seconds": round(time.time() - t0, 2), "job_id": task.job_id, "weights": weights})
     from jobs.adapters import tracking  # the scores as metrics at the step (tracking.backend=tensorboard)
 
-    tracking.write_eval_scalars(spec, point, step, metrics)
-    task.log(f"evaluate: step {step} ({tokens:,} tokens) scored in {time.time() - t0:.1f} s: "
+    tracking.write_eval_scalars(spec, point, step, metrics, prefix="eval_ema" if weights == "ema" else "eval")
+    task.log(f"evaluate: step {step}{' (EMA)' if weights == 'ema' else ''} ({tokens:,} tokens) scored in {time.time() - t0:.1f} s: "
              + ", ".join(f"{t}/{m}={v:.4f}" for t, ms in metrics.items() for m, v in ms.items()
                          if not m.endswith("_stderr") and isinstance(v, (int, float))))

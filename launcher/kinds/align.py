@@ -15,6 +15,7 @@ from jobs.adapters.trl import COLUMNS, SET_BY_STAGE, TRAINERS
 from jobs.runtime import templating
 from jobs.layout import PLACEHOLDER
 
+from launcher.ema import Ema, check_decay
 from launcher.errors import ConfigError
 from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
 from launcher.placeholders import check_placeholders
@@ -33,14 +34,6 @@ class Lora:
     dropout: float = 0.05
     target_modules: Any = "all-linear"  # peft's shorthand, or a list of module names
     qlora: bool = False  # load the base model in 4 bits (bitsandbytes, CUDA only)
-
-
-@dataclass
-class Ema:
-    """An exponential moving average of the weights (jobs/adapters/ema.py): saved beside each checkpoint
-    (checkpoint-N/ema/) and the output (ema/)."""
-
-    decay: Optional[float] = None  # null: off; e.g. 0.99 (ema = decay * ema + (1 - decay) * weights, per step)
 
 
 @dataclass
@@ -162,11 +155,9 @@ def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
 
 def check_ema(a: Dict[str, Any], decay: Any, bad) -> None:
     """align.ema.decay: null (off), or a share in (0, 1) of a whole model's weights on every process."""
-    if decay is None:
+    if not check_decay(decay, "align.ema.decay", bad):
         return
-    if not (isinstance(decay, (int, float)) and 0 < decay < 1):
-        bad("align.ema.decay", f"must be a number in (0, 1) or null, got {decay}")
-    elif a["lora"]["enabled"]:
+    if a["lora"]["enabled"]:
         bad("align.ema.decay", "the average is of the whole model's weights; with LoRA only the adapters "
                                "train: set align.lora.enabled=false or align.ema.decay=null")
     elif a["deepspeed_zero"] == 3:

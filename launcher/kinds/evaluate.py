@@ -76,7 +76,8 @@ class EvaluateKind(Kind):
                 break
 
     def tracks(self, st: Dict[str, Any]) -> Tuple[str, ...]:
-        return ("tensorboard",)  # each checkpoint's scores as scalars at its step (jobs/adapters/tracking.py)
+        # each checkpoint's scores as scalars / metrics at its step (jobs/adapters/tracking.py write_eval_scalars)
+        return ("tensorboard", "mlflow")
 
     def spec_extra(self, plan, stage) -> Dict[str, Any]:
         """What it scores: the parent's checkpoints, and which variant (seed, schedule) each run is."""

@@ -15,6 +15,7 @@ from omegaconf import MISSING
 from jobs.adapters import tokenizer_files
 from jobs.layout import PLACEHOLDER
 
+from launcher.ema import Ema, check_decay
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
 from launcher.placeholders import check_placeholders, plain_paths
@@ -90,6 +91,9 @@ class Train:
     optimizer: Optimizer = field(default_factory=Optimizer)
     parallelism: Parallelism = field(default_factory=Parallelism)
     log_every_steps: int = 10
+    # hf: an exponential moving average of the weights beside each checkpoint (checkpoint-N/ema/), which an
+    # evaluation scores beside the raw weights; nanotron has none (refused)
+    ema: Ema = field(default_factory=Ema)
     run_train: Optional[str] = None  # nanotron's run_train.py; default $NANOTRON_HOME/run_train.py
     nanotron: Dict[str, Any] = field(default_factory=dict)  # merged into the rendered nanotron YAML last
 
@@ -210,10 +214,14 @@ def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
         bad("train.model.experts_top_k", f"{model['experts_top_k']} > num_experts {model['num_experts']}")
 
     if train["backend"] == "hf":
+        check_decay((train.get("ema") or {}).get("decay"), "train.ema.decay", bad)
         _check_hf_layout(par, r, bad)
         if model["num_experts"]:
             bad("train.model.num_experts", "mixture-of-experts models need backend=nanotron")
         return
+    if (train.get("ema") or {}).get("decay") is not None:
+        bad("train.ema.decay", "backend=nanotron keeps no moving average of the weights (nanotron's config has "
+                               "no such key); use backend=hf, or set train.ema.decay=null")
     _check_nanotron(name, st, bad)
 
 
@@ -352,6 +360,8 @@ def describe(name: str, train: Dict[str, Any], resources: Dict[str, Any], est: D
              f"{_human(train['tokens'])} tokens, checkpoint every {est['checkpoint_interval']:,} steps"]
     if train["backend"] == "nanotron":
         lines.append(f"  ~{est['gpu_hours']:,.1f} GPU-hours ({est['train_flops']:.2e} FLOPs)")
+    if (train.get("ema") or {}).get("decay"):
+        lines.append(f"  EMA of the weights (decay {train['ema']['decay']}) beside each checkpoint (docs/ema.md)")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ torch). Two commands:
                                              writes {name: result} to RESULT
 
 Job kinds: train (jobs.adapters.trainer.train with a TaskContext; `stop_at` sets the stop flag once that step
-ended, as the signal handler would), compare (max |difference| of two model folders' weights), load
+ended, as the signal handler would; `tracking_spec`: a stage spec whose tracking the run logs to), compare (max |difference| of two model folders' weights), load
 (AutoModelForCausalLM/AutoTokenizer on a folder, a few greedy tokens), mix (the sample mixture).
 """
 from __future__ import annotations
@@ -140,9 +140,14 @@ def run_train(job: dict) -> dict:
         lines.append(msg)
         print(f"[{job['name']}] {msg}", file=sys.stderr, flush=True)
 
+    tracking = None
+    if job.get("tracking_spec"):  # as jobs/kinds/pretrain.py does on rank 0 (jobs/adapters/tracking.py prepare)
+        from jobs.adapters import tracking as trackers
+
+        tracking = trackers.prepare(job["tracking_spec"], 0, log=log)
     t0 = time.time()
     try:
-        result = train(ctx, job["train"], job["data"], job["tokenizer"], log=log, callbacks=extra)
+        result = train(ctx, job["train"], job["data"], job["tokenizer"], log=log, callbacks=extra, tracking=tracking)
         return {"result": result, "log": lines, "wall": round(time.time() - t0, 2)}
     except Requeue:
         return {"requeue": True, "log": lines, "wall": round(time.time() - t0, 2)}

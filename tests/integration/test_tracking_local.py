@@ -2,7 +2,8 @@
 TensorBoard run per point under <run>/stages/train/tracking/<point>/, read back with TensorBoard's own
 event reader (EventAccumulator, in the stage's environment: the launcher's venv has no tensorboard): a loss
 curve of several steps per point, the launcher's config, the point's overrides and its swept ones as text, the latter
-as hparams."""
+as hparams. W&B offline runs read from their record log; an MLflow file store per stage read back with MLflow's
+own client, and copied by `launcher sync --mlflow-uri` to a second store."""
 from __future__ import annotations
 
 import json
@@ -65,15 +66,15 @@ def test_tensorboard_event_files_hold_a_loss_curve_per_sweep_point(cli, cpu_pyth
 
 
 def test_a_backend_whose_package_the_stage_environment_lacks_is_refused_before_submission(cli, tokenized):
-    """mlflow is not in the cpu environment (docs/tracking.md): preflight imports its writer there and names
-    the stage, the key and what to do; nothing is submitted."""
+    """The training mapped to the `smoke` environment (the standard library and filelock, no mlflow): preflight
+    imports the backend's writer there and names the stage, the key and what to do; nothing is submitted."""
     p = cli("run", "pipeline=train", "cluster=local", "~pipeline.stages.evaluate",
             f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
-            "pipeline.stages.train.tracking.backend=mlflow", check=False)
+            "cluster.stage_environments.pretrain=smoke", "pipeline.stages.train.tracking.backend=mlflow", check=False)
     assert p.returncode != 0
     err = p.stderr + p.stdout
     assert "pipeline.stages.train.tracking.backend" in err and "tracking.backend=mlflow needs its package" in err, err
-    assert "mlflow:start_run not found in environment 'cpu'" in err, err
+    assert "mlflow:start_run not found in environment 'smoke'" in err, err
     assert not any((r / "submissions.jsonl").exists() for r in cli.run_root.iterdir()), "a run was submitted"
 
 
@@ -163,3 +164,125 @@ def test_wandb_offline_runs_hold_the_config_and_the_metrics(cli, cpu_python, tok
     # `launcher sync` would upload both points' offline runs with the stage's interpreter (no network here)
     out = cli("sync", "latest", "--dry-run").stdout
     assert f"would run: {cpu_python} -m wandb sync " in out and out.count("offline-run-") == 2, out
+
+
+# Run in the stage's interpreter: every run of an MLflow store (argv[1], a tracking URI) as JSON on stdout.
+READ_MLFLOW = """
+import json, os, sys
+os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+from mlflow.tracking import MlflowClient
+c = MlflowClient(sys.argv[1])
+out = []
+for e in c.search_experiments():
+    for r in c.search_runs([e.experiment_id]):
+        out.append({"experiment": e.name, "name": r.info.run_name, "status": r.info.status, "tags": r.data.tags,
+                    "params": r.data.params, "artifacts": [a.path for a in c.list_artifacts(r.info.run_id, "launcher")],
+                    "history": {k: [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)]
+                                for k in r.data.metrics}})
+print(json.dumps(sorted(out, key=lambda r: r["name"])))
+"""
+
+
+def read_mlflow(cpu_python, uri: str) -> list:
+    p = subprocess.run([str(cpu_python), "-c", READ_MLFLOW, uri], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_mlflow_file_store_one_run_per_point_with_params_and_metrics_then_synced(cli, cpu_python, tokenized, tmp_path):
+    """tracking.backend=mlflow, offline: a file store per stage under the run (MLFLOW_ALLOW_FILE_STORE, set by the
+    node side), read back with MLflow's own client: one run per sweep point and stage, tagged with the run id,
+    the sweep point and the stage's config as params beside TrainingArguments, the loss's history, the
+    evaluation's scores as metrics at the checkpoint's step. `launcher sync --mlflow-uri` copies every run to a
+    second store (the launcher's venv has no mlflow: the stage's interpreter copies), once."""
+    steps, t = 8, "pipeline.stages.train"
+    cli("run", "-m", "pipeline=train", "cluster=local", "model=tiny", "seed=1,2",
+        f"pipeline.vars.data={tokenized['a']}", f"pipeline.vars.tokenizer={tokenized['tokenizer']}",
+        f"{t}.train.seq_len=32", f"{t}.train.micro_batch=2", f"{t}.train.log_every_steps=2",
+        f"{t}.train.optimizer.warmup_steps=2", f"pipeline.vars.tokens={steps * 64}",
+        f"pipeline.vars.checkpoint_every_tokens={steps * 64}", "pipeline.stages.evaluate.evaluate.poll_s=1",
+        "pipeline.stages.evaluate.evaluate.max_samples=8", "cluster.tracking.backend=mlflow", "campaign=ml-test")
+    st = cli.wait(timeout=900)
+    assert st["state"] == "COMPLETED", st
+    run = cli.run_dir()
+    train = read_mlflow(cpu_python, f"file:{run}/stages/train/tracking/mlruns")
+    assert [r["name"] for r in train] == [f"{run.name}/train/p0", f"{run.name}/train/p1"], train  # one per point
+    for point, (r, seed) in enumerate(zip(train, (1, 2))):
+        assert r["experiment"] == "ml-test" and r["status"] == "FINISHED", r
+        assert r["tags"]["launcher.run_id"] == run.name and r["tags"]["launcher.point"] == str(point)
+        assert r["tags"]["launcher.sweep_point"] == f"seed={seed}", r["tags"]
+        p = r["params"]
+        assert p["sweep.seed"] == p["config.seed"] == p["config.train.seed"] == str(seed), p  # point + config
+        assert p["launcher.run_id"] == run.name and p["config.train.seq_len"] == "32" and p["max_steps"] == str(steps)
+        assert r["artifacts"] == ["launcher/config.json"]
+        assert [s for s, _ in r["history"]["loss"]] == [2, 4, 6, 8], r["history"]  # a curve, one run on all attempts
+    assert train[0]["history"]["loss"] != train[1]["history"]["loss"]
+    evals = read_mlflow(cpu_python, f"file:{run}/stages/evaluate/tracking/mlruns")
+    assert [r["name"] for r in evals] == [f"{run.name}/evaluate/p0", f"{run.name}/evaluate/p1"], evals
+    for r in evals:
+        scores = {k: v for k, v in r["history"].items() if k.startswith("eval/")}
+        assert scores and all(v and [s for s, _ in v] == [steps] for v in scores.values()), r["history"]
+        assert r["params"]["sweep.seed"] in ("1", "2") and "config.evaluate.max_samples" in r["params"]
+
+    server = f"file:{tmp_path}/server"
+    out = cli("sync", "latest", "--mlflow-uri", server).stdout
+    assert out.count("2 run(s) copied, 0 copied before") == 2, out
+    copied = read_mlflow(cpu_python, server)
+    assert sorted(r["name"] for r in copied) == sorted(r["name"] for r in evals + train), copied
+    by_name = {r["name"]: r for r in copied}
+    for r in train + evals:
+        c = by_name[r["name"]]
+        assert c["history"] == r["history"] and c["params"] == r["params"] and c["status"] == r["status"]
+        assert c["tags"]["launcher.run_id"] == run.name and c["experiment"] == "ml-test"
+    again = cli("sync", "latest", "--mlflow-uri", server).stdout
+    assert again.count("0 run(s) copied, 2 copied before") == 2, again
+
+
+POINT_RUN_TWICE = """
+import json, sys
+from jobs.adapters.mlflow_store import point_run
+tags = {"launcher.run_id": "r1", "launcher.stage": "train", "launcher.point": "0", "launcher.sweep_point": "seed=1"}
+ids = [point_run(sys.argv[1], "exp", "r1/train/p0", tags, {"seed": 1}, {"seed": 1}) for _ in range(2)]
+other = point_run(sys.argv[1], "exp", "r1/train/p1", {**tags, "launcher.point": "1"}, {"seed": 2}, {"seed": 2})
+print(json.dumps(ids + [other]))
+"""
+
+
+def test_a_requeued_attempt_finds_its_points_mlflow_run_again(cpu_python, tmp_path):
+    """jobs/adapters/mlflow_store.py point_run, as each attempt of a training calls it before MLflowCallback
+    starts (MLFLOW_RUN_ID): the second call returns the first call's run, another point gets its own."""
+    from conftest import ROOT
+
+    p = subprocess.run([str(cpu_python), "-c", POINT_RUN_TWICE, f"file:{tmp_path}/mlruns"], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    first, again, other = json.loads(p.stdout.strip().splitlines()[-1])
+    assert first == again != other
+
+
+@pytest.mark.slow
+def test_a_requeued_training_logs_on_into_its_one_mlflow_run(cpu_python, tokenized, tmp_path):
+    """A training stopped at step 4 (the stop signal's checkpoint) and resumed in a new process, as a requeue
+    runs it, with tracking.backend=mlflow: one MLflow run for the point, its loss history from both attempts
+    (MLflowCallback reattached through MLFLOW_RUN_ID, TrainingArguments logged twice with the same values)."""
+    from hf_train_helper import tiny_train
+
+    spec = {"run_id": "r1", "run_dir": str(tmp_path / "run"), "stage": "train", "campaign": "rq",
+            "tracking": {"backend": "mlflow", "mode": "offline", "points": [["seed=1"]]}}
+    job = {"kind": "train", "name": "T", "train": tiny_train(steps=8, every=4, seq_len=32, micro_batch=2, log_every=2),
+           "tokenizer": tokenized["tokenizer"], "data": {tokenized["a"]: 1.0}, "ckpt": str(tmp_path / "ckpt"),
+           "out": str(tmp_path / "out"), "tracking_spec": spec}
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "SLURM_CPUS_PER_TASK": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    for attempt, extra in enumerate(({"stop_at": 4}, {"restart": 1})):
+        (tmp_path / f"{attempt}.json").write_text(json.dumps([{**job, **extra}]))
+        p = subprocess.run([str(cpu_python), str(HELPER), "run", str(tmp_path / f"{attempt}.json"),
+                            str(tmp_path / f"{attempt}.out.json")], capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode == 0, p.stderr[-4000:]
+        res = json.loads((tmp_path / f"{attempt}.out.json").read_text())["T"]
+        assert res.get("requeue") if attempt == 0 else "result" in res, res
+    runs = read_mlflow(cpu_python, f"file:{tmp_path}/run/stages/train/tracking/mlruns")
+    assert [r["name"] for r in runs] == ["r1/train/p0"], runs  # one run over both attempts
+    assert [s for s, _ in runs[0]["history"]["loss"]] == [2, 4, 6, 8], runs[0]["history"]
+    assert runs[0]["status"] == "FINISHED" and runs[0]["params"]["launcher.point"] == "0"

@@ -76,8 +76,8 @@ def test_a_kind_without_a_tracker_refuses_a_backend_set_on_the_stage_but_not_the
     assert "logs to no experiment tracker" in errs[("shards", f"{S}.shards.tracking.backend")]
     plan = plan_of("pipeline=smoke", "cluster=local", "cluster.tracking.backend=wandb")
     assert all(s.tracking == {} for s in plan.stages.values())
-    errs = errors_of(*TRAIN, f"{S}.evaluate.tracking.backend=wandb")  # evaluation: scalars into TensorBoard only
-    assert "logs to tensorboard only" in errs[("evaluate", f"{S}.evaluate.tracking.backend")]
+    errs = errors_of(*TRAIN, f"{S}.evaluate.tracking.backend=wandb")  # evaluation: TensorBoard scalars, MLflow metrics
+    assert "logs to tensorboard | mlflow only" in errs[("evaluate", f"{S}.evaluate.tracking.backend")]
 
 
 def test_the_nanotron_backend_logs_to_no_tracker():
@@ -172,8 +172,23 @@ def test_mlflow_file_store_under_the_run_and_tags(tmp_path):
     tags = json.loads(env["MLFLOW_TAGS"])
     assert tags == {"launcher.run_id": "abl-20261201-1", "launcher.campaign": "nightly", "launcher.stage": "train",
                     "launcher.point": "1", "launcher.sweep_point": "data=fineweb_like seed=2"}
+    assert env["MLFLOW_ALLOW_FILE_STORE"] == "true"  # MLflow 3 refuses a file store without it
     online = node.environment(spec_of(tmp_path, backend="mlflow", mode="online", uri="https://ml.example"), 0)
-    assert online["MLFLOW_TRACKING_URI"] == "https://ml.example"
+    assert online["MLFLOW_TRACKING_URI"] == "https://ml.example" and "MLFLOW_ALLOW_FILE_STORE" not in online
+
+
+def test_mlflow_params_are_the_sweep_point_and_the_stages_config_prefixed():
+    from jobs.adapters.mlflow_store import params
+
+    config = {"seed": 2, "campaign": "c", "cluster": {"name": "local"},
+              "pipeline": {"stages": {"train": {"train": {"optimizer": {"lr": 1e-3}, "data": [{"folder": "/d"}]},
+                                                "after": {}, "note": "x" * 7000}}}}
+    p = params(config, "train", {"launcher.point": 1, "seed": 2, "pipeline.vars.lr[0]": 3e-4})
+    assert p["launcher.point"] == "1" and p["sweep.seed"] == "2" and p["sweep.pipeline.vars.lr_0_"] == "0.0003"
+    assert p["config.seed"] == "2" and p["config.train.optimizer.lr"] == "0.001"
+    assert p["config.train.data.0.folder"] == "/d" and p["config.after"] == "{}" and len(p["config.note"]) == 6000
+    assert not any(k.startswith("config.cluster") for k in p)  # the stage's config, not the whole profile
+    assert not any(k in p for k in ("seed", "learning_rate"))  # MLflowCallback's own (TrainingArguments) stay apart
 
 
 def test_the_sweep_point_as_parameters(tmp_path):
@@ -209,3 +224,30 @@ def test_sync_finds_each_wandb_stages_offline_runs_and_uses_the_stages_python(tm
     (plain / "plan.json").write_text(json.dumps(plan_of(*TRAIN).to_json()))
     (plain / "run.json").write_text(json.dumps({"id": "r2", "created": 1}))
     assert main(["sync", str(plain)]) == 0 and "nothing to sync" in capsys.readouterr().out
+
+
+def test_sync_lists_mlflow_stores_and_needs_mlflow_somewhere_to_copy_them(tmp_path, capsys, monkeypatch):
+    from launcher import sync
+    from launcher.cli import main
+
+    plan = plan_of(*TRAIN, f"{S}.train.tracking.backend=mlflow")
+    run = tmp_path / "r1"
+    (run / "stages" / "train" / "tracking" / "mlruns").mkdir(parents=True)
+    (run / "plan.json").write_text(json.dumps(plan.to_json()))
+    (run / "run.json").write_text(json.dumps({"id": "r1", "created": 1}))
+    assert main(["sync", str(run)]) == 0
+    assert "not copied (give --mlflow-uri URI" in capsys.readouterr().out
+    assert main(["sync", str(run), "--dry-run", "--mlflow-uri", "https://ml.example"]) == 0
+    assert f"{run}/stages/train/tracking/mlruns: would copy to https://ml.example" in capsys.readouterr().out
+    monkeypatch.setattr(sync.importlib.util, "find_spec", lambda name: None)  # no mlflow on this machine
+    with pytest.raises(sync.LauncherError) as e:
+        sync.copy_mlflow(run / "stages/train/tracking/mlruns", "https://ml.example", str(tmp_path / "no-python"))
+    assert "pip install '.[tracking]'" in str(e.value) and "no-python is not a file" in str(e.value)
+    # with the `tracking` extra installed here: copied in this process, no stage interpreter needed
+    from jobs.adapters import mlflow_store
+
+    calls = []
+    monkeypatch.setattr(sync.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(mlflow_store, "copy_store", lambda src, dst: calls.append((src, dst)) or {"copied": 3})
+    assert sync.copy_mlflow(tmp_path / "mlruns", "https://ml.example", "/none") == {"copied": 3}
+    assert calls == [(f"file:{tmp_path}/mlruns", "https://ml.example")]
