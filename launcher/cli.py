@@ -383,6 +383,7 @@ def stage_summaries(plan, plan_dir: Path) -> list:
 def cmd_report(args) -> int:
     from launcher.reports.display import console
     from launcher.errors import LauncherError, NotFound
+    from launcher.reports import quantization
     from launcher.reports.report import write_report
     from launcher.rundir import default_root, list_runs, resolve_run
     from jobs.adapters.eval_results import rows
@@ -400,12 +401,16 @@ def cmd_report(args) -> int:
                        f"(campaigns: {', '.join(sorted({r.meta.get('campaign', '') for r in list_runs(root)}))})")
     files = sorted(p for r in runs for p in (r.path / "stages").glob("*/evals/*/step-*.json"))
     table = [row for p in files for row in stage_rows(p, rows(json.loads(p.read_text())), files)]
-    if not table:
+    quantized = quantization.rows(runs)
+    if not table and not quantized:
         raise LauncherError(f"no evaluation results yet in {', '.join(r.id for r in runs)} (kind=evaluate stages "
-                            f"write stages/<stage>/evals/<point>/step-<N>.json)")
+                            f"write stages/<stage>/evals/<point>/step-<N>.json, kind=quantize its result.json)")
     out = args.out or root / "reports" / (runs[0].id if len(runs) == 1 and title.startswith("run") else args.target)
-    html = write_report(table, out, title, costs=_costs(runs))
-    console.print(f"{len(files)} checkpoint result(s), {len(table)} row(s) from {len(runs)} run(s) -> {html}")
+    html = write_report(table, out, title, costs=_costs(runs), quantized=quantized)
+    for line in quantization.lines(quantized):
+        console.print(line)
+    console.print(f"{len(files)} checkpoint result(s), {len(table)} row(s), {len(quantized)} quantized model(s) "
+                  f"from {len(runs)} run(s) -> {html}")
     return 0
 
 
