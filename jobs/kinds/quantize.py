@@ -94,7 +94,7 @@ def scored(task, cache: Path, fn) -> Dict[str, Any]:
 def gguf_eval(task, q: Dict[str, Any], model: str, gguf: Path, work: Path) -> Dict[str, Any]:
     """Bits per byte of the original (transformers) and the GGUF (llama.cpp) on the same token ids, and
     whether llama.cpp's tokenizer gives those ids."""
-    import llama_cpp
+    from jobs.adapters.gguf import open_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path, texts = texts_for(task, q)
@@ -109,8 +109,7 @@ def gguf_eval(task, q: Dict[str, Any], model: str, gguf: Path, work: Path) -> Di
     first = scored(task, work / "eval-original.json", original)
 
     def quantized():
-        llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=first["window"] + 1, n_batch=first["window"] + 1,
-                              n_ubatch=first["window"] + 1, logits_all=True, n_threads=threads(task), verbose=False)
+        llm = open_model(gguf, first["window"] + 1, threads(task))
         same = sum(llm.tokenize(t.encode("utf-8"), add_bos=False, special=False) == d for t, d in zip(texts, docs))
         out = bpb.total(bpb.llama_scorer(llm), start, docs, texts, first["window"], task.ctx.should_stop)
         return dict(out, tokenizer_agreement=same / max(1, len(texts)))
