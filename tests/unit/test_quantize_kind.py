@@ -240,3 +240,17 @@ def test_the_report_reads_each_quantize_result_and_skips_other_results(tmp_path)
     html = write_report([], tmp_path / "report", "run r1", quantized=[row]).read_text()
     assert 'id="quantization"' in html and "q8_0" in html
     assert json.loads((tmp_path / "report" / "quantization.json").read_text()) == [row]
+
+
+def test_the_card_has_a_quantization_section_with_or_without_bits_per_byte(tmp_path):
+    from jobs.adapters import hub_card
+
+    q = {"method": "gguf", "type": "q4_k_m", "files": ["model.gguf"], "size_mb": 0.79, "original_size_mb": 4.99}
+    card = hub_card.render(tmp_path, "q4", 0, {"repo_id": "q4", "repo_type": "model"}, "/m", quantization=q)
+    assert "quantized by its stage `q4`" in card and "Method `gguf`, type `q4_k_m`: model.gguf, 0.8 MB (5.0 MB" in card
+    assert "Bits per byte" not in card
+    q.update(bits_per_byte={"original": 6.614, "quantized": 6.6038, "delta": -0.0102}, eval={"documents": 16, "path": "p"})
+    card = hub_card.render(tmp_path, "q4", 0, {"repo_id": "q4", "repo_type": "model"}, "/m", quantization=q)
+    assert "original 6.6140, quantized 6.6038 (-0.0102)" in card
+    plain = hub_card.render(tmp_path, "pub", 0, {"repo_id": "o/r", "repo_type": "model"}, "/m")
+    assert "published by its stage" in plain and "## Quantization" not in plain
