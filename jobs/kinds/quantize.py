@@ -22,7 +22,6 @@ shows the quantization rows (launcher/reports/quantization.py)."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -53,15 +52,17 @@ def size_of(folder: Path, names: Optional[List[str]] = None) -> int:
     return sum(p.stat().st_size for pat in WEIGHTS for p in folder.rglob(pat) if p.is_file())
 
 
-def step(task, done: Path, what: str, argv: List[str]) -> float:
-    """Run one child step unless its marker says a previous attempt finished it; seconds it took."""
-    if done.exists():
+def step(task, done: Path, what: str, argv: List[str], produces: Path) -> float:
+    """Run one child step unless its marker says a previous attempt ran the same command to the end and
+    its file is there; seconds it took."""
+    before = layout.read_json(done, {}) or {}
+    if before.get("argv") == argv and produces.exists():
         task.log(f"quantize: {what}: done by an earlier attempt ({done.name})")
-        return float(layout.read_json(done, {}).get("seconds") or 0.0)
+        return float(before.get("seconds") or 0.0)
     t0 = time.time()
     task.log(f"quantize: {what}: " + " ".join(argv))
     task.run_child(argv, task.environment(), failure=f"quantize: {what} failed (exit {{rc}}); its output is above")
-    layout.atomic_write_json(done, {"seconds": round(time.time() - t0, 2)})
+    layout.atomic_write_json(done, {"argv": argv, "seconds": round(time.time() - t0, 2)})
     return time.time() - t0
 
 
@@ -79,15 +80,17 @@ def texts_for(task, q: Dict[str, Any]) -> tuple[str, List[str]]:
     return bpb.demo_documents(layout.stage_dir(task.run_dir, task.stage) / "tasks", n)
 
 
-def scored(task, cache: Path, fn) -> Dict[str, Any]:
-    """fn()'s measurement, kept in `cache` (a requeued attempt reads it); the stop signal requeues."""
-    if cache.exists():
-        return layout.read_json(cache, {})
+def scored(task, cache: Path, key: Dict[str, Any], fn) -> Dict[str, Any]:
+    """fn()'s measurement, kept in `cache` with what it measured (`key`): a requeued attempt with the same
+    key reads it. The stop signal requeues."""
+    before = layout.read_json(cache, {}) or {}
+    if before.get("key") == key:
+        return before["value"]
     try:
         out = fn()
     except InterruptedError:
         task.ctx.requeue()
-    layout.atomic_write_json(cache, out)
+    layout.atomic_write_json(cache, {"key": key, "value": out})
     return out
 
 
@@ -106,7 +109,8 @@ def gguf_eval(task, q: Dict[str, Any], model: str, gguf: Path, work: Path) -> Di
         window = bpb.window_of(getattr(m.config, "max_position_embeddings", None))
         return dict(bpb.total(bpb.hf_scorer(m), start, docs, texts, window, task.ctx.should_stop), window=window)
 
-    first = scored(task, work / "eval-original.json", original)
+    key = {"model": model, "eval": path, "samples": len(texts)}
+    first = scored(task, work / "eval-original.json", key, original)
 
     def quantized():
         llm = open_model(gguf, first["window"] + 1, threads(task))
@@ -114,7 +118,7 @@ def gguf_eval(task, q: Dict[str, Any], model: str, gguf: Path, work: Path) -> Di
         out = bpb.total(bpb.llama_scorer(llm), start, docs, texts, first["window"], task.ctx.should_stop)
         return dict(out, tokenizer_agreement=same / max(1, len(texts)))
 
-    second = scored(task, work / f"eval-{gguf.stem}.json", quantized)
+    second = scored(task, work / f"eval-{gguf.stem}.json", {**key, "gguf": str(gguf)}, quantized)
     return summary(path, first, second)
 
 
@@ -165,13 +169,14 @@ def run_gguf(task, q: Dict[str, Any], model: str, qtype: str) -> Dict[str, Any]:
     outtype = qtype if qtype in FLOAT_TYPES else "f16"
     converted = work / f"model-{outtype}.gguf"
     seconds = {"convert": step(task, work / "convert.done", f"convert to {outtype}",
-                               tools.convert_argv(sys.executable, conv, model, converted, outtype, q["pre_tokenizer"]))}
+                               tools.convert_argv(sys.executable, conv, model, converted, outtype, q["pre_tokenizer"]),
+                               converted)}
     final = converted
     if qtype not in FLOAT_TYPES:
         final = work / f"model-{qtype}.gguf"
         seconds["quantize"] = step(task, work / f"quantize-{qtype}.done", f"quantize to {qtype}",
                                    tools.quantize_argv(sys.executable, converted, final, task.spec["ftypes"][qtype],
-                                                       threads(task)))
+                                                       threads(task)), final)
     if task.ctx.should_stop():
         task.ctx.requeue()
     quant = {"method": "gguf", "type": qtype, "files": ["model.gguf"], "size_mb": final.stat().st_size / 1e6,
@@ -179,8 +184,9 @@ def run_gguf(task, q: Dict[str, Any], model: str, qtype: str) -> Dict[str, Any]:
     if int(q["eval_samples"]):
         quant.update(gguf_eval(task, q, model, final, work))
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(final, out / "model.gguf")
+    os.replace(final, out / "model.gguf")  # moved, not copied: a rerun of this attempt redoes the last step
     extras = write_extras(task, q, model, out, quant, "model.gguf")
+    converted.unlink(missing_ok=True)  # the f16 intermediate (when it is not the model itself)
     return {"quantization": quant, "seconds": {k: round(v, 2) for k, v in seconds.items()}, "model": model,
             "gguf": str(task.final_out / "model.gguf"), **extras}
 

@@ -254,3 +254,53 @@ def test_the_card_has_a_quantization_section_with_or_without_bits_per_byte(tmp_p
     assert "original 6.6140, quantized 6.6038 (-0.0102)" in card
     plain = hub_card.render(tmp_path, "pub", 0, {"repo_id": "o/r", "repo_type": "model"}, "/m")
     assert "published by its stage" in plain and "## Quantization" not in plain
+
+
+# -- resuming: a requeued task redoes no finished step ----------------------------------------------------
+class FakeTask:
+    def __init__(self, tmp_path, stop=False):
+        from jobs.context import Requeue
+
+        self.ran, self.logs, self.stop = [], [], stop
+        self.ctx = SimpleNamespace(should_stop=lambda: self.stop, requeue=self._requeue)
+        self._Requeue = Requeue
+
+    def _requeue(self):
+        raise self._Requeue()
+
+    def log(self, msg):
+        self.logs.append(msg)
+
+    def environment(self):
+        return {}
+
+    def run_child(self, argv, env, failure):
+        self.ran.append(argv)
+
+
+def test_a_step_with_its_marker_is_not_run_again_and_a_measurement_is_read_back(tmp_path):
+    from jobs.context import Requeue
+    from jobs.kinds import quantize as runner
+
+    task, made = FakeTask(tmp_path), tmp_path / "model-f16.gguf"
+    made.write_text("gguf")
+    runner.step(task, tmp_path / "convert.done", "convert", ["python", "convert"], made)
+    runner.step(task, tmp_path / "convert.done", "convert", ["python", "convert"], made)
+    assert task.ran == [["python", "convert"]] and "done by an earlier attempt" in task.logs[-1]
+    made.unlink()  # its file gone (moved to the output by an attempt that failed later): run again
+    runner.step(task, tmp_path / "convert.done", "convert", ["python", "convert"], made)
+    assert len(task.ran) == 2
+    runner.step(task, tmp_path / "convert.done", "convert", ["python", "convert", "--other"], made)
+    assert len(task.ran) == 3  # another command: its marker does not count
+    calls = []
+    first = runner.scored(task, tmp_path / "eval.json", {"n": 16}, lambda: calls.append(1) or {"bits_per_byte": 1.5})
+    again = runner.scored(task, tmp_path / "eval.json", {"n": 16}, lambda: calls.append(1) or {"bits_per_byte": 9.9})
+    assert first == again == {"bits_per_byte": 1.5} and calls == [1]
+    assert runner.scored(task, tmp_path / "eval.json", {"n": 8}, lambda: {"bits_per_byte": 2.0}) == {"bits_per_byte": 2.0}
+
+    def stopped():
+        raise InterruptedError("stop requested")
+
+    with pytest.raises(Requeue):
+        runner.scored(task, tmp_path / "eval-2.json", {}, stopped)
+    assert not (tmp_path / "eval-2.json").exists()
