@@ -5,6 +5,9 @@ cluster=local-gpu wait=true` (the embedded local backend; every stage in the mac
   sft      kind=align, TRL's SFTTrainer through `accelerate launch`, bf16 on the GPU;
   requeue  the hf run again, stopped after step k by the pre-timeout signal (USR2 to the task's process,
            as Slurm's --signal sends it), requeued by the task itself, and resumed: from the newest complete checkpoint, to the last step, to the same final loss.
+  quantize kind=quantize method=bnb (bitsandbytes NF4, saved as a Hugging Face folder) on a ~0.5B Llama
+           made from a config: size before/after, bits per byte of both on held-out text (GPU only;
+           bitsandbytes comes as a wheel, scripts/gpu-check --fetch-wheels).
 
 For hf and sft: tokens/s as the product reports it (result.json: trained tokens over the seconds of
 trainer.train(), data loading, logging and the final checkpoint save included) next to the same model
@@ -55,7 +58,10 @@ SIZES: Dict[str, Dict[str, Any]] = {
             "requeue": {"every": 120, "stop_after": 120},
             "sft": {"seq_len": 1024, "micro_batch": 16, "steps": 120, "log_every": 20, "warmup": 5, "direct_steps": 30},
             "sft_max_length": 1024, "sft_examples": 16 * 120, "mem_gb": 32, "loss_rtol": 2e-2,
-            "budget_s": 420, "reserve_s": {"hf": 200, "sft": 110}},
+            "budget_s": 480, "reserve_s": {"hf": 260, "sft": 170},
+            # ~0.5B: 24 layers x (4 x 1024^2 attention-ish + 3 x 1024 x 4096 MLP) + a 32k embedding, tied
+            "quantize": {"model": {**MODEL_100M, "hidden_size": 1024, "intermediate_size": 4096, "num_layers": 24,
+                                   "num_heads": 16, "num_kv_heads": 4}, "type": "nf4", "samples": 16}},
     "cpu": {"cuda": False, "dtype": "float32", "model": MODEL_TINY, "docs": 300, "tokenizer_vocab": 400,
             "hf": {"seq_len": 32, "micro_batch": 4, "steps": 60, "log_every": 10, "warmup": 2, "direct_steps": 20},
             "requeue": {"every": 15, "stop_after": 15},
@@ -63,7 +69,7 @@ SIZES: Dict[str, Dict[str, Any]] = {
             "sft_max_length": 64, "sft_examples": 4 * 8, "mem_gb": 3, "loss_rtol": 1e-4,
             "budget_s": 900, "reserve_s": {"hf": 200, "sft": 100}},
 }
-CHECKS = ("hf", "sft", "requeue")
+CHECKS = ("hf", "sft", "requeue", "quantize")
 
 
 # -- pure arithmetic and rendering (tests/unit/test_gpu_check.py) -------------------------------------
@@ -224,6 +230,22 @@ class Runner:
                 "ok": rc == 0 and bool(result) and result.get("final_step") == s["steps"]
                 and result.get("device") == ("cuda" if self.sizes["cuda"] else "cpu")}
 
+    def check_quantize(self) -> dict:
+        """kind=quantize method=bnb on the ~0.5B model: its result.json (sizes, bits per byte)."""
+        q = self.sizes["quantize"]
+        self.sizes_file.write_text(json.dumps(self.sizes))
+        made = self.helper("quant-model", str(self.work / "data" / "prepared.json"), str(self.sizes_file),
+                           str(self.work / "quant-model"))
+        st = "pipeline.stages.q8"
+        overrides = ["pipeline=quantize", "~pipeline.stages.q4", f"pipeline.vars.model={made['model']}",
+                     "pipeline.vars.gpus=1", f"pipeline.vars.eval_samples={q['samples']}", f"{st}.quantize.method=bnb",
+                     f"{st}.quantize.type={q['type']}", f"{st}.resources.mem_gb={self.sizes['mem_gb']}"]
+        rc, run_dir = self.finish("quantize", self.launcher("quantize", overrides), self.left())
+        result = read_result(run_dir, "q8")
+        quant = (result or {}).get("quantization") or {}
+        return {"rc": rc, "run_dir": str(run_dir), "result": result, "params": made["params"],
+                "ok": rc == 0 and quant.get("method") == "bnb" and bool(quant.get("bits_per_byte"))}
+
     def check_requeue(self, uninterrupted: Optional[dict]) -> dict:
         s, rq = self.sizes["hf"], self.sizes["requeue"]
         proc = self.launcher("requeue", self.hf_overrides(s["steps"], rq["every"]))
@@ -373,7 +395,27 @@ def run_checks(r: Runner, only: Sequence[str]) -> List[List[str]]:
         r.report["requeue"] = res
         rows.append(requeue_row(res, r.sizes["requeue"]["stop_after"], r.sizes["hf"]["steps"]))
         r.say(f"requeue: {rows[-1][-1]}")
+    if "quantize" in only:
+        res = guarded(r, "quantize", r.check_quantize) if r.sizes.get("quantize") else \
+            {"ok": True, "skipped": "bnb needs a GPU (--cpu)"}
+        r.report["quantize"] = res
+        rows.append(quantize_row(res))
+        r.say(f"quantize: {rows[-1][-1]}")
     return rows
+
+
+def quantize_row(res: dict) -> List[str]:
+    """The quantize check's row: sizes in the rate columns, bits per byte in the MFU ones."""
+    if res.get("skipped"):
+        return ["quantize bnb", "-", "-", "-", "-", "-", f"ok (skipped: {res['skipped']})"]
+    q = (res.get("result") or {}).get("quantization") or {}
+    b = q.get("bits_per_byte") or {}
+    status = "ok" if res.get("ok") else f"FAIL ({res.get('error') or 'rc %s' % res.get('rc')})"
+    mb = lambda v: "-" if v is None else f"{v:,.0f} MB"  # noqa: E731
+    bpb = lambda v: "-" if v is None else f"{v:.4f} bpb"  # noqa: E731
+    return [f"quantize bnb {q.get('type', '')}".strip(), mb(q.get("size_mb")), mb(q.get("original_size_mb")),
+            fmt_ratio(q.get("size_mb"), q.get("original_size_mb")), bpb(b.get("quantized")), bpb(b.get("original")),
+            status + (f"; bpb {b['relative']:+.2%}" if b.get("relative") is not None else "")]
 
 
 def save_report(report: dict, work: Path, out: Path) -> None:

@@ -175,6 +175,23 @@ def versions() -> dict:
     return out
 
 
+def quant_model(prepared: dict, sizes: dict, out: Path) -> dict:
+    """A ~0.5B Llama made from a config (no download), random weights in bfloat16, with the prepared
+    tokenizer: the model kind=quantize method=bnb quantizes (benchmarks/gpu_check.py check_quantize)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from jobs.adapters.trainer import llama_config, load_tokenizer
+
+    m = sizes["quantize"]["model"]
+    tokenizer = load_tokenizer(prepared["tokenizer"], model_max_length=int(m["max_position_embeddings"]))
+    with torch.device("cuda" if sizes["cuda"] else "cpu"):
+        model = LlamaForCausalLM(llama_config(m, int(m["vocab_size"]), tokenizer.eos_token_id)).to(torch.bfloat16)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return {"model": str(out), "params": sum(p.numel() for p in model.parameters())}
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "versions":
         print(json.dumps(versions()))
@@ -183,6 +200,10 @@ def main(argv: list[str]) -> int:
         found = versions()  # first: a missing library is named even when preparing fails on it
         print(f"versions: {json.dumps(found)}", file=sys.stderr, flush=True)
         print(json.dumps({**prepare(Path(argv[1]), json.loads(Path(argv[2]).read_text())), "versions": found}))
+        return 0
+    if argv and argv[0] == "quant-model":
+        prepared, sizes = (json.loads(Path(a).read_text()) for a in argv[1:3])
+        print(json.dumps(quant_model(prepared, sizes, Path(argv[3]))))
         return 0
     if argv and argv[0] == "direct":
         print(json.dumps(direct(json.loads(Path(argv[1]).read_text()), argv[2])))

@@ -375,6 +375,7 @@ def cmd_report(args) -> int:
     from launcher.reports import campaign
     from launcher.reports.display import console
     from launcher.errors import LauncherError
+    from launcher.reports import quantization
     from launcher.reports.report import write_report
     from launcher.rundir import default_root
 
@@ -382,12 +383,16 @@ def cmd_report(args) -> int:
     runs, title = campaign.resolve(args.target, root)  # `latest` names the run it resolves to, in the title too
     files = campaign.result_files(runs)
     table = campaign.result_rows(files)
-    if not table:
+    quantized = quantization.rows(runs)
+    if not table and not quantized:
         raise LauncherError(f"no evaluation results yet in {', '.join(r.id for r in runs)} (kind=evaluate stages "
-                            f"write stages/<stage>/evals/<point>/step-<N>.json)")
+                            f"write stages/<stage>/evals/<point>/step-<N>.json, kind=quantize its result.json)")
     out = args.out or root / "reports" / (runs[0].id if len(runs) == 1 and title.startswith("run") else args.target)
-    html = write_report(table, out, title, costs=campaign.costs(runs))
-    console.print(f"{len(files)} checkpoint result(s), {len(table)} row(s) from {len(runs)} run(s) -> {html}")
+    html = write_report(table, out, title, costs=campaign.costs(runs), quantized=quantized)
+    for line in quantization.lines(quantized):
+        console.print(line)
+    console.print(f"{len(files)} checkpoint result(s), {len(table)} row(s), {len(quantized)} quantized model(s) "
+                  f"from {len(runs)} run(s) -> {html}")
     return 0
 
 

@@ -100,7 +100,8 @@ def describe(stage_envs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
 # -- building --------------------------------------------------------------------------------------
 
 def spec_files(build: str) -> List[Path]:
-    """[<build>.txt, constraints.txt if any, <build>.nodeps.txt if any (installed with --no-deps)]."""
+    """[<build>.txt, constraints.txt if any, <build>.nodeps.txt if any (installed with --no-deps),
+    <build>.share.txt if any (files from source distributions, launcher/env_share.py)]."""
     from launcher import configdirs
 
     dirs = [d / "envs" for d in configdirs.current()] + [SPECS_DIR]  # yours first (launcher/configdirs.py)
@@ -109,7 +110,8 @@ def spec_files(build: str) -> List[Path]:
         names = sorted({p.stem for d in dirs for p in d.glob("*.txt") if p.stem != "constraints" and "." not in p.stem})
         raise LauncherError(f"no requirements file {build}.txt in {', '.join(map(str, dirs))} (available: "
                             f"{', '.join(names)})")
-    return [f for f in (specs / f"{build}.txt", specs / "constraints.txt", specs / f"{build}.nodeps.txt") if f.exists()]
+    return [f for f in (specs / f"{build}.txt", specs / "constraints.txt", specs / f"{build}.nodeps.txt",
+                        specs / f"{build}.share.txt") if f.exists()]
 
 
 def _digest(files: List[Path]) -> str:

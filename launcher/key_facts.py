@@ -4,7 +4,7 @@ the code snapshot's files, each stage environment's package list, the external i
 - Code: sha256 over (path in the snapshot, content) of every file `launcher/snapshot.py listing`
   would copy (the same exclusions: git-ignored files, caches, virtual environments, the run root).
 - Environment: a built environment (`cluster.environments.<name>.build`) by its requirement files
-  (<build>.txt, constraints.txt, <build>.nodeps.txt: what `launcher env build` installs from); any
+  (<build>.txt, constraints.txt, <build>.nodeps.txt, <build>.share.txt: what `launcher env build` installs from); any
   other interpreter by its real path and the modification times of its site-packages folders (pip
   adds or removes a distribution's folder there, which changes the folder's time); a container
   image by its size and modification time; plus the setup lines and variables the environment sets.

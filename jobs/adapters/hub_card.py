@@ -49,8 +49,11 @@ def scores(run_dir: Path, point: int) -> List[Dict[str, Any]]:
     return list(last.values())
 
 
-def render(run_dir: Path, stage: str, point: int, publish: Dict[str, Any], source: str) -> str:
-    """The card of one publish task (templates/model_card.md.j2), from what the run directory holds now."""
+def render(run_dir: Path, stage: str, point: int, publish: Dict[str, Any], source: str,
+           quantization: Dict[str, Any] | None = None) -> str:
+    """The card of one publish task (templates/model_card.md.j2), from what the run directory holds now.
+    A quantize stage's card (publish: {repo_id: a name, repo_type: model}) adds its `quantization`:
+    method, type, file sizes, bits per byte of the original and the quantized model."""
     from jobs.kinds import prepares_data  # the registry only: no kind module is imported
     from jobs.runtime import templating
 
@@ -71,4 +74,4 @@ def render(run_dir: Path, stage: str, point: int, publish: Dict[str, Any], sourc
         recipe=data.get("recipe") if datatrove else None,
         filters=[k for k, v in (data.get("filters") or {}).items() if v is not None],
         vocab_size=(data.get("tokenizer") or {}).get("vocab_size"), scores=scores(run_dir, point),
-        config_json=json.dumps(config, indent=1, sort_keys=True, default=str))
+        config_json=json.dumps(config, indent=1, sort_keys=True, default=str), quantization=quantization)

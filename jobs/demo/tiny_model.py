@@ -4,10 +4,12 @@ tokenizer (512 tokens) trained on the Python standard library's own sources, wit
 Its completions are noise: it exists so that serving and batch generation run end to end without a
 download. Deterministic (seed 0).
 
-    <python with torch, transformers, tokenizers> -m jobs.demo.tiny_model OUT_DIR
+    <python with torch, transformers, tokenizers> -m jobs.demo.tiny_model OUT_DIR [--hidden N]
 
 (the `vllm` and `cpu` stage environments both have them: .envs/vllm/bin/python -m jobs.demo.tiny_model
-data/tiny-chat-model). Nothing is written when OUT_DIR/config.json exists."""
+data/tiny-chat-model). Nothing is written when OUT_DIR/config.json exists. --hidden 256 (heads of 64,
+MLP 2 x hidden) gives rows of 256 values, the block of llama.cpp's k-quants (q4_k_m...): at 128 every
+tensor would fall back to another type (tests/integration/test_quantize.py)."""
 from __future__ import annotations
 
 import glob
@@ -18,8 +20,8 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 
-def make(out: str) -> str:
-    """Write the model and tokenizer to `out` (a Hugging Face folder); returns `out`."""
+def make(out: str, hidden: int = 128) -> str:
+    """Write the model and tokenizer to `out` (a Hugging Face folder); returns `out`. hidden: a multiple of 64."""
     if os.path.exists(os.path.join(out, "config.json")):
         return out
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -40,8 +42,8 @@ def make(out: str) -> str:
                                  model_max_length=512)
     hf.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(hf), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=512,
+    cfg = LlamaConfig(vocab_size=len(hf), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                      num_attention_heads=hidden // 64, num_key_value_heads=1, head_dim=64, max_position_embeddings=512,
                       eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id, bos_token_id=None,
                       tie_word_embeddings=True)
     LlamaForCausalLM(cfg).save_pretrained(out)
@@ -50,6 +52,6 @@ def make(out: str) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m jobs.demo.tiny_model OUT_DIR")
-    print(make(sys.argv[1]))
+    if len(sys.argv) not in (2, 4) or len(sys.argv) == 4 and sys.argv[2] != "--hidden":
+        sys.exit("usage: python -m jobs.demo.tiny_model OUT_DIR [--hidden N]")
+    print(make(sys.argv[1], int(sys.argv[3]) if len(sys.argv) == 4 else 128))

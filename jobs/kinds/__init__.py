@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any, Dict
 
 _NAMES = ("command", "python", "preprocess", "pretrain", "torchrun", "convert", "evaluate", "align", "serve", "generate",
-          "classifier", "cluster", "fetch", "publish", "hydra_app")
+          "classifier", "cluster", "quantize", "fetch", "publish", "hydra_app")
 BUILTIN: Dict[str, str] = {name: f"jobs.kinds.{name}" for name in _NAMES}
 # schema kind -> the kind of the stages the plan expands it into (they run; it does not)
 EXPANDED: Dict[str, str] = {"minhash": "preprocess"}

@@ -20,7 +20,7 @@ GROUP = "launcher.kinds"
 # their sections appear in the schema's Stage.
 BUILTIN: Dict[str, str] = {name: f"launcher.kinds.{name}" for name in (
     "command", "python", "preprocess", "minhash", "pretrain", "torchrun", "convert", "evaluate", "align", "serve",
-    "generate", "classifier", "cluster", "fetch", "publish", "hydra_app")}
+    "generate", "classifier", "cluster", "quantize", "fetch", "publish", "hydra_app")}
 
 
 @functools.lru_cache(maxsize=1)

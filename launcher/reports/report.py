@@ -312,10 +312,12 @@ dt{font-weight:bold;margin-top:.5em} .muted{color:#666;font-size:.85em}
 
 
 def write_report(rows: Iterable[Dict[str, Any]], out_dir: Path, title: str,
-                 costs: Optional[Dict[str, Dict[str, Any]]] = None) -> Path:
+                 costs: Optional[Dict[str, Dict[str, Any]]] = None,
+                 quantized: Optional[List[Dict[str, Any]]] = None) -> Path:
     """Write out_dir/index.html (+ plots/*.png, signal.json, results.csv, cost.json with `costs`); return
     the HTML path. The page has no external resources: images by relative path, CSS inline. `costs`:
-    {variant: launcher.costs.summarize()} (launcher/usage.py cost_per_variant), a table when given."""
+    {variant: launcher.costs.summarize()} (launcher/usage.py cost_per_variant), a table when given.
+    `quantized`: launcher/reports/quantization.py rows, a table (and quantization.json) when given."""
     rows = [_coerce(r) for r in rows]
     out_dir = Path(out_dir)
     plots = out_dir / "plots"
@@ -331,6 +333,8 @@ def write_report(rows: Iterable[Dict[str, Any]], out_dir: Path, title: str,
 
     if costs is not None:
         (out_dir / "cost.json").write_text(json.dumps(costs, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if quantized:
+        (out_dir / "quantization.json").write_text(json.dumps(quantized, indent=2) + "\n", encoding="utf-8")
     (out_dir / "signal.json").write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     extra = sorted({k for r in rows for k in r} - set(COLUMNS))
     with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as fh:
@@ -344,6 +348,7 @@ def write_report(rows: Iterable[Dict[str, Any]], out_dir: Path, title: str,
 
     page = templating.render(
         "report.html.j2", title=title, css=CSS, n_rows=len(rows), table=table, figures=figures, fmt=fmt, costs=costs,
+        quantized=quantized or [],
         n_runs=len({(r["campaign"], r["run_id"], r["point"], r["variant"], r["seed"]) for r in rows}),
         trusted=sum(e["trusted"] for e in table), variants=sorted({v for e in table for v in e["variants"]}),
         min_checkpoints=MIN_CHECKPOINTS, min_monotonicity=f"{MIN_MONOTONICITY:g}",

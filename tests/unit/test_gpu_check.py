@@ -130,3 +130,12 @@ def test_the_local_scheduler_is_found_by_the_module_its_start_line_names():
 
     assert f"from {g.DRIVER_MODULE} import main" in backend.DRIVER
     assert importlib.util.find_spec(g.DRIVER_MODULE) is not None
+
+
+def test_the_quantize_row_shows_sizes_and_bits_per_byte_or_why_it_was_skipped():
+    row = g.quantize_row({"ok": True, "result": {"quantization": {
+        "type": "nf4", "size_mb": 310.2, "original_size_mb": 880.1,
+        "bits_per_byte": {"original": 4.1, "quantized": 4.2, "relative": 0.024}}}})
+    assert row == ["quantize bnb nf4", "310 MB", "880 MB", "0.35", "4.2000 bpb", "4.1000 bpb", "ok; bpb +2.40%"]
+    assert g.quantize_row({"ok": True, "skipped": "bnb needs a GPU (--cpu)"})[-1].startswith("ok (skipped")
+    assert g.quantize_row({"ok": False, "error": "RuntimeError: x"})[-1] == "FAIL (RuntimeError: x)"
