@@ -162,6 +162,10 @@ def build(cluster: dict, name: str, echo: Callable = print, force: bool = False)
         if p.wait() != 0:
             raise LauncherError(f"building environment '{name}' failed (pip exit {p.returncode}); {target} is "
                                 f"left as it is, the next build retries")
+    for share in (f for f in files if f.name.endswith(".share.txt")):  # after pip: the versions it installed
+        from launcher import env_share
+
+        env_share.install(target, share, echo)
     stamp.write_text(digest + "\n")
     echo(f"{name}: built in {time.time() - t0:.0f} s: {target / 'bin' / 'python'}")
     return target
