@@ -385,8 +385,24 @@ class Task(NodeGuards):
             # hf://org/name@rev -> its snapshot in the shared hub cache (the fetch stage put it there)
             self.payload = hub.resolve(self.payload, self.spec["hub_cache"])
             self.ctx.params = self.payload.get("params") or {}
-        if self.spec.get("servers"):  # a client of a server: its endpoint first
+        if self.spec.get("servers"):  # a client of a server: its endpoint first, then watched
             endpoints.wait_for_servers(self)
+            signal.signal(signal.SIGINT, self._on_sigint)
+            endpoints.watch_servers(self, self._server_failed)
+
+    def _server_failed(self, why: str) -> None:
+        """(The watcher thread) a server this client uses failed: its child is stopped, and SIGINT to
+        this process interrupts the work (a blocking call too) with Cancel."""
+        self.server_failure = why
+        log(f"{self.stage}[{self.task}]: {why}")
+        if self.child is not None:
+            processes.signal_tree(self.child, signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def _on_sigint(self, signum, _frame) -> None:
+        if getattr(self, "server_failure", None):
+            raise Cancel(self.server_failure)
+        raise KeyboardInterrupt
 
     def run(self) -> int:
         runner, unloadable = self.load_runner()
@@ -439,6 +455,7 @@ class Task(NodeGuards):
                 return self.failed(err, running)
         except Cancel as e:
             log(f"{self.stage}[{self.task}] cancelled: {e}")
+            self.stop_child(10, what="the cancelled task's child")
             running.unlink(missing_ok=True)
             shutil.rmtree(self.tmp_out, ignore_errors=True)
             return self.cancel_self()

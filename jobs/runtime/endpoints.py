@@ -1,14 +1,16 @@
 """Endpoints servers publish (stages/<stage>/endpoints/<point>.json, jobs/layout.py) and the client
 side: a task whose spec names `servers` (stages it waits on with `after`) waits for each one's "ready"
-endpoint before its work, and gets LAUNCHER_ENDPOINT_<SERVER> (the base URL, http://host:port/v1) and
+endpoint before its work, then watches it while it works (a server that fails meanwhile cancels it:
+watch_servers), and gets LAUNCHER_ENDPOINT_<SERVER> (the base URL, http://host:port/v1) and
 LAUNCHER_ENDPOINT_<SERVER>_MODEL; with one server also OPENAI_BASE_URL. A server that failed before
 it was ready cancels the client (jobs.context.Cancel). Standard library only; nothing here depends on
 which kind the server is."""
 from __future__ import annotations
 
 import os
+import threading
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 from jobs import layout
 from jobs.context import Cancel
@@ -65,3 +67,28 @@ def wait_for_servers(task) -> None:
     if len(servers) == 1:
         os.environ["OPENAI_BASE_URL"] = os.environ[env_name(next(iter(servers)))]
         os.environ.setdefault("OPENAI_API_KEY", "EMPTY")
+
+
+WATCH_EVERY_S = 2.0
+
+
+def watch_servers(task, on_failed: Callable[[str], None], every_s: float = WATCH_EVERY_S) -> threading.Thread:
+    """While the client works: a daemon thread that reads its servers' endpoint files every `every_s`
+    and calls on_failed(why) once when one says "failed" (the server or its process died while
+    serving: jobs/kinds/serve.py); the client task then ends as cancelled (jobs.task). A server that
+    stopped normally (its clients ended, its serve_s passed) is not a failure of the client's."""
+    paths = {server: layout.endpoint_file(task.run_dir, server, task.point) for server in task.spec["servers"]}
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            for server, path in paths.items():
+                ep = layout.read_json(path, None) or {}
+                if ep.get("state") == "failed":
+                    on_failed(f"server {server} failed while serving ({ep.get('error') or ep.get('reason')}; "
+                              f"`launcher logs <run> {server}`)")
+                    return
+
+    thread = threading.Thread(target=watch, name="server-watch", daemon=True)
+    thread.start()
+    return thread
