@@ -101,4 +101,6 @@ def mismatch(target: str, draft: str) -> str:
         return ""
     if a[0] != b[0]:
         return f"the draft model's vocabulary has {b[0]} tokens, the target's {a[0]} ({draft} vs {target})"
+    if target.endswith(".gguf") != draft.endswith(".gguf"):
+        return ""  # a GGUF's fingerprint hashes its token strings, a folder's its token -> id map: sizes only
     return f"the draft model's tokens differ from the target's (same size {a[0]}, other tokens: {draft} vs {target})"

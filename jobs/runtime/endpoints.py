@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from jobs import layout
 from jobs.context import Cancel
@@ -70,6 +70,25 @@ def wait_for_servers(task) -> None:
 
 
 WATCH_EVERY_S = 2.0
+# A client whose work failed while its server was ready waits this long for the server's endpoint to
+# say failed (the server task notices its process's death within a poll, jobs/kinds/serve.py): then
+# the client is cancelled by its server's failure, not failed on its own.
+FAILURE_GRACE_S = 10.0
+
+
+def server_failure(task, wait_s: float = 0.0) -> Optional[str]:
+    """Why one of the task's servers failed (its endpoint file says "failed"), or None; polls up to
+    `wait_s` seconds for it."""
+    deadline = time.time() + wait_s
+    while True:
+        for server in task.spec.get("servers") or {}:
+            ep = layout.read_json(layout.endpoint_file(task.run_dir, server, task.point), None) or {}
+            if ep.get("state") == "failed":
+                return (f"server {server} failed while serving ({ep.get('error') or ep.get('reason')}; "
+                        f"`launcher logs <run> {server}`)")
+        if time.time() >= deadline:
+            return None
+        time.sleep(0.5)
 
 
 def watch_servers(task, on_failed: Callable[[str], None], every_s: float = WATCH_EVERY_S) -> threading.Thread:
@@ -77,17 +96,14 @@ def watch_servers(task, on_failed: Callable[[str], None], every_s: float = WATCH
     and calls on_failed(why) once when one says "failed" (the server or its process died while
     serving: jobs/kinds/serve.py); the client task then ends as cancelled (jobs.task). A server that
     stopped normally (its clients ended, its serve_s passed) is not a failure of the client's."""
-    paths = {server: layout.endpoint_file(task.run_dir, server, task.point) for server in task.spec["servers"]}
 
     def watch() -> None:
         while True:
             time.sleep(every_s)
-            for server, path in paths.items():
-                ep = layout.read_json(path, None) or {}
-                if ep.get("state") == "failed":
-                    on_failed(f"server {server} failed while serving ({ep.get('error') or ep.get('reason')}; "
-                              f"`launcher logs <run> {server}`)")
-                    return
+            why = server_failure(task)
+            if why:
+                on_failed(why)
+                return
 
     thread = threading.Thread(target=watch, name="server-watch", daemon=True)
     thread.start()
