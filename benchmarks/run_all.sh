@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, on the dev cluster (each script runs `scripts/dev-slurm up`, which is idempotent).
-# Results: benchmarks/results/{startup,submit,status,data,train_hf,generate,cluster,runs_index,scale}.json. About 50 minutes on 2 cores.
+# Results: benchmarks/results/{startup,submit,status,data,train_hf,generate,cluster,llamacpp_serve,speculative,runs_index,scale}.json. About 50 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=../.venv/bin/python
@@ -11,6 +11,8 @@ PY=../.venv/bin/python
 "$PY" bench_train_hf.py
 "$PY" bench_generate.py
 "$PY" bench_cluster.py
+"$PY" bench_llamacpp_serve.py
+"$PY" bench_speculative.py
 "$PY" bench_runs_index.py
 "$PY" bench_scale.py
 eval "$(../scripts/dev-slurm env)"
