@@ -1,5 +1,5 @@
-"""serve.engine=llama.cpp on cluster=local (llama-cpp-python's server, CPU build, on a tiny GGUF made
-here: gguf_helper.py):
+"""serve.engine=llama.cpp (llama-cpp-python's server, CPU build, on a tiny GGUF made here: gguf_helper.py)
+on cluster=local, and once on the dev cluster:
 
 - the server publishes its endpoint starting -> ready (after /v1/models and a one-token completion) ->
   stopped, the smoke client gets its chat completions, and no process of the server is left (/proc);
@@ -118,4 +118,20 @@ def test_a_gguf_server_killed_mid_serve_fails_its_task_and_cancels_its_client(cl
     assert info["state"] == "failed" and info["clean_exit"] is True
     client_log = "".join(p.read_text() for p in responses.glob("*"))
     assert "cancelled: server serve failed while serving" in client_log, client_log[-2000:]
+    assert server_processes(run) == []
+
+
+def test_a_gguf_is_served_on_the_dev_cluster(dcli, gguf):
+    """The same as the first test, as Slurm jobs (dev cluster, environment llamacpp of cluster=dev)."""
+    dcli("run", "pipeline=serve", "cluster=dev", f"pipeline.vars.model={gguf}",
+         "pipeline.stages.serve.serve.engine=llama.cpp", "pipeline.vars.ready_timeout_s=300")
+    run = dcli.run_dir()
+    states = States(layout.endpoint_file(run, "serve", 0))
+    st = dcli.wait(timeout=900, poll=2)
+    states.stop = True
+    assert st["state"] == "COMPLETED" and all(s["state"] == "COMPLETED" for s in st["stages"]), st
+    assert states.seen[0] == "starting" and "ready" in states.seen and states.seen[-1] == "stopped", states.seen
+    info = json.loads(layout.endpoint_file(run, "serve", 0).read_text())
+    assert info["engine"] == "llama.cpp" and info["clean_exit"] is True
+    assert len((run / "stages/smoke/out/0/0/responses.jsonl").read_text().splitlines()) == 4
     assert server_processes(run) == []
