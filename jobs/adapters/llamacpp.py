@@ -18,7 +18,8 @@ def server_command(python: str, s: Dict[str, Any], model: str, port: int, name: 
                    tmp: Path) -> List[str]:
     """The server's argv. Threads = the task's cpus_per_task (llama.cpp would take every core of the
     node); with GPUs every layer is offloaded (n_gpu_layers=-1), without none. Speculative ngram:
-    prompt lookup with num_speculative_tokens predicted tokens. serve.args come last."""
+    prompt lookup with num_speculative_tokens predicted tokens; draft: the same, through
+    jobs.adapters.llamacpp_draft, which makes the draft GGUF propose them. serve.args come last."""
     threads = str(max(1, int(resources.get("cpus_per_task") or 1)))
     gpus = int(resources.get("gpus_per_node") or 0)
     argv = [python, "-m", "llama_cpp.server", "--model", model, "--model_alias", name, "--host", "0.0.0.0",
@@ -27,8 +28,10 @@ def server_command(python: str, s: Dict[str, Any], model: str, port: int, name: 
     if s.get("chat_format"):
         argv += ["--chat_format", str(s["chat_format"])]
     spec = s.get("speculative") or {}
-    if spec.get("method") == "ngram":
+    if spec.get("method") in ("ngram", "draft"):
         argv += ["--draft_model", PROMPT_LOOKUP, "--draft_model_num_pred_tokens", str(int(spec["num_speculative_tokens"]))]
+    if spec.get("method") == "draft":  # the same server, its draft model a second GGUF (llamacpp_draft.py)
+        argv[1:3] = ["-m", "jobs.adapters.llamacpp_draft", str(spec["draft_model"])]
     return argv + [str(a) for a in s.get("args") or []]
 
 

@@ -1,13 +1,14 @@
 """serve.engine=llama.cpp: llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) on
 a GGUF file, in the `llamacpp` environment; on CPU its threads are the task's cpus_per_task. Speculative
-decoding: n-gram prompt lookup (llama_cpp.server's draft_model=prompt-lookup-decoding, the only method
-its server runs in 0.3.x). Node side: jobs/adapters/llamacpp.py."""
+decoding: n-gram prompt lookup (llama_cpp.server's draft_model=prompt-lookup-decoding) or a draft GGUF
+with the target's vocabulary (jobs/adapters/llamacpp_draft.py). Node side: jobs/adapters/llamacpp.py."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 from launcher.engines import Engine
+from launcher.engines.vllm import draft_problems, plain
 from launcher.kinds.base import Problems
 
 
@@ -27,7 +28,7 @@ class LlamaCpp(Engine):
     name, label = "llama.cpp", "llama.cpp (llama-cpp-python's server)"
     environment = "llamacpp"
     target = "llama_cpp.server.app:create_app"
-    speculative_methods = ("ngram",)
+    speculative_methods = ("ngram", "draft")
     own_keys = ("chat_format",)
 
     def check(self, p: Problems, s: Dict[str, Any], r: Dict[str, Any]) -> None:
@@ -44,6 +45,12 @@ class LlamaCpp(Engine):
 
     def model_problem(self, path: str) -> str:
         return gguf_problem(path)
+
+    def preflight(self, s: Dict[str, Any], env: Dict[str, Any]) -> List[Tuple[str, str]]:
+        draft = (s.get("speculative") or {}).get("draft_model")
+        if plain(draft) and not str(draft).endswith(".gguf"):
+            return [("serve.speculative.draft_model", f"engine llama.cpp drafts with a GGUF file, got {draft}")]
+        return draft_problems(s, gguf_problem)
 
     def describe(self, s: Dict[str, Any]) -> str:
         ctx = s["max_model_len"] or 2048

@@ -3,6 +3,7 @@ on cluster=local, and once on the dev cluster:
 
 - the server publishes its endpoint starting -> ready (after /v1/models and a one-token completion) ->
   stopped, the smoke client gets its chat completions, and no process of the server is left (/proc);
+- speculative decoding with a draft GGUF gives the same greedy answers;
 - a server SIGKILLed while its client is working: the serve task fails with the reason, the client
   is cancelled, nothing is left running.
 """
@@ -98,6 +99,24 @@ def test_a_gguf_is_served_and_the_smoke_client_gets_completions(cli, gguf):
     log = "".join(p.read_text() for p in (run / "stages/serve/logs").glob("*"))
     assert "-m llama_cpp.server --model " + str(gguf) in log and "--n_threads 1" in log
     assert json.loads((run / "environments.json").read_text())["stages"]["serve"]["name"] == "llamacpp"
+    assert server_processes(run) == []
+
+
+@pytest.mark.extended  # ~2 min: two servers one after the other
+def test_a_draft_gguf_proposes_tokens_and_the_answers_do_not_change(cli, gguf):
+    """Speculative decoding with a draft GGUF (here the model itself: same vocabulary) through
+    jobs.adapters.llamacpp_draft: the smoke client's greedy answers equal those without a draft."""
+    plain_run = launch(cli, gguf)
+    assert cli.wait(timeout=600, poll=1)["state"] == "COMPLETED"
+    run = launch(cli, gguf, "pipeline.stages.serve.serve.speculative.method=draft",
+                 f"pipeline.stages.serve.serve.speculative.draft_model={gguf}")
+    st = cli.wait(run.name, timeout=600, poll=1)
+    assert st["state"] == "COMPLETED", st
+    log = "".join(p.read_text() for p in (run / "stages/serve/logs").glob("*"))
+    assert f"-m jobs.adapters.llamacpp_draft {gguf} --model {gguf}" in log
+    answers = [[json.loads(x)["response"] for x in (r / "stages/smoke/out/0/0/responses.jsonl").read_text().splitlines()]
+               for r in (plain_run, run)]
+    assert answers[0] == answers[1] and len(answers[0]) == 4
     assert server_processes(run) == []
 
 

@@ -55,8 +55,8 @@ def test_each_engine_is_resolved_in_its_environment_by_preflight():
     ([f"{S}.serve.serve.engine=sglang"], "engine", "unknown engine 'sglang': one of vllm, llama.cpp, tgi"),
     (["pipeline.vars.model=/m/folder"], "model", "engine llama.cpp serves a GGUF file"),
     ([f"{S}.serve.serve.dtype=bfloat16"], "dtype", "serves the GGUF's own types"),
-    ([f"{S}.serve.serve.speculative.method=draft", f"{S}.serve.serve.speculative.draft_model=/m/d.gguf"],
-     "speculative.method", "engine llama.cpp runs ngram, not 'draft'"),
+    ([f"{S}.serve.serve.speculative.method=ngram", f"{S}.serve.serve.speculative.draft_model=/m/d.gguf"],
+     "speculative.draft_model", "is set but method=ngram reads no draft model"),
     ([f"{S}.serve.serve.speculative.method=medusa"], "speculative.method", "unknown method 'medusa'"),
     ([f"{S}.serve.serve.speculative.method=ngram", f"{S}.serve.serve.speculative.num_speculative_tokens=0"],
      "speculative.num_speculative_tokens", "must be >= 1"),
@@ -116,6 +116,20 @@ def test_the_login_node_reads_a_gguf_vocabulary_without_the_gguf_package(tmp_pat
     assert "is not a file" in engines.get("llama.cpp").model_problem(str(tmp_path))
 
 
+def test_a_draft_gguf_of_another_vocabulary_is_refused_for_llamacpp(tmp_path):
+    target = write_gguf(tmp_path / "t.gguf", ["<s>", "a", "b"])
+    s = {"model": str(target), "speculative": {"method": "draft", "draft_model": str(tmp_path / "d.gguf")}}
+    write_gguf(tmp_path / "d.gguf", ["<s>", "a", "b", "c"])
+    (key, message), = engines.get("llama.cpp").preflight(s, {})
+    assert key == "serve.speculative.draft_model" and "4 tokens, the target's 3" in message
+    write_gguf(tmp_path / "d.gguf", ["<s>", "a", "x"])
+    assert "tokens differ" in engines.get("llama.cpp").preflight(s, {})[0][1]
+    write_gguf(tmp_path / "d.gguf", ["<s>", "a", "b"], extra_first=False)
+    assert engines.get("llama.cpp").preflight(s, {}) == []
+    folder = engines.get("llama.cpp").preflight({**s, "speculative": {"method": "draft", "draft_model": str(tmp_path)}}, {})
+    assert "drafts with a GGUF file" in folder[0][1]
+
+
 def test_vllm_gets_its_speculative_config_as_json_before_the_users_arguments():
     s = {"tensor_parallel": 1, "dtype": "auto", "args": ["--seed", "1"],
          "speculative": {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4}}
@@ -137,6 +151,10 @@ def test_llamacpp_server_command_takes_threads_context_and_prompt_lookup():
     assert "--n_ctx 512 --n_threads 3 --n_threads_batch 3 --n_gpu_layers 0" in joined
     assert "--draft_model prompt-lookup-decoding --draft_model_num_pred_tokens 6" in joined
     assert joined.endswith("--verbose false") and llamacpp.HEALTH_PATH == "/v1/models"
+    draft = llamacpp.server_command("/py", {**s, "speculative": {"method": "draft", "draft_model": "/m/d.gguf",
+                                                                 "num_speculative_tokens": 3}}, "/m/x.gguf", 1, "c", {}, Path("/t"))
+    assert draft[:4] == ["/py", "-m", "jobs.adapters.llamacpp_draft", "/m/d.gguf"] and draft[4:6] == ["--model", "/m/x.gguf"]
+    assert "--draft_model prompt-lookup-decoding --draft_model_num_pred_tokens 3" in " ".join(draft)
 
 
 def test_tgi_command_shards_over_the_gpus_and_speculates_by_ngram():
