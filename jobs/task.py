@@ -91,6 +91,7 @@ class Task(NodeGuards):
         self.stop_file: Path | None = None  # the child learns of the stop request from this file (stop="file")
         self.terminated = False  # a SIGTERM came that this task did not ask for (see _on_sigterm)
         self.ending = False  # this task asked Slurm to end this attempt (its requeue, its scancel)
+        self.server_failure: Optional[str] = None  # a server this client uses failed while serving (why)
         self._deadlines: list[threading.Timer] = []
 
     # -- signals -------------------------------------------------------------------------------
@@ -385,8 +386,24 @@ class Task(NodeGuards):
             # hf://org/name@rev -> its snapshot in the shared hub cache (the fetch stage put it there)
             self.payload = hub.resolve(self.payload, self.spec["hub_cache"])
             self.ctx.params = self.payload.get("params") or {}
-        if self.spec.get("servers"):  # a client of a server: its endpoint first
+        if self.spec.get("servers"):  # a client of a server: its endpoint first, then watched
             endpoints.wait_for_servers(self)
+            signal.signal(signal.SIGINT, self._on_sigint)
+            endpoints.watch_servers(self, self._server_failed)
+
+    def _server_failed(self, why: str) -> None:
+        """(The watcher thread) a server this client uses failed: its child is stopped, and SIGINT to
+        this process interrupts the work (a blocking call too) with Cancel."""
+        self.server_failure = why
+        log(f"{self.stage}[{self.task}]: {why}")
+        if self.child is not None:
+            processes.signal_tree(self.child, signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def _on_sigint(self, signum, _frame) -> None:
+        if self.server_failure:
+            raise Cancel(self.server_failure)
+        raise KeyboardInterrupt
 
     def run(self) -> int:
         runner, unloadable = self.load_runner()
@@ -438,15 +455,31 @@ class Task(NodeGuards):
             except Exception as err:  # noqa: BLE001 - out of requeues for bad nodes: a failure
                 return self.failed(err, running)
         except Cancel as e:
-            log(f"{self.stage}[{self.task}] cancelled: {e}")
-            running.unlink(missing_ok=True)
-            shutil.rmtree(self.tmp_out, ignore_errors=True)
-            return self.cancel_self()
+            return self.cancelled(e, running)
         except BaseException as e:  # noqa: BLE001 - every failure must leave a failure marker
+            if why := self.server_failed_meanwhile(e):
+                return self.cancelled(Cancel(why), running)
             return self.failed(e, running)
         running.unlink(missing_ok=True)
         log(f"{self.stage}[{self.task}] done in {time.time() - started:.1f} s")
         return 0
+
+    def cancelled(self, e: Cancel, running: Path) -> int:
+        """What it waited on failed: its child stopped, no marker, cancelled (jobs.context.Cancel)."""
+        log(f"{self.stage}[{self.task}] cancelled: {e}")
+        self.stop_child(10, what="the cancelled task's child")
+        running.unlink(missing_ok=True)
+        shutil.rmtree(self.tmp_out, ignore_errors=True)
+        return self.cancel_self()
+
+    def server_failed_meanwhile(self, e: BaseException) -> Optional[str]:
+        """A client's work failed (a refused connection, a cut answer): why, when its server failed
+        meanwhile (the watcher may not have seen it yet), else None."""
+        if self.server_failure:
+            return self.server_failure
+        if not self.spec.get("servers") or not isinstance(e, Exception):
+            return None
+        return endpoints.server_failure(self, wait_s=endpoints.FAILURE_GRACE_S)
 
     def lost_peer_nodes(self) -> List[str]:
         """The other nodes of this multi-node Slurm allocation whose slurmd no longer answers ([] on one

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 # jobs.task's exit statuses for "requeue me" and "count me as cancelled" (jobs/task.py)
 REQUEUE_EXIT, CANCEL_EXIT = 75, 76
@@ -52,10 +52,10 @@ def host_interpreter_paths(cluster: dict, env: Dict) -> List[str]:
     return out
 
 
-def mounts(cluster: dict, env: Dict, run_dir: Path) -> List[str]:
+def mounts(cluster: dict, env: Dict, run_dir: Path, read: Sequence[str] = ()) -> List[str]:
     """The `--container-mounts` list: the user's mounts first, then each path the task needs at the
-    same path (run root, hub cache, secrets file, a host interpreter), unless a user mount already has that
-    container path."""
+    same path (run root, hub cache, secrets file, a host interpreter, the paths `read` read-only: a
+    served model outside the run), unless a user mount or the run root already has that container path."""
     user = list(env.get("container_mounts") or [])
     taken = {_norm(_dst(m)[1]) for m in user}
     needed = [(str(Path(run_dir).parent), "")]
@@ -64,6 +64,8 @@ def mounts(cluster: dict, env: Dict, run_dir: Path) -> List[str]:
     if cluster.get("secrets_file"):  # jobs.task reads it at start; read-only
         needed.append((str(cluster["secrets_file"]), ":ro"))
     needed += [(p, "") for p in host_interpreter_paths(cluster, env)]
+    root = _norm(str(Path(run_dir).parent))
+    needed += [(p, ":ro") for p in read if not _norm(p).startswith(root.rstrip("/") + "/")]
     added = []
     for path, flags in dict.fromkeys((_norm(p), f) for p, f in needed):
         if path not in taken:
@@ -71,11 +73,12 @@ def mounts(cluster: dict, env: Dict, run_dir: Path) -> List[str]:
     return user + added
 
 
-def srun_args(cluster: dict, env: Dict, run_dir: Path, workdir: Path) -> List[str]:
+def srun_args(cluster: dict, env: Dict, run_dir: Path, workdir: Path, read: Sequence[str] = ()) -> List[str]:
     """pyxis flags for the step's srun line (never for sbatch). `workdir`: where the task starts inside
-    the image (pyxis otherwise starts in the image's WORKDIR or /root): the run's code snapshot."""
+    the image (pyxis otherwise starts in the image's WORKDIR or /root): the run's code snapshot. `read`:
+    host paths the task reads (Kind.container_paths), mounted read-only."""
     return [f"--container-image={env['container_image']}",
-            f"--container-mounts={','.join(mounts(cluster, env, run_dir))}",
+            f"--container-mounts={','.join(mounts(cluster, env, run_dir, read))}",
             f"--container-workdir={workdir}"]
 
 

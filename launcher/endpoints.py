@@ -10,10 +10,11 @@ from typing import Any, Dict, List
 from jobs import layout
 
 
-def healthy(url: str, timeout: float = 3.0) -> bool:
-    """GET <server>/health (url is the OpenAI base, .../v1)."""
+def healthy(url: str, timeout: float = 3.0, path: str = "/health") -> bool:
+    """GET <server><path> (url is the OpenAI base, .../v1; path: the engine's health route, which the
+    endpoint file names: llama.cpp's is /v1/models)."""
     try:
-        with urllib.request.urlopen(url.rsplit("/v1", 1)[0] + "/health", timeout=timeout) as r:
+        with urllib.request.urlopen(url.rsplit("/v1", 1)[0] + path, timeout=timeout) as r:
             return r.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -26,7 +27,7 @@ def endpoints(run_dir: Path, check: bool = True) -> List[Dict[str, Any]]:
         if not isinstance(info, dict):
             continue
         row = {"stage": f.parent.parent.name, "point": int(f.stem), **info}
-        if check and row.get("state") == "ready" and not healthy(row["url"]):
+        if check and row.get("state") == "ready" and not healthy(row["url"], path=row.get("health") or "/health"):
             row["state"] = "unreachable"
         rows.append(row)
     return rows

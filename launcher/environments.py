@@ -22,12 +22,16 @@ def envs_dir(cluster: dict) -> Path:
     return Path(cluster.get("envs_dir") or os.environ.get("LAUNCHER_ENVS_DIR") or PROJECT_ROOT / ".envs")
 
 
-def resolve(cluster: dict, stage: str, kind: str) -> Dict[str, Any]:
-    """The environment of one stage: the profile's mapping for the stage name, else for its kind,
-    else none (the cluster's interpreter, the launcher's own by default)."""
+def resolve(cluster: dict, stage: str, kind: str, preferred: Optional[str] = None) -> Dict[str, Any]:
+    """The environment of one stage: the profile's mapping for the stage name, else `preferred` (what
+    the kind asks for this stage's config: serve.engine=llama.cpp -> llamacpp) when the profile defines
+    it, else the mapping for its kind, else none (the cluster's interpreter, the launcher's own by
+    default)."""
     mapping = cluster.get("stage_environments") or {}
-    name = mapping.get(stage) or mapping.get(kind)
     envs = cluster.get("environments") or {}
+    # a stage named like its kind (serve: serve) is under the kind's mapping: the kind's preference wins
+    by_name = mapping.get(stage) if stage != kind else None
+    name = by_name or (preferred if preferred in envs else None) or mapping.get(kind)
     if name is not None and name not in envs:
         key = "cluster.stage_environments." + (stage if stage in mapping else kind)
         raise ConfigError(f"environment '{name}' is not defined (cluster.environments: {', '.join(envs) or 'none'})",

@@ -233,7 +233,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
     for name in order:
         st = stages_cfg[name]
         try:
-            environment = resolve_environment(first["cluster"], name, st["kind"])
+            environment = resolve_environment(first["cluster"], name, st["kind"], kinds.get(st["kind"]).environment_name(st))
         except ConfigError as e:
             errors.append(e)
             environment = {}

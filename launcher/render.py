@@ -133,7 +133,7 @@ def render_script(plan: Plan, req: JobRequest, run_dir: Path, run_id: str) -> st
         srun_args.append("--kill-on-bad-exit=1")
     teardown = None
     if env["container_image"]:  # pyxis, on the srun line only (launcher/containers.py)
-        srun_args += containers.srun_args(cl, env, run_dir, workdir=code)
+        srun_args += containers.srun_args(cl, env, run_dir, workdir=code, read=kinds.get(stage.kind).container_paths(stage))
         in_container, teardown = containers.batch_lines()
         setup += in_container
     # throttle is per sweep point, like tasks: K points may run K times as many tasks at once

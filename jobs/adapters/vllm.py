@@ -1,9 +1,15 @@
-"""How kind=serve drives vLLM: the OpenAI-compatible server's command line and the environment it needs
-on a shared node. Standard library only: vLLM runs in a child process of the stage's interpreter."""
+"""How kind=serve drives vLLM (serve.engine=vllm): the OpenAI-compatible server's command line, its
+speculative config and the environment it needs on a shared node; and how kind=generate drives
+vllm.LLM. Standard library only at import: vLLM runs in a child process of the stage's interpreter.
+Every serve engine's adapter has LABEL, HEALTH_PATH, server_command and server_env (jobs/kinds/serve.py)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
+
+LABEL = "vLLM"
+HEALTH_PATH = "/health"
 
 
 def server_argv(python: str, s: Dict[str, Any], model: str, port: int, name: str, gpus: int = 0) -> List[str]:
@@ -19,6 +25,33 @@ def server_argv(python: str, s: Dict[str, Any], model: str, port: int, name: str
     if not gpus and "--enforce-eager" not in extra:
         argv.append("--enforce-eager")
     return argv + extra
+
+
+def speculative_config(spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """serve.speculative -> vLLM's SpeculativeConfig fields (vllm/config/speculative.py, 0.32): method
+    "ngram" with prompt_lookup_max/min, or "draft_model" with model; None when off."""
+    method = (spec or {}).get("method")
+    if not method:
+        return None
+    cfg: Dict[str, Any] = {"num_speculative_tokens": int(spec["num_speculative_tokens"])}
+    if method == "ngram":
+        cfg["method"] = "ngram"
+        cfg.update({k: int(spec[k]) for k in ("prompt_lookup_max", "prompt_lookup_min") if spec.get(k)})
+    else:
+        cfg.update(method="draft_model", model=spec["draft_model"])
+    return cfg
+
+
+def server_command(python: str, s: Dict[str, Any], model: str, port: int, name: str, resources: Dict[str, Any],
+                   tmp: Path) -> List[str]:
+    """The server's argv: server_argv and the speculative config (--speculative-config as JSON)."""
+    argv = server_argv(python, s, model, port, name, int(resources.get("gpus_per_node") or 0))
+    cfg = speculative_config(s.get("speculative") or {})
+    if cfg:
+        extra = len([str(a) for a in s.get("args") or []])
+        at = len(argv) - extra  # before the user's arguments, so theirs come last
+        argv[at:at] = ["--speculative-config", json.dumps(cfg, sort_keys=True)]
+    return argv
 
 
 def server_env(env: Dict[str, str], tmp: Path) -> Dict[str, str]:

@@ -1,13 +1,16 @@
-"""kind=serve on the compute node: vLLM's OpenAI-compatible server for one model (jobs/adapters/vllm.py).
-Standard library only; vLLM runs in a child process of the stage's interpreter (its own environment).
+"""kind=serve on the compute node: an OpenAI-compatible server for one model, driven by the adapter of
+serve.engine (ENGINES: jobs/adapters/vllm.py, llamacpp.py, tgi.py). Standard library only; the server
+runs in a child process of the stage's interpreter (its own environment, or TGI's container image).
 
 Server task:
 1. a port free on this node: the first from serve.port_base + job id % 10000 that binds, so servers of
    different jobs on one node differ (jobs/runtime/ports.py);
-2. `python -m vllm.entrypoints.openai.api_server --model ...` in its own session (one signal reaches
-   vLLM and every process it starts) that also dies with this task (PR_SET_PDEATHSIG), its output in
-   this task's log (jobs/runtime/processes.py, through the task's start_child);
-3. ready = /health answers 200 and a one-token completion succeeds; only then the endpoint goes to
+2. the engine's server command (`python -m vllm.entrypoints.openai.api_server`, `python -m
+   llama_cpp.server`, `text-generation-launcher`) in its own session (one signal reaches the server
+   and every process it starts) that also dies with this task (PR_SET_PDEATHSIG), its output in this
+   task's log (jobs/runtime/processes.py, through the task's start_child);
+3. ready = the engine's health route (HEALTH_PATH: /health; llama.cpp's /v1/models) answers 200 and a
+   one-token completion succeeds; only then the endpoint goes to
    stages/<stage>/endpoints/<point>.json (state "ready"). A server that exits or is not ready within
    serve.ready_timeout_s fails the task, its own error above in the log;
 4. serves until its clients (stages with `after` on it) have ended, serve.serve_s has passed, or the
@@ -19,6 +22,7 @@ servers' endpoints before their work (jobs/runtime/endpoints.py).
 """
 from __future__ import annotations
 
+import importlib
 import shutil
 import socket
 import subprocess
@@ -29,7 +33,6 @@ from pathlib import Path
 from typing import Any, Dict
 
 from jobs import layout
-from jobs.adapters import vllm
 from jobs.context import Requeue
 from jobs.runtime import http, polling
 from jobs.runtime.ports import free_port
@@ -42,6 +45,9 @@ CLIENTS_EVERY_S = 120  # the controller is asked about the clients at most this 
 # A server's marker only says it served once: resubmitted (for a resumed client), it serves again.
 reruns_when_complete = True
 resolves_hub_references = True
+# serve.engine -> its adapter: LABEL, HEALTH_PATH, server_command(python, s, model, port, name, resources,
+# tmp) and server_env(env, tmp)
+ENGINES = {"vllm": "jobs.adapters.vllm", "llama.cpp": "jobs.adapters.llamacpp", "tgi": "jobs.adapters.tgi"}
 
 
 def clients_ended(task, asked: list) -> bool:
@@ -69,22 +75,30 @@ def stop_cause(task) -> str:
     return "time limit (stop signal)"
 
 
-def wait_ready(task, proc: subprocess.Popen, port: int, name: str, s: Dict[str, Any]) -> float:
-    """Seconds until /health answered 200 and a one-token completion came back. Raises RuntimeError
-    when the server exits or is not ready within serve.ready_timeout_s, Requeue on a stop request."""
+def adapter(engine: str):
+    """The adapter module of serve.engine (ValueError for one not in ENGINES)."""
+    if engine not in ENGINES:
+        raise ValueError(f"serve.engine: unknown engine {engine!r} (one of {', '.join(ENGINES)})")
+    return importlib.import_module(ENGINES[engine])
+
+
+def wait_ready(task, proc: subprocess.Popen, port: int, name: str, s: Dict[str, Any], engine) -> float:
+    """Seconds until the engine's health route answered 200 and a one-token completion came back.
+    Raises RuntimeError when the server exits or is not ready within serve.ready_timeout_s, Requeue on
+    a stop request."""
     base, t0 = f"http://127.0.0.1:{port}", time.time()
 
     def healthy() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"the vLLM server exited with status {proc.returncode} before it was ready "
-                               f"({time.time() - t0:.0f} s); its error is in this task's log above")
+            raise RuntimeError(f"the {engine.LABEL} server exited with status {proc.returncode} before it was "
+                               f"ready ({time.time() - t0:.0f} s); its error is in this task's log above")
         if task.ctx.should_stop():
             raise Requeue()
-        return http.get_json(base + "/health", timeout=5)[0] == 200
+        return http.get_json(base + engine.HEALTH_PATH, timeout=5)[0] == 200
 
     if not polling.until(healthy, s["ready_timeout_s"], 1):
-        raise RuntimeError(f"the vLLM server was not ready within serve.ready_timeout_s={s['ready_timeout_s']:g} s; "
-                           f"its log is above")
+        raise RuntimeError(f"the {engine.LABEL} server was not ready within serve.ready_timeout_s="
+                           f"{s['ready_timeout_s']:g} s; its log is above")
     status, body = http.post_json(base + "/v1/completions", {"model": name, "prompt": "Hello", "max_tokens": 2,
                                                              "temperature": 0}, timeout=120)
     if status != 200 or not isinstance(body, dict) or not body.get("choices"):
@@ -92,7 +106,7 @@ def wait_ready(task, proc: subprocess.Popen, port: int, name: str, s: Dict[str, 
     return time.time() - t0
 
 
-def serve_until_done(task, proc: subprocess.Popen, s: Dict[str, Any], served_from: float) -> str:
+def serve_until_done(task, proc: subprocess.Popen, s: Dict[str, Any], served_from: float, label: str = "vLLM") -> str:
     """Serve until the clients ended, serve.serve_s passed or a stop request came; returns which.
     Raises RuntimeError when the server exits meanwhile."""
     clients = ", ".join(task.spec.get("clients") or {}) or None
@@ -104,7 +118,8 @@ def serve_until_done(task, proc: subprocess.Popen, s: Dict[str, Any], served_fro
 
     def done() -> str | None:
         if proc.poll() is not None:
-            raise RuntimeError(f"the vLLM server exited with status {proc.returncode} while serving")
+            raise RuntimeError(f"the {label} server exited with status {proc.returncode} while serving (the "
+                               f"clients are cancelled; its last output is in this task's log above)")
         if task.ctx.should_stop():
             return stop_cause(task)
         if s["serve_s"] and time.time() - served_from >= s["serve_s"]:
@@ -118,27 +133,28 @@ def serve_until_done(task, proc: subprocess.Popen, s: Dict[str, Any], served_fro
 
 def run(task) -> Dict[str, Any]:
     s = layout.Folders(task.spec, task.point).fill(task.payload["serve"])
+    engine = adapter(s.get("engine") or "vllm")
     model, name = s["model"], s["served_model_name"] or task.stage
-    if not Path(model).is_dir():
-        raise FileNotFoundError(f"serve.model: {model} is not a folder")
+    if not Path(model).exists():
+        raise FileNotFoundError(f"serve.model: {model} does not exist")
     endpoint = layout.endpoint_file(task.run_dir, task.stage, task.point)
     host = socket.gethostname()
     port = free_port(task.job_id, int(s["port_base"]))
     info: Dict[str, Any] = {"state": "starting", "host": host, "port": port, "model": name, "model_path": model,
-                            "job_id": task.job_id, "started": time.time()}
+                            "engine": s.get("engine") or "vllm", "health": engine.HEALTH_PATH, "job_id": task.job_id,
+                            "started": time.time()}
     layout.atomic_write_json(endpoint, info)
-    # short: a Unix socket path (vLLM's zmq sockets live in TMPDIR) has at most 107 bytes
-    tmp = Path(tempfile.mkdtemp(prefix=f"vllm-{task.job_id}-"))
-    env = vllm.server_env(task.environment(), tmp)
-    gpus = int((task.spec.get("resources") or {}).get("gpus_per_node") or 0)
-    argv = vllm.server_argv(sys.executable, s, model, port, name, gpus)
+    # short: a Unix socket path (vLLM's zmq sockets, TGI's shards' live in TMPDIR) has at most 107 bytes
+    tmp = Path(tempfile.mkdtemp(prefix=f"serve-{task.job_id}-"))
+    env = engine.server_env(task.environment(), tmp)
+    argv = engine.server_command(sys.executable, s, model, port, name, task.spec.get("resources") or {}, tmp)
     task.log("serve: " + " ".join(argv))
-    # the stop signal is not forwarded to vLLM: this task stops it (stop="file": nothing reads the file)
+    # the stop signal is not forwarded to the server: this task stops it (stop="file": nothing reads the file)
     proc = task.start_child(argv, env, stop="file", die_with_parent=True)
     reason = "failed"
     try:
         try:
-            ready_s = wait_ready(task, proc, port, name, s)
+            ready_s = wait_ready(task, proc, port, name, s, engine)
         except Requeue:
             reason = f"{stop_cause(task)} before ready"
             raise
@@ -147,15 +163,21 @@ def run(task) -> Dict[str, Any]:
         layout.atomic_write_json(endpoint, info)
         task.log(f"serve: ready after {ready_s:.1f} s; endpoint published: {info['url']} model {name!r}")
         served_from = time.time()
-        reason = serve_until_done(task, proc, s, served_from)
+        reason = serve_until_done(task, proc, s, served_from, engine.LABEL)
         task.log(f"serve: stopping ({reason})")
-        return {"endpoint": info["url"], "model": name, "model_path": model, "ready_s": round(ready_s, 1),
-                "served_s": round(time.time() - served_from, 1), "reason": reason, "port": port, "host": host}
+        return {"endpoint": info["url"], "model": name, "model_path": model, "engine": info["engine"],
+                "ready_s": round(ready_s, 1), "served_s": round(time.time() - served_from, 1), "reason": reason,
+                "port": port, "host": host}
+    except Exception as e:
+        info["error"] = str(e)[:500]  # the clients' watchers say it (jobs/runtime/endpoints.py)
+        raise
     finally:
+        ended = "stopped" if reason != "failed" else "failed"
+        if ended == "failed":  # clients learn of it now, not after the grace below
+            layout.atomic_write_json(endpoint, {**info, "state": "failed", "stopped": time.time(), "reason": reason})
         clean = task.stop_child(STOP_GRACE_S, what="serve: the server")
         shutil.rmtree(tmp, ignore_errors=True)
-        info.update(state="stopped" if reason != "failed" else "failed", stopped=time.time(), reason=reason,
-                    clean_exit=clean)
+        info.update(state=ended, stopped=time.time(), reason=reason, clean_exit=clean)
         layout.atomic_write_json(endpoint, info)
         if not clean:
             task.log(f"serve: processes of the server's session {proc.pid} are still alive after SIGKILL")

@@ -8,7 +8,8 @@ Where each hook is called:
     launcher/ignored.py     reads, only_for (options the kind would silently ignore)
     launcher/secrets.py     secret_variables
     launcher/tracking.py    tracks
-    launcher/render.py      environment (hub_access), multi_process (srun), spec_extra, client_spec,
+    launcher/plan.py        environment_name (the stage's environment)
+    launcher/render.py      environment (hub_access), multi_process (srun), spec_extra, client_spec, container_paths,
                             files, runner, reads_stage_outputs, output_layout, provides_endpoint
     launcher/preflight.py   preflight, targets, downloads_hub_refs, fetched_refs
     launcher/cli.py         describe (`launcher plan`)
@@ -161,6 +162,11 @@ class Kind:
         """{variable: config key} of the submitting shell's variables its tasks inherit as secrets."""
         return {}
 
+    def environment_name(self, st: Dict[str, Any]) -> Optional[str]:
+        """The environment this stage's config asks for (serve.engine=llama.cpp: llamacpp), used when
+        the profile defines it and maps no environment to the stage's name; None: the kind's mapping."""
+        return None
+
     # -- submission -----------------------------------------------------------------------------------
     def environment(self, cluster: Dict[str, Any]) -> Dict[str, str]:
         """Variables its tasks' script exports (before the cluster's and the stage's own env). The
@@ -181,6 +187,11 @@ class Kind:
     def client_spec(self, stage) -> Dict[str, Any]:
         """provides_endpoint: what a client's spec says of this server (besides its hash)."""
         return {}
+
+    def container_paths(self, stage) -> List[str]:
+        """Host paths its tasks read that a container image must see (mounted at the same path, read-only):
+        a model outside the run directory."""
+        return []
 
     def files(self, plan, stage, run_dir: Path, run_id: str) -> Dict[Path, str]:
         """{path: text} written beside the spec at submission (configs the node reads)."""

@@ -1,6 +1,7 @@
-"""kind=serve (vLLM's OpenAI-compatible server) on the login side: its config section and checks, what
-its clients' specs say of it, what preflight reads (the model folder, its length) and resolves in the
-stage's environment. A server provides an endpoint: stages that wait on it with `after` get it
+"""kind=serve (an OpenAI-compatible inference server: vLLM, llama.cpp or TGI, serve.engine) on the login
+side: its config section and checks, what its clients' specs say of it, what preflight reads (the
+model, a draft model) and resolves in the stage's environment, which the engine picks
+(launcher/engines/). A server provides an endpoint: stages that wait on it with `after` get it
 (LAUNCHER_ENDPOINT_<STAGE>), and a resumed client brings it back; its task reruns when complete."""
 from __future__ import annotations
 
@@ -8,28 +9,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from jobs.layout import PLACEHOLDER
-
+from launcher import engines
+from launcher.engines.vllm import plain
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
 from launcher.placeholders import check_placeholders
 
 
 @dataclass
-class Serve:
-    """kind=serve: vLLM's OpenAI-compatible server on the model. The endpoint (host, port, model) is
-    published to stages/<stage>/endpoints/<point>.json once /health answers and a test completion
-    succeeds; stages that wait on this one with `after` get it as LAUNCHER_ENDPOINT_<STAGE>."""
+class Speculative:
+    """serve.speculative: the server proposes several tokens per step and the model checks them in one
+    pass (docs/serve.md). vLLM: --speculative-config; llama.cpp: prompt lookup; TGI: --speculate."""
 
-    model: str = "{input}/model"  # HF folder: a parent's output or a path
+    method: Optional[str] = None  # null: off | ngram (prompt lookup in the context) | draft (a smaller model)
+    draft_model: Optional[str] = None  # method=draft: a model folder with the target's tokenizer, or {input:<stage>}/...
+    num_speculative_tokens: int = 4  # tokens proposed per step
+    prompt_lookup_max: Optional[int] = None  # ngram, vLLM: the longest n-gram matched (vLLM's default)
+    prompt_lookup_min: Optional[int] = None  # ngram, vLLM: the shortest
+
+
+@dataclass
+class Serve:
+    """kind=serve: an OpenAI-compatible server on the model. The endpoint (host, port, model) is
+    published to stages/<stage>/endpoints/<point>.json once the server answers its health check and a
+    test completion; stages that wait on this one with `after` get it as LAUNCHER_ENDPOINT_<STAGE>."""
+
+    engine: str = "vllm"  # vllm | llama.cpp | tgi (launcher/engines/, docs/serve.md)
+    model: str = "{input}/model"  # vllm, tgi: HF folder; llama.cpp: a .gguf file (a parent's output or a path)
     served_model_name: Optional[str] = None  # default: the stage name
-    tensor_parallel: int = 1  # GPUs per server (<= resources.gpus_per_node)
-    max_model_len: Optional[int] = None
+    tensor_parallel: int = 1  # GPUs per server (<= resources.gpus_per_node); TGI's num_shard
+    max_model_len: Optional[int] = None  # llama.cpp: n_ctx (default 2048); TGI: --max-total-tokens
     dtype: str = "auto"
+    chat_format: Optional[str] = None  # llama.cpp: a llama_cpp chat format name; null: the GGUF's own template
+    speculative: Speculative = field(default_factory=Speculative)
     ready_timeout_s: float = 600.0  # fail (with the server's log) if not ready by then
     serve_s: Optional[float] = None  # stop after this long; null: when the stages that wait on it have ended
     port_base: int = 30000  # port = first free from base + job id % 10000
-    args: List[str] = field(default_factory=list)  # more `vllm serve` arguments
+    args: List[str] = field(default_factory=list)  # more arguments of the engine's server command
 
 
 def check_serve(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> None:
@@ -41,7 +57,7 @@ def check_serve(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
     tp, gpus = s["tensor_parallel"], r["gpus_per_node"]
     if tp < 1:
         bad("serve.tensor_parallel", f"must be >= 1, got {tp}")
-    elif gpus and tp > gpus:
+    elif gpus and isinstance(gpus, int) and tp > gpus:
         bad("serve.tensor_parallel", f"{tp} GPUs per server but resources.gpus_per_node is {gpus}: use "
                                      f"tensor_parallel <= {gpus}")
     elif not gpus and tp != 1:
@@ -56,39 +72,18 @@ def check_serve(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
         bad("serve.ready_timeout_s", f"must be > 0, got {s['ready_timeout_s']}")
 
 
-def model_length_problem(path: str, max_model_len) -> str:
-    """vLLM refuses a max_model_len over the model's max_position_embeddings (config.json) unless told
-    to allow it: '' if it fits or either is unknown."""
-    import json
-    import os
-
-    try:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            limit = json.load(f).get("max_position_embeddings")
-    except (OSError, ValueError):
-        return ""
-    if max_model_len is None or not isinstance(limit, int) or max_model_len <= limit:
-        return ""
-    return (f"{max_model_len} is over the model's max_position_embeddings ({limit}, {path}/config.json); vLLM would "
-            f"refuse to start")
+def engine_of(p: Problems, s: Dict[str, Any]) -> Optional[engines.Engine]:
+    """The Engine of serve.engine, or None (reported) when there is none of that name."""
+    if s["engine"] in engines.MODULES:
+        return engines.get(s["engine"])
+    p.add("serve.engine", f"unknown engine {s['engine']!r}: one of {', '.join(engines.MODULES)}")
+    return None
 
 
 def local_inputs(name: str, payload: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(config key, path) of the model when it is a plain path (no placeholder, no URL)."""
     path = payload["serve"]["model"]
-    return [(f"pipeline.stages.{name}.serve.model", path)] if path and not PLACEHOLDER.search(path) \
-        and "://" not in path else []
-
-
-def model_problem(path: str) -> str:
-    """Why a plain-path model cannot be served ('' if it can): missing, or no config.json."""
-    import os
-
-    if not os.path.exists(path):
-        return f"{path} does not exist"
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        return f"{path} is not a Hugging Face model folder (no config.json)"
-    return ""
+    return [(f"pipeline.stages.{name}.serve.model", path)] if plain(path) else []
 
 
 def clients_of(plan, stage) -> Dict[str, Any]:
@@ -100,6 +95,7 @@ class ServeKind(Kind):
     name = "serve"
     section, schema = "serve", Serve
     payload_keys = ("serve",)
+    only_for = {"serve": [("engine", {e: engines.get(e).own_keys for e in engines.MODULES})]}
     provides_endpoint = True
     reruns_when_complete = True
     shares_points = False  # each point's clients meet their own server
@@ -107,10 +103,32 @@ class ServeKind(Kind):
 
     def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
         check_serve(p.stage, st, p.errors)
-        check_placeholders(p.stage, st, [(f"{p.key}.serve.model", st["serve"]["model"])], ancestors, p.errors)
+        s = st["serve"]
+        strings = [(f"{p.key}.serve.model", s["model"])]
+        if s["speculative"]["draft_model"]:
+            strings.append((f"{p.key}.serve.speculative.draft_model", s["speculative"]["draft_model"]))
+        check_placeholders(p.stage, st, strings, ancestors, p.errors)
+        engine = engine_of(p, s)
+        if engine is not None:
+            engine.check(p, s, st["resources"])
+            for key, message in engines.speculative_problems(engine, s["speculative"]):
+                p.add(key, message)
+
+    def environment_name(self, st: Dict[str, Any]) -> Optional[str]:
+        """The engine's environment (llama.cpp: llamacpp), when the profile defines it."""
+        name = (st.get("serve") or {}).get("engine")
+        return engines.get(name).environment if name in engines.MODULES else None
+
+    def container_paths(self, stage) -> List[str]:
+        """Plain model paths (a model folder, a GGUF file, a draft model) mounted into a container."""
+        out = []
+        for payload in stage.payloads:
+            s = payload["serve"]
+            out += [p for p in (s["model"], s["speculative"]["draft_model"]) if plain(p)]
+        return list(dict.fromkeys(out))
 
     def spec_extra(self, plan, stage) -> Dict[str, Any]:
-        """Serves until its clients have ended (or serve.serve_s); eager mode without GPUs."""
+        """Serves until its clients have ended (or serve.serve_s); its resources (GPUs, CPU threads)."""
         return {"resources": stage.resources,
                 "clients": {n: {"hash": s.hash, "tasks_per_point": s.tasks_per_point}
                             for n, s in clients_of(plan, stage).items()}}
@@ -121,27 +139,31 @@ class ServeKind(Kind):
     def preflight(self, plan, stage) -> List[ConfigError]:
         errors = []
         for payload in stage.payloads:
+            s = payload["serve"]
+            engine = engines.get(s["engine"])
             for key, path in local_inputs(stage.name, payload):
-                problem = model_problem(path)
-                if problem:
+                if problem := engine.model_problem(path):
                     errors.append(ConfigError(problem, stage=stage.name, key=key))
-                elif problem := model_length_problem(path, payload["serve"]["max_model_len"]):
-                    errors.append(ConfigError(problem, stage=stage.name,
-                                              key=f"pipeline.stages.{stage.name}.serve.max_model_len"))
-        return errors
+            for key, message in engine.preflight(s, stage.environment):
+                errors.append(ConfigError(message, stage=stage.name, key=f"pipeline.stages.{stage.name}.{key}"))
+        return list({(e.key, e.message): e for e in errors}.values())
 
     def targets(self, stage) -> List[Tuple[str, str]]:
-        return [(f"pipeline.stages.{stage.name}.serve", "vllm.entrypoints.openai.api_server:run_server")]
+        target = engines.get(stage.payloads[0]["serve"]["engine"]).target
+        return [(f"pipeline.stages.{stage.name}.serve.engine", target)] if target else []
 
     def describe(self, plan, stage, plan_dir: Path) -> List[str]:
         s, name, resources = stage.payloads[0]["serve"], stage.name, stage.resources
         clients = list(clients_of(plan, stage))
         until = " or ".join(filter(None, [f"{', '.join(clients)} ended" if clients else "",
                                            f"{s['serve_s']:g} s" if s["serve_s"] else ""])) or "its time limit"
-        return [f"{name}: vLLM serving {s['model']} as {s['served_model_name'] or name!r}, tensor_parallel "
-                f"{s['tensor_parallel']} on {resources['gpus_per_node']} GPU(s); port {s['port_base']} + job id % "
-                f"10000 (first free); ready = /health + a test completion within {s['ready_timeout_s']:g} s; "
-                f"serves until {until}"]
+        spec = s["speculative"]
+        spec_text = (f"; speculative {spec['method']} ({spec['num_speculative_tokens']} tokens"
+                     f"{', draft ' + spec['draft_model'] if spec['draft_model'] else ''})" if spec["method"] else "")
+        return [f"{name}: {engines.get(s['engine']).describe(s)} serving {s['model']} as "
+                f"{s['served_model_name'] or name!r} on {resources['gpus_per_node']} GPU(s){spec_text}; port "
+                f"{s['port_base']} + job id % 10000 (first free); ready = health + a test completion within "
+                f"{s['ready_timeout_s']:g} s; serves until {until}"]
 
 
 KIND = ServeKind()
