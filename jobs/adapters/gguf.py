@@ -54,27 +54,19 @@ def pre_tokenizer_for(tokenizer_json: Dict[str, Any]) -> Optional[str]:
 
 
 def open_model(path: Path, n_ctx: int, threads: int, repack: bool = False):
-    """llama_cpp.Llama on a GGUF file with every position's logits (logits_all), for scoring. repack=False
-    turns off llama.cpp's extra CPU buffer types (use_extra_bufts: weights repacked for AMX/AVX-512
-    kernels): with them, llama_decode segfaults on every quantized type (q8_0, q4_0, q4_k_m, q6_k; f16
-    is fine) on the dev machine's Xeon (AMX, llama-cpp-python 0.3.36). Llama() has no argument for it, so
-    its default model parameters are wrapped while it loads. Repacking changes speed, not results."""
+    """llama_cpp.Llama on a GGUF file with every position's logits (logits_all), for scoring; llama.cpp's
+    weight repacking off unless `repack` (jobs/adapters/llamacpp_repack.py: it segfaults on quantized
+    types on the dev machine's Xeon)."""
     import llama_cpp
-    import llama_cpp.llama as module
 
-    default = module.llama_cpp.llama_model_default_params
+    from jobs.adapters import llamacpp_repack
 
-    def params():
-        p = default()
-        p.use_extra_bufts = repack
-        return p
-
-    module.llama_cpp.llama_model_default_params = params
+    undo = llamacpp_repack.disable(repack)
     try:
         return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
                                n_threads=threads, verbose=False)
     finally:
-        module.llama_cpp.llama_model_default_params = default
+        undo()
 
 
 def convert_argv(python: str, conv: Path, model: str, outfile: Path, outtype: str, pre: str) -> List[str]:

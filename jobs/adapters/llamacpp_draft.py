@@ -2,17 +2,13 @@
 serve.engine=llama.cpp). llama-cpp-python's server (0.3.36) builds its draft model in one place, as
 `llama_speculative.LlamaPromptLookupDecoding(num_pred_tokens=N)` when its draft_model setting is
 given, and its Llama then verifies the proposed tokens (logits for every position, rejecting from the
-first mismatch). This entry point replaces that constructor with GgufDraft, a second Llama on the
-draft GGUF that proposes its N greedy tokens, and runs the server as `python -m llama_cpp.server`:
-
-    python -m jobs.adapters.llamacpp_draft <draft.gguf> <llama_cpp.server arguments ...
-        --draft_model prompt-lookup-decoding --draft_model_num_pred_tokens N>
+first mismatch). `install` replaces that constructor with GgufDraft, a second Llama on the draft GGUF
+that proposes its N greedy tokens (the server's entry point, jobs/adapters/llamacpp_server.py, calls it
+for `--draft <draft.gguf>`, with --draft_model prompt-lookup-decoding --draft_model_num_pred_tokens N).
 
 Runs in the llamacpp environment (numpy, llama_cpp), imported there only."""
 from __future__ import annotations
 
-import runpy
-import sys
 from typing import Any, List
 
 
@@ -48,17 +44,12 @@ def draft_class():
     return GgufDraft
 
 
-def main(argv: List[str]) -> None:
-    draft, server_args = argv[0], argv[1:]
+def install(draft: str, server_args: List[str]) -> None:
+    """From now on the server's prompt-lookup draft model is a GgufDraft on `draft` (n_ctx and threads
+    as the server's own arguments say)."""
     from llama_cpp import llama_speculative
 
     cls = draft_class()
     n_ctx, threads = int(_arg(server_args, "--n_ctx", "2048")), int(_arg(server_args, "--n_threads", "1"))
     llama_speculative.LlamaPromptLookupDecoding = lambda num_pred_tokens=10, **_: cls(draft, num_pred_tokens,
                                                                                        n_ctx, threads)
-    sys.argv = ["llama_cpp.server", *server_args]
-    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -147,13 +147,14 @@ def test_llamacpp_server_command_takes_threads_context_and_prompt_lookup():
          "speculative": {"method": "ngram", "num_speculative_tokens": 6}}
     argv = llamacpp.server_command("/py", s, "/m/x.gguf", 30002, "chat", {"cpus_per_task": 3}, Path("/tmp"))
     joined = " ".join(argv)
-    assert argv[:3] == ["/py", "-m", "llama_cpp.server"] and "--model /m/x.gguf --model_alias chat" in joined
+    assert argv[:3] == ["/py", "-m", "jobs.adapters.llamacpp_server"] and "--model /m/x.gguf --model_alias chat" in joined
     assert "--n_ctx 512 --n_threads 3 --n_threads_batch 3 --n_gpu_layers 0" in joined
     assert "--draft_model prompt-lookup-decoding --draft_model_num_pred_tokens 6" in joined
     assert joined.endswith("--verbose false") and llamacpp.HEALTH_PATH == "/v1/models"
     draft = llamacpp.server_command("/py", {**s, "speculative": {"method": "draft", "draft_model": "/m/d.gguf",
                                                                  "num_speculative_tokens": 3}}, "/m/x.gguf", 1, "c", {}, Path("/t"))
-    assert draft[:4] == ["/py", "-m", "jobs.adapters.llamacpp_draft", "/m/d.gguf"] and draft[4:6] == ["--model", "/m/x.gguf"]
+    assert draft[:5] == ["/py", "-m", "jobs.adapters.llamacpp_server", "--draft", "/m/d.gguf"]
+    assert draft[5:7] == ["--model", "/m/x.gguf"]
     assert "--draft_model prompt-lookup-decoding --draft_model_num_pred_tokens 3" in " ".join(draft)
 
 
