@@ -38,9 +38,10 @@ def vllm_python() -> Path:
 
 
 def vllm_processes(*runs: Path) -> list[str]:
-    """What is left of the runs' servers: processes in a server's session (the endpoint file records
-    its leader's pid, which is the session id: vLLM's EngineCore and helpers included), and any
-    process whose command line names the run (the model path). Other vLLMs on the machine are not ours."""
+    """What is left of the runs' servers (vLLM and llama.cpp): processes in a server's session (the
+    endpoint file records its leader's pid, which is the session id: vLLM's EngineCore and helpers
+    included), and any process whose command line names the run (the model path). Other servers on the
+    machine are not ours."""
     from jobs.runtime.processes import session_pids
 
     left = []
@@ -49,7 +50,7 @@ def vllm_processes(*runs: Path) -> list[str]:
             pid = (layout.read_json(f, {}) or {}).get("pid")
             left += [f"session {pid}: pid {p}" for p in (session_pids(pid) if pid else [])]
         out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
-        left += [line for line in out if str(run) in line and "vllm" in line.lower()]
+        left += [line for line in out if str(run) in line and ("vllm" in line.lower() or "llamacpp" in line)]
     return left
 
 
@@ -81,7 +82,7 @@ class EndpointWatch:
 
 
 @pytest.fixture(scope="module")
-def demo_on_slurm(tmp_path_factory, dev_slurm, cpu_python, vllm_python):
+def demo_on_slurm(tmp_path_factory, dev_slurm, cpu_python, vllm_python, llamacpp_python):
     dcli = CLI(tmp_path_factory.mktemp("runs"), env=dev_slurm)
     # SFT long enough to be requeued between its first checkpoint (step 8) and its end
     dcli("run", "pipeline=demo", "cluster=dev", "pipeline.vars.align_steps=48", timeout=600)
@@ -125,6 +126,25 @@ def test_a_forced_requeue_of_sft_resumes_from_its_last_checkpoint(demo_on_slurm)
     assert progress["last_checkpoint"].endswith("checkpoint-48")
     log = "".join(p.read_text() for p in (run / "stages/sft/logs").glob("*.err"))
     assert f"resuming from checkpoint-{result['resumed_from']}" in log
+
+
+def test_the_dpo_model_is_quantized_to_gguf_and_served_by_llamacpp(demo_on_slurm):
+    """DPO -> quantize (GGUF q8_0) -> serve (engine llama.cpp) -> smoke_gguf: the quantized model's bits
+    per byte is within 2 % of the original's on the same held-out documents (q8_0 measured -0.01 % on
+    the tiny model, tests/integration/test_quantize.py), its server went ready and stopped, and its
+    client got 4 answers; nothing of either server is left (test_no_server_process_is_left)."""
+    _, run, st, _ = demo_on_slurm
+    states = {s["name"]: s["state"] for s in st["stages"]}
+    assert states["quantize"] == states["serve_gguf"] == states["smoke_gguf"] == "COMPLETED", states
+    q = json.loads((run / "stages/quantize/out/0/0/result.json").read_text())["quantization"]
+    bpb = q["bits_per_byte"]
+    assert q["type"] == "q8_0" and bpb["original"] > 0 and q["eval"]["documents"] > 0
+    assert abs(bpb["quantized"] - bpb["original"]) / bpb["original"] < 0.02, bpb
+    assert (run / "stages/quantize/out/0/0/model.gguf").stat().st_size > 0
+    info = layout.read_json(layout.endpoint_file(run, "serve_gguf", 0), {})
+    assert info["engine"] == "llama.cpp" and info["state"] == "stopped", info
+    responses = (run / "stages/smoke_gguf/out/0/0/responses.jsonl").read_text().splitlines()
+    assert len(responses) == 4 and all(json.loads(r)["response"] for r in responses)
 
 
 def test_dpo_reward_margin_grows_over_training(demo_on_slurm):

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,22 +19,10 @@ from pathlib import Path
 import pytest
 
 from jobs import layout
-from conftest import ROOT, wait_for
+from conftest import wait_for
 from gguf_helper import make_gguf
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def llamacpp_python() -> Path:
-    """The llamacpp stage environment (conf/envs/llamacpp.txt; compiling llama.cpp takes minutes): used
-    as it is when built, built once otherwise."""
-    env = ROOT / ".envs" / "llamacpp"
-    if not (env / ".launcher-built").exists():
-        p = subprocess.run([sys.executable, "-m", "launcher", "env", "build", "llamacpp"], capture_output=True,
-                           text=True, timeout=3600)
-        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return env / "bin" / "python"
 
 
 @pytest.fixture(scope="session")
