@@ -25,6 +25,7 @@ def render(train: Dict[str, Any], *, project: str, run: str, checkpoints: str, t
     Hugging Face tokenizer folder; `data`: absolute datatrove-tokenized folders -> weight."""
     # Floats are cast: an int from YAML (lr: 1) passes dacite but nanotron asserts a float learning rate.
     model, opt, par = train["model"], train["optimizer"], train["parallelism"]
+    data = {f: w for f, w in data.items() if w > 0}  # weight 0: listed, not drawn (kinds/pretrain.py _check_data)
     total = sum(data.values())
     cfg = {
         "general": {"project": project, "run": run, "seed": train["seed"]},

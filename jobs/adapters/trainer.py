@@ -347,6 +347,15 @@ def _dataset(data: dict[str, float], plan: dict, seq_len: int, token_size: int, 
     return sources, dataset
 
 
+def mix_summary(data: dict[str, float], sources: list, dataset: "MixedTokens", seq_len: int) -> list[dict]:
+    """result.json's `data`: per folder its weight, its share of the weights, the samples it holds and
+    the samples (and predicted tokens, seq_len each) the fixed order draws from it; `passes` > 1: repeats."""
+    total = float(sum(data.values()))
+    return [{"folder": folder, "weight": float(w), "share": round(float(w) / total, 6), "samples": len(src),
+             "drawn": n, "drawn_tokens": n * seq_len, "passes": round(passes, 4)}
+            for (folder, w), src, n, passes in zip(data.items(), sources, dataset.counts, dataset.passes)]
+
+
 def _fixed_batch(sources: list, folder: str, vocab: int, tokenizer: str) -> dict:
     """The first samples of the first folder (final_loss), checked against the vocabulary."""
     fixed = eval_batch(sources[0])
@@ -549,6 +558,7 @@ def train(ctx, train: dict, data: dict[str, float], tokenizer: str, *, log: Call
         "stop_checkpoints": [s for s, _ in complete if reasons[s] == "stop"],
         "checkpoint_dir": str(ckpt_dir), "model_dir": str(model_dir), "device": "cuda" if cuda else "cpu",
         "dp": plan["dp"], "ema": _save_ema(train, averaging, tok, Path(ctx.output_dir), ckpt_dir, final_step),
+        "data": mix_summary(data, sources, dataset, seq_len),
     }
     log(f"done: step {final_step}, {result['tokens']:,} tokens, train loss {result['final_train_loss']}, "
         f"fixed-set loss {final_loss:.5f}, {result['tokens_per_s']:,} tokens/s over {train_seconds:.1f} s")

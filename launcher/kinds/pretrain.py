@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING
 
@@ -161,6 +161,19 @@ def _nearest(value: int, candidates: List[int]) -> int | str:
     return min(candidates, key=lambda c: (abs(c - value), c)) if candidates else "?"
 
 
+def _check_data(data: List[Dict[str, Any]], bad: Callable[[str, str], None]) -> None:
+    """train.data: at least one folder; weights >= 0 and not all 0. A weight of 0 lists a folder that is
+    not drawn from: a sweep over a source's weight (0 = without it, docs/synthetic.md) keeps the stage's
+    `after` edges, which every sweep point shares, and says in result.json that nothing came from it."""
+    if not data:
+        bad("train.data", "needs at least one tokenized folder ({folder: ..., weight: ...})")
+    for i, d in enumerate(data):
+        if d["weight"] < 0:
+            bad(f"train.data.{i}.weight", f"a sampling weight is >= 0 (0: listed, not drawn), got {d['weight']}")
+    if data and all(d["weight"] <= 0 for d in data):
+        bad("train.data", "every weight is 0: nothing to draw training samples from; give one folder a weight > 0")
+
+
 def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
                 tokenizer_size: Optional[int] = None) -> None:
     """Every rule of the layout, each error naming its key and a valid setting nearby.
@@ -186,8 +199,7 @@ def check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError],
     if any(e.stage == name for e in errors):
         return  # the arithmetic below divides by these
 
-    if not train["data"] or any(d["weight"] <= 0 for d in train["data"]):
-        bad("train.data", "needs at least one tokenized folder ({folder: ..., weight: ...}), each weight > 0")
+    _check_data(train["data"], bad)
     if model["hidden_size"] % model["num_heads"]:
         bad("train.model.num_heads", f"hidden_size {model['hidden_size']} is not divisible by num_heads "
                                      f"{model['num_heads']}")

@@ -160,6 +160,14 @@ def test_tp_async_only_with_reduce_scatter():
     assert rendered("llama1b_dp2_tp2_pp2")["parallelism"]["tp_linear_async_communication"] is True
 
 
+def test_a_folder_of_weight_zero_is_left_out():
+    """train.data weight 0 (listed, not drawn: a sweep's "without" point, docs/synthetic.md)."""
+    train, kwargs = case("tiny")
+    cfg = nanotron_config.render(train, **{**kwargs, "data": {"/web": 1.0, "/synthetic": 0.0}})
+    ds = cfg["data_stages"][0]["data"]["dataset"]
+    assert ds["dataset_folder"] == ["/web"] and ds["dataset_weights"] == [1.0]
+
+
 def test_escape_hatch_replaces_lists_and_keeps_the_rest():
     train, kw = case("tiny")
     train["nanotron"] = {"tokens": {"train_steps": 5}, "data_stages": [{"name": "x"}]}
