@@ -87,6 +87,7 @@ def test_the_synthetic_ablation_runs_on_the_local_backend(cli, cpu_python):
     check_synthetic_run(cli)
 
 
+@pytest.mark.extended  # ~10 min on 2 cores: the CI tier keeps the step's own test below
 def test_the_synthetic_ablation_on_the_dev_cluster(dcli, cpu_python):
     """The same on Slurm: one array job per stage (the dedup sub-stages one each), 2 points of train."""
     dcli("run", *SWEEP, "cluster=dev", timeout=600)
