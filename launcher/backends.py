@@ -96,6 +96,10 @@ class Backend(Protocol):
         the user; `queued`: the user's queued jobs, called at most once): (errors, warnings), a warning
         for what only delays the run. Called only when `checks` gave a `limits`."""
 
+    @staticmethod
+    def job_ref(run_dir: str, job_id: str) -> str:
+        """How a dependency of another run names job `job_id` of run `run_dir` (launcher/inflight.py)."""
+
     def job_states(self, job_ids: Iterable[str]) -> Dict[str, tuple]:
         """Jobs outside the run: {job id: (STATE words, still held by the controller)} (waits_on_jobs only)."""
 

@@ -143,7 +143,7 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
                 if s == "pending" and m.running.get(t) == f"{jid}_{idx}":
                     s = "running"  # the task says so; accounting has not caught up yet
                 tasks[t] = "failed" if s == "completed" else s  # exited 0 but left no marker
-        tasks.update({t: "cached" for t in st.cached_tasks()})
+        tasks.update(_cached_states(plan, st))
         states[name] = _with_shared(st, tasks)
     _mark_skipped(plan, states)
     states = {name: _with_shared(st, states[name]) for name, st in plan.stages.items()}
@@ -158,6 +158,21 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
                                    **_details(plan, name, states, latest[name], sched))
     bad = {node: rec.get("problems") or [] for node, rec in layout.bad_nodes(run.path).items()}
     return RunStatus(run=run.id, stages=stages, path=run.path, bad_nodes=bad)
+
+
+def _cached_states(plan: Plan, st) -> Dict[int, str]:
+    """Tasks whose point another run computed: cached; one it is computing (in flight,
+    launcher/inflight.py): the state of that run's point (pending, running; failed when its jobs ended
+    without completing it: resume computes it here), one scheduler query per such point."""
+    out: Dict[int, str] = {}
+    for point, source in st.cached.items():
+        state = "cached"
+        if source.get("jobs"):
+            from launcher import inflight
+
+            state = inflight.source_state(plan.cluster, st.name, source)
+        out.update({t: state for t in range(int(point) * st.tasks_per_point, (int(point) + 1) * st.tasks_per_point)})
+    return out
 
 
 def _details(plan: Plan, name: str, states: Dict[str, Dict[int, str]], latest: Dict[int, Tuple[str, int, int]],

@@ -26,6 +26,11 @@ class SlurmBackend(Slurm):
     check_stage = staticmethod(slurm_checks.check_stage)
     check_limits = staticmethod(slurm_checks.check_limits)
 
+    @staticmethod
+    def job_ref(run_dir: str, job_id: str) -> str:
+        """A Slurm job id names the job in any run's dependency."""
+        return str(job_id)
+
     def __init__(self, cluster: dict, run_dir: Optional[Path] = None, accounting: Optional[bool] = None):
         super().__init__(cluster, accounting=accounting)
 

@@ -32,7 +32,8 @@ def test_a_completed_point_of_another_run_is_cached_a_partial_one_is_not(tmp_pat
     run = old_run(tmp_path, keyed(tmp_path), done={"shards": [0, 1, 2, 3], "reduce": [0], "fanout": [0]})
     plan = keyed(tmp_path)
     cache.apply(plan, tmp_path)
-    assert plan.stages["shards"].cached == {"0": {"run": str(run), "point": 0, "hash": plan.stages["shards"].hash}}
+    assert plan.stages["shards"].cached == {"0": {"run": str(run), "point": 0, "hash": plan.stages["shards"].hash,
+                                                  "tasks": [0, 4]}}
     assert plan.stages["shards"].run_tasks() == [] and plan.stages["shards"].cached_tasks() == [0, 1, 2, 3]
     assert plan.stages["reduce"].cached and not plan.stages["fanout"].cached  # 1 of its 2 tasks done: still writing
     assert not plan.stages["checkpointing"].cached  # no marker at all
