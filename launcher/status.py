@@ -151,7 +151,7 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
     stages = {}
     for name, st in plan.stages.items():
         active = sorted({(latest[name][t][0], latest[name][t][2]) for t, s in states[name].items()
-                         if s in ACTIVE and st.task_of(t) == t})
+                         if s in ACTIVE and st.task_of(t) == t and t in latest[name]})  # not another run's
         stages[name] = StageStatus(name=name, total=st.total_tasks, tasks=states[name], job_ids=job_ids[name],
                                    active_jobs=active, tasks_per_point=st.tasks_per_point, hash=st.hash,
                                    shared={t: st.task_of(t) for t in range(st.total_tasks) if st.task_of(t) != t},
