@@ -111,8 +111,11 @@ def forced(plan: Plan, rerun: Sequence[str]) -> Set[str]:
 
 
 def roots(cluster: dict) -> List[Path]:
-    """Where else completed outputs are looked up: the profile's team `cache_dir` (launcher/publish.py)."""
-    return [Path(cluster["cache_dir"])] if cluster.get("cache_dir") else []
+    """Where else completed outputs are looked up: the profile's team `cache_dir` (launcher/team_cache.py)."""
+    from launcher import team_cache
+
+    where = team_cache.usable(cluster)
+    return [where] if where is not None else []
 
 
 def apply(plan: Plan, run_root: Path, rerun: Sequence[str] = (), skip: Optional[Path] = None,

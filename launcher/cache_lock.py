@@ -39,10 +39,6 @@ def holder(directory: Path) -> Optional[dict]:
 
 
 def _acquire(directory: Path, timeout_s: float) -> FileLock:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LauncherError(f"cannot create {directory} for the cache lock: {e.strerror or e}") from e
     lock = FileLock(str(directory / LOCK_NAME))
     try:
         lock.acquire(timeout=timeout_s)

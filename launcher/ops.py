@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from launcher import backends, configdirs, health, runindex
+from launcher import backends, configdirs, health, runindex, team_cache
 from launcher.compose import compose_each, compose_points, sweep_points
 from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from launcher.plan import Plan, build_plan
@@ -178,7 +178,13 @@ def cache_locked(configs: List[dict]):
     """The cache lock (launcher/cache_lock.py) of the configs' run root and team cache_dir."""
     from launcher import cache, cache_lock
 
-    return cache_lock.held([Path(configs[0]["run_root"]).resolve(), *cache.roots(configs[0]["cluster"])])
+    root = Path(configs[0]["run_root"]).resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # the lock lives there, as the runs will
+        dirs = [root]
+    except OSError:
+        dirs = []  # preflight says why (run_root): nothing is submitted
+    return cache_lock.held([*dirs, *cache.roots(configs[0]["cluster"])])
 
 
 def launch_prepared(prep: Prepared, overrides: Sequence[str], multirun: bool, echo: Callable = print,
@@ -192,6 +198,7 @@ def launch_prepared(prep: Prepared, overrides: Sequence[str], multirun: bool, ec
     run_id = new_run_id(prep.plan.pipeline, name)
     run = Run(prep.run_root / run_id)
     _write_run(prep, run.path, run_id, overrides, multirun, origin)
+    team_cache.link(prep.plan.cluster, run.path)  # the team's runs find its keys (under the cache lock)
     runindex.record(run.path)  # `launcher status <id>` finds it from anywhere, whatever its run root
     try:
         _snapshot_and_record(prep.plan, run.path)
