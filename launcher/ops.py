@@ -9,8 +9,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from launcher import backends, configdirs, health, runindex, team_cache
-from launcher.compose import compose_each, compose_points, sweep_points
+from launcher import backends, compose_cache, configdirs, health, runindex, team_cache
+from launcher.compose import compose_each, sweep_points
 from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from launcher.plan import Plan, build_plan
 from launcher.preflight import preflight
@@ -42,7 +42,7 @@ class Prepared:
 def prepare(overrides: Sequence[str], multirun: bool, rerun: Sequence[str] = ()) -> Prepared:
     """Compose every sweep point, build the plan, read the cluster and run preflight. `rerun`: stages
     computed again although another run has their output (launcher/cache.py)."""
-    points, configs = compose_points(overrides, multirun)
+    points, configs = compose_cache.compose_points(overrides, multirun)
     return prepare_configs(configs, points, rerun)
 
 
@@ -169,7 +169,7 @@ def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print,
            rerun: Sequence[str] = ()) -> tuple[Run, Prepared]:
     """Compose, then under the cache lock look up the content keys and submit the rest (a launcher
     started at the same time with the same keys finds these points in flight: launcher/inflight.py)."""
-    points, configs = compose_points(overrides, multirun)
+    points, configs = compose_cache.compose_points(overrides, multirun)
     with cache_locked(configs):
         return launch_prepared(prepare_configs(configs, points, rerun), overrides, multirun, echo=echo)
 
