@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, on the dev cluster (each script runs `scripts/dev-slurm up`, which is idempotent).
-# Results: benchmarks/results/{startup,submit,status,data,train_hf,generate,cluster,runs_index,scale}.json. About 50 minutes on 2 cores.
+# Results: benchmarks/results/{startup,submit,status,data,train_hf,generate,cluster,runs_index,cache,scale}.json. About 50 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=../.venv/bin/python
@@ -12,6 +12,7 @@ PY=../.venv/bin/python
 "$PY" bench_generate.py
 "$PY" bench_cluster.py
 "$PY" bench_runs_index.py
+"$PY" bench_cache.py
 "$PY" bench_scale.py
 eval "$(../scripts/dev-slurm env)"
 echo "jobs of $(id -un) still queued or running: $(squeue -h -u "$(id -un)" | wc -l)"
