@@ -71,5 +71,19 @@ def held(directories: Sequence[Path], timeout_s: float = TIMEOUT_S) -> Iterator[
             ordered.append(Path(d))
     with ExitStack() as stack:
         for d in ordered:
-            stack.callback(_acquire(d, timeout_s).release)
+            stack.callback(_release, d, _acquire(d, timeout_s))
         yield
+
+
+def _release(directory: Path, lock: FileLock) -> None:
+    """Release; in a folder that holds nothing else (no run was written: bad input), remove the lock's
+    files first, so a refused command leaves the run root as it found it. A launcher that was waiting
+    then holds a lock on the removed file while a third may lock a new one: at worst those two both
+    compute a key, as without the lock; no run exists there yet for either to find."""
+    try:
+        if {p.name for p in directory.iterdir()} <= {LOCK_NAME, f"{LOCK_NAME}.holder"}:
+            (directory / f"{LOCK_NAME}.holder").unlink(missing_ok=True)
+            (directory / LOCK_NAME).unlink(missing_ok=True)
+    except OSError:
+        pass
+    lock.release()
