@@ -51,7 +51,7 @@ def completed(run_root: Path, skip: Optional[Path] = None, cluster: Optional[dic
     from the cache points to the run that computed it. With `cluster`, a key no run has completed but
     a run of that cluster is computing now maps to that run's point with its `jobs` (in flight)."""
     found: Dict[Tuple[str, str], Source] = {}
-    pending: Dict[Tuple[str, str], Tuple[Path, Plan, Source]] = {}
+    pending: Dict[Tuple[str, str], Tuple[Path, Plan, Source]] = {}  # computed there, not complete yet
     for run_dir in run_dirs([Path(run_root), *roots], skip):
         try:
             plan = Plan.from_json(json.loads((run_dir / "plan.json").read_text()))
@@ -71,9 +71,11 @@ def completed(run_root: Path, skip: Optional[Path] = None, cluster: Optional[dic
                                           latest.get(name, {}))
                 if jobs:
                     pending.setdefault((name, key), (run_dir, plan, dict(source, jobs=jobs)))
-    for k, (run_dir, plan, source) in pending.items():
-        if k not in found and inflight.alive(plan.cluster, run_dir, source["jobs"]):
-            found[k] = source
+    wanted = [(k, run_dir, source) for k, (run_dir, _, source) in pending.items() if k not in found]
+    if wanted:  # one scheduler query (per run on the local scheduler) for every candidate
+        for (k, _, source), open_ in zip(wanted, inflight.alive(cluster, [(r, s["jobs"]) for _, r, s in wanted])):
+            if open_:
+                found[k] = source
     return found
 
 

@@ -57,10 +57,23 @@ def nameable(cluster: dict, run_dir) -> bool:
     return ":" not in ref and "," not in ref
 
 
-def alive(cluster: dict, run_dir, jobs: Jobs) -> bool:
-    """Whether every one of these array tasks is pending or running (one scheduler query)."""
-    states = backends.for_cluster(cluster, run_dir).query(list(jobs), settled=list(jobs))
-    return all(states.get(jid, {}).get(i) in OPEN for jid, idx in jobs.items() for i in idx)
+def alive(cluster: dict, wanted: List[Tuple[object, Jobs]]) -> List[bool]:
+    """For each (run dir, jobs): whether every one of those array tasks is pending or running. One
+    scheduler query for all of them where one scheduler holds every run's jobs (Slurm:
+    accounting_spans_runs), else one per run (the local scheduler's state is per run)."""
+    by_run: Dict[object, Set[str]] = {}
+    spans = backends.get(cluster["backend"]).accounting_spans_runs
+    for run_dir, jobs in wanted:
+        by_run.setdefault(None if spans else str(run_dir), set()).update(jobs)
+    answers = {}
+    for run_dir, ids in by_run.items():
+        where = run_dir if run_dir is not None else wanted[0][0]
+        answers[run_dir] = backends.for_cluster(cluster, where).query(sorted(ids), settled=sorted(ids))
+    out = []
+    for run_dir, jobs in wanted:
+        states = answers[None if spans else str(run_dir)]
+        out.append(all(states.get(jid, {}).get(i) in OPEN for jid, idx in jobs.items() for i in idx))
+    return out
 
 
 def refs(cluster: dict, source: dict) -> List[str]:

@@ -129,3 +129,25 @@ def test_the_cache_lock_times_out_naming_its_holder(tmp_path):
         holder.wait()
     with cache_lock.held([tmp_path, tmp_path / "."], timeout_s=5):  # the holder died: free; one dir taken once
         pass
+
+
+def test_one_scheduler_query_for_every_candidate_where_one_scheduler_holds_all_runs(monkeypatch):
+    from launcher import backends
+
+    calls = []
+
+    class OneScheduler:
+        accounting_spans_runs = True
+
+        def __init__(self, cluster, run_dir, accounting=None):
+            pass
+
+        def query(self, ids, settled=()):
+            calls.append(list(ids))
+            return {"7": {0: "running", 1: "pending"}, "8": {0: "failed"}}
+
+    monkeypatch.setattr(backends, "get", lambda name: OneScheduler)
+    monkeypatch.setattr(backends, "for_cluster", lambda cluster, run_dir, accounting=None: OneScheduler(cluster, run_dir))
+    wanted = [("/runs/a", {"7": [0, 1]}), ("/runs/b", {"8": [0]}), ("/runs/c", {"9": [0]})]
+    assert inflight.alive({"backend": "x"}, wanted) == [True, False, False]  # 9: unknown to it
+    assert calls == [["7", "8", "9"]]
