@@ -3,12 +3,14 @@ not computed again. The new run references that output read-only (plan.json `cac
 `cached_outputs`; jobs/layout.py `located`), and `status` shows it as cached.
 
 Completed work counts: every task of the point has its completion marker in that run. A point another
-run is computing now (in flight: launcher/inflight.py) is referenced too, and the stages after it wait
-on its jobs; any other partial output (a failed or cancelled task) is not. Serving, publishing, a server's clients, stages
-with `cache: false` and the stages `--rerun` names (and every stage after them) are always computed.
-Login node only: reads plan.json files, ledgers and marker folders (one scheduler query per run
-with points in flight), writes nothing. The caller holds the cache lock (launcher/cache_lock.py) from
-here until the ledger records the submission.
+run is computing now (in flight: launcher/inflight.py) is referenced too, and the stages after it
+wait on its jobs; any other partial output (a failed or cancelled task) is not. Serving, publishing,
+a server's clients, stages with `cache: false` and the stages `--rerun` names (and every stage after
+them) are always computed. The runs looked at: those under the run root, then those linked in the
+profile's team cache_dir (launcher/team_cache.py).
+Login node only: reads plan.json files, ledgers and marker folders, and asks the scheduler once about
+the candidates in flight (once per run on the local scheduler); writes nothing. The caller holds the
+cache lock (launcher/cache_lock.py) from here until the ledger records the submission.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from launcher import inflight, keys
 from launcher.errors import ConfigError, ConfigErrors
 from launcher.plan import Plan, StagePlan
 
-Source = Dict[str, object]  # {"run": run dir, "point": its point there, "hash": its stage hash there}
+# {"run": run dir, "point": its point there, "hash": its stage hash there, "tasks": [first, end) of its
+# global tasks there; in flight also "jobs": {job id: [array indices]} it waits on}
+Source = Dict[str, object]
 
 
 def run_dirs(roots: Sequence[Path], skip: Optional[Path] = None) -> List[Path]:
