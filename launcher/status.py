@@ -156,6 +156,7 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
                                    active_jobs=active, tasks_per_point=st.tasks_per_point, hash=st.hash,
                                    shared={t: st.task_of(t) for t in range(st.total_tasks) if st.task_of(t) != t},
                                    **_details(plan, name, states, latest[name], sched))
+        stages[name].waiting_for.update(_inflight_waits(st, states[name]))
     bad = {node: rec.get("problems") or [] for node, rec in layout.bad_nodes(run.path).items()}
     return RunStatus(run=run.id, stages=stages, path=run.path, bad_nodes=bad)
 
@@ -172,6 +173,16 @@ def _cached_states(plan: Plan, st) -> Dict[int, str]:
 
             state = inflight.source_state(plan.cluster, st.name, source)
         out.update({t: state for t in range(int(point) * st.tasks_per_point, (int(point) + 1) * st.tasks_per_point)})
+    return out
+
+
+def _inflight_waits(st, states: Dict[int, str]) -> Dict[int, List[str]]:
+    """What a task another run is computing waits for: that run (`waiting` in status)."""
+    out: Dict[int, List[str]] = {}
+    for point, source in st.cached.items():
+        for t in range(int(point) * st.tasks_per_point, (int(point) + 1) * st.tasks_per_point) if source.get("jobs") else ():
+            if states.get(t) in ACTIVE:
+                out[t] = [f"run {Path(source['run']).name} (in flight)"]
     return out
 
 
