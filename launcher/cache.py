@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from jobs import layout
 
-from launcher import inflight, keys
+from launcher import cache_index, inflight, keys
 from launcher.errors import ConfigError, ConfigErrors
 from launcher.plan import Plan, StagePlan
 
@@ -30,9 +30,9 @@ from launcher.plan import Plan, StagePlan
 Source = Dict[str, object]
 
 
-def run_dirs(roots: Sequence[Path], skip: Optional[Path] = None) -> List[Path]:
-    """The runs under each root (a run root, then the team cache_dir, whose entries link to runs),
-    each once (by real path), oldest first within a root; not `skip`."""
+def run_dirs(roots: Sequence[Path], skip: Optional[Path] = None) -> List[Tuple[Path, Path]]:
+    """(root, run) for the runs under each root (a run root, then the team cache_dir, whose entries
+    link to runs), each run once (by real path), oldest first within a root; not `skip`."""
     seen = {os.path.realpath(skip)} if skip is not None else set()
     out = []
     for root in roots:
@@ -44,7 +44,7 @@ def run_dirs(roots: Sequence[Path], skip: Optional[Path] = None) -> List[Path]:
             real = os.path.realpath(d)
             if real not in seen:
                 seen.add(real)
-                out.append(Path(real))
+                out.append((Path(root), Path(real)))
     return out
 
 
@@ -53,34 +53,58 @@ def completed(run_root: Path, skip: Optional[Path] = None, cluster: Optional[dic
     """{(stage, key): where its completed output is} over the runs under `run_root` and `roots` (not
     `skip`), oldest run first so the first run that computed a key stays its source; a point a run took
     from the cache points to the run that computed it. With `cluster`, a key no run has completed but
-    a run of that cluster is computing now maps to that run's point with its `jobs` (in flight)."""
+    a run of that cluster is computing now maps to that run's point with its `jobs` (in flight).
+    A run that had completed everything when last read is taken from the root's index
+    (launcher/cache_index.py) while its plan.json is unchanged."""
     found: Dict[Tuple[str, str], Source] = {}
-    pending: Dict[Tuple[str, str], Tuple[Path, Plan, Source]] = {}  # computed there, not complete yet
-    for run_dir in run_dirs([Path(run_root), *roots], skip):
-        try:
-            plan = Plan.from_json(json.loads((run_dir / "plan.json").read_text()))
-        except (OSError, ValueError, TypeError, KeyError):
-            continue  # a plan of another version, torn or foreign: not a source
-        latest = None
-        for name, stage in plan.stages.items():
-            for key, source in _points(run_dir, stage):
-                if "jobs" not in source:
-                    found.setdefault((name, key), source)
-                    continue
-                if (cluster is None or plan.cluster.get("name") != cluster.get("name")
-                        or not inflight.nameable(cluster, run_dir)):
-                    continue  # another scheduler's jobs: nothing to wait on
-                latest = inflight.latest_jobs(run_dir) if latest is None else latest
-                jobs = inflight.open_jobs(stage, source["point"], layout.markers(run_dir, name, stage.hash).done,
-                                          latest.get(name, {}))
-                if jobs:
-                    pending.setdefault((name, key), (run_dir, plan, dict(source, jobs=jobs)))
-    wanted = [(k, run_dir, source) for k, (run_dir, _, source) in pending.items() if k not in found]
+    pending: Dict[Tuple[str, str], Tuple[Path, Source]] = {}  # computed there, not complete yet
+    listed = run_dirs([Path(run_root), *roots], skip)
+    indexes = {root: cache_index.Index(root) for root in dict.fromkeys(r for r, _ in listed)}
+    for root, run_dir in listed:
+        sig = cache_index.signature(run_dir)
+        known = indexes[root].done(run_dir, sig)
+        if known is None:
+            known, open_points = _read_run(run_dir, cluster)
+            indexes[root].record(run_dir, sig, known, whole=not open_points)
+            for k, source in open_points:
+                if source is not None:
+                    pending.setdefault(k, (run_dir, source))
+        for name, key, source in known:
+            found.setdefault((name, key), source)
+    for root, index in indexes.items():
+        index.save([r for rt, r in listed if rt == root])
+    wanted = [(k, run_dir, source) for k, (run_dir, source) in pending.items() if k not in found and cluster]
     if wanted:  # one scheduler query (per run on the local scheduler) for every candidate
         for (k, _, source), open_ in zip(wanted, inflight.alive(cluster, [(r, s["jobs"]) for _, r, s in wanted])):
             if open_:
                 found[k] = source
     return found
+
+
+def _read_run(run_dir: Path, cluster: Optional[dict]) -> Tuple[list, list]:
+    """([[stage, key, source]] of the points the run completed or took from the cache, [((stage, key),
+    source with `jobs`: those its open tasks are recorded under, or None when `cluster` cannot wait on
+    them)] of the points it has not completed). A plan that cannot be read: nothing."""
+    try:
+        plan = Plan.from_json(json.loads((run_dir / "plan.json").read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        return [], []  # a plan of another version, torn or foreign: not a source
+    done, open_points, latest = [], [], None
+    for name, stage in plan.stages.items():
+        for key, source in _points(run_dir, stage):
+            if "jobs" not in source:
+                done.append([name, key, source])
+                continue
+            open_points.append(((name, key), None))
+            if (cluster is None or plan.cluster.get("name") != cluster.get("name")
+                    or not inflight.nameable(cluster, run_dir)):
+                continue  # another scheduler's jobs: nothing to wait on
+            latest = inflight.latest_jobs(run_dir) if latest is None else latest
+            jobs = inflight.open_jobs(stage, source["point"], layout.markers(run_dir, name, stage.hash).done,
+                                      latest.get(name, {}))
+            if jobs:
+                open_points[-1] = ((name, key), dict(source, jobs=jobs))
+    return done, open_points
 
 
 def _points(run_dir: Path, stage: StagePlan) -> Iterable[Tuple[str, Source]]:
