@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, on the dev cluster (each script runs `scripts/dev-slurm up`, which is idempotent).
-# Results: benchmarks/results/{startup,submit,status,polling,data,train_hf,generate,cluster,quantize,llamacpp_serve,speculative,runs_index,scale}.json. About 85 minutes on 2 cores (polling alone: 30).
+# Results: benchmarks/results/{startup,submit,status,polling,data,train_hf,generate,cluster,quantize,llamacpp_serve,speculative,runs_index,cache,scale}.json. About 85 minutes on 2 cores (polling alone: 30).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=../.venv/bin/python
@@ -16,6 +16,7 @@ PY=../.venv/bin/python
 "$PY" bench_llamacpp_serve.py
 "$PY" bench_speculative.py
 "$PY" bench_runs_index.py
+"$PY" bench_cache.py
 "$PY" bench_scale.py
 eval "$(../scripts/dev-slurm env)"
 echo "jobs of $(id -un) still queued or running: $(squeue -h -u "$(id -un)" | wc -l)"

@@ -102,6 +102,10 @@ class Backend(Protocol):
         `after.job:N` key, [(stage, job id, why)] for the edges that hold already and are submitted
         without the dependency). A backend that does not wait on jobs returns ([], [])."""
 
+    @staticmethod
+    def job_ref(run_dir: str, job_id: str) -> str:
+        """How a dependency of another run names job `job_id` of run `run_dir` (launcher/inflight.py)."""
+
 
 def names() -> List[str]:
     """Every backend a profile may name."""

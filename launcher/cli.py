@@ -357,9 +357,11 @@ def shared_points(plan) -> list:
 
     lines = [f"  {name}: points {m}" for name, s in plan.stages.items() if (m := keys.mapping(s))]
     out = ["shared points (equal content keys; point<-the point whose tasks compute it):", *lines] if lines else []
-    cached = [f"  {name}: point {p} <- {src['run']} point {src['point']}" for name, s in plan.stages.items()
-              for p, src in s.cached.items()]
-    return out + (["cached (completed by another run, read there, not submitted):", *cached] if cached else [])
+    cached = [f"  {name}: point {p} <- {src['run']} point {src['point']}"
+              + (f" (in flight: job {', '.join(src['jobs'])})" if src.get("jobs") else "")
+              for name, s in plan.stages.items() for p, src in s.cached.items()]
+    return out + (["cached (completed, or being computed, by another run; read there, not submitted):", *cached]
+                  if cached else [])
 
 
 def stage_summaries(plan, plan_dir: Path) -> list:

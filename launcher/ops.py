@@ -9,8 +9,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jobs import layout
 
-from launcher import backends, configdirs, health, runindex
-from launcher.compose import compose_each, compose_points, sweep_points
+from launcher import backends, compose_cache, configdirs, health, runindex, team_cache
+from launcher.compose import compose_each, sweep_points
 from launcher.errors import ConfigError, ConfigErrors, LauncherError, SubmissionError
 from launcher.plan import Plan, build_plan
 from launcher.preflight import preflight
@@ -42,7 +42,7 @@ class Prepared:
 def prepare(overrides: Sequence[str], multirun: bool, rerun: Sequence[str] = ()) -> Prepared:
     """Compose every sweep point, build the plan, read the cluster and run preflight. `rerun`: stages
     computed again although another run has their output (launcher/cache.py)."""
-    points, configs = compose_points(overrides, multirun)
+    points, configs = compose_cache.compose_points(overrides, multirun)
     return prepare_configs(configs, points, rerun)
 
 
@@ -162,7 +162,24 @@ def make_plan(overrides: Sequence[str], multirun: bool,
 
 def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print,
            rerun: Sequence[str] = ()) -> tuple[Run, Prepared]:
-    return launch_prepared(prepare(overrides, multirun, rerun), overrides, multirun, echo=echo)
+    """Compose, then under the cache lock look up the content keys and submit the rest (a launcher
+    started at the same time with the same keys finds these points in flight: launcher/inflight.py)."""
+    points, configs = compose_cache.compose_points(overrides, multirun)
+    with cache_locked(configs):
+        return launch_prepared(prepare_configs(configs, points, rerun), overrides, multirun, echo=echo)
+
+
+def cache_locked(configs: List[dict]):
+    """The cache lock (launcher/cache_lock.py) of the configs' run root and team cache_dir."""
+    from launcher import cache, cache_lock
+
+    root = Path(configs[0]["run_root"]).resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # the lock lives there, as the runs will
+        dirs = [root]
+    except OSError:
+        dirs = []  # preflight says why (run_root): nothing is submitted
+    return cache_lock.held([*dirs, *cache.roots(configs[0]["cluster"])])
 
 
 def launch_prepared(prep: Prepared, overrides: Sequence[str], multirun: bool, echo: Callable = print,
@@ -176,6 +193,7 @@ def launch_prepared(prep: Prepared, overrides: Sequence[str], multirun: bool, ec
     run_id = new_run_id(prep.plan.pipeline, name)
     run = Run(prep.run_root / run_id)
     _write_run(prep, run.path, run_id, overrides, multirun, origin)
+    team_cache.link(prep.plan.cluster, run.path)  # the team's runs find its keys (under the cache lock)
     runindex.record(run.path)  # `launcher status <id>` finds it from anywhere, whatever its run root
     try:
         _snapshot_and_record(prep.plan, run.path)
@@ -230,44 +248,57 @@ def resume(run: Run, force: bool = False, echo: Callable = print) -> List[str]:
                 f"the config of stage(s) {', '.join(changed)} changed since run {run.id} was launched; resuming "
                 f"would mix outputs of two configs. Rerun with --force to run those stages (and the stages after "
                 f"them) with the new config; markers of the old config stay under stages/<stage>/markers/<hash>.")
-        if changed:  # the changed stages' points may have been computed by another run since
-            from launcher import cache
+        with cache_locked(configs):  # held until the ledger records what is resubmitted
+            return _resume(run, old, new, configs, changed, force, echo)
 
-            cache.apply(new, run.path.parent, skip=run.path)
-        plan = new if changed else old
-        if changed:
-            layout.atomic_write_json(run.path / f"plan.{int(time.time())}.json", old.to_json())
-            layout.atomic_write_json(run.path / "plan.json", plan.to_json())
-        if force:  # the code of today, too; without --force the run keeps its snapshot
-            _snapshot_and_record(plan, run.path)
-        prep = _check(plan, configs, run.path.parent)
-        if prep.errors:
-            raise ConfigErrors(prep.errors)
-        backend = run_backend(run, plan)
-        st = collect(run, backend, strict=True)  # every job it depends on is one the scheduler knows
-        states = {name: s_.tasks for name, s_ in st.stages.items()}
-        todo = {name: [t for t, s in tasks.items() if s in RESUMABLE and plan.stages[name].task_of(t) == t]
-                for name, tasks in states.items()}  # a shared task is its computing task's copy
-        todo = with_servers(plan, todo, states)
-        if not any(todo.values()):
-            echo(f"nothing to resume: run {run.id} is {st.state.lower()} "
-                 f"({'every task has its completion marker or was skipped (not needed)' if st.state == 'COMPLETED' else 'tasks are still queued or running'})")
-            return []
-        active = {name: s_.active_jobs for name, s_ in st.stages.items() if s_.active_jobs}
-        check_dependencies(plan, todo, states, active)
-        chunk = run.meta.get("chunk_size") or prep.chunk_size
-        if bad := health.exclude_bad_nodes(plan, run.path):
-            echo(f"  excluding the node(s) a health check found bad: {','.join(bad)}")
-        requests = build_requests(plan, todo, chunk, active_parents=active)
-        batch = f"r{len({r.get('batch') for r in run.ledger()})}"
-        write_stage_files(plan, run.path, run.id, requests, tag=batch)
-        for name, tasks in todo.items():
-            if tasks:
-                echo(f"  {name}: resubmitting {len(tasks)} task(s) {_short(tasks)}")
-        ids = submit_all(run, plan, backend, requests, batch=batch, active=active, echo=echo)
-        if run.submission_failed:  # its launch had rolled back; now it has jobs: a run again
-            (run.path / SUBMISSION_FAILED).unlink(missing_ok=True)
-        return ids
+
+def _resume(run: Run, old: Plan, new: Plan, configs: List[dict], changed: List[str], force: bool,
+            echo: Callable) -> List[str]:
+    """resume() under the run lock and the cache lock: settle the in-flight sources, resubmit."""
+    from launcher import cache, inflight
+
+    if changed:  # the changed stages' points may have been computed by another run since
+        cache.apply(new, run.path.parent, skip=run.path)
+    plan = new if changed else old
+    before = old.to_json()
+    dropped = inflight.settle(plan)  # in-flight sources that ended since: cached, or computed here
+    if dropped:  # another run may have completed (or be computing) the key since
+        cache.apply(plan, run.path.parent, skip=run.path, only=dropped)
+        echo(f"  {len(dropped)} point(s) another run was computing ended without completing: "
+             f"{', '.join(f'{s}[{p}]' for s, p in sorted(dropped))}")
+    if changed or dropped:
+        layout.atomic_write_json(run.path / f"plan.{int(time.time())}.json", before)
+        layout.atomic_write_json(run.path / "plan.json", plan.to_json())
+    if force:  # the code of today, too; without --force the run keeps its snapshot
+        _snapshot_and_record(plan, run.path)
+    prep = _check(plan, configs, run.path.parent)
+    if prep.errors:
+        raise ConfigErrors(prep.errors)
+    backend = run_backend(run, plan)
+    st = collect(run, backend, strict=True)  # every job it depends on is one the scheduler knows
+    states = {name: s_.tasks for name, s_ in st.stages.items()}
+    todo = {name: [t for t, s in tasks.items() if s in RESUMABLE and plan.stages[name].task_of(t) == t]
+            for name, tasks in states.items()}  # a shared task is its computing task's copy
+    todo = with_servers(plan, todo, states)
+    if not any(todo.values()):
+        echo(f"nothing to resume: run {run.id} is {st.state.lower()} "
+             f"({'every task has its completion marker or was skipped (not needed)' if st.state == 'COMPLETED' else 'tasks are still queued or running'})")
+        return []
+    active = {name: s_.active_jobs for name, s_ in st.stages.items() if s_.active_jobs}
+    check_dependencies(plan, todo, states, active)
+    chunk = run.meta.get("chunk_size") or prep.chunk_size
+    if bad := health.exclude_bad_nodes(plan, run.path):
+        echo(f"  excluding the node(s) a health check found bad: {','.join(bad)}")
+    requests = build_requests(plan, todo, chunk, active_parents=active)
+    batch = f"r{len({r.get('batch') for r in run.ledger()})}"
+    write_stage_files(plan, run.path, run.id, requests, tag=batch)
+    for name, tasks in todo.items():
+        if tasks:
+            echo(f"  {name}: resubmitting {len(tasks)} task(s) {_short(tasks)}")
+    ids = submit_all(run, plan, backend, requests, batch=batch, active=active, echo=echo)
+    if run.submission_failed:  # its launch had rolled back; now it has jobs: a run again
+        (run.path / SUBMISSION_FAILED).unlink(missing_ok=True)
+    return ids
 
 
 def _configs_now(run: Run, old: Plan) -> List[dict]:

@@ -70,6 +70,9 @@ class StagePlan:
     # Points whose output another run of the run root completed (launcher/cache.py): {point (as text,
     # a JSON key): {"run": run dir, "point": its point there, "hash": its stage hash there}}. Not submitted.
     cached: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # Jobs of other runs computing points this stage's tasks need (launcher/inflight.py): {job ref:
+    # "afterok"}, a Slurm job id or `<run dir>#<job id>` on the local scheduler. Outside the hash.
+    inflight: Dict[str, str] = field(default_factory=dict)
     # Experiment tracking (launcher/tracking.py resolve): the profile's default under the stage's keys;
     # empty: none. Outside the hash: it changes what is logged, not what is computed.
     tracking: Dict[str, Any] = field(default_factory=dict)

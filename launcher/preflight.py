@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
-from launcher import backends, containers, kinds, snapshot, tracking
+from launcher import backends, containers, kinds, snapshot, team_cache, tracking
 from jobs.adapters import hub_refs
 from launcher.environments import build_state, interpreter_problems
 from launcher.errors import ConfigError
@@ -52,6 +52,7 @@ def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
     if cl.get("setup") and (msg := bash_syntax_error("\n".join(cl["setup"]))):
         errors.append(ConfigError(f"setup lines are not valid bash: {msg}", key="cluster.setup"))
     check_hub_cache(plan, errors)
+    errors += team_cache.problems(cl)
     for stage in plan.stages.values():
         errors += kinds.get(stage.kind).preflight(plan, stage)
     return _unique(errors)

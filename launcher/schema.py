@@ -289,6 +289,9 @@ class Cluster:
     hub_endpoint: Optional[str] = None  # HF_ENDPOINT for fetch and publish (a mirror); default huggingface.co
     # Compute nodes reach no internet (most sites): tracking.mode=online is refused (launcher/tracking.py).
     compute_offline: bool = True
+    # A team's shared content-key cache (launcher/team_cache.py, docs/content-keys.md): runs link
+    # themselves there and find each other's completed outputs; None: the run root only.
+    cache_dir: Optional[str] = None
     tracking: Tracking = field(default_factory=Tracking)  # every tracking stage's default (docs/tracking.md)
 
 

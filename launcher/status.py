@@ -143,7 +143,7 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
                 if s == "pending" and m.running.get(t) == f"{jid}_{idx}":
                     s = "running"  # the task says so; accounting has not caught up yet
                 tasks[t] = "failed" if s == "completed" else s  # exited 0 but left no marker
-        tasks.update({t: "cached" for t in st.cached_tasks()})
+        tasks.update(_cached_states(plan, st))
         states[name] = _with_shared(st, tasks)
     _mark_skipped(plan, states)
     states = {name: _with_shared(st, states[name]) for name, st in plan.stages.items()}
@@ -151,13 +151,39 @@ def collect(run: Run, backend, strict: bool = False) -> RunStatus:
     stages = {}
     for name, st in plan.stages.items():
         active = sorted({(latest[name][t][0], latest[name][t][2]) for t, s in states[name].items()
-                         if s in ACTIVE and st.task_of(t) == t})
+                         if s in ACTIVE and st.task_of(t) == t and t in latest[name]})  # not another run's
         stages[name] = StageStatus(name=name, total=st.total_tasks, tasks=states[name], job_ids=job_ids[name],
                                    active_jobs=active, tasks_per_point=st.tasks_per_point, hash=st.hash,
                                    shared={t: st.task_of(t) for t in range(st.total_tasks) if st.task_of(t) != t},
                                    **_details(plan, name, states, latest[name], sched))
+        stages[name].waiting_for.update(_inflight_waits(st, states[name]))
     bad = {node: rec.get("problems") or [] for node, rec in layout.bad_nodes(run.path).items()}
     return RunStatus(run=run.id, stages=stages, path=run.path, bad_nodes=bad)
+
+
+def _cached_states(plan: Plan, st) -> Dict[int, str]:
+    """Tasks whose point another run computed: cached; one it is computing (in flight,
+    launcher/inflight.py): the state of that run's point (pending, running; failed when its jobs ended
+    without completing it: resume computes it here), one scheduler query per such point."""
+    out: Dict[int, str] = {}
+    for point, source in st.cached.items():
+        state = "cached"
+        if source.get("jobs"):
+            from launcher import inflight
+
+            state = inflight.source_state(plan.cluster, st.name, source)
+        out.update({t: state for t in range(int(point) * st.tasks_per_point, (int(point) + 1) * st.tasks_per_point)})
+    return out
+
+
+def _inflight_waits(st, states: Dict[int, str]) -> Dict[int, List[str]]:
+    """What a task another run is computing waits for: that run (`waiting` in status)."""
+    out: Dict[int, List[str]] = {}
+    for point, source in st.cached.items():
+        for t in range(int(point) * st.tasks_per_point, (int(point) + 1) * st.tasks_per_point) if source.get("jobs") else ():
+            if states.get(t) in ACTIVE:
+                out[t] = [f"run {Path(source['run']).name} (in flight)"]
+    return out
 
 
 def _details(plan: Plan, name: str, states: Dict[str, Dict[int, str]], latest: Dict[int, Tuple[str, int, int]],

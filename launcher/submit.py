@@ -12,7 +12,8 @@ from launcher.rundir import Run
 def dependency_string(req: JobRequest, plan: Plan, submitted: Dict[Tuple[str, int], str],
                       active: Dict[str, List[Tuple[str, int]]]) -> Optional[str]:
     """Slurm --dependency for a request: parents' jobs from this batch plus their still-active jobs,
-    and the jobs outside the run the stage waits on (after: {job:N: kind})."""
+    and the jobs outside the run the stage waits on (after: {job:N: kind}; another run's jobs computing
+    points it needs: StagePlan.inflight)."""
     parts = []
     for kind, parent, chunk in req.deps:
         ids = [jid for (stage, c), jid in submitted.items() if stage == parent and chunk in (None, c)]
@@ -20,7 +21,7 @@ def dependency_string(req: JobRequest, plan: Plan, submitted: Dict[Tuple[str, in
         if ids:
             parts.append(":".join([kind, *ids]))
     external: Dict[str, List[str]] = {}
-    for jid, kind in plan.stages[req.stage].external.items():
+    for jid, kind in {**plan.stages[req.stage].external, **plan.stages[req.stage].inflight}.items():
         external.setdefault(kind, []).append(jid)
     parts += [":".join([kind, *ids]) for kind, ids in external.items()]
     if plan.stages[req.stage].singleton:

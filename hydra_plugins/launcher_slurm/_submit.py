@@ -12,6 +12,7 @@ multirun. Hydra's sweeper wants one JobReturn per job: each says COMPLETED for "
 cannot wait for a detached job), its return_value the run id and the job's folder."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -165,21 +166,23 @@ def launch(config, loader, job_overrides: Sequence[Sequence[str]], initial_job_i
             configs.append(compose_plain(cfg))
         except ConfigError as e:
             unplanned.append(e)
-    prep = None
-    if not unplanned:
-        try:
-            prep = ops.prepare_configs(configs, [job["overrides"] for job in jobs])
-            unplanned = prep.errors
-        except ConfigErrors as e:
-            unplanned = e.errors
-    if problems or unplanned:
-        raise ConfigErrors(translate(_unique(problems + unplanned), common["name"], origin))
-    log.info(f"launcher_slurm: submitting {len(jobs)} job(s) as one array (cluster {common['cluster']}):")
-    for job in jobs:
-        log.info(f"\t#{job['idx']} : {' '.join(job['overrides'])} -> {job['run_dir']}")
-    run, _ = ops.launch_prepared(prep, list(config.hydra.overrides.task), True, echo=log.info, origin={
-        "by": "hydra_plugins.launcher_slurm", "app": common["hydra_app"]["app"], "argv": list(sys.argv),
-        "sweep_dir": jobs[0]["sweep_dir"] if jobs else None, "initial_job_idx": initial_job_idx})
+    # the cache lock (launcher/cache_lock.py) from the key lookup until the ledger records the jobs
+    with (ops.cache_locked(configs) if configs and not unplanned else contextlib.nullcontext()):
+        prep = None
+        if not unplanned:
+            try:
+                prep = ops.prepare_configs(configs, [job["overrides"] for job in jobs])
+                unplanned = prep.errors
+            except ConfigErrors as e:
+                unplanned = e.errors
+        if problems or unplanned:
+            raise ConfigErrors(translate(_unique(problems + unplanned), common["name"], origin))
+        log.info(f"launcher_slurm: submitting {len(jobs)} job(s) as one array (cluster {common['cluster']}):")
+        for job in jobs:
+            log.info(f"\t#{job['idx']} : {' '.join(job['overrides'])} -> {job['run_dir']}")
+        run, _ = ops.launch_prepared(prep, list(config.hydra.overrides.task), True, echo=log.info, origin={
+            "by": "hydra_plugins.launcher_slurm", "app": common["hydra_app"]["app"], "argv": list(sys.argv),
+            "sweep_dir": jobs[0]["sweep_dir"] if jobs else None, "initial_job_idx": initial_job_idx})
     print(f"launcher_slurm: run {run.id} ({len(jobs)} job(s), outputs in {jobs[0]['sweep_dir'] if jobs else '-'})\n"
           f"  launcher status {run.id}    launcher logs {run.id} {common['name']} --task N    "
           f"launcher cancel {run.id}    launcher resume {run.id}", flush=True)

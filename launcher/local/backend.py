@@ -70,6 +70,12 @@ class Local:
         self.dir.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.dir / "driver.lock"))
 
+    @staticmethod
+    def job_ref(run_dir: str, job_id: str) -> str:
+        """Each run has its own local scheduler and job ids: another run's job is `<run dir>#<id>`, which
+        this run's driver looks up in that run's state (launcher/local/driver.py foreign_states)."""
+        return f"{run_dir}#{job_id}"
+
     def driver_pid(self) -> Optional[int]:
         try:
             pid = int((self.dir / "driver.pid").read_text())

@@ -88,6 +88,28 @@ def group_alive(pgid: int) -> bool:
         return True
 
 
+def foreign_states(ref: str) -> List[str]:
+    """The task states of job `<run dir>#<id>` of another run's local scheduler (Local.job_ref), read
+    from that run's state.json: a job its driver has not loaded yet is pending; a task left unfinished
+    by a driver that is gone, or a job that run never had, is failed, so the edge never holds (as
+    Slurm refuses a dependency on an unknown job)."""
+    run_dir, _, jid = ref.rpartition("#")
+    local = Path(run_dir) / "local"
+    tasks = (layout.read_json(local / "state.json", {}) or {}).get(jid)
+    alive = _pid_alive(local / "driver.pid")
+    if tasks:
+        return [t["state"] if t["state"] in TERMINAL or alive else "failed" for t in tasks.values()]
+    return ["pending"] if alive and (local / "jobs" / f"{jid}.json").exists() else ["failed"]
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (OSError, ValueError):
+        return False  # no file (the driver exited), a bad one, or no such process
+    return True
+
+
 def waiting_reason(verdict: str, throttled: bool) -> str:
     """Why a pending task did not start, in the words squeue's %r uses for the same cause: Dependency
     (a parent it waits on has not ended as needed), JobArrayTaskLimit (the array's %N throttle is
@@ -206,8 +228,10 @@ class Driver:
             for pid in parents:
                 parent = self.jobs.get(pid)
                 if parent is None:
-                    continue  # not a job of this run's local scheduler
-                if kind == "aftercorr" and idx in parent.tasks:
+                    if "#" not in pid:
+                        continue  # not a job of this run's local scheduler
+                    states = foreign_states(pid)  # another run's job computing a point we need
+                elif kind == "aftercorr" and idx in parent.tasks:
                     states = [parent.tasks[idx].state]
                 else:  # like Slurm: an aftercorr index the parent lacks waits for the whole parent
                     states = [t.state for t in parent.tasks.values()]

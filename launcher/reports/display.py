@@ -123,13 +123,15 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
         if s.distinct_points != s.points:  # equal content keys: one task set per key (launcher/keys.py)
             tasks += f" ({s.points} points)"
         if s.cached:  # another run computed these points' keys (launcher/cache.py): not submitted
-            tasks += f", {len(s.cached)} cached"
+            flying = sum(1 for c in s.cached.values() if c.get("jobs"))  # or is computing them (inflight.py)
+            tasks += f", {len(s.cached)} cached" + (f" ({flying} in flight)" if flying else "")
         if s.throttle:
             tasks += f" %{s.throttle}"
         deps = ", ".join([f"{d.parent}:{d.kind}" + (f" (declared {d.declared}; shared points: whole array)"
                                                     if d.note == "shared" else
                                                     f" (declared {d.declared})" if d.kind != d.declared else "")
-                          for d in s.deps] + [f"job {j}:{k}" for j, k in s.external.items()]) or "-"
+                          for d in s.deps] + [f"job {j}:{k}" for j, k in s.external.items()]
+                         + [f"{j}:{k} (in flight)" for j, k in s.inflight.items()]) or "-"
         if s.singleton:
             deps += " +singleton"
         n_sbatch = sum(1 for r in requests if r.stage == name)

@@ -33,6 +33,11 @@ class SlurmBackend(Slurm):
         jobs = {j for s in plan.stages.values() for j in s.external}
         return slurm_checks.check_external(plan, self.job_states(jobs)) if jobs else ([], [])
 
+    @staticmethod
+    def job_ref(run_dir: str, job_id: str) -> str:
+        """A Slurm job id names the job in any run's dependency."""
+        return str(job_id)
+
     def __init__(self, cluster: dict, run_dir: Optional[Path] = None, accounting: Optional[bool] = None):
         super().__init__(cluster, accounting=accounting)
 

@@ -107,7 +107,9 @@ def test_a_second_run_reads_what_the_first_computed_and_a_touched_input_or_rerun
     counts = stage_counts(st)
     assert counts["data"]["cached"] == 8 and counts["tokenizer"]["cached"] == 4 and counts["train"]["cached"] == 4
     plan = {s["name"]: s for s in json.loads((cli.run_dir() / "plan.json").read_text())["stages"]}
-    assert plan["train"]["cached"]["3"] == {"run": str(first), "point": 3, "hash": plan["train"]["hash"]}
+    n = plan["train"]["tasks_per_point"]
+    assert plan["train"]["cached"]["3"] == {"run": str(first), "point": 3, "hash": plan["train"]["hash"],
+                                            "tasks": [3 * n, 4 * n]}
 
     os.utime(corpus / "doc.jsonl", (1, 1))  # touched: same content, another time
     cli(*cmd)

@@ -32,7 +32,8 @@ def test_a_completed_point_of_another_run_is_cached_a_partial_one_is_not(tmp_pat
     run = old_run(tmp_path, keyed(tmp_path), done={"shards": [0, 1, 2, 3], "reduce": [0], "fanout": [0]})
     plan = keyed(tmp_path)
     cache.apply(plan, tmp_path)
-    assert plan.stages["shards"].cached == {"0": {"run": str(run), "point": 0, "hash": plan.stages["shards"].hash}}
+    assert plan.stages["shards"].cached == {"0": {"run": str(run), "point": 0, "hash": plan.stages["shards"].hash,
+                                                  "tasks": [0, 4]}}
     assert plan.stages["shards"].run_tasks() == [] and plan.stages["shards"].cached_tasks() == [0, 1, 2, 3]
     assert plan.stages["reduce"].cached and not plan.stages["fanout"].cached  # 1 of its 2 tasks done: still writing
     assert not plan.stages["checkpointing"].cached  # no marker at all
@@ -63,3 +64,28 @@ def test_an_aftercorr_edge_on_a_cached_parent_waits_on_the_whole_array(tmp_path)
     assert set(plan.stages["reduce"].cached) == {"0", "1"}
     assert [(d.kind, d.note) for d in plan.stages["checkpointing"].deps] == [("afterok", "cached")]
     assert plan.stages["checkpointing"].run_tasks() == [0, 1]
+
+
+def test_runs_that_completed_everything_are_read_from_the_roots_index(tmp_path, monkeypatch):
+    from launcher import cache_index
+    from launcher.plan import Plan
+
+    done = old_run(tmp_path, keyed(tmp_path), name="20260101-000000-smoke-a")
+    partial = old_run(tmp_path, keyed(tmp_path, "pipeline.vars.scale=5"), name="20260102-000000-smoke-b",
+                      done={"shards": range(4)})
+    reads = []
+    real = Plan.from_json
+    monkeypatch.setattr(Plan, "from_json", classmethod(lambda cls, d: reads.append(1) or real(d)))
+    first = cache.completed(tmp_path)
+    assert len(reads) == 2 and (tmp_path / cache_index.NAME).is_file()
+    assert cache.completed(tmp_path) == first and len(reads) == 3  # only the unfinished run again
+    plan = keyed(tmp_path, "pipeline.vars.scale=5")
+    for stage, s in plan.stages.items():  # it completes: read once more, then indexed too
+        for t in range(s.total_tasks):
+            layout.atomic_write_json(layout.marker_path(partial, stage, s.hash, t), {})
+    assert len(cache.completed(tmp_path)) > len(first) and len(reads) == 4
+    cache.completed(tmp_path)
+    assert len(reads) == 4
+    (done / "plan.json").write_text((done / "plan.json").read_text() + " ")  # a rewritten plan: read again
+    cache.completed(tmp_path)
+    assert len(reads) == 5

@@ -1,0 +1,33 @@
+"""Composed configs kept between commands (launcher/compose_cache.py): the same command takes them
+from the cache, and any change composition would see (a config file, the environment, the overrides)
+composes again."""
+from launcher import compose, compose_cache, configdirs
+
+ARGS = (["pipeline=smoke", "cluster=local", "run_root=/tmp/r"], False)
+
+
+def test_a_hit_equals_a_composition_and_a_change_composes_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAUNCHER_STATE_DIR", str(tmp_path / "state"))
+    mine = tmp_path / "confs" / "pipeline"
+    mine.mkdir(parents=True)
+    configdirs.use([tmp_path / "confs"])
+    try:
+        calls = []
+        real = compose.compose_points
+        monkeypatch.setattr(compose, "compose_points", lambda *a: calls.append(a) or real(*a))
+        first = compose_cache.compose_points(*ARGS)
+        assert compose_cache.compose_points(*ARGS) == first == real(*ARGS) and len(calls) == 1
+        (mine / "extra.yaml").write_text("name: extra\n")  # a config file: composed again
+        compose_cache.compose_points(*ARGS)
+        monkeypatch.setenv("SOMETHING_ELSE", "1")  # the environment (${oc.env:...})
+        compose_cache.compose_points(*ARGS)
+        compose_cache.compose_points(["pipeline=smoke", "cluster=local", "run_root=/tmp/s"], False)
+        assert len(calls) == 4
+        (mine / "extra.yaml").write_text("name: ${now:%H}\n")  # changes by itself: never cached
+        compose_cache.compose_points(*ARGS)
+        compose_cache.compose_points(*ARGS)
+        assert len(calls) == 6 and compose_cache.key(*ARGS) is None
+        monkeypatch.setenv(compose_cache.ENV, "0")
+        assert compose_cache.key(*ARGS) is None
+    finally:
+        configdirs.use(None)
