@@ -59,6 +59,7 @@ def test_the_average_survives_a_requeue(cpu_python, tokenized, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # ~1 min; the CI tier scores raw and EMA in test_tracking_slurm's campaign
 def test_evaluation_scores_every_checkpoint_raw_and_averaged(cli, tokenized):
     steps, t, e = 8, "pipeline.stages.train", "pipeline.stages.evaluate.evaluate"
     cli("run", "pipeline=train", "cluster=local", "model=tiny", f"{t}.train.ema.decay=0.8",

@@ -87,6 +87,7 @@ def check_run(run: Path, model: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # ~1.5 min; the CI tier runs the same pipeline on the dev cluster (below)
 def test_quantize_gguf_q8_0_and_q4_k_m_locally(cli, tiny_model):
     p = cli("run", "pipeline=quantize", "cluster=local", "wait=true", "poll_s=1", f"pipeline.vars.model={tiny_model}",
             f"pipeline.vars.eval_samples={SAMPLES}", timeout=900)

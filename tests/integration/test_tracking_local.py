@@ -190,6 +190,7 @@ def read_mlflow(cpu_python, uri: str) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # ~3 min; the CI tier's mlflow acceptance is test_tracking_slurm (an ablation campaign)
 def test_mlflow_file_store_one_run_per_point_with_params_and_metrics_then_synced(cli, cpu_python, tokenized, tmp_path):
     """tracking.backend=mlflow, offline: a file store per stage under the run (MLFLOW_ALLOW_FILE_STORE, set by the
     node side), read back with MLflow's own client: one run per sweep point and stage, tagged with the run id,
