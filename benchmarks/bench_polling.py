@@ -9,7 +9,7 @@ real client, so the counts are what slurmctld/slurmdbd really received:
 - `ours: wait=true`: `launcher run … wait=true` (its submission's scontrol/sacctmgr calls are counted
   apart: they happen once), then its live table until the run ends;
 - `ours: status --watch` ×2: two `launcher status RUN --watch` started right after submission;
-  every watcher of a run shares one cached answer per interval (launcher/status_cache.py), so the
+  every watcher of a run shares one cached answer per interval (launcher/run/status_cache.py), so the
   three together should cost about what one costs;
 - `submitit watcher`: submitit's own SlurmJob objects for the same array tasks, waited on the way
   hydra-submitit-launcher's users wait (`job.wait()`: done() in a loop, its InfoWatcher asking sacct

@@ -1,6 +1,6 @@
 """`launcher runs --campaign X --state failed --since 7d --json` over N generated run directories (issue 21
 item 5: under 1 s over 10,000 runs), next to the same answer read from every run directory (what `runs`
-did before the index, launcher/runs_db.py; the directory scan is also its fallback).
+did before the index, launcher/run/runs_db.py; the directory scan is also its fallback).
 
 The run directories are made here from one planned smoke run (plan.json, run.json, submissions.jsonl,
 completion markers): a year of nightly campaigns, 1 in 20 runs FAILED, 1 in 200 UNFINISHED, the rest
@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def generate(root: Path, n: int) -> dict:
     """n run directories under root, copies of one planned smoke run with their own run.json and markers."""
     from jobs import layout
-    from launcher.compose import compose
-    from launcher.plan import build_plan
-    from launcher.rundir import Run
+    from launcher.config.compose import compose
+    from launcher.plan.model import build_plan
+    from launcher.run.rundir import Run
 
     plan = build_plan([compose(["pipeline=smoke", "cluster=dev"])], [[]])
     plan_text = json.dumps(plan.to_json())
@@ -76,8 +76,8 @@ def main():
         warm = run(query, env)
         assert json.loads(warm.stdout) == json.loads(cold.stdout)
 
-        from launcher import runs_db
-        from launcher.rundir import list_runs
+        from launcher.run import runs_db
+        from launcher.run.rundir import list_runs
 
         def scan():
             return runs_db._filtered((runs_db.row_of(r) for r in list_runs(root)), "nightly", "FAILED",

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from common import LAUNCHER, dev_cluster_env, median, only_run, run, save, show, timed, wait_for_room
 
-from launcher import ops, status
-from launcher.rundir import Run
+from launcher.run import ops, status
+from launcher.run.rundir import Run
 
 
 def measure(r: Run, env, repeat: int) -> dict:

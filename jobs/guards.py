@@ -40,7 +40,7 @@ class NodeGuards:
 
     # -- the hang watchdog ------------------------------------------------------------------------
     def start_watchdog(self) -> None:
-        """Watch this task's progress file when the stage has watchdog.stall_s (launcher/watchdog.py)."""
+        """Watch this task's progress file when the stage has watchdog.stall_s (launcher/plan/watchdog.py)."""
         w = self.payload.get("watchdog")
         if w and w.get("stall_s"):
             path = layout.progress_path(self.run_dir, self.stage, self.task)
@@ -83,7 +83,7 @@ class NodeGuards:
     # -- the node health check ----------------------------------------------------------------------
     def health_gate(self) -> None:
         """Check this node (and, on the first node, decide for all) before the work when the spec has
-        "health_check" (launcher/health.py). Raises BadNodes (bad nodes: requeue without them),
+        "health_check" (launcher/plan/health.py). Raises BadNodes (bad nodes: requeue without them),
         RuntimeError (a collective failure no node can be blamed for) or Requeue (a node that got no
         decision from the first node: it stops, the first node requeues)."""
         cfg = self.spec.get("health_check")

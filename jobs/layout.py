@@ -69,7 +69,7 @@ def map_strings(node: Any, fn) -> Any:
 def variable_part(stage: str) -> str:
     """A stage name as it appears in variable names: upper case, every other character '_'
     ("tok-2.b" -> "TOK_2_B"). Different stages may meet here (prep/Prep, a.b/a_b): the plan refuses
-    such pairs (launcher/plan.py _check_collisions)."""
+    such pairs (launcher/plan/model.py _check_collisions)."""
     return "".join(ch if ch.isalnum() else "_" for ch in stage.upper())
 
 
@@ -86,7 +86,7 @@ def endpoint_variables(stage: str) -> tuple[str, str]:
 
 def point_of(spec: dict, stage: str, point: int) -> int:
     """The sweep point whose task computes `stage`'s output for `point`: itself, unless the plan found
-    the two points' content keys equal (spec "shared_points", launcher/keys.py), then the first such."""
+    the two points' content keys equal (spec "shared_points", launcher/plan/keys.py), then the first such."""
     shared = (spec.get("shared_points") or {}).get(stage)
     return shared[point] if shared else point
 
@@ -94,7 +94,7 @@ def point_of(spec: dict, stage: str, point: int) -> int:
 def located(spec: dict, stage: str, point: int) -> tuple[Path, str | None, int]:
     """Where `stage`'s output for `point` is: (run dir, stage hash there, point there). This run's,
     at the point that computes it (point_of), unless another run computed it (spec "cached_outputs",
-    launcher/cache.py: read it there, never write it)."""
+    launcher/run/cache.py: read it there, never write it)."""
     point = point_of(spec, stage, point)
     source = ((spec.get("cached_outputs") or {}).get(stage) or {}).get(str(point))
     if source:

@@ -4,7 +4,7 @@ BUILTIN maps a backend's name to its class, imported only when asked for (like l
 this module imports neither launcher.slurm nor launcher.local, and both may import Facts and
 StageRequest from it. What differs between schedulers is an attribute or a method here; nothing
 outside launcher/slurm/ and launcher/local/ compares cluster.backend with a name. The checks of a
-request against the scheduler (check_stage, check_limits) are the backend's too: launcher/preflight.py
+request against the scheduler (check_stage, check_limits) are the backend's too: launcher/plan/preflight.py
 keeps what every backend shares (environments, hub cache, run root, secrets)."""
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class Facts:
 
 
 class StageRequest(Protocol):
-    """What a backend's checks read of a stage: launcher.plan.StagePlan, one resource group at a time
+    """What a backend's checks read of a stage: launcher.plan.model.StagePlan, one resource group at a time
     (StagePlan.group_views). The backends are below the plan (pyproject.toml's layers), so they take
     it by these attributes and do not import it."""
 
@@ -104,7 +104,7 @@ class Backend(Protocol):
 
     @staticmethod
     def job_ref(run_dir: str, job_id: str) -> str:
-        """How a dependency of another run names job `job_id` of run `run_dir` (launcher/inflight.py)."""
+        """How a dependency of another run names job `job_id` of run `run_dir` (launcher/run/inflight.py)."""
 
 
 def names() -> List[str]:

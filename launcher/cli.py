@@ -123,8 +123,8 @@ def _rank(value: str):
 
 
 def _duration(value: str) -> float:
-    """--since's value in seconds (launcher/runs_db.py parse_since)."""
-    from launcher.runs_db import parse_since
+    """--since's value in seconds (launcher/run/runs_db.py parse_since)."""
+    from launcher.run.runs_db import parse_since
 
     try:
         return parse_since(value)
@@ -199,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("target", help="run id, run dir, `latest`, or a campaign name")
     rp.add_argument("--out", type=Path, help="output folder (default <run root>/reports/<target>)")
     rp.add_argument("--root", type=Path)
-    from launcher import schedule, sync, usage
+    from launcher.run import schedule, sync, usage
     from launcher.reports import dashboard
 
     for verb in (schedule, usage, sync, dashboard):  # verbs whose module registers its own parser
@@ -234,7 +234,7 @@ def _add_runs_and_completion(sub) -> None:
                     help="only runs in this state (case-insensitive)")
     rn.add_argument("--since", type=_duration, metavar="AGE", help="only runs created within AGE: 90s, 30m, 12h, 7d, 2w")
     rn.add_argument("--reindex", action="store_true",
-                    help="rebuild this run root's rows of the runs index (launcher/runs_db.py) from the run directories")
+                    help="rebuild this run root's rows of the runs index (launcher/run/runs_db.py) from the run directories")
     rn.add_argument("--json", action="store_true", help="machine-readable output: a list, one object per run")
     _format_arg(rn)
     gc = sub.add_parser("gc", help="remove run outputs no run references any more: old cache entries, partial "
@@ -261,8 +261,9 @@ def _watch(run, prep_poll: float = 0, interval: float | None = None) -> int:
     """Watch until the run ends: the run directory every poll_s (the pipeline's, else the backend's),
     the scheduler at a backed-off interval shared with the run's other watchers, or every `interval`
     seconds exactly (--interval)."""
-    from launcher import backends, ops
-    from launcher.backoff import Backoff
+    from launcher import backends
+    from launcher.run import ops
+    from launcher.run.backoff import Backoff
     from launcher.reports.display import watch
 
     poll = interval or prep_poll or backends.get(run.meta.get("backend") or "slurm").poll_s
@@ -271,10 +272,10 @@ def _watch(run, prep_poll: float = 0, interval: float | None = None) -> int:
 
 
 def cmd_run(args) -> int:
-    from launcher import ops
+    from launcher.run import ops
     from launcher.reports.display import console
 
-    from launcher.sitedefault import with_cluster
+    from launcher.config.sitedefault import with_cluster
 
     t0 = time.perf_counter()
     run, prep = ops.launch(with_cluster(args.overrides, refuse_local=True), args.multirun, echo=console.print,
@@ -293,11 +294,11 @@ def _rerun(args) -> list:
 
 
 def cmd_plan(args) -> int:
-    from launcher.sitedefault import with_cluster
+    from launcher.config.sitedefault import with_cluster
 
     args.overrides = with_cluster(args.overrides, refuse_local=False)
     if args.cfg:
-        from launcher.configs import show
+        from launcher.config.configs import show
 
         print(show(args.overrides, args.multirun, args.cfg, args.resolve, args.package), end="")
         return 0
@@ -305,7 +306,7 @@ def cmd_plan(args) -> int:
         from launcher.errors import UsageError
 
         raise UsageError("--resolve and --package go with --cfg job|all")
-    from launcher import ops
+    from launcher.run import ops
     from launcher.reports.display import console, plan_table, show
 
     if args.explain_key:
@@ -334,10 +335,10 @@ def _explain_key(args) -> int:
     preflight, nothing written)."""
     from pathlib import Path as P
 
-    from launcher import key_facts, keys
-    from launcher.compose import compose_points
+    from launcher.plan import key_facts, keys
+    from launcher.config.compose import compose_points
     from launcher.errors import UsageError
-    from launcher.plan import build_plan
+    from launcher.plan.model import build_plan
 
     points, configs = compose_points(args.overrides, args.multirun)
     plan = build_plan(configs, points)
@@ -353,7 +354,7 @@ def _explain_key(args) -> int:
 def shared_points(plan) -> list:
     """One line per stage whose sweep points share tasks: which point computes which (plan.json has
     the same as each stage's `shared`)."""
-    from launcher import keys
+    from launcher.plan import keys
 
     lines = [f"  {name}: points {m}" for name, s in plan.stages.items() if (m := keys.mapping(s))]
     out = ["shared points (equal content keys; point<-the point whose tasks compute it):", *lines] if lines else []
@@ -367,7 +368,8 @@ def shared_points(plan) -> list:
 def stage_summaries(plan, plan_dir: Path) -> list:
     """The paragraphs of each stage's kind (Kind.describe): a training stage's layout, tokens/step,
     steps and estimated GPU-hours, a server's endpoint, a publish stage's files and card..."""
-    from launcher import kinds, tracking
+    from launcher import kinds
+    from launcher.plan import tracking
 
     return [text for s in plan.stages.values()
             for text in kinds.get(s.kind).describe(plan, s, plan_dir) + tracking.describe(s.name, s.tracking)]
@@ -379,7 +381,7 @@ def cmd_report(args) -> int:
     from launcher.errors import LauncherError
     from launcher.reports import quantization
     from launcher.reports.report import write_report
-    from launcher.rundir import default_root
+    from launcher.run.rundir import default_root
 
     root = (args.root or default_root()).resolve()
     runs, title = campaign.resolve(args.target, root)  # `latest` names the run it resolves to, in the title too
@@ -399,13 +401,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_schedule(args) -> int:
-    from launcher.schedule import cmd_schedule as schedule
+    from launcher.run.schedule import cmd_schedule as schedule
 
     return schedule(args)
 
 
 def cmd_usage(args) -> int:
-    from launcher.usage import cmd_usage as usage
+    from launcher.run.usage import cmd_usage as usage
 
     return usage(args)
 
@@ -417,22 +419,22 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from launcher.sync import cmd_sync as sync
+    from launcher.run.sync import cmd_sync as sync
 
     return sync(args)
 
 
 def cmd_status(args) -> int:
-    from launcher import ops
+    from launcher.run import ops
     from launcher.reports.display import show, status_table
-    from launcher.rundir import resolve_run
+    from launcher.run.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
     if args.watch:
         return _watch(run, interval=args.interval)
     st = ops.status(run)
     if args.json:
-        from launcher.status_view import status_json
+        from launcher.run.status_view import status_json
 
         print(json.dumps(status_json(st), indent=1))
     else:
@@ -443,9 +445,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from launcher import ops
+    from launcher.run import ops
     from launcher.reports.display import console
-    from launcher.rundir import resolve_run
+    from launcher.run.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
     ids = ops.resume(run, force=args.force, echo=console.print)
@@ -455,17 +457,17 @@ def cmd_resume(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from launcher import ops
+    from launcher.run import ops
     from launcher.reports.display import console
-    from launcher.rundir import resolve_run
+    from launcher.run.rundir import resolve_run
 
     ops.cancel(resolve_run(args.run, args.root), echo=console.print)
     return 0
 
 
 def cmd_logs(args) -> int:
-    from launcher.logs import show_logs
-    from launcher.rundir import resolve_run
+    from launcher.run.logs import show_logs
+    from launcher.run.rundir import resolve_run
 
     return show_logs(resolve_run(args.run, args.root), args.stage, args.task, args.follow, args.rank)
 
@@ -473,11 +475,11 @@ def cmd_logs(args) -> int:
 def cmd_env(args) -> int:
     from rich.table import Table
 
-    from launcher import environments
-    from launcher.compose import compose
+    from launcher.config import environments
+    from launcher.config.compose import compose
     from launcher.reports.display import console, show
 
-    from launcher.sitedefault import default_cluster
+    from launcher.config.sitedefault import default_cluster
 
     cluster = compose([f"cluster={args.cluster or default_cluster()[0] or 'local'}"])["cluster"]
     envs = cluster.get("environments") or {}
@@ -506,7 +508,7 @@ def cmd_env(args) -> int:
 def cmd_summary(args) -> int:
     from launcher.reports import data_report
     from launcher.reports.display import console, show
-    from launcher.rundir import resolve_run
+    from launcher.run.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
     summary = data_report.summarize(run.path, run.plan())
@@ -522,7 +524,7 @@ def cmd_summary(args) -> int:
 def cmd_inspect(args) -> int:
     from launcher.reports import data_report
     from launcher.reports.display import console
-    from launcher.rundir import resolve_run
+    from launcher.run.rundir import resolve_run
 
     run = resolve_run(args.run, args.root)
     name, total, docs = data_report.sample(run.path, run.plan(), args.stage, args.filter, removed=not args.kept,
@@ -546,8 +548,8 @@ def cmd_endpoints(args) -> int:
     from rich.table import Table
 
     from launcher.reports.display import show
-    from launcher.endpoints import endpoints
-    from launcher.rundir import resolve_run
+    from launcher.run.endpoints import endpoints
+    from launcher.run.rundir import resolve_run
 
     rows = endpoints(resolve_run(args.run, args.root).path)
     if args.json:
@@ -567,7 +569,7 @@ def cmd_endpoints(args) -> int:
 
 
 def cmd_configs(args) -> int:
-    from launcher.configs import listing
+    from launcher.config.configs import listing
 
     print(listing(args.group), end="")
     return 0
@@ -577,9 +579,9 @@ def cmd_runs(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from launcher import runs_db
+    from launcher.run import runs_db
     from launcher.reports.display import STYLE, console, show
-    from launcher.rundir import default_root
+    from launcher.run.rundir import default_root
 
     root = (args.root or default_root()).resolve()
     rows = runs_db.runs(root, campaign=args.campaign, state=args.state, since_s=args.since,
@@ -607,7 +609,7 @@ def cmd_runs(args) -> int:
 
 def _failed_schedules(root: Path) -> list:
     """Scheduled firings that failed (they may have failed before making a run: a config error)."""
-    from launcher.schedule import read_history
+    from launcher.run.schedule import read_history
 
     lines = []
     for sdir in sorted((root / "schedules").glob("*/")):
@@ -641,8 +643,8 @@ def _closed_pipe() -> int:
 
 
 def cmd_gc(args) -> int:
-    from launcher import gc
-    from launcher.rundir import default_root
+    from launcher.run import gc
+    from launcher.run.rundir import default_root
 
     root = (args.root or default_root()).resolve()
     out = gc.gc(root, gc.parse_age(args.older_than), args.dry_run,
@@ -675,11 +677,11 @@ def _main(argv=None) -> int:
         display.FORMAT = args.format
     try:
         if args.verb in ("run", "plan"):
-            from launcher.hydra_settings import read_mode
+            from launcher.config.hydra_settings import read_mode
 
             args.overrides, args.multirun = read_mode(args.overrides, args.multirun)
         if getattr(args, "config_dir", None):
-            from launcher import configdirs
+            from launcher.config import configdirs
 
             configdirs.use(configdirs.checked(args.config_dir, "--config-dir") + configdirs.from_env())
         return globals()[f"cmd_{args.verb.replace('-', '_')}"](args)

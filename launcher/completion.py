@@ -5,12 +5,12 @@ parser before any verb runs.
 The completers here must be fast (each TAB starts a process): they read directory listings and small
 files only. No Hydra composition, no Slurm query, no YAML parser:
 - runs: the run ids under the run root (`--root`, else $LAUNCHER_RUN_ROOT, else ./runs), in the
-  per-user run index (launcher/runindex.py), and `latest`;
+  per-user run index (launcher/run/runindex.py), and `latest`;
 - stages: the stage names in the run's plan.json;
 - overrides: config groups with `=` (`pipeline=`, `cluster=`, `data=`, `model=`), then a group's options
   (the YAML files of conf/<group>/ and of each config directory, `--config-dir` and
   $LAUNCHER_CONFIG_DIRS; for `cluster`, the cluster profiles), and the root config's keys
-  (`wait=`, `run_root=`, `sweep.independent=`, ...), read from launcher/schema.py's source."""
+  (`wait=`, `run_root=`, `sweep.independent=`, ...), read from launcher/config/schema.py's source."""
 from __future__ import annotations
 
 import ast
@@ -47,7 +47,7 @@ def autocomplete(parser, **kw) -> None:
 # -- completers: (prefix, parsed_args) -> candidates ----------------------------------------------------
 
 def _root(parsed_args) -> Path:
-    from launcher.runroot import default_root
+    from launcher.run.runroot import default_root
 
     root = getattr(parsed_args, "root", None)
     return Path(root) if root else default_root()
@@ -63,7 +63,7 @@ def _run_ids(folder: Path, need_run_json: bool) -> List[str]:
 
 def complete_run(prefix: str, parsed_args, **_) -> List[str]:
     """Run ids under the run root and in the run index, and `latest`."""
-    from launcher import runindex
+    from launcher.run import runindex
 
     ids = set(_run_ids(_root(parsed_args), True)) | set(_run_ids(runindex.index_dir(), False))
     return sorted(i for i in ids | {"latest"} if i.startswith(prefix))
@@ -71,7 +71,7 @@ def complete_run(prefix: str, parsed_args, **_) -> List[str]:
 
 def _run_dir(ref: str, root: Path) -> Optional[Path]:
     """The run directory `ref` names (as rundir.resolve_run, without its imports); None if none."""
-    from launcher import runindex
+    from launcher.run import runindex
 
     if ref == "latest":
         dirs = [root / n for n in _run_ids(root, True)]
@@ -133,9 +133,9 @@ def _fields(tree: ast.Module, name: str) -> List[str]:
 
 def root_keys() -> List[str]:
     """The root config's keys that are not config groups, and `sweep.*`: read from the source of the
-    schema (launcher/schema.py, classes Config and Sweep) so that nothing imports OmegaConf."""
+    schema (launcher/config/schema.py, classes Config and Sweep) so that nothing imports OmegaConf."""
     try:
-        tree = ast.parse((_PACKAGE / "schema.py").read_text())
+        tree = ast.parse((_PACKAGE / "config" / "schema.py").read_text())
     except (OSError, SyntaxError):
         return []
     return [k for k in _fields(tree, "Config") if k not in ("pipeline", "cluster", "data", "model", "sweep")] + \

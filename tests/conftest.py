@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True, scope="session")
 def _run_index(tmp_path_factory):
-    """The runs the tests launch are indexed (launcher/runindex.py) here, not in your ~/.local/state."""
+    """The runs the tests launch are indexed (launcher/run/runindex.py) here, not in your ~/.local/state."""
     os.environ["LAUNCHER_STATE_DIR"] = str(tmp_path_factory.mktemp("launcher-state"))
 
 
@@ -50,7 +50,7 @@ def _run_index(tmp_path_factory):
 def _no_site_defaults(tmp_path_factory):
     """The tests say their cluster profile (or mean the root default, local): your $LAUNCHER_CLUSTER, your
     ~/.config/launcher/config.yaml and your config directories stay out, and no test asks sinfo whether
-    this host is a Slurm client (launcher/sitedefault.py; tests/unit/test_site_default.py sets them)."""
+    this host is a Slurm client (launcher/config/sitedefault.py; tests/unit/test_site_default.py sets them)."""
     for name in ("LAUNCHER_CLUSTER", "LAUNCHER_CONFIG_DIRS"):
         os.environ.pop(name, None)
     os.environ["LAUNCHER_CONFIG_FILE"] = str(tmp_path_factory.mktemp("launcher-config") / "config.yaml")

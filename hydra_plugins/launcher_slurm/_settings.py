@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-# launcher/schema.py Resources, field for field (tests/unit/test_hydra_app_plan.py checks it).
+# launcher/config/schema.py Resources, field for field (tests/unit/test_hydra_app_plan.py checks it).
 RESOURCES = ("partition", "time", "nodes", "ntasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb", "account",
              "qos", "constraint", "exclusive", "gres", "gpus_per_task", "cpus_per_gpu", "mem_per_cpu_gb",
              "mem_per_gpu_gb", "reservation", "nodelist", "exclude", "licenses", "mail_type", "mail_user", "comment",

@@ -1,6 +1,6 @@
 """launch() of the launcher_slurm plugin: the batch of Hydra jobs Hydra's sweeper hands over -> one
 stage of kind hydra_app (launcher/kinds/hydra_app.py), one sweep point per job -> the launcher's own
-plan, preflight, run directory, code snapshot and submission (launcher.ops) -> returns at once.
+plan, preflight, run directory, code snapshot and submission (launcher.run.ops) -> returns at once.
 
 Per job, as Hydra's launchers do: its config is Hydra's own (load_sweep_config: the multirun's hydra
 overrides and the job's), hydra.job.num = its index, its output folder
@@ -40,7 +40,7 @@ def passed(override: str) -> bool:
 
 
 def stage_name(job_name: str) -> str:
-    """Hydra's job name as a stage and pipeline name (launcher/plan.py NAME)."""
+    """Hydra's job name as a stage and pipeline name (launcher/plan/model.py NAME)."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", job_name or "app")[:64]
     return name if name[:1].isalnum() else f"app{name}"[:64]
 
@@ -146,8 +146,8 @@ def launch(config, loader, job_overrides: Sequence[Sequence[str]], initial_job_i
     from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
     from omegaconf import OmegaConf
 
-    from launcher import ops
-    from launcher.compose import compose_plain
+    from launcher.run import ops
+    from launcher.config.compose import compose_plain
     from launcher.errors import ConfigError, ConfigErrors
 
     setup_globals()
@@ -166,7 +166,7 @@ def launch(config, loader, job_overrides: Sequence[Sequence[str]], initial_job_i
             configs.append(compose_plain(cfg))
         except ConfigError as e:
             unplanned.append(e)
-    # the cache lock (launcher/cache_lock.py) from the key lookup until the ledger records the jobs
+    # the cache lock (launcher/run/cache_lock.py) from the key lookup until the ledger records the jobs
     with (ops.cache_locked(configs) if configs and not unplanned else contextlib.nullcontext()):
         prep = None
         if not unplanned:

@@ -1,5 +1,5 @@
 """The config of `hydra/launcher=launcher_slurm` (hydra.launcher.*): where the run goes, and the array
-job's resources with the stage's field names (launcher/schema.py Resources; null: the stage's default
+job's resources with the stage's field names (launcher/config/schema.py Resources; null: the stage's default
 or the cluster profile's) or hydra-submitit-launcher's names for them (_settings.ALIASES). Imports
 Hydra only (Hydra imports this module whenever an app starts). No `from __future__ import annotations`:
 Hydra's plugin scanner runs the module before it is in sys.modules, where dataclasses would look up
@@ -36,7 +36,7 @@ class LauncherSlurmConf:
     env: Dict[str, str] = field(default_factory=dict)  # extra environment of the tasks
     throttle: Optional[int] = None  # at most this many tasks at once (sbatch --array=...%N)
     requeue: RequeueConf = field(default_factory=RequeueConf)
-    # The stage's resources, same names (launcher/schema.py Resources).
+    # The stage's resources, same names (launcher/config/schema.py Resources).
     partition: Optional[str] = None
     time: Optional[str] = None  # Slurm time: MM, HH:MM:SS, D-HH:MM:SS (stage default 00:10:00)
     nodes: Optional[int] = None

@@ -16,7 +16,7 @@ needs the full mlflow, whose pins would move pyarrow in the cpu environment): co
 files under the run (principle 4: no database on a network filesystem), so the file store is the
 offline writer, and this module sets the variable for a file: URI. mlflow is imported inside the
 functions (mlflow-skinny: the stage environment, or the login node's `tracking` extra); standard library
-at import. `python -m jobs.adapters.mlflow_store SRC DST` runs copy_store (launcher/sync.py, with the
+at import. `python -m jobs.adapters.mlflow_store SRC DST` runs copy_store (launcher/run/sync.py, with the
 stage's interpreter when the login node has no mlflow) and prints its counts as JSON."""
 from __future__ import annotations
 

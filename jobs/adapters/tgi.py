@@ -1,5 +1,5 @@
 """How kind=serve drives Text Generation Inference (serve.engine=tgi): `text-generation-launcher` inside
-TGI's container image (the task runs in the image through pyxis: launcher/containers.py), on a model
+TGI's container image (the task runs in the image through pyxis: launcher/slurm/containers.py), on a model
 folder. Flags from `text-generation-launcher --help` (TGI 3.x): --model-id, --num-shard,
 --max-total-tokens, --speculate (n-gram when the model has no Medusa heads). Its router has /health.
 Standard library only."""

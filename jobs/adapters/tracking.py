@@ -1,5 +1,5 @@
 """Experiment tracking on the node: what transformers' own integrations need to log one tracked run per
-(run, stage, sweep point), from the spec's `tracking` part (launcher/tracking.py spec_part).
+(run, stage, sweep point), from the spec's `tracking` part (launcher/plan/tracking.py spec_part).
 
 - tensorboard: report_to=["tensorboard"], TENSORBOARD_LOGGING_DIR (transformers' TensorBoardCallback reads
   it) = <base>/<point>; the launcher's config and the point's overrides as text, the swept ones as hparams, same folder.

@@ -47,7 +47,7 @@ def run(task) -> None:
     port = rdzv_port(task.job_id if is_local(env) else env.get("SLURM_JOB_ID", task.job_id),
                      task.spec.get("rdzv_port_base", 20000))
     stop_file = task.ctx.checkpoint_dir / f"STOP-{rank}"
-    # transformers' tracker callback in TRL's trainer (launcher/tracking.py); the first node writes the config
+    # transformers' tracker callback in TRL's trainer (launcher/plan/tracking.py); the first node writes the config
     tracking = (trackers.prepare(task.spec, task.point, log=task.log) if rank == 0
                 else trackers.trainer_settings(task.spec, task.point))
     env["LAUNCHER_ALIGN_ORDER"] = json.dumps({

@@ -31,7 +31,7 @@ def run(task) -> Optional[Dict[str, Any]]:
     if keep:  # the trainer prunes after each marked checkpoint (every process reads it from here)
         os.environ[retention.ENV] = json.dumps(keep)
     tracking = None
-    if train["backend"] == "hf":  # transformers' tracker callbacks (nanotron: none; launcher/tracking.py)
+    if train["backend"] == "hf":  # transformers' tracker callbacks (nanotron: none; launcher/plan/tracking.py)
         from jobs.adapters import tracking as trackers
 
         tracking = (trackers.prepare(task.spec, task.point, log=task.log) if task.rank == 0

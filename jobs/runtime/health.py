@@ -1,5 +1,5 @@
 """The node health check before a multi-node or GPU task's work (the spec's "health_check", written by
-launcher/health.py): each node checks itself, reports into the run directory, and the first node
+launcher/plan/health.py): each node checks itself, reports into the run directory, and the first node
 decides which nodes are bad. Standard library only (torch runs in jobs/runtime/health_allreduce.py).
 
 Per node: the run directory takes an fsynced write; its filesystem has `min_free_gb` free; the stage's

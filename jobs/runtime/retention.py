@@ -1,4 +1,4 @@
-"""Checkpoint retention of a training/align task (`pipeline.stages.<name>.retention`, launcher/retention.py):
+"""Checkpoint retention of a training/align task (`pipeline.stages.<name>.retention`, launcher/plan/retention.py):
 which complete `checkpoint-N` folders (jobs/runtime/checkpoints.py) stay, and removing the others safely.
 
 Kept, whatever the settings:
@@ -94,7 +94,7 @@ def prune(ckpt_dir: Path, policy: Dict[str, Any], scored_dirs: Sequence[Path],
 
 def order(spec: Dict[str, Any], stage: str, point: int, run_dir: Path) -> Optional[Dict[str, Any]]:
     """What a pruner of `stage`'s checkpoints at sweep `point` needs, from a stage spec's `retention`
-    (launcher/retention.py spec_part): {policy, ckpt_dir, scored_dirs}; None when retention is off or
+    (launcher/plan/retention.py spec_part): {policy, ckpt_dir, scored_dirs}; None when retention is off or
     the training is another run's (never modified in place)."""
     r = (spec.get("retention") or {}).get(stage)
     if not r or r["policy"][point] is None:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, List
 
-DUMP_SIGNAL = signal.SIGUSR1  # launcher/watchdog.py DUMP_SIGNAL: the stop signal may not be this one
+DUMP_SIGNAL = signal.SIGUSR1  # launcher/plan/watchdog.py DUMP_SIGNAL: the stop signal may not be this one
 
 
 def register_dump(signum: int = DUMP_SIGNAL) -> None:

@@ -27,7 +27,7 @@ class Engine:
     target: Optional[str] = None
     # serve.speculative.method values it runs
     speculative_methods: Tuple[str, ...] = ()
-    # Serve keys only this engine reads (launcher/ignored.py refuses them for the others)
+    # Serve keys only this engine reads (launcher/plan/ignored.py refuses them for the others)
     own_keys: Tuple[str, ...] = ()
 
     def check(self, p: Problems, s: Dict[str, Any], r: Dict[str, Any]) -> None:
@@ -39,7 +39,7 @@ class Engine:
 
     def preflight(self, s: Dict[str, Any], env: Dict[str, Any]) -> List[Tuple[str, str]]:
         """(key relative to the stage, message) of what the login node refutes beyond the model's own
-        path (a draft model, its vocabulary; the stage's environment `env`, launcher/environments.py)."""
+        path (a draft model, its vocabulary; the stage's environment `env`, launcher/config/environments.py)."""
         return []
 
     def describe(self, s: Dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """serve.engine=tgi: Hugging Face Text Generation Inference, `text-generation-launcher` in its container
 image (TGI ships as an image: ghcr.io/huggingface/text-generation-inference), through the cluster's
-pyxis support (launcher/containers.py): the stage's environment names the image and the image's
+pyxis support (launcher/slurm/containers.py): the stage's environment names the image and the image's
 python, which runs jobs.task; the model folder is mounted at its own path; pyxis shares the host's
 network (the port) and the job's GPUs. num_shard is serve.tensor_parallel. Speculation: TGI's n-gram
 `--speculate N` (no separate draft model). Node side: jobs/adapters/tgi.py."""

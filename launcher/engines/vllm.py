@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Tuple
 
 from jobs.layout import PLACEHOLDER
 
-from launcher import vocab
+from launcher.plan import vocab
 from launcher.engines import Engine
 
 
@@ -43,7 +43,7 @@ def model_length_problem(path: str, max_model_len) -> str:
 
 def draft_problems(s: Dict[str, Any], folder_problem) -> List[Tuple[str, str]]:
     """serve.speculative.draft_model, when a plain path: it exists as the engine needs it, and its
-    vocabulary is the target's (launcher/vocab.py)."""
+    vocabulary is the target's (launcher/plan/vocab.py)."""
     draft = (s.get("speculative") or {}).get("draft_model")
     if not plain(draft):
         return []

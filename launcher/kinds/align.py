@@ -15,12 +15,12 @@ from jobs.adapters.trl import COLUMNS, SET_BY_STAGE, TRAINERS
 from jobs.runtime import templating
 from jobs.layout import PLACEHOLDER
 
-from launcher.ema import Ema, check_decay
+from launcher.plan.ema import Ema, check_decay
 from launcher.errors import ConfigError
 from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
-from launcher.placeholders import check_placeholders
+from launcher.config.placeholders import check_placeholders
 
-# What only the sampling trainers read (launcher/ignored.py refuses it on the others).
+# What only the sampling trainers read (launcher/plan/ignored.py refuses it on the others).
 SAMPLING = ("rewards", "num_generations", "max_completion_length")
 
 
@@ -199,7 +199,7 @@ def check_rewards(name: str, st: Dict[str, Any], stages: Dict[str, Dict[str, Any
     Whether a callable resolves is checked in the stage's environment (targets below)."""
     a, key = st["align"], f"pipeline.stages.{name}.align.rewards"
     if a["trainer"] not in ONLINE:
-        return  # set on another trainer: launcher/ignored.py says it would be ignored
+        return  # set on another trainer: launcher/plan/ignored.py says it would be ignored
     if not a["rewards"]:
         errors.append(ConfigError(f"trainer {a['trainer']} needs at least one reward function: a list of "
                                   f"{{model: <reward model folder, e.g. \"{{input:<reward stage>}}/model\">}} or "

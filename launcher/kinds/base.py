@@ -3,18 +3,18 @@ attributes say what it can do (capabilities) and whose hooks the generic code ca
 the kind's name. Every hook has a default that does nothing, so a kind overrides only what it needs.
 
 Where each hook is called:
-    launcher/plan.py        check_before_expansion, expands_into, expand_pipeline, check_pipeline,
+    launcher/plan/model.py        check_before_expansion, expands_into, expand_pipeline, check_pipeline,
                             check_config, check_in_dag, sweep_keys, payload_keys, multi_process
-    launcher/ignored.py     reads, only_for (options the kind would silently ignore)
-    launcher/secrets.py     secret_variables
-    launcher/tracking.py    tracks
-    launcher/plan.py        environment_name (the stage's environment)
-    launcher/render.py      environment (hub_access), multi_process (srun), spec_extra, client_spec, container_paths,
+    launcher/plan/ignored.py     reads, only_for (options the kind would silently ignore)
+    launcher/plan/secrets.py     secret_variables
+    launcher/plan/tracking.py    tracks
+    launcher/plan/model.py        environment_name (the stage's environment)
+    launcher/plan/render.py      environment (hub_access), multi_process (srun), spec_extra, client_spec, container_paths,
                             files, runner, reads_stage_outputs, output_layout, provides_endpoint
-    launcher/preflight.py   preflight, targets, downloads_hub_refs, fetched_refs
+    launcher/plan/preflight.py   preflight, targets, downloads_hub_refs, fetched_refs
     launcher/cli.py         describe (`launcher plan`)
-    launcher/ops.py         provides_endpoint (resume brings a client's server back)
-    launcher/schema.py      section, schema (Stage has one field per kind section)
+    launcher/run/ops.py         provides_endpoint (resume brings a client's server back)
+    launcher/config/schema.py      section, schema (Stage has one field per kind section)
 
 Kinds import no stage library (the login node runs them) and no other kind module."""
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Problems:
 class Kind:
     """A stage kind on the login node. Subclasses set `name` and override what they need.
 
-    Config hooks take the stage's plain config (`st`: a dict, every field of launcher.schema.Stage);
+    Config hooks take the stage's plain config (`st`: a dict, every field of launcher.config.schema.Stage);
     plan hooks take the StagePlan (`stage`, with `payloads`: one dict per sweep point holding the
     generic payload keys and the kind's `payload_keys`) and the Plan."""
 
@@ -63,7 +63,7 @@ class Kind:
     # Stage keys (besides command, target, params, env) its tasks get in their payload and the stage
     # hash covers.
     payload_keys: Tuple[str, ...] = ()
-    # Stage keys its tasks read: a set option of another kind's section is refused (launcher/ignored.py).
+    # Stage keys its tasks read: a set option of another kind's section is refused (launcher/plan/ignored.py).
     # None: its payload_keys.
     reads: Optional[Tuple[str, ...]] = None
     # Within a section it reads: (the field that chooses, {value: fields only that value reads}).
@@ -84,16 +84,16 @@ class Kind:
     # folder per sweep point, keyed by the stage hash).
     output_layout: str = "task"
     # Its tasks train and write the live progress file (jobs/runtime/progress.py): the stage may set
-    # `watchdog.stall_s` (the hang watchdog: stacks, kill, in-job restart, requeue; launcher/watchdog.py).
+    # `watchdog.stall_s` (the hang watchdog: stacks, kill, in-job restart, requeue; launcher/plan/watchdog.py).
     hang_watchdog: bool = False
     # It scores its one parent's checkpoints, writing stages/<stage>/evals/<point>/step-<N>.json: a
-    # parent's checkpoint retention keeps each checkpoint until it is scored (launcher/retention.py).
+    # parent's checkpoint retention keeps each checkpoint until it is scored (launcher/plan/retention.py).
     scores_checkpoints: bool = False
     # Modules its interpreter must import on every node before the work (the node health check).
     health_imports: Tuple[str, ...] = ()
     # Its strings may name other stages' outputs ({input:<stage>}): the spec carries their hashes.
     reads_stage_outputs: bool = False
-    # Sweep points with equal content keys may share one task (launcher/keys.py). False for work whose
+    # Sweep points with equal content keys may share one task (launcher/plan/keys.py). False for work whose
     # effect is not its output folder: a server (clients meet it per point), a publication.
     shares_points: bool = True
 
@@ -155,7 +155,7 @@ class Kind:
         raise NotImplementedError(f"kind {self.name} has no checkpoints to evaluate")
 
     def tracks(self, st: Dict[str, Any]) -> Tuple[str, ...]:
-        """The experiment trackers its tasks log to (launcher/tracking.py: tracking.backend), () for none."""
+        """The experiment trackers its tasks log to (launcher/plan/tracking.py: tracking.backend), () for none."""
         return ()
 
     def secret_variables(self, name: str, st: Dict[str, Any]) -> Dict[str, str]:
@@ -181,7 +181,7 @@ class Kind:
         return env
 
     def spec_extra(self, plan, stage) -> Dict[str, Any]:
-        """What the node needs beyond the generic spec (launcher/render.py stage_spec)."""
+        """What the node needs beyond the generic spec (launcher/plan/render.py stage_spec)."""
         return {}
 
     def client_spec(self, stage) -> Dict[str, Any]:
@@ -210,7 +210,7 @@ class Kind:
         """downloads_hub_refs: the hub references (jobs.adapters.hub_refs.Ref) it downloads."""
         return []
 
-    # -- content keys (launcher/keys.py) -------------------------------------------------------------
+    # -- content keys (launcher/plan/keys.py) -------------------------------------------------------------
     def reads_from(self, payload: Dict[str, Any], parents: List[str]) -> List[str]:
         """The stages whose outputs a task of this kind can read (their keys go into its key): every
         parent (a task gets LAUNCHER_INPUT_<PARENT> for each) and any stage its strings name

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Tuple
 
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
-from launcher.placeholders import check_placeholders, plain_paths
+from launcher.config.placeholders import check_placeholders, plain_paths
 
 # fastText names a label "__label__<name>" inside a whitespace-separated line: no whitespace in a name
 LABEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")

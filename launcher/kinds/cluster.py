@@ -28,7 +28,7 @@ from jobs.runtime import prompt_records
 
 from launcher.errors import ConfigError
 from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
-from launcher.placeholders import check_placeholders
+from launcher.config.placeholders import check_placeholders
 
 EMBEDDINGS = ("tfidf",)  # model-free choices; otherwise {model: <local HF folder>}
 

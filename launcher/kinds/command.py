@@ -5,7 +5,7 @@ from typing import Any, Dict, List
 
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
-from launcher.shell import bash_syntax_error
+from launcher.plan.shell import bash_syntax_error
 
 
 class Command(Kind):

@@ -40,7 +40,7 @@ def add_fetch_stage(plain: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     names a repo in any point waits in all."""
     from omegaconf import OmegaConf
 
-    from launcher.schema import Stage
+    from launcher.config.schema import Stage
 
     cl = plain[0]["cluster"]
     users = sorted({n for p in plain for n, st in p["pipeline"]["stages"].items() if stage_refs(st)})

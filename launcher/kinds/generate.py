@@ -25,7 +25,7 @@ from jobs.runtime.templating import TEMPLATES_DIR
 
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
-from launcher.placeholders import check_placeholders
+from launcher.config.placeholders import check_placeholders
 from launcher.sbatch.options import gpus_per_node
 
 

@@ -79,7 +79,7 @@ def code_entry(path: str, code: Sequence[str]) -> Optional[str]:
 
 def in_snapshot(path: str, code: Sequence[str]) -> str:
     """Where `path` (in a pipeline.code entry) lies in the code snapshot, relative to its root
-    (launcher/snapshot.py: each entry is copied under its own name)."""
+    (launcher/plan/snapshot.py: each entry is copied under its own name)."""
     entry = code_entry(path, code)
     if entry is None:
         raise ValueError(f"{path} is not in the code paths {list(code)}")

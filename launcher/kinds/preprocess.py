@@ -11,7 +11,7 @@ from jobs.layout import PLACEHOLDER
 
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems, placeholder_stages
-from launcher.placeholders import check_placeholders, walk
+from launcher.config.placeholders import check_placeholders, walk
 
 ONE_RANK_BLOCKS = ("TrainTokenizer",)  # blocks that raise unless world_size == 1 (jobs/adapters/datatrove_blocks.py)
 

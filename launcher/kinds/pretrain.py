@@ -15,10 +15,10 @@ from omegaconf import MISSING
 from jobs.adapters import tokenizer_files
 from jobs.layout import PLACEHOLDER
 
-from launcher.ema import Ema, check_decay
+from launcher.plan.ema import Ema, check_decay
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
-from launcher.placeholders import check_placeholders, plain_paths
+from launcher.config.placeholders import check_placeholders, plain_paths
 
 
 class TrainBackend(str, Enum):
@@ -390,8 +390,8 @@ def nanotron_configs(plan, stage, run_dir: Path, run_id: str) -> Dict[int, str]:
     from jobs import layout
     from jobs.adapters import nanotron as jobs_nanotron
 
-    from launcher import nanotron_config
-    from launcher.render import stage_spec
+    from launcher.plan import nanotron_config
+    from launcher.plan.render import stage_spec
 
     spec = stage_spec(plan, stage, run_dir, run_id)
     out = {}
@@ -417,7 +417,7 @@ class Pretrain(Kind):
     hang_watchdog = True
     health_imports = ("torch",)
     reads_stage_outputs = True
-    # jobs/adapters/trainer.py reads none of the nanotron ones; launcher/nanotron_config.py renders all of them.
+    # jobs/adapters/trainer.py reads none of the nanotron ones; launcher/plan/nanotron_config.py renders all of them.
     only_for = {"train": [
         ("backend", {"nanotron": ("parallelism.pp_engine", "parallelism.tp_mode", "parallelism.tp_async",
                                   "parallelism.recompute_layer", "optimizer.zero_stage", "run_train", "nanotron"),
@@ -446,7 +446,7 @@ class Pretrain(Kind):
         return ("train.backend", "train.parallelism")  # how the job is launched (srun/torchrun or not)
 
     def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
-        from launcher.schema import Model
+        from launcher.config.schema import Model
 
         defaults = asdict(Model())
         train = st["train"]

@@ -13,7 +13,7 @@ from jobs.layout import PLACEHOLDER
 
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
-from launcher.placeholders import check_placeholders
+from launcher.config.placeholders import check_placeholders
 
 PLAN_FILES_SHOWN = 1000  # `launcher plan` lists at most this many files a publish stage would upload
 
@@ -75,7 +75,7 @@ def describe_publish(plan, stage, plan_dir) -> str:
 
 
 def _spec_for(plan, stage, plan_dir) -> Dict[str, Any]:
-    from launcher.render import stage_spec
+    from launcher.plan.render import stage_spec
 
     return stage_spec(plan, stage, plan_dir, plan_dir.name)
 

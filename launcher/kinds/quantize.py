@@ -27,7 +27,7 @@ from jobs.layout import PLACEHOLDER
 
 from launcher.errors import ConfigError
 from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
-from launcher.placeholders import check_placeholders
+from launcher.config.placeholders import check_placeholders
 from launcher.sbatch.options import gpus_per_node
 
 

@@ -13,7 +13,7 @@ from launcher import engines
 from launcher.engines.vllm import plain
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
-from launcher.placeholders import check_placeholders
+from launcher.config.placeholders import check_placeholders
 
 
 @dataclass

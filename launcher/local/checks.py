@@ -1,6 +1,6 @@
 """What cluster=local cannot run in a stage's request: this machine is one node with the GPUs its
 profile says it has (cluster.gpus_per_node). The local backend's check_stage (backend.py;
-launcher/preflight.py calls it through the Backend protocol). The stage is a
+launcher/plan/preflight.py calls it through the Backend protocol). The stage is a
 launcher.backends.StageRequest (this layer is below launcher.plan); each error names the stage and
 its key (pipeline.stages.<name>.resources.<key>)."""
 from __future__ import annotations

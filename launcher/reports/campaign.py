@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from launcher.errors import LauncherError, NotFound
 
 if TYPE_CHECKING:
-    from launcher.rundir import Run
+    from launcher.run.rundir import Run
 
 RESULTS = "*/evals/*/step-*.json"  # under <run>/stages/
 
@@ -23,7 +23,7 @@ def resolve(target: str, root: Path) -> Tuple[List["Run"], str]:
     """(runs, title): a run id, run directory or `latest` (the title names the run it resolves to, and
     its campaign), else every run under `root` whose run.json names campaign `target`. NotFound naming
     the campaigns there when it is neither."""
-    from launcher.rundir import list_runs, resolve_run
+    from launcher.run.rundir import list_runs, resolve_run
 
     try:
         run = resolve_run(target, root)
@@ -61,9 +61,9 @@ def stage_rows(path: Path, rows: list, files: list) -> list:
 
 
 def costs(runs: List["Run"], quiet: bool = False) -> Optional[Dict[str, Dict[str, Any]]]:
-    """The cost per variant (launcher/usage.py cost_per_variant: one accounting query), or None with a
+    """The cost per variant (launcher/run/usage.py cost_per_variant: one accounting query), or None with a
     note on stderr (none when `quiet`) when the scheduler cannot say."""
-    from launcher.usage import cost_per_variant
+    from launcher.run.usage import cost_per_variant
 
     try:
         return cost_per_variant(runs)

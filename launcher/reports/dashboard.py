@@ -41,7 +41,7 @@ def require_extra() -> None:
 def _helpers() -> Dict[str, Any]:
     """The formatting functions the templates call: the report's numbers, status's durations and rates."""
     from launcher.reports.report import fmt
-    from launcher.status_view import duration, si
+    from launcher.run.status_view import duration, si
 
     def when(t: Optional[float]) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "—"
@@ -145,7 +145,7 @@ def cmd_dashboard(args) -> int:
     import uvicorn
 
     from launcher.reports.dashboard_views import Views
-    from launcher.rundir import default_root
+    from launcher.run.rundir import default_root
 
     root = (args.root or default_root()).resolve()
     if not root.is_dir():

@@ -1,11 +1,11 @@
 """What `launcher dashboard` shows, as plain data (the page's templates and its JSON endpoints both
 render these dicts), and how every viewer shares one answer:
 
-- runs: the runs index (launcher/runs_db.py), the same rows as `launcher runs --json`;
-- a run: `launcher status --json`'s document (launcher/status_view.py status_json), from ONE status
-  source per run: the scheduler is asked at the pace of a watcher (launcher/backoff.py Paced: fast
+- runs: the runs index (launcher/run/runs_db.py), the same rows as `launcher runs --json`;
+- a run: `launcher status --json`'s document (launcher/run/status_view.py status_json), from ONE status
+  source per run: the scheduler is asked at the pace of a watcher (launcher/run/backoff.py Paced: fast
   while states change, slower while nothing does, or every --interval seconds), and its answer is the
-  run's shared one (launcher/status_cache.py), so the dashboard, `status --watch` and `wait=true` on
+  run's shared one (launcher/run/status_cache.py), so the dashboard, `status --watch` and `wait=true` on
   the same run cost one query per interval between them;
 - a campaign: the report's signal table, curves and cost per variant (launcher/reports/campaign.py,
   report.py), the curves plotted again only when a result file changed.
@@ -63,8 +63,8 @@ class Views:
                 del self._memo[key]
 
     def runs(self, campaign: Optional[str] = None) -> List[Dict[str, Any]]:
-        """The runs index's rows (launcher/runs_db.py FIELDS), newest first, of one campaign or all."""
-        from launcher import runs_db
+        """The runs index's rows (launcher/run/runs_db.py FIELDS), newest first, of one campaign or all."""
+        from launcher.run import runs_db
 
         return self._shared(("runs", campaign), self.refresh_s,
                             lambda: runs_db.runs(self.root, campaign=campaign, limit=self.max_runs))
@@ -72,7 +72,7 @@ class Views:
     def _run(self, run_id: str):
         """The run directory `run_id` directly under the root (nothing else: no path, no `latest`, no
         run elsewhere), else NotFound."""
-        from launcher.rundir import Run
+        from launcher.run.rundir import Run
 
         path = self.root / run_id
         if not _RUN_NAME.fullmatch(run_id) or not (path / "run.json").is_file():
@@ -86,7 +86,7 @@ class Views:
         return self._shared(("run", run_id), self.refresh_s, lambda: self._run_view(run))
 
     def _run_view(self, run) -> Dict[str, Any]:
-        from launcher.status_view import status_json
+        from launcher.run.status_view import status_json
 
         if run.id not in self._paced:
             self._paced[run.id] = self._status_source(run)
@@ -97,8 +97,9 @@ class Views:
 
     def _status_source(self, run) -> Callable[[], Any]:
         """The run's status at a watcher's pace (what `launcher status --watch` does: cli._watch)."""
-        from launcher import backends, ops
-        from launcher.backoff import Backoff, Paced
+        from launcher import backends
+        from launcher.run import ops
+        from launcher.run.backoff import Backoff, Paced
         from launcher.reports.display import fingerprint
 
         poll = self.interval_s or backends.get(run.meta.get("backend") or "slurm").poll_s
@@ -112,7 +113,7 @@ class Views:
         return self._shared(("campaign", name), self.refresh_s, lambda: self._campaign_view(name))
 
     def _campaign_runs(self, name: str) -> list:
-        from launcher.rundir import Run
+        from launcher.run.rundir import Run
 
         runs = [Run(Path(r["path"])) for r in self.runs() if r["campaign"] == name]
         if not runs:

@@ -13,7 +13,7 @@ from jobs import layout
 
 from launcher.errors import LauncherError
 from launcher import kinds
-from launcher.plan import Plan
+from launcher.plan.model import Plan
 
 
 def _add(into: Dict[str, Any], stats: Dict[str, Any]) -> None:

@@ -14,12 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from launcher import exitcodes
-from launcher.plan import Plan
-from launcher.render import JobRequest
-from launcher.status import RunStatus
+from launcher.plan.model import Plan
+from launcher.plan.render import JobRequest
+from launcher.run.status import RunStatus
 
 if TYPE_CHECKING:
-    from launcher.backoff import Backoff
+    from launcher.run.backoff import Backoff
 
 
 class _Console(Console):
@@ -120,9 +120,9 @@ def plan_table(plan: Plan, requests: List[JobRequest], chunk_size: int) -> Table
         if s.environment.get("name"):
             res.append(f"env {s.environment['name']}")
         tasks = f"{s.distinct_points}x{s.tasks_per_point}" if s.points > 1 else str(s.tasks_per_point)
-        if s.distinct_points != s.points:  # equal content keys: one task set per key (launcher/keys.py)
+        if s.distinct_points != s.points:  # equal content keys: one task set per key (launcher/plan/keys.py)
             tasks += f" ({s.points} points)"
-        if s.cached:  # another run computed these points' keys (launcher/cache.py): not submitted
+        if s.cached:  # another run computed these points' keys (launcher/run/cache.py): not submitted
             flying = sum(1 for c in s.cached.values() if c.get("jobs"))  # or is computing them (inflight.py)
             tasks += f", {len(s.cached)} cached" + (f" ({flying} in flight)" if flying else "")
         if s.throttle:
@@ -148,7 +148,7 @@ def status_table(st: RunStatus, plain: bool = None) -> Table:
     a running training task (status_view). Plain (piped; default: plain_output()): every count column,
     always in the same order, for awk/cut. On a terminal: 'done' as completed/total and only the count
     columns that are not 0 in every stage, so that the table fits the terminal."""
-    from launcher.status_view import pending_summary, stage_progress
+    from launcher.run.status_view import pending_summary, stage_progress
 
     plain = plain_output() if plain is None else plain
     t = Table(title=f"run {st.run}: [{STYLE.get(st.state, '')}]{st.state}[/]", title_justify="left",
@@ -183,10 +183,10 @@ def watch(get_status: Callable[[float], RunStatus], backoff: "Backoff", tick_s: 
     """Refresh until the run is no longer going. A live table on a terminal, one line per change in logs
     (completed/total per stage, and why its pending tasks wait). Every `tick_s` the run directory is
     read again (markers, progress); `get_status(max_age_s)` asks the scheduler only when the run's
-    shared answer is older than the backoff's interval (launcher/backoff.py, status_cache.py), which
+    shared answer is older than the backoff's interval (launcher/run/backoff.py, status_cache.py), which
     grows while nothing changes and drops back at the first change."""
-    from launcher.backoff import Paced
-    from launcher.status_view import pending_summary
+    from launcher.run.backoff import Paced
+    from launcher.run.status_view import pending_summary
 
     step = Paced(get_status, fingerprint, backoff)
     if console.is_terminal:

@@ -316,7 +316,7 @@ def write_report(rows: Iterable[Dict[str, Any]], out_dir: Path, title: str,
                  quantized: Optional[List[Dict[str, Any]]] = None) -> Path:
     """Write out_dir/index.html (+ plots/*.png, signal.json, results.csv, cost.json with `costs`); return
     the HTML path. The page has no external resources: images by relative path, CSS inline. `costs`:
-    {variant: launcher.costs.summarize()} (launcher/usage.py cost_per_variant), a table when given.
+    {variant: launcher.costs.summarize()} (launcher/run/usage.py cost_per_variant), a table when given.
     `quantized`: launcher/reports/quantization.py rows, a table (and quantization.json) when given."""
     rows = [_coerce(r) for r in rows]
     out_dir = Path(out_dir)

@@ -2,19 +2,19 @@
 group at a time) against the nodes, partitions and reservations of the cluster (facts.py), and the
 run against the QOS and association limits it is held to (limits.py), and against what the cluster
 holds at all (check_run: pyxis for container images, MaxArraySize, MaxJobCount, your accounts and QOS).
-The Slurm backend's check_run, check_stage, check_limits and check_external (backend.py; launcher/preflight.py calls them through the Backend
+The Slurm backend's check_run, check_stage, check_limits and check_external (backend.py; launcher/plan/preflight.py calls them through the Backend
 protocol). Each error names the stage and its key (pipeline.stages.<name>.resources.<key>, or
 cluster.partition / pipeline.stages.<name>.tasks).
 
 Pure functions of the facts given. The stage and the plan are duck-typed (this layer is below
 launcher.plan, which it may not import): a stage is a launcher.backends.StageRequest (name,
 resources, time_min); check_limits reads the plan's `cluster` and `stages`, and of each stage
-group_views(), tasks_per_point, groups, points and throttle (launcher.plan.StagePlan)."""
+group_views(), tasks_per_point, groups, points and throttle (launcher.plan.model.StagePlan)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
-from launcher import containers
+from launcher.slurm import containers
 from launcher.backends import StageRequest
 from launcher.errors import ConfigError
 from launcher.sbatch import options as sbatch_options

@@ -1,5 +1,5 @@
 """The user's scrontab (Slurm's cron): read and write it with `scrontab`, serialise edits, and find
-or render the launcher's blocks in it (launcher/schedule.py is the verb and the firing wrapper). An
+or render the launcher's blocks in it (launcher/run/schedule.py is the verb and the firing wrapper). An
 entry is one block, tagged so that it is found again; every other line is written back untouched."""
 from __future__ import annotations
 

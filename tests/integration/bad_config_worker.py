@@ -48,13 +48,14 @@ def run_case(case: dict, main) -> dict:
 
 def share_interpreter_answers() -> None:
     """Preflight asks each stage environment's interpreter to import its modules and resolve the
-    stage's targets (launcher/environments.py interpreter_problems): 10-30 s for the TRL/lighteval or
+    stage's targets (launcher/config/environments.py interpreter_problems): 10-30 s for the TRL/lighteval or
     vLLM environments. The environments do not change while the corpus runs, so the same question
     gets the same answer: asked once per process, not once per case. BAD_CONFIGS_ISOLATED=1 asks
     every time."""
     import functools
 
-    from launcher import environments, preflight
+    from launcher.config import environments
+    from launcher.plan import preflight
 
     @functools.lru_cache(maxsize=None)
     def cached(python, modules, targets, pythonpath):

@@ -27,7 +27,7 @@ EOS = "<|endoftext|>"
 
 def tiny_train(steps: int, every: int, seq_len: int, micro_batch: int, grad_accum: int = 1, max_positions: int = 64,
                log_every: int = 5) -> dict:
-    """A `train` config (launcher/schema.py Train, resolved) for a 2-layer, hidden-32 Llama: tests only."""
+    """A `train` config (launcher/config/schema.py Train, resolved) for a 2-layer, hidden-32 Llama: tests only."""
     per_step = seq_len * micro_batch * grad_accum
     return {
         "backend": "hf",

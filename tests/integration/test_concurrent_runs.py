@@ -1,5 +1,5 @@
 """Two `launcher run` of the same keys started at once (cluster=local): each key is computed once, the
-second run waits for the first's jobs (launcher/inflight.py, cache_lock.py), and when those fail,
+second run waits for the first's jobs (launcher/run/inflight.py, cache_lock.py), and when those fail,
 resume of the second computes what it was waiting for."""
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""Two runs of the same keys at once on the dev cluster (launcher/inflight.py): one of them submits, the
+"""Two runs of the same keys at once on the dev cluster (launcher/run/inflight.py): one of them submits, the
 other submits nothing for those keys and its other stages wait with `afterok:<the first's job id>`;
 when the first's jobs are cancelled, the waiting job is cancelled by Slurm (kill_invalid_depend) and
 resume of the second computes the keys itself."""

@@ -71,7 +71,7 @@ def test_schedule_wrapper_does_not_report_a_skipped_stage_as_a_failure(tmp_path)
     sdir = cli.run_root / "schedules" / "nightly"
     hook = Hook()
     try:
-        p = subprocess.run([sys.executable, "-m", "launcher.schedule", "fire", "nightly", "--dir", str(sdir),
+        p = subprocess.run([sys.executable, "-m", "launcher.run.schedule", "fire", "nightly", "--dir", str(sdir),
                             "--notify-url", hook.url, "--", "run", "pipeline=alerting", "cluster=local", "wait=true",
                             "poll_s=0.3", f"run_root={cli.run_root}"], cwd=tmp_path, env=cli.env, capture_output=True,
                            text=True, timeout=180)

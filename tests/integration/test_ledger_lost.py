@@ -109,13 +109,13 @@ def test_status_without_accounting_comes_from_squeue_and_markers(nacli, dev_slur
 
     # ONE scheduler query per status: squeue, and no sacct (run.json says the cluster has no accounting)
     assert json.loads((nacli.run_dir() / "run.json").read_text())["accounting"] is False
-    from launcher import ops
-    from launcher.rundir import Run
+    from launcher.run import ops
+    from launcher.run.rundir import Run
 
     monkeypatch.setenv("SLURM_CONF", dev_slurm_noacct["SLURM_CONF"])
     run = Run(nacli.run_dir())
     backend = ops.run_backend(run)
-    from launcher.status import collect
+    from launcher.run.status import collect
 
     collect(run, backend)
     assert backend.calls == {"squeue": 1}

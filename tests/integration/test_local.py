@@ -152,7 +152,7 @@ def test_resume_completes_a_submission_that_was_killed_halfway(cli, monkeypatch)
     the stages that never reached the scheduler, depending on the jobs that did."""
     import os
 
-    from launcher import ops
+    from launcher.run import ops
     from launcher.local.backend import Local
 
     real_submit, calls = Local.submit, []

@@ -1,5 +1,5 @@
 """On cluster=local: checkpoint retention (jobs/runtime/retention.py) in a train + evaluate pipeline, and
-`launcher gc` (launcher/gc.py) on a run root with a cancelled run and an old cache entry."""
+`launcher gc` (launcher/run/gc.py) on a run root with a cancelled run and an old cache entry."""
 from __future__ import annotations
 
 import json
@@ -54,7 +54,7 @@ def _lines(p) -> list:
 def test_gc_dry_run_then_gc_frees_exactly_the_old_cache_entry_and_the_cancelled_runs_partial_attempt(cli):
     from conftest import wait_for
 
-    from launcher.gc import size
+    from launcher.run.gc import size
 
     cli("run", "pipeline=smoke", "cluster=local", "wait=true", "poll_s=0.3")
     old = cli.run_dir()

@@ -2,7 +2,7 @@
 
 scrontab fires on minute boundaries, so the cluster test waits for one boundary (<= 60 s) and then
 for a slow firing to span the next one (~90 s): about 2.5 minutes in all. The other tests need no
-waiting: the wrapper (`python -m launcher.schedule fire`) is called directly, and the "not enabled"
+waiting: the wrapper (`python -m launcher.run.schedule fire`) is called directly, and the "not enabled"
 error comes from a copy of slurm.conf without ScronParameters (scrontab checks it client-side).
 """
 from __future__ import annotations
@@ -22,20 +22,20 @@ from pathlib import Path
 import pytest
 from conftest import slurm
 
-from launcher import schedule as sched
+from launcher.run import schedule as sched
 from launcher.slurm import scrontab
 from launcher.slurm.client import client_env
 
 
 def _wired() -> bool:
-    """`launcher schedule` once cli.py registers the verb; `python -m launcher.schedule` (same code) before."""
+    """`launcher schedule` once cli.py registers the verb; `python -m launcher.run.schedule` (same code) before."""
     from launcher import cli
 
     parser = cli._parser()
     return any("schedule" in (getattr(a, "choices", None) or {}) for a in parser._actions)
 
 
-PREFIX = [sys.executable, "-m", "launcher", "schedule"] if _wired() else [sys.executable, "-m", "launcher.schedule"]
+PREFIX = [sys.executable, "-m", "launcher", "schedule"] if _wired() else [sys.executable, "-m", "launcher.run.schedule"]
 
 
 def launcher_schedule(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
@@ -47,7 +47,7 @@ def launcher_schedule(*args: str, cwd: Path, env: dict, check: bool = True) -> s
 
 
 def fire(name: str, sdir: Path, *args: str, notify_url: str | None = None, cwd: Path) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "launcher.schedule", "fire", name, "--dir", str(sdir)]
+    argv = [sys.executable, "-m", "launcher.run.schedule", "fire", name, "--dir", str(sdir)]
     argv += ["--notify-url", notify_url] if notify_url else []
     return subprocess.run([*argv, "--", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
@@ -112,10 +112,10 @@ def test_blocks_are_found_and_other_lines_kept():
     text = "\n".join([
         "# someone's own line", "FOO=bar", "0 0 1 1 * /bin/true",
         *scrontab.render_block("a", "* * * * *", {"dir": "/x/a"}, ["--job-name=launcher-schedule.a"],
-                            ["/py", "-m", "launcher.schedule", "fire", "a", "--dir", "/x/a", "--", "run",
+                            ["/py", "-m", "launcher.run.schedule", "fire", "a", "--dir", "/x/a", "--", "run",
                              "pipeline.x=a b"]),
         "#DISABLED: # launcher-schedule: b {}",
-        "#DISABLED: */5 * * * * exec /py -m launcher.schedule fire b --dir /x/b -- --help",
+        "#DISABLED: */5 * * * * exec /py -m launcher.run.schedule fire b --dir /x/b -- --help",
         "# trailing"])
     lines, blocks = scrontab.parse_blocks(text)
     assert set(blocks) == {"a", "b"}
@@ -259,7 +259,7 @@ def test_scrontab_entries_fire_never_overlap_notify_and_are_removed_alone(tmp_pa
         assert {quick, failing, slow} <= set(blocks)
         assert f"#SCRON --job-name={sched.JOB_PREFIX}{quick}" in text
         assert f"#SCRON --output={runs}/schedules/{quick}/scron.log" in text
-        assert f"SLURM_CONF={dev_slurm['SLURM_CONF']} exec {sys.executable} -m launcher.schedule fire {quick}" in text
+        assert f"SLURM_CONF={dev_slurm['SLURM_CONF']} exec {sys.executable} -m launcher.run.schedule fire {quick}" in text
 
         # --- the first minute boundary: every entry fires
         qdir, fdir, sdir = runs / "schedules" / quick, runs / "schedules" / failing, slow_runs / "schedules" / slow

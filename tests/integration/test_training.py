@@ -88,7 +88,7 @@ def test_a_campaign_is_one_array_job_per_stage(campaign, dev_slurm):
     plan = json.loads((campaign.run_dir() / "plan.json").read_text())
     train = next(s for s in plan["stages"] if s["name"] == "train")
     # the data stages' points are shared (one per variant, the tokenizer one for all): a training waits on
-    # the whole parent arrays (launcher/keys.py), not on the parent task of its own index
+    # the whole parent arrays (launcher/plan/keys.py), not on the parent task of its own index
     assert {d["parent"]: (d["kind"], d["note"]) for d in train["deps"]} == \
         {"merge": ("afterok", "shared"), "tokenizer": ("afterok", "shared")}
     runs = results(campaign)

@@ -42,7 +42,7 @@ def test_usage_of_a_local_run_from_the_drivers_records(cli):
     assert len(c["runs"]) == 2 and c["total"]["tasks"] == 16
     assert c["total"]["elapsed_s"] == pytest.approx(sum(r["total"]["elapsed_s"] for r in c["runs"]), abs=0.01)
     # what `launcher report` shows per data variant (one variant here: "all")
-    from launcher.usage import cost_per_variant, runs_of
+    from launcher.run.usage import cost_per_variant, runs_of
 
     assert cost_per_variant(runs_of("nightly", cli.run_root)[0])["all"]["tasks"] == 16
 

@@ -1,5 +1,5 @@
 """A minimal GGUF file written with the standard library (header, metadata, no tensors): what the
-login-side reader (launcher/vocab.py) and the llama.cpp engine's checks read. The real GGUF of the
+login-side reader (launcher/plan/vocab.py) and the llama.cpp engine's checks read. The real GGUF of the
 local tests comes from llama.cpp's converter (tests/integration/gguf_helper.py)."""
 import struct
 from pathlib import Path

@@ -2,9 +2,9 @@
 plan-time checks (test_bad_input.py, test_tracking.py)."""
 import pytest
 
-from launcher.compose import compose
+from launcher.config.compose import compose
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 S = "pipeline.stages"
 TRAIN = ["pipeline=train", "cluster=local", "pipeline.vars.data=/d", "pipeline.vars.tokenizer=/t"]

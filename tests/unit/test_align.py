@@ -12,10 +12,10 @@ import yaml
 from jobs.adapters import trl as align_train
 from jobs import layout
 from launcher.kinds import align
-from launcher.compose import compose, sweep_points
+from launcher.config.compose import compose, sweep_points
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
-from launcher.render import stage_spec
+from launcher.plan.model import build_plan
+from launcher.plan.render import stage_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "accelerate"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from jobs.adapters import trl as align_train
-from launcher.compose import compose, sweep_points
+from launcher.config.compose import compose, sweep_points
 from launcher.errors import ConfigErrors
 from launcher.kinds import align
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 RLHF = ["pipeline=rlhf", "cluster=local", "pipeline.vars.model=/m", "pipeline.vars.pairs=/p.jsonl",
@@ -159,7 +159,7 @@ CPU_PYTHON = ROOT / ".envs" / "cpu" / "bin" / "python"
 def test_preflight_resolves_each_callable_in_the_stage_environment():
     if not CPU_PYTHON.exists():
         pytest.skip("the cpu environment (trl) is not built")
-    from launcher.preflight import check_environments
+    from launcher.plan.preflight import check_environments
 
     plan = plan_of(f"{G}.rewards=[{{model: '{{input:reward}}/model'}}, {{callable: 'jobs.demo.rewards:brevity'}}, "
                    f"{{callable: 'jobs.demo.rewards:no_such_reward'}}, {{callable: 'no_such_pkg.mod:f'}}]")

@@ -89,15 +89,15 @@ def test_the_backend_name_check_leaves_other_names_alone():
 # -- the stage checks are the backend's (Backend.check_stage; launcher/slurm/checks.py, launcher/local/checks.py)
 
 def _smoke(cluster: str, *overrides):
-    from launcher.compose import compose
-    from launcher.plan import build_plan
+    from launcher.config.compose import compose
+    from launcher.plan.model import build_plan
 
     return build_plan([compose(["pipeline=smoke", f"cluster={cluster}", *overrides])], [[]])
 
 
 def test_preflight_reports_what_the_backends_check_stage_finds(tmp_path):
     from launcher.errors import ConfigError
-    from launcher.preflight import preflight
+    from launcher.plan.preflight import preflight
 
     seen = []
 
@@ -125,7 +125,7 @@ def test_preflight_reports_what_the_backends_check_stage_finds(tmp_path):
 
 def test_a_local_run_is_not_checked_by_slurm(tmp_path, monkeypatch):
     """Even with cluster facts at hand, cluster=local checks its one machine, not partitions or limits."""
-    from launcher.preflight import preflight
+    from launcher.plan.preflight import preflight
     from launcher.slurm import checks as slurm_checks
     from launcher.slurm.facts import ClusterInfo
     from launcher.slurm.limits import AccountingLimits

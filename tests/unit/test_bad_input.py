@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from launcher import ignored, secrets
-from launcher.compose import compose
-from launcher.plan import build_plan
+from launcher.plan import ignored, secrets
+from launcher.config.compose import compose
+from launcher.plan.model import build_plan
 
 from plan_errors import S, TRAIN, errors_of
 

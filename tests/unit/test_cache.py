@@ -1,12 +1,13 @@
-"""Across runs (launcher/cache.py): which points another run's completed output serves, and which are
+"""Across runs (launcher/run/cache.py): which points another run's completed output serves, and which are
 always computed (cache: false, --rerun and what follows, servers), from run directories on disk."""
 import pytest
 
 from jobs import layout
-from launcher import cache, key_facts, keys
-from launcher.compose import compose, sweep_points
+from launcher.run import cache
+from launcher.plan import key_facts, keys
+from launcher.config.compose import compose, sweep_points
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 
 def keyed(root, *overrides, multirun=False):
@@ -67,8 +68,8 @@ def test_an_aftercorr_edge_on_a_cached_parent_waits_on_the_whole_array(tmp_path)
 
 
 def test_runs_that_completed_everything_are_read_from_the_roots_index(tmp_path, monkeypatch):
-    from launcher import cache_index
-    from launcher.plan import Plan
+    from launcher.run import cache_index
+    from launcher.plan.model import Plan
 
     done = old_run(tmp_path, keyed(tmp_path), name="20260101-000000-smoke-a")
     partial = old_run(tmp_path, keyed(tmp_path, "pipeline.vars.scale=5"), name="20260102-000000-smoke-b",

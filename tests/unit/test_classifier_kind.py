@@ -10,10 +10,10 @@ import json
 import pytest
 
 from jobs.kinds import classifier as runner
-from launcher.compose import compose
+from launcher.config.compose import compose
 from launcher.errors import LauncherError
 from launcher.kinds import classifier as kind
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 STAGE = "pipeline.stages.classifier"
 
@@ -152,8 +152,8 @@ def test_a_label_the_data_lacks_fails_the_task_start_naming_stage_and_key(tmp_pa
 
 # -- the ablation -------------------------------------------------------------------------------------------
 def test_the_quality_ablation_trains_one_classifier_for_both_variants_and_only_quality_filters_with_it():
-    from launcher import key_facts, keys
-    from launcher.compose import sweep_points
+    from launcher.plan import key_facts, keys
+    from launcher.config.compose import sweep_points
 
     points = sweep_points(["pipeline=quality_ablation", "cluster=local", "data=quality,raw", "seed=1,2"], True)
     plan = build_plan([compose(p) for p in points], points)

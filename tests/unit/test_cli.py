@@ -124,9 +124,9 @@ def test_a_closed_pipe_exits_141_quietly(tmp_path):
 
 def test_runs_json_lists_runs_with_their_state_from_the_run_directory(tmp_path, capsys, monkeypatch):
     from jobs import layout
-    from launcher.compose import compose
-    from launcher.plan import build_plan
-    from launcher.rundir import Run
+    from launcher.config.compose import compose
+    from launcher.plan.model import build_plan
+    from launcher.run.rundir import Run
     from launcher.slurm.client import Slurm
 
     plan = build_plan([compose(["pipeline=smoke", "cluster=dev"])], [[]])

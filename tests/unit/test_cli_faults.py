@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import rundir, schedule
+from launcher.run import rundir, schedule
 from launcher.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,9 @@ import pytest
 
 from jobs.kinds import cluster as runner
 from jobs.runtime import png, semdedup
-from launcher.compose import compose
+from launcher.config.compose import compose
 from launcher.errors import LauncherError
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 
 def plan_of(*overrides):

@@ -59,7 +59,7 @@ def runs(tmp_path, monkeypatch):
     elsewhere = tmp_path / "other" / "20261130-2300-train-cccc"
     elsewhere.mkdir(parents=True)
     (elsewhere / "run.json").write_text("{}")
-    from launcher import runindex
+    from launcher.run import runindex
 
     runindex.record(elsewhere)
     return root
@@ -127,7 +127,7 @@ def test_one_tab_imports_no_hydra_and_asks_no_slurm(tmp_path):
         completion.autocomplete(cli._parser(), exit_method=lambda code=0: None, output_stream=out)
         took = time.perf_counter() - t0
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("hydra", "omegaconf", "submitit", "rich", "yaml")
-                       or m in ("launcher.slurm", "launcher.compose", "launcher.plan", "launcher.rundir"))
+                       or m in ("launcher.slurm", "launcher.config.compose", "launcher.plan", "launcher.run.rundir"))
         print(repr((out.getvalue(), heavy, took)))
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "_ARGCOMPLETE": "1", "COMP_LINE": "launcher run cluster=",

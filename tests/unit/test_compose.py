@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from launcher.compose import compose, compose_points, sweep_points
+from launcher.config.compose import compose, compose_points, sweep_points
 from launcher.errors import ConfigError
 
 BASE = ["pipeline=smoke", "cluster=local"]
@@ -291,7 +291,7 @@ def test_an_unknown_group_option_gets_the_closest_one(override, near):
 def test_compose_plain_types_a_config_made_elsewhere_like_compose():
     """compose_plain (the Hydra launcher plugin: no Hydra composition of ours inside the user's app):
     the schema's defaults and types, the profile by name, resolved; the key of what is wrong."""
-    from launcher.compose import compose_plain
+    from launcher.config.compose import compose_plain
 
     stage = {"kind": "command", "command": "echo ${pipeline.name}", "resources": {"time": "5"}}
     cfg = compose_plain({"pipeline": {"name": "p", "stages": {"s": stage}}, "cluster": "local", "run_root": "/r"})

@@ -1,7 +1,8 @@
-"""Composed configs kept between commands (launcher/compose_cache.py): the same command takes them
+"""Composed configs kept between commands (launcher/run/compose_cache.py): the same command takes them
 from the cache, and any change composition would see (a config file, the environment, the overrides)
 composes again."""
-from launcher import compose, compose_cache, configdirs
+from launcher.config import compose, configdirs
+from launcher.run import compose_cache
 
 ARGS = (["pipeline=smoke", "cluster=local", "run_root=/tmp/r"], False)
 

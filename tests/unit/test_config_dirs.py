@@ -1,4 +1,4 @@
-"""Your own configs from outside the repository (launcher/configdirs.py): --config-dir and
+"""Your own configs from outside the repository (launcher/config/configdirs.py): --config-dir and
 $LAUNCHER_CONFIG_DIRS are searched for pipelines, data recipes, models, cluster profiles and environment
 requirements, before the package's own."""
 import json
@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from launcher import configdirs
+from launcher.config import configdirs
 from launcher.cli import main
-from launcher.compose import compose
+from launcher.config.compose import compose
 
 PIPE = """defaults:
   - schema
@@ -74,7 +74,7 @@ def test_your_options_shadow_the_packages_and_the_first_dir_wins(tmp_path):
 
 
 def test_env_build_reads_your_requirements(tmp_path):
-    from launcher import environments
+    from launcher.config import environments
 
     mine = conf_dir(tmp_path / "mine")
     configdirs.use(configdirs.checked([mine], "test"))

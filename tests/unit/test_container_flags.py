@@ -1,5 +1,5 @@
 """Container stages (pyxis): the mounts the launcher adds, the srun-only flags, the host-side
-requeue, and preflight's refusals (launcher/containers.py). The real thing runs in
+requeue, and preflight's refusals (launcher/slurm/containers.py). The real thing runs in
 tests/integration/test_containers.py on the multi-node dev cluster."""
 import os
 from pathlib import Path
@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from jobs import task as jobs_task
-from launcher import containers
-from launcher.compose import PROJECT_ROOT, compose
-from launcher.plan import build_plan
-from launcher.preflight import preflight
-from launcher.render import build_requests, render_script
+from launcher.slurm import containers
+from launcher.config.compose import PROJECT_ROOT, compose
+from launcher.plan.model import build_plan
+from launcher.plan.preflight import preflight
+from launcher.plan.render import build_requests, render_script
 from launcher.slurm.facts import ClusterInfo, Node, Partition
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"

@@ -123,7 +123,7 @@ def test_campaign_page_has_the_reports_tables_and_versioned_plots(client):
 
 def test_views_share_one_answer_per_refresh_period_between_viewers(tmp_path, monkeypatch):
     """Eight viewers at once cost one read of the index; after refresh_s, one more."""
-    from launcher import runs_db
+    from launcher.run import runs_db
     from launcher.reports.dashboard_views import Views
 
     calls = []
@@ -229,9 +229,9 @@ def test_cli_parses_the_options_and_refuses_a_missing_run_root(tmp_path, capsys)
 def test_a_runs_status_is_asked_at_a_watchers_pace_through_the_shared_answer(tmp_path, monkeypatch):
     """Views.run asks ops.status with a watcher's max_age_s (the run's shared scheduler answer is reused
     while younger): the backend's poll_s, backing off, or --interval exactly."""
-    from launcher import ops
+    from launcher.run import ops
     from launcher.reports.dashboard_views import Views
-    from launcher.status import RunStatus
+    from launcher.run.status import RunStatus
 
     (tmp_path / "r1").mkdir()
     (tmp_path / "r1" / "run.json").write_text(json.dumps({"backend": "local", "pipeline": "smoke", "campaign": "c"}))

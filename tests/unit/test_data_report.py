@@ -13,7 +13,7 @@ from jobs.demo import corpus as demo_corpus
 from jobs import layout
 from launcher.reports.data_report import block_rows, sample, summarize
 from launcher.errors import LauncherError
-from launcher.plan import Plan, StagePlan
+from launcher.plan.model import Plan, StagePlan
 
 HASH = "abc123def456"
 

@@ -4,8 +4,8 @@ rows the report reads (an EMA curve apart from the raw one)."""
 import json
 
 from launcher import kinds
-from launcher.compose import compose
-from launcher.plan import build_plan
+from launcher.config.compose import compose
+from launcher.plan.model import build_plan
 
 from jobs.adapters import eval_results
 from jobs.kinds.evaluate import models

@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
-from launcher.compose import compose
+from launcher.config.compose import compose
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
-from launcher.preflight import preflight
-from launcher.render import build_requests, render_script
+from launcher.plan.model import build_plan
+from launcher.plan.preflight import preflight
+from launcher.plan.render import build_requests, render_script
 
 ENVS = ["+cluster.environments={a: {python: /usr/bin/python3}, b: {python: /no/such/python}}"]
 
@@ -76,7 +76,7 @@ def test_preflight_secrets(tmp_path, monkeypatch):
     assert [k for _, k, _ in found] == ["cluster.secrets.0"]
     monkeypatch.setenv("LAUNCHER_TEST_SECRET", "x")
     assert problems(plan_of("cluster.secrets=[LAUNCHER_TEST_SECRET]"), tmp_path) == []
-    from launcher import secrets
+    from launcher.plan import secrets
 
     monkeypatch.setenv("TEST_SECRET_XYZ", "x")
     found = secrets.check([compose(["pipeline=smoke", "cluster=local", "cluster.secrets=[TEST_SECRET_XYZ]",
@@ -85,7 +85,7 @@ def test_preflight_secrets(tmp_path, monkeypatch):
 
 
 def test_env_build_is_idempotent(tmp_path):
-    from launcher import environments
+    from launcher.config import environments
 
     cluster = compose(["cluster=local", f"cluster.envs_dir={tmp_path}"])["cluster"]
     said = []
@@ -101,7 +101,7 @@ def test_preflight_imports_with_the_path_tasks_inherit(tmp_path, monkeypatch):
     import check must see the same modules (sibling: a target in that folder)."""
     import sys
 
-    from launcher.environments import interpreter_problems
+    from launcher.config.environments import interpreter_problems
 
     (tmp_path / "shellpkg").mkdir()
     (tmp_path / "shellpkg" / "__init__.py").write_text("def f():\n    return 1\n")

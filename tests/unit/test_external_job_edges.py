@@ -6,15 +6,15 @@ import os
 
 import pytest
 
-from launcher import ops
-from launcher.compose import compose
+from launcher.run import ops
+from launcher.config.compose import compose
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
-from launcher.render import build_requests
+from launcher.plan.model import build_plan
+from launcher.plan.render import build_requests
 from launcher.slurm.backend import SlurmBackend
 from launcher.slurm.checks import check_external
 from launcher.slurm.client import Slurm
-from launcher.submit import dependency_string
+from launcher.run.submit import dependency_string
 
 WAIT = r"+pipeline.stages.reduce.after={job\:12345: afterok}"
 

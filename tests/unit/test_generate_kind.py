@@ -15,11 +15,11 @@ import pytest
 from jobs.context import Requeue, TaskContext
 from jobs.kinds import generate as runner
 from jobs.runtime import jsonl, prompt_records
-from launcher.compose import PROJECT_ROOT, compose
+from launcher.config.compose import PROJECT_ROOT, compose
 from launcher.errors import LauncherError
 from launcher.kinds import generate as kind
-from launcher.plan import build_plan
-from launcher.render import build_requests, render_script
+from launcher.plan.model import build_plan
+from launcher.plan.render import build_requests, render_script
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 VLLM_PYTHON = PROJECT_ROOT / ".envs" / "vllm" / "bin" / "python"

@@ -8,11 +8,11 @@ import pytest
 from jobs.adapters import hub_refs as hub
 from launcher import kinds
 from launcher.kinds.fetch import FETCH_STAGE
-from launcher.preflight import check_hub_cache
-from launcher.compose import compose, sweep_points
+from launcher.plan.preflight import check_hub_cache
+from launcher.config.compose import compose, sweep_points
 from launcher.errors import ConfigError, ConfigErrors
-from launcher.plan import build_plan
-from launcher.render import build_requests, render_script
+from launcher.plan.model import build_plan
+from launcher.plan.render import build_requests, render_script
 
 from conftest import hub_cache_with
 

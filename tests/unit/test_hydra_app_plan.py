@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from launcher.compose import compose, sweep_points
+from launcher.config.compose import compose, sweep_points
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "tests" / "integration" / "hydra_app"
@@ -151,7 +151,7 @@ def test_override_values_are_quoted_for_hydra():
 def test_the_plugin_knows_every_stage_resource_by_its_own_name():
     from hydra_plugins.launcher_slurm._settings import ALIASES, RESOURCES
     from hydra_plugins.launcher_slurm.config import LauncherSlurmConf, RequeueConf
-    from launcher.schema import Requeue, Resources
+    from launcher.config.schema import Requeue, Resources
 
     assert RESOURCES == tuple(f.name for f in dataclasses.fields(Resources))
     fields = {f.name for f in dataclasses.fields(LauncherSlurmConf)}

@@ -1,4 +1,4 @@
-"""Hydra's own settings under `launcher run` (launcher/hydra_settings.py): sweepers other than the basic
+"""Hydra's own settings under `launcher run` (launcher/config/hydra_settings.py): sweepers other than the basic
 one and every `hydra.*` setting the launcher would drop are refused by name; hydra.sweeper.params
 sweeps as Hydra's basic sweeper does; hydra.job.env_set reaches every stage's tasks through the secret
 checks; hydra.searchpath keeps working."""
@@ -7,11 +7,11 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from launcher import secrets
+from launcher.plan import secrets
 from launcher.cli import main
-from launcher.compose import compose_points
+from launcher.config.compose import compose_points
 from launcher.errors import ConfigError, ConfigErrors, OverrideError
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 BASE = ["pipeline=smoke", "cluster=local"]
 SCALE = "pipeline.vars.scale"

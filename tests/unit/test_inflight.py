@@ -1,4 +1,4 @@
-"""Two runs at once (launcher/inflight.py, cache.py, cache_lock.py): a point another run is computing
+"""Two runs at once (launcher/run/inflight.py, cache.py, cache_lock.py): a point another run is computing
 is referenced and waited on, not computed again; when its jobs fail, resume computes it. The other
 run is a run directory on disk with a ledger and a fake local-scheduler state (state.json, a live
 driver pid), so the scheduler's answer is what the test writes."""
@@ -11,10 +11,10 @@ import time
 import pytest
 
 from jobs import layout
-from launcher import cache, cache_lock, inflight
+from launcher.run import cache, cache_lock, inflight
 from launcher.errors import LauncherError
 from launcher.local.driver import Driver, Job, Task
-from launcher.submit import dependency_string
+from launcher.run.submit import dependency_string
 from tests.unit.test_cache import keyed, old_run
 
 
@@ -113,7 +113,7 @@ def test_the_local_driver_waits_on_another_runs_job(tmp_path):
 
 def test_the_cache_lock_times_out_naming_its_holder(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, '.'); from launcher import cache_lock; from pathlib import Path\n"
+        "import sys, time; sys.path.insert(0, '.'); from launcher.run import cache_lock; from pathlib import Path\n"
         f"with cache_lock.held([Path({str(tmp_path)!r})]):\n    print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -1,4 +1,4 @@
-"""Content keys of stage points (launcher/keys.py, key_facts.py) and the shared sweep points they give:
+"""Content keys of stage points (launcher/plan/keys.py, key_facts.py) and the shared sweep points they give:
 what changes a key, what must not, and how shared points map to tasks, dependencies and status."""
 import os
 import sys
@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from jobs import layout
-from launcher import key_facts, keys
-from launcher.compose import compose, sweep_points
-from launcher.ops import all_tasks
-from launcher.plan import Plan, build_plan
-from launcher.render import build_requests, stage_spec
+from launcher.plan import key_facts, keys
+from launcher.config.compose import compose, sweep_points
+from launcher.run.ops import all_tasks
+from launcher.plan.model import Plan, build_plan
+from launcher.plan.render import build_requests, stage_spec
 
 
 def keyed(*overrides, multirun=False, root="/tmp/launcher-keys-root"):

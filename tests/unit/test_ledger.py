@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from jobs import layout
-from launcher.compose import compose
+from launcher.config.compose import compose
 from launcher.errors import LauncherError, SubmissionError
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 from launcher.sbatch.lognames import expand_pattern, filename_pattern, log_stem, unsafe_path_reason
-from launcher.rundir import Run
+from launcher.run.rundir import Run
 from launcher.slurm.accounting import parse_associations, parse_sacct, parse_squeue
 from launcher.slurm.client import Slurm, parse_sbatch
 from launcher.slurm.facts import parse_cluster_info
-from launcher.status import collect
+from launcher.run.status import collect
 from fake_slurm import calls, fake_clients
 
 BANNER = "*** lab_cluster | account balance: 1234.5 GPU_h | maintenance 2026-12-01 ***"
@@ -229,7 +229,7 @@ def test_unknown_job_whose_task_left_its_failure_marker_is_failed(tmp_path):
 
 
 def test_resume_refuses_an_edge_it_cannot_pass_to_sbatch(tmp_path):
-    from launcher.ops import check_dependencies
+    from launcher.run.ops import check_dependencies
 
     run, plan = make_run(tmp_path, {"reduce": "afternotok"})
     states = {"shards": {t: "completed" for t in range(4)}, "reduce": {0: "failed"},
@@ -274,7 +274,7 @@ def test_the_log_a_script_names_is_the_one_launcher_logs_reads():
 
 def test_scrontab_log_path_is_escaped(tmp_path, monkeypatch):
     """`launcher schedule` writes its entry's --output as a Slurm pattern: a % of the run root doubled."""
-    from launcher import schedule
+    from launcher.run import schedule
     from launcher.slurm import scrontab
 
     written = {}

@@ -21,7 +21,7 @@ def test_the_schema_the_login_registry_and_the_node_registry_know_the_same_kinds
     """Parity: a config may name exactly the kinds the login registry has; each of them runs on the
     node (jobs.kinds BUILTIN) or is expanded by the plan into one that does (EXPANDED); every config
     section of Stage beyond the common fields is one kind's."""
-    from launcher import schema
+    from launcher.config import schema
 
     assert set(kinds.names()) == node_kinds.names()
     for name in kinds.names():
@@ -78,9 +78,9 @@ def test_an_unknown_kind_names_the_known_ones_and_the_closest():
 
 
 def test_an_unknown_kind_in_a_config_is_a_config_error_naming_the_stage_and_key():
-    from launcher.compose import compose
+    from launcher.config.compose import compose
     from launcher.errors import ConfigErrors
-    from launcher.plan import build_plan
+    from launcher.plan.model import build_plan
 
     cfg = compose(["pipeline=smoke", "cluster=local", "pipeline.stages.reduce.kind=pyhton"])
     with pytest.raises(ConfigErrors) as e:

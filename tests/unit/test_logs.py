@@ -8,7 +8,7 @@ import pytest
 
 from jobs import layout
 from launcher.cli import main
-from launcher.rundir import Run
+from launcher.run.rundir import Run
 
 
 def planned_run(tmp_path: Path, capsys) -> Path:

@@ -1,4 +1,4 @@
-"""nanotron's training YAML (launcher/nanotron_config.py): golden renders of several presets and
+"""nanotron's training YAML (launcher/plan/nanotron_config.py): golden renders of several presets and
 layouts, the invariants that matter, and the goldens loaded by nanotron's OWN config loader.
 Regenerate the goldens after an intended change with:
     UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_nanotron_config.py
@@ -21,7 +21,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from launcher import nanotron_config, schema
+from launcher.plan import nanotron_config
+from launcher.config import schema
 from launcher.kinds.pretrain import Train
 
 TESTS = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
 """The node health check's decision logic and its checks on this machine (jobs/runtime/health.py), its
-settings and the exclusion of bad nodes on the login side (launcher/health.py), and the task's
+settings and the exclusion of bad nodes on the login side (launcher/plan/health.py), and the task's
 requeue for bad nodes as far as it runs without Slurm (jobs/task.py)."""
 import json
 import subprocess
@@ -10,10 +10,10 @@ import pytest
 
 from jobs import layout
 from jobs.runtime import health
-from launcher import health as login_health
-from launcher.compose import compose
+from launcher.plan import health as login_health
+from launcher.config.compose import compose
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 pytestmark = pytest.mark.unit
 HOSTS = ["n1", "n2", "n3"]

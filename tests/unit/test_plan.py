@@ -1,9 +1,9 @@
 """Config → plan: the pure part, with every structural error naming stage and key."""
 import pytest
 
-from launcher.compose import compose, sweep_points
+from launcher.config.compose import compose, sweep_points
 from launcher.errors import ConfigError, ConfigErrors
-from launcher.plan import build_plan, parse_time_min
+from launcher.plan.model import build_plan, parse_time_min
 
 
 def plan_of(*overrides, multirun=False):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher.compose import compose_points
+from launcher.config.compose import compose_points
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
-from launcher.preflight import preflight
-from launcher.render import build_requests, render_script, stage_spec
+from launcher.plan.model import build_plan
+from launcher.plan.preflight import preflight
+from launcher.plan.render import build_requests, render_script, stage_spec
 from launcher.slurm.facts import parse_cluster_info
 
 R = "pipeline.stages.reduce.resources"
@@ -110,7 +110,7 @@ def test_independent_points_wait_on_their_own_parents_only():
         (kind, parent, part), = r.deps
         point = r.tasks[0]
         assert (kind, parent) == ("afterok", "shards") and shards[part] == list(range(4 * point, 4 * point + 4))
-    from launcher.status import parent_tasks
+    from launcher.run.status import parent_tasks
     assert parent_tasks(plan, "reduce", "afterok", "shards", 1) == [4, 5, 6, 7]
     assert parent_tasks(plan, "fanout", "afterany", "reduce", 5) == [2]  # fanout: 2 tasks per point
 

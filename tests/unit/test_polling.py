@@ -1,16 +1,16 @@
 """Watchers that a site admin accepts (issue 21 item 4): the interval between scheduler queries grows
-while nothing changes and drops back at a change (launcher/backoff.py); watchers of one run share one
-answer per interval (launcher/status_cache.py); `--interval` fixes it. (A clock of the test's own
+while nothing changes and drops back at a change (launcher/run/backoff.py); watchers of one run share one
+answer per interval (launcher/run/status_cache.py); `--interval` fixes it. (A clock of the test's own
 replaces time; the real scheduler: the integration tests that wait on runs.)"""
 import json
 
 import pytest
 
-from launcher import status_cache
+from launcher.run import status_cache
 from launcher.answer import Answer
-from launcher.backoff import Backoff
+from launcher.run.backoff import Backoff
 from launcher.reports import display
-from launcher.status import RunStatus, StageStatus
+from launcher.run.status import RunStatus, StageStatus
 
 
 def test_the_interval_grows_while_nothing_changes_and_drops_at_a_change():

@@ -9,10 +9,10 @@ import pytest
 
 from jobs.runtime.targets import locate
 from launcher.kinds import minhash, preprocess
-from launcher.compose import PROJECT_ROOT, compose
-from launcher.environments import interpreter_problems
+from launcher.config.compose import PROJECT_ROOT, compose
+from launcher.config.environments import interpreter_problems
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 MINHASH = "datatrove.pipeline.dedup.minhash"
 READER = "datatrove.pipeline.readers.JsonlReader"

@@ -6,9 +6,9 @@ import pytest
 
 from launcher import kinds
 from launcher.kinds import pretrain
-from launcher.compose import compose, sweep_points
+from launcher.config.compose import compose, sweep_points
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 GPU = ["pipeline=pretrain", "cluster=local", "pipeline.vars.data=/data/tok", "pipeline.vars.tokenizer=/data/tok.json"]
 T = "pipeline.stages.train.train"

@@ -7,9 +7,9 @@ import yaml
 
 from jobs import layout
 from jobs.adapters import nanotron as pretrain
-from launcher.compose import compose
-from launcher.plan import build_plan
-from launcher.render import build_requests, write_stage_files
+from launcher.config.compose import compose
+from launcher.plan.model import build_plan
+from launcher.plan.render import build_requests, write_stage_files
 
 
 def checkpoint(root, step, missing=()):

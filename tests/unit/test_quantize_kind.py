@@ -18,11 +18,11 @@ import pytest
 from jobs.adapters import bits_per_byte as bpb
 from jobs.adapters import gguf, ollama
 from jobs.demo.tiny_model import CHAT_TEMPLATE
-from launcher import env_share
-from launcher.compose import PROJECT_ROOT, compose
+from launcher.config import env_share
+from launcher.config.compose import PROJECT_ROOT, compose
 from launcher.errors import LauncherError
 from launcher.kinds import quantize as kind
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 from launcher.reports import quantization
 from plan_errors import errors_of
 
@@ -216,7 +216,7 @@ def test_share_lines_are_checked_and_files_and_folders_are_extracted_and_replace
 
 
 def test_the_share_file_is_a_requirement_file_of_the_llamacpp_build():
-    from launcher import environments
+    from launcher.config import environments
 
     names = [f.name for f in environments.spec_files("llamacpp")]
     assert names[0] == "llamacpp.txt" and names[-1] == "llamacpp.share.txt"

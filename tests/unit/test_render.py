@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.compose import PROJECT_ROOT, compose
-from launcher.plan import build_plan
-from launcher.render import build_requests, render_script
+from launcher.config.compose import PROJECT_ROOT, compose
+from launcher.plan.model import build_plan
+from launcher.plan.render import build_requests, render_script
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 RUN_DIR = Path("/shared/runs/RUN")

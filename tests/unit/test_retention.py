@@ -1,13 +1,13 @@
 """Checkpoint retention: which checkpoints stay (jobs/runtime/retention.py kept/unscored), the safe
-removal (prune), which evaluation result folders score a training (launcher/retention.py scored_by),
+removal (prune), which evaluation result folders score a training (launcher/plan/retention.py scored_by),
 and the plan's checks of `retention.*`."""
 import pytest
 
 from jobs import layout
 from jobs.runtime import checkpoints, retention
-from launcher.compose import compose
+from launcher.config.compose import compose
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 pytestmark = pytest.mark.unit
 
@@ -140,7 +140,7 @@ def test_a_kind_without_trainer_checkpoints_cannot_have_retention():
 
 
 def test_retention_reaches_the_payload_only_when_on_and_the_specs_name_the_scorers():
-    from launcher.render import stage_spec
+    from launcher.plan.render import stage_spec
 
     off = build_plan([compose(TRAIN)], [[]])
     on = build_plan([compose([*TRAIN, f"{P}.retention.keep_every_tokens=131072"])], [[]])
@@ -157,8 +157,8 @@ def test_retention_reaches_the_payload_only_when_on_and_the_specs_name_the_score
 def test_scorers_of_a_shared_training_and_sibling_evaluations():
     """Points sharing one training each score it through their own evaluation point unless they share
     that too; a sibling evaluation stage scores it as well."""
-    from launcher.plan import Dep, StagePlan
-    from launcher.retention import scored_by
+    from launcher.plan.model import Dep, StagePlan
+    from launcher.plan.retention import scored_by
 
     def st(name, kind, shared, parent=None):
         return StagePlan(name=name, kind=kind, tasks_per_point=1, points=3, throttle=None, time_min=10,
@@ -188,7 +188,7 @@ def make_run(root, name, days_old, reads=(), now=1_000_000_000.0):
 
 
 def test_gc_old_runs_go_unless_a_kept_run_reads_them_and_chains_go_together(tmp_path):
-    from launcher import gc
+    from launcher.run import gc
 
     now = 1_000_000_000.0
     make_run(tmp_path, "a", 40)
@@ -205,7 +205,7 @@ def test_gc_old_runs_go_unless_a_kept_run_reads_them_and_chains_go_together(tmp_
 
 
 def test_gc_leaves_a_run_whose_scheduler_does_not_answer_and_removes_partials_of_the_others(tmp_path):
-    from launcher import gc
+    from launcher.run import gc
 
     a, b = make_run(tmp_path, "a", 1), make_run(tmp_path, "b", 1)
     for r in (a, b):
@@ -221,13 +221,13 @@ def test_gc_leaves_a_run_whose_scheduler_does_not_answer_and_removes_partials_of
 @pytest.mark.parametrize("text,seconds", [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("2w", 14 * 86400),
                                           ("45", 45 * 86400), ("10s", 10)])
 def test_gc_ages(text, seconds):
-    from launcher import gc
+    from launcher.run import gc
 
     assert gc.parse_age(text) == seconds
 
 
 def test_gc_bad_age_is_a_usage_error():
-    from launcher import gc
+    from launcher.run import gc
     from launcher.errors import UsageError
 
     with pytest.raises(UsageError, match="--older-than"):

@@ -1,10 +1,10 @@
 """The run root, found the same way by every verb: `run` honours $LAUNCHER_RUN_ROOT, and a run started
-with run_root=/elsewhere is found by its id from anywhere (launcher/runindex.py)."""
+with run_root=/elsewhere is found by its id from anywhere (launcher/run/runindex.py)."""
 import os
 
-from launcher import ops, runindex
+from launcher.run import ops, runindex
 from launcher.cli import main
-from launcher.rundir import resolve_run
+from launcher.run.rundir import resolve_run
 
 
 def test_run_honours_LAUNCHER_RUN_ROOT(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The runs index (launcher/runs_db.py): the same rows as reading every run directory, filters by
+"""The runs index (launcher/run/runs_db.py): the same rows as reading every run directory, filters by
 campaign/state/age, rows re-read when a run changes (a verb wrote it, or it was UNFINISHED), COMPLETED
 rows served without reading their run again, and the directory scan when the index cannot be used."""
 import json
@@ -8,11 +8,11 @@ import time
 import pytest
 
 from jobs import layout
-from launcher import runs_db, status
+from launcher.run import runs_db, status
 from launcher.cli import main
-from launcher.compose import compose
-from launcher.plan import build_plan
-from launcher.rundir import SUBMISSION_FAILED, Run, list_runs
+from launcher.config.compose import compose
+from launcher.plan.model import build_plan
+from launcher.run.rundir import SUBMISSION_FAILED, Run, list_runs
 
 PLAN = None
 

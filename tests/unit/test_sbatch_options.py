@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from launcher.sbatch import options as sbatch_options
-from launcher.compose import PROJECT_ROOT, compose
+from launcher.config.compose import PROJECT_ROOT, compose
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
-from launcher.preflight import preflight
-from launcher.render import build_requests, render_script
+from launcher.plan.model import build_plan
+from launcher.plan.preflight import preflight
+from launcher.plan.render import build_requests, render_script
 from launcher.slurm.client import Slurm
 from launcher.slurm.facts import parse_cluster_info, parse_reservations
 

@@ -16,7 +16,7 @@ from jobs.context import Cancel, TaskContext
 from jobs.kinds import serve
 from jobs.runtime import endpoints as client_side
 from jobs.runtime.ports import free_port
-from launcher.endpoints import endpoints
+from launcher.run.endpoints import endpoints
 
 
 def test_the_port_follows_the_job_id_and_skips_a_taken_one():
@@ -124,9 +124,9 @@ def test_endpoints_lists_what_servers_published(tmp_path):
 
 
 def test_resume_resubmits_the_server_of_a_resubmitted_client():
-    from launcher.compose import compose, sweep_points
-    from launcher.ops import with_servers
-    from launcher.plan import build_plan
+    from launcher.config.compose import compose, sweep_points
+    from launcher.run.ops import with_servers
+    from launcher.plan.model import build_plan
 
     points = sweep_points(["pipeline=serve", "cluster=local", "pipeline.vars.model=/m"], False)
     plan = build_plan([compose(p) for p in points], points)

@@ -1,6 +1,6 @@
 """serve.engine (vllm | llama.cpp | tgi) and serve.speculative without any engine installed: the
 checks before submission (launcher/engines/, launcher/kinds/serve.py), the environment the engine
-picks, a model's vocabulary as the login node reads it (launcher/vocab.py), each engine's server
+picks, a model's vocabulary as the login node reads it (launcher/plan/vocab.py), each engine's server
 command (jobs/adapters/vllm.py, llamacpp.py, tgi.py), TGI's rendered batch script (golden), and a
 client cancelled when its server fails while serving (jobs/runtime/endpoints.py)."""
 import json
@@ -15,11 +15,12 @@ from gguf_file import write_gguf
 from jobs import layout
 from jobs.adapters import llamacpp, tgi, vllm
 from jobs.runtime import endpoints as client_side
-from launcher import engines, vocab
-from launcher.compose import PROJECT_ROOT, compose
-from launcher.environments import resolve
-from launcher.plan import build_plan
-from launcher.render import build_requests, render_script
+from launcher import engines
+from launcher.plan import vocab
+from launcher.config.compose import PROJECT_ROOT, compose
+from launcher.config.environments import resolve
+from launcher.plan.model import build_plan
+from launcher.plan.render import build_requests, render_script
 from plan_errors import S, errors_of
 
 pytestmark = pytest.mark.unit

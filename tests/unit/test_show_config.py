@@ -3,9 +3,9 @@ does and writes nothing; `launcher configs [GROUP]` lists the config groups and 
 import pytest
 from omegaconf import OmegaConf
 
-from launcher import configdirs
+from launcher.config import configdirs
 from launcher.cli import main
-from launcher.compose import compose
+from launcher.config.compose import compose
 
 SMOKE = ["pipeline=smoke", "cluster=local"]
 

@@ -1,4 +1,4 @@
-"""The site default (launcher/sitedefault.py): the cluster profile used when `cluster=` is not given
+"""The site default (launcher/config/sitedefault.py): the cluster profile used when `cluster=` is not given
 comes from $LAUNCHER_CLUSTER or the user config file; where Slurm answers and the choice falls to
 `local` by default, `run` refuses and `plan` warns."""
 import json
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from launcher import sitedefault
+from launcher.config import sitedefault
 from launcher.cli import main
 
 
@@ -112,7 +112,7 @@ def test_env_list_uses_the_site_default(monkeypatch, capsys):
 
 def test_a_schedule_keeps_the_site_settings_of_the_shell_that_installed_it(tmp_path, monkeypatch):
     """A firing runs in Slurm's environment: the default cluster and $LAUNCHER_CONFIG_DIRS go on its line."""
-    from launcher.schedule import with_site_settings
+    from launcher.run.schedule import with_site_settings
 
     monkeypatch.setenv(sitedefault.ENV, "dev")
     monkeypatch.setenv("LAUNCHER_CONFIG_DIRS", str(tmp_path))

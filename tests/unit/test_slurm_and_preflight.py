@@ -1,9 +1,9 @@
 """Parsing Slurm's answers and checking stages against them (sample output of Slurm 22.05)."""
 import pytest
 
-from launcher.compose import compose
-from launcher.plan import build_plan
-from launcher.preflight import preflight
+from launcher.config.compose import compose
+from launcher.plan.model import build_plan
+from launcher.plan.preflight import preflight
 from launcher.slurm.accounting import parse_sacct
 from launcher.slurm.facts import parse_cluster_info
 

@@ -6,9 +6,9 @@ without --account is held to the user's DefaultAccount; submit limits count ever
 user's jobs already queued; running-job limits only warn."""
 import pytest
 
-from launcher.compose import compose
-from launcher.plan import build_plan
-from launcher.preflight import preflight
+from launcher.config.compose import compose
+from launcher.plan.model import build_plan
+from launcher.plan.preflight import preflight
 from launcher.slurm.facts import parse_cluster_info
 from launcher.slurm.limits import (QueuedJob, applicable, counts_toward, job_tres, parse_limits, parse_queued,
                                    parse_tres)

@@ -1,4 +1,4 @@
-"""The code snapshot (launcher/snapshot.py): what it holds and leaves out, its limits, and preflight
+"""The code snapshot (launcher/plan/snapshot.py): what it holds and leaves out, its limits, and preflight
 importing exactly what it will hold (issue 15, fault 1; issue 16, name collisions)."""
 import os
 import subprocess
@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from launcher import snapshot
-from launcher.compose import compose
-from launcher.environments import packages
+from launcher.plan import snapshot
+from launcher.config.compose import compose
+from launcher.config.environments import packages
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
-from launcher.preflight import check_environments
+from launcher.plan.model import build_plan
+from launcher.plan.preflight import check_environments
 
 
 def tree(root, files):

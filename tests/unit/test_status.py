@@ -4,12 +4,12 @@ import json
 
 from launcher import exitcodes
 from launcher.answer import Answer as Reply
-from launcher.compose import compose
-from launcher.plan import build_plan
-from launcher.rundir import Run
+from launcher.config.compose import compose
+from launcher.plan.model import build_plan
+from launcher.run.rundir import Run
 from launcher.slurm.accounting import parse_sacct, parse_squeue
 from launcher.slurm.client import Slurm
-from launcher.status import collect
+from launcher.run.status import collect
 from fake_slurm import calls, fake_clients
 
 from jobs import layout
@@ -122,7 +122,7 @@ def test_reasons_restarts_and_what_a_pending_task_waits_for(tmp_path):
     assert shards.reasons == {1: "Priority", 2: "JobArrayTaskLimit"} and shards.restarts == {0: 2}
     assert shards.jobs == {0: "7_0", 1: "7_1", 2: "7_2", 3: "7_3"} and shards.waiting_for == {}
     assert reduce.reasons == {0: "Dependency"} and reduce.waiting_for == {0: ["shards"]}
-    from launcher.status_view import pending_summary, why
+    from launcher.run.status_view import pending_summary, why
 
     assert why(reduce, 0) == "waiting for shards" and why(shards, 2) == "throttled (array %N)"
     assert why(shards, 3) == ""  # the scheduler said nothing (yet)
@@ -131,7 +131,7 @@ def test_reasons_restarts_and_what_a_pending_task_waits_for(tmp_path):
 
 
 def test_status_json_per_point_and_per_task_with_logs_restarts_and_progress(tmp_path):
-    from launcher.status_view import SCHEMA, status_json
+    from launcher.run.status_view import SCHEMA, status_json
 
     plan = build_plan([compose(["pipeline=smoke", "cluster=dev"])], [[]])
     layout.atomic_write_json(tmp_path / "plan.json", plan.to_json())
@@ -168,7 +168,7 @@ def test_status_json_per_point_and_per_task_with_logs_restarts_and_progress(tmp_
 
 
 def test_progress_column_is_compact():
-    from launcher.status_view import duration, progress_text
+    from launcher.run.status_view import duration, progress_text
 
     p = {"step": 120, "total_steps": 1000, "tokens_per_s": 3100.0, "loss": 2.3141, "eta_s": 250.0, "age_s": 4.0}
     assert progress_text(p) == "step 120/1000 · 3.1k tok/s · loss 2.31 · eta 4m"
@@ -227,7 +227,7 @@ def test_plain_output_follows_the_terminal_unless_launcher_format_says(monkeypat
 
 
 def test_logs_say_why_a_task_has_no_log(tmp_path):
-    from launcher.logs import no_log_reason
+    from launcher.run.logs import no_log_reason
 
     run, plan = make_run(tmp_path)
     run.append_ledger({"job_id": "8", "stage": "reduce", "chunk": 0, "offset": 0, "tasks": [0], "batch": "s0"})

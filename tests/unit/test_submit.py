@@ -1,12 +1,12 @@
 """All-or-nothing submission (a fake scheduler that fails on the Nth sbatch: an edge case mocks are for)."""
 import pytest
 
-from launcher.compose import compose
+from launcher.config.compose import compose
 from launcher.errors import SubmissionError
-from launcher.plan import build_plan
-from launcher.render import build_requests, write_stage_files
-from launcher.rundir import Run
-from launcher.submit import dependency_string, submit_all
+from launcher.plan.model import build_plan
+from launcher.plan.render import build_requests, write_stage_files
+from launcher.run.rundir import Run
+from launcher.run.submit import dependency_string, submit_all
 
 
 class FlakyScheduler:

@@ -2,8 +2,8 @@
 mix_summary over MixedTokens)."""
 import pytest
 
-from launcher.compose import compose, sweep_points
-from launcher.plan import build_plan
+from launcher.config.compose import compose, sweep_points
+from launcher.plan.model import build_plan
 
 from plan_errors import S, errors_of
 
@@ -12,7 +12,7 @@ SYNTHETIC = ["pipeline=synthetic", "cluster=local"]
 
 
 def test_the_ablation_shares_every_stage_before_train_and_differs_only_in_the_synthetic_weight():
-    from launcher import key_facts, keys
+    from launcher.plan import key_facts, keys
 
     points = sweep_points([*SYNTHETIC, "pipeline.vars.synthetic_weight=0,0.25"], True)
     plan = build_plan([compose(p) for p in points], points)

@@ -1,9 +1,10 @@
-"""The team cache_dir (launcher/team_cache.py): runs link themselves there and a run of another run
+"""The team cache_dir (launcher/plan/team_cache.py): runs link themselves there and a run of another run
 root finds their completed keys; preflight refuses a cache_dir it cannot use, naming the key."""
 import os
 from pathlib import Path
 
-from launcher import cache, ops, team_cache
+from launcher.run import cache, ops
+from launcher.plan import team_cache
 from tests.unit.test_cache import keyed, old_run
 
 KEY = "cluster.cache_dir"

@@ -8,7 +8,7 @@ import jinja2
 import pytest
 
 from jobs.runtime import templating
-from launcher import snapshot
+from launcher.plan import snapshot
 from launcher.slurm.scrontab import parse_blocks, render_block
 
 
@@ -29,9 +29,9 @@ def test_html_is_escaped_and_markdown_is_not(tmp_path):
 
 
 def test_scrontab_entry_quotes_for_the_shell_and_parses_back():
-    argv = ["/py x", "-m", "launcher.schedule", "fire", "n", "--", "run", "pipeline.x=a b", "it's"]
+    argv = ["/py x", "-m", "launcher.run.schedule", "fire", "n", "--", "run", "pipeline.x=a b", "it's"]
     lines = render_block("n", "0 2 * * *", {"dir": "/d"}, ["--time=00:30:00"], argv, "/etc/slurm conf")
-    assert lines[-2].startswith("0 2 * * * SLURM_CONF='/etc/slurm conf' exec '/py x' -m launcher.schedule")
+    assert lines[-2].startswith("0 2 * * * SLURM_CONF='/etc/slurm conf' exec '/py x' -m launcher.run.schedule")
     _, blocks = parse_blocks("\n".join(lines))
     assert blocks["n"]["meta"] == {"dir": "/d"} and blocks["n"]["cron"] == "0 2 * * *"
 

@@ -1,4 +1,4 @@
-"""Experiment tracking: the plan-time checks of `cluster.tracking` / a stage's `tracking` (launcher/tracking.py,
+"""Experiment tracking: the plan-time checks of `cluster.tracking` / a stage's `tracking` (launcher/plan/tracking.py,
 each bad input named by stage and key), what the plan hands the tasks (StagePlan.tracking, the spec, not the
 hash), the preflight target, and what the node builds from it (jobs/adapters/tracking.py: report_to, the
 variables transformers' callbacks read, the parameters)."""
@@ -7,11 +7,11 @@ import json
 import pytest
 
 from jobs.adapters import tracking as node
-from launcher import tracking
-from launcher.compose import compose
+from launcher.plan import tracking
+from launcher.config.compose import compose
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
-from launcher.render import stage_spec
+from launcher.plan.model import build_plan
+from launcher.plan.render import stage_spec
 
 from plan_errors import S, TRAIN, errors_of
 
@@ -121,7 +121,7 @@ def test_the_spec_carries_the_settings_run_id_and_every_points_overrides(tmp_pat
 def test_preflight_resolves_the_backends_writer_in_the_stage_environment():
     assert tracking.target("train", {"backend": "wandb"}) == [(f"{S}.train.tracking.backend", "wandb:init")]
     assert tracking.target("train", {}) == []
-    from launcher.preflight import stage_targets
+    from launcher.plan.preflight import stage_targets
 
     plan = plan_of(*TRAIN, f"{S}.train.tracking.backend=mlflow")
     assert (f"{S}.train.tracking.backend", "mlflow:start_run") in stage_targets(plan.stages["train"])
@@ -206,7 +206,7 @@ def test_the_sweep_point_as_parameters(tmp_path):
 # -- launcher sync -----------------------------------------------------------------------------------------
 def test_sync_finds_each_wandb_stages_offline_runs_and_uses_the_stages_python(tmp_path, capsys):
     from launcher.cli import main
-    from launcher.sync import sync_commands
+    from launcher.run.sync import sync_commands
 
     plan = plan_of(*TRAIN, f"{S}.train.tracking.backend=wandb")
     run = tmp_path / "r1"
@@ -227,7 +227,7 @@ def test_sync_finds_each_wandb_stages_offline_runs_and_uses_the_stages_python(tm
 
 
 def test_sync_lists_mlflow_stores_and_needs_mlflow_somewhere_to_copy_them(tmp_path, capsys, monkeypatch):
-    from launcher import sync
+    from launcher.run import sync
     from launcher.cli import main
 
     plan = plan_of(*TRAIN, f"{S}.train.tracking.backend=mlflow")

@@ -1,7 +1,7 @@
 """The hang watchdog's pieces: when a task counts as hung (jobs/runtime/watchdog.py verdict and its
 thread), how the ranks' stacks are found and asked for (jobs/runtime/stacks.py, on real processes),
 how torchrun is launched with it (jobs/adapters/torchrun.py), and the plan's checks of
-`watchdog.*` (launcher/watchdog.py)."""
+`watchdog.*` (launcher/plan/watchdog.py)."""
 import os
 import signal
 import subprocess
@@ -15,9 +15,9 @@ from jobs.adapters import torchrun
 from jobs.runtime import stacks
 from jobs.runtime.progress import ProgressWriter
 from jobs.runtime.watchdog import Watchdog, verdict
-from launcher.compose import compose
+from launcher.config.compose import compose
 from launcher.errors import ConfigErrors
-from launcher.plan import build_plan
+from launcher.plan.model import build_plan
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,101 @@
+"""Composed configs kept between commands: the same `launcher run` (or `plan`) again takes its sweep
+points and resolved configs from the last composition instead of composing with Hydra again, which is
+most of a second identical run's time (benchmarks/bench_cache.py).
+
+An entry is keyed on everything composition reads: the overrides and -m; the content of every file
+under conf/, cluster_profiles/ and the config directories (launcher/config/configdirs.py); the launcher's own
+code (path, size and mtime of each launcher/*.py: the schema and the composition rules); the working
+directory and the whole environment (`${oc.env:...}`, `${abspath:...}` and the site default read
+them); the Python version. A config tree with a `${now:` interpolation (a value that changes by
+itself) is never cached, nor a config directory of more than MAX_FILES files. Errors are not cached.
+
+Entries: <state dir>/compose/<key>.json (launcher/run/runindex.py state_dir), the newest KEEP kept.
+$LAUNCHER_COMPOSE_CACHE=0 turns it off. Login node only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from jobs import layout
+
+KEEP = 64
+MAX_FILES = 2000
+ENV = "LAUNCHER_COMPOSE_CACHE"
+LAUNCHER_DIR = Path(__file__).resolve().parent
+
+
+def _tree(root: Path, h, by_content: bool) -> bool:
+    """Feed every file under root into h (its content, or its size and mtime); False when it cannot
+    be cached (too many files, a ${now: interpolation)."""
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            count += 1
+            if count > MAX_FILES:
+                return False
+            path = Path(dirpath) / name
+            h.update(str(path).encode() + b"\0")
+            if by_content:
+                data = path.read_bytes()
+                if b"${now:" in data:
+                    return False
+                h.update(data)
+            else:
+                st = path.stat()
+                h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return True
+
+
+def key(overrides: Sequence[str], multirun: bool) -> Optional[str]:
+    """The entry's key, or None when this composition must not be cached."""
+    from launcher.config import compose, configdirs
+
+    if os.environ.get(ENV) == "0":
+        return None
+    h = hashlib.sha256(json.dumps([list(overrides), multirun, os.getcwd(), sorted(os.environ.items()),
+                                   sys.version, [str(d) for d in configdirs.current()]]).encode())
+    try:
+        for root in (compose.CONF_DIR, compose.PROFILES_DIR, *configdirs.current()):
+            if not _tree(Path(root), h, by_content=True):
+                return None
+        _tree(LAUNCHER_DIR, h, by_content=False)
+    except OSError:
+        return None  # a file went away meanwhile: compose it
+    return h.hexdigest()[:32]
+
+
+def _dir() -> Path:
+    from launcher.run import runindex
+
+    return runindex.state_dir() / "compose"
+
+
+def compose_points(overrides: Sequence[str], multirun: bool) -> Tuple[List[List[str]], List[dict]]:
+    """launcher.config.compose.compose_points, from the cache when nothing it reads changed."""
+    from launcher.config import compose
+
+    k = key(overrides, multirun)
+    entry = _dir() / f"{k}.json" if k else None
+    if entry is not None:
+        try:
+            found = layout.read_json(entry)
+        except (OSError, ValueError):
+            found = None
+        if found:
+            return found["points"], found["configs"]
+    points, configs = compose.compose_points(overrides, multirun)
+    if entry is not None:
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            layout.atomic_write_json(entry, {"points": points, "configs": configs})
+            for old in sorted(entry.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-KEEP]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass  # a cache: the next command composes again
+    return points, configs
