@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from jobs import layout
-from jobs.adapters import tokenizer_files
+from jobs.adapters import tokenizer_files, tracking
 from jobs.adapters.nanotron_progress import NanotronProgress
 from jobs.runtime.log import log as task_log
 
@@ -132,7 +132,7 @@ def run_nanotron(task, train: Dict[str, Any], tokenizer: str) -> Dict[str, Any]:
                                 total_steps=steps,
                                 first_step=resume or 0, rank=task.rank)
     launch(task, [entry, "--config-file", str(config)], nproc_per_node=gpus, port_base=task.spec["rdzv_port_base"],
-           on_line=progress.feed)
+           extra_env=tracking.nanotron_environment(task.spec, task.point), on_line=progress.feed)
     saved = complete_steps(checkpoints)
     return {"backend": "nanotron", "final_step": saved[-1] if saved else None, "resumed_from": resume, "steps": steps,
             "checkpoints": saved, "checkpoints_path": str(checkpoints), "config": str(config)}

@@ -11,13 +11,16 @@
   overrides), the run name through TrainingArguments.run_name, MLFLOW_RUN_ID: the point's one run, made by
   jobs/adapters/mlflow_store.py with the sweep point and the stage's config as params; MLflowCallback adds
   TrainingArguments and the model config as params and the training's metrics. An evaluation logs its
-  scores into its own run per point.
+  scores into its own run per point (TensorBoard, MLflow, W&B alike).
+- nanotron: logs to W&B by itself whenever wandb imports (nanotron_environment: the W&B variables, or
+  WANDB_MODE=disabled for any other backend); it has no TensorBoard or MLflow writer.
 
 <base> is tracking.dir/<run id>/<stage> when the profile names a shared folder, else
 <run>/stages/<stage>/tracking. Standard library only at import: the callers run in the stage's environment,
 the launcher's unit tests import it too; torch is imported by the TensorBoard writers alone."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -90,16 +93,15 @@ def environment(spec: Dict[str, Any], point: int) -> Dict[str, str]:
     t = settings(spec)
     if not t:
         return {}
-    b, name, project = t["backend"], run_name(spec, point), t.get("project") or spec.get("campaign") or spec["run_id"]
-    group = spec.get("campaign") or spec["run_id"]
+    b, name, group = t["backend"], run_name(spec, point), spec.get("campaign") or spec["run_id"]
     if b == "tensorboard":
         return {"TENSORBOARD_LOGGING_DIR": str(point_dir(spec, point))}
     if b == "wandb":
         return {"WANDB_MODE": t.get("mode") or "offline", "WANDB_DIR": str(point_dir(spec, point)),
-                "WANDB_PROJECT": project, "WANDB_RUN_GROUP": group, "WANDB_NAME": name,
+                "WANDB_PROJECT": project(spec), "WANDB_RUN_GROUP": group, "WANDB_NAME": name,
                 "WANDB_TAGS": spec["run_id"], "WANDB_JOB_TYPE": spec["stage"], "WANDB_SILENT": "true"}
     if b == "mlflow":
-        env = {"MLFLOW_TRACKING_URI": mlflow_uri(spec), "MLFLOW_EXPERIMENT_NAME": project,
+        env = {"MLFLOW_TRACKING_URI": mlflow_uri(spec), "MLFLOW_EXPERIMENT_NAME": project(spec),
                "MLFLOW_TAGS": json.dumps(mlflow_tags(spec, point)), "MLFLOW_FLATTEN_PARAMS": "TRUE"}
         if t.get("mode") != "online":  # MLflow 3 refuses a file store without it (jobs/adapters/mlflow_store.py)
             env["MLFLOW_ALLOW_FILE_STORE"] = "true"
@@ -125,8 +127,7 @@ def mlflow_run(spec: Dict[str, Any], point: int) -> str:
     stage's resolved config) and found again on every later attempt (jobs/adapters/mlflow_store.py)."""
     from jobs.adapters import mlflow_store
 
-    t = spec["tracking"]
-    return mlflow_store.point_run(mlflow_uri(spec), t.get("project") or spec.get("campaign") or spec["run_id"],
+    return mlflow_store.point_run(mlflow_uri(spec), project(spec),
                                   run_name(spec, point), mlflow_tags(spec, point), point_config(spec, point),
                                   hparams(spec, point))
 
@@ -161,13 +162,15 @@ def write_eval_scalars(spec: Dict[str, Any], point: int, step: int, metrics: Dic
                        prefix: str = "eval") -> int:
     """One checkpoint's scores as TensorBoard scalars `<prefix>/<task>/<metric>` at its training step (the
     evaluation's tracked run is its own folder, under the evaluate stage; prefix eval_ema for the moving
-    average of its weights), or as MLflow metrics of the same names in the evaluation's run of this point.
-    Returns the scalars written."""
+    average of its weights), as MLflow metrics of the same names in the evaluation's run of this point, or
+    into the point's W&B run (offline by default). Returns the scalars written."""
     t = settings(spec)
     if t and t["backend"] == "mlflow":  # into the evaluation's own run of this point
         from jobs.adapters import mlflow_store
 
         return mlflow_store.log_eval(mlflow_uri(spec), mlflow_run(spec, point), step, metrics, prefix)
+    if t and t["backend"] == "wandb":
+        return _wandb_eval(spec, point, step, metrics, prefix)
     if not t or t["backend"] != "tensorboard":
         return 0
     from torch.utils.tensorboard import SummaryWriter
@@ -180,6 +183,58 @@ def write_eval_scalars(spec: Dict[str, Any], point: int, step: int, metrics: Dic
                     w.add_scalar(f"{prefix}/{task}/{m}", float(v), step)
                     n += 1
     return n
+
+
+def _scalars(metrics: Dict[str, Dict[str, Any]], prefix: str) -> Dict[str, float]:
+    return {f"{prefix}/{task}/{m}": float(v) for task, ms in metrics.items() for m, v in ms.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def wandb_run_id(spec: Dict[str, Any], point: int) -> str:
+    """A stable W&B run id per (run, stage, point): every attempt of an evaluation resumes the same run
+    (W&B ids: letters, digits, - and _; at most 64)."""
+    return hashlib.sha1(run_name(spec, point).encode()).hexdigest()[:16]
+
+
+def _wandb_eval(spec: Dict[str, Any], point: int, step: int, metrics: Dict[str, Dict[str, Any]], prefix: str) -> int:
+    """The scores into this point's W&B run of the evaluate stage: opened on the first checkpoint of the
+    process with the same names as the trainers' runs (environment()), resumed by id on a later attempt
+    (`wandb sync` uploads each attempt's offline folder into that one run), closed at exit by wandb."""
+    import wandb
+
+    values = _scalars(metrics, prefix)
+    if not values:
+        return 0
+    run_id = wandb_run_id(spec, point)
+    if wandb.run is not None and wandb.run.id != run_id:  # another point's run in this process
+        wandb.finish()
+    if wandb.run is None:
+        env = environment(spec, point)
+        point_dir(spec, point).mkdir(parents=True, exist_ok=True)
+        wandb.init(id=run_id, resume="allow", mode=env["WANDB_MODE"], dir=env["WANDB_DIR"],
+                   project=env["WANDB_PROJECT"], group=env["WANDB_RUN_GROUP"], name=env["WANDB_NAME"],
+                   job_type=env["WANDB_JOB_TYPE"], tags=[spec["run_id"]], config=hparams(spec, point))
+    wandb.log({**values, "train/global_step": step})
+    return len(values)
+
+
+def nanotron_environment(spec: Dict[str, Any], point: int) -> Dict[str, str]:
+    """What a nanotron training's processes get: nanotron (trainer.py, HEAD 2411b02) logs to W&B on its
+    logger rank whenever wandb imports, under general.project / general.run of its config (the launcher
+    renders the tracked run's names there). So tracking.backend=wandb gives the same W&B variables as a
+    transformers training (offline by default), and any other backend WANDB_MODE=disabled: an installed
+    wandb would otherwise try to reach its server from an offline compute node."""
+    t = settings(spec)
+    if t and t["backend"] == "wandb":
+        point_dir(spec, point).mkdir(parents=True, exist_ok=True)
+        return environment(spec, point)
+    return {"WANDB_MODE": "disabled"}
+
+
+def project(spec: Dict[str, Any]) -> str:
+    """The tracked runs' project (W&B project, MLflow experiment): tracking.project, else the campaign,
+    else the run id."""
+    return (spec.get("tracking") or {}).get("project") or spec.get("campaign") or spec["run_id"]
 
 
 def trainer_settings(spec: Dict[str, Any], point: int) -> Dict[str, Any]:

@@ -77,7 +77,7 @@ class EvaluateKind(Kind):
 
     def tracks(self, st: Dict[str, Any]) -> Tuple[str, ...]:
         # each checkpoint's scores as scalars / metrics at its step (jobs/adapters/tracking.py write_eval_scalars)
-        return ("tensorboard", "mlflow")
+        return ("tensorboard", "wandb", "mlflow")
 
     def spec_extra(self, plan, stage) -> Dict[str, Any]:
         """What it scores: the parent's checkpoints, and which variant (seed, schedule) each run is."""

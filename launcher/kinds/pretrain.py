@@ -389,6 +389,7 @@ def nanotron_configs(plan, stage, run_dir: Path, run_id: str) -> Dict[int, str]:
     as resume_checkpoint_path so every requeue resumes from latest.txt."""
     from jobs import layout
     from jobs.adapters import nanotron as jobs_nanotron
+    from jobs.adapters import tracking as jobs_tracking
 
     from launcher.plan import nanotron_config
     from launcher.plan.render import stage_spec
@@ -400,8 +401,9 @@ def nanotron_configs(plan, stage, run_dir: Path, run_id: str) -> Dict[int, str]:
         data, _ = jobs_nanotron.inputs(spec, point, train)
         work = layout.nanotron_dir(run_dir, stage.name, point)
         sched = schedule(train)
+        wandb = (spec.get("tracking") or {}).get("backend") == "wandb"  # nanotron's project is W&B's
         cfg = nanotron_config.render(
-            train, project=plan.pipeline, run=f"{run_id}.{stage.name}.{point}",
+            train, project=jobs_tracking.project(spec) if wandb else plan.pipeline, run=f"{run_id}.{stage.name}.{point}",
             checkpoints=str(layout.checkpoint_dir(run_dir, stage.name, point * stage.tasks_per_point)),
             tokenizer=str(work / "tokenizer"),
             data={str(view): w for view, w in zip(jobs_nanotron.view_folders(work, len(data)), data.values())},
@@ -429,8 +431,8 @@ class Pretrain(Kind):
         return st["train"]["backend"] == "nanotron" or st["train"]["parallelism"]["dp"] > 1
 
     def tracks(self, st: Dict[str, Any]) -> Tuple[str, ...]:
-        # transformers' report_to integrations; nanotron's own logger is not wired (docs/tracking.md)
-        return ("tensorboard", "wandb", "mlflow") if st["train"]["backend"] == "hf" else ()
+        # transformers' report_to integrations; nanotron logs to W&B by itself (docs/tracking.md)
+        return ("tensorboard", "wandb", "mlflow") if st["train"]["backend"] == "hf" else ("wandb",)
 
     def whole_model_checkpoints(self, st: Dict[str, Any]) -> bool:
         return st["train"]["backend"] == "hf"  # nanotron's checkpoints need a convert stage first

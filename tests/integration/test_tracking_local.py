@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from jobs.adapters import tracking as node_tracking
+
 HELPER = Path(__file__).with_name("hf_train_helper.py")
 
 # Run in the stage's interpreter: {point folder: {"loss_steps": [...], "text": [...]}} as JSON on stdout.
@@ -287,3 +289,29 @@ def test_a_requeued_training_logs_on_into_its_one_mlflow_run(cpu_python, tokeniz
     assert [r["name"] for r in runs] == ["r1/train/p0"], runs  # one run over both attempts
     assert [s for s, _ in runs[0]["history"]["loss"]] == [2, 4, 6, 8], runs[0]["history"]
     assert runs[0]["status"] == "FINISHED" and runs[0]["params"]["launcher.point"] == "0"
+
+
+def test_evaluation_scores_go_into_the_points_wandb_run_offline(tmp_path, cpu_python):
+    """write_eval_scalars with backend=wandb (the stage's interpreter, wandb offline): one offline run per
+    point with a stable id, its scores at the checkpoint's step, readable by wandb's own records."""
+    spec = {"run_id": "abl-20261201-1", "run_dir": str(tmp_path / "run"), "stage": "train", "campaign": "nightly",
+            "tracking": {"mode": "offline", "points": [["seed=1"]], "backend": "wandb", "project": "abl"}}
+    prog = ("import json, sys; from jobs.adapters import tracking; spec = json.loads(sys.argv[1]);"
+            "a = tracking.write_eval_scalars(spec, 0, 4, {'demo|clean_bpb': {'bpb': 2.5, 'note': 'x'}});"
+            "b = tracking.write_eval_scalars(spec, 0, 8, {'demo|clean_bpb': {'bpb': 2.25}}, prefix='eval_ema');"
+            "print(a, b)")
+    root = HELPER.parents[2]
+    p = subprocess.run([str(cpu_python), "-c", prog, json.dumps(spec)], capture_output=True, text=True, timeout=300,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "HOME": str(tmp_path)})
+    assert p.returncode == 0 and p.stdout.split()[-2:] == ["1", "1"], p.stdout[-2000:] + p.stderr[-3000:]
+    (offline,) = (tmp_path / "run/stages/train/tracking/0/wandb").glob("offline-run-*")
+    assert offline.name.endswith(node_tracking.wandb_run_id(spec, 0))
+    (log,) = offline.glob("run-*.wandb")
+    r = subprocess.run([str(cpu_python), str(root / "tests/integration/wandb_records.py"), str(log)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["run"]["project"] == "abl" and rec["run"]["name"].endswith("/train/p0")
+    scores = [(h["train/global_step"], h.get("eval/demo|clean_bpb/bpb"), h.get("eval_ema/demo|clean_bpb/bpb"))
+              for h in rec["history"]]
+    assert scores == [(4, 2.5, None), (8, None, 2.25)], rec["history"]

@@ -76,14 +76,33 @@ def test_a_kind_without_a_tracker_refuses_a_backend_set_on_the_stage_but_not_the
     assert "logs to no experiment tracker" in errs[("shards", f"{S}.shards.tracking.backend")]
     plan = plan_of("pipeline=smoke", "cluster=local", "cluster.tracking.backend=wandb")
     assert all(s.tracking == {} for s in plan.stages.values())
-    errs = errors_of(*TRAIN, f"{S}.evaluate.tracking.backend=wandb")  # evaluation: TensorBoard scalars, MLflow metrics
-    assert "logs to tensorboard | mlflow only" in errs[("evaluate", f"{S}.evaluate.tracking.backend")]
+    errs = errors_of(*TRAIN, f"{S}.train.train.backend=nanotron", "~pipeline.stages.evaluate",
+                     f"{S}.train.tracking.backend=mlflow")  # nanotron: W&B only
+    assert "logs to wandb only" in errs[("train", f"{S}.train.tracking.backend")]
 
 
-def test_the_nanotron_backend_logs_to_no_tracker():
+def test_the_nanotron_backend_logs_to_wandb_only():
     errs = errors_of(*TRAIN, f"{S}.train.train.backend=nanotron", f"{S}.train.tracking.backend=tensorboard",
                      "~pipeline.stages.evaluate")
-    assert "logs to no experiment tracker" in errs[("train", f"{S}.train.tracking.backend")]
+    assert "logs to wandb only" in errs[("train", f"{S}.train.tracking.backend")]
+
+
+def test_nanotron_gets_the_wandb_variables_and_its_project_or_wandb_disabled(tmp_path):
+    """nanotron logs to W&B by itself whenever wandb imports (trainer.py): the tracked run's variables with
+    backend=wandb, WANDB_MODE=disabled otherwise (an offline node would hang on an online init); its
+    rendered config's general.project is the tracked project."""
+    from launcher.kinds.pretrain import nanotron_configs
+
+    env = node.nanotron_environment(spec_of(tmp_path, backend="wandb", project="abl"), 1)
+    assert env["WANDB_MODE"] == "offline" and env["WANDB_PROJECT"] == "abl" and env["WANDB_NAME"].endswith("/train/p1")
+    assert (tmp_path / "run/stages/train/tracking/1").is_dir()
+    assert node.nanotron_environment(spec_of(tmp_path, backend="none"), 0) == {"WANDB_MODE": "disabled"}
+    assert node.nanotron_environment({"run_id": "r", "stage": "s"}, 0) == {"WANDB_MODE": "disabled"}
+    plan = plan_of("pipeline=pretrain", "cluster=local", "model=1b", "pipeline.vars.data=/shared/tok",
+                   "pipeline.vars.tokenizer=/shared/tok/tokenizer.json", f"{S}.train.tracking.backend=wandb",
+                   f"{S}.train.tracking.project=abl")
+    (yaml_text,) = nanotron_configs(plan, plan.stages["train"], tmp_path / "run", "r1").values()
+    assert "project: abl\n" in yaml_text and "run: r1.train.0\n" in yaml_text
 
 
 def test_a_sweep_over_tracking_is_refused():
