@@ -41,9 +41,8 @@ SHARPEN = ("import sys, torch; from transformers import AutoModelForCausalLM\n"
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    if not LLAMACPP_PYTHON.exists():
-        pytest.skip("the llamacpp stage environment is not built (launcher env build llamacpp)")
+def tiny_model(tmp_path_factory, llamacpp_python) -> Path:
+    assert llamacpp_python == LLAMACPP_PYTHON  # built (conftest), a no-op when it is up to date
     out = tmp_path_factory.mktemp("model") / "tiny256"
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     for argv in (["-m", "jobs.demo.tiny_model", str(out), "--hidden", "256"], ["-c", SHARPEN, str(out)]):
