@@ -26,7 +26,7 @@ from jobs.runtime.templating import TEMPLATES_DIR
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
 from launcher.config.placeholders import check_placeholders
-from launcher.sbatch.options import gpus_per_node
+from launcher.sbatch.options import gpu_count
 
 
 @dataclass
@@ -81,13 +81,6 @@ class Generate:
     max_model_len: Optional[int] = None
     dtype: str = "auto"
     llm_args: Dict[str, Any] = field(default_factory=dict)  # more vllm.LLM keyword arguments
-
-
-def gpu_count(value: Any) -> int:
-    try:
-        return gpus_per_node(value)[1]
-    except ValueError:
-        return 0  # reported by the resources checks
 
 
 def check_source(p: Problems, g: Dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from jobs.layout import PLACEHOLDER
 from launcher.errors import ConfigError
 from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
 from launcher.config.placeholders import check_placeholders
-from launcher.sbatch.options import gpus_per_node
+from launcher.sbatch.options import gpu_count
 
 
 @dataclass
@@ -71,13 +71,6 @@ FTYPE_LINE = re.compile(r"^LLAMA_FTYPE_(\w+)\s*=\s*\d+", re.M)
 def quant_type(q: Dict[str, Any]) -> str:
     """The type a stage makes: quantize.type, or its method's first (gguf q8_0, bnb nf4, gptq int4)."""
     return (q["type"] or TYPES.get(q["method"], ("",))[0]).lower()
-
-
-def gpu_count(value: Any) -> int:
-    try:
-        return gpus_per_node(value)[1]
-    except ValueError:
-        return 0  # reported by the resources checks
 
 
 def check_method(p: Problems, st: Dict[str, Any]) -> None:

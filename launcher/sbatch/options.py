@@ -94,6 +94,14 @@ def gpus_per_node(value: Any) -> Tuple[Optional[str], int]:
     return m.group("type"), int(m.group("count"))
 
 
+def gpu_count(value: Any) -> int:
+    """resources.gpus_per_node's count per node; 0 when it does not parse (the resources checks report it)."""
+    try:
+        return gpus_per_node(value)[1]
+    except ValueError:
+        return 0
+
+
 def parse_gres(value: str) -> List[Tuple[str, Optional[str], int]]:
     """sbatch --gres ('gpu:a100:8,shard:2', 'gpu') → [(name, type or None, count per node)]. A missing
     count is 1; of two parts the second is a count when it is one ('gpu:2'), else a type ('gpu:a100')
