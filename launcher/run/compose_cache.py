@@ -4,7 +4,7 @@ most of a second identical run's time (benchmarks/bench_cache.py).
 
 An entry is keyed on everything composition reads: the overrides and -m; the content of every file
 under conf/, cluster_profiles/ and the config directories (launcher/config/configdirs.py); the launcher's own
-code (path, size and mtime of each launcher/*.py: the schema and the composition rules); the working
+code (path, size and mtime of every file under launcher/: the schema and the composition rules); the working
 directory and the whole environment (`${oc.env:...}`, `${abspath:...}` and the site default read
 them); the Python version. A config tree with a `${now:` interpolation (a value that changes by
 itself) is never cached, nor a config directory of more than MAX_FILES files. Errors are not cached.
@@ -26,7 +26,7 @@ from jobs import layout
 KEEP = 64
 MAX_FILES = 2000
 ENV = "LAUNCHER_COMPOSE_CACHE"
-LAUNCHER_DIR = Path(__file__).resolve().parent
+LAUNCHER_DIR = Path(__file__).resolve().parents[1]  # the whole launcher package: schema, composition rules
 
 
 def _tree(root: Path, h, by_content: bool) -> bool:

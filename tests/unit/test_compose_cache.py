@@ -32,3 +32,21 @@ def test_a_hit_equals_a_composition_and_a_change_composes_again(tmp_path, monkey
         assert compose_cache.key(*ARGS) is None
     finally:
         configdirs.use(None)
+
+
+def test_the_key_covers_the_whole_launcher_package_the_schema_included(tmp_path, monkeypatch):
+    """Touching the schema (launcher/config/schema.py, outside the cache's own folder) changes the key."""
+    import os
+    from pathlib import Path
+
+    import launcher
+
+    assert compose_cache.LAUNCHER_DIR == Path(launcher.__file__).resolve().parent
+    schema = Path(launcher.__file__).resolve().parent / "config" / "schema.py"
+    before = compose_cache.key(*ARGS)
+    st = schema.stat()
+    try:
+        os.utime(schema, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert compose_cache.key(*ARGS) != before
+    finally:
+        os.utime(schema, ns=(st.st_atime_ns, st.st_mtime_ns))
