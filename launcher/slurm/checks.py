@@ -337,7 +337,7 @@ def check_external(plan: Any, states: Dict[str, tuple]) -> tuple[List[ConfigErro
     [(stage, job id, why)], submitted without that dependency."""
     errors, met = [], []
     for name, stage in plan.stages.items():
-        for job, kind in stage.external.items():
+        for job, dep_type in stage.external.items():  # Slurm's dependency type: afterok, afterany...
             key = f"pipeline.stages.{name}.after.job:{job}"
             if job not in states:
                 errors.append(ConfigError(f"no Slurm job {job}: neither squeue nor sacct knows it, and sbatch would "
@@ -348,14 +348,14 @@ def check_external(plan: Any, states: Dict[str, tuple]) -> tuple[List[ConfigErro
             ended = all(s in ("completed", "failed", "cancelled") for s in seen)
             bad = any(s in ("failed", "cancelled") for s in seen)
             holds = {"afterok": ended and not bad, "afterany": ended, "afternotok": ended and bad,
-                     "after": any(s != "pending" for s in seen)}[kind]
-            never = (kind == "afterok" and bad) or (kind == "afternotok" and ended and not bad)
+                     "after": any(s != "pending" for s in seen)}[dep_type]
+            never = {"afterok": bad, "afternotok": ended and not bad}.get(dep_type, False)
             state = "/".join(sorted(set(words)))
             if never:
-                errors.append(ConfigError(f"job {job} is {state}: {kind} can never hold, so Slurm would cancel the "
+                errors.append(ConfigError(f"job {job} is {state}: {dep_type} can never hold, so Slurm would cancel the "
                                           f"stage at once", stage=name, key=key))
             elif not held and holds:
-                met.append((name, job, f"job {job} ended {state} and slurmctld no longer holds it: {kind} holds"))
+                met.append((name, job, f"job {job} ended {state} and slurmctld no longer holds it: {dep_type} holds"))
             elif not held:
                 errors.append(ConfigError(f"slurmctld no longer holds job {job} (sacct: {state}), so sbatch would "
                                           f"refuse a dependency on it", stage=name, key=key))
