@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List
 
+from jobs import point_configs
+
 
 def files(source: str | Path, allow: List[str], ignore: List[str], limit: int | None = None) -> List[str]:
     """Paths (relative, sorted) under source that the patterns let through; README.md is the card's.
@@ -59,8 +61,7 @@ def render(run_dir: Path, stage: str, point: int, publish: Dict[str, Any], sourc
 
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    config_file = run_dir / "config" / f"point-{point}.json"
-    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    config = point_configs.read(run_dir, point)
     config.pop("cluster", None)  # site details (paths, accounts) stay out of a public card
     data = config.get("data") or {}
     stages = (config.get("pipeline") or {}).get("stages") or {}

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from jobs import layout
+from jobs import layout, point_configs
 
 
 def settings(spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -133,8 +133,8 @@ def mlflow_run(spec: Dict[str, Any], point: int) -> str:
 
 
 def point_config(spec: Dict[str, Any], point: int) -> Dict[str, Any]:
-    """The resolved config of this sweep point as the launcher recorded it (<run>/config/point-<i>.json)."""
-    return layout.read_json(Path(spec["run_dir"]) / "config" / f"point-{point}.json", {}) or {}
+    """The resolved config of this sweep point as the launcher recorded it (<run>/config/points.json)."""
+    return point_configs.read(Path(spec["run_dir"]), point)
 
 
 def write_tensorboard_config(spec: Dict[str, Any], point: int) -> Optional[Path]:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from launcher.config import hydra_settings
+from launcher.config import hydra_settings, incremental
 from launcher.errors import ConfigError, ConfigErrors, OverrideError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -320,11 +320,13 @@ def compose_each(points: Sequence[Sequence[str]], multirun: bool = True, _bases:
     per distinct set of group overrides, and each point runs the second step, with the same Hydra
     function, on its own copy of that result (copied on write: `_copy_on_write`), so no point sees
     another's values. Points that set `hydra.searchpath` (which changes what a group is) are
-    composed in full; other `hydra.*` keys are config overrides like any other, as in Hydra. 200
-    points take a few seconds, nearly all of it resolving each point (OmegaConf.to_container).
+    composed in full; other `hydra.*` keys are config overrides like any other, as in Hydra.
 
     `+key=`/`++key=` overrides are then checked against the typed schema (Hydra's force-add opens the
     node they write to, so a typo would otherwise be stored silently): see `_check_added_keys`.
+
+    Points after the first of a config-group set are resolved from it (launcher/config/incremental.py):
+    the configs returned share the subtrees that no override can change, so callers read them only.
 
     Each composed `hydra` node is checked (launcher/config/hydra_settings.py: a setting the launcher would
     drop is refused; hydra.sweeper.params without `multirun` too), and a point's hydra.job.env_set,
@@ -334,6 +336,44 @@ def compose_each(points: Sequence[Sequence[str]], multirun: bool = True, _bases:
     from collections import Counter
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    jobs = _split_points(points)
+    uses = Counter(base for base, _, _ in jobs)
+    bases: dict = {}
+    refs: dict = {}  # per base: the first point resolved in full, for the next ones (launcher/config/incremental.py)
+    configs = []
+    with _shared_interpolation_parses():
+        for base, config_overrides, checked in jobs:
+            if base not in bases:
+                primed = (_bases or {}).pop(base, None)  # composed by sweep_points already
+                bases[base] = _compose_raw(base, hydra_node=True) if primed is None else primed
+                _check_hydra_node(bases[base])
+            uses[base] -= 1
+            keys = refs[base].changed_keys(bases[base], config_overrides) if base in refs else None
+            with _copy_on_write(bases[base], config_overrides, last_use=uses[base] == 0) as cfg:
+                for o in config_overrides:
+                    try:
+                        ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
+                    except Exception as e:  # noqa: BLE001 - ConfigCompositionException, or OmegaConf's own
+                        raise _composition_error(e, o) from e
+                # hydra.job.env_set goes into each point's config by _finish_point: those points in full
+                shortcut = multirun and not len(cfg.hydra.job.env_set)
+                if shortcut and keys is not None:
+                    configs.append(refs[base].point(cfg, keys))
+                else:
+                    configs.append(_finish_point(cfg, checked, multirun))
+                    if shortcut and base not in refs:
+                        refs[base] = _Reference(configs[-1], config_overrides, cfg)
+            if uses[base] == 0:
+                del bases[base]
+    return configs
+
+
+def _split_points(points: Sequence[Sequence[str]]) -> list:
+    """Per point (its config-group overrides: the base it is composed from, the overrides applied to that
+    base, the overrides checked after): Hydra's own split (defaults_list.Overrides). Points that set
+    hydra.searchpath are their own base. Raises ConfigError for a parse error or a hydra.* setting the
+    launcher would drop."""
     from hydra.errors import OverrideParseException
 
     loader = _config_loader()
@@ -367,26 +407,47 @@ def compose_each(points: Sequence[Sequence[str]], multirun: bool = True, _bases:
     errors = hydra_settings.override_problems(hydra_overrides.values(), sweeps_allowed=True)
     if errors:
         raise ConfigErrors(errors)
-    uses = Counter(base for base, _, _ in jobs)
-    bases: dict = {}
-    configs = []
-    with _shared_interpolation_parses():
-        for base, config_overrides, checked in jobs:
-            if base not in bases:
-                primed = (_bases or {}).pop(base, None)  # composed by sweep_points already
-                bases[base] = _compose_raw(base, hydra_node=True) if primed is None else primed
-                _check_hydra_node(bases[base])
-            uses[base] -= 1
-            with _copy_on_write(bases[base], config_overrides, last_use=uses[base] == 0) as cfg:
-                for o in config_overrides:
-                    try:
-                        ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
-                    except Exception as e:  # noqa: BLE001 - ConfigCompositionException, or OmegaConf's own
-                        raise _composition_error(e, o) from e
-                configs.append(_finish_point(cfg, checked, multirun))
-            if uses[base] == 0:
-                del bases[base]
-    return configs
+    return jobs
+
+
+class _Reference:
+    """The first point of a base resolved in full, and what the next points must resolve again
+    (launcher/config/incremental.py): its overrides' keys and the interpolations of the config."""
+
+    def __init__(self, plain: dict, overrides, cfg):
+        self.plain = plain
+        self.keys = [o.key_or_group for o in overrides]
+        self.lines = [o.input_line for o in overrides]
+        self.interps = incremental.interpolations(cfg)
+        self._paths: dict = {}
+
+    def changed_keys(self, base, overrides):
+        """The keys a point's overrides set differently from the reference's, when the two lists name the
+        same keys in the same order and every difference is a plain `key=value` (incremental.simple_keys)
+        that no `+` override of the list writes under or above; else None (resolve it in full)."""
+        if [o.key_or_group for o in overrides] != self.keys:
+            return None
+        keys = incremental.simple_keys(base, [o for o, line in zip(overrides, self.lines) if o.input_line != line])
+        if keys is None or any((o.is_add() or o.is_force_add()) and incremental.related_to_any(o.key_or_group, keys)
+                               for o in overrides):
+            return None
+        return keys
+
+    def point(self, cfg, changed) -> dict:
+        from omegaconf.errors import OmegaConfBaseException
+
+        if changed not in self._paths:
+            self._paths[changed] = ([tuple(k.split(".")) for k in changed]
+                                    + incremental.dependent(self.interps, changed))
+        cfg.__dict__["_content"].pop("hydra", None)  # as _finish_point: the point's config has no hydra node
+
+        def resolve(path):
+            try:
+                return incremental.resolved(cfg, path)
+            except OmegaConfBaseException as e:
+                raise _located(_omegaconf_message(e), getattr(e, "full_key", None) or ".".join(map(str, path))) from e
+
+        return incremental.point_plain(self.plain, self._paths[changed], resolve)
 
 
 def _check_hydra_node(cfg) -> None:

@@ -46,7 +46,7 @@ _WHY = [
     ("hydra.sweep", _RUN_DIR),
     ("hydra/output", _RUN_DIR),
     ("hydra.output_subdir", "no .hydra/ folder is written: each point's composed config is "
-                            "<run>/config/point-<p>.json"),
+                            "<run>/config/points.json"),
     ("hydra.job.chdir", "tasks run in the run's code snapshot and write into their own output folder "
                         "($LAUNCHER_OUTPUT_DIR); there is no Hydra job directory to change into"),
     ("hydra.job.name", "a run is named by run_name=... (and its pipeline)"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from jobs.adapters import hub_refs as hub
 
@@ -26,12 +26,21 @@ class Fetch:
     ignore_patterns: List[str] = field(default_factory=list)
 
 
-def stage_refs(st: Dict[str, Any]) -> List[hub.Ref]:
+def stage_refs(st: Dict[str, Any], memo: Optional[Dict[int, list]] = None) -> List[hub.Ref]:
     """The hub repos a stage's work names (its edges and resources aside); a fetch stage's own repos are
-    what it downloads, not what it needs."""
+    what it downloads, not what it needs. `memo` (id of a section -> its refs) reads a section that
+    several sweep points share once (the same object: launcher/config/incremental.py)."""
     if st.get("kind") == "fetch":
         return []
-    return hub.refs_in({k: v for k, v in st.items() if k not in ("after", "resources", "requeue", "fetch")})
+    if memo is None:
+        return hub.refs_in({k: v for k, v in st.items() if k not in ("after", "resources", "requeue", "fetch")})
+    found: list = []
+    for k, v in st.items():
+        if k not in ("after", "resources", "requeue", "fetch"):
+            if id(v) not in memo:
+                memo[id(v)] = hub.refs_in(v)
+            found += memo[id(v)]
+    return list(dict.fromkeys(found))
 
 
 def add_fetch_stage(plain: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -43,7 +52,8 @@ def add_fetch_stage(plain: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     from launcher.config.schema import Stage
 
     cl = plain[0]["cluster"]
-    users = sorted({n for p in plain for n, st in p["pipeline"]["stages"].items() if stage_refs(st)})
+    memo: Dict[int, list] = {}  # sweep points share sections: each read once (the configs live meanwhile)
+    users = sorted({n for p in plain for n, st in p["pipeline"]["stages"].items() if stage_refs(st, memo)})
     if not users or cl.get("hub_fetch", "auto") != "auto" or FETCH_STAGE in plain[0]["pipeline"]["stages"]:
         return plain
     template = OmegaConf.to_container(OmegaConf.structured(Stage(kind="fetch")), enum_to_str=True)

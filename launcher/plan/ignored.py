@@ -60,39 +60,53 @@ def _get(node: Dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def check(cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
-    """Every option a stage sets that its kind (or trainer, backend, schedule) does not read."""
+def check(plain: List[Dict[str, Any]], errors: List[ConfigError]) -> None:
+    """Every option a stage sets that its kind (or trainer, backend, schedule) does not read, in each
+    point's config. A stage mapping that several points share (launcher/config/incremental.py: the
+    same object) is checked once."""
+    seen = set()
+    sections = sorted({s for secs in kind_sections().values() for s in secs})
+    for cfg in plain:
+        for name, st in cfg["pipeline"]["stages"].items():
+            # what is checked: the kind and the sections (a swept command changes neither); the
+            # configs live meanwhile, so an id names one object
+            checked = (name, st.get("kind"), *(id(st.get(s)) for s in sections))
+            if checked not in seen:
+                seen.add(checked)
+                _check_stage(name, st, errors)
+
+
+def _check_stage(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> None:
     defaults = stage_defaults()
     sections_of, rules_of = kind_sections(), only_for()
     owner = {section: kind for kind, sections in sections_of.items() for section in sections}
-    for name, st in cfg["pipeline"]["stages"].items():
-        kind, key = st.get("kind"), f"pipeline.stages.{name}"
-        for section, read_by in owner.items():
-            if section in sections_of.get(kind, ()) or section not in st:
+    kind, key = st.get("kind"), f"pipeline.stages.{name}"
+    for section, read_by in owner.items():
+        if section in sections_of.get(kind, ()) or section not in st:
+            continue
+        for k, v in set_fields(st[section], defaults[section], f"{key}.{section}"):
+            users = [kd for kd, secs in sections_of.items() if section in secs]
+            errors.append(ConfigError(
+                f"is set ({_short(v)}) but only kind={'/'.join(users)} reads it; this stage is kind={kind}, "
+                f"so it would be ignored", stage=name, key=k))
+            break  # one key per section says it
+    for section, rules in rules_of.items():
+        if section not in sections_of.get(kind, ()):
+            continue
+        for chooser, only in rules:
+            chosen = _get(st[section], chooser)
+            if chosen not in only:
                 continue
-            for k, v in set_fields(st[section], defaults[section], f"{key}.{section}"):
-                users = [kd for kd, secs in sections_of.items() if section in secs]
-                errors.append(ConfigError(
-                    f"is set ({_short(v)}) but only kind={'/'.join(users)} reads it; this stage is kind={kind}, "
-                    f"so it would be ignored", stage=name, key=k))
-                break  # one key per section says it
-        for section, rules in rules_of.items():
-            if section not in sections_of.get(kind, ()):
-                continue
-            for chooser, only in rules:
-                chosen = _get(st[section], chooser)
-                if chosen not in only:
-                    continue
-                # a field several values read (max_length: sft, dpo, reward) is refused only where none does
-                others = dict.fromkeys(f for value, fields in only.items() if value != chosen for f in fields)
-                for field in (f for f in others if f not in only[chosen]):
-                    got, default = _get(st[section], field), _get(defaults[section], field)
-                    if list(set_fields(got, default, "")):
-                        readers = "/".join(_show(v) for v, fields in only.items() if field in fields)
-                        errors.append(ConfigError(
-                            f"is set ({_short(got)}) but only {section}.{chooser}={readers} reads it; this "
-                            f"stage has {section}.{chooser}={_show(chosen)}, so it would be ignored",
-                            stage=name, key=f"{key}.{section}.{field}"))
+            # a field several values read (max_length: sft, dpo, reward) is refused only where none does
+            others = dict.fromkeys(f for value, fields in only.items() if value != chosen for f in fields)
+            for field in (f for f in others if f not in only[chosen]):
+                got, default = _get(st[section], field), _get(defaults[section], field)
+                if list(set_fields(got, default, "")):
+                    readers = "/".join(_show(v) for v, fields in only.items() if field in fields)
+                    errors.append(ConfigError(
+                        f"is set ({_short(got)}) but only {section}.{chooser}={readers} reads it; this "
+                        f"stage has {section}.{chooser}={_show(chosen)}, so it would be ignored",
+                        stage=name, key=f"{key}.{section}.{field}"))
 
 
 def _show(v: Any) -> str:

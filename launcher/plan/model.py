@@ -325,6 +325,7 @@ def _split_external(plain, points, errors: List[ConfigError]) -> tuple[list, Dic
     in every sweep point. Whether the job exists is preflight's question (the backend's check_external, launcher/slurm/checks.py)."""
     out: Dict[str, Dict[str, str]] = {}
     stripped = []
+    copies: Dict[int, Dict[str, Any]] = {}  # a stage several points share stays shared (one copy)
     for i, cfg in enumerate(plain):
         stages = dict(cfg.get("pipeline", {}).get("stages") or {})
         stripped.append({**cfg, "pipeline": {**cfg.get("pipeline", {}), "stages": stages}})
@@ -332,8 +333,10 @@ def _split_external(plain, points, errors: List[ConfigError]) -> tuple[list, Dic
             if not isinstance(st, dict) or not isinstance(st.get("after"), dict):
                 continue
             jobs = {k[len(EXTERNAL_PREFIX):]: v for k, v in st["after"].items() if str(k).startswith(EXTERNAL_PREFIX)}
-            stages[name] = {**st, "after": {k: v for k, v in st["after"].items()
-                                            if not str(k).startswith(EXTERNAL_PREFIX)}}
+            if id(st) not in copies:
+                copies[id(st)] = {**st, "after": {k: v for k, v in st["after"].items()
+                                                  if not str(k).startswith(EXTERNAL_PREFIX)}}
+            stages[name] = copies[id(st)]
             if i == 0:
                 out[name] = jobs
             elif jobs != out.get(name, {}):
@@ -395,12 +398,17 @@ def _structure(st: Dict[str, Any], external: Dict[str, str]) -> Dict[str, Any]:
 def _resolve_resources(plain: Sequence[Dict[str, Any]], errors: List[ConfigError]) -> List[Dict[str, Any]]:
     """Every stage's resources with the profile's defaults applied and gpus_per_node split into a
     count and a type (launcher/sbatch/options.py resolve), before any kind reads them; a value that
-    cannot be read is an error here (once, for the first point) and a count of 0 after."""
+    cannot be read is an error here (once, for the first point) and a count of 0 after. A stage that
+    several points share (the same mapping, launcher/config/incremental.py) stays shared."""
     out = []
+    done: Dict[tuple, Dict[str, Any]] = {}  # (id of the stage, id of the defaults) -> its resolved copy
     for i, cfg in enumerate(plain):
         defaults = (cfg["cluster"].get("resources") or {})
         stages = {}
         for name, st in cfg["pipeline"]["stages"].items():
+            if i > 0 and (id(st), id(defaults)) in done:
+                stages[name] = done[id(st), id(defaults)]
+                continue
             own = st.get("resources") or {}
             resources, problems = sbatch_options.resolve(own, defaults)
             if i == 0:  # the values of the sbatch options, each under the key it came from
@@ -411,7 +419,7 @@ def _resolve_resources(plain: Sequence[Dict[str, Any]], errors: List[ConfigError
                         errors.append(ConfigError(msg, key=f"cluster.resources.{k}"))
                     else:
                         errors.append(ConfigError(msg, stage=name, key=f"pipeline.stages.{name}.resources.{k}"))
-            stages[name] = {**st, "resources": resources}
+            stages[name] = done[id(st), id(defaults)] = {**st, "resources": resources}
         out.append({**cfg, "pipeline": {**cfg["pipeline"], "stages": stages}})
     return out
 
@@ -424,9 +432,10 @@ def _expand(plain: Sequence[Dict[str, Any]], errors: List[ConfigError], unread: 
     _check_kinds(plain)
     for name, st in plain[0]["pipeline"]["stages"].items():
         kinds.get(st["kind"]).check_before_expansion(Problems(name, errors), st)
-    for cfg in plain:
-        _check_collisions(cfg, errors)  # before the expansion and the fetch stage overwrite a stage
-        ignored.check(cfg, unread)
+    # before the expansion and the fetch stage overwrite a stage; once per distinct set of stages
+    for cfg in {tuple(map(id, c["pipeline"]["stages"].values())): c for c in plain}.values():
+        _check_collisions(cfg, errors)
+    ignored.check(plain, unread)
     _dedupe(errors)
     if errors:
         raise ConfigErrors(errors)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from jobs import layout
+from jobs import layout, point_configs
 
 KEEP = 64
 MAX_FILES = 2000
@@ -87,13 +87,16 @@ def compose_points(overrides: Sequence[str], multirun: bool) -> Tuple[List[List[
             found = layout.read_json(entry)
         except (OSError, ValueError):
             found = None
-        if found:
-            return found["points"], found["configs"]
+        if found and found.get("configs"):  # the compact form of config/points.json (jobs/point_configs.py)
+            try:
+                return found["points"], point_configs.decode(found["configs"])
+            except (KeyError, TypeError, ValueError):
+                pass  # an entry of another version: compose it
     points, configs = compose.compose_points(overrides, multirun)
     if entry is not None:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            layout.atomic_write_json(entry, {"points": points, "configs": configs})
+            layout.atomic_write_text(entry, json.dumps({"points": points, "configs": point_configs.encode(configs)}))
             for old in sorted(entry.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-KEEP]:
                 old.unlink(missing_ok=True)
         except OSError:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from jobs import layout
+from jobs import layout, point_configs
 
 from launcher import backends
 from launcher.run import compose_cache, runindex
@@ -117,8 +117,7 @@ def _external_jobs(plan: Plan, backend) -> List[ConfigError]:
 def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[str], multirun: bool,
                origin: Optional[dict] = None) -> None:
     run_dir.mkdir(parents=True)
-    for i, cfg in enumerate(prep.configs):
-        layout.atomic_write_json(run_dir / "config" / f"point-{i}.json", cfg)
+    point_configs.write(run_dir, prep.configs)  # one file, one fsync, before the plan that names the points
     layout.atomic_write_json(run_dir / "plan.json", prep.plan.to_json())
     layout.atomic_write_json(run_dir / "run.json", {
         "id": run_id, "created": time.time(), "pipeline": prep.plan.pipeline, "cluster": prep.plan.cluster["name"],
@@ -127,7 +126,7 @@ def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[s
         "accounting": prep.accounting, "config_dirs": [str(d) for d in configdirs.current()],
         "campaign": prep.configs[0].get("campaign") or run_id,
         # who composed the configs: absent for the launcher's own conf tree (resume composes them again
-        # from `overrides`); else config/point-*.json are the configs, and resume reads them back
+        # from `overrides`); else config/points.json holds the configs, and resume reads them back
         **({"origin": origin} if origin else {})})
 
 
@@ -312,7 +311,7 @@ def _configs_now(run: Run, old: Plan) -> List[dict]:
     `origin`: the Hydra launcher plugin), the configs it recorded."""
     meta = run.meta
     if meta.get("origin"):
-        return [layout.read_json(run.path / "config" / f"point-{i}.json") for i in range(len(old.points))]
+        return point_configs.read_all(run.path)[:len(old.points)]
     # the config directories the run was composed with, whatever --config-dir/$LAUNCHER_CONFIG_DIRS say now
     configdirs.use(configdirs.checked(meta.get("config_dirs") or [], f"recorded in {run.path / 'run.json'}"))
     points = sweep_points(meta["overrides"], meta["multirun"])

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, CLI, stage_counts
 
-from jobs import layout
+from jobs import layout, point_configs
 
 
 def read(run_dir, stage, point, task, name):
@@ -26,7 +26,7 @@ def test_smoke_completes_with_right_outputs(cli):
     assert [a["from"] for a in attempts] == [0, 8]  # requeued once, continued from its checkpoint
     assert [read(run_dir, "fanout", 0, t, "seen.txt") for t in (0, 1)] == [f"fanout {t} saw total=10" for t in (0, 1)]
     meta = json.loads((run_dir / "run.json").read_text())
-    assert meta["code"]["path"] == str(ROOT) and (run_dir / "config" / "point-0.json").exists()
+    assert meta["code"]["path"] == str(ROOT) and (run_dir / "config" / "points.json").exists()
     st = cli.status()
     assert st["state"] == "COMPLETED" and all(s["tasks"]["completed"] == s["tasks"]["total"] for s in st["stages"])
     assert cli("status", "latest").returncode == 0
@@ -69,7 +69,8 @@ def test_multirun_sweep_is_bigger_arrays_not_more_jobs(cli):
     assert next(r for r in ledger if r["stage"] == "checkpointing")["dependency"].startswith("aftercorr:")
     run_dir = cli.run_dir()
     assert [read(run_dir, "reduce", p, 0, "total.txt") for p in range(3)] == ["10", "20", "30"]
-    assert len(list((run_dir / "config").glob("point-*.json"))) == 3
+    assert [c["pipeline"]["vars"]["scale"] for c in point_configs.read_all(run_dir)] == [1, 2, 3]
+    assert not list((run_dir / "config").glob("point-*.json"))  # one file for all points
 
 
 def test_resume_refuses_a_changed_config_unless_forced(tmp_path):

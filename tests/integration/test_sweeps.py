@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import CLI, ROOT, queued
 
+from jobs import point_configs
+
 pytestmark = pytest.mark.slurm
 
 
@@ -20,7 +22,7 @@ def planned(cli: CLI, *overrides: str) -> Path:
 
 
 def point(plan_dir: Path, i: int) -> dict:
-    return json.loads((plan_dir / "config" / f"point-{i}.json").read_text())
+    return point_configs.read(plan_dir, i)
 
 
 def payloads(plan_dir: Path, stage: str) -> list:

@@ -153,7 +153,7 @@ def test_a_sweep_over_hydras_own_settings_is_refused_as_hydra_refuses_it():
     ("hydra/hydra_logging=disabled", "hydra/hydra_logging", "Slurm log"),
     ("hydra/launcher=basic", "hydra/launcher", "cluster profile"),
     ("hydra.mode=MULTIRUN", "hydra.mode", "-m/--multirun"),
-    ("hydra.output_subdir=null", "hydra.output_subdir", "config/point-<p>.json"),
+    ("hydra.output_subdir=null", "hydra.output_subdir", "config/points.json"),
     ("hydra.job.id=3", "hydra.job.id", "the hydra settings read are"),
     ("hydra.job={chdir: true}", "hydra.job.chdir", "code snapshot"),
 ])

@@ -1,0 +1,158 @@
+"""A sweep point's resolved config from a neighbour's, resolving only what its overrides can change.
+
+Resolving a whole composed config (OmegaConf.to_container(resolve=True)) is most of the time a sweep
+takes to compose (~1,000 nodes a point for the demo pipeline, ~10 ms). Points of one sweep differ in
+the values of a few keys, so a point's resolved config is its neighbour's (the reference: the first
+point composed from the same config groups) with, resolved again from the point's own config:
+  - every key that the point's overrides set to another value than the reference's (the two
+    lists name the same keys in the same order: a sweep's points do), and
+  - every interpolation whose value can depend on one of those keys: it names such a key, a key
+    above or below one, or another interpolation that does (to a fixed point); an interpolation that
+    cannot be followed by its text (a relative `${.x}`, Hydra's `${hydra:...}` node, `${now:...}`) is
+    always resolved again. An interpolation inside a list resolves the whole list again.
+Everything else is shared with the reference's resolved config (the same objects: treat the configs
+as read-only; jobs/point_configs.py writes them as the reference plus differences).
+
+Only plain `key=value` overrides of keys that exist, reached through mappings, are taken this way
+(`simple_keys`); `+`/`++`/`~` overrides, `hydra.*` overrides and a config whose `hydra.job.env_set` sets
+variables are resolved in full by the caller (launcher/config/compose.py compose_each), which also keeps
+the equality with Hydra's own composition that tests/unit/test_sweeps.py checks point by point."""
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+
+Path = Tuple[Any, ...]
+_TOKEN = re.compile(r"[A-Za-z_][\w\-]*(?:\.[\w\-]+)*")
+_ALWAYS = ("hydra:", "now:")  # resolvers whose value is not a function of the config's keys
+
+
+def simple_keys(cfg, overrides: Sequence[Any]) -> Optional[FrozenSet[str]]:
+    """The dotted keys that `overrides` (Hydra Override objects) set, when each is a plain `key=value`
+    of a key that exists in `cfg` and is reached through mappings only; None otherwise."""
+    from omegaconf import DictConfig
+
+    keys = set()
+    for o in overrides:
+        if o.is_add() or o.is_force_add() or o.is_delete() or o.is_hydra_override() or o.key_or_group == "hydra":
+            return None
+        node = cfg
+        for part in o.key_or_group.split("."):
+            if not isinstance(node, DictConfig) or node._is_none() or node._is_missing() or node._is_interpolation():
+                return None
+            node = node.__dict__["_content"].get(part)
+            if node is None:
+                return None
+        keys.add(o.key_or_group)
+    return frozenset(keys)
+
+
+def interpolations(cfg) -> List[Tuple[Path, str]]:
+    """(the path resolved again for it, its text) of every interpolation in `cfg` outside `hydra`: the
+    node's own path, or the outermost list's path for one inside a list."""
+    from omegaconf import DictConfig, ListConfig
+
+    found: List[Tuple[Path, str]] = []
+
+    def walk(node, path: Path, list_path: Optional[Path]) -> None:
+        keys = range(len(node)) if isinstance(node, ListConfig) else list(node.__dict__["_content"])
+        for k in keys:
+            if not path and k == "hydra":
+                continue
+            child = node._get_node(k)
+            here = path + (k,)
+            if child._is_interpolation():
+                found.append((list_path or here, str(child._value())))
+            elif isinstance(child, (DictConfig, ListConfig)) and not (child._is_none() or child._is_missing()):
+                walk(child, here, list_path or (here if isinstance(child, ListConfig) else None))
+
+    walk(cfg, (), None)
+    return found
+
+
+def _spans(text: str) -> List[str]:
+    """The text inside every `${...}` of an interpolation (nested ones included)."""
+    out, starts = [], []
+    i = 0
+    while i < len(text):
+        if text.startswith("${", i):
+            starts.append(i + 2)
+            i += 2
+            continue
+        if text[i] == "}" and starts:
+            out.append(text[starts.pop():i])
+        i += 1
+    return out
+
+
+def dependent(interps: Sequence[Tuple[Path, str]], keys: Iterable[str]) -> List[Path]:
+    """The paths of `interps` to resolve again when `keys` (dotted) changed (module docstring)."""
+    dirty = set(keys)
+    pending = []
+    for path, text in interps:
+        spans = _spans(text)
+        always = any(s.lstrip().startswith(".") or any(a in s for a in _ALWAYS) for s in spans)
+        tokens = {t for s in spans for t in _TOKEN.findall(s)}
+        pending.append((path, ".".join(map(str, path)), tokens, always))
+    out: List[Path] = []
+    changed = True
+    while changed:
+        changed, rest = False, []
+        for item in pending:
+            path, dotted, tokens, always = item
+            if always or any(related_to_any(t, dirty) for t in tokens):
+                out.append(path)
+                dirty.add(dotted)
+                changed = True
+            else:
+                rest.append(item)
+        pending = rest
+    return out
+
+
+def _related(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def related_to_any(key: str, keys: Iterable[str]) -> bool:
+    """`key` (dotted) is one of `keys`, or above or below one of them."""
+    return any(_related(key, k) for k in keys)
+
+
+def point_plain(reference: Dict[str, Any], paths: Iterable[Path], resolve) -> Dict[str, Any]:
+    """`reference` (a resolved config) with the value at each of `paths` replaced by `resolve(path)` (the
+    point's own resolved value there; a path inside another one is skipped). Mappings on a changed
+    path are copied; the rest is shared with `reference`."""
+    out = dict(reference)
+    copied: Dict[Path, dict] = {(): out}
+    done: List[Path] = []
+    for path in sorted(set(paths), key=len):
+        if any(path[:len(d)] == d for d in done):
+            continue  # inside a subtree already resolved again
+        done.append(path)
+        target = out
+        for i, k in enumerate(path[:-1]):
+            sub = path[:i + 1]
+            if sub not in copied:
+                target[k] = copied[sub] = dict(target[k])
+            target = copied[sub]
+        target[path[-1]] = resolve(path)
+    return out
+
+
+def resolved(cfg, path: Path) -> Any:
+    """The plain value at `path` of a composed config, resolved as OmegaConf.to_container(resolve=True,
+    enum_to_str=True) would give it. Raises OmegaConf's errors."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    parent = cfg
+    for part in path[:-1]:
+        parent = parent[part]
+    child = parent._get_node(path[-1])
+    if child is not None and child._is_missing() and not child._is_interpolation():
+        return "???"  # to_container keeps a missing value as its marker
+    node = parent[path[-1]]
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    return node.name if isinstance(node, Enum) else node

@@ -1,0 +1,82 @@
+"""A sweep point resolved from its neighbour (launcher/config/incremental.py) equals Hydra's own
+composition of that point, and only the first point of a config-group set is resolved in full."""
+import json
+
+import pytest
+
+from launcher.config import compose, incremental
+from test_compose import hydra_alone, hydra_points
+
+pytestmark = pytest.mark.unit
+
+CK = "pipeline.stages.checkpointing"
+SWEEPS = {
+    # the swept value reaches a command through ${pipeline.vars.scale}; a deletion common to every point
+    "interpolated_into_a_command": ["pipeline=smoke", "cluster=local", "pipeline.vars.scale=range(5)",
+                                    "~pipeline.stages.fanout"],
+    # a chain: run_name <- description <- a swept var; a list holding an interpolation; a missing value
+    "chain_list_and_missing": ["pipeline=smoke", "cluster=local", "seed=1,2,3",
+                               "+pipeline.vars.note=${seed}", "pipeline.description=d${pipeline.vars.note}",
+                               f"+{CK}.env.A='${{seed}}'", "+pipeline.vars.later=???",
+                               "+pipeline.vars.items=[x,'${seed}']"],
+    # a relative interpolation (always resolved again) and an enum-typed field (to its name)
+    "relative_and_enum": ["pipeline=smoke", "cluster=local", "pipeline.vars.scale=4,5",
+                          f"+{CK}.params.rel='${{..resources.time}}'", f"{CK}.resources.time=00:03:00,00:04:00",
+                          "pipeline.stages.reduce.after.shards=afterok,afterany"],
+    # a mapping value swept: its whole subtree replaced, key order kept
+    "mapping_values": ["pipeline=smoke", "cluster=local", f"{CK}.params={{target: 5}},{{step_s: 0.1, target: 6}}"],
+}
+
+
+@pytest.mark.parametrize("name", list(SWEEPS))
+def test_a_point_resolved_from_its_neighbour_equals_hydras_own(name, monkeypatch):
+    full = []
+    original = compose._finish_point
+    monkeypatch.setattr(compose, "_finish_point", lambda *a: full.append(1) or original(*a))
+    overrides = SWEEPS[name]
+    points, configs = compose.compose_points(overrides, True)
+    assert points == hydra_points(overrides) and len(points) > 1
+    for point, cfg in zip(points, configs):
+        assert json.dumps(cfg) == json.dumps(hydra_alone(point)), point  # key order too
+    assert len(full) == 1  # the first point in full, every other one from it
+
+
+def test_points_that_set_variables_through_hydra_env_set_are_resolved_in_full(monkeypatch):
+    full = []
+    original = compose._finish_point
+    monkeypatch.setattr(compose, "_finish_point", lambda *a: full.append(1) or original(*a))
+    _, configs = compose.compose_points(["pipeline=smoke", "cluster=local", "seed=1,2",
+                                         "+hydra.job.env_set.SEED=${seed}"], True)
+    assert [c["hydra"]["job"]["env_set"]["SEED"] for c in configs] == ["1", "2"] and len(full) == 2
+
+
+def test_a_plus_override_under_a_swept_key_is_resolved_in_full(monkeypatch):
+    full = []
+    original = compose._finish_point
+    monkeypatch.setattr(compose, "_finish_point", lambda *a: full.append(1) or original(*a))
+    overrides = ["pipeline=smoke", "cluster=local", f"{CK}.params={{target: 5}},{{target: 6}}", f"+{CK}.params.x=1"]
+    points, configs = compose.compose_points(overrides, True)
+    assert [c["pipeline"]["stages"]["checkpointing"]["params"]["target"] for c in configs] == [5, 6]
+    for point, cfg in zip(points, configs):
+        assert json.dumps(cfg) == json.dumps(hydra_alone(point)), point
+    assert len(full) == 2
+
+
+def test_the_points_share_what_their_overrides_cannot_change():
+    _, configs = compose.compose_points(["pipeline=smoke", "cluster=local", "seed=1,2"], True)
+    assert configs[0]["cluster"] is configs[1]["cluster"]  # not copied: written once as the reference
+    assert configs[0]["pipeline"]["vars"] is configs[1]["pipeline"]["vars"]
+
+
+def test_dependent_follows_chains_lists_and_refuses_to_guess_relative_or_hydra_nodes():
+    interps = [(("a",), "${b}"), (("b",), "x${c.d}"), (("e",), "${f}"), (("l",), "${c}"),
+               (("r",), "${.s}"), (("h",), "${hydra:job.num}"), (("n",), "${oc.env:HOME,${c.d.e}}")]
+    assert set(incremental.dependent(interps, {"c.d"})) == {("a",), ("b",), ("l",), ("r",), ("h",), ("n",)}
+    assert set(incremental.dependent(interps, {"z"})) == {("r",), ("h",)}
+
+
+def test_interpolations_inside_a_list_resolve_the_whole_list():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"x": 1, "l": [{"a": "${x}"}, 2], "m": {"k": "${x}"}, "hydra": {"v": "${x}"}})
+    assert sorted(incremental.interpolations(cfg)) == [(("l",), "${x}"), (("m", "k"), "${x}")]
