@@ -104,6 +104,22 @@ def test_topics_on_the_demo_corpus_locally(cli):
     assert "0-SemDeDup" in shown and "semdedup_of" in shown
 
 
+@pytest.mark.extended
+def test_one_task_and_three_shards_give_the_same_clusters_and_documents(cli):
+    """tasks: 1 and tasks: 3 on the same corpus and seed: the same id -> (cluster, kept) and the same kept
+    documents in the same order (each embedding row depends on its own text only; the last part restores
+    the input order). ~50 s: two runs (the second reuses the corpus and the fit from the first)."""
+    seen = []
+    for tasks in (1, SHARDS):
+        cli("run", "pipeline=topics", "cluster=local", f"pipeline.stages.topics.tasks={tasks}")
+        assert cli.wait(timeout=600)["state"] == "COMPLETED"
+        run_dir = cli.run_dir()
+        own = run_dir / "stages" / "topics" / "out" / "0" / "0"
+        seen.append((rows_of(own / "clusters.jsonl.gz"),
+                     [d["id"] for d in rows(datatrove(run_dir, "topics", "output"))]))
+    assert seen[0] == seen[1] and len(seen[0][0]) == 600
+
+
 def test_topics_on_the_dev_cluster(dcli, dev_slurm):
     """The same pipeline, sharded the same way, submitted to the dev cluster (written, not run by its author:
     the dev cluster was in use by another session)."""
