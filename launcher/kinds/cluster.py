@@ -1,29 +1,35 @@
 """kind=cluster (topic clustering and semantic deduplication, SemDeDup) on the login side: its config
-section, the checks made before submission and what preflight reads. The node side is
-jobs/kinds/cluster.py; the dedup rule and the input reader are shared with it (jobs/runtime/semdedup.py,
-which imports only numpy inside its functions, so this module stays free of stage libraries).
+section, the checks made before submission, the expansion into three stages and what preflight reads.
+The node side is jobs/kinds/cluster.py; the dedup rule and the input reader are shared with it
+(jobs/runtime/semdedup.py, which imports only numpy inside its functions, so this module stays free of
+stage libraries).
 
-One array task per sweep point does the whole stage (embed -> k-means on a sample -> assign -> labels
--> SemDeDup), not three array stages (sample -> centroids -> assign): the TF-IDF vocabulary and the SVD
-must be fitted on the documents before anything can be assigned, so a sharded design needs the
-embeddings written and read back between stages, which costs more than it saves at the sizes a CPU
-node embeds in one go (docs/cluster.md has the numbers and when to split it).
+k-means sharded the usual way: one config stage <name> becomes three stages of this kind (expand), each
+told its part by cluster.step (set here, never written in a config):
+    <name>_fit     1 task      seeded sample -> fitted embedder (TF-IDF [+ SVD]) + faiss centroids
+    <name>_assign  tasks       shard i of N (positions p % N == i) -> embeddings, nearest centroid
+    <name>         1 task      every shard -> SemDeDup within clusters, topics.json, the map; the kept
+                               documents are its datatrove output, so {input:<name>} keeps its meaning
+assign waits on fit (afterok), the last on assign (afterok); the fit stage takes the written `after`.
+The last part is one task: a cluster's documents come from every shard (docs/cluster.md says why).
 
 Before submission a stage is refused, naming the stage and the key, when
   - cluster.k < 2, cluster.semdedup.threshold is outside (0, 1], cluster.embedding is neither "tfidf"
-    nor {model: <folder>}, cluster.dims < 2, cluster.sample < k, tasks != 1;
+    nor {model: <folder>}, cluster.dims < 2, cluster.sample < k, tasks < 1, {input} without exactly
+    one parent in `after`;
   - (preflight) a plain input path or model folder does not exist, or k is larger than the number of
     documents of a plain input path (read up to DATA_CHECK_MAX_BYTES).
 When only the node sees the data ({input} of a parent, a larger file), k larger than the number of
-documents is checked at the task's start, with the same message naming the stage and cluster.k."""
+documents is checked at the fit task's start, with the same message naming the stage and cluster.k."""
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from jobs.layout import PLACEHOLDER
+from jobs.layout import PLACEHOLDER, map_strings
 from jobs.runtime import prompt_records
 
 from launcher.errors import ConfigError
@@ -31,6 +37,7 @@ from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
 from launcher.config.placeholders import check_placeholders
 
 EMBEDDINGS = ("tfidf",)  # model-free choices; otherwise {model: <local HF folder>}
+PARTS = ("fit", "assign")  # the stages <name>_<part> a cluster stage adds before itself (the last part)
 
 
 @dataclass
@@ -56,7 +63,7 @@ class Cluster:
     dims: int = 128  # TruncatedSVD components (tfidf); at most the vocabulary size - 1
     max_features: int = 50000  # TF-IDF vocabulary
     k: int = 8  # clusters
-    sample: Optional[int] = None  # documents k-means is fitted on (null: all); every document is assigned
+    sample: Optional[int] = None  # documents the embedder and k-means are fitted on (null: all); every one is assigned
     seed: int = 0
     label_terms: int = 5  # top TF-IDF terms that name a cluster
     examples: int = 3  # example snippets per cluster in topics.json
@@ -100,11 +107,54 @@ def check_section(p: Problems, st: Dict[str, Any]) -> None:
             p.add(f"cluster.{k}", f"must be >= 0, got {c[k]}")
     if not c["text_key"]:
         p.add("cluster.text_key", "must name the documents' text field")
-    if st["tasks"] != 1:
-        p.add("tasks", f"kind=cluster runs one task per sweep point (embed, k-means and dedup in one process; "
-                       f"docs/cluster.md), got {st['tasks']}")
     if st["resources"]["nodes"] != 1:
         p.add("resources.nodes", f"one process on one node, got {st['resources']['nodes']}")
+
+
+def part_names(name: str) -> List[str]:
+    """The stages a cluster stage `name` adds before itself: [<name>_fit, <name>_assign]."""
+    return [f"{name}_{part}" for part in PARTS]
+
+
+def _cluster_stages(name: str, st: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """One cluster stage -> fit (1 task) -> assign (`tasks`) -> itself (1 task). {input} means the
+    written stage's one parent in all three (the fit stage keeps the written `after`)."""
+    fit, assign = part_names(name)
+    parents = list(st["after"])
+    section = copy.deepcopy(st["cluster"])
+    if len(parents) == 1:
+        section = map_strings(section, lambda x: x.replace("{input}", f"{{input:{parents[0]}}}"))
+
+    def sub(tasks: int, after: Dict[str, str], step: Dict[str, Any]) -> Dict[str, Any]:
+        d = copy.deepcopy(st)
+        d.update(tasks=tasks, after=after, cluster={**copy.deepcopy(section), "step": step})
+        if tasks == 1:
+            d["throttle"] = None
+        return d
+
+    return {fit: sub(1, dict(st["after"]), {"part": "fit", "stage": name}),
+            assign: sub(st["tasks"], {fit: "afterok"}, {"part": "assign", "stage": name, "fit": fit}),
+            name: sub(1, {assign: "afterok"}, {"part": "dedup", "stage": name, "fit": fit, "assign": assign,
+                                               "shards": st["tasks"]})}
+
+
+def expand(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """A composed config with every cluster stage replaced by its three stages (new dicts)."""
+    stages = cfg["pipeline"]["stages"]
+    if not any(st.get("kind") == ClusterKind.name for st in stages.values()):
+        return cfg
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, st in stages.items():
+        if st["kind"] == ClusterKind.name and not st["cluster"].get("step"):
+            out.update(_cluster_stages(name, st))
+        else:
+            out[name] = st
+    return dict(cfg, pipeline=dict(cfg["pipeline"], stages=out))
+
+
+def step_of(st: Dict[str, Any]) -> Dict[str, Any]:
+    """cluster.step of an expanded stage (or of one payload); a written stage is its own last part."""
+    return st["cluster"].get("step") or {"part": "dedup"}
 
 
 def plain(name: str, c: Dict[str, Any]) -> List[Tuple[str, str]]:
@@ -142,8 +192,22 @@ class ClusterKind(Kind):
     output_layout = "datatrove"  # kept documents in output/, removed ones in removed/0-SemDeDup/ (inspect)
     reads_stage_outputs = True
 
+    def expands_into(self, name: str) -> List[str]:
+        return part_names(name)  # and itself, its last part
+
+    def expand_pipeline(self, plain):
+        return [expand(p) for p in plain], {}
+
+    def check_before_expansion(self, p: Problems, st: Dict[str, Any]) -> None:
+        if st["tasks"] < 1:
+            p.add("tasks", f"the assign part's array tasks: must be >= 1, got {st['tasks']}")
+        if len(st["after"]) != 1 and "{input}" in str(st["cluster"]):
+            p.add("cluster.input", f"{{input}} needs exactly one stage in `after` (has {len(st['after'])}); "
+                                   f"name one ({{input:<stage>}}) or a folder")
+
     def check_config(self, p: Problems, st) -> None:
-        check_section(p, st)
+        if step_of(st)["part"] == "dedup":  # the stage with the written name: checked once, named as written
+            check_section(p, st)
 
     def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
         c = st["cluster"]
@@ -154,7 +218,7 @@ class ClusterKind(Kind):
 
     def preflight(self, plan, stage) -> List[ConfigError]:
         errors = {}
-        for payload in stage.payloads:
+        for payload in stage.payloads if step_of(stage.payloads[0])["part"] == "dedup" else ():
             for k, path in plain(stage.name, payload["cluster"]):
                 if not os.path.exists(path):
                     errors[k] = ConfigError(f"{path} does not exist", stage=stage.name, key=k)
@@ -168,21 +232,29 @@ class ClusterKind(Kind):
         return list(errors.values())
 
     def targets(self, stage) -> List[Tuple[str, str]]:
-        key = f"pipeline.stages.{stage.name}.cluster"
-        out = [(key, "sklearn.cluster.KMeans"), (f"{key}.embedding", "sklearn.decomposition.TruncatedSVD")]
+        if step_of(stage.payloads[0])["part"] != "fit":  # the environment is one: checked once, where it fits
+            return []
+        key = f"pipeline.stages.{step_of(stage.payloads[0])['stage']}.cluster"
+        out = [(key, "faiss.Kmeans"), (f"{key}.embedding", "sklearn.decomposition.TruncatedSVD")]
         if any(isinstance(p["cluster"]["embedding"], dict) for p in stage.payloads):
             out.append((f"{key}.embedding.model", "transformers.AutoModel"))
         return out
 
     def describe(self, plan, stage, plan_dir: Path) -> List[str]:
         c = stage.payloads[0]["cluster"]
+        step = step_of(stage.payloads[0])
         e = c["embedding"]
         how = (f"TF-IDF ({c['max_features']} terms) + TruncatedSVD to {c['dims']} dims" if e == "tfidf"
                else f"{e.get('model')} (mean pooling)")
+        if step["part"] == "fit":
+            return [f"{stage.name}: fits {how} and faiss k-means (spherical, k={c['k']}) on "
+                    f"{c['sample'] or 'all'} document(s) of {c['input']} drawn with seed {c['seed']}"]
+        if step["part"] == "assign":
+            return [f"{stage.name}: {stage.tasks_per_point} task(s), each embeds its shard of {c['input']} "
+                    f"(positions p % {stage.tasks_per_point}) and assigns it to the nearest centroid"]
         dedup = (f"SemDeDup within each cluster at cosine > {c['semdedup']['threshold']} (removed documents in "
                  f"removed/0-SemDeDup/)" if c["semdedup"]["enabled"] else "no dedup")
-        return [f"{stage.name}: embeds {c['input']} with {how}; k-means k={c['k']} fitted on "
-                f"{c['sample'] or 'all'} document(s), every document assigned; clusters named by their top "
+        return [f"{stage.name}: gathers the {step.get('shards', 1)} shard(s); clusters named by their top "
                 f"{c['label_terms']} TF-IDF terms; {dedup}; topics.json and topic_map.png beside result.json"]
 
 

@@ -1,6 +1,7 @@
-"""kind=cluster without a stage environment: the config checks (pipeline=topics), the SemDeDup rule on
-small hand-made embeddings (jobs/runtime/semdedup.py: numpy only), k larger than the data at the task's
-start, and the PNG writer. End to end on the demo corpus: tests/unit/test_cluster_local.py (-m local)."""
+"""kind=cluster without a stage environment: the expansion into fit -> assign -> dedup stages and the
+config checks (pipeline=topics), the SemDeDup rule on small hand-made embeddings (jobs/runtime/semdedup.py:
+numpy only), k larger than the data at the fit task's start, and the PNG writer. End to end on the demo
+corpus, sharded: tests/integration/test_cluster.py (-m local)."""
 from __future__ import annotations
 
 import gzip
@@ -32,12 +33,45 @@ def errors_of(*overrides) -> str:
 
 # -- config checks ---------------------------------------------------------------------------------
 
-def test_the_topics_pipeline_plans_with_one_task_in_the_cpu_environment():
-    plan = plan_of()
-    st = plan.stages["topics"]
-    assert st.kind == "cluster" and st.tasks_per_point == 1
-    assert st.payloads[0]["cluster"]["embedding"] == "tfidf"
-    assert st.environment["python"].endswith(".envs/cpu/bin/python")
+def test_the_topics_pipeline_plans_fit_assign_and_dedup_stages_in_the_cpu_environment():
+    plan = plan_of("pipeline.stages.topics.tasks=3")
+    assert list(plan.stages) == ["corpus", "topics_fit", "topics_assign", "topics"]
+    fit, assign, last = (plan.stages[n] for n in ("topics_fit", "topics_assign", "topics"))
+    assert (fit.tasks_per_point, assign.tasks_per_point, last.tasks_per_point) == (1, 3, 1)
+    assert [(d.parent, d.kind) for d in fit.deps] == [("corpus", "afterok")]
+    assert [(d.parent, d.kind) for d in assign.deps] == [("topics_fit", "afterok")]
+    assert [(d.parent, d.kind) for d in last.deps] == [("topics_assign", "afterok")]
+    assert [s.payloads[0]["cluster"]["step"]["part"] for s in (fit, assign, last)] == ["fit", "assign", "dedup"]
+    assert last.payloads[0]["cluster"]["step"] == {"part": "dedup", "stage": "topics", "fit": "topics_fit",
+                                                    "assign": "topics_assign", "shards": 3}
+    assert all(s.kind == "cluster" and s.payloads[0]["cluster"]["embedding"] == "tfidf" for s in (fit, assign, last))
+    assert all(s.environment["python"].endswith(".envs/cpu/bin/python") for s in (fit, assign, last))
+
+
+def test_a_bare_input_means_the_written_stages_parent_in_every_part():
+    plan = plan_of("pipeline.stages.topics.cluster.input='{input}'")
+    assert {plan.stages[n].payloads[0]["cluster"]["input"] for n in ("topics_fit", "topics_assign", "topics")} == {
+        "{input:corpus}"}
+
+
+def test_a_stage_reading_the_cluster_stage_reads_its_kept_documents():
+    plan = plan_of("+pipeline.stages={next: {kind: command, command: 'ls', after: {topics: afterok}}}")
+    assert [d.parent for d in plan.stages["next"].deps] == ["topics"] and "topics_fit" in plan.stages
+
+
+def test_a_bare_input_without_exactly_one_parent_is_refused_before_expansion():
+    from launcher.errors import ConfigError
+    from launcher.kinds import Problems, cluster as kind
+
+    errors: list[ConfigError] = []
+    kind.KIND.check_before_expansion(Problems("topics", errors), {"tasks": 2, "after": {}, "cluster": {"input": "{input}"}})
+    (err,) = errors
+    assert err.key == "pipeline.stages.topics.cluster.input" and "exactly one stage in `after` (has 0)" in str(err)
+
+
+def test_a_stage_named_like_a_part_collides():
+    err = errors_of("+pipeline.stages={topics_fit: {kind: command, command: 'true'}}")
+    assert "topics_fit" in err and "expands into" in err
 
 
 @pytest.mark.parametrize("override, key, message", [
@@ -51,7 +85,7 @@ def test_the_topics_pipeline_plans_with_one_task_in_the_cpu_environment():
     ("pipeline.stages.topics.cluster.embedding={model:/m,pooling:cls}", "cluster.embedding", "unknown key"),
     ("pipeline.stages.topics.cluster.dims=1", "cluster.dims", "must be >= 2"),
     ("pipeline.stages.topics.cluster.sample=4", "cluster.sample", "at least k=8"),
-    ("pipeline.stages.topics.tasks=4", "tasks", "one task per sweep point"),
+    ("pipeline.stages.topics.tasks=0", "tasks", "must be >= 1, got 0"),
 ])
 def test_bad_settings_are_refused_naming_stage_and_key(override, key, message):
     err = errors_of(override)
@@ -158,12 +192,14 @@ def fake_task(tmp_path: Path, docs: int, **cluster) -> SimpleNamespace:
     c = {"input": str(data), "text_key": "text", "id_key": "id", "embedding": "tfidf", "dims": 8,
          "max_features": 100, "k": 8, "sample": None, "seed": 0, "label_terms": 3, "examples": 1,
          "semdedup": {"enabled": True, "threshold": 0.9}, **cluster}
-    spec = {"run_dir": str(tmp_path / "run"), "stage": "topics", "parents": [], "stage_hashes": {"topics": "h"}}
-    return SimpleNamespace(stage="topics", point=0, spec=spec, payload={"cluster": c},
+    c.setdefault("step", {"part": "fit", "stage": "topics"})
+    spec = {"run_dir": str(tmp_path / "run"), "stage": "topics_fit", "parents": [], "tasks_per_point": 1,
+            "stage_hashes": {"topics_fit": "h"}}
+    return SimpleNamespace(stage="topics_fit", point=0, index=0, spec=spec, payload={"cluster": c},
                            export_environment=lambda: None)
 
 
-def test_k_larger_than_the_documents_fails_at_the_start_naming_stage_and_key(tmp_path):
+def test_k_larger_than_the_documents_fails_at_the_fit_tasks_start_naming_the_written_stage_and_key(tmp_path):
     with pytest.raises(runner.ClusterConfigError) as e:
         runner.run(fake_task(tmp_path, docs=5, k=8))
     assert str(e.value).startswith("stage 'topics': pipeline.stages.topics.cluster.k: k=8 clusters but")
@@ -174,6 +210,13 @@ def test_an_input_without_the_text_field_names_the_input_key(tmp_path):
     with pytest.raises(runner.ClusterConfigError) as e:
         runner.run(fake_task(tmp_path, docs=5, k=2, text_key="content"))
     assert "pipeline.stages.topics.cluster.input" in str(e.value) and "'content'" in str(e.value)
+
+
+def test_the_dedup_part_names_the_shards_whose_assign_task_did_not_finish(tmp_path):
+    (tmp_path / "00001.npz").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as e:
+        runner.gather(tmp_path, 3, "topics")
+    assert "shard(s) [0, 2] of 3 missing" in str(e.value) and "topics" in str(e.value)
 
 
 # -- the map ---------------------------------------------------------------------------------------
