@@ -14,6 +14,7 @@ from launcher.plan import health as login_health
 from launcher.config.compose import compose
 from launcher.errors import ConfigErrors
 from launcher.plan.model import build_plan
+from launcher.sbatch.options import node_gpus
 
 pytestmark = pytest.mark.unit
 HOSTS = ["n1", "n2", "n3"]
@@ -125,6 +126,24 @@ def test_which_tasks_check_their_nodes():
     assert part["across_nodes"] is False and part["imports"] == []  # one jobs.task: its own node only
     off = plan_of("cluster=dev", "pipeline.vars.nodes=2", "cluster.health_check.enabled=false")
     assert login_health.spec_part(off.cluster, off.stages["probe"]) is None
+
+
+@pytest.mark.parametrize("resources, gpus", [
+    ({"gres": "gpu:a100:8"}, 8), ({"gres": "gpu:2,shard:4"}, 2), ({"gres": "shard:4"}, 0),
+    ({"gpus_per_task": 1, "ntasks_per_node": 4}, 4), ({"gpus_per_task": 2}, 2),
+    ({"gpus_per_node": "h100:4"}, 4), ({"gpus_per_node": 2, "gpus_per_task": 1, "ntasks_per_node": 8}, 8),
+    ({}, 0)])
+def test_the_gpus_a_node_must_have_in_every_form_a_stage_asks_for_them(resources, gpus):
+    assert node_gpus(resources) == gpus
+
+
+@pytest.mark.parametrize("override, gpus", [
+    ("pipeline.stages.probe.resources.gres=gpu:a100:8", 8), ("pipeline.stages.probe.resources.gpus_per_task=2", 2),
+    ("cluster.resources.gres=gpu:3", 3)])
+def test_a_stage_asking_for_gpus_through_gres_or_gpus_per_task_checks_its_gpus(override, gpus):
+    plan = plan_of("cluster=dev", override)
+    part = login_health.spec_part(plan.cluster, plan.stages["probe"])
+    assert part is not None and part["gpus_per_node"] == gpus and part["across_nodes"] is False
 
 
 def test_bad_nodes_are_added_to_every_stages_exclude(tmp_path):
