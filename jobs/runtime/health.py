@@ -4,15 +4,18 @@ decides which nodes are bad. Standard library only (torch runs in jobs/runtime/h
 
 Per node: the run directory takes an fsynced write; its filesystem has `min_free_gb` free; the stage's
 interpreter imports `imports`; where nvidia-smi exists, it lists at least `gpus_per_node` GPUs and
-none has uncorrected ECC errors (volatile count); on several nodes, a gloo all-reduce across all of
-them sums right and reaches `min_allreduce_gbps` (a collective property: when it fails or is slow and
-no node is bad by itself, nobody can be blamed, and the check says so without excluding anyone).
+none has uncorrected ECC errors (volatile count), and, for a stage with GPUs, no NVLink link is down
+(`nvidia-smi nvlink --status`); on several nodes, an all-reduce across all of them (gloo on CPU, NCCL
+on the GPUs where the stage has GPUs and the node nvidia-smi) sums right and reaches
+`min_allreduce_gbps` (a collective property: when it fails or is slow and no node is bad by itself,
+nobody can be blamed, and the check says so without excluding anyone).
 Files: stages/<stage>/health/<job>-<attempt>/<node>.json (each node's report), decision.json (the
 first node's decision)."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -21,6 +24,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 from jobs import layout
 from jobs.runtime import polling
+
+_GPU_LINE = re.compile(r"^\s*GPU (\d+):")  # nvidia-smi nvlink --status
+_LINK_LINE = re.compile(r"^\s*Link (\d+): (.*)$")
+_LINK_UP = re.compile(r"^\s*[\d.]+\s*GB/s")
 
 
 def writable(folder: Path) -> Optional[str]:
@@ -73,8 +80,39 @@ def gpu_problems(csv: str, want: int) -> List[str]:
     return out
 
 
+def nvlink_problems(text: str) -> List[str]:
+    """Links down in `nvidia-smi nvlink --status` output: a "GPU <i>: <name> (UUID: …)" line, then one
+    "Link <l>: 26.562 GB/s" line per link that is up, "Link <l>: <inactive>" per link that is down
+    (other lines, such as "Link 0, P2P is supported: true" or a status never seen, are neither). A node
+    with no link up has no NVLink to check (a PCIe card lists nothing, or, with an unbridged NVLink
+    port, only inactive links): []. Else every inactive link is a problem: on an NVLink board every
+    link is cabled, and one down sends GPU-to-GPU traffic over PCIe or stops peer access."""
+    up, down, gpu = 0, [], "?"
+    for line in text.splitlines():
+        if m := _GPU_LINE.match(line):
+            gpu = m.group(1)
+        elif m := _LINK_LINE.match(line):
+            if "inactive" in m.group(2).lower():
+                down.append(f"GPU {gpu}: NVLink {m.group(1)} is down (nvidia-smi nvlink --status: <inactive>)")
+            elif _LINK_UP.match(m.group(2)):
+                up += 1
+    return down if up else []
+
+
+def nvlink(smi: str, timeout: float) -> List[str]:
+    """nvlink_problems() of this node; [] when the query fails (a driver or GPU without NVLink support
+    answers with an error, and a node must not be excluded for that: the ECC query already showed the
+    driver answers)."""
+    try:
+        p = subprocess.run([smi, "nvlink", "--status"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return nvlink_problems(p.stdout) if p.returncode == 0 else []
+
+
 def gpus(want: int, timeout: float) -> List[str]:
-    """gpu_problems() of this node's nvidia-smi; [] without nvidia-smi (no GPU driver: nothing to check)."""
+    """gpu_problems() of this node's nvidia-smi, and for a stage with GPUs (`want` > 0) its NVLink links
+    (nvlink()); [] without nvidia-smi (no GPU driver: nothing to check)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
@@ -85,7 +123,7 @@ def gpus(want: int, timeout: float) -> List[str]:
         return [f"nvidia-smi failed: {e}"]
     if p.returncode:
         return [f"nvidia-smi failed (exit {p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}"]
-    return gpu_problems(p.stdout, want)
+    return gpu_problems(p.stdout, want) + (nvlink(smi, timeout) if want > 0 else [])
 
 
 def local_problems(cfg: Dict[str, Any], run_dir: Path, python: str) -> List[str]:
@@ -98,10 +136,12 @@ def local_problems(cfg: Dict[str, Any], run_dir: Path, python: str) -> List[str]
 
 
 def collective(python: str, hosts: List[str], rank: int, port: int, cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """This node's part of the gloo all-reduce across `hosts` (jobs/runtime/health_allreduce.py)."""
+    """This node's part of the all-reduce across `hosts` (jobs/runtime/health_allreduce.py): NCCL on the
+    GPUs for a stage with GPUs on a node with nvidia-smi, else gloo (the argv without a backend)."""
     timeout = float(cfg["timeout_s"]) / 2
+    on_gpus = int(cfg.get("gpus_per_node") or 0) > 0 and shutil.which("nvidia-smi") is not None
     argv = [python, "-m", "jobs.runtime.health_allreduce", hosts[0], str(port), str(len(hosts)), str(rank),
-            str(cfg["allreduce_mb"]), str(timeout)]
+            str(cfg["allreduce_mb"]), str(timeout)] + (["nccl"] if on_gpus else [])
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30)
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -143,7 +183,7 @@ def run_check(cfg: Dict[str, Any], folder: Path, run_dir: Path, hosts: List[str]
     coll = collective(python, hosts, rank, port, cfg) if len(hosts) > 1 and not any("import" in p for p in problems) else None
     report = {"host": hosts[rank], "problems": problems, "collective": coll, "time": time.time()}
     log(f"health: {hosts[rank]}: {'; '.join(problems) if problems else 'ok'}"
-        + (f"; all-reduce {coll.get('gbps') or 0:.3f} GB/s{'' if coll.get('ok') else ' FAILED: ' + str(coll.get('error'))}"
+        + (f"; all-reduce{' (nccl)' if coll.get('backend') == 'nccl' else ''} {coll.get('gbps') or 0:.3f} GB/s{'' if coll.get('ok') else ' FAILED: ' + str(coll.get('error'))}"
            if coll else ""))
     try:
         layout.atomic_write_json(folder / f"{hosts[rank]}.json", report)

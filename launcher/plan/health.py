@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 from jobs import layout
 from launcher import backends, kinds
 from launcher.errors import ConfigError
+from launcher.sbatch.options import node_gpus
 
 
 def check(cluster: Dict[str, Any], errors: List[ConfigError]) -> None:
@@ -26,7 +27,8 @@ def check(cluster: Dict[str, Any], errors: List[ConfigError]) -> None:
 
 def spec_part(cluster: Dict[str, Any], stage) -> Optional[Dict[str, Any]]:
     """What a task's spec says of the health check, or None when its tasks skip it: only on Slurm, for a
-    task that spans several nodes (a multi-process kind: one jobs.task per node) or asks for GPUs.
+    task that spans several nodes (a multi-process kind: one jobs.task per node) or asks for GPUs in any
+form (launcher/sbatch/options.py node_gpus; "gpus_per_node" in the result is that count per node).
     `imports`: the modules its interpreter must import (Kind.health_imports); `across_nodes`: every node
     runs the check and they meet (else the task checks the node it runs on)."""
     h = cluster.get("health_check") or {}
@@ -34,10 +36,11 @@ def spec_part(cluster: Dict[str, Any], stage) -> Optional[Dict[str, Any]]:
         return None
     kind, r = kinds.get(stage.kind), stage.resources
     multi_node = r.get("nodes", 1) > 1 and kind.multi_process(stage.payloads[0])
-    if not multi_node and not r.get("gpus_per_node"):
+    gpus = node_gpus(r)  # gpus_per_node, gres gpu or gpus_per_task x ntasks_per_node
+    if not multi_node and not gpus:
         return None
     # across_nodes: one jobs.task per node checks and the nodes meet; else the task checks its own node
-    return {**h, "imports": list(kind.health_imports), "gpus_per_node": int(r.get("gpus_per_node") or 0),
+    return {**h, "imports": list(kind.health_imports), "gpus_per_node": gpus,
             "across_nodes": multi_node}
 
 

@@ -102,6 +102,25 @@ def gpu_count(value: Any) -> int:
         return 0
 
 
+def node_gpus(r: Dict[str, Any]) -> int:
+    """The GPUs per node a stage asks for (`r`: its resources, resolved or not), in whichever form it asks:
+    the largest of
+      - gpus_per_node's count (sbatch --gpus-per-node: "the number of GPUs required for the job on each
+        node included in the job's resource allocation");
+      - the `gpu` items of gres, summed (sbatch --gres: "a comma-delimited list of generic consumable
+        resources per node"; gpu:a100:8 is 8 per node);
+      - gpus_per_task x ntasks_per_node (sbatch --gpus-per-task: "the number of GPUs required for the job
+        on each task"; the launcher always gives --ntasks-per-node, so a node runs that many tasks).
+    Source: sbatch(1), Slurm 23.02 (https://slurm.schedmd.com/sbatch.html). The largest, not the sum: Slurm
+    allocates what satisfies every request (gres gpu with gpus_per_node is refused: resource_problems), so
+    this is what each node of the allocation has at least. A value that does not parse counts 0 (the
+    resources checks report it)."""
+    per_task = r.get("gpus_per_task") or 0
+    tasks = r.get("ntasks_per_node") or 1
+    return max(gpu_count(r.get("gpus_per_node", 0)), _gres_gpus(r),
+               per_task * tasks if isinstance(per_task, int) and isinstance(tasks, int) else 0)
+
+
 def parse_gres(value: str) -> List[Tuple[str, Optional[str], int]]:
     """sbatch --gres ('gpu:a100:8,shard:2', 'gpu') → [(name, type or None, count per node)]. A missing
     count is 1; of two parts the second is a count when it is one ('gpu:2'), else a type ('gpu:a100')

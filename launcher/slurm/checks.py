@@ -171,7 +171,7 @@ def _partition_problems(stage: StageRequest, part: Partition, r: dict,
             return out
         fits = typed
     cpus = r["cpus_per_task"] * r["ntasks_per_node"]
-    gpus = r["gpus_per_node"] or sum(c for _, (g, _, c) in _gres_wanted(r) if g == "gpu")
+    gpus = sbatch_options.node_gpus(r)  # gpus_per_node, gres gpu or gpus_per_task x ntasks_per_node
     mem_need = (mem_mb(r["mem_gb"]) if r["mem_gb"] else 0) or \
         (mem_mb(r.get("mem_per_cpu_gb")) * cpus if r.get("mem_per_cpu_gb") else 0) or \
         (mem_mb(r.get("mem_per_gpu_gb")) * gpus if r.get("mem_per_gpu_gb") and gpus else 0)

@@ -2,6 +2,7 @@
 settings and the exclusion of bad nodes on the login side (launcher/plan/health.py), and the task's
 requeue for bad nodes as far as it runs without Slurm (jobs/task.py)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from launcher.plan import health as login_health
 from launcher.config.compose import compose
 from launcher.errors import ConfigErrors
 from launcher.plan.model import build_plan
+from launcher.sbatch.options import node_gpus
 
 pytestmark = pytest.mark.unit
 HOSTS = ["n1", "n2", "n3"]
@@ -53,6 +55,71 @@ def test_gpu_count_and_ecc_from_nvidia_smi_output():
     assert health.gpu_problems(csv, 3) == ["GPU 1: 3 uncorrected ECC error(s)"]
     assert health.gpu_problems(csv, 4)[0] == "nvidia-smi lists 3 GPU(s), the stage asks for 4"
     assert health.gpu_problems("", 0) == []
+
+
+# `nvidia-smi nvlink --status` of an 8-GPU NVLink node (cut to two GPUs, two links each) and of a PCIe card
+NVLINK_UP = ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)\n\t Link 0: 26.562 GB/s\n\t Link 1: 26.562 GB/s\n"
+             "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-1)\n\t Link 0: 26.562 GB/s\n\t Link 1: 26.562 GB/s\n")
+NVLINK_ONE_DOWN = NVLINK_UP.replace("GPU-1)\n\t Link 0: 26.562 GB/s", "GPU-1)\n\t Link 0: <inactive>")
+
+
+def test_nvlink_links_down_from_nvidia_smi_output():
+    assert health.nvlink_problems(NVLINK_UP) == []
+    assert health.nvlink_problems(NVLINK_ONE_DOWN) == [
+        "GPU 1: NVLink 0 is down (nvidia-smi nvlink --status: <inactive>)"]
+    assert health.nvlink_problems("GPU 0: NVIDIA L4 (UUID: GPU-0)\n") == []  # PCIe: no link
+    unbridged = NVLINK_UP.replace("26.562 GB/s", "<inactive>") + "\t Link 0, P2P is supported: true\n"
+    assert health.nvlink_problems(unbridged) == []  # no link up: no NVLink
+
+
+def fake_nvidia_smi(tmp_path, monkeypatch, ecc="0, 0\n1, 0\n", nvlink=NVLINK_UP, nvlink_exit=0):
+    """An nvidia-smi on PATH that answers the ECC query and `nvlink --status`, and logs its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (tmp_path / "ecc").write_text(ecc)
+    (tmp_path / "nvlink").write_text(nvlink)
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path}/calls\n"
+                   f"if [ \"$1\" = nvlink ]; then cat {tmp_path}/nvlink; exit {nvlink_exit}; fi\ncat {tmp_path}/ecc\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return tmp_path / "calls"
+
+
+def test_a_gpu_stage_checks_nvlink_through_nvidia_smi_and_a_cpu_stage_does_not(tmp_path, monkeypatch):
+    calls = fake_nvidia_smi(tmp_path, monkeypatch, nvlink=NVLINK_ONE_DOWN)
+    assert health.gpus(2, 10) == ["GPU 1: NVLink 0 is down (nvidia-smi nvlink --status: <inactive>)"]
+    assert calls.read_text().splitlines()[-1] == "nvlink --status"
+    calls.unlink()
+    assert health.gpus(0, 10) == []  # no GPU asked: the ECC query only, as before
+    assert calls.read_text().splitlines() == ["--query-gpu=index,ecc.errors.uncorrected.volatile.total --format=csv,noheader"]
+    fake_nvidia_smi(tmp_path, monkeypatch, nvlink="NVLink is not supported\n", nvlink_exit=3)
+    assert health.gpus(2, 10) == []  # a query that fails is no reason to exclude the node
+
+
+def test_the_collective_runs_nccl_on_a_gpu_node_and_gloo_elsewhere(tmp_path, monkeypatch):
+    argvs = []
+
+    def run(argv, **kw):
+        argvs.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout='{"ok": true, "gbps": 1.0}\n', stderr="")
+
+    monkeypatch.setattr(health.subprocess, "run", run)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no nvidia-smi
+    cfg = {"timeout_s": 20, "allreduce_mb": 1, "gpus_per_node": 2}
+    health.collective("py", ["n1", "n2"], 1, 29500, cfg)
+    fake_nvidia_smi(tmp_path, monkeypatch)
+    health.collective("py", ["n1", "n2"], 1, 29500, {**cfg, "gpus_per_node": 0})
+    health.collective("py", ["n1", "n2"], 1, 29500, cfg)
+    gloo = ["py", "-m", "jobs.runtime.health_allreduce", "n1", "29500", "2", "1", "1", "10.0"]
+    assert argvs == [gloo, gloo, gloo + ["nccl"]]
+
+
+def test_the_nccl_all_reduce_without_cuda_reports_its_error_and_does_not_hang(cpu_python):
+    p = subprocess.run([str(cpu_python), "-m", "jobs.runtime.health_allreduce", "localhost", "29411", "1", "0", "1",
+                        "10", "nccl"], capture_output=True, text=True, timeout=120)
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert p.returncode == 1 and out["ok"] is False and out["backend"] == "nccl" and out["error"], out
 
 
 def test_an_unwritable_run_directory_and_too_little_space(tmp_path):
@@ -125,6 +192,24 @@ def test_which_tasks_check_their_nodes():
     assert part["across_nodes"] is False and part["imports"] == []  # one jobs.task: its own node only
     off = plan_of("cluster=dev", "pipeline.vars.nodes=2", "cluster.health_check.enabled=false")
     assert login_health.spec_part(off.cluster, off.stages["probe"]) is None
+
+
+@pytest.mark.parametrize("resources, gpus", [
+    ({"gres": "gpu:a100:8"}, 8), ({"gres": "gpu:2,shard:4"}, 2), ({"gres": "shard:4"}, 0),
+    ({"gpus_per_task": 1, "ntasks_per_node": 4}, 4), ({"gpus_per_task": 2}, 2),
+    ({"gpus_per_node": "h100:4"}, 4), ({"gpus_per_node": 2, "gpus_per_task": 1, "ntasks_per_node": 8}, 8),
+    ({}, 0)])
+def test_the_gpus_a_node_must_have_in_every_form_a_stage_asks_for_them(resources, gpus):
+    assert node_gpus(resources) == gpus
+
+
+@pytest.mark.parametrize("override, gpus", [
+    ("pipeline.stages.probe.resources.gres=gpu:a100:8", 8), ("pipeline.stages.probe.resources.gpus_per_task=2", 2),
+    ("cluster.resources.gres=gpu:3", 3)])
+def test_a_stage_asking_for_gpus_through_gres_or_gpus_per_task_checks_its_gpus(override, gpus):
+    plan = plan_of("cluster=dev", override)
+    part = login_health.spec_part(plan.cluster, plan.stages["probe"])
+    assert part is not None and part["gpus_per_node"] == gpus and part["across_nodes"] is False
 
 
 def test_bad_nodes_are_added_to_every_stages_exclude(tmp_path):

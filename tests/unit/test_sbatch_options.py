@@ -223,3 +223,12 @@ def test_sbatch_input_variables_are_not_passed_to_sbatch(monkeypatch):
     slurm = Slurm({})
     assert slurm.dropped == ["SBATCH_PARTITION", "SBATCH_TIMELIMIT"]
     assert not any(k.startswith("SBATCH_") for k in slurm.env) and slurm.env["SLURM_CONF"]
+
+
+def test_memory_per_gpu_counts_the_gpus_a_node_gets_through_gpus_per_task(tmp_path):
+    """--mem-per-gpu x the node's GPUs (gpus_per_task x ntasks_per_node = 8 here): 80 GB, more than a
+    node's 62.5 GB; counted as 0 GPUs (no memory asked) before node_gpus knew gpus_per_task."""
+    got = found(tmp_path, f"{S}.partition=gpu", f"{S}.gpus_per_task=2", f"{S}.ntasks_per_node=4",
+                f"{S}.mem_per_gpu_gb=10")
+    assert [k for _, k, _ in got] == [f"{S}.mem_per_gpu_gb"], got
+    assert "80.0 GB of memory (10.0 GB x 8 GPUs)" in got[0][2], got
