@@ -78,9 +78,16 @@ def render(stage, *overrides):
     return render_script(plan, req, Path("/shared/runs/RUN"), "RUN").replace(str(PROJECT_ROOT), "<project>")
 
 
-def test_golden_site_options():
-    text = render("shards", *SITE)
-    golden = GOLDEN / "site_options.sbatch"
+# The typed fields SITE leaves out, because each excludes one there: gres (instead of gpus_per_node, or
+# Slurm adds both GPU requests), gpus_per_task, mem_per_cpu_gb (instead of mem_per_gpu_gb) and nodelist.
+SITE_GRES = [f"{S}.partition=gpu", f"{S}.nodelist=g2", f"{S}.gres='shard:4'", f"{S}.gpus_per_task=2",
+             f"{S}.mem_per_cpu_gb=2", f"{S}.cpus_per_task=2"]
+
+
+@pytest.mark.parametrize("overrides,name", [(SITE, "site_options"), (SITE_GRES, "site_options_gres")])
+def test_golden_site_options(overrides, name):
+    text = render("shards", *overrides)
+    golden = GOLDEN / f"{name}.sbatch"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
@@ -163,8 +170,9 @@ def test_resolve_is_idempotent():
 
 # --- preflight against the sample cluster --------------------------------------------------------------
 
-def test_site_options_pass_preflight(tmp_path):
-    assert found(tmp_path, *SITE, user="alice") == []
+@pytest.mark.parametrize("overrides", [SITE, SITE_GRES])
+def test_site_options_pass_preflight(tmp_path, overrides):
+    assert found(tmp_path, *overrides, user="alice") == []
 
 
 @pytest.mark.parametrize("overrides,key,words", [
