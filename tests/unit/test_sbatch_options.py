@@ -127,6 +127,14 @@ def test_plans_made_before_the_new_options_keep_their_hashes():
     (f"{S}.begin=next-week", f"{S}.begin", "not a Slurm time"),
     (f"{S}.nodelist='n1 n2'", f"{S}.nodelist", "hostlist"),
     (f"{S}.licenses='a b'", f"{S}.licenses", "name[:count]"),
+    (f"{S}.gpus_per_task=0", f"{S}.gpus_per_task", ">= 1"),
+    (f"{S}.cpus_per_gpu=0", f"{S}.cpus_per_gpu", ">= 1"),
+    (f"{S}.mail_user='ops@'", f"{S}.mail_user", "not a user name or address"),
+    (f"{S}.mail_user='a b'", f"{S}.mail_user", "not a user name or address"),
+    (f"{S}.mail_user='ops@@example.org'", f"{S}.mail_user", "not a user name or address"),
+    (f"{S}.deadline=next-friday", f"{S}.deadline", "not a Slurm time"),
+    (f"{S}.network='sn single'", f"{S}.network", "without spaces"),
+    (f"{S}.network=''", f"{S}.network", "without spaces"),
     (f"+{S}.sbatch.gpus-per-nod=2", f"{S}.sbatch.gpus-per-nod", "did you mean 'gpus-per-node'"),
     (f"+{S}.sbatch.array=0-3", f"{S}.sbatch.array", "the launcher's own"),
     (f"+{S}.sbatch.partition=gpu", f"{S}.sbatch.partition", "use resources.partition"),
@@ -137,6 +145,12 @@ def test_plans_made_before_the_new_options_keep_their_hashes():
 def test_bad_option_values_name_their_key(override, key, words):
     errors = config_errors(override)
     assert any(k == key and words in m for _, k, m in errors), errors
+
+
+@pytest.mark.parametrize("user", ["alice", "ops@example.org", "first.last+ci@mail.example.org", "alice,ops@example.org"])
+def test_mail_user_takes_a_user_name_or_an_address(user):
+    r, _ = sbatch_options.resolve({"gpus_per_node": 0, "mail_user": user}, {})
+    assert sbatch_options.resource_problems({**r, "mem_gb": None}) == []
 
 
 def test_memory_fields_exclude_each_other():
