@@ -1,6 +1,6 @@
 """A user's Hydra app (tests/integration/hydra_app: train.py and its conf/) end to end: a 4-point
 multirun through the Hydra launcher plugin (`hydra/launcher=launcher_slurm`: one array job, returns at
-once, `launcher status|logs|resume` know the run, each point's .hydra/overrides.yaml, a forced requeue
+once, `launcher status|logs|resume|cancel` know the run, each point's .hydra/overrides.yaml, a forced requeue
 continues), on cluster=local and on the dev cluster; and as a `kind: hydra_app` stage after a command
 stage (conf/pipeline/hydra_app.yaml). Unit tests: tests/unit/test_hydra_app_plan.py."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import yaml
-from conftest import CLI
+from conftest import CLI, wait_for
 
 from jobs import layout
 
@@ -108,6 +108,36 @@ def test_resume_reruns_a_failed_point_of_a_plugin_run_from_its_recorded_configs(
     assert cli.wait(run_id)["state"] == "COMPLETED"
     assert [r["tasks"] for r in cli.ledger(run_id)] == [[0, 1], [1]]
     assert (tmp_path / "multirun" / "1" / "attempts.txt").read_text().split() == ["0", "0"]
+
+
+def processes_under(folder: Path) -> list:
+    """(pid, command line) of every process of this machine whose command line names `folder`: a task
+    (`jobs.task <run>/stages/...`) or the app it started (`<run>/code/hydra_app/train.py`)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if proc.name.isdigit() and str(folder) in cmd:
+            found.append((int(proc.name), cmd))
+    return found
+
+
+def test_cancel_stops_a_plugin_run_and_leaves_no_task_process(cli, tmp_path):
+    """`launcher cancel <id>` with the id the plugin printed: the running points are stopped (their
+    apps too, not only the task wrappers) and the ones still queued never start."""
+    run_id = run_id_of(multirun(cli, tmp_path, "local", "steps=3000", "step_s=0.1"))  # 5 min per point
+    run_dir = cli.run_root / run_id
+    wait_for(lambda: cli.status(run_id)["stages"][0]["tasks"].get("running", 0) > 0, 60, "a running point", poll=0.3)
+    wait_for(lambda: any("train.py" in c for _, c in processes_under(run_dir)), 30, "the app's process", poll=0.3)
+    assert "cancelled 1 job(s)" in cli("cancel", run_id).stdout
+    st = cli.wait(run_id, timeout=60, poll=0.3)
+    assert st["state"] == "FAILED" and st["stages"][0]["tasks"].get("cancelled") == 4, st
+    table = cli("status", run_id, check=False)  # exit 1: the run did not complete
+    assert table.returncode == 1 and "cancelled" in table.stdout.splitlines()[1], table.stdout
+    wait_for(lambda: not processes_under(run_dir), 10, "no process of the run", poll=0.3)
+    assert not any((tmp_path / "multirun" / str(n) / "result.json").exists() for n in range(4))
 
 
 def test_the_plugin_says_what_is_wrong_in_hydra_launcher_terms(cli, tmp_path):
