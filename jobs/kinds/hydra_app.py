@@ -10,7 +10,8 @@ point's output folder stages/<stage>/out/<point>/) stays across requeues: an app
 saved there (or in $LAUNCHER_CHECKPOINT_DIR). The stop request reaches it as command stages get it
 (jobs.task run_child): the stop signal (or a SIGTERM) forwarded to its process group; an app that
 saves and exits non-zero is requeued. Its environment is every task's (LAUNCHER_*, the parents'
-outputs as LAUNCHER_INPUT_<STAGE>, the stage's env). Standard library only."""
+outputs as LAUNCHER_INPUT_<STAGE>, the stage's env); its overrides' folder placeholders ({input:<stage>},
+{output}, {run}) are filled in here, as datatrove blocks' are. Standard library only."""
 from __future__ import annotations
 
 import sys
@@ -35,7 +36,9 @@ def command(task) -> tuple[list, Path]:
         argv.append(f"--config-name={h['config_name']}")
     if where.get("config_dir"):
         argv.append(f"--config-dir={code / where['config_dir']}")
-    overrides = list(h.get("overrides") or [])
+    # {input:<stage>} and the other folder placeholders: the datatrove stages' data lies in their
+    # datatrove folder, not in the stages/<parent>/out/<point>/ of $LAUNCHER_INPUT_<PARENT>
+    overrides = layout.Folders(task.spec, task.point).fill(list(h.get("overrides") or []))
     argv.append(f"hydra.job.id={quote(task.job_id)}")
     if not any(key(o) == "hydra.job.num" for o in overrides):  # the plugin gives Hydra's own job number
         argv.append(f"hydra.job.num={task.point}")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from jobs.layout import PLACEHOLDER
+from launcher.config.placeholders import check_placeholders
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
 
@@ -61,7 +63,9 @@ def _parse_problem(text: str) -> Optional[str]:
     try:
         parsed = OverridesParser.create().parse_override(text)
     except HydraException as e:  # OverrideParseException, or the grammar's own
-        return f"Hydra cannot parse {text!r}: {str(e).splitlines()[0]}"
+        hint = (" (a folder placeholder inside a longer value needs quotes: data='{input:prep}/train.jsonl')"
+                if PLACEHOLDER.search(text) else "")
+        return f"Hydra cannot parse {text!r}: {str(e).splitlines()[0]}{hint}"
     if parsed.is_sweep_override():
         return (f"{text!r} is a sweep: a task runs one Hydra job; sweep the stage instead (`launcher run -m` over "
                 f"pipeline.vars that its overrides interpolate, one array task per point)")
@@ -90,6 +94,7 @@ class HydraAppKind(Kind):
     name = "hydra_app"
     section, schema = "hydra_app", HydraApp
     payload_keys = ("hydra_app",)
+    reads_stage_outputs = True  # an override may name a parent's output folder: {input:<stage>}
 
     def check_config(self, p: Problems, st: Dict[str, Any]) -> None:
         h = st["hydra_app"]
@@ -105,6 +110,12 @@ class HydraAppKind(Kind):
                 p.add(f"hydra_app.overrides.{i}", f"must be a string (key=value), got {text!r}")
             elif why := _parse_problem(text):
                 p.add(f"hydra_app.overrides.{i}", why)
+
+    def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
+        """Folder placeholders in the overrides name stages this one waits for."""
+        overrides = st["hydra_app"]["overrides"] or []
+        check_placeholders(p.stage, st, [(f"{p.key}.hydra_app.overrides.{i}", o) for i, o in enumerate(overrides)
+                                         if isinstance(o, str)], ancestors, p.errors)
 
     def check_pipeline(self, cfg: Dict[str, Any], errors: List[ConfigError]) -> None:
         """The app and the config folders exist and lie in pipeline.code (what the snapshot copies)."""

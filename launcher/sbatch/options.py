@@ -67,6 +67,10 @@ _GRES_NAME = re.compile(rf"^{_NAME}$")
 _COUNT = re.compile(r"^\d+[KMGT]?$")
 _GPUS = re.compile(rf"^(?:(?P<type>{_NAME}):)?(?P<count>\d+)$")
 _HOSTLIST = re.compile(r"^[A-Za-z0-9_.\-\[\],]+$")
+# sbatch(1) --mail-user: "a full email address or a user name"; MailProg gets the text as it is, so a
+# comma-separated list reaches every address where the site's mailer takes one.
+_MAIL_USER = re.compile(r"^[A-Za-z0-9_.+-]+(?:@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)?"
+                        r"(?:,[A-Za-z0-9_.+-]+(?:@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)?)*$")
 _LICENSES = re.compile(rf"^{_NAME}(?:@{_NAME})?(?::\d+)?(?:[,|]{_NAME}(?:@{_NAME})?(?::\d+)?)*$")
 # sbatch(1) --begin: HH:MM[:SS][AM|PM], MMDD[YY], MM/DD[/YY], MM.DD[.YY], YYYY-MM-DD[THH:MM[:SS]],
 # now[+count[seconds|minutes|hours|days|weeks]], and the names midnight, noon, elevenses, fika, teatime,
@@ -248,8 +252,9 @@ def _format_problems(r: Dict[str, Any]) -> List[Tuple[str, str]]:
         if wrong:
             out.append(("mail_type", f"unknown mail type {', '.join(wrong)} (sbatch --mail-type: "
                                      f"{', '.join(MAIL_TYPES)})"))
-    if r.get("mail_user") is not None and (not r["mail_user"] or re.search(r"\s", r["mail_user"])):
-        out.append(("mail_user", f"{r['mail_user']!r} is not a user or address"))
+    if r.get("mail_user") is not None and not _MAIL_USER.match(str(r["mail_user"])):
+        out.append(("mail_user", f"{r['mail_user']!r} is not a user name or address (sbatch --mail-user, e.g. "
+                                 f"alice or ops@example.org)"))
     if r.get("hint") and r["hint"] not in HINTS:
         out.append(("hint", f"unknown hint {r['hint']!r} (sbatch --hint: {', '.join(HINTS)})"))
     for k in ("begin", "deadline"):

@@ -1,10 +1,12 @@
 """A user's Hydra app (tests/integration/hydra_app: train.py and its conf/) end to end: a 4-point
 multirun through the Hydra launcher plugin (`hydra/launcher=launcher_slurm`: one array job, returns at
-once, `launcher status|logs|resume` know the run, each point's .hydra/overrides.yaml, a forced requeue
-continues), on cluster=local and on the dev cluster; and as a `kind: hydra_app` stage after a command
-stage (conf/pipeline/hydra_app.yaml). Unit tests: tests/unit/test_hydra_app_plan.py."""
+once, `launcher status|logs|resume|cancel` know the run, each point's .hydra/overrides.yaml, a forced requeue
+continues), on cluster=local and on the dev cluster; `launcher cancel` of such a run; and as a
+`kind: hydra_app` stage after a command stage (conf/pipeline/hydra_app.yaml) and after a datatrove
+preprocess stage of the demo corpus (cluster=local and the dev cluster). Unit tests: tests/unit/test_hydra_app_plan.py."""
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
@@ -13,14 +15,41 @@ import time
 from pathlib import Path
 
 import yaml
-from conftest import CLI
+from conftest import CLI, wait_for
 
 from jobs import layout
+from jobs.demo.corpus import make_corpus
 
 APP_DIR = Path(__file__).resolve().parent / "hydra_app"
 APP = APP_DIR / "train.py"
 # Hydra's basic sweeper: the first key outermost; job number = index
 POINTS = [["lr=0.1", "model=a"], ["lr=0.1", "model=b"], ["lr=0.01", "model=a"], ["lr=0.01", "model=b"]]
+# A data stage (datatrove: read the demo corpus, write it uncompressed), then the app, which reads the
+# stage's output file through {input:clean}: the stage's datatrove output folder, filled in on the node
+# ($LAUNCHER_INPUT_CLEAN is stages/clean/out/<point>/, which holds datatrove's stats, not the data).
+APP_AFTER_DATA = r"""
+defaults:
+  - schema
+  - _self_
+name: appdata
+vars: {app_dir: null, corpus: null}
+code: ["${pipeline.vars.app_dir}"]
+stages:
+  clean:
+    kind: preprocess
+    tasks: 1
+    resources: {time: "00:10:00", cpus_per_task: 1, mem_gb: 1}
+    blocks:
+      - {_target_: datatrove.pipeline.readers.JsonlReader, data_folder: "${pipeline.vars.corpus}", glob_pattern: "*.jsonl.gz"}
+      - {_target_: datatrove.pipeline.writers.JsonlWriter, output_folder: "{output}", compression: null}
+  train:
+    kind: hydra_app
+    after: {clean: afterok}
+    hydra_app:
+      app: ${pipeline.vars.app_dir}/train.py
+      overrides:
+        - data_from='{input:clean}/00000.jsonl'
+"""
 
 
 def multirun(cli: CLI, tmp_path: Path, cluster: str, *extra: str, check: bool = True,
@@ -110,6 +139,36 @@ def test_resume_reruns_a_failed_point_of_a_plugin_run_from_its_recorded_configs(
     assert (tmp_path / "multirun" / "1" / "attempts.txt").read_text().split() == ["0", "0"]
 
 
+def processes_under(folder: Path) -> list:
+    """(pid, command line) of every process of this machine whose command line names `folder`: a task
+    (`jobs.task <run>/stages/...`) or the app it started (`<run>/code/hydra_app/train.py`)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if proc.name.isdigit() and str(folder) in cmd:
+            found.append((int(proc.name), cmd))
+    return found
+
+
+def test_cancel_stops_a_plugin_run_and_leaves_no_task_process(cli, tmp_path):
+    """`launcher cancel <id>` with the id the plugin printed: the running points are stopped (their
+    apps too, not only the task wrappers) and the ones still queued never start."""
+    run_id = run_id_of(multirun(cli, tmp_path, "local", "steps=3000", "step_s=0.1"))  # 5 min per point
+    run_dir = cli.run_root / run_id
+    wait_for(lambda: cli.status(run_id)["stages"][0]["tasks"].get("running", 0) > 0, 60, "a running point", poll=0.3)
+    wait_for(lambda: any("train.py" in c for _, c in processes_under(run_dir)), 30, "the app's process", poll=0.3)
+    assert "cancelled 1 job(s)" in cli("cancel", run_id).stdout
+    st = cli.wait(run_id, timeout=60, poll=0.3)
+    assert st["state"] == "FAILED" and st["stages"][0]["tasks"].get("cancelled") == 4, st
+    table = cli("status", run_id, check=False)  # exit 1: the run did not complete
+    assert table.returncode == 1 and "cancelled" in table.stdout.splitlines()[1], table.stdout
+    wait_for(lambda: not processes_under(run_dir), 10, "no process of the run", poll=0.3)
+    assert not any((tmp_path / "multirun" / str(n) / "result.json").exists() for n in range(4))
+
+
 def test_the_plugin_says_what_is_wrong_in_hydra_launcher_terms(cli, tmp_path):
     p = multirun(cli, tmp_path, "local", "hydra.launcher.timeout_min=5", "hydra.launcher.time=00:05:00",
                  "hydra.launcher.cpus_per_task=0", "hydra.launcher.requeue.max=-1", check=False)
@@ -140,6 +199,35 @@ def test_a_hydra_app_stage_after_a_command_stage_on_local(cli):
         assert task["hydra_run_dir"] == str(out)
 
 
+def app_after_data(tmp_path: Path) -> list:
+    """The arguments of `launcher run` for APP_AFTER_DATA over a 12-document demo corpus of tmp_path."""
+    corpus, conf = tmp_path / "corpus", tmp_path / "conf" / "pipeline"
+    make_corpus(corpus, docs=12, shards=1, seed=0)
+    conf.mkdir(parents=True)
+    (conf / "appdata.yaml").write_text(APP_AFTER_DATA)
+    return ["--config-dir", str(conf.parent), "pipeline=appdata", f"pipeline.vars.app_dir={APP_DIR}",
+            f"pipeline.vars.corpus={corpus}"]
+
+
+def check_the_app_read_the_data_stage(run_dir: Path, tmp_path: Path) -> None:
+    plan = json.loads((run_dir / "plan.json").read_text())
+    output = layout.datatrove_dir(run_dir, "clean", next(s["hash"] for s in plan["stages"] if s["name"] == "clean"),
+                                  0, "output")
+    out = layout.output_dir(run_dir, "train", 0)
+    assert yaml.safe_load((out / ".hydra" / "overrides.yaml").read_text()) == [f"data_from='{output}/00000.jsonl'"]
+    result = json.loads((out / "result.json").read_text())
+    corpus = [json.loads(line)["id"] for f in (tmp_path / "corpus").glob("*.jsonl.gz") for line in gzip.open(f, "rt")]
+    read = [json.loads(line)["id"] for line in result["data"].splitlines()]
+    assert len(corpus) == 12 and sorted(read) == sorted(corpus)  # every document the data stage wrote
+
+
+def test_a_hydra_app_stage_after_a_data_stage_on_local(cli, tmp_path, cpu_python):
+    cli("run", *app_after_data(tmp_path), "cluster=local", "wait=true", "poll_s=0.3")
+    assert cli.status()["state"] == "COMPLETED"
+    assert [r["stage"] for r in cli.ledger()] == ["clean", "train"]
+    check_the_app_read_the_data_stage(cli.run_dir(), tmp_path)
+
+
 def test_a_multirun_through_the_plugin_on_the_dev_cluster(dcli, tmp_path):
     """The issue's acceptance: one sbatch, back in under 5 s, all 4 complete with their overrides, and
     the forced requeue (the app sends its task the stop signal: scontrol requeue) continues."""
@@ -155,3 +243,11 @@ def test_a_multirun_through_the_plugin_on_the_dev_cluster(dcli, tmp_path):
     assert all(len(a) == 2 and a[0] == 0 and a[1] >= 2 for a in attempts), attempts
     log = dcli("logs", run_id, "train", "--task", "2")
     assert "scontrol requeue" in log.stdout + log.stderr
+
+
+def test_a_hydra_app_stage_after_a_data_stage_on_the_dev_cluster(dcli, tmp_path, cpu_python):
+    dcli("run", *app_after_data(tmp_path), "cluster=dev")
+    st = dcli.wait(timeout=300, poll=1)
+    assert st["state"] == "COMPLETED", st
+    assert [r["stage"] for r in dcli.ledger()] == ["clean", "train"]  # two sbatch, chained
+    check_the_app_read_the_data_stage(dcli.run_dir(), tmp_path)

@@ -117,7 +117,8 @@ def test_bad_config_cases_fail_at_plan_time(case):
 def task_of(tmp_path, **hydra_app):
     payload = {"hydra_app": {"config_name": None, "overrides": ["lr=0.1"], "run_dir": None, "workdir": None,
                              **hydra_app}}
-    spec = {"code_dir": str(tmp_path / "code"),
+    spec = {"code_dir": str(tmp_path / "code"), "run_dir": str(tmp_path), "stage": "train", "parents": ["prep"],
+            "stage_hashes": {"prep": "abc", "train": "def"}, "stage_outputs": {"prep": "datatrove", "train": "task"},
             "hydra_app": {"app": "app/train.py", "config_path": "app/conf", "config_dir": None}}
     return SimpleNamespace(payload=payload, spec=spec, run_dir=tmp_path, stage="train", point=3, job_id="12_3")
 
@@ -134,6 +135,22 @@ def test_the_task_runs_the_snapshot_copy_with_hydras_folders_and_numbers(tmp_pat
     # the plugin's own job number and output folder win
     argv, run_dir = command(task_of(tmp_path, overrides=["hydra.job.num=7"], run_dir="/sweep/a,b=1"))
     assert "hydra.job.num=3" not in argv and argv[-2:] == ["hydra.job.num=7", "hydra.run.dir='/sweep/a,b=1'"]
+
+
+def test_a_folder_placeholder_in_an_override_is_the_parents_folder_on_the_node(tmp_path):
+    """A datatrove parent's data lies in its datatrove folder (not in $LAUNCHER_INPUT_<PARENT>)."""
+    from jobs.kinds.hydra_app import command
+
+    argv, _ = command(task_of(tmp_path, overrides=["data='{input:prep}/00000.jsonl'", "all={input}"]))
+    prep = tmp_path / "stages" / "prep" / "datatrove" / "abc" / "3" / "output"
+    assert argv[-3:-1] == [f"data='{prep}/00000.jsonl'", f"all={prep}"]
+
+
+def test_a_folder_placeholder_names_a_stage_this_one_waits_for():
+    errs = errors_of(f"{S}.hydra_app.overrides=['data=\\'{{input:nope}}/x\\'','b={{input:make}}/x']")
+    assert "'nope' is not a stage this one waits for" in errs[("train", f"{S}.hydra_app.overrides.0")]
+    assert "needs quotes" in errs[("train", f"{S}.hydra_app.overrides.1")]
+    plan_of(f"{S}.hydra_app.overrides=['data=\\'{{input:make}}/0/data.txt\\'']")
 
 
 def test_override_values_are_quoted_for_hydra():

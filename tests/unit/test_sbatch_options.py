@@ -78,9 +78,16 @@ def render(stage, *overrides):
     return render_script(plan, req, Path("/shared/runs/RUN"), "RUN").replace(str(PROJECT_ROOT), "<project>")
 
 
-def test_golden_site_options():
-    text = render("shards", *SITE)
-    golden = GOLDEN / "site_options.sbatch"
+# The typed fields SITE leaves out, because each excludes one there: gres (instead of gpus_per_node, or
+# Slurm adds both GPU requests), gpus_per_task, mem_per_cpu_gb (instead of mem_per_gpu_gb) and nodelist.
+SITE_GRES = [f"{S}.partition=gpu", f"{S}.nodelist=g2", f"{S}.gres='shard:4'", f"{S}.gpus_per_task=2",
+             f"{S}.mem_per_cpu_gb=2", f"{S}.cpus_per_task=2"]
+
+
+@pytest.mark.parametrize("overrides,name", [(SITE, "site_options"), (SITE_GRES, "site_options_gres")])
+def test_golden_site_options(overrides, name):
+    text = render("shards", *overrides)
+    golden = GOLDEN / f"{name}.sbatch"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
@@ -120,6 +127,14 @@ def test_plans_made_before_the_new_options_keep_their_hashes():
     (f"{S}.begin=next-week", f"{S}.begin", "not a Slurm time"),
     (f"{S}.nodelist='n1 n2'", f"{S}.nodelist", "hostlist"),
     (f"{S}.licenses='a b'", f"{S}.licenses", "name[:count]"),
+    (f"{S}.gpus_per_task=0", f"{S}.gpus_per_task", ">= 1"),
+    (f"{S}.cpus_per_gpu=0", f"{S}.cpus_per_gpu", ">= 1"),
+    (f"{S}.mail_user='ops@'", f"{S}.mail_user", "not a user name or address"),
+    (f"{S}.mail_user='a b'", f"{S}.mail_user", "not a user name or address"),
+    (f"{S}.mail_user='ops@@example.org'", f"{S}.mail_user", "not a user name or address"),
+    (f"{S}.deadline=next-friday", f"{S}.deadline", "not a Slurm time"),
+    (f"{S}.network='sn single'", f"{S}.network", "without spaces"),
+    (f"{S}.network=''", f"{S}.network", "without spaces"),
     (f"+{S}.sbatch.gpus-per-nod=2", f"{S}.sbatch.gpus-per-nod", "did you mean 'gpus-per-node'"),
     (f"+{S}.sbatch.array=0-3", f"{S}.sbatch.array", "the launcher's own"),
     (f"+{S}.sbatch.partition=gpu", f"{S}.sbatch.partition", "use resources.partition"),
@@ -130,6 +145,12 @@ def test_plans_made_before_the_new_options_keep_their_hashes():
 def test_bad_option_values_name_their_key(override, key, words):
     errors = config_errors(override)
     assert any(k == key and words in m for _, k, m in errors), errors
+
+
+@pytest.mark.parametrize("user", ["alice", "ops@example.org", "first.last+ci@mail.example.org", "alice,ops@example.org"])
+def test_mail_user_takes_a_user_name_or_an_address(user):
+    r, _ = sbatch_options.resolve({"gpus_per_node": 0, "mail_user": user}, {})
+    assert sbatch_options.resource_problems({**r, "mem_gb": None}) == []
 
 
 def test_memory_fields_exclude_each_other():
@@ -163,8 +184,9 @@ def test_resolve_is_idempotent():
 
 # --- preflight against the sample cluster --------------------------------------------------------------
 
-def test_site_options_pass_preflight(tmp_path):
-    assert found(tmp_path, *SITE, user="alice") == []
+@pytest.mark.parametrize("overrides", [SITE, SITE_GRES])
+def test_site_options_pass_preflight(tmp_path, overrides):
+    assert found(tmp_path, *overrides, user="alice") == []
 
 
 @pytest.mark.parametrize("overrides,key,words", [
