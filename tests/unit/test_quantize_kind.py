@@ -316,7 +316,7 @@ class FakeTask:
         from jobs.context import Requeue
 
         self.ran, self.logs, self.stop = [], [], stop
-        self.stage = "q8"
+        self.stage, self.spec = "q8", {"cpus": 2}
         self.ctx = SimpleNamespace(should_stop=lambda: self.stop, requeue=self._requeue)
         self._Requeue = Requeue
 
@@ -359,3 +359,23 @@ def test_a_step_with_its_marker_is_not_run_again_and_a_measurement_is_read_back(
     with pytest.raises(Requeue):
         runner.scored(task, tmp_path / "eval-2.json", {}, stopped)
     assert not (tmp_path / "eval-2.json").exists()
+
+
+def test_a_gptq_folder_an_earlier_attempt_made_from_the_same_inputs_is_not_made_again(tmp_path, monkeypatch):
+    from jobs.kinds import quantize as runner
+
+    monkeypatch.setenv("GPTQMODEL_CPU_WORKERS", "2")  # what the task sets is not left in this process
+
+    rows = tmp_path / "c.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(4)))
+    q = {"calibration": str(rows), "calibration_samples": 2, "calibration_seed": 0, "group_size": 64}
+    dest = tmp_path / "model-gptq-int4"
+    dest.mkdir()
+    (dest / "config.json").write_text("{}")
+    key = {"model": "/m", "bits": 4, "group_size": 64, "texts": 2, "calibration": str(rows), "seed": 0, "device": "cpu"}
+    (tmp_path / "model-gptq-int4.done").write_text(json.dumps({"key": key, "seconds": 3.5}))
+    task = FakeTask(tmp_path)
+    assert runner.gptq_quantize(task, q, "/m", 4, dest, "cpu") == 3.5  # gptqmodel is not even imported here
+    assert "done by an earlier attempt" in task.logs[-1]
+    with pytest.raises(ImportError):  # another group size: made again (no gptqmodel in the launcher's venv)
+        runner.gptq_quantize(task, {**q, "group_size": 128}, "/m", 4, dest, "cpu")
