@@ -239,6 +239,16 @@ def llamacpp_python() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gptq_python() -> Path:
+    """The gptq stage environment (conf/envs/gptq.txt; pip only, ~1.5 min on 2 cores, once): built once,
+    a no-op if it is up to date."""
+    p = subprocess.run([sys.executable, "-m", "launcher", "env", "build", "gptq"], capture_output=True,
+                       text=True, timeout=3600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return ROOT / ".envs" / "gptq" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
 def tokenized(cpu_python, tmp_path_factory) -> dict:
     """Tiny datatrove-tokenized folders and their tokenizer (tests/integration/hf_train_helper.py `data`,
     in the cpu stage environment), made once a session; tests read them, never write them."""

@@ -16,12 +16,21 @@ a requeued attempt; the stop signal between steps and between scored windows req
 method bnb (a GPU): transformers + bitsandbytes (NF4/FP4 4-bit or int8), saved with save_pretrained
 to <output>/model (a folder transformers loads as it is), bits per byte of both on the GPU.
 
+method gptq (the gptq environment; the CPU, or GPU 0 when the task has one): GPTQModel with
+QuantizeConfig(bits, group_size) calibrated on quantize.calibration_samples documents of
+quantize.calibration drawn with quantize.calibration_seed, saved to <output>/model (a Hugging Face GPTQ
+folder: transformers loads it through optimum, GPTQModel.load too), bits per byte of both on that device.
+The quantized folder is made in the checkpoint folder with a marker of what it was made from, so a
+requeued attempt does not calibrate again.
+
 result.json: {"quantization": {method, type, files, size_mb, original_size_mb, bits_per_byte: {original,
 quantized, delta, relative}, eval: {...}, tokenizer_agreement}, "seconds": {...}, ...}; `launcher report`
 shows the quantization rows (launcher/reports/quantization.py)."""
 from __future__ import annotations
 
 import os
+import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,6 +38,7 @@ from typing import Any, Dict, List, Optional
 
 from jobs import layout
 from jobs.adapters import bits_per_byte as bpb
+from jobs.runtime import prompt_records
 
 reruns_when_complete = False
 resolves_hub_references = True
@@ -223,13 +233,97 @@ def run_bnb(task, q: Dict[str, Any], model: str, qtype: str) -> Dict[str, Any]:
             "gpu": torch.cuda.get_device_name(0), **extras}
 
 
+def calibration_texts(task, q: Dict[str, Any]) -> List[str]:
+    """quantize.calibration_samples non-empty "text"s of quantize.calibration, a uniform sample drawn with
+    quantize.calibration_seed (reservoir sampling: one pass, the sample in memory), in file order."""
+    n, rng, keep, seen = int(q["calibration_samples"]), random.Random(int(q["calibration_seed"])), [], 0
+    try:
+        for _f, _line, _id, rec in prompt_records.raw_records(q["calibration"]):
+            text = rec.get("text")
+            if not isinstance(text, str) or not text.strip():
+                continue
+            if len(keep) < n:
+                keep.append((seen, text))
+            elif (j := rng.randrange(seen + 1)) < n:
+                keep[j] = (seen, text)
+            seen += 1
+    except (FileNotFoundError, ValueError) as e:
+        raise bad(task, "calibration", str(e)) from None
+    if not keep:
+        raise bad(task, "calibration", f"{q['calibration']} holds no non-empty \"text\"")
+    task.log(f"quantize: calibration: {len(keep)} of {seen} documents of {q['calibration']} (seed {q['calibration_seed']})")
+    return [t for _, t in sorted(keep)]
+
+
+def gptq_quantize(task, q: Dict[str, Any], model: str, bits: int, dest: Path, device: str) -> float:
+    """GPTQModel: load, calibrate, quantize, save to `dest`, unless a marker says an earlier attempt made
+    it from the same model, settings and calibration; seconds it took."""
+    texts = calibration_texts(task, q)
+    key = {"model": model, "bits": bits, "group_size": int(q["group_size"]), "texts": len(texts),
+           "calibration": q["calibration"], "seed": int(q["calibration_seed"]), "device": device}
+    done = dest.with_name(dest.name + ".done")
+    before = layout.read_json(done, {}) or {}
+    if before.get("key") == key and (dest / "config.json").is_file():
+        task.log(f"quantize: gptq: done by an earlier attempt ({done.name})")
+        return float(before.get("seconds") or 0.0)
+    # GPTQModel sizes its CPU pool from os.cpu_count(): on 2 CPUs it gets 1 worker and then refuses its
+    # own 2-worker model loader ("requests 2 workers but parent 'cpu' only has 1"): give it the task's CPUs.
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, threads(task))))
+    from gptqmodel import GPTQModel, QuantizeConfig
+
+    t0 = time.time()
+    shutil.rmtree(dest, ignore_errors=True)
+    m = GPTQModel.load(model, QuantizeConfig(bits=bits, group_size=int(q["group_size"])), device=device)
+    m.quantize(texts, batch_size=1)
+    m.save(str(dest))
+    del m
+    layout.atomic_write_json(done, {"key": key, "seconds": round(time.time() - t0, 2)})
+    return time.time() - t0
+
+
+def run_gptq(task, q: Dict[str, Any], model: str, qtype: str) -> Dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bits = {"int4": 4, "int8": 8}.get(qtype)
+    if bits is None:
+        raise bad(task, "type", f"unknown gptq type {qtype!r} (int4, int8)")
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    work, out = task.ctx.checkpoint_dir, task.ctx.output_dir
+    work.mkdir(parents=True, exist_ok=True)
+    made = work / f"model-gptq-{qtype}"
+    seconds = {"quantize": round(gptq_quantize(task, q, model, bits, made, device), 2)}
+    if task.ctx.should_stop():
+        task.ctx.requeue()
+    quant = {"method": "gptq", "type": qtype, "bits": bits, "group_size": int(q["group_size"]), "device": device,
+             "files": ["model/"], "size_mb": size_of(made) / 1e6, "original_size_mb": size_of(Path(model)) / 1e6}
+    if int(q["eval_samples"]):
+        from gptqmodel import GPTQModel
+
+        path, texts = texts_for(task, q)
+        start, docs = bpb.encode(AutoTokenizer.from_pretrained(model), texts)
+        original = AutoModelForCausalLM.from_pretrained(model, dtype="float32").to(device).eval()
+        window = bpb.window_of(getattr(original.config, "max_position_embeddings", None))
+        first = dict(bpb.total(bpb.hf_scorer(original), start, docs, texts, window), window=window)
+        del original
+        quantized = GPTQModel.load(str(made), device=device).model.eval()  # on the CPU: its torch kernel
+        quant.update(summary(path, first, bpb.total(bpb.hf_scorer(quantized), start, docs, texts, window)))
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "model", ignore_errors=True)
+    os.replace(made, out / "model")
+    extras = write_extras(task, q, model, out, quant, None)
+    return {"quantization": quant, "seconds": seconds, "model": model, "model_dir": str(task.final_out / "model"),
+            "calibration": {"path": q["calibration"], "samples": int(q["calibration_samples"]),
+                            "seed": int(q["calibration_seed"])}, **extras}
+
+
 def run(task) -> Dict[str, Any]:
     q = layout.Folders(task.spec, task.point).fill(task.payload["quantize"])
     model = q["model"]
     if not (Path(model) / "config.json").is_file():
         raise bad(task, "model", f"{model} is not a Hugging Face model folder (no config.json)")
-    qtype = (q["type"] or {"gguf": "q8_0", "bnb": "nf4"}.get(q["method"], "")).lower()
-    methods = {"gguf": run_gguf, "bnb": run_bnb}
+    qtype = (q["type"] or {"gguf": "q8_0", "bnb": "nf4", "gptq": "int4"}.get(q["method"], "")).lower()
+    methods = {"gguf": run_gguf, "bnb": run_bnb, "gptq": run_gptq}
     if q["method"] not in methods:
         raise bad(task, "method", f"{q['method']!r} has no runner here ({', '.join(methods)})")
     task.log(f"quantize: {model} -> {q['method']} {qtype}")

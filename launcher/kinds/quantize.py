@@ -6,12 +6,15 @@ Methods:
         the environment build installed: <env>/share/llama.cpp/) to an f16 GGUF, then llama.cpp's
         quantizer through llama-cpp-python's binding (llama_cpp.llama_model_quantize): CPU.
   bnb   bitsandbytes NF4 / FP4 (4-bit) or int8, saved as a loadable Hugging Face folder: a GPU.
-  gptq  GPTQ (gptqmodel): a GPU; no environment of this project has gptqmodel yet, so it is refused.
+  gptq  GPTQ (GPTQModel, the `gptq` environment): per-layer Hessians from calibration text (a seeded sample
+        of quantize.calibration, the run's own documents), saved as a Hugging Face GPTQ folder: the CPU
+        (GPTQModel's torch kernels) or GPU 0 when the task has one.
 
 Refused before submission, naming the stage and the key: an unknown type (the valid ones listed), a
-type that needs an importance matrix, bnb/gptq without GPUs (resources.gpus_per_node 0), a model folder
-that does not exist or is not a Hugging Face model, an environment without the converter or whose
-llama-cpp-python does not know the type."""
+type that needs an importance matrix, bnb without GPUs (resources.gpus_per_node 0), gptq without
+calibration text or with a bad group size, a model folder that does not exist or is not a Hugging Face
+model, calibration data that does not exist or holds no JSONL, an environment without the converter or
+whose llama-cpp-python does not know the type."""
 from __future__ import annotations
 
 import difflib
@@ -24,6 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from jobs.adapters import eval_tasks
 from jobs.layout import PLACEHOLDER
+from jobs.runtime import prompt_records
 
 from launcher.errors import ConfigError
 from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
@@ -44,6 +48,12 @@ class Quantize:
     pre_tokenizer: str = "auto"
     eval_path: Optional[str] = None  # perplexity rows ({"text": ...}, jsonl); null: the demo's held-out clean_bpb
     eval_samples: int = 64  # documents scored for bits per byte (0: no measurement)
+    # gptq: the calibration documents' "text": a .jsonl/.jsonl.gz file or a datatrove folder, e.g.
+    # "{input:dedup}" (a preprocess stage); calibration_samples of them, drawn with calibration_seed
+    calibration: Optional[str] = None
+    calibration_samples: int = 128
+    calibration_seed: int = 0
+    group_size: int = 128  # gptq: weights per quantization group along a row (-1: one group per row)
     modelfile: bool = True  # gguf: an Ollama Modelfile beside the .gguf
     card: bool = True  # a model card (README.md) beside the model
 
@@ -63,7 +73,8 @@ GGUF_TYPES: Dict[str, str] = {
 NEEDS_IMATRIX = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "q2_k_s")
 TYPES: Dict[str, Tuple[str, ...]] = {"gguf": tuple(GGUF_TYPES), "bnb": ("nf4", "fp4", "int8"),
                                      "gptq": ("int4", "int8")}
-GPU_METHODS = ("bnb", "gptq")
+GPU_METHODS = ("bnb",)
+GPTQ_BITS = {"int4": 4, "int8": 8}  # gptq type -> GPTQModel's QuantizeConfig(bits=...)
 CONVERTER = Path("share") / "llama.cpp" / "convert_hf_to_gguf.py"  # under the environment's prefix
 FTYPE_LINE = re.compile(r"^LLAMA_FTYPE_(\w+)\s*=\s*\d+", re.M)
 
@@ -87,11 +98,22 @@ def check_method(p: Problems, st: Dict[str, Any]) -> None:
         p.add("quantize.type", f"unknown {q['method']} type {t!r} (valid: {', '.join(TYPES[q['method']])})"
                                + (f"; did you mean {near[0]!r}?" if near else ""))
     if q["method"] in GPU_METHODS and not gpus:
-        p.add("quantize.method", f"method {q['method']} needs a GPU ({'bitsandbytes CUDA kernels' if q['method'] == 'bnb' else 'GPTQ calibration'}); "
-                                 f"resources.gpus_per_node is 0 on this profile: use method gguf on CPU")
-    elif q["method"] == "gptq":
-        p.add("quantize.method", "method gptq is not available: no environment of this project has gptqmodel "
-                                 "(docs/quantize.md); use gguf or bnb")
+        p.add("quantize.method", f"method {q['method']} needs a GPU (bitsandbytes CUDA kernels); "
+                                 f"resources.gpus_per_node is 0 on this profile: use method gguf or gptq on CPU")
+    if q["method"] == "gptq":
+        check_gptq(p, q)
+
+
+def check_gptq(p: Problems, q: Dict[str, Any]) -> None:
+    """Calibration text is named and sampled, and the group size is one GPTQModel takes."""
+    if not q["calibration"]:
+        p.add("quantize.calibration", "method gptq calibrates on the run's own text: name a .jsonl file or a "
+                                      "datatrove folder of {\"text\": ...} rows, e.g. \"{input:dedup}\" (a preprocess stage)")
+    if q["calibration_samples"] < 1:
+        p.add("quantize.calibration_samples", f"must be >= 1, got {q['calibration_samples']}")
+    g = q["group_size"]
+    if g != -1 and (g < 1 or g & (g - 1)):
+        p.add("quantize.group_size", f"-1 (one group per row) or a power of two (32, 64, 128...), got {g}")
 
 
 def check_quantize(p: Problems, st: Dict[str, Any]) -> None:
@@ -113,12 +135,20 @@ def check_quantize(p: Problems, st: Dict[str, Any]) -> None:
 def plain_paths(name: str, q: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(config key, path) of the model and the evaluation rows when they are plain paths."""
     return [(f"pipeline.stages.{name}.quantize.{k}", q[k]) for k in ("model", "eval_path")
-            if q[k] and not PLACEHOLDER.search(q[k]) and "://" not in q[k]]
+            if q[k] and not PLACEHOLDER.search(q[k]) and "://" not in q[k]] + \
+        ([(f"pipeline.stages.{name}.quantize.calibration", q["calibration"])]
+         if q["method"] == "gptq" and q["calibration"] and not PLACEHOLDER.search(q["calibration"]) else [])
 
 
 def path_problems(key: str, path: str) -> List[str]:
     if not os.path.exists(path):
         return [f"{path} does not exist"]
+    if key.endswith(".calibration"):
+        try:
+            prompt_records.input_files(path)
+        except FileNotFoundError as e:
+            return [str(e)]
+        return []
     if key.endswith(".model"):
         return [] if os.path.isfile(os.path.join(path, "config.json")) else \
             [f"{path} is not a Hugging Face model folder (no config.json)"]
@@ -164,10 +194,15 @@ class QuantizeKind(Kind):
     payload_keys = ("quantize",)
     reads_stage_outputs = True
 
+    def environment_name(self, st: Dict[str, Any]) -> Optional[str]:
+        """method gptq: the `gptq` environment (GPTQModel), when the profile defines it."""
+        return "gptq" if (st.get("quantize") or {}).get("method") == "gptq" else None
+
     def check_in_dag(self, p: Problems, st, stages, ancestors) -> None:
         check_quantize(p, st)
         q = st["quantize"]
-        check_placeholders(p.stage, st, [(f"{p.key}.quantize.{k}", q[k]) for k in ("model", "eval_path") if q[k]],
+        check_placeholders(p.stage, st, [(f"{p.key}.quantize.{k}", q[k]) for k in ("model", "eval_path", "calibration")
+                                         if q[k]],
                            ancestors, p.errors)
 
     def spec_extra(self, plan, stage) -> Dict[str, Any]:
@@ -194,13 +229,16 @@ class QuantizeKind(Kind):
         if method == "gguf":
             return [(key, "llama_cpp:llama_model_quantize"), (key, "gguf:GGUFWriter"),
                     (key, "transformers:AutoModelForCausalLM")]
+        if method == "gptq":
+            return [(key, "gptqmodel:GPTQModel"), (key, "gptqmodel:QuantizeConfig"), (key, "optimum.gptq:GPTQQuantizer")]
         return [(key, "transformers:BitsAndBytesConfig"), (key, "bitsandbytes")] if method == "bnb" else []
 
     def describe(self, plan, stage, plan_dir: Path) -> List[str]:
         q = stage.payloads[0]["quantize"]
         how = {"gguf": "llama.cpp's convert_hf_to_gguf.py to f16, then llama_cpp.llama_model_quantize",
                "bnb": "transformers + bitsandbytes, saved as a Hugging Face folder",
-               "gptq": "gptqmodel"}.get(q["method"], q["method"])
+               "gptq": f"GPTQModel, group size {q['group_size']}, calibrated on {q['calibration_samples']} documents "
+                       f"of {q['calibration']} (seed {q['calibration_seed']})"}.get(q["method"], q["method"])
         bpb = (f"bits per byte of the original and the quantized model on {q['eval_samples']} documents of "
                f"{q['eval_path'] or 'the demo held-out clean text'}") if q["eval_samples"] else "no bits-per-byte measurement"
         extras = [x for x, on in (("an Ollama Modelfile", q["modelfile"] and q["method"] == "gguf"),

@@ -56,19 +56,73 @@ def test_a_type_that_needs_an_importance_matrix_is_refused():
     assert "importance matrix" in msg
 
 
-@pytest.mark.parametrize("method, qtype", [("bnb", "nf4"), ("bnb", "int8"), ("gptq", "int4")])
+@pytest.mark.parametrize("method, qtype", [("bnb", "nf4"), ("bnb", "int8")])
 def test_gpu_methods_are_refused_on_a_profile_without_gpus_naming_the_method(method, qtype):
     errs = errors_of(*Q, f"{S}.q8.quantize.method={method}", f"{S}.q8.quantize.type={qtype}")
     assert "needs a GPU" in errs[("q8", f"{S}.q8.quantize.method")]
     assert "resources.gpus_per_node is 0" in errs[("q8", f"{S}.q8.quantize.method")]
 
 
-def test_bnb_plans_with_a_gpu_and_gptq_is_refused_there_as_unavailable():
+def test_bnb_plans_with_a_gpu():
     plan = plan_of(f"{S}.q8.quantize.method=bnb", f"{S}.q8.quantize.type=null", "pipeline.vars.gpus=1")
     assert kind.quant_type(plan.stages["q8"].payloads[0]["quantize"]) == "nf4"
     assert kind.KIND.spec_extra(plan, plan.stages["q8"])["gpus"] == 1
-    errs = errors_of(*Q, f"{S}.q8.quantize.method=gptq", "pipeline.vars.gpus=1")
-    assert "gptqmodel" in errs[("q8", f"{S}.q8.quantize.method")]
+
+
+GPTQ = [f"{S}.q8.quantize.method=gptq", f"{S}.q8.quantize.type=null"]
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_gptq_plans_on_cpu_and_gpu_profiles_in_the_gptq_environment(gpus, tmp_path):
+    rows = tmp_path / "calib.jsonl"
+    rows.write_text('{"text": "a b c"}\n')
+    plan = plan_of(*GPTQ, f"{S}.q8.quantize.calibration={rows}", f"pipeline.vars.gpus={gpus}")
+    q8 = plan.stages["q8"]
+    assert q8.environment["name"] == "gptq" and plan.stages["q4"].environment["name"] == "llamacpp"
+    assert kind.quant_type(q8.payloads[0]["quantize"]) == "int4"
+    assert ("pipeline.stages.q8.quantize.method", "gptqmodel:GPTQModel") in kind.KIND.targets(q8)
+    (text,) = kind.KIND.describe(plan, q8, Path("."))
+    assert "gptq int4" in text and f"128 documents of {rows} (seed 0)" in text and "group size 128" in text
+    assert not [e for e in kind.KIND.preflight(plan, q8) if "calibration" in e.key]
+
+
+def test_gptq_without_calibration_or_with_bad_numbers_is_refused_naming_the_key():
+    errs = errors_of(*Q, *GPTQ, f"{S}.q8.quantize.calibration_samples=0", f"{S}.q8.quantize.group_size=100")
+    assert "calibrates on the run's own text" in errs[("q8", f"{S}.q8.quantize.calibration")]
+    assert "must be >= 1" in errs[("q8", f"{S}.q8.quantize.calibration_samples")]
+    assert "power of two" in errs[("q8", f"{S}.q8.quantize.group_size")]
+    assert "unknown gptq type 'q8_0'" in errors_of(*Q, *GPTQ[:1], f"{S}.q8.quantize.calibration=/c")[
+        ("q8", f"{S}.q8.quantize.type")]
+
+
+def test_preflight_names_calibration_data_that_is_missing_or_holds_no_jsonl(tmp_path):
+    plan = plan_of(*GPTQ, f"{S}.q8.quantize.calibration={tmp_path / 'nothing'}")
+    (err,) = [e for e in kind.KIND.preflight(plan, plan.stages["q8"]) if e.key.endswith("quantize.calibration")]
+    assert "does not exist" in str(err) and err.stage == "q8"
+    (tmp_path / "empty").mkdir()
+    plan = plan_of(*GPTQ, f"{S}.q8.quantize.calibration={tmp_path / 'empty'}")
+    assert any("holds no JSONL" in str(e) for e in kind.KIND.preflight(plan, plan.stages["q8"]))
+
+
+def test_the_calibration_sample_is_seeded_in_file_order_and_skips_empty_texts(tmp_path):
+    from jobs.kinds import quantize as runner
+
+    (tmp_path / "d").mkdir()
+    for i in range(3):  # a datatrove folder: documents with metadata, in files sorted by path
+        (tmp_path / "d" / f"{i:05d}.jsonl").write_text("".join(
+            json.dumps({"text": f"doc {i}-{j}" if j % 5 else "", "id": f"{i}-{j}", "metadata": {}}) + "\n"
+            for j in range(10)))
+    q = {"calibration": str(tmp_path / "d"), "calibration_samples": 6, "calibration_seed": 0}
+    task = FakeTask(tmp_path)
+    a, b = runner.calibration_texts(task, q), runner.calibration_texts(task, q)
+    other = runner.calibration_texts(task, {**q, "calibration_seed": 1})
+    assert a == b and len(a) == 6 and a != other and "" not in a
+    assert a == sorted(a, key=lambda t: tuple(map(int, t.split()[1].split("-"))))  # file order
+    assert "6 of 24 documents" in task.logs[-3]
+    assert len(runner.calibration_texts(task, {**q, "calibration_samples": 100})) == 24
+    (tmp_path / "blank.jsonl").write_text('{"text": " "}\n')
+    with pytest.raises(runner.QuantizeConfigError, match="quantize.calibration: .* holds no non-empty"):
+        runner.calibration_texts(task, {**q, "calibration": str(tmp_path / "blank.jsonl")})
 
 
 def test_a_bnb_type_on_gguf_and_bad_numbers_are_refused():
@@ -262,6 +316,7 @@ class FakeTask:
         from jobs.context import Requeue
 
         self.ran, self.logs, self.stop = [], [], stop
+        self.stage, self.spec = "q8", {"cpus": 2}
         self.ctx = SimpleNamespace(should_stop=lambda: self.stop, requeue=self._requeue)
         self._Requeue = Requeue
 
@@ -304,3 +359,23 @@ def test_a_step_with_its_marker_is_not_run_again_and_a_measurement_is_read_back(
     with pytest.raises(Requeue):
         runner.scored(task, tmp_path / "eval-2.json", {}, stopped)
     assert not (tmp_path / "eval-2.json").exists()
+
+
+def test_a_gptq_folder_an_earlier_attempt_made_from_the_same_inputs_is_not_made_again(tmp_path, monkeypatch):
+    from jobs.kinds import quantize as runner
+
+    monkeypatch.setenv("GPTQMODEL_CPU_WORKERS", "2")  # what the task sets is not left in this process
+
+    rows = tmp_path / "c.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(4)))
+    q = {"calibration": str(rows), "calibration_samples": 2, "calibration_seed": 0, "group_size": 64}
+    dest = tmp_path / "model-gptq-int4"
+    dest.mkdir()
+    (dest / "config.json").write_text("{}")
+    key = {"model": "/m", "bits": 4, "group_size": 64, "texts": 2, "calibration": str(rows), "seed": 0, "device": "cpu"}
+    (tmp_path / "model-gptq-int4.done").write_text(json.dumps({"key": key, "seconds": 3.5}))
+    task = FakeTask(tmp_path)
+    assert runner.gptq_quantize(task, q, "/m", 4, dest, "cpu") == 3.5  # gptqmodel is not even imported here
+    assert "done by an earlier attempt" in task.logs[-1]
+    with pytest.raises(ImportError):  # another group size: made again (no gptqmodel in the launcher's venv)
+        runner.gptq_quantize(task, {**q, "group_size": 128}, "/m", 4, dest, "cpu")
