@@ -12,9 +12,15 @@ tasks; partition debug is untouched), are timed with the same clock, and are sca
 right after each measurement.
 --sbatch-latency-ms adds a delay to every sbatch of BOTH sides (PATH shim), to mimic a busy
 production controller (this idle one answers in ~10 ms).
+--before REV also times the launcher of an earlier commit (a `git worktree` of REV, run with the same
+interpreter and PYTHONPATH on it), interleaved with the others; --no-loop leaves the loop out (at
+10,000 points it is 30,000 sbatch calls).
 
     .venv/bin/python benchmarks/bench_submit.py [--points 200] [--repeat 3] [--sbatch-latency-ms 0 100]
+                                                [--before REV] [--no-loop]
 """
+import os
+import subprocess
 import argparse
 import re
 import shutil
@@ -36,11 +42,12 @@ done
 """
 
 
-def launcher_once(points: int, env, partition: str) -> dict:
+def launcher_once(points: int, env, partition: str, code: str | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-submit-") as root:
         t, p = timed(lambda: run([LAUNCHER, "run", "-m", "pipeline=smoke", "cluster=dev",
                                   f"pipeline.vars.scale=range(1,{points + 1})", "~pipeline.stages.checkpointing",
-                                  f"cluster.partition={partition}", f"run_root={root}"], env, cwd=root))
+                                  f"cluster.partition={partition}", f"run_root={root}"],
+                                 {**env, "PYTHONPATH": code} if code else env, cwd=root))
         recs = ledger(only_run(Path(root)))
     scancel([r["job_id"] for r in recs], env)
     inner = re.search(r"submitted in ([\d.]+) s", p.stdout)
@@ -55,17 +62,29 @@ def loop_once(points: int, env, partition: str) -> dict:
     return {"wall_s": t, "sbatch": len(ids), "tasks": points * sum(n for _, n, _ in STAGES)}
 
 
-def measure(args, env, partition: str) -> dict:
-    rows = {"launcher": [], "loop": []}
-    for _ in range(args.repeat):  # interleaved, so drift in the machine's load hits both sides
+def measure(args, env, partition: str, before: str | None) -> dict:
+    rows = {"launcher": [], **({"launcher_before": []} if before else {}), **({} if args.no_loop else {"loop": []})}
+    for _ in range(args.repeat):  # interleaved, so drift in the machine's load hits every side
         wait_for_room(env, 2 * args.points * len(STAGES))
         rows["launcher"].append(launcher_once(args.points, env, partition))
-        rows["loop"].append(loop_once(args.points, env, partition))
+        if before:
+            rows["launcher_before"].append(launcher_once(args.points, env, partition, before))
+        if not args.no_loop:
+            rows["loop"].append(loop_once(args.points, env, partition))
     out = {side: {"wall_s_median": median([r["wall_s"] for r in rs]), "wall_s_all": [round(r["wall_s"], 3) for r in rs],
                   "sbatch_calls": rs[0]["sbatch"], "array_tasks": rs[0]["tasks"]} for side, rs in rows.items()}
-    out["launcher"]["inside_launcher_s_median"] = median([r["inside_s"] for r in rows["launcher"]])
-    out["loop_over_launcher"] = round(out["loop"]["wall_s_median"] / out["launcher"]["wall_s_median"], 2)
+    for side in [s for s in rows if s.startswith("launcher")]:
+        out[side]["inside_launcher_s_median"] = median([r["inside_s"] for r in rows[side]])
+    if "loop" in out:
+        out["loop_over_launcher"] = round(out["loop"]["wall_s_median"] / out["launcher"]["wall_s_median"], 2)
     return out
+
+
+def worktree(rev: str, folder: str) -> str:
+    """A checkout of `rev` of this repository (removed by the caller's temporary folder and `git worktree prune`)."""
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q", folder, rev], check=True)
+    return folder
 
 
 def with_latency(env, ms: int, folder: str) -> dict:
@@ -82,22 +101,34 @@ def main():
     ap.add_argument("--points", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sbatch-latency-ms", type=int, nargs="+", default=[0])
+    ap.add_argument("--before", help="also time the launcher of this git revision")
+    ap.add_argument("--no-loop", action="store_true", help="leave out the sbatch loop")
     args = ap.parse_args()
     env = dev_cluster_env()
     results = []
-    with down_partition(env) as partition:
-        for ms in args.sbatch_latency_ms:
-            with tempfile.TemporaryDirectory() as shim_dir:
-                results.append({"added_sbatch_latency_ms": ms,
-                                **measure(args, with_latency(env, ms, shim_dir), partition)})
+    with tempfile.TemporaryDirectory(prefix="bench-submit-code-") as code, down_partition(env) as partition:
+        before = worktree(args.before, os.path.join(code, "before")) if args.before else None
+        try:
+            for ms in args.sbatch_latency_ms:
+                with tempfile.TemporaryDirectory() as shim_dir:
+                    results.append({"added_sbatch_latency_ms": ms,
+                                    **measure(args, with_latency(env, ms, shim_dir), partition, before)})
+        finally:
+            if before:
+                subprocess.run(["git", "worktree", "remove", "--force", before], cwd=Path(__file__).resolve().parents[1])
+
+    def cell(r, side, key="wall_s_median"):
+        return r[side][key] if side in r else "-"
+
     show(f"submit: {args.points}-point multirun, 3 stages, median of {args.repeat} (s)",
-         ["added sbatch latency", "launcher sbatch", "loop sbatch", "launcher wall", "(inside launcher)",
-          "loop wall", "loop / launcher"],
-         [[f"{r['added_sbatch_latency_ms']} ms", r["launcher"]["sbatch_calls"], r["loop"]["sbatch_calls"],
-           r["launcher"]["wall_s_median"], r["launcher"]["inside_launcher_s_median"], r["loop"]["wall_s_median"],
-           f"{r['loop_over_launcher']}x"] for r in results])
+         ["added sbatch latency", "launcher sbatch", "launcher wall", "(inside launcher)",
+          f"launcher at {args.before or '-'}", "(inside)", "loop sbatch", "loop wall", "loop / launcher"],
+         [[f"{r['added_sbatch_latency_ms']} ms", r["launcher"]["sbatch_calls"], r["launcher"]["wall_s_median"],
+           r["launcher"]["inside_launcher_s_median"], cell(r, "launcher_before"),
+           cell(r, "launcher_before", "inside_launcher_s_median"), cell(r, "loop", "sbatch_calls"), cell(r, "loop"),
+           f"{r['loop_over_launcher']}x" if "loop_over_launcher" in r else "-"] for r in results])
     print("wrote", save("submit", {"points": args.points, "stages": [s for s, _, _ in STAGES], "repeat": args.repeat,
-                                   "runs": results}))
+                                   "before": args.before, "runs": results}))
 
 
 if __name__ == "__main__":
