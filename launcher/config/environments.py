@@ -1,6 +1,7 @@
 """Per-stage software environments: which one a stage gets, building them, describing them."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -69,6 +70,19 @@ def interpreter_problems(python: str, modules: Iterable[str] = (), targets: Iter
     # The batch script appends the submitting shell's PYTHONPATH after the snapshot (render.py), and
     # tasks inherit it (sbatch --export=ALL, the local backend): check with the same path.
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    known = _known_good(python, modules, targets, path, inherited)
+    if known is not None and known.exists():
+        return {}
+    found = _ask(python, modules, targets, path, inherited, timeout)
+    if known is not None and not found:
+        with contextlib.suppress(OSError):  # a cache: the next command asks again
+            known.parent.mkdir(parents=True, exist_ok=True)
+            known.touch()
+    return found
+
+
+def _ask(python: str, modules: List[str], targets: List[str], path: List[str], inherited: List[str],
+         timeout: float) -> Dict[str, str]:
     try:
         p = subprocess.run([python, "-m", "jobs.runtime.targets"], input=json.dumps({"modules": modules, "targets": targets}),
                            capture_output=True, text=True, timeout=timeout, cwd=path[0],
@@ -78,6 +92,47 @@ def interpreter_problems(python: str, modules: Iterable[str] = (), targets: Iter
     if p.returncode != 0:
         return {"": f"{python} failed: {(p.stderr.strip().splitlines() or ['(no output)'])[-1]}"}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+INTERPRETER_CACHE = "LAUNCHER_INTERPRETER_CACHE"  # 0: ask the interpreter every time
+
+
+def _known_good(python: str, modules: List[str], targets: List[str], path: List[str],
+                inherited: List[str]) -> Optional[Path]:
+    """The file that says this interpreter imported these modules and found these targets from this
+    path before (only a clean answer is kept: a problem is asked again after every fix). Its name is
+    a digest of all the answer depends on: the interpreter (its real path, size and mtime, and the
+    mtime of each site-packages folder under its prefix, which pip changes on every install or
+    removal), the modules and targets, and every file on `path` (relative name, size, mtime; `path`
+    is a snapshot view of links, made anew each time, so its own location does not count) and the
+    inherited PYTHONPATH. None (no cache) when $LAUNCHER_INTERPRETER_CACHE=0 or there is no
+    site-packages folder to watch. A cold `launcher plan` spends ~50 ms per interpreter otherwise."""
+    import glob
+
+    if os.environ.get(INTERPRETER_CACHE) == "0":
+        return None
+    real = os.path.realpath(python)
+    prefix = Path(python).resolve().parent.parent if Path(python).is_symlink() else Path(python).parent.parent
+    sites = sorted({*glob.glob(str(Path(python).parent.parent / "lib*" / "python3*" / "site-packages")),
+                    *glob.glob(str(prefix / "lib*" / "python3*" / "site-packages"))})
+    if not sites:
+        return None
+    h = hashlib.sha256()
+    try:
+        st = os.stat(real)
+        h.update(json.dumps([real, st.st_size, st.st_mtime_ns, [(d, os.stat(d).st_mtime_ns) for d in sites],
+                             modules, targets, inherited, sys.version]).encode())
+        for i, entry in enumerate(path):
+            for dirpath, dirnames, filenames in os.walk(entry):
+                dirnames.sort()
+                rel = os.path.relpath(dirpath, entry)
+                for name in sorted(filenames):
+                    fst = os.stat(os.path.join(dirpath, name))  # through the view's links
+                    h.update(f"{i}/{rel}/{name}\0{fst.st_size}\0{fst.st_mtime_ns}\n".encode())
+    except OSError:
+        return None
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "launcher" / "interpreters" / h.hexdigest()[:32]
 
 
 def packages(python: str) -> List[str]:

@@ -32,12 +32,40 @@ def only_for() -> Dict[str, list]:
 
 @functools.lru_cache(maxsize=1)
 def stage_defaults() -> Dict[str, Any]:
-    """A stage with every field at its schema default, as plain containers (interpolations as text)."""
-    from omegaconf import OmegaConf
-
+    """A stage with every field at its schema default, as plain containers (interpolations as text):
+    what OmegaConf.to_container(OmegaConf.structured(Stage), resolve=False, enum_to_str=True) gives
+    (tests/unit/test_bad_input.py holds the two equal), read from the dataclasses directly, ~20x
+    faster than building the OmegaConf node (a cold `launcher plan` pays it once)."""
     from launcher.config.schema import Stage
 
-    return OmegaConf.to_container(OmegaConf.structured(Stage), resolve=False, enum_to_str=True)
+    return _defaults_of(Stage)
+
+
+def _defaults_of(cls) -> Dict[str, Any]:
+    import dataclasses
+    import enum
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, enum.Enum):
+            return value.name
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = "???"  # OmegaConf's MISSING
+        out[f.name] = _defaults_of(value) if isinstance(value, type) and dataclasses.is_dataclass(value) else plain(value)
+    return out
 
 
 def set_fields(value: Any, default: Any, key: str) -> Iterator[Tuple[str, Any]]:

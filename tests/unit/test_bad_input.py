@@ -39,6 +39,16 @@ def test_schedule_specific_and_backend_specific_options():
     assert {k for _, k in errs} >= {f"{S}.train.train.optimizer.zero_stage", f"{S}.train.train.nanotron"}
 
 
+def test_stage_defaults_are_what_omegaconf_makes_of_the_schema():
+    """ignored.stage_defaults reads the dataclasses directly; OmegaConf's structured node is the reference."""
+    from omegaconf import OmegaConf
+
+    from launcher.config.schema import Stage
+
+    reference = OmegaConf.to_container(OmegaConf.structured(Stage), resolve=False, enum_to_str=True)
+    assert json.dumps(ignored.stage_defaults(), sort_keys=True) == json.dumps(reference, sort_keys=True)
+
+
 def test_interpolated_defaults_are_not_judged():
     """train.model and the seeds come from the root config (${model}, ${seed}): not a stage's setting."""
     assert ignored.stage_defaults()["train"]["model"] == "${model}"

@@ -112,3 +112,30 @@ def test_preflight_imports_with_the_path_tasks_inherit(tmp_path, monkeypatch):
     assert set(missing) == {"shellpkg", "shellpkg:f"}
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     assert interpreter_problems(sys.executable, ["shellpkg"], ["shellpkg:f"], pythonpath=[snapshot]) == {}
+
+
+def test_a_clean_interpreter_answer_is_kept_until_what_it_depends_on_changes(tmp_path, monkeypatch):
+    """launcher/config/environments.py _known_good: the second identical check starts no interpreter;
+    a changed file on the path, a problem, or LAUNCHER_INTERPRETER_CACHE=0 asks again."""
+    from launcher.config import environments
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(environments.INTERPRETER_CACHE, raising=False)
+    code = tmp_path / "code"
+    (code / "pkg").mkdir(parents=True)
+    (code / "pkg" / "__init__.py").write_text("")
+    (code / "pkg" / "mod.py").write_text("def f():\n    return 1\n")
+    asked = []
+    real_ask = environments._ask
+    monkeypatch.setattr(environments, "_ask", lambda *a: asked.append(a[2]) or real_ask(*a))
+
+    def check(*targets):
+        return environments.interpreter_problems(sys.executable, ["json"], list(targets), [code])
+
+    assert check("pkg.mod:f") == {} and check("pkg.mod:f") == {} and len(asked) == 1
+    (code / "pkg" / "mod.py").write_text("def g():\n    return 1\n")  # f is gone: a new size
+    assert "pkg.mod:f" in check("pkg.mod:f") and len(asked) == 2
+    assert "pkg.mod:f" in check("pkg.mod:f") and len(asked) == 3  # a problem is never kept
+    assert check("pkg.mod:g") == {} and check("pkg.mod:g") == {} and len(asked) == 4
+    monkeypatch.setenv(environments.INTERPRETER_CACHE, "0")
+    assert check("pkg.mod:g") == {} and len(asked) == 5
