@@ -43,12 +43,22 @@ def command(task) -> tuple[list, Path]:
     if not any(key(o) == "hydra.job.num" for o in overrides):  # the plugin gives Hydra's own job number
         argv.append(f"hydra.job.num={task.point}")
     argv += overrides + [f"hydra.run.dir={quote(str(run_dir))}"]
+    # the task function's return value, kept by a Hydra callback in the app's own process
+    argv.append("+hydra.callbacks.launcher_return={_target_: jobs.runtime.hydra_return.SaveReturn, "
+                f"path: {quote(str(return_file(run_dir)))}}}")
     return argv, run_dir
+
+
+def return_file(run_dir: Path) -> Path:
+    return Path(run_dir) / "launcher-return.json"
 
 
 def run(task) -> dict:
     argv, run_dir = command(task)
     task.log(f"hydra app: {' '.join(argv[1:])}")
     cwd = task.payload["hydra_app"].get("workdir")
+    return_file(run_dir).unlink(missing_ok=True)  # an earlier attempt's
     task.run_child(argv, task.environment(), "the Hydra app exited with status {rc}", cwd=Path(cwd) if cwd else None)
-    return {"hydra_run_dir": str(run_dir), "overrides": task.payload["hydra_app"].get("overrides") or []}
+    returned = layout.read_json(return_file(run_dir), {}) or {}
+    return {"hydra_run_dir": str(run_dir), "overrides": task.payload["hydra_app"].get("overrides") or [],
+            **{k: v for k, v in returned.items() if k in ("return_value", "return_repr")}}

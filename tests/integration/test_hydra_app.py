@@ -85,6 +85,9 @@ def check_points(cli: CLI, tmp_path: Path, run_id: str, steps: int) -> list:
         assert (result["job_num"], result["tag"], result["output_dir"]) == (num, f"train-{num}", str(out))
         assert result["sweep_dir"] == str(tmp_path / "multirun") and result["cwd"] == str(tmp_path / "work")
         assert result["app"] == str(cli.run_root / run_id / "code" / "hydra_app" / "train.py")  # the snapshot
+        # the task function's return value, through a Hydra callback, in the task's own result.json
+        task_result = json.loads((layout.output_dir(cli.run_root / run_id, "train", num, 0) / "result.json").read_text())
+        assert task_result["return_value"] == {"count": steps, "lr": float(lr)}, task_result
         attempts.append([int(x) for x in (out / "attempts.txt").read_text().split()])
     return attempts
 

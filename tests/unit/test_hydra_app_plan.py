@@ -131,10 +131,12 @@ def test_the_task_runs_the_snapshot_copy_with_hydras_folders_and_numbers(tmp_pat
     assert run_dir == tmp_path / "stages" / "train" / "out" / "3"
     assert argv == [sys.executable, str(code / "app/train.py"), f"--config-path={code / 'app/conf'}",
                     "--config-name=big", "hydra.job.id='12_3'", "hydra.job.num=3", "lr=0.1",
-                    f"hydra.run.dir='{run_dir}'"]
+                    f"hydra.run.dir='{run_dir}'",
+                    "+hydra.callbacks.launcher_return={_target_: jobs.runtime.hydra_return.SaveReturn, "
+                    f"path: '{run_dir}/launcher-return.json'}}"]
     # the plugin's own job number and output folder win
     argv, run_dir = command(task_of(tmp_path, overrides=["hydra.job.num=7"], run_dir="/sweep/a,b=1"))
-    assert "hydra.job.num=3" not in argv and argv[-2:] == ["hydra.job.num=7", "hydra.run.dir='/sweep/a,b=1'"]
+    assert "hydra.job.num=3" not in argv and argv[-3:-1] == ["hydra.job.num=7", "hydra.run.dir='/sweep/a,b=1'"]
 
 
 def test_a_folder_placeholder_in_an_override_is_the_parents_folder_on_the_node(tmp_path):
@@ -143,7 +145,7 @@ def test_a_folder_placeholder_in_an_override_is_the_parents_folder_on_the_node(t
 
     argv, _ = command(task_of(tmp_path, overrides=["data='{input:prep}/00000.jsonl'", "all={input}"]))
     prep = tmp_path / "stages" / "prep" / "datatrove" / "abc" / "3" / "output"
-    assert argv[-3:-1] == [f"data='{prep}/00000.jsonl'", f"all={prep}"]
+    assert argv[-4:-2] == [f"data='{prep}/00000.jsonl'", f"all={prep}"]
 
 
 def test_a_folder_placeholder_names_a_stage_this_one_waits_for():
