@@ -18,7 +18,8 @@ import os
 import re
 import shutil
 import sys
-from typing import Any, Dict, List, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
 
 from jobs.runtime.hydra_overrides import key as override_key
 from jobs.runtime.hydra_overrides import quote
@@ -45,16 +46,28 @@ def stage_name(job_name: str) -> str:
     return name if name[:1].isalnum() else f"app{name}"[:64]
 
 
-def app_file() -> str:
-    """The .py file the multirun was started with: what each task runs."""
+def app_source() -> Tuple[Dict[str, Any], str]:
+    """({"app": the .py file} or {"module": its name}, the code path that holds it) of what the multirun
+    was started with: `python <app>.py` or `python -m pkg.train` (the code path is then the folder of
+    the top-level package, or the top-level module's file). An installed command (a console script) is
+    refused: there is no file of the app for the snapshot."""
     from launcher.errors import LauncherError
 
     main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and getattr(main, "__file__", None):
+        module = spec.name[:-len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+        depth = len(module.split("."))
+        path = os.path.abspath(main.__file__)
+        up = depth if path.endswith("__main__.py") else depth - 1  # parents of the file to the top-level package
+        root = path if up == 0 else os.path.dirname(path) if up == 1 else str(Path(path).parents[up - 1])
+        return {"module": module}, root
     app = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if getattr(main, "__spec__", None) is not None or not app.endswith(".py") or not os.path.isfile(app):
-        raise LauncherError(f"hydra/launcher=launcher_slurm runs the app on the nodes as `python <app>.py`: start the "
-                            f"multirun that way (not with `python -m`, not through an installed command; got {app!r})")
-    return app
+    if not app.endswith(".py") or not os.path.isfile(app):
+        raise LauncherError(f"hydra/launcher=launcher_slurm runs the app on the nodes as `python <app>.py` or `python -m "
+                            f"<module>`: start the multirun one of those ways (not through an installed command; got "
+                            f"{app!r})")
+    return {"app": app}, os.path.dirname(app)
 
 
 def config_dirs(config) -> tuple:
@@ -68,14 +81,16 @@ def config_dirs(config) -> tuple:
     return (os.path.abspath(main) if main else None), (os.path.abspath(extra) if extra else None)
 
 
-def code_paths(app: str, main: str | None, extra: str | None, more: Sequence[str]) -> List[str]:
+def code_paths(holder: str, main: str | None, extra: str | None, more: Sequence[str], widen: bool = True) -> List[str]:
     """What the run's snapshot copies: the app's folder, widened to hold its primary config folder (so
-    the app's config_path, relative to it, finds the copy), a --config-dir folder and hydra.launcher.code."""
-    first = os.path.dirname(app)
-    if main:
+    the app's config_path, relative to it, finds the copy), a --config-dir folder and hydra.launcher.code.
+    A module app's top-level package (widen=False) keeps its own name, its import name: a config folder
+    outside it is copied beside it."""
+    first = holder
+    if main and widen:
         first = os.path.commonpath([first, main])
     code = [first]
-    for path in [extra, *map(os.path.abspath, more)]:
+    for path in [None if widen else main, extra, *map(os.path.abspath, more)]:
         if path and not (path == first or path.startswith(first.rstrip(os.sep) + os.sep)) and path not in code:
             code.append(path)
     return code
@@ -107,7 +122,8 @@ def point_config(job: Dict[str, Any], common: Dict[str, Any], hydra_overrides: L
                  f"hydra.sweep.subdir={quote(job['subdir'])}", f"hydra.job.num={job['idx']}"]
     stage = {"kind": "hydra_app", **settings,
              "hydra_app": {**common["hydra_app"], "overrides": overrides, "run_dir": job["run_dir"]}}
-    cfg = {"pipeline": {"name": common["name"], "description": f"Hydra multirun of {common['hydra_app']['app']}",
+    app = common["hydra_app"].get("app") or f"python -m {common['hydra_app'].get('module')}"
+    cfg = {"pipeline": {"name": common["name"], "description": f"Hydra multirun of {app}",
                         "code": common["code"], "code_max_mb": common["code_max_mb"],
                         "stages": {common["name"]: stage}},
            "cluster": common["cluster"], "run_root": common["run_root"], "run_name": common["run_name"]}
@@ -132,13 +148,13 @@ def translate(errors, name: str, origin: Dict[str, str]) -> List[Any]:
 
 
 def _common(config, params: Dict[str, Any]) -> Dict[str, Any]:
-    app = app_file()
+    source, holder = app_source()
     main, extra = config_dirs(config)
     name = stage_name(config.hydra.job.name)
-    return {"name": name, "code": code_paths(app, main, extra, params.get("code") or []),
+    return {"name": name, "code": code_paths(holder, main, extra, params.get("code") or [], widen="app" in source),
             "code_max_mb": params.get("code_max_mb", 50.0), "cluster": params["cluster"],
             "run_root": os.path.abspath(os.path.expanduser(params["run_root"])), "run_name": params.get("run_name"),
-            "hydra_app": {"app": app, "config_name": config.hydra.job.config_name, "config_path": main,
+            "hydra_app": {**source, "config_name": config.hydra.job.config_name, "config_path": main,
                           "config_dir": extra, "workdir": str(config.hydra.runtime.cwd)}}
 
 
@@ -181,7 +197,8 @@ def launch(config, loader, job_overrides: Sequence[Sequence[str]], initial_job_i
         for job in jobs:
             log.info(f"\t#{job['idx']} : {' '.join(job['overrides'])} -> {job['run_dir']}")
         run, _ = ops.launch_prepared(prep, list(config.hydra.overrides.task), True, echo=log.info, origin={
-            "by": "hydra_plugins.launcher_slurm", "app": common["hydra_app"]["app"], "argv": list(sys.argv),
+            "by": "hydra_plugins.launcher_slurm", "app": common["hydra_app"].get("app") or common["hydra_app"]["module"],
+            "argv": list(sys.argv),
             "sweep_dir": jobs[0]["sweep_dir"] if jobs else None, "initial_job_idx": initial_job_idx})
     print(f"launcher_slurm: run {run.id} ({len(jobs)} job(s), outputs in {jobs[0]['sweep_dir'] if jobs else '-'})\n"
           f"  launcher status {run.id}    launcher logs {run.id} {common['name']} --task N    "

@@ -4,6 +4,8 @@ session of its own:
     <this python> <code snapshot>/<app> [--config-path P] [--config-name N] [--config-dir D]
         hydra.job.id=<job id> hydra.job.num=<point> <the point's overrides> hydra.run.dir=<its folder>
 
+(a module app, hydra_app.module, through jobs/runtime/run_module.py: `python -m` from the snapshot)
+
 so the app runs under Hydra's own job runtime (HydraConfig, ${hydra:...}, .hydra/config.yaml,
 hydra.yaml and overrides.yaml in its folder) in RUN mode. Its folder (hydra_app.run_dir, default the
 point's output folder stages/<stage>/out/<point>/) stays across requeues: an app resumes from what it
@@ -29,7 +31,10 @@ def command(task) -> tuple[list, Path]:
     h, where = task.payload["hydra_app"], task.spec["hydra_app"]
     code = Path(task.spec["code_dir"])
     run_dir = Path(h["run_dir"]) if h.get("run_dir") else layout.output_dir(task.run_dir, task.stage, task.point)
-    argv = [sys.executable, str(code / where["app"])]
+    if h.get("module"):  # `python -m <module>` from the snapshot, whatever the working directory holds
+        argv = [sys.executable, str(code / "jobs" / "runtime" / "run_module.py"), h["module"]]
+    else:
+        argv = [sys.executable, str(code / where["app"])]
     if where.get("config_path"):
         argv.append(f"--config-path={code / where['config_path']}")
     if h.get("config_name"):

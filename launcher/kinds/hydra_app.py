@@ -1,4 +1,5 @@
-"""kind=hydra_app: a user's Hydra app (`hydra_app.app: path/to/train.py`), run once per sweep point as
+"""kind=hydra_app: a user's Hydra app (`hydra_app.app: path/to/train.py`, or `hydra_app.module: pkg.train`
+for an app started as `python -m`), run once per sweep point as
 `<stage python> <app in the code snapshot> [--config-path/--config-name/--config-dir] <overrides>
 hydra.run.dir=<the point's folder>` (jobs/kinds/hydra_app.py), so the app gets Hydra's own job runtime:
 HydraConfig, ${hydra:...}, the .hydra/ files in its output folder. The Hydra launcher plugin
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -26,6 +28,9 @@ class HydraApp:
     """kind=hydra_app: one run of a Hydra app per sweep point."""
 
     app: Optional[str] = None  # the app's .py file (the one with @hydra.main); must lie in pipeline.code
+    # or the app as a module, run like `python -m pkg.train` (from the snapshot): its top-level package
+    # (or module) must be a pipeline.code entry
+    module: Optional[str] = None
     config_name: Optional[str] = None  # --config-name (null: the app's own)
     config_path: Optional[str] = None  # --config-path, a folder in pipeline.code (null: the app's own, relative to it)
     config_dir: Optional[str] = None  # --config-dir, a folder in pipeline.code added to the search path
@@ -81,6 +86,26 @@ def code_entry(path: str, code: Sequence[str]) -> Optional[str]:
     return None
 
 
+MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def module_file(module: str, code: Sequence[str]) -> Optional[str]:
+    """The file `python -m <module>` runs, found as the snapshot's import path finds it: a code folder
+    named as the top-level package (the snapshot's root is on the path) or a top-level module file."""
+    parts = module.split(".")
+    for c in code:
+        base = os.path.basename(c.rstrip(os.sep))
+        if os.path.isdir(c) and base == parts[0]:
+            inner = os.path.join(c, *parts[1:])
+            for candidate in (inner + ".py", os.path.join(inner, "__main__.py")):
+                if len(parts) > 1 or candidate.endswith("__main__.py"):
+                    if os.path.isfile(candidate):
+                        return candidate
+        elif len(parts) == 1 and os.path.isfile(c) and base == f"{parts[0]}.py":
+            return c
+    return None
+
+
 def in_snapshot(path: str, code: Sequence[str]) -> str:
     """Where `path` (in a pipeline.code entry) lies in the code snapshot, relative to its root
     (launcher/plan/snapshot.py: each entry is copied under its own name)."""
@@ -98,10 +123,17 @@ class HydraAppKind(Kind):
 
     def check_config(self, p: Problems, st: Dict[str, Any]) -> None:
         h = st["hydra_app"]
-        if not (h["app"] or "").strip():
-            p.add("hydra_app.app", "kind=hydra_app needs hydra_app.app: the app's .py file (the one with @hydra.main)")
-        elif not h["app"].endswith(".py"):
+        app, module = (h["app"] or "").strip(), (h.get("module") or "").strip()
+        if app and module:
+            p.add("hydra_app.module", "set hydra_app.app (the app's .py file) or hydra_app.module (run as "
+                                      "`python -m`), not both")
+        elif not app and not module:
+            p.add("hydra_app.app", "kind=hydra_app needs hydra_app.app: the app's .py file (the one with @hydra.main), "
+                                   "or hydra_app.module: the module run as `python -m`")
+        elif app and not app.endswith(".py"):
             p.add("hydra_app.app", f"must be the app's .py file (run as `python <app>`), got {h['app']!r}")
+        elif module and not MODULE.fullmatch(module):
+            p.add("hydra_app.module", f"must be a dotted module name (pkg.train), got {module!r}")
         if st["tasks"] != 1:
             p.add("tasks", f"must be 1: a task runs the app once for its sweep point, got {st['tasks']}; sweep the "
                            f"overrides instead (`launcher run -m`)")
@@ -136,6 +168,11 @@ class HydraAppKind(Kind):
                     p.add(f"hydra_app.{k}", f"{path} is not in pipeline.code ({', '.join(code) or 'empty'}): tasks run "
                           f"the app from the run's code snapshot, which holds only those paths; add the app's folder "
                           f"(with its configs) to pipeline.code")
+            if h.get("module") and MODULE.fullmatch(h["module"]) and not module_file(h["module"], code):
+                top = h["module"].split(".")[0]
+                p.add("hydra_app.module", f"{h['module']} is not a module of pipeline.code ({', '.join(code) or 'empty'}): "
+                      f"tasks import it from the run's code snapshot, which holds only those paths; add the folder of "
+                      f"package '{top}' (or the file {top}.py) to pipeline.code")
             workdir = h.get("workdir") and os.path.abspath(os.path.expanduser(h["workdir"]))
             if workdir and not os.path.isdir(workdir):
                 p.add("hydra_app.workdir", f"{workdir} is not a folder")
@@ -158,7 +195,7 @@ class HydraAppKind(Kind):
         return out, {}
 
     def sweep_keys(self) -> Tuple[str, ...]:
-        return ("hydra_app.app", "hydra_app.config_path", "hydra_app.config_dir")
+        return ("hydra_app.app", "hydra_app.module", "hydra_app.config_path", "hydra_app.config_dir")
 
     def spec_extra(self, plan, stage) -> Dict[str, Any]:
         """Where the app and its config folders lie in the code snapshot (the same for every point)."""
@@ -166,12 +203,14 @@ class HydraAppKind(Kind):
         return {"hydra_app": {k: in_snapshot(h[k], plan.code) if h.get(k) else None for k in IN_CODE}}
 
     def targets(self, stage) -> List[Tuple[str, str]]:
-        return [(f"pipeline.stages.{stage.name}.hydra_app.app", "hydra:main")]  # the stage's python has Hydra
+        which = "app" if stage.payloads[0]["hydra_app"].get("app") else "module"
+        return [(f"pipeline.stages.{stage.name}.hydra_app.{which}", "hydra:main")]  # the stage's python has Hydra
 
     def describe(self, plan, stage, plan_dir: Path) -> List[str]:
         h = stage.payloads[0]["hydra_app"]
         where = "hydra_app.run_dir" if h.get("run_dir") else f"stages/{stage.name}/out/<point>/"
-        return [f"{stage.name}: Hydra app {h['app']}" + (f" (--config-name {h['config_name']})" if h.get("config_name")
+        app = h["app"] or f"python -m {h.get('module')}"
+        return [f"{stage.name}: Hydra app {app}" + (f" (--config-name {h['config_name']})" if h.get("config_name")
                                                          else "")
                 + f", one run per sweep point ({stage.points}), from the code snapshot; its output folder: {where}"]
 

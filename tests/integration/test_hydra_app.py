@@ -172,6 +172,32 @@ def test_cancel_stops_a_plugin_run_and_leaves_no_task_process(cli, tmp_path):
     assert not any((tmp_path / "multirun" / str(n) / "result.json").exists() for n in range(4))
 
 
+def test_a_multirun_started_with_python_m_runs_the_snapshot_of_the_package(cli, tmp_path):
+    """`python -m hydra_app.train -m hydra/launcher=launcher_slurm ...` from a folder that holds the package:
+    the tasks run `python -m` from the run's snapshot (jobs/runtime/run_module.py), not from that folder."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(APP_DIR, src / "hydra_app")
+    (src / "hydra_app" / "__init__.py").write_text("")
+    p = subprocess.run([sys.executable, "-m", "hydra_app.train", "-m", "hydra/launcher=launcher_slurm", "lr=0.1,0.01",
+                        "model=a", "steps=2", "hydra.launcher.cluster=local", f"hydra.launcher.run_root={cli.run_root}",
+                        f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+                       cwd=src, env=cli.env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    run_id = run_id_of(p)
+    st = cli.wait(run_id, timeout=240)
+    assert st["state"] == "COMPLETED", st
+    run_dir = cli.run_root / run_id
+    (src / "hydra_app" / "train.py").unlink()  # resume would need the snapshot only
+    for num, lr in enumerate([0.1, 0.01]):
+        result = json.loads((tmp_path / "multirun" / str(num) / "result.json").read_text())
+        assert result["app"] == str(run_dir / "code" / "hydra_app" / "train.py") and result["cwd"] == str(src)
+        task = json.loads((layout.output_dir(run_dir, "train", num, 0) / "result.json").read_text())
+        assert task["return_value"] == {"count": 2, "lr": lr}, task
+    assert json.loads((run_dir / "run.json").read_text())["origin"]["app"] == "hydra_app.train"
+
+
 def test_the_plugin_says_what_is_wrong_in_hydra_launcher_terms(cli, tmp_path):
     p = multirun(cli, tmp_path, "local", "hydra.launcher.timeout_min=5", "hydra.launcher.time=00:05:00",
                  "hydra.launcher.cpus_per_task=0", "hydra.launcher.requeue.max=-1", check=False)

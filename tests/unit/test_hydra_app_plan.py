@@ -224,8 +224,43 @@ def test_the_multiruns_hydra_overrides_that_reach_the_tasks():
 def test_the_snapshot_holds_the_apps_folder_widened_to_its_configs(tmp_path):
     from hydra_plugins.launcher_slurm._submit import code_paths
 
-    app = str(tmp_path / "src" / "train.py")
-    assert code_paths(app, None, None, []) == [str(tmp_path / "src")]
-    assert code_paths(app, str(tmp_path / "src" / "conf"), None, []) == [str(tmp_path / "src")]
-    assert code_paths(app, str(tmp_path / "conf"), "/elsewhere/conf", [str(tmp_path / "src" / "lib"), "/lib"]) == \
+    src = str(tmp_path / "src")  # the app's folder: src/train.py
+    assert code_paths(src, None, None, []) == [str(tmp_path / "src")]
+    assert code_paths(src, str(tmp_path / "src" / "conf"), None, []) == [str(tmp_path / "src")]
+    assert code_paths(src, str(tmp_path / "conf"), "/elsewhere/conf", [str(tmp_path / "src" / "lib"), "/lib"]) == \
         [str(tmp_path), "/elsewhere/conf", "/lib"]
+    # a module app (python -m pkg.train): the package keeps its name, a config folder outside goes beside it
+    pkg = str(tmp_path / "src" / "pkg")
+    assert code_paths(pkg, str(tmp_path / "src" / "pkg" / "conf"), None, [], widen=False) == [pkg]
+    assert code_paths(pkg, str(tmp_path / "conf"), None, [], widen=False) == [pkg, str(tmp_path / "conf")]
+
+
+def test_a_module_app_is_found_as_the_snapshots_import_path_finds_it(tmp_path):
+    from launcher.kinds.hydra_app import module_file
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    for f in ("__init__.py", "train.py", "sub/__init__.py", "sub/__main__.py"):
+        (pkg / f).write_text("")
+    (tmp_path / "solo.py").write_text("")
+    code = [str(pkg), str(tmp_path / "solo.py")]
+    assert module_file("pkg.train", code) == str(pkg / "train.py")
+    assert module_file("pkg.sub", code) == str(pkg / "sub" / "__main__.py")
+    assert module_file("solo", code) == str(tmp_path / "solo.py")
+    assert module_file("pkg.nope", code) is None and module_file("other.train", code) is None
+
+
+@pytest.mark.parametrize("section,key,fragment", [
+    ({"app": "a.py", "module": "pkg.train"}, "hydra_app.module", "not both"),
+    ({"module": "pkg-x.train"}, "hydra_app.module", "dotted module name"),
+    ({}, "hydra_app.app", "or hydra_app.module"),
+])
+def test_app_or_module_exactly_one_and_well_formed(section, key, fragment):
+    from launcher.errors import ConfigError
+    from launcher.kinds.base import Problems
+    from launcher.kinds.hydra_app import KIND
+
+    errors: list = []
+    st = {"tasks": 1, "hydra_app": {"app": None, "module": None, "overrides": [], **section}}
+    KIND.check_config(Problems("train", errors), st)
+    assert any(isinstance(e, ConfigError) and e.key.endswith(key) and fragment in e.message for e in errors), errors
