@@ -124,6 +124,44 @@ def test_a_request_over_a_qos_limit_is_refused_before_it_could_pend_forever(dcli
 
 
 @pytest.fixture
+def submit_limits(dev_slurm):
+    """A QOS that admits 5 queued jobs per user, and root's association under its DefaultAccount (root)
+    with MaxSubmitJobs=6, root also being in a second account (so only the DefaultAccount says which
+    association a job without --account is charged to); all removed afterwards."""
+    env = {**os.environ, **dev_slurm}
+
+    def sacctmgr(*args):
+        return subprocess.run(["sacctmgr", "-i", *args], env=env, capture_output=True, text=True)
+
+    sacctmgr("add", "qos", "launcher-submit", "MaxSubmitJobsPerUser=5")
+    sacctmgr("modify", "user", "root", "set", "qos+=launcher-submit")
+    sacctmgr("add", "account", "launcher-other")
+    sacctmgr("add", "user", "root", "account=launcher-other")
+    p = sacctmgr("modify", "user", "root", "where", "account=root", "set", "MaxSubmitJobs=6")
+    assert p.returncode == 0, p.stderr
+    yield "launcher-submit"
+    sacctmgr("modify", "user", "root", "where", "account=root", "set", "MaxSubmitJobs=-1")
+    sacctmgr("delete", "user", "root", "where", "account=launcher-other")
+    sacctmgr("delete", "account", "launcher-other")
+    sacctmgr("modify", "user", "root", "set", "qos-=launcher-submit")
+    sacctmgr("delete", "qos", "launcher-submit")
+
+
+def test_submit_limits_of_the_qos_and_of_the_default_accounts_association_are_refused(dcli, submit_limits):
+    """The smoke pipeline queues 8 array tasks, each a job to Slurm's submit limits: over the QOS's
+    MaxSubmitJobsPerUser=5 with cluster.qos set, and over the association's MaxSubmitJobs=6 without any
+    account given (Slurm charges the user's DefaultAccount, root here): refused before sbatch, naming the
+    limit and where it comes from. Slurm would refuse such a submission halfway (QOSMaxSubmitJobPerUserLimit),
+    leaving the first stages queued."""
+    p = dcli("plan", *SMOKE, f"cluster.qos={submit_limits}", check=False)
+    assert p.returncode == 1 and f"over QOS '{submit_limits}' MaxSubmitJobsPerUser=5" in p.stderr, p.stderr
+    p = dcli("plan", *SMOKE, check=False)
+    assert p.returncode == 1 and "association root" in p.stderr and "MaxSubmitJobs=6" in p.stderr, p.stderr
+    dcli("plan", *SMOKE, "~pipeline.stages.shards", "~pipeline.stages.fanout",
+         "~pipeline.stages.reduce.after.shards")  # 2 jobs: within both
+
+
+@pytest.fixture
 def partition_qos(dev_slurm):
     """Partition gpu gets its own QOS (a per-job CPU limit, one running job per user), whatever the job's
     QOS; the partition's QOS is restored to none afterwards (`QOS=` empty removes it)."""
