@@ -139,7 +139,8 @@ def _ours() -> dict:
 @pytest.mark.slow
 def test_down_leaves_nothing_even_after_a_node_was_killed_under_a_job(dev_slurm_mn):
     """A node killed with its job (kill -9 of everything in its namespace) leaves empty job cgroups;
-    `down` removes them with the namespaces, links and daemons; `up` brings it all back."""
+    `down` removes them with the namespaces, links and daemons; two `up` started at once bring it all
+    back once."""
     env = dev_slurm_mn
     jid = slurm(env, "sbatch", "--parsable", "-N1", "-w", "mn2", "--output=/dev/null", "--wrap", "srun sleep 120"
                 ).strip().split(";")[0]
@@ -159,10 +160,15 @@ def test_down_leaves_nothing_even_after_a_node_was_killed_under_a_job(dev_slurm_
     left = _ours()
     assert left == {"netns": [], "links": [], "procs": [], "cgroups": [], "mounts": []}, left
     assert not [x for x in _netns() if x.startswith("labmn")]
+    # two `up` at once (two users, two CI jobs): the lock makes one build it and the other find it up
     t0 = time.perf_counter()
-    p = subprocess.run([SCRIPT, "up", "--nodes", "3"], capture_output=True, text=True, timeout=600)
+    ups = [subprocess.Popen([SCRIPT, "up", "--nodes", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for _ in range(2)]
+    outs = [u.communicate(timeout=600) for u in ups]
     up_s = time.perf_counter() - t0
-    assert p.returncode == 0, p.stderr
+    assert [u.returncode for u in ups] == [0, 0], outs
+    slurmds = sorted(re.search(r"-N (mn\d)", c).group(1) for c in _ours()["procs"] if c != "slurmctld")
+    assert slurmds == ["mn1", "mn2", "mn3"], _ours()["procs"]  # one daemon per node, not two
     # the killed job may keep mn2 COMPLETING for a moment after its slurmd is back
     wait_for(lambda: sorted(set(slurm(env, "sinfo", "-h", "-N", "-o", "%N %t").splitlines()))
              == ["mn1 idle", "mn2 idle", "mn3 idle"], 60, "every node idle after up", poll=0.5)
