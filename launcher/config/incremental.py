@@ -123,22 +123,14 @@ def related_to_any(key: str, keys: Iterable[str]) -> bool:
 def point_plain(reference: Dict[str, Any], paths: Iterable[Path], resolve) -> Dict[str, Any]:
     """`reference` (a resolved config) with the value at each of `paths` replaced by `resolve(path)` (the
     point's own resolved value there; a path inside another one is skipped). Mappings on a changed
-    path are copied; the rest is shared with `reference`."""
-    out = dict(reference)
-    copied: Dict[Path, dict] = {(): out}
+    path are copied; the rest is shared with `reference` (jobs/point_configs.py apply)."""
+    from jobs import point_configs
+
     done: List[Path] = []
     for path in sorted(set(paths), key=len):
-        if any(path[:len(d)] == d for d in done):
-            continue  # inside a subtree already resolved again
-        done.append(path)
-        target = out
-        for i, k in enumerate(path[:-1]):
-            sub = path[:i + 1]
-            if sub not in copied:
-                target[k] = copied[sub] = dict(target[k])
-            target = copied[sub]
-        target[path[-1]] = resolve(path)
-    return out
+        if not any(path[:len(d)] == d for d in done):  # inside a subtree already resolved again
+            done.append(path)
+    return point_configs.apply(reference, [[list(path), resolve(path)] for path in done])
 
 
 def resolved(cfg, path: Path) -> Any:
