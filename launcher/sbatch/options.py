@@ -260,7 +260,7 @@ def _format_problems(r: Dict[str, Any]) -> List[Tuple[str, str]]:
     for k in ("begin", "deadline"):
         if r.get(k) and not _BEGIN.match(str(r[k]).strip()):
             out.append((k, f"{r[k]!r} is not a Slurm time of day or date (e.g. 16:00, now+1hour, tomorrow, "
-                           f"2026-12-01T18:00; sbatch(1) --begin)"))
+                           f"2026-12-01T18:00; sbatch(1) --{k}, which takes --begin's formats)"))
     for k in ("reservation", "network"):
         if r.get(k) is not None and (not r[k] or re.search(r"\s", r[k])):
             out.append((k, f"{r[k]!r}: must be a name without spaces"))
