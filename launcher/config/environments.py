@@ -112,9 +112,9 @@ def _known_good(python: str, modules: List[str], targets: List[str], path: List[
     if os.environ.get(INTERPRETER_CACHE) == "0":
         return None
     real = os.path.realpath(python)
-    prefix = Path(python).resolve().parent.parent if Path(python).is_symlink() else Path(python).parent.parent
-    sites = sorted({*glob.glob(str(Path(python).parent.parent / "lib*" / "python3*" / "site-packages")),
-                    *glob.glob(str(prefix / "lib*" / "python3*" / "site-packages"))})
+    # a venv's own site-packages, and its base interpreter's (the venv's python links to it)
+    prefixes = {Path(python).parent.parent, Path(real).parent.parent}
+    sites = sorted({d for prefix in prefixes for d in glob.glob(str(prefix / "lib*" / "python3*" / "site-packages"))})
     if not sites:
         return None
     h = hashlib.sha256()
