@@ -87,10 +87,26 @@ class CLI:
         deadline = time.time() + timeout
         while time.time() < deadline:
             st = self.status(run)
+            if st["state"] == "FAILED":
+                print(self.failure_logs(st))  # pytest shows a failing test's stdout: CI's output says why
             if st["state"] in ("COMPLETED", "FAILED"):
                 return st
             time.sleep(poll)
         raise AssertionError(f"run {run} still {st['state']} after {timeout} s: {st}")
+
+    @staticmethod
+    def failure_logs(st: dict, per_stage: int = 2, tail: int = 3000) -> str:
+        """The last `tail` characters of stdout and stderr of the first failed tasks of each failed stage."""
+        out = [f"run {st['run']} FAILED:"]
+        for stage in st["stages"]:
+            for t in stage["failed"][:per_stage]:
+                log = next((x["log"] for x in stage["array"] if x["task"] == t), None)
+                if not log:
+                    out.append(f"--- {stage['name']}[{t}]: no log (it never started)")
+                for name, path in (log or {}).items():
+                    text = Path(path).read_text(errors="replace")[-tail:] if Path(path).is_file() else "(missing)"
+                    out.append(f"--- {stage['name']}[{t}] {name}: {path}\n{text}")
+        return "\n".join(out)
 
     def run_dir(self, run: str = "latest") -> Path:
         runs = sorted((p for p in self.run_root.iterdir() if (p / "run.json").exists()),

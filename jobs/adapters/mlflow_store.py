@@ -71,15 +71,53 @@ def params(config: Dict[str, Any], stage: str, sweep: Dict[str, Any]) -> Dict[st
     return {param_key(k): ("" if v is None else str(v))[:MAX_VALUE] for k, v in out.items()}
 
 
+def store_lock(uri: str):
+    """A lock held by one process of the whole cluster at a time on a file: store (a file beside its folder,
+    on the run's shared filesystem: filelock), a no-op for a tracking server (it serializes itself). The
+    array's tasks start together, each opens the store (a new FileStore makes its root and its default
+    experiment "0": two at once, one fails on 0/meta.yaml) and gets or creates the same experiment: it checks
+    the name, then writes a folder under a random id, so two tasks can both pass the check (two experiments
+    of one name) or one fails with RESOURCE_ALREADY_EXISTS (seen in CI: "Experiment 'abl-ml' already
+    exists")."""
+    import contextlib
+
+    if uri.startswith("file:") or "://" not in uri:
+        from urllib.parse import urlparse
+
+        from filelock import FileLock
+
+        folder = os.path.abspath(urlparse(uri).path)  # file:/a, file:///a and a plain path alike
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        return FileLock(folder + ".lock")
+    return contextlib.nullcontext()
+
+
+def experiment_id(c, experiment: str) -> str:
+    """The id of `experiment` in c's store, created when missing; a concurrent creator's experiment is
+    taken instead of failing, as mlflow.set_experiment does (error code RESOURCE_ALREADY_EXISTS)."""
+    from mlflow.exceptions import MlflowException
+
+    exp = c.get_experiment_by_name(experiment)
+    if exp:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(experiment)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return c.get_experiment_by_name(experiment).experiment_id
+
+
 def point_run(uri: str, experiment: str, name: str, tags: Dict[str, str], config: Dict[str, Any],
               sweep: Dict[str, Any]) -> str:
     """The run id of this point's MLflow run (created with its tags, params and config the first time;
-    the same run on every later attempt)."""
+    the same run on every later attempt). The array's tasks call it together on one store: the
+    store is opened and the experiment got or created under store_lock."""
     from mlflow.entities import Param
 
-    c = client(uri)
-    exp = c.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else c.create_experiment(experiment)
+    with store_lock(uri):
+        c = client(uri)
+        exp_id = experiment_id(c, experiment)
     keys = ("launcher.run_id", "launcher.stage", "launcher.point")
     found = c.search_runs([exp_id], " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys), max_results=1)
     if found:
@@ -129,15 +167,17 @@ def copy_store(src_uri: str, dst_uri: str) -> Dict[str, int]:
     runs copied before are skipped. {"copied": n, "skipped": n, "experiments": n}."""
     from mlflow.entities import ViewType
 
-    src, dst = client(src_uri), client(dst_uri)
+    src = client(src_uri)
+    with store_lock(dst_uri):
+        dst = client(dst_uri)
     counts = {"copied": 0, "skipped": 0, "experiments": 0}
     for exp in src.search_experiments(view_type=ViewType.ACTIVE_ONLY):
         runs = src.search_runs([exp.experiment_id], max_results=50000)
         if not runs:
             continue
         counts["experiments"] += 1
-        there = dst.get_experiment_by_name(exp.name)
-        exp_id = there.experiment_id if there else dst.create_experiment(exp.name)
+        with store_lock(dst_uri):
+            exp_id = experiment_id(dst, exp.name)
         done = {r.data.tags.get(SOURCE_TAG) for r in dst.search_runs([exp_id], max_results=50000)}
         for run in runs:
             if run.info.run_id in done:

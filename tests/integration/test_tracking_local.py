@@ -315,3 +315,67 @@ def test_evaluation_scores_go_into_the_points_wandb_run_offline(tmp_path, cpu_py
     scores = [(h["train/global_step"], h.get("eval/demo|clean_bpb/bpb"), h.get("eval_ema/demo|clean_bpb/bpb"))
               for h in rec["history"]]
     assert scores == [(4, 2.5, None), (8, None, 2.25)], rec["history"]
+
+
+TOGETHER = """
+import json, sys, time
+from jobs.adapters import mlflow_store
+import mlflow.tracking  # imported before the start line: the processes race on the store, not on imports
+what, uri, start, i = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+while time.time() < start:
+    pass
+if what == "point":
+    tags = {"launcher.run_id": "r1", "launcher.stage": "train", "launcher.point": str(i), "launcher.sweep_point": ""}
+    print(mlflow_store.point_run(uri, "exp", f"r1/train/p{i}", tags, {"seed": i}, {"seed": i}))
+else:
+    print(json.dumps(mlflow_store.copy_store(sys.argv[5], uri)))
+"""
+
+
+def _together(cpu_python, what: str, uri: str, n: int, *extra) -> list:
+    """n processes calling one mlflow_store function on one store at the same instant, as an array's tasks
+    do; each one's exit status and stderr."""
+    import time
+
+    from conftest import ROOT
+
+    start = time.time() + 8  # after every interpreter has imported mlflow
+    procs = [subprocess.Popen([str(cpu_python), "-c", TOGETHER, what, uri, str(start), str(i), *(e(i) for e in extra)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}) for i in range(n)]
+    return [(p.wait(timeout=180), p.stderr.read()[-2000:]) for p in procs]
+
+
+def _experiments_named(store: Path, name: str) -> int:
+    """Experiment folders of a file store with this name (two would be the race's other outcome)."""
+    return sum(f"name: {name}\n" in f.read_text() for f in store.glob("*/meta.yaml"))
+
+
+def test_an_arrays_tasks_starting_together_share_one_experiment(cpu_python, tmp_path):
+    """Every task of the array gets or creates the stage's experiment at once (mlflow_store.store_lock):
+    none fails with RESOURCE_ALREADY_EXISTS (CI at 3660083: "Experiment 'abl-ml' already exists", one
+    training of two) and the store ends with one experiment holding one run per point."""
+    store = f"file:{tmp_path}/mlruns"
+    ends = _together(cpu_python, "point", store, 6)
+    assert all(rc == 0 for rc, _ in ends), ends
+    runs = read_mlflow(cpu_python, store)
+    assert {r["experiment"] for r in runs} == {"exp"} and len(runs) == 6, runs
+    assert _experiments_named(tmp_path / "mlruns", "exp") == 1
+
+
+def test_two_syncs_into_one_store_at_once_create_the_experiment_once(cpu_python, tmp_path):
+    """The sibling: `launcher sync --mlflow-uri` of two stores (two stages, two runs) into one file store at
+    the same instant; copy_store gets or creates each experiment by name under the same lock."""
+    from conftest import ROOT
+
+    for i in range(4):
+        tags = {"launcher.run_id": f"r{i}", "launcher.stage": "train", "launcher.point": "0", "launcher.sweep_point": ""}
+        p = subprocess.run([str(cpu_python), "-c", "import sys; from jobs.adapters.mlflow_store import point_run; "
+                            "point_run(sys.argv[1], 'exp', 'p', %r, {}, {})" % tags, f"file:{tmp_path}/src{i}"],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        assert p.returncode == 0, p.stderr[-2000:]
+    ends = _together(cpu_python, "copy", f"file:{tmp_path}/dst", 4, lambda i: f"file:{tmp_path}/src{i}")
+    assert all(rc == 0 for rc, _ in ends), ends
+    runs = read_mlflow(cpu_python, f"file:{tmp_path}/dst")
+    assert {r["experiment"] for r in runs} == {"exp"} and len(runs) == 4, runs
+    assert _experiments_named(tmp_path / "dst", "exp") == 1
