@@ -241,8 +241,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+def atomic_write_json(path: Path, obj: Any, compact: bool = False) -> None:
+    """`obj` as JSON (keys sorted), written atomically: indented for a reader, or `compact` (no indent:
+    json's C encoder, ~5x faster for a plan of thousands of sweep points; the same objects read back)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":")) if compact else \
+        json.dumps(obj, indent=1, sort_keys=True)
+    atomic_write_text(path, text + "\n")
 
 
 def read_json(path: Path, default: Any = None) -> Any:

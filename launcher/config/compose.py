@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from launcher.config import hydra_settings, incremental
+from launcher.config import hydra_settings, incremental, override_text
 from launcher.errors import ConfigError, ConfigErrors, OverrideError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -335,8 +335,6 @@ def compose_each(points: Sequence[Sequence[str]], multirun: bool = True, _bases:
     Raises ConfigError naming the stage and key."""
     from collections import Counter
 
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
     jobs = _split_points(points)
     uses = Counter(base for base, _, _ in jobs)
     bases: dict = {}
@@ -350,23 +348,36 @@ def compose_each(points: Sequence[Sequence[str]], multirun: bool = True, _bases:
                 _check_hydra_node(bases[base])
             uses[base] -= 1
             keys = refs[base].changed_keys(bases[base], config_overrides) if base in refs else None
-            with _copy_on_write(bases[base], config_overrides, last_use=uses[base] == 0) as cfg:
-                for o in config_overrides:
-                    try:
-                        ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
-                    except Exception as e:  # noqa: BLE001 - ConfigCompositionException, or OmegaConf's own
-                        raise _composition_error(e, o) from e
-                # hydra.job.env_set goes into each point's config by _finish_point: those points in full
-                shortcut = multirun and not len(cfg.hydra.job.env_set)
-                if shortcut and keys is not None:
-                    configs.append(refs[base].point(cfg, keys))
-                else:
-                    configs.append(_finish_point(cfg, checked, multirun))
-                    if shortcut and base not in refs:
-                        refs[base] = _Reference(configs[-1], config_overrides, cfg)
+            if keys is not None and refs[base].patchable(config_overrides):
+                configs.append(refs[base].patched(config_overrides, keys))
+            else:
+                configs.append(_apply_point(bases[base], config_overrides, checked, multirun, uses[base] == 0,
+                                            refs, base, keys))
             if uses[base] == 0:
                 del bases[base]
     return configs
+
+
+def _apply_point(base_cfg, config_overrides, checked, multirun: bool, last_use: bool, refs: dict, base, keys):
+    """One point's resolved config from its base (a copy-on-write view with its overrides applied by
+    Hydra): from the reference's when `keys` (its changed keys) says so, else in full, which makes it
+    the base's reference when none is yet (compose_each)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    with _copy_on_write(base_cfg, config_overrides, last_use=last_use) as cfg:
+        for o in config_overrides:
+            try:
+                ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
+            except Exception as e:  # noqa: BLE001 - ConfigCompositionException, or OmegaConf's own
+                raise _composition_error(e, o) from e
+        # hydra.job.env_set goes into each point's config by _finish_point: those points in full
+        shortcut = multirun and not len(cfg.hydra.job.env_set)
+        if shortcut and keys is not None:
+            return refs[base].point(cfg, keys)
+        plain = _finish_point(cfg, checked, multirun)
+        if shortcut and base not in refs:
+            refs[base] = _Reference(plain, config_overrides, cfg)
+        return plain
 
 
 def _split_points(points: Sequence[Sequence[str]]) -> list:
@@ -383,7 +394,7 @@ def _split_points(points: Sequence[Sequence[str]]) -> list:
     def parse(text: str):
         if text not in parsed_cache:
             try:
-                parsed_cache[text] = parser.parse_override(text)
+                parsed_cache[text] = override_text.parse(text, loader) or parser.parse_override(text)
             except OverrideParseException as e:
                 raise OverrideError(f"invalid override: {e}", key="overrides") from e
         return parsed_cache[text]
@@ -415,11 +426,46 @@ class _Reference:
     (launcher/config/incremental.py): its overrides' keys and the interpolations of the config."""
 
     def __init__(self, plain: dict, overrides, cfg):
+        import copy
+        from itertools import combinations
+
         self.plain = plain
         self.keys = [o.key_or_group for o in overrides]
         self.lines = [o.input_line for o in overrides]
         self.interps = incremental.interpolations(cfg)
         self._paths: dict = {}
+        # The config of the last point patched (`patched`): the reference's, copied once, and the override
+        # lines applied to it. Applying only a point's differing overrides to it equals applying all of
+        # them to the base when no two overrides write the same key or one above or below another's.
+        self._independent = not any(incremental.related_to_any(a, [b]) for a, b in combinations(self.keys, 2))
+        self._scratch = copy.deepcopy(cfg) if self._independent else None
+        self._applied = list(self.lines)
+
+    def patchable(self, overrides) -> bool:
+        """`patched` gives this point exactly: the overrides write unrelated keys, and each one that
+        differs from the last point's sets a plain value (a dict or list would be merged into the last
+        point's instead of the base's)."""
+        from hydra.core.override_parser.types import ValueType
+
+        return self._independent and all(
+            o.value_type == ValueType.ELEMENT and not isinstance(o.value(), (dict, list))
+            for o, line in zip(overrides, self._applied) if o.input_line != line)
+
+    def patched(self, overrides, changed) -> dict:
+        """A point's resolved config without copying the base: its overrides that differ from the last
+        point's applied (Hydra's own _apply_overrides_to_config) to the config kept from it, then only the
+        changed keys and their dependent interpolations resolved (`point`)."""
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        for i, o in enumerate(overrides):
+            if o.input_line != self._applied[i]:
+                try:
+                    ConfigLoaderImpl._apply_overrides_to_config([o], self._scratch)
+                except Exception as e:  # noqa: BLE001 - ConfigCompositionException, or OmegaConf's own
+                    self._independent = False  # the kept config may be half-changed: no later point uses it
+                    raise _composition_error(e, o) from e
+                self._applied[i] = o.input_line
+        return self.point(self._scratch, changed)
 
     def changed_keys(self, base, overrides):
         """The keys a point's overrides set differently from the reference's, when the two lists name the

@@ -93,12 +93,20 @@ def check(plain: List[Dict[str, Any]], errors: List[ConfigError]) -> None:
     point's config. A stage mapping that several points share (launcher/config/incremental.py: the
     same object) is checked once."""
     seen = set()
-    sections = sorted({s for secs in kind_sections().values() for s in secs})
+    sections_of, rules_of = kind_sections(), only_for()
+    sections = sorted({s for secs in sections_of.values() for s in secs})
+
+    @functools.lru_cache(maxsize=None)
+    def judged(kind: Any) -> Tuple[str, ...]:
+        """The sections _check_stage reads for a stage of this kind: the other kinds' and its own that
+        have rules (a swept command, read whole by kind=command, is not judged)."""
+        return tuple(s for s in sections if s not in sections_of.get(kind, ()) or s in rules_of)
+
     for cfg in plain:
         for name, st in cfg["pipeline"]["stages"].items():
-            # what is checked: the kind and the sections (a swept command changes neither); the
-            # configs live meanwhile, so an id names one object
-            checked = (name, st.get("kind"), *(id(st.get(s)) for s in sections))
+            # what is checked: the kind and the sections judged; the configs live meanwhile, so an id
+            # names one object
+            checked = (name, st.get("kind"), *(id(st.get(s)) for s in judged(st.get("kind"))))
             if checked not in seen:
                 seen.add(checked)
                 _check_stage(name, st, errors)

@@ -83,23 +83,38 @@ def read_stages(plan: Plan, stage: StagePlan, point: int) -> List[str]:
     return [n for n in dict.fromkeys(plan.aliases.get(n, n) for n in names) if n in plan.stages and n != stage.name]
 
 
-def parts(plan: Plan, stage: StagePlan, point: int, facts: Facts) -> Dict[str, Tuple[str, Any]]:
+def parts(plan: Plan, stage: StagePlan, point: int, facts: Facts,
+          memo: Optional[Dict[Any, Any]] = None) -> Dict[str, Tuple[str, Any]]:
     """{part: (digest, what it covers)} of one stage point's key, in a fixed order. Needs the keys of
-    the stages it reads (assign computes them in topological order)."""
+    the stages it reads (assign computes them in topological order). `memo` (a dict the caller keeps
+    while the plan lives) shares the parts that only the point's payload and resources decide among
+    the points whose payload is one object (launcher/config/incremental.py: a sweep that does not
+    touch this stage), so a 10,000-point sweep digests such a stage's payload once."""
+    payload = stage.payloads[point]
     resources = stage.point_resources(point)
-    config = {"kind": stage.kind, "tasks": stage.tasks_per_point,
-              "resources": {k: resources.get(k) for k in KEY_RESOURCES}, "payload": stage.payloads[point]}
-    out: Dict[str, Tuple[str, Any]] = {"config": (digest(config), config)}
-    reads = {n: plan.stages[n].keys[point] for n in read_stages(plan, stage, point)}
-    out["inputs_of_stages"] = (digest(reads), reads)
+    shape = {k: resources.get(k) for k in KEY_RESOURCES}
+    ident = (stage.name, id(payload), json.dumps(shape, sort_keys=True, default=str))
+    own = memo.get(ident) if memo is not None else None
+    if own is None:
+        own = _own_parts(plan, stage, point, facts, shape)
+        if memo is not None:
+            memo[ident] = own
+    reads = {n: plan.stages[n].keys[point] for n in own["reads"]}
+    return {"config": own["config"], "inputs_of_stages": (digest(reads), reads), "code": own["code"],
+            "node_code": (facts.node_code, "jobs/ and templates/ (the launcher's node side)"),
+            "environment": facts.environments.get(stage.name, ("", "none")),
+            "external_inputs": own["external_inputs"]}
+
+
+def _own_parts(plan: Plan, stage: StagePlan, point: int, facts: Facts, shape: Dict[str, Any]) -> Dict[str, Any]:
+    """The parts of a point's key that its payload and resources decide, and the stages it reads."""
+    payload = stage.payloads[point]
+    config = {"kind": stage.kind, "tasks": stage.tasks_per_point, "resources": shape, "payload": payload}
     code = {p: facts.code.get(p, "missing") for p in code_paths(plan, stage, point)}
-    out["code"] = (digest(code), code)
-    out["node_code"] = (facts.node_code, "jobs/ and templates/ (the launcher's node side)")
-    env, what = facts.environments.get(stage.name, ("", "none"))
-    out["environment"] = (env, what)
-    inputs = {s: facts.inputs[s] for s in input_candidates(stage.payloads[point]) if s in facts.inputs}
-    out["external_inputs"] = (digest({s: d for s, (d, _) in inputs.items()}), {s: w for s, (_, w) in inputs.items()})
-    return out
+    inputs = {s: facts.inputs[s] for s in input_candidates(payload) if s in facts.inputs}
+    return {"config": (digest(config), config), "code": (digest(code), code),
+            "reads": read_stages(plan, stage, point),
+            "external_inputs": (digest({s: d for s, (d, _) in inputs.items()}), {s: w for s, (_, w) in inputs.items()})}
 
 
 def key_of(point_parts: Dict[str, Tuple[str, Any]]) -> str:
@@ -121,8 +136,9 @@ def assign(plan: Plan, facts: Facts) -> None:
     order, then make every aftercorr edge whose child points map to parent points of other indices wait
     on the whole parent array (afterok; Dep.note "shared"): Slurm pairs array indices, and a shared
     point's parent task has another index. Modifies the plan in place; reads no file."""
+    memo: Dict[Any, Any] = {}
     for stage in plan.stages.values():
-        stage.keys = [key_of(parts(plan, stage, p, facts)) for p in range(stage.points)]
+        stage.keys = [key_of(parts(plan, stage, p, facts, memo)) for p in range(stage.points)]
         first: Dict[str, int] = {}
         shared = [first.setdefault(k, p) for p, k in enumerate(stage.keys)] if shares(plan, stage) else []
         stage.shared = shared if shared != list(range(stage.points)) else []

@@ -28,6 +28,7 @@ from launcher.sbatch.values import (MAX_SIGNAL_DELAY_S, mem_problem, parse_time_
 # dependency list. Everything else (command, params, env) may differ per point.
 STRUCTURAL_KEYS = ("kind", "tasks", "throttle", "after", "singleton", "resources", "requeue")
 PAYLOAD_KEYS = ("command", "target", "params", "env")  # and each kind's own (Kind.payload_keys)
+LARGE_SWEEP = 100  # points above which plan.json and the stage specs are written compact (Plan.large)
 
 
 @dataclass
@@ -81,6 +82,15 @@ class StagePlan:
     @property
     def total_tasks(self) -> int:
         return self.tasks_per_point * self.points
+
+    def to_json(self) -> Dict[str, Any]:
+        """The fields as dataclasses.asdict gives them, without its deep copy of every point's payload
+        (the JSON writer reads them as they are)."""
+        import dataclasses
+
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["deps"] = [asdict(d) for d in self.deps]
+        return out
 
     def point_of(self, point: int) -> int:
         """The sweep point whose tasks compute this point's output (itself unless shared)."""
@@ -162,7 +172,12 @@ class Plan:
     def to_json(self) -> Dict[str, Any]:
         return {"pipeline": self.pipeline, "cluster": self.cluster, "points": self.points, "code": self.code,
                 "aliases": self.aliases, "campaign": self.campaign, "independent": self.independent,
-                "stages": [asdict(s) for s in self.stages.values()]}
+                "stages": [s.to_json() for s in self.stages.values()]}
+
+    @property
+    def large(self) -> bool:
+        """A sweep whose plan files are written compact (layout.atomic_write_json): over LARGE_SWEEP points."""
+        return len(self.points) > LARGE_SWEEP
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Plan":
@@ -244,7 +259,7 @@ def build_plan(plain: Sequence[Dict[str, Any]], points: Sequence[Sequence[str]])
         deps = [Dep(parent=p, kind=_slurm_edge(name, st, p, stages_cfg[p], declared, n_points, errors), declared=declared)
                 for p, declared in st["after"].items()]
         keys = PAYLOAD_KEYS + kinds.get(st["kind"]).payload_keys
-        payloads = [_payload(p, name, keys, errors) for p in plain]
+        payloads = _payloads(plain, name, keys, errors)
         structure = _structure(st, external.get(name, {}))  # with the jobs outside the run
         groups, group_resources = _resource_groups(plain, name)
         if groups:  # the hash covers every point's resources
@@ -279,10 +294,11 @@ def _check_stages(plain: Sequence[Dict[str, Any]], stages_cfg: Dict[str, Dict[st
                                       stage=name, key=key))
             continue
         _check_stage(name, st, key, errors)
-        seen = {json.dumps(st["resources"], sort_keys=True, default=str)}
+        texts: Dict[int, str] = {}
+        seen = {_resources_text(st["resources"], texts)}
         for cfg in plain[1:]:  # a point with other resources is checked with them (and its own work)
             other = cfg["pipeline"]["stages"].get(name)
-            if other and (k := json.dumps(other["resources"], sort_keys=True, default=str)) not in seen:
+            if other and (k := _resources_text(other["resources"], texts)) not in seen:
                 seen.add(k)
                 _check_stage(name, other, key, errors)
         parents = []
@@ -298,14 +314,23 @@ def _check_stages(plain: Sequence[Dict[str, Any]], stages_cfg: Dict[str, Dict[st
     return graph
 
 
+def _resources_text(resources: Dict[str, Any], texts: Dict[int, str]) -> str:
+    """A stage's resources as canonical JSON, made once per object: the sweep points that do not change
+    them share one (launcher/config/incremental.py). `texts` lives while the configs do (ids unique)."""
+    if id(resources) not in texts:
+        texts[id(resources)] = json.dumps(resources, sort_keys=True, default=str)
+    return texts[id(resources)]
+
+
 def _resource_groups(plain: Sequence[Dict[str, Any]], name: str) -> Tuple[List[int], List[Dict[str, Any]]]:
     """(group of each point, resources of each group) for a stage whose sweep changes its resources,
     groups numbered in the order of their first point; ([], []) when every point asks the same."""
     keys: Dict[str, int] = {}
+    texts: Dict[int, str] = {}
     groups, resources = [], []
     for cfg in plain:
         r = cfg["pipeline"]["stages"][name]["resources"]
-        key = json.dumps(r, sort_keys=True, default=str)
+        key = _resources_text(r, texts)
         if key not in keys:
             keys[key] = len(resources)
             resources.append(r)
@@ -362,6 +387,20 @@ def _split_external(plain, points, errors: List[ConfigError]) -> tuple[list, Dic
 def env_set(cfg: Dict[str, Any]) -> Dict[str, str]:
     """hydra.job.env_set of a composed config (compose.compose_each keeps it): variables for every stage."""
     return ((cfg.get("hydra") or {}).get("job") or {}).get("env_set") or {}
+
+
+def _payloads(plain: List[Dict[str, Any]], name: str, keys, errors: List[ConfigError]) -> List[Dict[str, Any]]:
+    """Every point's payload of stage `name`: one object for the points that share the stage's config
+    object and hydra node (a sweep that does not touch the stage: launcher/config/incremental.py), so
+    the content keys digest it once (launcher/plan/keys.py). Read-only, like the configs."""
+    made: Dict[tuple, Dict[str, Any]] = {}
+    payloads = []
+    for p in plain:
+        ident = (id(p["pipeline"]["stages"][name]), id(p.get("hydra")))
+        if ident not in made:
+            made[ident] = _payload(p, name, keys, errors)
+        payloads.append(made[ident])
+    return payloads
 
 
 def _payload(cfg: Dict[str, Any], name: str, keys, errors: List[ConfigError]) -> Dict[str, Any]:

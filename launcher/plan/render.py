@@ -243,7 +243,7 @@ def write_stage_files(plan: Plan, run_dir: Path, run_id: str, requests: List[Job
     """Write each stage's spec and each request's script (scripts/<tag>-<chunk>.sbatch)."""
     for stage in plan.stages.values():
         layout.atomic_write_json(layout.stage_dir(run_dir, stage.name) / "spec.json",
-                                 stage_spec(plan, stage, run_dir, run_id))
+                                 stage_spec(plan, stage, run_dir, run_id), compact=plan.large)
         for path, text in kinds.get(stage.kind).files(plan, stage, run_dir, run_id).items():
             layout.atomic_write_text(path, text)
     for req in requests:

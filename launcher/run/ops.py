@@ -118,7 +118,7 @@ def _write_run(prep: Prepared, run_dir: Path, run_id: str, overrides: Sequence[s
                origin: Optional[dict] = None) -> None:
     run_dir.mkdir(parents=True)
     point_configs.write(run_dir, prep.configs)  # one file, one fsync, before the plan that names the points
-    layout.atomic_write_json(run_dir / "plan.json", prep.plan.to_json())
+    layout.atomic_write_json(run_dir / "plan.json", prep.plan.to_json(), compact=prep.plan.large)
     layout.atomic_write_json(run_dir / "run.json", {
         "id": run_id, "created": time.time(), "pipeline": prep.plan.pipeline, "cluster": prep.plan.cluster["name"],
         "backend": prep.plan.cluster["backend"], "overrides": list(overrides), "multirun": multirun,
@@ -271,7 +271,7 @@ def _resume(run: Run, old: Plan, new: Plan, configs: List[dict], changed: List[s
              f"{', '.join(f'{s}[{p}]' for s, p in sorted(dropped))}")
     if changed or dropped:
         layout.atomic_write_json(run.path / f"plan.{int(time.time())}.json", before)
-        layout.atomic_write_json(run.path / "plan.json", plan.to_json())
+        layout.atomic_write_json(run.path / "plan.json", plan.to_json(), compact=plan.large)
     if force:  # the code of today, too; without --force the run keeps its snapshot
         _snapshot_and_record(plan, run.path)
     prep = _check(plan, configs, run.path.parent)

@@ -25,35 +25,47 @@ SWEEPS = {
                           "pipeline.stages.reduce.after.shards=afterok,afterany"],
     # a mapping value swept: its whole subtree replaced, key order kept
     "mapping_values": ["pipeline=smoke", "cluster=local", f"{CK}.params={{target: 5}},{{step_s: 0.1, target: 6}}"],
+    # a grid: the third point sets scale back while seed moves on (the patched config must follow it back)
+    "grid_that_goes_back": ["pipeline=smoke", "cluster=local", "seed=1,2", "pipeline.vars.scale=3,4",
+                            "pipeline.stages.reduce.after.shards=afterok,afterany"],
+    # a swept value that is an interpolation for one point and a plain string for the next
+    "interpolation_then_plain": ["pipeline=smoke", "cluster=local", "pipeline.description=plain,'x${seed}',other",
+                                 "seed=5,6"],
 }
+PATCHED = {"interpolated_into_a_command", "chain_list_and_missing", "grid_that_goes_back", "interpolation_then_plain", "relative_and_enum"}
 
 
 @pytest.mark.parametrize("name", list(SWEEPS))
 def test_a_point_resolved_from_its_neighbour_equals_hydras_own(name, monkeypatch):
-    full = []
-    original = compose._finish_point
+    full, applied = [], []
+    original, apply = compose._finish_point, compose._apply_point
     monkeypatch.setattr(compose, "_finish_point", lambda *a: full.append(1) or original(*a))
+    monkeypatch.setattr(compose, "_apply_point", lambda *a: applied.append(1) or apply(*a))
     overrides = SWEEPS[name]
     points, configs = compose.compose_points(overrides, True)
     assert points == hydra_points(overrides) and len(points) > 1
     for point, cfg in zip(points, configs):
         assert json.dumps(cfg) == json.dumps(hydra_alone(point)), point  # key order too
     assert len(full) == 1  # the first point in full, every other one from it
+    # plain values: the later points patch the reference's config instead of a copy of the base
+    assert len(applied) == (1 if name in PATCHED else len(points)), (name, len(applied))
 
 
 def test_points_that_set_variables_through_hydra_env_set_are_resolved_in_full(monkeypatch):
-    full = []
-    original = compose._finish_point
+    full, applied = [], []
+    original, apply = compose._finish_point, compose._apply_point
     monkeypatch.setattr(compose, "_finish_point", lambda *a: full.append(1) or original(*a))
+    monkeypatch.setattr(compose, "_apply_point", lambda *a: applied.append(1) or apply(*a))
     _, configs = compose.compose_points(["pipeline=smoke", "cluster=local", "seed=1,2",
                                          "+hydra.job.env_set.SEED=${seed}"], True)
     assert [c["hydra"]["job"]["env_set"]["SEED"] for c in configs] == ["1", "2"] and len(full) == 2
 
 
 def test_a_plus_override_under_a_swept_key_is_resolved_in_full(monkeypatch):
-    full = []
-    original = compose._finish_point
+    full, applied = [], []
+    original, apply = compose._finish_point, compose._apply_point
     monkeypatch.setattr(compose, "_finish_point", lambda *a: full.append(1) or original(*a))
+    monkeypatch.setattr(compose, "_apply_point", lambda *a: applied.append(1) or apply(*a))
     overrides = ["pipeline=smoke", "cluster=local", f"{CK}.params={{target: 5}},{{target: 6}}", f"+{CK}.params.x=1"]
     points, configs = compose.compose_points(overrides, True)
     assert [c["pipeline"]["stages"]["checkpointing"]["params"]["target"] for c in configs] == [5, 6]
