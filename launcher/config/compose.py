@@ -434,6 +434,7 @@ class _Reference:
         self.lines = [o.input_line for o in overrides]
         self.interps = incremental.interpolations(cfg)
         self._paths: dict = {}
+        self._templates: dict = {}  # path -> incremental.TextTemplate of the interpolation there, or None
         # The config of the last point patched (`patched`): the reference's, copied once, and the override
         # lines applied to it. Applying only a point's differing overrides to it equals applying all of
         # them to the base when no two overrides write the same key or one above or below another's.
@@ -488,6 +489,11 @@ class _Reference:
         cfg.__dict__["_content"].pop("hydra", None)  # as _finish_point: the point's config has no hydra node
 
         def resolve(path):
+            if path not in self._templates:
+                self._templates[path] = incremental.TextTemplate.of(cfg, path)
+            text = self._templates[path].render(cfg) if self._templates[path] else None
+            if text is not None:
+                return text
             try:
                 return incremental.resolved(cfg, path)
             except OmegaConfBaseException as e:

@@ -153,3 +153,73 @@ def resolved(cfg, path: Path) -> Any:
     if isinstance(node, (DictConfig, ListConfig)):
         return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     return node.name if isinstance(node, Enum) else node
+
+
+_SIMPLE_KEY = re.compile(r"[A-Za-z_][\w\-]*(?:\.[A-Za-z_][\w\-]*)*")
+
+
+class TextTemplate:
+    """A string interpolation made of text and absolute node references only (`cmd ${a.b} --x ${c}`),
+    resolved without OmegaConf's grammar visitor: OmegaConf's value for such a string is its text with
+    each `${key}` replaced by str() of the node the key selects (omegaconf/grammar_visitor.py
+    GrammarVisitor._unescape), which is what `render` joins. Only texts without a backslash (no escapes
+    to undo), without resolvers, relative or nested interpolations, and not a lone `${key}` (whose value
+    keeps its type) are templates; `render` gives None (resolve it with OmegaConf) when the node at the
+    path is no longer this text or a referenced node is an interpolation, missing or a container."""
+
+    def __init__(self, path: Path, text: str, pieces: List[str], keys: List[List[str]], node_type: type):
+        self.path, self.text, self.pieces, self.keys, self.node_type = path, text, pieces, keys, node_type
+
+    @classmethod
+    def of(cls, cfg, path: Path) -> Optional["TextTemplate"]:
+        """The template of the interpolation at `path` of `cfg`, or None when it is not one."""
+        from omegaconf.nodes import AnyNode, StringNode
+
+        node = _node_at(cfg, path)
+        if node is None or type(node) not in (AnyNode, StringNode) or not node._is_interpolation():
+            return None
+        text = str(node._value())
+        spans = _spans(text)
+        if "\\" in text or not spans or text.count("${") != len(spans) or text == "${" + spans[0] + "}" \
+                or not all(_SIMPLE_KEY.fullmatch(s) for s in spans):
+            return None
+        pieces, rest = [], text
+        for s in spans:
+            before, _, rest = rest.partition("${" + s + "}")
+            pieces.append(before)
+        return cls(path, text, pieces + [rest], [s.split(".") for s in spans], type(node))
+
+    def render(self, cfg) -> Optional[str]:
+        """The resolved string in `cfg` (a config of the same sweep), or None (module docstring)."""
+        node = _node_at(cfg, self.path)
+        if node is None or type(node) is not self.node_type or not node._is_interpolation() \
+                or node._value() != self.text:
+            return None
+        out = [self.pieces[0]]
+        for key, piece in zip(self.keys, self.pieces[1:]):
+            ref = _node_at(cfg, key)
+            if ref is None or ref._is_interpolation() or ref._is_missing() or not _is_value(ref):
+                return None
+            out += [str(ref), piece]
+        return "".join(out)
+
+
+def _is_value(node) -> bool:
+    from omegaconf import ValueNode
+
+    return isinstance(node, ValueNode)
+
+
+def _node_at(cfg, path) -> Any:
+    """The node at `path` reached through plain mappings (no interpolation, None or missing container on
+    the way), else None."""
+    from omegaconf import DictConfig
+
+    node = cfg
+    for part in path:
+        if not isinstance(node, DictConfig) or node._is_interpolation() or node._is_none() or node._is_missing():
+            return None
+        node = node.__dict__["_content"].get(part)
+        if node is None:
+            return None
+    return node

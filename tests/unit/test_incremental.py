@@ -31,8 +31,11 @@ SWEEPS = {
     # a swept value that is an interpolation for one point and a plain string for the next
     "interpolation_then_plain": ["pipeline=smoke", "cluster=local", "pipeline.description=plain,'x${seed}',other",
                                  "seed=5,6"],
+    # two swept keys in one command text (incremental.TextTemplate), one of them back and forth
+    "command_of_two_swept_keys": ["pipeline=smoke", "cluster=local", "pipeline.vars.scale=2,3",
+                                  "pipeline.vars.fail_once_task=-1,1"],
 }
-PATCHED = {"interpolated_into_a_command", "chain_list_and_missing", "grid_that_goes_back", "interpolation_then_plain", "relative_and_enum"}
+PATCHED = {"command_of_two_swept_keys", "interpolated_into_a_command", "chain_list_and_missing", "grid_that_goes_back", "interpolation_then_plain", "relative_and_enum"}
 
 
 @pytest.mark.parametrize("name", list(SWEEPS))
@@ -92,3 +95,53 @@ def test_interpolations_inside_a_list_resolve_the_whole_list():
 
     cfg = OmegaConf.create({"x": 1, "l": [{"a": "${x}"}, 2], "m": {"k": "${x}"}, "hydra": {"v": "${x}"}})
     assert sorted(incremental.interpolations(cfg)) == [(("l",), "${x}"), (("m", "k"), "${x}")]
+
+
+def test_a_text_template_renders_what_omegaconf_resolves():
+    """incremental.TextTemplate: text with absolute `${key}`s is resolved without OmegaConf's visitor, to
+    OmegaConf's own string (str() of each node: an enum, a float, a bool, None, quotes and shell `$`);
+    everything else is left to OmegaConf (None)."""
+    import enum
+    from dataclasses import dataclass, field
+    from typing import Any, Optional
+
+    from omegaconf import OmegaConf
+
+    class Color(enum.Enum):
+        RED = 1
+
+    @dataclass
+    class Vars:
+        c: Color = Color.RED
+        f: float = 1e-5
+        b: bool = True
+        i: int = 3
+        n: Optional[int] = None
+        s: Any = "a'b\"c"
+        m: Any = "???"
+        chain: Any = "${vars.i}"
+        d: Any = field(default_factory=lambda: {"k": 1})
+
+    @dataclass
+    class Root:
+        vars: Vars = field(default_factory=Vars)
+        cmd: str = 'run ${vars.c} ${vars.f} ${vars.b} ${vars.i} ${vars.n} "${vars.s}" $x $(( 1 )) {}'
+        lone: Any = "${vars.i}"
+        escaped: Any = "\\${vars.i} and ${vars.i}"
+        resolver: Any = "${oc.env:HOME} ${vars.i}"
+        relative: Any = "${.lone} x"
+        chained: Any = "x ${vars.chain}"
+        missing: Any = "x ${vars.m}"
+        container: Any = "x ${vars.d}"
+
+    cfg = OmegaConf.structured(Root)
+    t = incremental.TextTemplate.of(cfg, ("cmd",))
+    assert t.render(cfg) == cfg.cmd == "run Color.RED 1e-05 True 3 None \"a'b\\\"c\" $x $(( 1 )) {}".replace("\\", "")
+    cfg.vars.f, cfg.vars.i = 0.5, 7  # another point's values
+    assert t.render(cfg) == cfg.cmd and "0.5 True 7" in cfg.cmd
+    for path in ("lone", "escaped", "resolver", "relative"):
+        assert incremental.TextTemplate.of(cfg, (path,)) is None, path
+    for path in ("chained", "missing", "container"):  # a template, but its reference is resolved by OmegaConf
+        assert incremental.TextTemplate.of(cfg, (path,)).render(cfg) is None, path
+    cfg.cmd = "other ${vars.i}"  # the point changed the text itself
+    assert t.render(cfg) is None
