@@ -127,7 +127,7 @@ def main():
            r["launcher"]["inside_launcher_s_median"], cell(r, "launcher_before"),
            cell(r, "launcher_before", "inside_launcher_s_median"), cell(r, "loop", "sbatch_calls"), cell(r, "loop"),
            f"{r['loop_over_launcher']}x" if "loop_over_launcher" in r else "-"] for r in results])
-    print("wrote", save("submit", {"points": args.points, "stages": [s for s, _, _ in STAGES], "repeat": args.repeat,
+    print("wrote", save("submit" if args.points == 200 else f"submit-{args.points}", {"points": args.points, "stages": [s for s, _, _ in STAGES], "repeat": args.repeat,
                                    "before": args.before, "runs": results}))
 
 

@@ -441,6 +441,7 @@ class _Reference:
         self._independent = not any(incremental.related_to_any(a, [b]) for a, b in combinations(self.keys, 2))
         self._scratch = copy.deepcopy(cfg) if self._independent else None
         self._applied = list(self.lines)
+        self._parents: dict = {}  # dotted key -> its container in the kept config
 
     def patchable(self, overrides) -> bool:
         """`patched` gives this point exactly: the overrides write unrelated keys, and each one that
@@ -456,17 +457,32 @@ class _Reference:
         """A point's resolved config without copying the base: its overrides that differ from the last
         point's applied (Hydra's own _apply_overrides_to_config) to the config kept from it, then only the
         changed keys and their dependent interpolations resolved (`point`)."""
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
         for i, o in enumerate(overrides):
             if o.input_line != self._applied[i]:
                 try:
-                    ConfigLoaderImpl._apply_overrides_to_config([o], self._scratch)
+                    self._set(o)
                 except Exception as e:  # noqa: BLE001 - ConfigCompositionException, or OmegaConf's own
                     self._independent = False  # the kept config may be half-changed: no later point uses it
                     raise _composition_error(e, o) from e
                 self._applied[i] = o.input_line
         return self.point(self._scratch, changed)
+
+    def _set(self, o) -> None:
+        """A plain `key=value` (simple_keys: a key reached through mappings) set on the kept config as
+        Hydra's _apply_overrides_to_config does it, OmegaConf.update(cfg, key, value, merge=True): a
+        setattr on the key's container (found once per key) for a value that is no dict or list. On
+        an error Hydra's function runs instead, so the error raised is Hydra's own."""
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        *path, last = o.key_or_group.split(".")
+        parent = self._parents.get(o.key_or_group)
+        if parent is None:
+            parent = self._parents[o.key_or_group] = incremental.node_at(self._scratch, path)
+        try:
+            setattr(parent, last, o.value())
+        except Exception:  # noqa: BLE001 - whatever OmegaConf raises, Hydra's path raises it in its words
+            ConfigLoaderImpl._apply_overrides_to_config([o], self._scratch)
+            raise
 
     def changed_keys(self, base, overrides):
         """The keys a point's overrides set differently from the reference's, when the two lists name the

@@ -136,7 +136,7 @@ def point_plain(reference: Dict[str, Any], paths: Iterable[Path], resolve) -> Di
 def resolved(cfg, path: Path) -> Any:
     """The plain value at `path` of a composed config, resolved as OmegaConf.to_container(resolve=True,
     enum_to_str=True) would give it. Raises OmegaConf's errors."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf, ValueNode
 
     parent = cfg
     for part in path[:-1]:
@@ -149,6 +149,9 @@ def resolved(cfg, path: Path) -> Any:
     child = parent._get_node(path[-1])
     if child is not None and child._is_missing() and not child._is_interpolation():
         return "???"  # to_container keeps a missing value as its marker
+    if isinstance(child, ValueNode) and not child._is_interpolation():
+        value = child._value()  # what parent[key] returns for a value that is no interpolation
+        return value.name if isinstance(value, Enum) else value
     node = parent[path[-1]]
     if isinstance(node, (DictConfig, ListConfig)):
         return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
@@ -175,7 +178,7 @@ class TextTemplate:
         """The template of the interpolation at `path` of `cfg`, or None when it is not one."""
         from omegaconf.nodes import AnyNode, StringNode
 
-        node = _node_at(cfg, path)
+        node = node_at(cfg, path)
         if node is None or type(node) not in (AnyNode, StringNode) or not node._is_interpolation():
             return None
         text = str(node._value())
@@ -191,13 +194,13 @@ class TextTemplate:
 
     def render(self, cfg) -> Optional[str]:
         """The resolved string in `cfg` (a config of the same sweep), or None (module docstring)."""
-        node = _node_at(cfg, self.path)
+        node = node_at(cfg, self.path)
         if node is None or type(node) is not self.node_type or not node._is_interpolation() \
                 or node._value() != self.text:
             return None
         out = [self.pieces[0]]
         for key, piece in zip(self.keys, self.pieces[1:]):
-            ref = _node_at(cfg, key)
+            ref = node_at(cfg, key)
             if ref is None or ref._is_interpolation() or ref._is_missing() or not _is_value(ref):
                 return None
             out += [str(ref), piece]
@@ -210,7 +213,7 @@ def _is_value(node) -> bool:
     return isinstance(node, ValueNode)
 
 
-def _node_at(cfg, path) -> Any:
+def node_at(cfg, path) -> Any:
     """The node at `path` reached through plain mappings (no interpolation, None or missing container on
     the way), else None."""
     from omegaconf import DictConfig

@@ -145,3 +145,15 @@ def test_a_text_template_renders_what_omegaconf_resolves():
         assert incremental.TextTemplate.of(cfg, (path,)).render(cfg) is None, path
     cfg.cmd = "other ${vars.i}"  # the point changed the text itself
     assert t.render(cfg) is None
+
+
+def test_a_bad_value_in_a_patched_point_is_refused_in_hydras_words():
+    """A later point's value that its typed node refuses (seed: int) fails on the patched config as the
+    point composed alone fails: the same ConfigError, naming the key."""
+    from launcher.errors import ConfigError
+
+    with pytest.raises(ConfigError) as swept:
+        compose.compose_points(["pipeline=smoke", "cluster=local", "seed=1,2,abc"], True)
+    with pytest.raises(ConfigError) as alone:
+        compose.compose(["pipeline=smoke", "cluster=local", "seed=abc"])
+    assert str(swept.value) == str(alone.value) and "seed" in str(swept.value), (str(swept.value), str(alone.value))
