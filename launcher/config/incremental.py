@@ -31,19 +31,12 @@ _ALWAYS = ("hydra:", "now:")  # resolvers whose value is not a function of the c
 def simple_keys(cfg, overrides: Sequence[Any]) -> Optional[FrozenSet[str]]:
     """The dotted keys that `overrides` (Hydra Override objects) set, when each is a plain `key=value`
     of a key that exists in `cfg` and is reached through mappings only; None otherwise."""
-    from omegaconf import DictConfig
-
     keys = set()
     for o in overrides:
         if o.is_add() or o.is_force_add() or o.is_delete() or o.is_hydra_override() or o.key_or_group == "hydra":
             return None
-        node = cfg
-        for part in o.key_or_group.split("."):
-            if not isinstance(node, DictConfig) or node._is_none() or node._is_missing() or node._is_interpolation():
-                return None
-            node = node.__dict__["_content"].get(part)
-            if node is None:
-                return None
+        if node_at(cfg, o.key_or_group.split(".")) is None:
+            return None
         keys.add(o.key_or_group)
     return frozenset(keys)
 
@@ -143,9 +136,7 @@ def resolved(cfg, path: Path) -> Any:
         # a plain container is its own value: taken from the key map (what cfg[part] gives, without the
         # resolution machinery: ~4 lookups a path, 10,000s a sweep); anything else as OmegaConf reads it
         node = parent._get_node(part)
-        plain = isinstance(node, (DictConfig, ListConfig)) and not (
-            node._is_interpolation() or node._is_none() or node._is_missing())
-        parent = node if plain else parent[part]
+        parent = node if plain_container(node) else parent[part]
     child = parent._get_node(path[-1])
     if child is not None and child._is_missing() and not child._is_interpolation():
         return "???"  # to_container keeps a missing value as its marker
@@ -216,13 +207,22 @@ def _is_value(node) -> bool:
 def node_at(cfg, path) -> Any:
     """The node at `path` reached through plain mappings (no interpolation, None or missing container on
     the way), else None."""
-    from omegaconf import DictConfig
-
     node = cfg
     for part in path:
-        if not isinstance(node, DictConfig) or node._is_interpolation() or node._is_none() or node._is_missing():
+        content = node.__dict__.get("_content")
+        if type(content) is not dict:  # noqa: E721 - a DictConfig's key map; else a value, None, ??? or ${...}
             return None
-        node = node.__dict__["_content"].get(part)
+        node = content.get(part)
         if node is None:
             return None
     return node
+
+
+def plain_container(node) -> bool:
+    """A DictConfig or ListConfig holding its keys or items: not None, missing (???) or an interpolation.
+    OmegaConf keeps those three as the container's content in place of the dict or list (what its
+    _is_none/_is_missing/_is_interpolation look at, each with an import inside: 10,000s of calls)."""
+    from omegaconf import DictConfig, ListConfig
+
+    content = node.__dict__.get("_content") if isinstance(node, (DictConfig, ListConfig)) else None
+    return type(content) in (dict, list)

@@ -34,13 +34,16 @@ def stage_refs(st: Dict[str, Any], memo: Optional[Dict[int, list]] = None) -> Li
         return []
     if memo is None:
         return hub.refs_in({k: v for k, v in st.items() if k not in ("after", "resources", "requeue", "fetch")})
+    if id(st) in memo:  # a stage mapping several points share
+        return memo[id(st)]
     found: list = []
     for k, v in st.items():
         if k not in ("after", "resources", "requeue", "fetch"):
             if id(v) not in memo:
                 memo[id(v)] = hub.refs_in(v)
             found += memo[id(v)]
-    return list(dict.fromkeys(found))
+    memo[id(st)] = list(dict.fromkeys(found))
+    return memo[id(st)]
 
 
 def add_fetch_stage(plain: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

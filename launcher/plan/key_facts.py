@@ -43,7 +43,8 @@ def gather(plan: Plan, run_root: str) -> Facts:
             facts.code[path] = _files_digest(snapshot.listing(Path(path), exclude))
     for name, stage in plan.stages.items():
         facts.environments[name] = environment_identity(plan.cluster, stage.environment)
-        for payload in stage.payloads:
+        # points share a payload object where a sweep leaves the stage alone (model.py _payloads)
+        for payload in {id(p): p for p in stage.payloads}.values():
             for s in input_candidates(payload):
                 if s not in facts.inputs and (found := input_identity(s)):
                     facts.inputs[s] = found

@@ -68,7 +68,7 @@ def check_hub_cache(plan: Plan, errors: List[ConfigError]) -> None:
     for s in plan.stages.values():
         if kinds.get(s.kind).downloads_hub_refs:
             continue
-        for payload in s.payloads:
+        for payload in {id(p): p for p in s.payloads}.values():  # one object where points share it
             for key, value in _strings(payload, f"pipeline.stages.{s.name}"):
                 ref = hub_refs.parse(value)
                 if ref is None or ref in fetched:
