@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
@@ -94,6 +96,7 @@ class Slurm:
         for k in self.dropped:
             del self.env[k]
         self.calls: Dict[str, int] = {}  # how many times each client ran (benchmarks assert on it)
+        self._count_lock = threading.Lock()
         self._limits = None  # Slurm.limits, asked once
         self._queued = None  # Slurm.queued, asked once
         self._cluster_name: Optional[str] = None  # from info(): which associations are this cluster's
@@ -102,7 +105,8 @@ class Slurm:
 
     def _run(self, argv: List[str], timeout: float = 60) -> str:
         """Run a client once; its stdout. SlurmCommandError when it fails or times out."""
-        self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
+        with self._count_lock:  # limits() runs two clients at once
+            self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
         if shutil.which(argv[0], path=self.env.get("PATH")) is None:
             raise SchedulerUnavailable(f"`{argv[0]}` not found: is this a Slurm login node? (cluster=local runs without Slurm)")
         try:
@@ -147,10 +151,13 @@ class Slurm:
         from launcher.slurm import limits as slurm_limits
 
         if self._limits is None:
-            self._limits = slurm_limits.parse_limits(
-                self._query(["sacctmgr", "-n", "-P", "show", "qos", f"format={slurm_limits.QOS_FORMAT}"]),
-                self._query(["sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
-                             f"format={slurm_limits.USER_FORMAT}"]), cluster=self._cluster_name)
+            # the two at once: each is a round trip to slurmdbd (~0.3 s on the dev cluster, more on a
+            # busy site), most of a small sweep's preflight
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                qos = pool.submit(self._query, ["sacctmgr", "-n", "-P", "show", "qos", f"format={slurm_limits.QOS_FORMAT}"])
+                users = pool.submit(self._query, ["sacctmgr", "-n", "-P", "show", "user", user, "withassoc",
+                                                  f"format={slurm_limits.USER_FORMAT}"])
+                self._limits = slurm_limits.parse_limits(qos.result(), users.result(), cluster=self._cluster_name)
         return self._limits
 
     def queued(self, user: str):
