@@ -199,7 +199,9 @@ class Kind:
 
     # -- preflight ------------------------------------------------------------------------------------
     def preflight(self, plan, stage) -> List[ConfigError]:
-        """Checks against the login node's filesystem and shell (inputs exist, scripts parse, tokens)."""
+        """Checks against the login node's filesystem and shell (inputs exist, scripts parse, tokens).
+        Reads the plan as build_plan made it, not its content keys or cached points: it runs beside
+        them (launcher/plan/preflight.py check_common)."""
         return []
 
     def targets(self, stage) -> List[Tuple[str, str]]:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # the types of the Slurm backend's checks (Backend.checks), n
 
 
 def check_common(plan: Plan, run_root: Path) -> List[ConfigError]:
+    """What preflight checks whatever the backend: the run root, the environments, secrets, setup lines,
+    the hub cache, the team cache and each kind's own preflight. It reads the plan as build_plan made it
+    (not its content keys or cached points: it may run beside keys.assign and cache.apply)."""
     errors: List[ConfigError] = []
     cl = plan.cluster
     try:
@@ -175,7 +178,8 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
               limits: Optional[Callable[[str], slurm_limits.AccountingLimits]] = None,
               queued: Optional[Callable[[str], List[slurm_limits.QueuedJob]]] = None,
               warnings: Optional[List[str]] = None,
-              backend: Optional[backends.Backend] = None) -> List[ConfigError]:
+              backend: Optional[backends.Backend] = None,
+              common: Optional[Callable[[], List[ConfigError]]] = None) -> List[ConfigError]:
     """All problems found; empty means submit. `info` (Facts.info) is None for the local backend.
     `srun_help` returns `srun --help` (called at most once, and only when a stage names a container
     image); `reservations` the cluster's reservations (called at most once, only when a stage names
@@ -184,9 +188,10 @@ def preflight(plan: Plan, run_root: Path, info: Optional[ClusterInfo],
     reached). What only delays the run (a limit on jobs running at once) is appended to `warnings`.
     `backend` checks the run, each stage's request and the run's limits (Backend.check_run, check_stage,
     check_limits);
-    by default the class cluster.backend names (launcher/backends.py)."""
+    by default the class cluster.backend names (launcher/backends.py). `common` returns check_common's
+    answer when the caller runs it beside the rest (launcher/run/ops.py prepare_configs)."""
     backend = backend or backends.get(plan.cluster["backend"])
-    errors = check_common(plan, run_root)
+    errors = list(common()) if common is not None else check_common(plan, run_root)
     errors += backend.check_run(plan, info, srun_help, associations, getpass.getuser())
     # Asked the first time a stage names a reservation, not again (one scontrol call a run).
     held = functools.lru_cache(maxsize=None)(reservations) if reservations else None

@@ -54,11 +54,21 @@ def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun:
     Hydra launcher plugin), each point named by its overrides."""
     from launcher.run import cache
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    from launcher.plan.preflight import check_common
+
     _refuse_secrets(configs)
     run_root = Path(configs[0]["run_root"]).resolve()
-    plan = keyed(build_plan(configs, points), run_root)
-    cache.apply(plan, run_root, rerun)
-    return _check(plan, configs, run_root)
+    plan = build_plan(configs, points)
+    # preflight's own checks read only what build_plan made (the environments' interpreters; kind=command's
+    # `bash -n` over every point's command, ~0.8 s at 10,000 points): beside the content keys and Slurm's
+    # answers, which wait on other processes too
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        common = pool.submit(check_common, plan, run_root)
+        keyed(plan, run_root)
+        cache.apply(plan, run_root, rerun)
+        return _check(plan, configs, run_root, common.result)
 
 
 def keyed(plan: Plan, run_root: Path) -> Plan:
@@ -87,13 +97,16 @@ def _refuse_secrets(configs: list) -> None:
         raise ConfigErrors(errors)
 
 
-def _check(plan: Plan, configs: list, run_root: Path) -> Prepared:
+def _check(plan: Plan, configs: list, run_root: Path, common: Optional[Callable[[], List[ConfigError]]] = None) -> Prepared:
+    """Preflight against the cluster; `common` gives preflight.check_common's answer when the caller
+    started it already."""
     backend = backend_for(plan.cluster, run_root)
     facts = backend.facts()
     for warning in facts.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     warnings: List[str] = []
-    errors = (preflight(plan, run_root, facts.info, warnings=warnings, backend=backend, **backend.checks(facts))
+    errors = (preflight(plan, run_root, facts.info, warnings=warnings, backend=backend, common=common,
+                        **backend.checks(facts))
               + _external_jobs(plan, backend))
     for line in warnings:  # limits that delay the run without refusing it
         print(f"warning: {line}", file=sys.stderr)
