@@ -520,6 +520,9 @@ class _Reference:
             try:
                 return incremental.resolved(cfg, path)
             except OmegaConfBaseException as e:
+                # the point alone resolves its whole config in order and names the first key that fails (a
+                # command using a bad swept value, before the value's own key): that error, in its words
+                _plain(cfg)
                 raise _located(_omegaconf_message(e), getattr(e, "full_key", None) or ".".join(map(str, path))) from e
 
         return incremental.point_plain(self.plain, self._paths[changed], resolve)

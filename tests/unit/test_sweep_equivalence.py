@@ -40,7 +40,8 @@ VALUES = {
 }
 # Values the typed schema refuses: a sweep sometimes holds one (the same error as the point alone).
 REFUSED = {"seed": ["abc", "1.5"], f"{CK}.resources.mem_gb": ["abc"], "pipeline.stages.reduce.after.shards": ["bogus"],
-           "model.hidden_size": ["'x${seed}'"], "pipeline.description": ["null"], "wait": ["2"]}
+           "model.hidden_size": ["'x${seed}'"], "pipeline.description": ["null"], "wait": ["2"],
+           "pipeline.vars.scale": ["'${pipeline.vars.nope}'", "???", "'${oc.env:LAUNCHER_NO_SUCH_VAR}'"]}
 # Overrides every point of a sweep may carry: additions (one an interpolation of swept keys), deletions,
 # a relative interpolation, hydra.job.env_set, a list holding an interpolation.
 EXTRAS = ["+pipeline.vars.note=${seed}", "+pipeline.vars.items=[x,'${pipeline.vars.scale}']",
@@ -132,3 +133,15 @@ def test_an_override_hydra_cannot_parse_is_a_config_error_for_one_point_too():
     with pytest.raises(ConfigError) as swept:
         compose.compose_points(["pipeline=smoke", "cluster=local", "seed=${a}}"], False)
     assert str(one.value) == str(swept.value) and "seed=${a}}" in str(one.value)
+
+
+@pytest.mark.parametrize("bad", ["pipeline.vars.scale=${pipeline.vars.nope}", "pipeline.vars.scale=${pipeline.vars.scale}",
+                                 "seed=???"])
+def test_a_value_that_fails_to_resolve_names_the_key_the_point_alone_names(bad):
+    """A later point whose value cannot be resolved: the point alone fails at the first key of the config
+    that uses it (stage 'shards': pipeline.stages.shards.command); resolved from the reference it named the
+    changed key itself (pipeline.vars.scale: Interpolation key 'pipeline.vars.nope' not found)."""
+    compose._initialize()
+    key = bad.split("=")[0]
+    fixed = ["pipeline=smoke", "cluster=local", "+pipeline.vars.x=${seed}"]
+    _check([[*fixed, f"{key}=1", "run_name=a"], [*fixed, f"{key}=1", "run_name=b"], [*fixed, bad, "run_name=b"]])
