@@ -52,16 +52,30 @@ EXTRAS = ["+pipeline.vars.note=${seed}", "+pipeline.vars.items=[x,'${pipeline.va
 FREE = ("pipeline.vars.", f"{CK}.params.")  # free-form maps: a `~` there is no schema error
 
 
-def _sweep(rng: random.Random) -> list:
+# pipeline=demo: a data recipe's blocks in lists (${data.filters} inside a list), an interpolation in the
+# base (data.source: ${abspath:...}, read by data.reader.data_folder), a filter set to null and back.
+DEMO = {
+    "data.filters.gopher_quality.min_doc_words": ["10", "20", "'${pipeline.vars.docs}'"],
+    "data.source": ["a", "'${abspath:x}'", "'s ${seed}'"],
+    "data.filters.c4_quality": ["null", "{}", "{min_num_sentences: 3}"],
+    "data.reader.data_folder": ["b", "'${data.source}/x'"],
+    "pipeline.vars.docs": ["5", "6", '"7"'],
+    "pipeline.vars.tokens": ["1024", "'${pipeline.vars.docs}'"],
+    "seed": ["1", "2"],
+}
+
+
+def _sweep(rng: random.Random, values=None, base=("pipeline=smoke", "cluster=local"), extras=None) -> list:
     """The points of one random sweep: a grid over 1-3 keys (first key outermost, as Hydra's sweeper),
     sometimes shuffled, sometimes with one point's override list changed (a `~`, a `++`, a value dropped
     or set twice) so that neighbours differ in their lists, not only in values."""
-    keys = rng.sample(sorted(VALUES), rng.randint(1, 3))  # at most 8 points (the grid cut): ~1 s a sweep
-    extras = rng.sample(EXTRAS, rng.randint(0, 2))
-    grid = [[f"{k}={v}" for v in rng.sample(VALUES[k], min(len(VALUES[k]), rng.randint(2, 3)))] for k in keys]
+    values = VALUES if values is None else values
+    keys = rng.sample(sorted(values), rng.randint(1, 3))  # at most 8 points (the grid cut): ~1 s a sweep
+    extras = rng.sample(EXTRAS if extras is None else extras, rng.randint(0, 2))
+    grid = [[f"{k}={v}" for v in rng.sample(values[k], min(len(values[k]), rng.randint(2, 3)))] for k in keys]
     if rng.random() < 0.15 and keys[-1] in REFUSED:  # a refused value in a later point of the grid
         grid[-1].append(f"{keys[-1]}={rng.choice(REFUSED[keys[-1]])}")
-    points = [["pipeline=smoke", "cluster=local", *extras[:1], *p, *extras[1:]] for p in itertools.product(*grid)][:8]
+    points = [[*base, *extras[:1], *p, *extras[1:]] for p in itertools.product(*grid)][:8]
     if rng.random() < 0.3:
         rng.shuffle(points)
     if rng.random() < 0.5:
@@ -72,6 +86,8 @@ def _sweep(rng: random.Random) -> list:
         point[i] = rng.choice([f"~{key}" if key.startswith(FREE) else point[i], f"++{key}={value}", point[i]])
         if rng.random() < 0.3:
             point.append(point[i])
+        elif rng.random() < 0.2:
+            del point[i]  # this point's list is shorter than its neighbours'
     return points
 
 
@@ -93,12 +109,24 @@ def _check(points) -> None:
             assert cfg["hydra"] == compose.compose(point)["hydra"], point
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(5))
 def test_random_sweeps_equal_hydra_point_by_point(seed):
     compose._initialize()
     rng = random.Random(seed)
     for _ in range(3):
         points = _sweep(rng)
+        try:
+            _check(points)
+        except AssertionError as e:
+            raise AssertionError(f"seed {seed}: {points}: {e}") from e
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_random_sweeps_of_the_demo_pipeline_equal_hydra(seed):
+    compose._initialize()
+    rng = random.Random(100 + seed)
+    for _ in range(2):
+        points = _sweep(rng, DEMO, ("pipeline=demo", "cluster=local"), ["~data.filters.url", "seed=3", "+pipeline.vars.extra=${data.tasks}"])
         try:
             _check(points)
         except AssertionError as e:
