@@ -394,7 +394,9 @@ def _split_points(points: Sequence[Sequence[str]]) -> list:
     def parse(text: str):
         if text not in parsed_cache:
             try:
-                parsed_cache[text] = override_text.parse(text, loader) or parser.parse_override(text)
+                # parse_overrides, not parse_override: only it turns a syntax error (HydraException) into
+                # OverrideParseException, Hydra's words with the text (compose(["seed=${a}}"]) raised it raw)
+                parsed_cache[text] = override_text.parse(text, loader) or parser.parse_overrides([text])[0]
             except OverrideParseException as e:
                 raise OverrideError(f"invalid override: {e}", key="overrides") from e
         return parsed_cache[text]
@@ -432,6 +434,7 @@ class _Reference:
         self.plain = plain
         self.keys = [o.key_or_group for o in overrides]
         self.lines = [o.input_line for o in overrides]
+        self.overrides = list(overrides)
         self.interps = incremental.interpolations(cfg)
         self._paths: dict = {}
         self._templates: dict = {}  # path -> incremental.TextTemplate of the interpolation there, or None
@@ -490,8 +493,12 @@ class _Reference:
         that no `+` override of the list writes under or above; else None (resolve it in full)."""
         if [o.key_or_group for o in overrides] != self.keys:
             return None
-        keys = incremental.simple_keys(base, [o for o, line in zip(overrides, self.lines) if o.input_line != line])
-        if keys is None or any((o.is_add() or o.is_force_add()) and incremental.related_to_any(o.key_or_group, keys)
+        differing = [(o, r) for o, r in zip(overrides, self.overrides) if o.input_line != r.input_line]
+        keys = incremental.simple_keys(base, [o for o, _ in differing])
+        # the reference's override there must be a plain `key=value` too: after its `~key` (or `+key`) the
+        # kept config and the reference's resolved one lack the key (or hold one the base has not), so
+        # setting it there is no longer what Hydra does to the base (a `~x` point then `x=3`: an error)
+        if keys is None or incremental.simple_keys(base, [r for _, r in differing]) is None or any((o.is_add() or o.is_force_add()) and incremental.related_to_any(o.key_or_group, keys)
                                for o in overrides):
             return None
         return keys
@@ -513,6 +520,9 @@ class _Reference:
             try:
                 return incremental.resolved(cfg, path)
             except OmegaConfBaseException as e:
+                # the point alone resolves its whole config in order and names the first key that fails (a
+                # command using a bad swept value, before the value's own key): that error, in its words
+                _plain(cfg)
                 raise _located(_omegaconf_message(e), getattr(e, "full_key", None) or ".".join(map(str, path))) from e
 
         return incremental.point_plain(self.plain, self._paths[changed], resolve)

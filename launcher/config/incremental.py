@@ -8,8 +8,8 @@ point composed from the same config groups) with, resolved again from the point'
     lists name the same keys in the same order: a sweep's points do), and
   - every interpolation whose value can depend on one of those keys: it names such a key, a key
     above or below one, or another interpolation that does (to a fixed point); an interpolation that
-    cannot be followed by its text (a relative `${.x}`, Hydra's `${hydra:...}` node, `${now:...}`) is
-    always resolved again. An interpolation inside a list resolves the whole list again.
+    cannot be followed by its text (a relative `${.x}`, a nested one that may compute a key, Hydra's
+    `${hydra:...}` node, `${now:...}`) is always resolved again. An interpolation inside a list resolves the whole list again.
 Everything else is shared with the reference's resolved config (the same objects: treat the configs
 as read-only; jobs/point_configs.py writes them as the reference plus differences).
 
@@ -85,7 +85,11 @@ def dependent(interps: Sequence[Tuple[Path, str]], keys: Iterable[str]) -> List[
     pending = []
     for path, text in interps:
         spans = _spans(text)
-        always = any(s.lstrip().startswith(".") or any(a in s for a in _ALWAYS) for s in spans)
+        # a nested interpolation in a key or a first argument may compute a key (`${${a.which}}`,
+        # `${oc.select:${a.which},0}`): the key it selects is a value, not in the text (a.which=seed:
+        # `x${${a.which}}` depends on seed): always. One in a later argument (a default) is followed.
+        always = any(s.lstrip().startswith(".") or "${" in s.split(",")[0] or any(a in s for a in _ALWAYS)
+                     for s in spans)
         tokens = {t for s in spans for t in _TOKEN.findall(s)}
         pending.append((path, ".".join(map(str, path)), tokens, always))
     out: List[Path] = []
