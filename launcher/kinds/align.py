@@ -19,6 +19,7 @@ from launcher.plan.ema import Ema, check_decay
 from launcher.errors import ConfigError
 from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
 from launcher.config.placeholders import check_placeholders
+from launcher.sbatch.options import node_gpus
 
 # What only the sampling trainers read (launcher/plan/ignored.py refuses it on the others).
 SAMPLING = ("rewards", "num_generations", "max_completion_length")
@@ -106,7 +107,7 @@ def check_align(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
     if r["ntasks_per_node"] != 1:
         bad("resources.ntasks_per_node", "must be 1: one `accelerate launch` per node starts the processes "
                                          "(align.nproc_per_node)")
-    gpus = r["gpus_per_node"]
+    gpus = node_gpus(r)  # gpus_per_node, gres gpu or gpus_per_task x ntasks_per_node
     nproc = a["nproc_per_node"]
     if nproc is not None and (nproc < 1 or (gpus and nproc > gpus) or (not gpus and nproc != 1)):
         bad("align.nproc_per_node", f"{nproc} process(es) per node with {gpus} GPU(s) per node: use 1.."
@@ -176,7 +177,7 @@ def check_sampling(a: Dict[str, Any], r: Dict[str, Any], bad) -> None:
         bad("align.num_generations", f"must be >= 2 ({a['trainer']} compares the completions of one prompt with "
                                      f"each other), got {n}")
     elif (batch := a["micro_batch"] * a["grad_accum"] * r["nodes"]
-          * (a["nproc_per_node"] or r["gpus_per_node"] or 1)) % n:
+          * (a["nproc_per_node"] or node_gpus(r) or 1)) % n:
         bad("align.num_generations", f"the generation batch (micro_batch x grad_accum x processes = {batch}) must "
                                      f"hold whole groups of {n} completions: make it a multiple of {n}")
     if a["max_completion_length"] < 1:
@@ -273,7 +274,7 @@ def targets(name: str, payload: Dict[str, Any]) -> List[Tuple[str, str]]:
 def accelerate_config(align: Dict[str, Any], resources: Dict[str, Any]) -> Dict[str, Any]:
     """accelerate's launch config for one align stage. Per node at launch time (jobs/kinds/align.py):
     --machine_rank (SLURM_NODEID), --main_process_ip (the allocation's first node), --main_process_port."""
-    gpus, nodes = resources["gpus_per_node"], resources["nodes"]
+    gpus, nodes = node_gpus(resources), resources["nodes"]
     nproc = align["nproc_per_node"] or gpus or 1
     bf16 = gpus and str(align["dtype"]).lower() in ("bfloat16", "bf16")
     fp16 = gpus and str(align["dtype"]).lower() in ("float16", "fp16")

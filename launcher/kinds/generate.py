@@ -26,7 +26,7 @@ from jobs.runtime.templating import TEMPLATES_DIR
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
 from launcher.config.placeholders import check_placeholders
-from launcher.sbatch.options import gpu_count
+from launcher.sbatch.options import node_gpus
 
 
 @dataclass
@@ -142,7 +142,7 @@ def check_guided(p: Problems, g: Dict[str, Any]) -> None:
 
 
 def check_parallel(p: Problems, st: Dict[str, Any]) -> None:
-    tp, gpus = st["generate"]["tensor_parallel_size"], gpu_count(st["resources"]["gpus_per_node"])
+    tp, gpus = st["generate"]["tensor_parallel_size"], node_gpus(st["resources"])
     if tp < 1:
         p.add("generate.tensor_parallel_size", f"must be >= 1, got {tp}")
     elif gpus and tp > gpus:
@@ -218,7 +218,7 @@ class GenerateKind(Kind):
 
     def spec_extra(self, plan, stage) -> Dict[str, Any]:
         """The GPUs a task gets: the node side checks tensor_parallel_size against what it sees."""
-        return {"gpus": gpu_count(stage.resources["gpus_per_node"])}
+        return {"gpus": node_gpus(stage.resources)}
 
     def preflight(self, plan, stage) -> List[ConfigError]:
         errors: List[ConfigError] = []

@@ -19,6 +19,7 @@ from launcher.plan.ema import Ema, check_decay
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
 from launcher.config.placeholders import check_placeholders, plain_paths
+from launcher.sbatch.options import node_gpus
 
 
 class TrainBackend(str, Enum):
@@ -249,7 +250,7 @@ def _check_hf_layout(par: Dict[str, Any], r: Dict[str, Any], bad) -> None:
         if par[f] != 1:
             bad(f"train.parallelism.{f}", f"backend=hf is data parallel only: {f} must be 1 (got {par[f]}); "
                                           f"use backend=nanotron for tensor, pipeline or context parallelism")
-    dp, nodes, gpus = par["dp"], r["nodes"], r["gpus_per_node"]
+    dp, nodes, gpus = par["dp"], r["nodes"], node_gpus(r)
     if dp % nodes:
         bad("train.parallelism.dp", f"backend=hf starts dp/nodes processes per node: dp={dp} is not a multiple of "
                                     f"nodes={nodes}")
@@ -291,8 +292,9 @@ def _check_optimizer(train: Dict[str, Any], per_step: int, bad) -> None:
 def _check_nanotron(name: str, st: Dict[str, Any], bad) -> None:
     train, r = st["train"], st["resources"]
     model, par = train["model"], train["parallelism"]
-    gpus = r["nodes"] * r["gpus_per_node"]
-    if r["gpus_per_node"] < 1:
+    per_node = node_gpus(r)  # gpus_per_node, gres gpu or gpus_per_task x ntasks_per_node
+    gpus = r["nodes"] * per_node
+    if per_node < 1:
         bad("resources.gpus_per_node", "backend=nanotron needs GPUs (nanotron does not run on CPU)")
         return
     if r["ntasks_per_node"] != 1:
@@ -301,9 +303,9 @@ def _check_nanotron(name: str, st: Dict[str, Any], bad) -> None:
     if world(par) != gpus:
         others = par["tp"] * par["pp"] * par["cp"]
         hint = (f"dp={gpus // others}" if gpus % others == 0 else
-                f"nodes={-(-world(par) // r['gpus_per_node'])} (and dp so the product fits)")
+                f"nodes={-(-world(par) // per_node)} (and dp so the product fits)")
         bad("train.parallelism.dp", f"dp*tp*pp*cp = {par['dp']}*{par['tp']}*{par['pp']}*{par['cp']} = {world(par)} "
-                                    f"but the stage has {r['nodes']} node(s) x {r['gpus_per_node']} GPU(s) = {gpus}; "
+                                    f"but the stage has {r['nodes']} node(s) x {per_node} GPU(s) = {gpus}; "
                                     f"try {hint}")
     tp_ok = [d for d in _divisors(model["num_kv_heads"]) if model["num_heads"] % d == 0 and gpus % d == 0]
     if model["num_heads"] % par["tp"] or model["num_kv_heads"] % par["tp"]:
@@ -366,7 +368,7 @@ def describe(name: str, train: Dict[str, Any], resources: Dict[str, Any], est: D
     lines = [f"{name}: {train['backend']} {model['name']} ({_human(est['params'])} params"
              + (f", {_human(est['active_params'])} active" if est["active_params"] != est["params"] else "")
              + (" + embeddings: vocab from the tokenizer" if model["vocab_size"] is None else "") + ")",
-             f"  layout {layout} on {resources['nodes']} node(s) x {resources['gpus_per_node']} GPU(s)",
+             f"  layout {layout} on {resources['nodes']} node(s) x {node_gpus(resources)} GPU(s)",
              f"  {est['tokens_per_step']:,} tokens/step (dp {par['dp']} x micro_batch {train['micro_batch']} x "
              f"grad_accum {train['grad_accum']} x seq_len {train['seq_len']}), {est['steps']:,} steps, "
              f"{_human(train['tokens'])} tokens, checkpoint every {est['checkpoint_interval']:,} steps"]

@@ -32,7 +32,7 @@ from jobs.runtime import prompt_records
 from launcher.errors import ConfigError
 from launcher.kinds.base import DATA_CHECK_MAX_BYTES, Kind, Problems
 from launcher.config.placeholders import check_placeholders
-from launcher.sbatch.options import gpu_count
+from launcher.sbatch.options import node_gpus
 
 
 @dataclass
@@ -85,7 +85,7 @@ def quant_type(q: Dict[str, Any]) -> str:
 
 
 def check_method(p: Problems, st: Dict[str, Any]) -> None:
-    q, gpus = st["quantize"], gpu_count(st["resources"]["gpus_per_node"])
+    q, gpus = st["quantize"], node_gpus(st["resources"])
     if q["method"] not in TYPES:
         p.add("quantize.method", f"unknown method {q['method']!r} ({', '.join(TYPES)})")
         return
@@ -209,7 +209,7 @@ class QuantizeKind(Kind):
         """The GPUs and CPUs a task gets (bnb checks the GPUs it sees, llama.cpp uses the CPUs) and the
         LLAMA_FTYPE_* name of each GGUF type its points make (the node has no copy of GGUF_TYPES)."""
         types = {quant_type(p["quantize"]) for p in stage.payloads}
-        return {"gpus": gpu_count(stage.resources["gpus_per_node"]),
+        return {"gpus": node_gpus(stage.resources),
                 "cpus": int(stage.resources.get("cpus_per_task") or 1),
                 "ftypes": {t: GGUF_TYPES[t] for t in sorted(types) if t in GGUF_TYPES}}
 

@@ -14,6 +14,7 @@ from launcher.engines.vllm import plain
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
 from launcher.config.placeholders import check_placeholders
+from launcher.sbatch.options import node_gpus
 
 
 @dataclass
@@ -54,7 +55,7 @@ def check_serve(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
     def bad(sub: str, msg: str) -> None:
         errors.append(ConfigError(msg, stage=name, key=f"{key}.{sub}"))
 
-    tp, gpus = s["tensor_parallel"], r["gpus_per_node"]
+    tp, gpus = s["tensor_parallel"], node_gpus(r)
     if tp < 1:
         bad("serve.tensor_parallel", f"must be >= 1, got {tp}")
     elif gpus and isinstance(gpus, int) and tp > gpus:
@@ -161,7 +162,7 @@ class ServeKind(Kind):
         spec_text = (f"; speculative {spec['method']} ({spec['num_speculative_tokens']} tokens"
                      f"{', draft ' + spec['draft_model'] if spec['draft_model'] else ''})" if spec["method"] else "")
         return [f"{name}: {engines.get(s['engine']).describe(s)} serving {s['model']} as "
-                f"{s['served_model_name'] or name!r} on {resources['gpus_per_node']} GPU(s){spec_text}; port "
+                f"{s['served_model_name'] or name!r} on {node_gpus(resources)} GPU(s){spec_text}; port "
                 f"{s['port_base']} + job id % 10000 (first free); ready = health + a test completion within "
                 f"{s['ready_timeout_s']:g} s; serves until {until}"]
 

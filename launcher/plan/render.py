@@ -5,7 +5,7 @@ import functools
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from jobs import layout
 
@@ -196,6 +196,14 @@ def _output_layout(stage: StagePlan) -> str:
     return layout_ if layout_ != "task" else "task" if stage.tasks_per_point == 1 else "tasks"
 
 
+def node_view(resources: Dict[str, Any]) -> Dict[str, Any]:
+    """A stage's resources as the node side reads them: `gpus_per_node` is the GPUs each node of the
+    allocation has for the job, in whichever form the stage asked for them (gpus_per_node, a gres gpu
+    item, gpus_per_task x ntasks_per_node: launcher/sbatch/options.py node_gpus), so torchrun, vLLM and
+    llama.cpp start a process or a shard per GPU also when a site asks for GPUs with --gres."""
+    return {**resources, "gpus_per_node": sbatch_options.node_gpus(resources)}
+
+
 def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict:
     """What jobs.task needs on the compute node: plain JSON, no launcher import there. The runner is
     the kind's node module (jobs/kinds/__init__.py runner_for); the kind adds what else it needs."""
@@ -223,13 +231,13 @@ def stage_spec(plan: Plan, stage: StagePlan, run_dir: Path, run_id: str) -> dict
     if cached:  # points another run computed (launcher/run/cache.py): jobs/layout.py located
         spec["cached_outputs"] = cached
     if stage.groups:  # a sweep that changes the resources: each point's own (jobs/task.py picks it)
-        spec["point_resources"] = [stage.group_resources[g] for g in stage.groups]
+        spec["point_resources"] = [node_view(stage.group_resources[g]) for g in stage.groups]
     if kind.multi_process(stage.payloads[0]):
-        spec["resources"] = stage.resources
+        spec["resources"] = node_view(stage.resources)
         spec["rdzv_port_base"] = plan.cluster.get("rdzv_port_base", 20000)
     if (check := health.spec_part(plan.cluster, stage)) is not None:  # each node checked before the work
         spec["health_check"] = check
-        spec.setdefault("resources", stage.resources)
+        spec.setdefault("resources", node_view(stage.resources))
         spec.setdefault("rdzv_port_base", plan.cluster.get("rdzv_port_base", 20000))
     if (keep := retention.spec_part(plan, stage)) is not None:  # a training that prunes, or its evaluation
         spec["retention"] = keep
