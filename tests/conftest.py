@@ -235,6 +235,24 @@ def queued(env, root=None) -> set:
             if root is None or line.split("|", 1)[1].startswith(str(root))}
 
 
+def wait_jobs_ended(cli: CLI, env, timeout: float = 120) -> None:
+    """Until Slurm has recorded the end of every job the run submitted. A run is COMPLETED by its markers
+    as soon as its last task writes one, while that job is still finishing (srun's step, the epilog): a
+    test that then removes a marker and resumes must wait for this, or resume sees the task still running
+    and has nothing to do (a CI run at b78dfc8 failed so: the marker went 0.25 s before the job's end)."""
+    ids = {r["job_id"] for r in cli.ledger() if "job_id" in r}
+    final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+             "DEADLINE")
+
+    def ended() -> bool:
+        if queued(env, root=cli.run_root) & ids:
+            return False
+        states = slurm(env, "sacct", "-n", "-X", "-P", "-j", ",".join(sorted(ids)), "-o", "State").splitlines()
+        return bool(states) and all(s.split()[0] in final for s in states if s.strip())
+
+    wait_for(ended, timeout, "Slurm to record the end of the run's jobs", poll=0.5)
+
+
 @pytest.fixture(scope="session")
 def cpu_python() -> Path:
     """The stage environment of kind=preprocess (conf/envs/cpu.txt): built once, a no-op if it is."""

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, slurm, stage_counts
+from conftest import ROOT, slurm, stage_counts, wait_jobs_ended
 
 from jobs import layout
 
@@ -225,6 +225,7 @@ def test_partial_and_corrupted_newest_checkpoints_are_skipped_on_resume(dcli, de
     out = layout.output_dir(run, "train", 0, 0)
     fault_free = json.loads((out / "result.json").read_text())
     assert fault_free["checkpoints"] == [16, 32, 48, 64]
+    wait_jobs_ended(dcli, dev_slurm)  # the task has died: its job is over before the damage is found
 
     h = json.loads((run / "plan.json").read_text())["stages"][0]["hash"]
     layout.marker_path(run, "train", h, 0).unlink()  # the task never finished

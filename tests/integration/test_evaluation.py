@@ -13,7 +13,7 @@ import pytest
 from jobs import layout
 from jobs.demo.corpus import make_corpus
 
-from conftest import CLI, job_of, slurm, wait_for
+from conftest import CLI, job_of, slurm, wait_for, wait_jobs_ended
 
 pytestmark = pytest.mark.slow
 STEPS, EVERY = 384, 128  # 3 checkpoints per run, 1,024 tokens per step
@@ -114,6 +114,7 @@ def test_an_invalid_checkpoint_fails_only_its_evaluation_task(dcli, dev_slurm, c
     before = results(run)
     assert len(before) == 4  # 2 runs x 2 checkpoints
 
+    wait_jobs_ended(dcli, dev_slurm)  # else resume may see the evaluation's job still finishing
     bogus = layout.checkpoint_dir(run, "train", 0) / "checkpoint-64"
     bogus.mkdir()
     (bogus / "launcher-complete.json").write_text(json.dumps({"step": 64, "tokens": 65536, "reason": "interval"}))
