@@ -109,7 +109,7 @@ def _check(points) -> None:
             assert cfg["hydra"] == compose.compose(point)["hydra"], point
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(3))
 def test_random_sweeps_equal_hydra_point_by_point(seed):
     compose._initialize()
     rng = random.Random(seed)
@@ -121,7 +121,7 @@ def test_random_sweeps_equal_hydra_point_by_point(seed):
             raise AssertionError(f"seed {seed}: {points}: {e}") from e
 
 
-@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("seed", range(1))
 def test_random_sweeps_of_the_demo_pipeline_equal_hydra(seed):
     compose._initialize()
     rng = random.Random(100 + seed)
