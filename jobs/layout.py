@@ -227,12 +227,17 @@ def nanotron_dir(run_dir: Path, stage: str, point: int) -> Path:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary name in the same directory, fsync, then rename: readers see the old
     file or the whole new one, never half of it (also on a shared filesystem)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`atomic_write_text` for bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from launcher.config import hydra_settings, incremental, override_text
+from launcher.config import hydra_facts, hydra_settings, incremental, override_text
 from launcher.errors import ConfigError, ConfigErrors, OverrideError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -39,8 +39,7 @@ def _register() -> None:
 
     from launcher.config.schema import Cluster, Config, Model, Pipeline
 
-    # ${abspath:data/x}: tasks run elsewhere, so relative paths are fixed against the submitting directory.
-    OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(os.path.expanduser(str(p))), replace=True)
+    _register_abspath()
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     cs.store(group="pipeline", name="schema", node=Pipeline)
@@ -90,10 +89,63 @@ def _config_loader():
     return GlobalHydra.instance().config_loader()
 
 
+class _LazyLoader:
+    """Hydra's config loader, initialized on first use: the parsed overrides keep it for glob() sweeps
+    only, so a command whose other questions `_facts` answers never starts Hydra."""
+
+    def __getattr__(self, name):
+        return getattr(_config_loader(), name)
+
+
 def _parser():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    return OverridesParser.create(config_loader=_config_loader())
+    return OverridesParser.create(config_loader=_LazyLoader())
+
+
+_facts = hydra_facts.Facts(None)  # answers kept between commands (`kept_facts`); by default none
+
+
+@contextlib.contextmanager
+def kept_facts(path):
+    """Compose with the answers kept in `path` (launcher/config/hydra_facts.py; None: none kept), and
+    write the ones added."""
+    global _facts
+    previous, _facts = _facts, hydra_facts.Facts(path)
+    try:
+        yield
+    finally:
+        _facts.save()
+        _facts = previous
+
+
+def _group_exists(key: str) -> bool:
+    return _facts.group_exists(key, lambda k: _config_loader().repository.group_exists(k))
+
+
+def _base(lines: Sequence[str]):
+    """The config composed from these config-group choices, with its `hydra` node (`_compose_raw`),
+    from the kept answers when they have it. The resolvers a composition registers (Hydra's ${now:},
+    ${hydra:}, ${python_version:}; the launcher's ${abspath:}) are registered either way."""
+    cfg = _facts.base(tuple(lines), lambda: _compose_raw(lines, hydra_node=True))
+    _register_resolvers()
+    return cfg
+
+
+def _register_resolvers() -> None:
+    from hydra.core.utils import setup_globals
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("abspath"):
+        setup_globals()  # what Hydra.create_main_hydra2 registers
+        _register_abspath()
+
+
+def _register_abspath() -> None:
+    from omegaconf import OmegaConf
+
+    # ${abspath:data/x}: tasks run elsewhere, so relative paths are fixed against the submitting directory.
+    OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(os.path.expanduser(str(p))), replace=True)
 
 
 def sweep_points(overrides: Sequence[str], multirun: bool) -> List[List[str]]:
@@ -150,7 +202,7 @@ def _sweep(overrides: Sequence[str], multirun: bool) -> tuple[List[List[str]], d
             raise _located(f"invalid sweep {o.input_line}: {e}", key) from e
         if o.value_type == ValueType.GLOB_CHOICE_SWEEP:
             loader = _config_loader()
-            if not loader.repository.group_exists(key):
+            if not _group_exists(key):
                 groups = [g for g in loader.get_group_options("", results_filter=ObjectType.GROUP)
                           if g != "hydra" and loader.get_group_options(g)]
                 raise _located(f"{o.input_line}: glob() picks options of a config group, and '{key}' is not a config "
@@ -188,7 +240,7 @@ def _changes_search_path(o) -> bool:
 
 def _is_group(o) -> bool:
     """Hydra's rule (defaults_list.Overrides): a config group's key, with a value that is no mapping."""
-    return _config_loader().repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict)
+    return _group_exists(o.key_or_group) and not isinstance(o.value(), dict)
 
 
 def _sweep_params(parsed) -> tuple[list, dict]:
@@ -209,7 +261,7 @@ def _sweep_params(parsed) -> tuple[list, dict]:
                   if _is_group(o) or _changes_search_path(o))
     later = [o for o in fixed if (o.key_or_group == "hydra" or o.is_hydra_override()) and not _is_group(o)
              and not _changes_search_path(o)]
-    base = _compose_raw(lines, hydra_node=True)
+    base = _base(lines)
     with _copy_on_write(base, later, last_use=False) as cfg:
         for o in later:
             try:
@@ -236,9 +288,13 @@ def _sweep_params(parsed) -> tuple[list, dict]:
     return out, primed
 
 
-@functools.lru_cache(maxsize=1)
 def _reference_hydra_node() -> dict:
     """Hydra's own `hydra` node, composed with no config and no override (unresolved)."""
+    return _facts.reference_hydra_node(_compose_hydra_node)
+
+
+@functools.lru_cache(maxsize=1)
+def _compose_hydra_node() -> dict:
     from hydra import compose as hydra_compose
     from omegaconf import OmegaConf
 
@@ -344,7 +400,7 @@ def compose_each(points: Sequence[Sequence[str]], multirun: bool = True, _bases:
         for base, config_overrides, checked in jobs:
             if base not in bases:
                 primed = (_bases or {}).pop(base, None)  # composed by sweep_points already
-                bases[base] = _compose_raw(base, hydra_node=True) if primed is None else primed
+                bases[base] = _base(base) if primed is None else primed
                 _check_hydra_node(bases[base])
             uses[base] -= 1
             keys = refs[base].changed_keys(bases[base], config_overrides) if base in refs else None
@@ -387,7 +443,7 @@ def _split_points(points: Sequence[Sequence[str]]) -> list:
     launcher would drop."""
     from hydra.errors import OverrideParseException
 
-    loader = _config_loader()
+    loader = _LazyLoader()
     parser = _parser()
     parsed_cache: dict = {}
 
@@ -403,7 +459,7 @@ def _split_points(points: Sequence[Sequence[str]]) -> list:
 
     @functools.lru_cache(maxsize=None)
     def group_exists(key: str) -> bool:
-        return loader.repository.group_exists(key)
+        return _group_exists(key)
 
     def is_group(o) -> bool:  # Hydra's rule (defaults_list.Overrides): a group key whose value is no mapping
         return group_exists(o.key_or_group) and not isinstance(o.value(), dict)

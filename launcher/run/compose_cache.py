@@ -6,8 +6,11 @@ An entry is keyed on everything composition reads: the overrides and -m; the con
 under conf/, cluster_profiles/ and the config directories (launcher/config/configdirs.py); the launcher's own
 code (path, size and mtime of every file under launcher/: the schema and the composition rules); the working
 directory and the whole environment (`${oc.env:...}`, `${abspath:...}` and the site default read
-them); the Python version. A config tree with a `${now:` interpolation (a value that changes by
-itself) is never cached, nor a config directory of more than MAX_FILES files. Errors are not cached.
+them); the Python version; the stage kinds installed packages add (their modules' size and mtime). A
+config tree with a `${now:` interpolation (a value that changes by itself) is never cached, nor a
+config directory of more than MAX_FILES files. Errors are not cached. What Hydra answers from the
+config files alone (a group choice's composition) is kept too, across different overrides
+(launcher/config/hydra_facts.py, `facts_path`).
 
 Entries: <state dir>/compose/<key>.json (launcher/run/runindex.py state_dir), the newest KEEP kept.
 $LAUNCHER_COMPOSE_CACHE=0 turns it off. Login node only.
@@ -29,9 +32,10 @@ ENV = "LAUNCHER_COMPOSE_CACHE"
 LAUNCHER_DIR = Path(__file__).resolve().parents[1]  # the whole launcher package: schema, composition rules
 
 
-def _tree(root: Path, h, by_content: bool) -> bool:
+def _tree(root: Path, h, by_content: bool, now_allowed: bool = False) -> bool:
     """Feed every file under root into h (its content, or its size and mtime); False when it cannot
-    be cached (too many files, a ${now: interpolation)."""
+    be cached (too many files, or a ${now: interpolation unless now_allowed: an unresolved config,
+    as launcher/config/hydra_facts.py keeps, holds the interpolation, not its value)."""
     count = 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -43,7 +47,7 @@ def _tree(root: Path, h, by_content: bool) -> bool:
             h.update(str(path).encode() + b"\0")
             if by_content:
                 data = path.read_bytes()
-                if b"${now:" in data:
+                if b"${now:" in data and not now_allowed:
                     return False
                 h.update(data)
             else:
@@ -59,7 +63,7 @@ def key(overrides: Sequence[str], multirun: bool) -> Optional[str]:
     if os.environ.get(ENV) == "0":
         return None
     h = hashlib.sha256(json.dumps([list(overrides), multirun, os.getcwd(), sorted(os.environ.items()),
-                                   sys.version, [str(d) for d in configdirs.current()]]).encode())
+                                   sys.version, [str(d) for d in configdirs.current()], plugin_kinds()]).encode())
     try:
         for root in (compose.CONF_DIR, compose.PROFILES_DIR, *configdirs.current()):
             if not _tree(Path(root), h, by_content=True):
@@ -74,6 +78,38 @@ def _dir() -> Path:
     from launcher.run import runindex
 
     return runindex.state_dir() / "compose"
+
+
+def plugin_kinds() -> list:
+    """The stage kinds installed packages add (launcher/kinds/__init__.py plugins) with the path, size and
+    mtime of each one's module: their sections are part of the schema that composition types the config
+    with. A module that cannot be found is named without them (the plan says what is wrong with it)."""
+    import importlib.util
+
+    from launcher import kinds
+
+    out = []
+    for name, where in sorted(kinds.plugins().items()):
+        try:
+            origin = importlib.util.find_spec(where.partition(":")[0]).origin
+            st = os.stat(origin)
+            out.append([name, where, origin, st.st_size, st.st_mtime_ns])
+        except (ImportError, AttributeError, ValueError, OSError, TypeError):
+            out.append([name, where])
+    return out
+
+
+def facts_path() -> Optional[Path]:
+    """Where the answers of Hydra's composition that depend on the config files alone are kept
+    (launcher/config/hydra_facts.py), or None when they are not (cache off, a tree too big)."""
+    from launcher.config import compose, configdirs, hydra_facts
+    from launcher.run import runindex
+
+    if os.environ.get(ENV) == "0":
+        return None
+    fp = hydra_facts.fingerprint([compose.CONF_DIR, compose.PROFILES_DIR, *configdirs.current()], LAUNCHER_DIR, _tree,
+                                 plugin_kinds())
+    return runindex.state_dir() / "hydra" / f"{fp}.pkl" if fp else None
 
 
 def compose_points(overrides: Sequence[str], multirun: bool) -> Tuple[List[List[str]], List[dict]]:
@@ -92,7 +128,8 @@ def compose_points(overrides: Sequence[str], multirun: bool) -> Tuple[List[List[
                 return found["points"], point_configs.decode(found["configs"])
             except (KeyError, TypeError, ValueError):
                 pass  # an entry of another version: compose it
-    points, configs = compose.compose_points(overrides, multirun)
+    with compose.kept_facts(facts_path()):
+        points, configs = compose.compose_points(overrides, multirun)
     if entry is not None:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)

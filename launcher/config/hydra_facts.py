@@ -1,0 +1,122 @@
+"""What Hydra's composition answers from the config files alone, kept between commands, so that a
+command whose config files did not change composes without starting Hydra (its plugin discovery,
+config repository and defaults-list merge: ~0.5 s of a 200-point `launcher run` on 2 cores,
+docs/sweep-scale.md).
+
+Kept, per fingerprint of the inputs (`fingerprint`):
+- the config composed from a set of config-group choices, before any value override (what
+  `hydra.compose(config_name="config", overrides=<group choices>, return_hydra_config=True)` returns:
+  unresolved, so no value of the environment or the clock is in it), pickled as OmegaConf pickles
+  a DictConfig;
+- whether a key is a config group (`ConfigRepository.group_exists`);
+- Hydra's own `hydra` node, composed with no config (what a composed `hydra` node is checked against).
+
+The fingerprint covers what those answers read: the content of every file under conf/,
+cluster_profiles/ and the config directories (launcher/config/configdirs.py) and where they are, the
+launcher's own code (path, size and mtime of each file: the schema is registered from it) and
+the modules of stage kinds that installed packages add (their sections are in the schema), the
+working directory (Hydra records it in hydra.runtime.cwd), the Python version and the installed
+Hydra and OmegaConf (size and mtime of their `__init__.py`). Anything else a point reads (values,
+`${oc.env:...}`, the clock) is applied or resolved per command, as without this file.
+
+A question the file does not answer yet is asked of Hydra (initialized then) and the answer added.
+The file is written by this user's commands only, in the state directory (launcher/run/runindex.py
+state_dir: `<state dir>/hydra/<fingerprint>.pkl`); a file that does not load is ignored. Login node
+only; `$LAUNCHER_COMPOSE_CACHE=0` turns it off with the compose cache.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+KEEP = 16  # fingerprints kept: one per checkout, config directory set and working directory in use
+
+
+def fingerprint(config_roots: Iterable[Path], code_dir: Path, tree: Callable, plugins: list) -> Optional[str]:
+    """The key of the answers, or None when they must not be kept (a tree too big to fingerprint, a file
+    gone meanwhile). `tree(root, hash, by_content, now_allowed)` feeds a folder's files into the hash
+    (launcher/run/compose_cache.py `_tree`); `plugins` names the stage kinds packages add, with their
+    modules' size and mtime (their sections are in the schema; compose_cache.plugin_kinds)."""
+    config_roots = list(config_roots)
+    h = hashlib.sha256(json.dumps([os.getcwd(), sys.version, [str(r) for r in config_roots], plugins]).encode())
+    try:
+        for name in ("hydra", "omegaconf"):
+            origin = importlib.util.find_spec(name).origin
+            st = os.stat(origin)
+            h.update(f"{origin}:{st.st_size}:{st.st_mtime_ns}".encode())
+        for root in config_roots:
+            if not tree(Path(root), h, True, True):
+                return None
+        tree(code_dir, h, False, True)
+    except (OSError, AttributeError):
+        return None
+    return h.hexdigest()[:32]
+
+
+class Facts:
+    """The answers kept for one fingerprint (none: `Facts(None)` asks Hydra every time and keeps nothing)."""
+
+    def __init__(self, path: Optional[Path]):
+        self.path = path
+        self.groups: dict = {}  # key -> is a config group
+        self.bases: dict = {}  # tuple of group-choice override lines -> pickled composed config
+        self.hydra_node: Optional[dict] = None
+        self.changed = False
+        if path is not None:
+            with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
+                                     TypeError, ValueError):
+                kept = pickle.loads(path.read_bytes())
+                self.groups, self.bases, self.hydra_node = kept["groups"], kept["bases"], kept["hydra_node"]
+
+    def group_exists(self, key: str, ask: Callable[[str], bool]) -> bool:
+        if key not in self.groups:
+            self.groups[key] = ask(key)
+            self.changed = True
+        return self.groups[key]
+
+    def base(self, lines: tuple, compose: Callable):
+        """The config composed from these group choices: a fresh object each call (callers change it),
+        unpickled from the kept bytes, or composed by `compose()` and kept (pickled before any caller
+        changes it)."""
+        if self.path is not None and lines in self.bases:
+            with contextlib.suppress(pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+                return pickle.loads(self.bases[lines])
+        cfg = compose()
+        if self.path is not None:
+            try:
+                self.bases[lines] = pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
+                self.changed = True
+            except (pickle.PicklingError, TypeError, AttributeError):
+                pass  # a value OmegaConf cannot pickle: composed again next time
+        return cfg
+
+    def reference_hydra_node(self, compose: Callable[[], dict]) -> dict:
+        if self.hydra_node is None:
+            self.hydra_node = compose()
+            self.changed = True
+        return self.hydra_node
+
+    def save(self) -> None:
+        """Write the answers when a question was added (atomically: a reader sees the old file or the new);
+        keep the newest KEEP files. A state directory that cannot be written costs only time."""
+        if self.path is None or not self.changed:
+            return
+        from jobs import layout
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            layout.atomic_write_bytes(self.path, pickle.dumps(
+                {"groups": self.groups, "bases": self.bases, "hydra_node": self.hydra_node},
+                protocol=pickle.HIGHEST_PROTOCOL))
+            for old in sorted(self.path.parent.glob("*.pkl"), key=lambda p: p.stat().st_mtime)[:-KEEP]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass
+        self.changed = False

@@ -1,0 +1,102 @@
+"""Hydra's answers kept between commands (launcher/config/hydra_facts.py): a command whose config files did
+not change composes without starting Hydra, and its configs equal a composition by Hydra; a changed
+config file, or a kept file that does not load, makes Hydra answer again."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAM = """
+import json, sys
+from pathlib import Path
+from hydra.core.global_hydra import GlobalHydra
+from launcher.config import compose
+path = None if sys.argv[1] == "-" else Path(sys.argv[1])
+with compose.kept_facts(path):
+    points, configs = compose.compose_points(json.loads(sys.argv[2]), True)
+print(json.dumps({"points": points, "configs": configs, "hydra": GlobalHydra.instance().is_initialized()}))
+"""
+SWEEP = ["pipeline=ablation", "data=fineweb_like,raw", "seed=1,2", "cluster=local", "run_root=runs/x",
+         "pipeline.vars.seq_len=64"]
+
+
+def compose_in_a_process(facts, overrides, cwd, env=None) -> dict:
+    p = subprocess.run([sys.executable, "-c", PROGRAM, str(facts) if facts else "-", json.dumps(overrides)],
+                       capture_output=True, text=True, cwd=cwd, env=env, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout)
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def test_a_second_command_composes_without_hydra_and_equals_hydras_composition(tmp_path, env):
+    facts = tmp_path / "facts.pkl"
+    by_hydra = compose_in_a_process(None, SWEEP, tmp_path, env)
+    first = compose_in_a_process(facts, SWEEP, tmp_path, env)
+    second = compose_in_a_process(facts, SWEEP, tmp_path, env)
+    assert by_hydra["hydra"] and first["hydra"] and facts.is_file()
+    assert not second["hydra"], "every answer was kept: Hydra should not have started"
+    assert second["configs"] == first["configs"] == by_hydra["configs"] and len(second["configs"]) == 4
+    assert second["points"] == by_hydra["points"]
+    # ${abspath:} (registered by the launcher) resolves the same without Hydra's initialization
+    assert str(tmp_path) in json.dumps(second["configs"][0])
+
+
+def test_a_question_not_kept_yet_is_asked_of_hydra_and_added(tmp_path, env):
+    """Another set of config-group choices (model=tiny) than the kept one: Hydra composes that base, and
+    the next command with it needs Hydra no more; a glob() sweep lists the group's options through Hydra."""
+    facts = tmp_path / "facts.pkl"
+    compose_in_a_process(facts, SWEEP, tmp_path, env)
+    other = [*SWEEP, "model=tiny"]
+    assert compose_in_a_process(facts, other, tmp_path, env)["hydra"]
+    again = compose_in_a_process(facts, other, tmp_path, env)
+    assert not again["hydra"] and again["configs"] == compose_in_a_process(None, other, tmp_path, env)["configs"]
+    globbed = compose_in_a_process(facts, ["pipeline=smoke", "cluster=local", "data=glob(*)"], tmp_path, env)
+    assert globbed["hydra"] and [p[-1] for p in globbed["points"]] == ["data=fineweb_like", "data=quality", "data=raw"]
+
+
+def test_a_changed_config_file_or_a_broken_kept_file_is_composed_by_hydra_again(tmp_path, env, monkeypatch):
+    from launcher.config import configdirs
+    from launcher.run import compose_cache
+
+    confs = tmp_path / "confs"
+    (confs / "data").mkdir(parents=True)
+    mine = confs / "data" / "mine.yaml"
+    mine.write_text("defaults:\n  - fineweb_like\n  - _self_\nrecipe: first\n")
+    env = {**env, "LAUNCHER_CONFIG_DIRS": str(confs), "LAUNCHER_STATE_DIR": str(tmp_path / "state")}
+    monkeypatch.setenv("LAUNCHER_CONFIG_DIRS", str(confs))
+    monkeypatch.setenv("LAUNCHER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    configdirs.use(None)
+    overrides = ["pipeline=smoke", "cluster=local", "data=mine"]
+    facts = compose_cache.facts_path()
+    compose_in_a_process(facts, overrides, tmp_path, env)
+    assert not compose_in_a_process(facts, overrides, tmp_path, env)["hydra"]
+    mine.write_text(mine.read_text().replace("first", "second"))
+    changed = compose_cache.facts_path()
+    assert changed != facts
+    out = compose_in_a_process(changed, overrides, tmp_path, env)
+    assert out["hydra"] and out["configs"][0]["data"]["recipe"] == "second"
+    changed.write_bytes(b"not a pickle")
+    out = compose_in_a_process(changed, overrides, tmp_path, env)
+    assert out["hydra"] and out["configs"][0]["data"]["recipe"] == "second"
+
+
+def test_the_fingerprints_cover_the_stage_kinds_installed_packages_add(monkeypatch, tmp_path):
+    """A plugin kind's section is part of the schema: adding one (or changing its module) is a new key."""
+    from launcher import kinds
+    from launcher.run import compose_cache
+
+    monkeypatch.setenv("LAUNCHER_STATE_DIR", str(tmp_path))
+    before = compose_cache.facts_path(), compose_cache.key(["pipeline=smoke"], False)
+    monkeypatch.setattr(kinds, "plugins", lambda: {"toy": "json.decoder:JSONDecoder"})
+    after = compose_cache.facts_path(), compose_cache.key(["pipeline=smoke"], False)
+    assert None not in before and after[0] != before[0] and after[1] != before[1]
