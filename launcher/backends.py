@@ -65,6 +65,10 @@ class Backend(Protocol):
     def cancel(self, job_ids: Iterable[str]) -> None:
         """Cancel these jobs (every task of each)."""
 
+    def prefetch(self) -> None:
+        """Start asking the scheduler, in the background, what `facts` and preflight's limits will read,
+        while the caller builds the plan (answers taken by `facts`/`checks`; an error is raised there)."""
+
     def facts(self) -> Facts:
         """The cluster facts preflight checks the run against."""
 

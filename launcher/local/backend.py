@@ -103,6 +103,9 @@ class Local:
                 layout.atomic_write_text(self.dir / "driver.pid", f"{proc.pid}\n")
         return str(job_id)
 
+    def prefetch(self) -> None:
+        """Nothing to ask (`facts`)."""
+
     def facts(self) -> Facts:
         """Nothing to ask: this machine has no partitions, limits or accounting."""
         return Facts(max_array_size=MAX_ARRAY_SIZE)

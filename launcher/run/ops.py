@@ -60,6 +60,7 @@ def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun:
 
     _refuse_secrets(configs)
     run_root = Path(configs[0]["run_root"]).resolve()
+    backend = _asking_backend(configs[0]["cluster"], run_root)
     plan = build_plan(configs, points)
     # preflight's own checks read only what build_plan made (the environments' interpreters; kind=command's
     # `bash -n` over every point's command, ~0.8 s at 10,000 points): beside the content keys and Slurm's
@@ -68,7 +69,18 @@ def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun:
         common = pool.submit(check_common, plan, run_root)
         keyed(plan, run_root)
         cache.apply(plan, run_root, rerun)
-        return _check(plan, configs, run_root, common.result)
+        return _check(plan, configs, run_root, common.result, backend)
+
+
+def _asking_backend(cluster: dict, run_root: Path):
+    """The profile's scheduler, already asking what preflight reads (Backend.prefetch) while the plan is
+    built; None for a profile the plan refuses (its error comes from build_plan)."""
+    try:
+        backend = backend_for(cluster, run_root)
+    except Exception:  # noqa: BLE001 - an unknown backend, a bad profile: build_plan names the key
+        return None
+    backend.prefetch()
+    return backend
 
 
 def keyed(plan: Plan, run_root: Path) -> Plan:
@@ -97,10 +109,11 @@ def _refuse_secrets(configs: list) -> None:
         raise ConfigErrors(errors)
 
 
-def _check(plan: Plan, configs: list, run_root: Path, common: Optional[Callable[[], List[ConfigError]]] = None) -> Prepared:
+def _check(plan: Plan, configs: list, run_root: Path, common: Optional[Callable[[], List[ConfigError]]] = None,
+           backend=None) -> Prepared:
     """Preflight against the cluster; `common` gives preflight.check_common's answer when the caller
-    started it already."""
-    backend = backend_for(plan.cluster, run_root)
+    started it already, `backend` the scheduler when the caller made it (`_asking_backend`)."""
+    backend = backend or backend_for(plan.cluster, run_root)
     facts = backend.facts()
     for warning in facts.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -40,10 +40,44 @@ class SlurmBackend(Slurm):
 
     def __init__(self, cluster: dict, run_dir: Optional[Path] = None, accounting: Optional[bool] = None):
         super().__init__(cluster, accounting=accounting)
+        self._info = None  # Slurm.info, when `prefetch` asked it
+        self._prefetched = None  # prefetch's thread, joined by `facts`
+        self._info_error: Optional[BaseException] = None  # why prefetch's Slurm.info failed
+
+    def prefetch(self) -> None:
+        """Slurm.info's three `scontrol` calls and, when the cluster keeps accounting, the limits' two
+        `sacctmgr` calls, in a thread: they wait on slurmctld and slurmdbd (~0.3 s on the idle dev
+        cluster, more at a busy site), not on this process, so they overlap building the plan. The
+        calls are those preflight makes anyway (it reads the limits whenever accounting answers). The
+        error of Slurm.info (after its retries) is raised by `facts`; limits that failed are asked again
+        by preflight, which reports the error."""
+        import getpass
+        import threading
+
+        def ask() -> None:
+            try:
+                self._info = self.info()
+            except Exception as e:  # noqa: BLE001 - raised by facts(), in the caller's thread
+                self._info_error = e
+                return
+            if self._info.accounting is not False:
+                try:
+                    self.limits(getpass.getuser())
+                except Exception:  # noqa: BLE001 - asked again by preflight, which reports it
+                    pass
+
+        self._prefetched = threading.Thread(target=ask, name="slurm-prefetch", daemon=True)
+        self._prefetched.start()
 
     def facts(self) -> Facts:
-        """Three `scontrol` calls (Slurm.info), and a warning for the SBATCH_* variables dropped."""
-        info = self.info()
+        """Three `scontrol` calls (Slurm.info; made by `prefetch` when it ran), and a warning for the
+        SBATCH_* variables dropped."""
+        if self._prefetched is not None:
+            self._prefetched.join()
+            self._prefetched = None
+        if self._info_error is not None:
+            raise self._info_error
+        info = self._info or self.info()
         warnings = [f"{', '.join(self.dropped)} in this shell would override what preflight checked; sbatch "
                     f"is called without them (set site defaults in the cluster profile: cluster.resources, "
                     f"cluster.account, cluster.partition)"] if self.dropped else []
