@@ -26,7 +26,7 @@ from jobs.runtime.templating import TEMPLATES_DIR
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
 from launcher.config.placeholders import check_placeholders
-from launcher.sbatch.options import node_gpus
+from launcher.sbatch.options import gpu_request, node_gpus
 
 
 @dataclass
@@ -146,7 +146,7 @@ def check_parallel(p: Problems, st: Dict[str, Any]) -> None:
     if tp < 1:
         p.add("generate.tensor_parallel_size", f"must be >= 1, got {tp}")
     elif gpus and tp > gpus:
-        p.add("generate.tensor_parallel_size", f"{tp} GPUs per model but resources.gpus_per_node is {gpus}: use "
+        p.add("generate.tensor_parallel_size", f"{tp} GPUs per model but {gpu_request(st['resources'])}: use "
                                                f"tensor_parallel_size <= {gpus}")
     elif not gpus and tp != 1:
         p.add("generate.tensor_parallel_size", f"{tp} without GPUs (resources.gpus_per_node is 0): CPU inference "

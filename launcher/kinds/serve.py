@@ -14,7 +14,7 @@ from launcher.engines.vllm import plain
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
 from launcher.config.placeholders import check_placeholders
-from launcher.sbatch.options import node_gpus
+from launcher.sbatch.options import gpu_request, node_gpus
 
 
 @dataclass
@@ -59,7 +59,7 @@ def check_serve(name: str, st: Dict[str, Any], errors: List[ConfigError]) -> Non
     if tp < 1:
         bad("serve.tensor_parallel", f"must be >= 1, got {tp}")
     elif gpus and isinstance(gpus, int) and tp > gpus:
-        bad("serve.tensor_parallel", f"{tp} GPUs per server but resources.gpus_per_node is {gpus}: use "
+        bad("serve.tensor_parallel", f"{tp} GPUs per server but {gpu_request(r)}: use "
                                      f"tensor_parallel <= {gpus}")
     elif not gpus and tp != 1:
         bad("serve.tensor_parallel", f"{tp} without GPUs: CPU serving runs one process (tensor_parallel=1)")

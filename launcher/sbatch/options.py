@@ -125,6 +125,19 @@ def node_gpus(r: Dict[str, Any]) -> int:
                per_task * tasks if isinstance(per_task, int) and isinstance(tasks, int) else 0)
 
 
+def gpu_request(r: Dict[str, Any]) -> str:
+    """Which resources key gives a stage its GPUs per node (`node_gpus`), for messages: "resources.gres is
+    gpu:a100:4", "resources.gpus_per_node is 2", "resources.gpus_per_task is 1 x ntasks_per_node 4", or,
+    without GPUs, "resources.gpus_per_node is 0" (no gres or gpus_per_task either)."""
+    n = node_gpus(r)
+    per_task, tasks = r.get("gpus_per_task") or 0, r.get("ntasks_per_node") or 1
+    if n and gpu_count(r.get("gpus_per_node", 0)) != n and _gres_gpus(r) == n:
+        return f"resources.gres is {r['gres']}"
+    if n and gpu_count(r.get("gpus_per_node", 0)) != n and isinstance(per_task, int) and per_task * tasks == n:
+        return f"resources.gpus_per_task is {per_task} x ntasks_per_node {tasks}"
+    return f"resources.gpus_per_node is {r.get('gpus_per_node') or 0}"
+
+
 def parse_gres(value: str) -> List[Tuple[str, Optional[str], int]]:
     """sbatch --gres ('gpu:a100:8,shard:2', 'gpu') → [(name, type or None, count per node)]. A missing
     count is 1; of two parts the second is a count when it is one ('gpu:2'), else a type ('gpu:a100')

@@ -51,4 +51,13 @@ def test_tensor_parallelism_is_checked_against_gres_gpus():
     assert plan.stages["synth"].payloads[0]["generate"]["tensor_parallel_size"] == 4
     with pytest.raises(LauncherError) as e:
         plan_of("generate_demo", "pipeline.stages.synth.resources.gres=gpu:2", *tp4)
-    assert "4 GPUs per model" in str(e.value) and "is 2" in str(e.value)
+    assert "4 GPUs per model but resources.gres is gpu:2: use tensor_parallel_size <= 2" in str(e.value)
+
+
+def test_messages_name_the_resources_key_the_gpus_come_from():
+    from launcher.sbatch.options import gpu_request
+
+    assert gpu_request({"gres": "gpu:a100:4", "gpus_per_node": 0}) == "resources.gres is gpu:a100:4"
+    assert gpu_request({"gpus_per_task": 1, "ntasks_per_node": 4}) == "resources.gpus_per_task is 1 x ntasks_per_node 4"
+    assert gpu_request({"gpus_per_node": "a100:2"}) == "resources.gpus_per_node is a100:2"
+    assert gpu_request({"gpus_per_node": 0, "gres": "shard:2"}) == "resources.gpus_per_node is 0"
