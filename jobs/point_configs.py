@@ -75,10 +75,21 @@ def copy(obj: Any) -> Any:
     return obj
 
 
+_last: list = [(), None]  # the configs last encoded (kept, so no other object takes their ids) and their encoding
+
+
 def encode(configs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """The file's content for these configs (one per point, in point order; at least one)."""
+    """The file's content for these configs (one per point, in point order; at least one). The same
+    configs again (the same objects: configs are read-only once composed) give the same encoding
+    without diffing them again: the login node's compose cache and the run's points.json encode one
+    sweep (~0.3 s at 10,000 points)."""
+    done, encoded = _last
+    if len(done) == len(configs) and all(a is b for a, b in zip(done, configs)):
+        return encoded
     base = configs[0]
-    return {"format": FORMAT, "base": base, "diffs": [diff(base, c) for c in configs]}
+    encoded = {"format": FORMAT, "base": base, "diffs": [diff(base, c) for c in configs]}
+    _last[:] = [tuple(configs), encoded]
+    return encoded
 
 
 def decode(data: Dict[str, Any]) -> List[Dict[str, Any]]:

@@ -92,8 +92,8 @@ def parts(plan: Plan, stage: StagePlan, point: int, facts: Facts,
     touch this stage), so a 10,000-point sweep digests such a stage's payload once."""
     payload = stage.payloads[point]
     resources = stage.point_resources(point)
-    shape = {k: resources.get(k) for k in KEY_RESOURCES}
-    ident = (stage.name, id(payload), json.dumps(shape, sort_keys=True, default=str))
+    shape, shape_text = _shape(resources, memo)
+    ident = (stage.name, id(payload), shape_text)
     own = memo.get(ident) if memo is not None else None
     if own is None:
         own = _own_parts(plan, stage, point, facts, shape)
@@ -104,6 +104,18 @@ def parts(plan: Plan, stage: StagePlan, point: int, facts: Facts,
             "node_code": (facts.node_code, "jobs/ and templates/ (the launcher's node side)"),
             "environment": facts.environments.get(stage.name, ("", "none")),
             "external_inputs": own["external_inputs"]}
+
+
+def _shape(resources: Dict[str, Any], memo: Optional[Dict[Any, Any]]) -> Tuple[Dict[str, Any], str]:
+    """The resources that shape the computation (KEY_RESOURCES), and their JSON; once per resources
+    object while `memo` lives (the points of a resource group share one)."""
+    if memo is not None and ("shape", id(resources)) in memo:
+        return memo["shape", id(resources)][1:]
+    shape = {k: resources.get(k) for k in KEY_RESOURCES}
+    found = (resources, shape, json.dumps(shape, sort_keys=True, default=str))  # resources kept: its id stays its
+    if memo is not None:
+        memo["shape", id(resources)] = found
+    return found[1:]
 
 
 def _own_parts(plan: Plan, stage: StagePlan, point: int, facts: Facts, shape: Dict[str, Any]) -> Dict[str, Any]:
