@@ -7,7 +7,9 @@ Kept, per fingerprint of the inputs (`fingerprint`):
 - the config composed from a set of config-group choices, before any value override (what
   `hydra.compose(config_name="config", overrides=<group choices>, return_hydra_config=True)` returns:
   unresolved, so no value of the environment or the clock is in it), pickled as OmegaConf pickles
-  a DictConfig;
+  a DictConfig. Hydra writes two things of the process into it: the working directory
+  (hydra.runtime.cwd), set again to this command's when it is read back, and the variables
+  hydra.job.env_copy names (copied into hydra.job.env_set): a composition that copies any is not kept;
 - whether a key is a config group (`ConfigRepository.group_exists`);
 - Hydra's own `hydra` node, composed with no config (what a composed `hydra` node is checked against).
 
@@ -15,7 +17,7 @@ The fingerprint covers what those answers read: the content of every file under 
 cluster_profiles/ and the config directories (launcher/config/configdirs.py) and where they are, the
 launcher's own code (path, size and mtime of each file: the schema is registered from it) and
 the modules of stage kinds that installed packages add (their sections are in the schema), the
-working directory (Hydra records it in hydra.runtime.cwd), the Python version and the installed
+Python version and the installed
 Hydra and OmegaConf (size and mtime of their `__init__.py`). Anything else a point reads (values,
 `${oc.env:...}`, the clock) is applied or resolved per command, as without this file.
 
@@ -36,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-KEEP = 16  # fingerprints kept: one per checkout, config directory set and working directory in use
+KEEP = 16  # fingerprints kept: one per checkout and config directory set in use
 
 
 def fingerprint(config_roots: Iterable[Path], code_dir: Path, tree: Callable, plugins: list) -> Optional[str]:
@@ -45,7 +47,7 @@ def fingerprint(config_roots: Iterable[Path], code_dir: Path, tree: Callable, pl
     (launcher/run/compose_cache.py `_tree`); `plugins` names the stage kinds packages add, with their
     modules' size and mtime (their sections are in the schema; compose_cache.plugin_kinds)."""
     config_roots = list(config_roots)
-    h = hashlib.sha256(json.dumps([os.getcwd(), sys.version, [str(r) for r in config_roots], plugins]).encode())
+    h = hashlib.sha256(json.dumps([sys.version, [str(r) for r in config_roots], plugins]).encode())
     try:
         for name in ("hydra", "omegaconf"):
             origin = importlib.util.find_spec(name).origin
@@ -83,13 +85,16 @@ class Facts:
 
     def base(self, lines: tuple, compose: Callable):
         """The config composed from these group choices: a fresh object each call (callers change it),
-        unpickled from the kept bytes, or composed by `compose()` and kept (pickled before any caller
-        changes it)."""
+        unpickled from the kept bytes (with this process's working directory as hydra.runtime.cwd, which
+        Hydra sets to os.getcwd()), or composed by `compose()` and kept (pickled before any caller
+        changes it) unless it copied environment variables (hydra.job.env_copy)."""
         if self.path is not None and lines in self.bases:
             with contextlib.suppress(pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
-                return pickle.loads(self.bases[lines])
+                cfg = pickle.loads(self.bases[lines])
+                cfg.hydra.runtime.cwd = os.getcwd()
+                return cfg
         cfg = compose()
-        if self.path is not None:
+        if self.path is not None and not len(cfg.hydra.job.env_copy):
             try:
                 self.bases[lines] = pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
                 self.changed = True

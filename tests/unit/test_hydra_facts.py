@@ -38,16 +38,19 @@ def env(monkeypatch, tmp_path):
 
 
 def test_a_second_command_composes_without_hydra_and_equals_hydras_composition(tmp_path, env):
+    """From another working directory too: the relative run_root resolves against the second one
+    (${abspath:}, registered by the launcher, works without Hydra's initialization)."""
     facts = tmp_path / "facts.pkl"
-    by_hydra = compose_in_a_process(None, SWEEP, tmp_path, env)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     first = compose_in_a_process(facts, SWEEP, tmp_path, env)
-    second = compose_in_a_process(facts, SWEEP, tmp_path, env)
+    by_hydra = compose_in_a_process(None, SWEEP, elsewhere, env)
+    second = compose_in_a_process(facts, SWEEP, elsewhere, env)
     assert by_hydra["hydra"] and first["hydra"] and facts.is_file()
     assert not second["hydra"], "every answer was kept: Hydra should not have started"
-    assert second["configs"] == first["configs"] == by_hydra["configs"] and len(second["configs"]) == 4
+    assert second["configs"] == by_hydra["configs"] and len(second["configs"]) == 4
     assert second["points"] == by_hydra["points"]
-    # ${abspath:} (registered by the launcher) resolves the same without Hydra's initialization
-    assert str(tmp_path) in json.dumps(second["configs"][0])
+    assert second["configs"][0]["data"]["source"] == str(elsewhere / "data" / "demo-corpus") != first["configs"][0]["data"]["source"]
 
 
 def test_a_question_not_kept_yet_is_asked_of_hydra_and_added(tmp_path, env):
@@ -100,3 +103,22 @@ def test_the_fingerprints_cover_the_stage_kinds_installed_packages_add(monkeypat
     monkeypatch.setattr(kinds, "plugins", lambda: {"toy": "json.decoder:JSONDecoder"})
     after = compose_cache.facts_path(), compose_cache.key(["pipeline=smoke"], False)
     assert None not in before and after[0] != before[0] and after[1] != before[1]
+
+
+def test_a_composition_that_copies_environment_variables_is_not_kept(tmp_path):
+    """hydra.job.env_copy copies variables of the composing process into hydra.job.env_set: such a base
+    holds values of this environment, which the fingerprint does not cover."""
+    from omegaconf import OmegaConf
+
+    from launcher.config import hydra_facts
+
+    def composed(copy):
+        return lambda: OmegaConf.create({"hydra": {"job": {"env_copy": copy, "env_set": {}}, "runtime": {"cwd": "/x"}}})
+
+    facts = hydra_facts.Facts(tmp_path / "f.pkl")
+    facts.base(("a=1",), composed(["HOME"]))
+    facts.base(("a=2",), composed([]))
+    assert ("a=1",) not in facts.bases and ("a=2",) in facts.bases
+    facts.save()
+    again = hydra_facts.Facts(tmp_path / "f.pkl")
+    assert again.base(("a=2",), composed(["never called"])).hydra.runtime.cwd != "/x"  # this process's
