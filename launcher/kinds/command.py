@@ -5,7 +5,7 @@ from typing import Any, Dict, List
 
 from launcher.errors import ConfigError
 from launcher.kinds.base import Kind, Problems
-from launcher.plan.shell import bash_syntax_error
+from launcher.plan.shell import first_syntax_error
 
 
 class Command(Kind):
@@ -17,11 +17,9 @@ class Command(Kind):
             p.add("command", "kind=command needs a command")
 
     def preflight(self, plan, stage) -> List[ConfigError]:
-        commands = list(dict.fromkeys(p["command"] for p in stage.payloads))
-        # One `bash -n` for all sweep points (each wrapped in a function); one per command only to
-        # find the culprit.
-        if bash_syntax_error("".join(f"__point{i}() {{\n{c}\n}}\n" for i, c in enumerate(commands))):
-            msg = next(filter(None, map(bash_syntax_error, commands)), "syntax error")
+        # each distinct command of the sweep once, in chunks on every core (shell.first_syntax_error)
+        msg = first_syntax_error(list(dict.fromkeys(p["command"] for p in stage.payloads)))
+        if msg:
             return [ConfigError(f"command is not valid bash: {msg}", stage=stage.name,
                                 key=f"pipeline.stages.{stage.name}.command")]
         return []
