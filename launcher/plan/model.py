@@ -441,6 +441,9 @@ def _resolve_resources(plain: Sequence[Dict[str, Any]], errors: List[ConfigError
     several points share (the same mapping, launcher/config/incremental.py) stays shared."""
     out = []
     done: Dict[tuple, Dict[str, Any]] = {}  # (id of the stage, id of the defaults) -> its resolved copy
+    # (id of the stage's resources, id of the defaults) -> (those resources, kept so that no other object
+    # takes their id, and their resolved form): points that change a stage's command, not its resources
+    resolved: Dict[tuple, tuple] = {}
     for i, cfg in enumerate(plain):
         defaults = (cfg["cluster"].get("resources") or {})
         stages = {}
@@ -449,7 +452,11 @@ def _resolve_resources(plain: Sequence[Dict[str, Any]], errors: List[ConfigError
                 stages[name] = done[id(st), id(defaults)]
                 continue
             own = st.get("resources") or {}
+            if i > 0 and (id(own), id(defaults)) in resolved:
+                stages[name] = done[id(st), id(defaults)] = {**st, "resources": resolved[id(own), id(defaults)][1]}
+                continue
             resources, problems = sbatch_options.resolve(own, defaults)
+            resolved[id(own), id(defaults)] = (own, resources)
             if i == 0:  # the values of the sbatch options, each under the key it came from
                 for k, msg in problems + sbatch_options.resource_problems(resources):
                     field, _, option = k.partition(".")
