@@ -92,11 +92,20 @@ def encode(configs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return encoded
 
 
-def decode(data: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The configs back, each its own deep copy (callers may change them). Raises ValueError for a
-    format this code does not know."""
+def known(configs: Sequence[Dict[str, Any]], encoded: Dict[str, Any]) -> None:
+    """Say that `encoded` is the encoding of `configs` (decoded from it), so `encode` returns it."""
+    _last[:] = [tuple(configs), encoded]
+
+
+def decode(data: Dict[str, Any], shared: bool = False) -> List[Dict[str, Any]]:
+    """The configs back, each its own deep copy (callers may change them), or with `shared` each sharing
+    with the base what its ops do not change (`apply`; read-only, as composed configs are: the
+    planner's checks and keys then see one object where the points agree, as after composing). Raises
+    ValueError for a format this code does not know."""
     if data.get("format") != FORMAT:
         raise ValueError(f"point configs of format {data.get('format')!r}; this version reads format {FORMAT}")
+    if shared:
+        return [apply(data["base"], ops) for ops in data["diffs"]]
     return [copy(apply(data["base"], ops)) for ops in data["diffs"]]
 
 

@@ -50,3 +50,18 @@ def test_the_key_covers_the_whole_launcher_package_the_schema_included(tmp_path,
         assert compose_cache.key(*ARGS) != before
     finally:
         os.utime(schema, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_hit_shares_what_the_points_agree_on_as_a_composition_does(tmp_path, monkeypatch):
+    """The planner checks and keys a stage once per distinct object: configs from the cache share the
+    subtrees their points agree on (a copy per point made a 10,000-point plan 5x slower on a hit)."""
+    monkeypatch.setenv("LAUNCHER_STATE_DIR", str(tmp_path / "state"))
+    args = (["pipeline=smoke", "cluster=local", "run_root=/tmp/r", "pipeline.vars.scale=1,2,3"], True)
+    points, composed = compose_cache.compose_points(*args)
+    again_points, again = compose_cache.compose_points(*args)
+    assert (again_points, again) == (points, composed)
+    assert again[1]["cluster"] is again[0]["cluster"] and again[2]["pipeline"]["stages"]["reduce"]["resources"] \
+        is again[0]["pipeline"]["stages"]["reduce"]["resources"]
+    from jobs import point_configs
+
+    assert point_configs.encode(again)["diffs"] == point_configs.encode(composed)["diffs"]
