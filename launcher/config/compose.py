@@ -538,7 +538,9 @@ class _Reference:
         if parent is None:
             parent = self._parents[o.key_or_group] = incremental.node_at(self._scratch, path)
         try:
-            setattr(parent, last, o.value())
+            value = o.value()
+            if not incremental.set_value_node(parent, last, value):
+                setattr(parent, last, value)
         except Exception:  # noqa: BLE001 - whatever OmegaConf raises, Hydra's path raises it in its words
             ConfigLoaderImpl._apply_overrides_to_config([o], self._scratch)
             raise
