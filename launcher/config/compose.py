@@ -27,6 +27,22 @@ def profile_files() -> Dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def profile_setting(name: str, key: str) -> Optional[str]:
+    """A cluster profile's own top-level value as its file writes it, resolved alone (`${oc.env:...}` is
+    all it may use), without composing: for guesses made before composition (launcher/run/ops.py
+    `_early_backend`), which the composed profile confirms. None when the profile, the key or a
+    resolvable value is missing."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    path = profile_files().get(name)
+    try:
+        raw = (yaml.safe_load(path.read_text()) or {}).get(key) if path else None
+        return None if raw is None else str(OmegaConf.create({"v": raw}).v)
+    except Exception:  # noqa: BLE001 - an unreadable file or a value that needs the rest of the config
+        return None
+
+
 def available_profiles() -> List[str]:
     return list(profile_files())
 

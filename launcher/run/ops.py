@@ -45,13 +45,38 @@ class Prepared:
 def prepare(overrides: Sequence[str], multirun: bool, rerun: Sequence[str] = ()) -> Prepared:
     """Compose every sweep point, build the plan, read the cluster and run preflight. `rerun`: stages
     computed again although another run has their output (launcher/run/cache.py)."""
+    early = _early_backend(overrides)
     points, configs = compose_cache.compose_points(overrides, multirun)
-    return prepare_configs(configs, points, rerun)
+    return prepare_configs(configs, points, rerun, early)
 
 
-def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun: Sequence[str] = ()) -> Prepared:
+def _early_backend(overrides: Sequence[str]) -> Optional[tuple]:
+    """(the guessed profile's slurm_conf, its Slurm backend already asking what preflight reads:
+    Backend.prefetch) while Hydra composes: the profile that `cluster=<name>` names (the site default
+    puts one first), read from its file as written; None when no single profile is named, an override
+    changes the cluster's backend or slurm_conf, or the profile is not Slurm's. prepare_configs uses it
+    only when the composed profile has that backend and slurm_conf."""
+    names = [o.split("=", 1)[1] for o in overrides if o.startswith("cluster=")]
+    changed = [o for o in overrides if o.lstrip("+~").startswith(("cluster.backend", "cluster.slurm_conf", "cluster@"))]
+    if len(names) != 1 or changed or "," in names[0]:
+        return None
+    from launcher.config.compose import profile_files, profile_setting
+
+    if names[0] not in profile_files() or (profile_setting(names[0], "backend") or "slurm") != "slurm":
+        return None  # (slurm: the schema's default backend)
+    conf = profile_setting(names[0], "slurm_conf")
+    try:
+        backend = backend_for({"backend": "slurm", "slurm_conf": conf}, Path("."))
+    except Exception:  # noqa: BLE001 - asked again from the composed profile
+        return None
+    backend.prefetch()
+    return conf, backend
+
+
+def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun: Sequence[str] = (),
+                    early: Optional[tuple] = None) -> Prepared:
     """The same from configs composed elsewhere (one resolved config per point, launcher.config.compose; the
-    Hydra launcher plugin), each point named by its overrides."""
+    Hydra launcher plugin), each point named by its overrides. `early`: `_early_backend`'s guess."""
     from launcher.run import cache
 
     from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +85,11 @@ def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun:
 
     _refuse_secrets(configs)
     run_root = Path(configs[0]["run_root"]).resolve()
-    backend = _asking_backend(configs[0]["cluster"], run_root)
+    cluster = configs[0]["cluster"]
+    if early is not None and cluster.get("backend") == "slurm" and cluster.get("slurm_conf") == early[0]:
+        backend = early[1]  # the guess was right: its answers are on their way
+    else:
+        backend = _asking_backend(cluster, run_root)
     plan = build_plan(configs, points)
     # preflight's own checks read only what build_plan made (the environments' interpreters; kind=command's
     # `bash -n` over every point's command, ~0.8 s at 10,000 points): beside the content keys and Slurm's

@@ -55,3 +55,23 @@ def test_a_failed_query_is_raised_by_facts_once_after_its_retries(tmp_path, monk
     with pytest.raises(SlurmCommandError, match="Unable to contact"):
         backend.facts()
     assert [c.split()[0] for c in calls(tmp_path)] == ["scontrol"] * QUERY_ATTEMPTS  # not asked again
+
+
+def test_the_profile_named_on_the_command_line_is_asked_before_composing(tmp_path, monkeypatch):
+    """ops._early_backend: `cluster=dev` is read from its file (slurm_conf resolved alone) and its queries
+    start while Hydra composes; prepare_configs takes that backend when the composed profile agrees, so
+    preflight's queries are made once."""
+    import getpass
+
+    from launcher.config.compose import compose
+    from launcher.run import ops
+
+    fake(tmp_path, monkeypatch, ANSWERS.format(d=tmp_path))
+    conf, backend = ops._early_backend(["cluster=dev", "pipeline=smoke"])
+    assert conf == compose(["cluster=dev", "pipeline=smoke"])["cluster"]["slurm_conf"]
+    assert backend.facts().info.max_array_size == 1001
+    backend.checks(backend.facts())["limits"](getpass.getuser())
+    assert [c.split()[0] for c in calls(tmp_path)].count("scontrol") == 3
+    for overrides in (["cluster=dev", "cluster.slurm_conf=/etc/other.conf"], ["pipeline=smoke"], ["cluster=local"],
+                      ["cluster=dev,dev-mn"], ["cluster=dev", "cluster.backend=local"], ["cluster=nope"]):
+        assert ops._early_backend(overrides) is None, overrides
