@@ -51,26 +51,28 @@ def prepare(overrides: Sequence[str], multirun: bool, rerun: Sequence[str] = ())
 
 
 def _early_backend(overrides: Sequence[str]) -> Optional[tuple]:
-    """(the guessed profile's slurm_conf, its Slurm backend already asking what preflight reads:
+    """(the guessed profile's backend and slurm_conf, its backend already asking what preflight reads:
     Backend.prefetch) while Hydra composes: the profile that `cluster=<name>` names (the site default
-    puts one first), read from its file as written; None when no single profile is named, an override
-    changes the cluster's backend or slurm_conf, or the profile is not Slurm's. prepare_configs uses it
-    only when the composed profile has that backend and slurm_conf."""
+    puts one first), read from its file as written; None when no single profile is named or an override
+    changes the cluster's backend or slurm_conf. prepare_configs uses it only when the composed profile
+    has that backend and slurm_conf."""
     names = [o.split("=", 1)[1] for o in overrides if o.startswith("cluster=")]
     changed = [o for o in overrides if o.lstrip("+~").startswith(("cluster.backend", "cluster.slurm_conf", "cluster@"))]
     if len(names) != 1 or changed or "," in names[0]:
         return None
     from launcher.config.compose import profile_files, profile_setting
+    from launcher.config.schema import Cluster
 
-    if names[0] not in profile_files() or (profile_setting(names[0], "backend") or "slurm") != "slurm":
-        return None  # (slurm: the schema's default backend)
-    conf = profile_setting(names[0], "slurm_conf")
+    if names[0] not in profile_files():
+        return None
+    guess = {"backend": profile_setting(names[0], "backend") or Cluster.backend,
+             "slurm_conf": profile_setting(names[0], "slurm_conf")}
     try:
-        backend = backend_for({"backend": "slurm", "slurm_conf": conf}, Path("."))
-    except Exception:  # noqa: BLE001 - asked again from the composed profile
+        backend = backend_for(guess, Path("."))
+    except Exception:  # noqa: BLE001 - an unknown backend: build_plan names the key
         return None
     backend.prefetch()
-    return conf, backend
+    return guess, backend
 
 
 def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun: Sequence[str] = (),
@@ -86,7 +88,7 @@ def prepare_configs(configs: List[dict], points: Sequence[Sequence[str]], rerun:
     _refuse_secrets(configs)
     run_root = Path(configs[0]["run_root"]).resolve()
     cluster = configs[0]["cluster"]
-    if early is not None and cluster.get("backend") == "slurm" and cluster.get("slurm_conf") == early[0]:
+    if early is not None and all(cluster.get(k) == v for k, v in early[0].items()):
         backend = early[1]  # the guess was right: its answers are on their way
     else:
         backend = _asking_backend(cluster, run_root)

