@@ -50,6 +50,7 @@ class Backend(Protocol):
     node_health_checks: ClassVar[bool]  # tasks run on nodes that can be bad: the health check applies
     accounting_spans_runs: ClassVar[bool]  # one usage() query can answer for every run of the cluster
     lost_grace_s: float  # a job the scheduler does not report is pending this long after submission, then lost
+    prefetches: ClassVar[bool]  # `prefetch` asks the scheduler something (worth starting before composing)
 
     def submit(self, script: Path, dependency: Optional[str]) -> str:
         """Queue one batch script (after `dependency`, Slurm's --dependency syntax); its job id."""

@@ -103,6 +103,8 @@ class Local:
                 layout.atomic_write_text(self.dir / "driver.pid", f"{proc.pid}\n")
         return str(job_id)
 
+    prefetches = False
+
     def prefetch(self) -> None:
         """Nothing to ask (`facts`)."""
 

@@ -68,6 +68,8 @@ def _early_backend(overrides: Sequence[str]) -> Optional[tuple]:
     guess = {"backend": profile_setting(names[0], "backend") or Cluster.backend,
              "slurm_conf": profile_setting(names[0], "slurm_conf")}
     try:
+        if not backends.get(guess["backend"]).prefetches:
+            return None  # nothing to ask early (the local scheduler)
         backend = backend_for(guess, Path("."))
     except Exception:  # noqa: BLE001 - an unknown backend: build_plan names the key
         return None

@@ -20,6 +20,7 @@ class SlurmBackend(Slurm):
     waits_on_jobs = True
     node_health_checks = True
     accounting_spans_runs = True  # slurmdbd holds every job of the cluster: one sacct for all runs
+    prefetches = True  # scontrol's and sacctmgr's answers (prefetch)
 
     # pyxis, MaxArraySize, MaxJobCount, accounts; partitions, nodes, GRES, reservations; QOS and
     # association limits (checks.py).
