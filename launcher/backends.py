@@ -51,6 +51,7 @@ class Backend(Protocol):
     accounting_spans_runs: ClassVar[bool]  # one usage() query can answer for every run of the cluster
     lost_grace_s: float  # a job the scheduler does not report is pending this long after submission, then lost
     prefetches: ClassVar[bool]  # `prefetch` asks the scheduler something (worth starting before composing)
+    concurrent_submits: ClassVar[int]  # submit() calls at once for the parts of one stage (launcher/run/submit.py)
 
     def submit(self, script: Path, dependency: Optional[str]) -> str:
         """Queue one batch script (after `dependency`, Slurm's --dependency syntax); its job id."""

@@ -104,6 +104,7 @@ class Local:
         return str(job_id)
 
     prefetches = False
+    concurrent_submits = 1  # one job file and counter under a lock: nothing to wait on
 
     def prefetch(self) -> None:
         """Nothing to ask (`facts`)."""

@@ -21,6 +21,9 @@ class SlurmBackend(Slurm):
     node_health_checks = True
     accounting_spans_runs = True  # slurmdbd holds every job of the cluster: one sacct for all runs
     prefetches = True  # scontrol's and sacctmgr's answers (prefetch)
+    # sbatch calls at once for a stage's MaxArraySize chunks: each waits on slurmctld (its job write
+    # lock), so a few overlap their process start and round trip without crowding the controller
+    concurrent_submits = 4
 
     # pyxis, MaxArraySize, MaxJobCount, accounts; partitions, nodes, GRES, reservations; QOS and
     # association limits (checks.py).

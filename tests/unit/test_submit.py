@@ -56,3 +56,60 @@ def test_singleton_stage(tmp_path):
     plan, run, reqs = setup(tmp_path, "pipeline.stages.reduce.singleton=true")
     reduce = next(r for r in reqs if r.stage == "reduce")
     assert dependency_string(reduce, plan, {("shards", 0): "5"}, {}) == "afterok:5,singleton"
+
+
+class ConcurrentScheduler(FlakyScheduler):
+    """Calls that take a while, several at once; `fail_chunk` fails the call of that array part."""
+    concurrent_submits = 4
+
+    def __init__(self, fail_script=None):
+        import threading
+
+        super().__init__(fail_at=0)
+        self.fail_script, self.lock, self.in_flight, self.most = fail_script, threading.Lock(), 0, 0
+
+    def submit(self, script, dependency):
+        import time
+
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        time.sleep(0.05)
+        with self.lock:
+            self.in_flight -= 1
+            if str(script) == self.fail_script:
+                raise RuntimeError("sbatch: error: Batch job submission failed: Socket timed out")
+            self.submitted.append((script, dependency))
+            return str(100 + len(self.submitted))
+
+
+def chunked(tmp_path):
+    """The smoke pipeline at 3 points with MaxArraySize 2: shards (12 tasks) in 6 parts, reduce in 2."""
+    plan = build_plan([compose(["pipeline=smoke", "cluster=dev", f"pipeline.vars.scale={p}"]) for p in (1, 2, 3)],
+                      [[f"pipeline.vars.scale={p}"] for p in (1, 2, 3)])
+    run = Run(tmp_path)
+    reqs = build_requests(plan, {s: range(p.total_tasks) for s, p in plan.stages.items()}, 2)
+    write_stage_files(plan, tmp_path, "RUN", reqs, "s0")
+    return plan, run, reqs
+
+
+def test_a_stages_parts_go_at_once_and_each_is_recorded(tmp_path):
+    plan, run, reqs = chunked(tmp_path)
+    sched = ConcurrentScheduler()
+    ids = submit_all(run, plan, sched, reqs, batch="s0", echo=lambda *_: None)
+    assert sched.most > 1 and len(ids) == len(reqs) == len(run.submissions())
+    shards = {r["job_id"] for r in run.submissions() if r["stage"] == "shards"}
+    reduce = [d for s, d in sched.submitted if "reduce" in str(s)]
+    assert reduce and all(set(d.split(":")[1:]) == shards for d in reduce)  # after every shards part
+
+
+def test_a_failed_part_cancels_its_stages_other_parts_too(tmp_path):
+    """The parts submitted beside the failed one are recorded, then cancelled with the earlier ones."""
+    plan, run, reqs = chunked(tmp_path)
+    shards = [r for r in reqs if r.stage == "shards"]
+    sched = ConcurrentScheduler(fail_script=str(shards[1].script))
+    with pytest.raises(SubmissionError, match=r"stage 'shards' \(chunk 1\).*Socket timed out"):
+        submit_all(run, plan, sched, reqs, batch="s0", echo=lambda *_: None)
+    queued = [r["job_id"] for r in run.ledger() if "job_id" in r]
+    assert len(queued) == len(shards) - 1 and sorted(sched.cancelled) == sorted(queued)
+    assert run.submissions() == [] and not any("reduce" in str(s) for s, _ in sched.submitted)
