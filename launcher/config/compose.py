@@ -125,11 +125,12 @@ _facts = hydra_facts.Facts(None)  # answers kept between commands (`kept_facts`)
 @contextlib.contextmanager
 def kept_facts(path):
     """Compose with the answers kept in `path` (launcher/config/hydra_facts.py; None: none kept), and
-    write the ones added."""
+    write the ones added. Yields the answers (`Facts.elsewhere`: the composition read files no
+    fingerprint covers)."""
     global _facts
     previous, _facts = _facts, hydra_facts.Facts(path)
     try:
-        yield
+        yield _facts
     finally:
         _facts.save()
         _facts = previous

@@ -10,6 +10,8 @@ Kept, per fingerprint of the inputs (`fingerprint`):
   a DictConfig. Hydra writes two things of the process into it: the working directory
   (hydra.runtime.cwd), set again to this command's when it is read back, and the variables
   hydra.job.env_copy names (copied into hydra.job.env_set): a composition that copies any is not kept;
+  nor one with a `hydra.searchpath` (from the command line or a config file): it reads config files
+  outside the fingerprinted folders (`Facts.elsewhere`, which launcher/run/compose_cache.py reads too);
 - whether a key is a config group (`ConfigRepository.group_exists`);
 - Hydra's own `hydra` node, composed with no config (what a composed `hydra` node is checked against).
 
@@ -71,6 +73,7 @@ class Facts:
         self.bases: dict = {}  # tuple of group-choice override lines -> pickled composed config
         self.hydra_node: Optional[dict] = None
         self.changed = False
+        self.elsewhere = False  # a composition read a hydra.searchpath: files no fingerprint covers
         if path is not None:
             with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
                                      TypeError, ValueError):
@@ -87,14 +90,17 @@ class Facts:
         """The config composed from these group choices: a fresh object each call (callers change it),
         unpickled from the kept bytes (with this process's working directory as hydra.runtime.cwd, which
         Hydra sets to os.getcwd()), or composed by `compose()` and kept (pickled before any caller
-        changes it) unless it copied environment variables (hydra.job.env_copy)."""
+        changes it) unless it copied environment variables (hydra.job.env_copy) or searched folders of
+        hydra.searchpath (their files can change under the same fingerprint: `elsewhere`)."""
         if self.path is not None and lines in self.bases:
             with contextlib.suppress(pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
                 cfg = pickle.loads(self.bases[lines])
                 cfg.hydra.runtime.cwd = os.getcwd()
                 return cfg
         cfg = compose()
-        if self.path is not None and not len(cfg.hydra.job.env_copy):
+        searched = bool(cfg.hydra.get("searchpath"))
+        self.elsewhere = self.elsewhere or searched
+        if self.path is not None and not len(cfg.hydra.job.env_copy) and not searched:
             try:
                 self.bases[lines] = pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL)
                 self.changed = True

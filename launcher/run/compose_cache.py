@@ -8,7 +8,8 @@ code (path, size and mtime of every file under launcher/: the schema and the com
 directory and the whole environment (`${oc.env:...}`, `${abspath:...}` and the site default read
 them); the Python version; the stage kinds installed packages add (their modules' size and mtime). A
 config tree with a `${now:` interpolation (a value that changes by itself) is never cached, nor a
-config directory of more than MAX_FILES files. Errors are not cached. What Hydra answers from the
+config directory of more than MAX_FILES files, nor a composition with a
+hydra.searchpath (its folders are not in the key). Errors are not cached. What Hydra answers from the
 config files alone (a group choice's composition) is kept too, across different overrides
 (launcher/config/hydra_facts.py, `facts_path`).
 
@@ -132,9 +133,9 @@ def compose_points(overrides: Sequence[str], multirun: bool) -> Tuple[List[List[
                 return found["points"], configs
             except (KeyError, TypeError, ValueError):
                 pass  # an entry of another version: compose it
-    with compose.kept_facts(facts_path()):
+    with compose.kept_facts(facts_path()) as facts:
         points, configs = compose.compose_points(overrides, multirun)
-    if entry is not None:
+    if entry is not None and not facts.elsewhere:  # hydra.searchpath: folders the key does not cover
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             layout.atomic_write_text(entry, json.dumps({"points": points, "configs": point_configs.encode(configs)}))

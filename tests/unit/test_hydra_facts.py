@@ -122,3 +122,34 @@ def test_a_composition_that_copies_environment_variables_is_not_kept(tmp_path):
     facts.save()
     again = hydra_facts.Facts(tmp_path / "f.pkl")
     assert again.base(("a=2",), composed(["never called"])).hydra.runtime.cwd != "/x"  # this process's
+
+
+CACHED = """
+import json, sys
+from launcher.run import compose_cache
+print(json.dumps(compose_cache.compose_points(json.loads(sys.argv[1]), True)[1]))
+"""
+
+
+def test_a_composition_with_a_searchpath_is_kept_by_neither_cache(tmp_path, env):
+    """hydra.searchpath (here from the command line; a config file may set it too) adds a folder that no
+    fingerprint covers: a change to a config file there must show in the next command's configs."""
+    searched = tmp_path / "searched" / "model"
+    searched.mkdir(parents=True)
+    extra = searched / "extra.yaml"
+    extra.write_text((ROOT / "conf" / "model" / "tiny.yaml").read_text())
+    overrides = ["pipeline=smoke", "cluster=local", f"hydra.searchpath=[file://{searched.parent}]", "model=extra"]
+    env = {**env, "LAUNCHER_STATE_DIR": str(tmp_path / "state")}
+    facts = tmp_path / "facts.pkl"
+
+    def cached() -> dict:
+        p = subprocess.run([sys.executable, "-c", CACHED, json.dumps(overrides)], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, check=False)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout)[0]
+
+    assert compose_in_a_process(facts, overrides, tmp_path, env)["configs"][0]["model"]["hidden_size"] == 64
+    assert cached()["model"]["hidden_size"] == 64
+    extra.write_text(extra.read_text().replace("hidden_size: 64", "hidden_size: 96"))
+    assert compose_in_a_process(facts, overrides, tmp_path, env)["configs"][0]["model"]["hidden_size"] == 96
+    assert cached()["model"]["hidden_size"] == 96
