@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
 from launcher.errors import SubmissionError
@@ -75,7 +77,8 @@ def submit_all(run: Run, plan: Plan, backend, requests: List[JobRequest], batch:
 def _submit_wave(backend, wave: List[JobRequest], deps: List[Optional[str]], pool, recorded) -> List[tuple]:
     """[(job id or None, exception or None)] per request of one stage, submitted one after another (no
     pool) or at once; `recorded(i, job_id)` is called in this thread for each job as soon as its call
-    returns. When interrupted (Ctrl-C), the calls under way are waited for and their jobs recorded first."""
+    returns. When interrupted (Ctrl-C), the calls not started yet are dropped (as one after another,
+    nothing more is submitted) and the calls under way are waited for and their jobs recorded first."""
     outcomes: List[tuple] = [(None, None)] * len(wave)
     if pool is None:
         for i, req in enumerate(wave):
@@ -86,25 +89,51 @@ def _submit_wave(backend, wave: List[JobRequest], deps: List[Optional[str]], poo
                 return outcomes  # the later parts are not submitted
             recorded(i, outcomes[i][0])
         return outcomes
-    futures = {pool.submit(backend.submit, req.script, deps[i]): i for i, req in enumerate(wave)}
-    pending = set(futures)
+    return _submit_at_once(backend, wave, deps, pool, recorded, outcomes)
+
+
+def _submit_at_once(backend, wave: List[JobRequest], deps: List[Optional[str]], pool, recorded,
+                    outcomes: List[tuple]) -> List[tuple]:
+    """`_submit_wave` with a pool. Each call hands its outcome to this thread through a queue, so a job is
+    recorded whenever its call returned, even if an interrupt came while the calls were being started;
+    after an interrupt a call that has not started is not made (`stop`), and the ones under way
+    (`running`) are waited for."""
+    returned: queue.Queue = queue.Queue()
+    lock = threading.Condition()
+    state = {"stop": False, "running": 0}
+
+    def call(i: int) -> None:
+        with lock:
+            if state["stop"]:
+                return
+            state["running"] += 1
+        try:
+            returned.put((i, backend.submit(wave[i].script, deps[i]), None))
+        except Exception as e:  # noqa: BLE001 - rolled back by the caller, then reported
+            returned.put((i, None, e))
+        finally:
+            with lock:
+                state["running"] -= 1
+                lock.notify_all()
+
+    def take(i: int, job_id: Optional[str], error) -> None:
+        if error is None:
+            recorded(i, job_id)
+        outcomes[i] = (job_id, error)
+
     try:
-        for done in as_completed(futures):
-            pending.discard(done)
-            _take(done, futures[done], outcomes, recorded)
+        for i in range(len(wave)):
+            pool.submit(call, i)
+        for _ in wave:
+            take(*returned.get())
     except BaseException:  # an interrupt: what the calls under way queued is recorded before it propagates
-        wait(pending)
-        for done in pending:
-            _take(done, futures[done], outcomes, recorded)
+        with lock:
+            state["stop"] = True
+            lock.wait_for(lambda: state["running"] == 0)
+        while not returned.empty():
+            take(*returned.get())
         raise
     return outcomes
-
-
-def _take(future, i: int, outcomes: List[tuple], recorded) -> None:
-    error = future.exception()
-    outcomes[i] = (None, error) if error is not None else (future.result(), None)
-    if error is None:
-        recorded(i, outcomes[i][0])
 
 
 def _roll_back(run: Run, backend, batch: str, req: JobRequest, e: BaseException, submitted: List[str],

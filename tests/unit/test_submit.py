@@ -113,3 +113,41 @@ def test_a_failed_part_cancels_its_stages_other_parts_too(tmp_path):
     queued = [r["job_id"] for r in run.ledger() if "job_id" in r]
     assert len(queued) == len(shards) - 1 and sorted(sched.cancelled) == sorted(queued)
     assert run.submissions() == [] and not any("reduce" in str(s) for s, _ in sched.submitted)
+
+
+class InterruptedScheduler(ConcurrentScheduler):
+    """Ctrl-C (SIGINT to this process) while the first `concurrent_submits` calls are under way, or
+    (`early`) as soon as the first call starts: while the submitting thread is still starting the others."""
+
+    def __init__(self, early=False):
+        super().__init__()
+        self.early, self.started = early, 0
+
+    def submit(self, script, dependency):
+        import os
+        import signal
+        import time
+
+        with self.lock:
+            self.started += 1
+            first = self.started == 1
+        if first:
+            while not self.early and self.started < self.concurrent_submits:
+                time.sleep(0.005)
+            time.sleep(0 if self.early else 0.02)
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().submit(script, dependency)
+
+
+def test_an_interrupt_submits_no_part_not_started_and_records_the_ones_under_way(tmp_path):
+    """As when the parts go one after another, Ctrl-C stops the submission: the calls under way (at
+    most concurrent_submits) finish and their jobs are in the ledger; the parts waiting for a thread
+    are not submitted after the interrupt."""
+    for early in (False, True):
+        plan, run, reqs = chunked(tmp_path / str(early))
+        sched = InterruptedScheduler(early)
+        with pytest.raises(KeyboardInterrupt):
+            submit_all(run, plan, sched, reqs, batch="s0", echo=lambda *_: None)
+        assert sched.started <= sched.concurrent_submits < len([r for r in reqs if r.stage == "shards"])
+        queued = sorted(str(101 + i) for i in range(len(sched.submitted)))
+        assert queued and sorted(r["job_id"] for r in run.submissions()) == queued, early
