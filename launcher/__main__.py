@@ -1,5 +1,3 @@
-import sys
+from launcher.cli import entry
 
-from launcher.cli import main
-
-sys.exit(main())
+entry()

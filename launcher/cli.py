@@ -630,6 +630,29 @@ def main(argv=None) -> int:
         return _closed_pipe()
 
 
+def entry() -> None:
+    """The `launcher` command (console script and `python -m launcher`): main(), then the process ends
+    without Python's teardown, which frees every object and module one by one (~0.15 s after a
+    200-point `launcher run`, a sixth of it) and which nothing of the launcher needs: files are written
+    and closed by then, thread pools joined, locks released. stdout, stderr and logging are flushed
+    first; when another (non-daemon) thread still runs, or $LAUNCHER_FAST_EXIT=0, it exits as usual.
+    In-process callers (tests, the Hydra plugin) call main()."""
+    import logging
+    import threading
+
+    rc = main()
+    if os.environ.get("LAUNCHER_FAST_EXIT") == "0" or any(
+            t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        sys.exit(rc)
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        rc = rc or exitcodes.BROKEN_PIPE
+    os._exit(0 if rc is None else rc if isinstance(rc, int) else 1)
+
+
 def _closed_pipe() -> int:
     """stdout's reader went away (`launcher runs | head -1`): Python's recipe (signal module docs, "Note
     on SIGPIPE"): point stdout at /dev/null, so that nothing fails again at exit, and exit quietly, with

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+from jobs import layout
+
 from launcher.config.compose import CONF_DIR, PROJECT_ROOT
 from launcher.errors import ConfigError, LauncherError
 
@@ -107,6 +109,32 @@ def _known_good(python: str, modules: List[str], targets: List[str], path: List[
     is a snapshot view of links, made anew each time, so its own location does not count) and the
     inherited PYTHONPATH. None (no cache) when $LAUNCHER_INTERPRETER_CACHE=0 or there is no
     site-packages folder to watch. A cold `launcher plan` spends ~50 ms per interpreter otherwise."""
+    state = _interpreter_state(python)
+    if state is None:
+        return None
+    h = hashlib.sha256()
+    try:
+        h.update(json.dumps([*state, modules, targets, inherited, sys.version]).encode())
+        for i, entry in enumerate(path):
+            for dirpath, dirnames, filenames in os.walk(entry):
+                dirnames.sort()
+                rel = os.path.relpath(dirpath, entry)
+                for name in sorted(filenames):
+                    fst = os.stat(os.path.join(dirpath, name))  # through the view's links
+                    h.update(f"{i}/{rel}/{name}\0{fst.st_size}\0{fst.st_mtime_ns}\n".encode())
+    except OSError:
+        return None
+    return _cache_dir() / h.hexdigest()[:32]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "launcher" / "interpreters"
+
+
+def _interpreter_state(python: str) -> Optional[list]:
+    """[real path, size, mtime, [(site-packages folder, mtime)...]] of an interpreter: what changes when it
+    is replaced or a package is installed or removed (pip changes the folder's entries); None when
+    answers about it are not kept ($LAUNCHER_INTERPRETER_CACHE=0, no site-packages folder, a stat fails)."""
     import glob
 
     if os.environ.get(INTERPRETER_CACHE) == "0":
@@ -117,33 +145,40 @@ def _known_good(python: str, modules: List[str], targets: List[str], path: List[
     sites = sorted({d for prefix in prefixes for d in glob.glob(str(prefix / "lib*" / "python3*" / "site-packages"))})
     if not sites:
         return None
-    h = hashlib.sha256()
     try:
         st = os.stat(real)
-        h.update(json.dumps([real, st.st_size, st.st_mtime_ns, [(d, os.stat(d).st_mtime_ns) for d in sites],
-                             modules, targets, inherited, sys.version]).encode())
-        for i, entry in enumerate(path):
-            for dirpath, dirnames, filenames in os.walk(entry):
-                dirnames.sort()
-                rel = os.path.relpath(dirpath, entry)
-                for name in sorted(filenames):
-                    fst = os.stat(os.path.join(dirpath, name))  # through the view's links
-                    h.update(f"{i}/{rel}/{name}\0{fst.st_size}\0{fst.st_mtime_ns}\n".encode())
+        return [real, st.st_size, st.st_mtime_ns, [(d, os.stat(d).st_mtime_ns) for d in sites]]
     except OSError:
         return None
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "launcher" / "interpreters" / h.hexdigest()[:32]
 
 
 def packages(python: str) -> List[str]:
     """`name==version` of every distribution the interpreter sees (pip freeze, without pip). Run in an
     empty folder: `-c` puts the working directory first on sys.path, and from a checkout its
-    `*.egg-info` would be listed as installed in every interpreter (tasks do not start there)."""
+    `*.egg-info` would be listed as installed in every interpreter (tasks do not start there). Kept
+    between commands while the interpreter, its site-packages folders and $PYTHONPATH are unchanged
+    (`_interpreter_state`: starting the interpreter is ~0.1 s of every `launcher run`)."""
+    state = _interpreter_state(python)
+    kept = None
+    if state is not None:
+        digest = hashlib.sha256(json.dumps([*state, os.environ.get("PYTHONPATH", "")]).encode()).hexdigest()[:32]
+        kept = _cache_dir() / f"packages-{digest}.json"
+        with contextlib.suppress(OSError, ValueError):
+            found = json.loads(kept.read_text())
+            if isinstance(found, list):
+                return found
     code = ("import importlib.metadata as m, json; print(json.dumps(sorted({f\"{d.metadata['Name']}=={d.version}\" "
             "for d in m.distributions() if d.metadata['Name']})))")
     with tempfile.TemporaryDirectory(prefix="launcher-packages-") as empty:
         p = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120, cwd=empty)
-    return json.loads(p.stdout) if p.returncode == 0 else [f"<could not list: {p.stderr.strip()[-200:]}>"]
+    if p.returncode != 0:
+        return [f"<could not list: {p.stderr.strip()[-200:]}>"]
+    listed = json.loads(p.stdout)
+    if kept is not None:
+        with contextlib.suppress(OSError):
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            layout.atomic_write_text(kept, json.dumps(listed))
+    return listed
 
 
 def describe(stage_envs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:

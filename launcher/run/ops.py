@@ -226,9 +226,10 @@ def launch(overrides: Sequence[str], multirun: bool, echo: Callable = print,
            rerun: Sequence[str] = ()) -> tuple[Run, Prepared]:
     """Compose, then under the cache lock look up the content keys and submit the rest (a launcher
     started at the same time with the same keys finds these points in flight: launcher/run/inflight.py)."""
+    early = _early_backend(overrides)
     points, configs = compose_cache.compose_points(overrides, multirun)
     with cache_locked(configs):
-        return launch_prepared(prepare_configs(configs, points, rerun), overrides, multirun, echo=echo)
+        return launch_prepared(prepare_configs(configs, points, rerun, early), overrides, multirun, echo=echo)
 
 
 def cache_locked(configs: List[dict]):

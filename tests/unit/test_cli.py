@@ -150,3 +150,24 @@ def test_runs_json_lists_runs_with_their_state_from_the_run_directory(tmp_path, 
     assert rows[0]["path"] == str(tmp_path / "queued") and rows[0]["jobs"] == 1 and rows[0]["pipeline"] == "smoke"
     assert main(["runs", "--root", str(tmp_path)]) == 0
     assert "UNFINISHED" in capsys.readouterr().out
+
+
+def test_the_command_exits_without_teardown_and_loses_no_output(tmp_path):
+    """`python -m launcher` (cli.entry) ends with os._exit after flushing: the exit code, stdout and
+    stderr are those of main(), also into a pipe read only in part; LAUNCHER_FAST_EXIT=0 exits as usual."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LAUNCHER_RUN_ROOT": str(tmp_path)}
+    for fast in ("1", "0"):
+        p = subprocess.run([sys.executable, "-m", "launcher", "status", "nope"], capture_output=True, text=True,
+                           env={**env, "LAUNCHER_FAST_EXIT": fast})
+        assert p.returncode == 66 and "no run 'nope'" in p.stderr, (fast, p.returncode, p.stderr)
+        p = subprocess.run([sys.executable, "-m", "launcher", "plan", "pipeline=smoke", "cluster=local",
+                            f"run_root={tmp_path}"], capture_output=True, text=True, env={**env, "LAUNCHER_FAST_EXIT": fast})
+        assert p.returncode == 0 and p.stdout.rstrip().endswith("checkpointing/scripts/s0-0.sbatch  <- afterok:reduce"), \
+            p.stdout[-500:]
+    p = subprocess.run(f"{sys.executable} -m launcher --help | head -1", shell=True, capture_output=True, text=True,
+                       env=env)
+    assert p.returncode == 0 and p.stdout.startswith("usage:") and not p.stderr, p.stderr

@@ -139,3 +139,28 @@ def test_a_clean_interpreter_answer_is_kept_until_what_it_depends_on_changes(tmp
     assert check("pkg.mod:g") == {} and check("pkg.mod:g") == {} and len(asked) == 4
     monkeypatch.setenv(environments.INTERPRETER_CACHE, "0")
     assert check("pkg.mod:g") == {} and len(asked) == 5
+
+
+def test_the_package_list_is_kept_while_the_interpreter_and_its_site_packages_are_unchanged(tmp_path, monkeypatch):
+    """environments.packages (what run records per interpreter, environments.json) starts the
+    interpreter once; a change of its site-packages folders (pip install/uninstall) or of $PYTHONPATH
+    lists again."""
+    import subprocess
+    import sys
+
+    from launcher.config import environments
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    state = [sys.executable, 1, 2, [("site-packages", 3)]]
+    monkeypatch.setattr(environments, "_interpreter_state", lambda python: list(state))
+    started = []
+    real_run = subprocess.run
+    monkeypatch.setattr(environments.subprocess, "run", lambda *a, **k: started.append(a) or real_run(*a, **k))
+    first = environments.packages(sys.executable)
+    assert environments.packages(sys.executable) == first and len(started) == 1
+    assert any(p.startswith("pytest==") for p in first)
+    state[3] = [("site-packages", 4)]  # a package installed
+    environments.packages(sys.executable)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    environments.packages(sys.executable)
+    assert len(started) == 3
