@@ -44,7 +44,10 @@ done
 
 def launcher_once(points: int, env, partition: str, code: str | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-submit-") as root:
-        t, p = timed(lambda: run([LAUNCHER, "run", "-m", "pipeline=smoke", "cluster=dev",
+        # an earlier commit runs as `python -m launcher` (the console script imports what the installed
+        # version names); this one as the console script, as users run it
+        argv0 = [str(Path(LAUNCHER).with_name("python")), "-m", "launcher"] if code else [LAUNCHER]
+        t, p = timed(lambda: run([*argv0, "run", "-m", "pipeline=smoke", "cluster=dev",
                                   f"pipeline.vars.scale=range(1,{points + 1})", "~pipeline.stages.checkpointing",
                                   f"cluster.partition={partition}", f"run_root={root}"],
                                  {**env, "PYTHONPATH": code} if code else env, cwd=root))
