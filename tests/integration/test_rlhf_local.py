@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import ROOT
+import pytest
 from chat_model_helper import make_chat_model
+from conftest import ROOT
 
 
+@pytest.mark.extended  # ~1 min; CI runs reward model -> GRPO on the dev cluster (the demo) and GRPO's requeue (test_rlhf_slurm)
 def test_reward_model_then_grpo_with_it_on_the_tiny_model(cli, cpu_python, tmp_path):
     model = make_chat_model(cpu_python, tmp_path / "model")
     chat = tmp_path / "chat"

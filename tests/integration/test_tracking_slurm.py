@@ -38,6 +38,8 @@ def read(python, folder) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.extended  # ~1.5 min; CI keeps tensorboard per sweep point on cluster=local (test_tracking_local) and the
+# campaign on the dev cluster with mlflow (below)
 def test_ablation_campaign_writes_a_tensorboard_run_per_point(tmp_path_factory, dev_slurm, cpu_python):
     corpus = tmp_path_factory.mktemp("corpus")
     make_corpus(corpus, docs=600, shards=2, seed=0)
