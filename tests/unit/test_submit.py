@@ -23,10 +23,12 @@ class FlakyScheduler:
         self.cancelled += list(ids)
 
 
-def setup(tmp_path, *overrides):
-    plan = build_plan([compose(["pipeline=smoke", "cluster=dev", *overrides])], [[]])
+def setup(tmp_path, *overrides, points=((),), chunk_size=1001):
+    """(plan, run, requests) of the smoke pipeline, one point per override list in `points`."""
+    plan = build_plan([compose(["pipeline=smoke", "cluster=dev", *overrides, *p]) for p in points],
+                      [list(p) for p in points])
     run = Run(tmp_path)
-    reqs = build_requests(plan, {s: range(p.total_tasks) for s, p in plan.stages.items()}, 1001)
+    reqs = build_requests(plan, {s: range(p.total_tasks) for s, p in plan.stages.items()}, chunk_size)
     write_stage_files(plan, tmp_path, "RUN", reqs, "s0")
     return plan, run, reqs
 
@@ -85,12 +87,7 @@ class ConcurrentScheduler(FlakyScheduler):
 
 def chunked(tmp_path):
     """The smoke pipeline at 3 points with MaxArraySize 2: shards (12 tasks) in 6 parts, reduce in 2."""
-    plan = build_plan([compose(["pipeline=smoke", "cluster=dev", f"pipeline.vars.scale={p}"]) for p in (1, 2, 3)],
-                      [[f"pipeline.vars.scale={p}"] for p in (1, 2, 3)])
-    run = Run(tmp_path)
-    reqs = build_requests(plan, {s: range(p.total_tasks) for s, p in plan.stages.items()}, 2)
-    write_stage_files(plan, tmp_path, "RUN", reqs, "s0")
-    return plan, run, reqs
+    return setup(tmp_path, points=[[f"pipeline.vars.scale={p}"] for p in (1, 2, 3)], chunk_size=2)
 
 
 def test_a_stages_parts_go_at_once_and_each_is_recorded(tmp_path):
