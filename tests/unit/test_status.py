@@ -278,3 +278,18 @@ def test_brackets_of_a_reason_are_shown_not_read_as_markup(tmp_path):
                                                   2: "Reservation [maint]", 3: "Reservation [maint]"}})))
     row = plain_table(status_table(st, plain=True)).splitlines()[2]  # [maint] would be a rich style tag
     assert "2 ReqNodeNotAvail, UnavailableNodes:gpu[1-2], 2 Reservation [maint]" in row, row
+
+
+def test_what_a_pending_task_waits_for_is_the_same_with_the_parents_open_tasks_found_once():
+    """status._details finds a whole parent's open tasks once per answer (waited_on's `whole`); per task,
+    every edge kind gives what parent_tasks gives task by task (afterok, afterany, aftercorr; a sweep)."""
+    from launcher.run.status import waited_on
+
+    points = [[f"pipeline.vars.scale={p}"] for p in (1, 2, 3)]
+    plan = build_plan([compose(["pipeline=smoke", "cluster=dev", *p]) for p in points], points)
+    states = {name: {t: ("completed" if t % 3 else "pending") for t in range(st.total_tasks)}
+              for name, st in plan.stages.items()}
+    for name, st in plan.stages.items():
+        whole: dict = {}
+        for t in range(st.total_tasks):
+            assert waited_on(plan, name, t, states, whole) == waited_on(plan, name, t, states), (name, t)
