@@ -40,6 +40,57 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.local)
 
 
+# Disk: CI's machine shares its disk, and a full one fails every later test at its setup (stop 30's CI:
+# 29 errors, then pytest's own crash). pyproject's tmp_path_retention_policy = "failed" removes a passed
+# test's tmp_path at its teardown; this reports what the tests wrote there and the free space, so that
+# the next such failure says why in CI's output.
+_DISK = {"written": 0, "largest": [], "free_at_start": None}
+LOW_DISK_BYTES = 4 << 30  # below this before the tests, the session starts with a warning
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass  # removed while we walked (a job of the test still running)
+    return total
+
+
+def pytest_sessionstart(session):
+    free = shutil.disk_usage(session.config._tmp_path_factory.getbasetemp()).free
+    _DISK["free_at_start"] = free
+    if free < LOW_DISK_BYTES:
+        print(f"\nWARNING: {free / 2**30:.1f} GiB free for the tests' temporary folders "
+              f"({session.config._tmp_path_factory.getbasetemp()}); the integration tiers write several GiB",
+              file=sys.stderr)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    path = getattr(item, "funcargs", {}).get("tmp_path")
+    if isinstance(path, Path) and path.is_dir():  # measured before the fixture's teardown removes it
+        size = _tree_bytes(path)
+        _DISK["written"] += size
+        _DISK["largest"] = sorted([*_DISK["largest"], (size, item.nodeid)], reverse=True)[:5]
+    return (yield)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    base = config._tmp_path_factory.getbasetemp()
+    base = next(p for p in (base, *base.parents) if p.exists())  # removed at the session's end when all passed
+    free, start = shutil.disk_usage(base).free, _DISK["free_at_start"]
+    lines = [f"free space {start / 2**30:.1f} GiB at the start, {free / 2**30:.1f} GiB now ({base})"]
+    if not getattr(config.option, "numprocesses", None):  # under xdist each worker counts its own
+        lines.append(f"tmp_path: {_DISK['written'] / 2**30:.2f} GiB written by the tests in all, largest:")
+    lines += [f"  {size / 2**20:8.1f} MiB  {nodeid}" for size, nodeid in _DISK["largest"]]
+    terminalreporter.write_sep("=", "disk use")
+    for line in lines:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _run_index(tmp_path_factory):
     """The runs the tests launch are indexed (launcher/run/runindex.py) here, not in your ~/.local/state."""
