@@ -129,6 +129,8 @@ def kept_facts(path):
     fingerprint covers)."""
     global _facts
     previous, _facts = _facts, hydra_facts.Facts(path)
+    if _plugin_search_path:  # Hydra initialized before, in this process, with a SearchPathPlugin's folders
+        _facts.forget()
     try:
         yield _facts
     finally:
@@ -236,6 +238,8 @@ def _sweep(overrides: Sequence[str], multirun: bool) -> tuple[List[List[str]], d
 
 
 _initialized_with: Optional[List[Path]] = None  # the config directories Hydra was initialized with
+_plugin_search_path: List[str] = []  # config search path entries Hydra's SearchPathPlugins added
+_OWN_PROVIDERS = ("hydra", "main", "launcher-config-dir", "schema")  # create_config_search_path's and ours
 
 
 SWEEP_PARAMS = "hydra.sweeper.params"
@@ -324,8 +328,10 @@ def _initialize() -> None:
     """Hydra initialized as initialize_config_dir(conf/) does, with the config directories
     (launcher/config/configdirs.py) put into its search path ahead of conf/, as Hydra's own --config-dir is
     put into an app's (there: behind the app's configs; here ahead, so yours shadow the package's).
-    Again when the directories changed (resume of a run recorded with others, tests)."""
-    global _initialized_with
+    Again when the directories changed (resume of a run recorded with others, tests).
+    An entry an installed SearchPathPlugin added (`_plugin_search_path`) holds config files no kept
+    answer's fingerprint covers: the answers of this process are not kept (hydra_facts.Facts.forget)."""
+    global _initialized_with, _plugin_search_path
     from hydra import version
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
@@ -346,6 +352,10 @@ def _initialize() -> None:
         search_path.prepend(provider="launcher-config-dir", path=f"file://{d}", anchor=SearchPathQuery(provider="main"))
     Hydra.create_main_hydra2(task_name="launcher", config_search_path=search_path)
     _initialized_with = dirs
+    _plugin_search_path = [f"{e.provider}: {e.path}" for e in search_path.get_path()
+                           if e.provider not in _OWN_PROVIDERS]
+    if _plugin_search_path:
+        _facts.forget()
 
 
 def _plain(cfg) -> dict:

@@ -19,9 +19,15 @@ The fingerprint covers what those answers read: the content of every file under 
 cluster_profiles/ and the config directories (launcher/config/configdirs.py) and where they are, the
 launcher's own code (path, size and mtime of each file: the schema is registered from it) and
 the modules of stage kinds that installed packages add (their sections are in the schema), the
-Python version and the installed
-Hydra and OmegaConf (size and mtime of their `__init__.py`). Anything else a point reads (values,
-`${oc.env:...}`, the clock) is applied or resolved per command, as without this file.
+Python version, the installed Hydra and OmegaConf (size and mtime of their `__init__.py`) and Hydra's
+plugins (`installed`: every file of the `hydra_plugins` namespace package, wherever sys.path has a part
+of it; a plugin adds config groups to the ConfigStore and, a SearchPathPlugin, folders to the config
+search path). Anything else a point reads (values, `${oc.env:...}`, the clock) is applied or resolved
+per command, as without this file.
+
+A SearchPathPlugin's folders hold config files no fingerprint covers: when Hydra's search path has an
+entry that neither Hydra nor the launcher put there (launcher/config/compose.py `_initialize`), nothing
+is kept (`Facts.forget`), as for a composition with a `hydra.searchpath`.
 
 A question the file does not answer yet is asked of Hydra (initialized then) and the answer added.
 The file is written by this user's commands only, in the state directory (launcher/run/runindex.py
@@ -51,10 +57,7 @@ def fingerprint(config_roots: Iterable[Path], code_dir: Path, tree: Callable, pl
     config_roots = list(config_roots)
     h = hashlib.sha256(json.dumps([sys.version, [str(r) for r in config_roots], plugins]).encode())
     try:
-        for name in ("hydra", "omegaconf"):
-            origin = importlib.util.find_spec(name).origin
-            st = os.stat(origin)
-            h.update(f"{origin}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(json.dumps(installed()).encode())
         for root in config_roots:
             if not tree(Path(root), h, True, True):
                 return None
@@ -62,6 +65,29 @@ def fingerprint(config_roots: Iterable[Path], code_dir: Path, tree: Callable, pl
     except (OSError, AttributeError):
         return None
     return h.hexdigest()[:32]
+
+
+def installed() -> list:
+    """What of the installed Hydra a composition depends on beyond the config files: the path, size and
+    mtime (ns) of Hydra's and OmegaConf's `__init__.py`, and of every file of Hydra's plugins (the
+    `hydra_plugins` namespace package in each sys.path entry that has one, `__pycache__` left out; Hydra
+    imports all of them at initialization, hydra/core/plugins.py). Installing, upgrading or removing a
+    plugin changes it. Raises OSError or AttributeError when a file went away meanwhile or Hydra is not
+    installed."""
+    out = []
+    for name in ("hydra", "omegaconf"):
+        origin = importlib.util.find_spec(name).origin
+        st = os.stat(origin)
+        out.append([origin, st.st_size, st.st_mtime_ns])
+    spec = importlib.util.find_spec("hydra_plugins")
+    # each folder once: the working directory's part and an editable install's can be the same folder
+    for location in sorted({os.path.realpath(p) for p in spec.submodule_search_locations or []} if spec else ()):
+        for dirpath, dirnames, filenames in os.walk(location):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                st = os.stat(os.path.join(dirpath, name))
+                out.append([os.path.join(dirpath, name), st.st_size, st.st_mtime_ns])
+    return out
 
 
 class Facts:
@@ -73,12 +99,19 @@ class Facts:
         self.bases: dict = {}  # tuple of group-choice override lines -> pickled composed config
         self.hydra_node: Optional[dict] = None
         self.changed = False
-        self.elsewhere = False  # a composition read a hydra.searchpath: files no fingerprint covers
+        self.elsewhere = False  # a composition read folders no fingerprint covers (hydra.searchpath, plugins')
         if path is not None:
             with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
                                      TypeError, ValueError):
                 kept = pickle.loads(path.read_bytes())
                 self.groups, self.bases, self.hydra_node = kept["groups"], kept["bases"], kept["hydra_node"]
+
+    def forget(self) -> None:
+        """Keep nothing from now on (and write nothing): Hydra's config search path has folders no
+        fingerprint covers (a SearchPathPlugin's)."""
+        self.path = None
+        self.elsewhere = True
+        self.changed = False
 
     def group_exists(self, key: str, ask: Callable[[str], bool]) -> bool:
         if key not in self.groups:

@@ -6,10 +6,11 @@ An entry is keyed on everything composition reads: the overrides and -m; the con
 under conf/, cluster_profiles/ and the config directories (launcher/config/configdirs.py); the launcher's own
 code (path, size and mtime of every file under launcher/: the schema and the composition rules); the working
 directory and the whole environment (`${oc.env:...}`, `${abspath:...}` and the site default read
-them); the Python version; the stage kinds installed packages add (their modules' size and mtime). A
+them); the Python version; the stage kinds installed packages add (their modules' size and mtime); the
+installed Hydra, OmegaConf and Hydra plugins (launcher/config/hydra_facts.py `installed`). A
 config tree with a `${now:` interpolation (a value that changes by itself) is never cached, nor a
 config directory of more than MAX_FILES files, nor a composition with a
-hydra.searchpath (its folders are not in the key). Errors are not cached. What Hydra answers from the
+hydra.searchpath or whose search path a SearchPathPlugin extended (those folders are not in the key). Errors are not cached. What Hydra answers from the
 config files alone (a group choice's composition) is kept too, across different overrides
 (launcher/config/hydra_facts.py, `facts_path`).
 
@@ -59,19 +60,20 @@ def _tree(root: Path, h, by_content: bool, now_allowed: bool = False) -> bool:
 
 def key(overrides: Sequence[str], multirun: bool) -> Optional[str]:
     """The entry's key, or None when this composition must not be cached."""
-    from launcher.config import compose, configdirs
+    from launcher.config import compose, configdirs, hydra_facts
 
     if os.environ.get(ENV) == "0":
         return None
     h = hashlib.sha256(json.dumps([list(overrides), multirun, os.getcwd(), sorted(os.environ.items()),
                                    sys.version, [str(d) for d in configdirs.current()], plugin_kinds()]).encode())
     try:
+        h.update(json.dumps(hydra_facts.installed()).encode())
         for root in (compose.CONF_DIR, compose.PROFILES_DIR, *configdirs.current()):
             if not _tree(Path(root), h, by_content=True):
                 return None
         _tree(LAUNCHER_DIR, h, by_content=False)
-    except OSError:
-        return None  # a file went away meanwhile: compose it
+    except (OSError, AttributeError):
+        return None  # a file went away meanwhile (or Hydra is not installed): compose it
     return h.hexdigest()[:32]
 
 
@@ -135,7 +137,7 @@ def compose_points(overrides: Sequence[str], multirun: bool) -> Tuple[List[List[
                 pass  # an entry of another version: compose it
     with compose.kept_facts(facts_path()) as facts:
         points, configs = compose.compose_points(overrides, multirun)
-    if entry is not None and not facts.elsewhere:  # hydra.searchpath: folders the key does not cover
+    if entry is not None and not facts.elsewhere:  # hydra.searchpath, plugins': folders the key does not cover
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             layout.atomic_write_text(entry, json.dumps({"points": points, "configs": point_configs.encode(configs)}))

@@ -153,3 +153,62 @@ def test_a_composition_with_a_searchpath_is_kept_by_neither_cache(tmp_path, env)
     extra.write_text(extra.read_text().replace("hidden_size: 64", "hidden_size: 96"))
     assert compose_in_a_process(facts, overrides, tmp_path, env)["configs"][0]["model"]["hidden_size"] == 96
     assert cached()["model"]["hidden_size"] == 96
+
+
+SEARCH_PATH_PLUGIN = '''
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+
+class SiteConfigs(SearchPathPlugin):
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        search_path.append(provider="site-configs", path="file://{folder}")
+'''
+
+
+def test_a_search_path_plugins_folder_is_kept_by_neither_cache(tmp_path, env):
+    """An installed SearchPathPlugin (a site's package of configs) adds a folder to Hydra's config search
+    path that no fingerprint covers, without any hydra.searchpath: a change to a config file there must
+    show in the next command's configs, through both caches."""
+    site = tmp_path / "site"
+    (site / "model").mkdir(parents=True)
+    extra = site / "model" / "extra.yaml"
+    extra.write_text((ROOT / "conf" / "model" / "tiny.yaml").read_text())
+    plugin = tmp_path / "installed" / "hydra_plugins" / "site_configs"
+    plugin.mkdir(parents=True)
+    (plugin / "__init__.py").write_text(SEARCH_PATH_PLUGIN.format(folder=site))
+    env = {**env, "PYTHONPATH": f"{ROOT}:{tmp_path / 'installed'}", "LAUNCHER_STATE_DIR": str(tmp_path / "state")}
+    overrides = ["pipeline=smoke", "cluster=local", "model=extra"]
+
+    def cached() -> dict:
+        p = subprocess.run([sys.executable, "-c", CACHED, json.dumps(overrides)], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, check=False)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout)[0]
+
+    facts = tmp_path / "facts.pkl"
+    assert compose_in_a_process(facts, overrides, tmp_path, env)["configs"][0]["model"]["hidden_size"] == 64
+    assert not facts.exists(), "a composition through a plugin's folder was kept"
+    assert cached()["model"]["hidden_size"] == 64
+    extra.write_text(extra.read_text().replace("hidden_size: 64", "hidden_size: 96"))
+    assert compose_in_a_process(facts, overrides, tmp_path, env)["configs"][0]["model"]["hidden_size"] == 96
+    assert cached()["model"]["hidden_size"] == 96
+
+
+def test_the_fingerprints_cover_hydras_plugins(monkeypatch, tmp_path):
+    """A Hydra plugin adds config groups (its ConfigStore entries) or search path folders: installing one,
+    or changing its module, is a new key for both caches."""
+    from launcher.run import compose_cache
+
+    monkeypatch.setenv("LAUNCHER_STATE_DIR", str(tmp_path / "state"))
+    before = compose_cache.facts_path(), compose_cache.key(["pipeline=smoke"], False)
+    plugin = tmp_path / "installed" / "hydra_plugins" / "site_launcher"
+    plugin.mkdir(parents=True)
+    module = plugin / "__init__.py"
+    module.write_text("# a plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "installed"))
+    installed = compose_cache.facts_path(), compose_cache.key(["pipeline=smoke"], False)
+    module.write_text("# a plugin, upgraded\n")
+    upgraded = compose_cache.facts_path(), compose_cache.key(["pipeline=smoke"], False)
+    assert None not in before + installed + upgraded
+    assert len({before[0], installed[0], upgraded[0]}) == 3 and len({before[1], installed[1], upgraded[1]}) == 3
