@@ -48,17 +48,6 @@ _DISK = {"written": 0, "largest": [], "free_at_start": None}
 LOW_DISK_BYTES = 4 << 30  # below this before the tests, the session starts with a warning
 
 
-def _tree_bytes(path: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_size
-            except OSError:
-                pass  # removed while we walked (a job of the test still running)
-    return total
-
-
 def pytest_sessionstart(session):
     free = shutil.disk_usage(session.config._tmp_path_factory.getbasetemp()).free
     _DISK["free_at_start"] = free
@@ -72,7 +61,9 @@ def pytest_sessionstart(session):
 def pytest_runtest_teardown(item, nextitem):
     path = getattr(item, "funcargs", {}).get("tmp_path")
     if isinstance(path, Path) and path.is_dir():  # measured before the fixture's teardown removes it
-        size = _tree_bytes(path)
+        from launcher.run import gc  # the bytes under a folder, as `launcher gc` counts them
+
+        size = gc.size(path)
         _DISK["written"] += size
         _DISK["largest"] = sorted([*_DISK["largest"], (size, item.nodeid)], reverse=True)[:5]
     return (yield)
